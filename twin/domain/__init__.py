@@ -1,0 +1,1 @@
+"""Domain value objects: observations, interventions and events (stdlib only)."""

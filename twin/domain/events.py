@@ -1,0 +1,220 @@
+"""What is observed about a patient and what is done to them, as validated value objects.
+
+Every constructor validates its fields and raises :class:`twin.errors.ObservationRangeError`
+naming the field and the valid range; nothing is clipped or coerced silently (a float where an
+integer score is required is an error, ``True`` is not a score). Quality-control drops (a night
+with under 4 h of wear, a day with under 10 h) are not errors: the value is valid but carries no
+information, and :attr:`usable` says so.
+
+Times are days since the twin's origin (float, so an EMA beep at 14:30 on day 3 is 3.6042).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from twin import errors
+
+__all__ = [
+    "CareStatus",
+    "DoseTaken",
+    "EmaAffect",
+    "Event",
+    "Gad7",
+    "LnRmssd",
+    "Observation",
+    "Payload",
+    "Phq9",
+    "Prescription",
+    "RestingHeartRate",
+    "SleepDuration",
+    "Steps",
+    "TherapySession",
+]
+
+
+def _integer(field: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise errors.ObservationRangeError(field, value, f"integer {lo}..{hi}")
+    return value
+
+
+def _real(field: str, value: object, lo: float, hi: float, unit: str) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(float(value)) or not lo <= float(value) <= hi:  # type: ignore[arg-type]
+        raise errors.ObservationRangeError(field, value, f"number {lo:g}..{hi:g} {unit}".rstrip())
+    return float(value)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Phq9:
+    """A PHQ-9 questionnaire: total 0-27, optionally the nine items 0-3 (item 9 = self-harm).
+
+    Missing items are never prorated: give all nine or none.
+    """
+
+    total: int
+    items: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _integer("phq9.total", self.total, 0, 27)
+        if self.items is not None:
+            if not isinstance(self.items, tuple) or len(self.items) != 9:
+                raise errors.ObservationRangeError("phq9.items", self.items, "nine items")
+            for i, item in enumerate(self.items, start=1):
+                _integer(f"phq9.item{i}", item, 0, 3)
+            if sum(self.items) != self.total:
+                raise errors.ObservationRangeError(
+                    "phq9.total", self.total, f"the sum of the items ({sum(self.items)})"
+                )
+
+    @property
+    def item9(self) -> int | None:
+        """The self-harm item (0-3), or ``None`` when items were not given."""
+        return None if self.items is None else self.items[8]
+
+
+@dataclass(frozen=True, slots=True)
+class Gad7:
+    """A GAD-7 questionnaire total, 0-21."""
+
+    total: int
+
+    def __post_init__(self) -> None:
+        _integer("gad7.total", self.total, 0, 21)
+
+
+@dataclass(frozen=True, slots=True)
+class EmaAffect:
+    """An EMA negative-affect rating on a 1-7 Likert item (1 = none, 7 = extreme)."""
+
+    rating: int
+
+    def __post_init__(self) -> None:
+        _integer("ema.rating", self.rating, 1, 7)
+
+
+@dataclass(frozen=True, slots=True)
+class SleepDuration:
+    """Total sleep time of one night from a wearable, hours (0-16), with hours of wear."""
+
+    hours: float
+    wear_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        _real("sleep.hours", self.hours, 0.0, 16.0, "h")
+        _real("sleep.wear_hours", self.wear_hours, 0.0, 24.0, "h")
+
+    @property
+    def usable(self) -> bool:
+        """Nights with under 4 h of wear carry no information (twin-model.md §2.4)."""
+        return self.wear_hours >= 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """Steps in one day (0-100,000), with hours of wear."""
+
+    count: int
+    wear_hours: float = 24.0
+
+    def __post_init__(self) -> None:
+        _integer("steps.count", self.count, 0, 100_000)
+        _real("steps.wear_hours", self.wear_hours, 0.0, 24.0, "h")
+
+    @property
+    def usable(self) -> bool:
+        """Days with under 10 h of wear carry no information."""
+        return self.wear_hours >= 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RestingHeartRate:
+    """Resting heart rate, beats per minute (25-220)."""
+
+    bpm: float
+
+    def __post_init__(self) -> None:
+        _real("resting_hr.bpm", self.bpm, 25.0, 220.0, "bpm")
+
+
+@dataclass(frozen=True, slots=True)
+class LnRmssd:
+    """Heart-rate variability as ln RMSSD, RMSSD in ms (ln 1 .. ln 300 = 0 .. 5.70)."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        _real("hrv.ln_rmssd", self.value, 0.0, math.log(300.0), "ln ms")
+
+
+@dataclass(frozen=True, slots=True)
+class Prescription:
+    """A change of the prescribed daily dose from this day on; ``mg_per_day = 0`` stops.
+
+    The drug name is checked against the model's table where the event is applied (the domain
+    layer does not know the pharmacology).
+    """
+
+    drug: str
+    mg_per_day: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.drug, str) or not self.drug or self.drug != self.drug.lower():
+            raise errors.ObservationRangeError("prescription.drug", self.drug, "lower-case name")
+        _real("prescription.mg_per_day", self.mg_per_day, 0.0, 1000.0, "mg/day")
+
+
+@dataclass(frozen=True, slots=True)
+class DoseTaken:
+    """A logged dose of the prescribed drug on this day: taken or missed."""
+
+    drug: str
+    taken: bool
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.taken, bool):
+            raise errors.ObservationRangeError("dose.taken", self.taken, "true or false")
+
+
+@dataclass(frozen=True, slots=True)
+class TherapySession:
+    """An attended session: ``psychotherapy`` (CBT/IPT/BA) or ``cbti``."""
+
+    kind: Literal["psychotherapy", "cbti"] = "psychotherapy"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("psychotherapy", "cbti"):
+            raise errors.ObservationRangeError("therapy.kind", self.kind, "psychotherapy or cbti")
+
+
+@dataclass(frozen=True, slots=True)
+class CareStatus:
+    """Start (``active=True``) or end of active clinical follow-up (the care effect c_d)."""
+
+    active: bool
+
+
+Observation = Phq9 | Gad7 | EmaAffect | SleepDuration | Steps | RestingHeartRate | LnRmssd
+Payload = Observation | Prescription | DoseTaken | TherapySession | CareStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a twin's event log.
+
+    Attributes:
+        seq: Per-patient sequence number (>= 1, strictly increasing in the log).
+        day: Time, days since the twin's origin (>= 0).
+        payload: What happened.
+    """
+
+    seq: int
+    day: float
+    payload: Payload
+
+    def __post_init__(self) -> None:
+        _integer("event.seq", self.seq, 1, 2**62)
+        _real("event.day", self.day, 0.0, 1e6, "days")

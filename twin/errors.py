@@ -1,0 +1,113 @@
+"""The error tree of Novamind. Every error is a :class:`TwinError`.
+
+::
+
+    TwinError
+    ├── InvalidInputError (ValueError)        bad input from a caller; HTTP 422
+    │   ├── ObservationRangeError            a value outside its valid range
+    │   ├── UnknownDrugError                 a drug not in the model's table
+    │   └── EventOrderError                  an event older than the twin's clock
+    ├── StateCorruptError                    serialized state that cannot be read back
+    └── ModelVersionError                    state written by an incompatible model
+
+Every class pickles (errors cross Ray processes): each passes all its constructor arguments
+positionally to ``super().__init__`` so ``BaseException.__reduce__`` rebuilds it. Messages never
+carry PHI: they name fields, ranges and sequence numbers, not patients.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EventOrderError",
+    "InvalidInputError",
+    "ModelVersionError",
+    "ObservationRangeError",
+    "StateCorruptError",
+    "TwinError",
+    "UnknownDrugError",
+]
+
+
+class TwinError(Exception):
+    """Root of every error raised by Novamind code."""
+
+
+class InvalidInputError(TwinError, ValueError):
+    """A caller supplied input that the domain rejects."""
+
+
+class ObservationRangeError(InvalidInputError):
+    """An observed value lies outside the valid range of its field.
+
+    Args:
+        field: Name of the offending field, e.g. ``"phq9_total"``.
+        value: The rejected value (as given).
+        valid: Human-readable valid range, e.g. ``"integer 0..27"``.
+    """
+
+    def __init__(self, field: str, value: object, valid: str) -> None:
+        super().__init__(field, value, valid)
+        self.field = field
+        self.value = value
+        self.valid = valid
+
+    def __str__(self) -> str:
+        return f"{self.field}={self.value!r} is invalid: expected {self.valid}"
+
+
+class UnknownDrugError(InvalidInputError):
+    """A drug name that the pharmacology table does not know.
+
+    Args:
+        drug: The rejected name.
+        known: The names the model knows.
+    """
+
+    def __init__(self, drug: str, known: tuple[str, ...]) -> None:
+        super().__init__(drug, known)
+        self.drug = drug
+        self.known = known
+
+    def __str__(self) -> str:
+        return f"unknown drug {self.drug!r}: expected one of {', '.join(self.known)}"
+
+
+class EventOrderError(InvalidInputError):
+    """An event is older than the time the twin has already advanced to.
+
+    Args:
+        event_day: Time of the event, days since the twin's origin.
+        twin_day: Time the twin's state is valid for, days since the origin.
+    """
+
+    def __init__(self, event_day: float, twin_day: float) -> None:
+        super().__init__(event_day, twin_day)
+        self.event_day = event_day
+        self.twin_day = twin_day
+
+    def __str__(self) -> str:
+        return (
+            f"event at day {self.event_day:g} is older than the twin's clock "
+            f"(day {self.twin_day:g}); replay the log to insert it"
+        )
+
+
+class StateCorruptError(TwinError):
+    """Serialized twin state could not be decoded."""
+
+
+class ModelVersionError(TwinError):
+    """Serialized state was written by an incompatible model version.
+
+    Args:
+        found: Version in the serialized state.
+        expected: Version this code implements.
+    """
+
+    def __init__(self, found: str, expected: str) -> None:
+        super().__init__(found, expected)
+        self.found = found
+        self.expected = expected
+
+    def __str__(self) -> str:
+        return f"state has model version {self.found!r}, this code is {self.expected!r}"

@@ -1,0 +1,1 @@
+"""The twin model of ``twin-model.md``: parameters, pharmacology, latent dynamics, observations."""

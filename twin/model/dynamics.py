@@ -1,0 +1,238 @@
+"""Latent dynamics of the twin (``twin-model.md`` §2.1-2.3), vectorised over particles.
+
+A population of latent states (particles of one twin, particles of many twins, or the patients
+of a simulated cohort) is one float32 matrix ``X`` of shape ``(N_ROWS, *batch)``; row ``k`` holds
+the quantity named in :data:`ROWS`. The day step is written once and serves the particle filter,
+forecasts, scenarios and cohort simulation alike, so there is one model, not several copies.
+
+Quantities that are known inputs for a twin (doses scheduled, sessions attended, sleep debt from
+the sleep schedule, care) live outside ``X`` in :class:`DayInputs`, broadcast against the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from twin.model import pharmacology
+from twin.model.parameters import PopulationParameters
+
+__all__ = [
+    "DYNAMIC_ROWS",
+    "N_NORMALS",
+    "N_ROWS",
+    "N_UNIFORMS",
+    "ROWS",
+    "SLOTS",
+    "STATIC_ROWS",
+    "DayInputs",
+    "Row",
+    "day_step",
+    "ema_advance",
+    "sample_prior",
+]
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+#: Number of drug slots a twin tracks at once (current and previous drug, for cross-tapers).
+SLOTS = 2
+
+#: Dynamic rows: regime R (1 = episode), severity S (PHQ-9 points), anxiety G (GAD-7 points),
+#: EMA negative affect A (z), insomnia Q (z), drug effect E, care effect P, discontinuation load W
+#: (points), previous-day drive U_PREV, recall means M_S and M_G of S and G, exposures C0, C1.
+DYNAMIC_ROWS = ("R", "S", "G", "A", "Q", "E", "P", "W", "U_PREV", "M_S", "M_G", "C0", "C1")
+#: Static per-patient parameters θ_i (Liu-West shrinkage acts on them): mu_ep, mu_well, care
+#: effect pi, log drug sensitivity ln eta, anxiety baseline g0, EMA home base alpha, insomnia
+#: baseline q0, discontinuation susceptibility omega (0/1).
+STATIC_ROWS = ("MU_EP", "MU_WELL", "PI", "LOG_ETA", "G0", "ALPHA", "Q0", "OMEGA")
+ROWS = DYNAMIC_ROWS + STATIC_ROWS
+N_ROWS = len(ROWS)
+#: Standard normals per particle per day: ξ_S, ξ_G (independent part), ξ_Q.
+N_NORMALS = 3
+#: Uniforms per particle per day: regime switch, adherence of slot 0, adherence of slot 1.
+N_UNIFORMS = 1 + SLOTS
+
+
+class Row:
+    """Row indices into the particle matrix, named as in ``twin-model.md``."""
+
+    R, S, G, A, Q, E, P, W, U_PREV, M_S, M_G, C0, C1 = range(13)
+    MU_EP, MU_WELL, PI, LOG_ETA, G0, ALPHA, Q0, OMEGA = range(13, 21)
+
+
+@dataclass(slots=True)
+class DayInputs:
+    """Known inputs for one day, broadcastable against the batch shape.
+
+    Attributes:
+        care: 1.0 while in active clinical follow-up (c_d), else 0.0.
+        dose_rel: Shape ``(SLOTS, ...)``: scheduled dose of each slot's drug / D_min.
+        taken: Shape ``(SLOTS, ...)``: 1.0 taken, 0.0 missed, NaN unknown (then drawn
+            as Bernoulli(``p_adh``)).
+        p_adh: Probability a dose is taken when not logged.
+        k_e: Shape ``(SLOTS, ...)``: elimination constants of the slots' drugs, 1/day.
+        psi: Psychotherapy effect Ψ_d, points.
+        cbti: CBT-I effect I_d on insomnia, z.
+        sleep_debt: Sleep-debt accumulator L_d (dimensionless).
+    """
+
+    care: float | F64
+    dose_rel: F64
+    taken: F64
+    p_adh: float | F64
+    k_e: F64
+    psi: float | F64
+    cbti: float | F64
+    sleep_debt: float | F64
+
+
+def _eta(log_eta: F32) -> F32:
+    return np.exp(log_eta)
+
+
+def day_step(
+    X: F32,
+    inp: DayInputs,
+    p: PopulationParameters,
+    *,
+    normals: F32,
+    uniforms: F32,
+) -> None:
+    """Advance every latent state in ``X`` by one day, in place.
+
+    With a_S = e^{-κ_S}, target T_d = μ_{R_d} - E_d - P_d - Ψ_d + c_Q·(Q_d - q0_i) + W_d:
+
+    - S_{d+1} = clip(T_d + a_S(S_d - T_d) + σ_S√(1-a_S²)·ξ_S, 0, 27)
+    - G_{d+1}: the same OU form toward g0_i + g1(S_d - μ_well) - γ_G E_d, noise correlated ρ_SG
+    - Q_{d+1} = Q_d + (q0_i + c_SQ(S_d - μ_well)/5 - I_d - Q_d)/τ_Q + c_L L_d + σ_Q ξ_Q
+    - C_{k,d+1} = C_k e^{-k_e} + dose_k·taken_k·(1 - e^{-k_e}); u_d = min(O(ΣC)/O(1), u_cap)
+    - E_{d+1} = E_d + (η_i E_max u_d - E_d)/τ_E; P_{d+1} = P_d + (c_d π_i - P_d)/τ_P
+    - W_{d+1} = W_d e^{-1/τ_W} + ω_i·max(0, u_{d-1} - u_d)·k_W
+    - R switches 1→0 with probability 1 - exp(-h10·m_care^{c_d}·(1 + (m_drug - 1)·min(u,1)))
+      and 0→1 with 1 - exp(-h01·HR_drug^{min(u,1)}·exp(β_Q max(Q,0)))
+    - recall means M ← M + (X_{d+1} - M)/τ_recall (an EWMA with the mean age of a 14-day window)
+
+    Args:
+        X: Particle matrix, shape ``(N_ROWS, *batch)``, float32; updated in place.
+        inp: The day's known inputs.
+        p: Population parameters.
+        normals: Shape ``(N_NORMALS, *batch)`` standard normal draws.
+        uniforms: Shape ``(N_UNIFORMS, *batch)`` uniform [0, 1) draws.
+    """
+    R, S, G, Q = X[Row.R], X[Row.S], X[Row.G], X[Row.Q]
+    E, P, W = X[Row.E], X[Row.P], X[Row.W]
+    mu_well = X[Row.MU_WELL]
+    episode = R > 0.5
+    a = math.exp(-p.kappa_s)
+    innov = math.sqrt(1.0 - a * a)
+
+    target = (
+        np.where(episode, X[Row.MU_EP], mu_well) - E - P - inp.psi + p.c_q * (Q - X[Row.Q0]) + W
+    )
+    s_new = np.clip(target + a * (S - target) + (p.sigma_s * innov) * normals[0], 0.0, 27.0)
+    xi_g = p.rho_sg * normals[0] + math.sqrt(1.0 - p.rho_sg**2) * normals[1]
+    g_target = X[Row.G0] + p.g1 * (S - mu_well) - p.gamma_g * E
+    g_new = np.clip(g_target + a * (G - g_target) + (p.sigma_g * innov) * xi_g, 0.0, 21.0)
+    q_target = X[Row.Q0] + (p.c_sq / 5.0) * (S - mu_well) - inp.cbti
+    q_new = Q + (q_target - Q) / p.tau_q + p.c_l * inp.sleep_debt + p.sigma_q * normals[2]
+
+    u = pharmacology.drive(X[Row.C0] + X[Row.C1], p)
+    for k, row in enumerate((Row.C0, Row.C1)):
+        taken = np.where(np.isnan(inp.taken[k]), uniforms[1 + k] < inp.p_adh, inp.taken[k])
+        X[row] = pharmacology.pk_step(X[row], inp.dose_rel[k] * taken, inp.k_e[k])
+
+    u_low = np.minimum(u, 1.0)
+    recovery = p.h10 * np.where(inp.care > 0.5, p.m_care, 1.0) * (1.0 + (p.m_drug - 1.0) * u_low)
+    relapse = p.h01 * np.power(p.hr_drug, u_low) * np.exp(p.beta_q * np.maximum(Q, 0.0))
+    hazard = np.where(episode, recovery, relapse)
+    switch = uniforms[0] < -np.expm1(-hazard)
+
+    X[Row.W] = W * math.exp(-1.0 / p.tau_w) + X[Row.OMEGA] * np.maximum(
+        X[Row.U_PREV] - u, 0.0
+    ) * p.k_w
+    X[Row.E] = E + (_eta(X[Row.LOG_ETA]) * p.e_max * u - E) / p.tau_e
+    X[Row.P] = P + (inp.care * X[Row.PI] - P) / p.tau_p
+    X[Row.U_PREV] = u
+    X[Row.R] = np.where(switch, 1.0 - R, R)
+    X[Row.S] = s_new
+    X[Row.G] = g_new
+    X[Row.Q] = q_new
+    X[Row.M_S] += (s_new - X[Row.M_S]) / p.recall_days
+    X[Row.M_G] += (g_new - X[Row.M_G]) / p.recall_days
+
+
+def ema_advance(X: F32, hours: float | F64, p: PopulationParameters, *, normal: F32) -> None:
+    """Advance EMA affect A by ``hours`` with the exact OU transition, in place.
+
+    A(t+Δ) = h + e^{-κ Δ}(A(t) - h) + σ_A√(1 - e^{-2κΔ})·ξ, with home base
+    h = α_i + β_A z_S and attractor strength κ = κ_A·e^{-b z_S}, z_S = (S - μ_well)/5, both
+    held at the current severity (DynAffect; Kuppens et al. 2010; Houben et al. 2015).
+
+    Args:
+        X: Particle matrix, updated in place (row A).
+        hours: Elapsed time Δ >= 0, hours; scalar or broadcastable per twin.
+        p: Population parameters.
+        normal: Standard normal draws, batch shape.
+    """
+    z = (X[Row.S] - X[Row.MU_WELL]) / 5.0
+    home = X[Row.ALPHA] + p.beta_a * z
+    # Attractor strength weakens with severity: inertia rises with worse well-being (Houben 2015).
+    kappa = p.kappa_a_per_h * np.exp(-p.kappa_a_severity * z)
+    decay = np.exp(-kappa * hours).astype(np.float32)
+    spread = (p.sigma_a * np.sqrt(1.0 - decay * decay)).astype(np.float32)
+    X[Row.A] = home + decay * (X[Row.A] - home) + spread * normal
+
+
+def sample_prior(
+    p: PopulationParameters,
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    *,
+    p_episode: float | F64,
+    mu_ep_mean: float | F64 | None = None,
+    mu_ep_sd: float | None = None,
+) -> F32:
+    """Draw latent states from the population prior (§2.5).
+
+    Static parameters: μ_ep ~ N(mean, sd²) on [0, 27]; μ_well ~ N(2.5, 1.5²) on [0, 27];
+    π ~ N(5, 4²)⁺; ln η ~ N(-σ²/2, σ²) with σ² = ln(1 + CV²) so E[η] = 1; g0 ~ N(3, 1.5²)⁺;
+    α ~ N(0, 0.5²); q0 ~ N(0, 0.8²); ω ~ Bernoulli(0.15). Dynamic states start at the
+    equilibrium of their regime with the OU's stationary spread; drug and care states at zero.
+
+    Args:
+        p: Population parameters.
+        shape: Batch shape.
+        rng: Random generator (the caller's stream).
+        p_episode: Probability the regime starts in an episode.
+        mu_ep_mean: Mean of μ_ep (default ``p.mu_ep_mean``).
+        mu_ep_sd: SD of μ_ep (default ``p.mu_ep_sd``).
+
+    Returns:
+        Particle matrix, shape ``(N_ROWS, *shape)``, float32.
+    """
+    X = np.zeros((N_ROWS, *shape), dtype=np.float32)
+    mean = p.mu_ep_mean if mu_ep_mean is None else mu_ep_mean
+    sd = p.mu_ep_sd if mu_ep_sd is None else mu_ep_sd
+    X[Row.MU_EP] = np.clip(rng.normal(mean, sd, shape), 0.0, 27.0)
+    X[Row.MU_WELL] = np.clip(rng.normal(p.mu_well_mean, p.mu_well_sd, shape), 0.0, 27.0)
+    X[Row.PI] = np.maximum(rng.normal(p.pi_mean, p.pi_sd, shape), 0.0)
+    log_var = math.log1p(p.eta_cv**2)
+    X[Row.LOG_ETA] = rng.normal(-log_var / 2.0, math.sqrt(log_var), shape)
+    X[Row.G0] = np.maximum(rng.normal(p.g0_mean, p.g0_sd, shape), 0.0)
+    X[Row.ALPHA] = rng.normal(0.0, p.alpha_sd, shape)
+    X[Row.Q0] = rng.normal(0.0, p.q_sd, shape)
+    X[Row.OMEGA] = rng.random(shape) < p.omega_p
+    X[Row.R] = rng.random(shape) < p_episode
+    level = np.where(X[Row.R] > 0.5, X[Row.MU_EP], X[Row.MU_WELL])
+    X[Row.S] = np.clip(level + rng.normal(0.0, p.sigma_s, shape), 0.0, 27.0)
+    X[Row.M_S] = np.clip(level + rng.normal(0.0, p.sigma_s * 0.5, shape), 0.0, 27.0)
+    g_level = X[Row.G0] + p.g1 * (X[Row.S] - X[Row.MU_WELL])
+    X[Row.G] = np.clip(g_level + rng.normal(0.0, p.sigma_g, shape), 0.0, 21.0)
+    X[Row.M_G] = np.clip(g_level + rng.normal(0.0, p.sigma_g * 0.5, shape), 0.0, 21.0)
+    X[Row.Q] = X[Row.Q0] + (p.c_sq / 5.0) * (X[Row.S] - X[Row.MU_WELL])
+    X[Row.A] = X[Row.ALPHA] + (p.beta_a / 5.0) * (X[Row.S] - X[Row.MU_WELL])
+    return X

@@ -1,0 +1,102 @@
+"""Observation models of ``twin-model.md`` §2.4: log-likelihoods and generative samplers.
+
+Questionnaires use an interval-censored Gaussian (an ordered probit with unit-spaced cut-points):
+P(y = k) = Φ((k + ½ - m)/s) - Φ((k - ½ - m)/s), open at 0 and at the top score, so the mass over
+0..top sums to one and nothing falls outside the valid range. EMA uses the same form with
+person cut-points. Wearables are Gaussian around person baselines with small loadings on the
+standardised severity z_S = (S - μ_well)/5.
+
+Log-likelihoods return float64 arrays of the particles' batch shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special
+
+__all__ = [
+    "gaussian_log_prob",
+    "ordinal_log_prob",
+    "sample_gaussian",
+    "sample_ordinal",
+    "severity_z",
+]
+
+F64 = npt.NDArray[np.float64]
+ArrayLike = npt.NDArray[np.floating] | float
+
+
+def _log_interval(lo: F64, hi: F64) -> F64:
+    """log(Φ(hi) - Φ(lo)) for lo < hi, accurate in both tails.
+
+    When the interval lies right of zero, Φ(hi) - Φ(lo) = Φ(-lo) - Φ(-hi) avoids subtracting
+    two numbers close to one.
+    """
+    flip = lo > 0.0
+    a = np.where(flip, -hi, lo)
+    b = np.where(flip, -lo, hi)
+    log_b = special.log_ndtr(b)
+    with np.errstate(divide="ignore"):
+        return log_b + np.log1p(-np.exp(special.log_ndtr(a) - log_b))  # type: ignore[no-any-return]
+
+
+def ordinal_log_prob(y: int, mean: ArrayLike, sd: float, cuts: Sequence[float]) -> F64:
+    """Log-probability of category ``y`` under an ordered probit.
+
+    P(y = k) = Φ((c_k - m)/s) - Φ((c_{k-1} - m)/s) with c_0 = -∞ and c_K = +∞.
+
+    Args:
+        y: Category index 0..len(cuts).
+        mean: Latent mean m per particle.
+        sd: Latent noise s (> 0).
+        cuts: Increasing cut-points c_1..c_{K-1}.
+
+    Returns:
+        Log-probability per particle (float64).
+    """
+    m = np.asarray(mean, dtype=np.float64)
+    lower = -np.inf if y == 0 else cuts[y - 1]
+    upper = np.inf if y == len(cuts) else cuts[y]
+    return _log_interval((lower - m) / sd, (upper - m) / sd)
+
+
+def score_cuts(top: int) -> tuple[float, ...]:
+    """Cut-points k + ½ for an integer score 0..top (interval censoring at unit width)."""
+    return tuple(k + 0.5 for k in range(top))
+
+
+def sample_ordinal(
+    mean: ArrayLike, sd: float, cuts: Sequence[float], normal: npt.NDArray[np.floating]
+) -> npt.NDArray[np.int64]:
+    """Draw categories from the ordered probit: y = #{c_k < m + s·ξ}.
+
+    Args:
+        mean: Latent mean per draw.
+        sd: Latent noise.
+        cuts: Increasing cut-points.
+        normal: Standard normal draws, same shape as ``mean``.
+
+    Returns:
+        Category indices 0..len(cuts).
+    """
+    latent = np.asarray(mean, dtype=np.float64) + sd * np.asarray(normal, dtype=np.float64)
+    return np.searchsorted(np.asarray(cuts), latent, side="left").astype(np.int64)
+
+
+def gaussian_log_prob(y: float, mean: ArrayLike, sd: float) -> F64:
+    """Gaussian log-density log N(y; mean, sd²) per particle."""
+    z = (y - np.asarray(mean, dtype=np.float64)) / sd
+    return -0.5 * z * z - np.log(sd) - 0.5 * np.log(2.0 * np.pi)  # type: ignore[no-any-return]
+
+
+def sample_gaussian(mean: ArrayLike, sd: float, normal: npt.NDArray[np.floating]) -> F64:
+    """Draw y = mean + sd·ξ."""
+    return np.asarray(mean, dtype=np.float64) + sd * np.asarray(normal, dtype=np.float64)
+
+
+def severity_z(s: ArrayLike, mu_well: ArrayLike) -> F64:
+    """Standardised severity z_S = (S - μ_well)/5 that drives the wearable streams."""
+    return (np.asarray(s, dtype=np.float64) - np.asarray(mu_well, dtype=np.float64)) / 5.0
