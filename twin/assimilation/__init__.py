@@ -1,0 +1,1 @@
+"""Assimilation: twin state, particle filter kernel, EnKF and Kalman cross-checks."""
