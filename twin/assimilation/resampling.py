@@ -95,17 +95,12 @@ def liu_west(
     Returns:
         New parameters, shape ``(P, T, N)``, float32.
     """
-    twins = theta.shape[1]
-    ridge = 1e-9 * np.eye(theta.shape[0])
-    mean = np.empty((theta.shape[0], twins))
-    noise = np.empty(theta.shape, dtype=np.float32)
-    for k in range(twins):
-        # Per twin: its own moments and Cholesky factor (a ridge keeps collapsed parameters
-        # factorable); identical arithmetic whatever the batch.
-        t = theta[:, k].astype(np.float64)
-        mean[:, k] = t @ weights[k]
-        centred = t - mean[:, k, None]
-        chol = np.linalg.cholesky((centred * weights[k]) @ centred.T + ridge)
-        noise[:, k] = chol @ normal[:, k].astype(np.float64)
-    shrunk = a * gather(theta, indices) + np.float32(1.0 - a) * mean[..., None].astype(np.float32)
-    return (shrunk + np.float32(math.sqrt(1.0 - a * a)) * noise).astype(np.float32)
+    t = theta.astype(np.float64)
+    mean = np.sum(t * weights, axis=-1)  # (P, T)
+    centred = t - mean[..., None]
+    cov = np.einsum("ptn,qtn->tpq", centred * weights, centred)
+    # A tiny ridge keeps the Cholesky factor defined when a parameter has collapsed.
+    chol = np.linalg.cholesky(cov + 1e-9 * np.eye(t.shape[0]))  # (T, P, P)
+    noise = np.matmul(chol, normal.astype(np.float64).transpose(1, 0, 2)).transpose(1, 0, 2)
+    shrunk = a * gather(t, indices) + (1.0 - a) * mean[..., None]
+    return (shrunk + math.sqrt(1.0 - a * a) * noise).astype(np.float32)

@@ -57,7 +57,8 @@ def patient_key(patient_id: str) -> int:
 
 def event_generator(key: int, seq: int, *, salt: int = 0) -> np.random.Generator:
     """The counter-based generator of event ``seq`` of a twin: Philox keyed (key ^ salt, seq)."""
-    return np.random.Generator(np.random.Philox(key=np.array([key ^ salt, seq], dtype=np.uint64)))
+    bits = np.random.Philox(key=np.array([key ^ salt, seq], dtype=np.uint64), counter=0)
+    return np.random.Generator(bits)
 
 
 @dataclass

@@ -182,8 +182,8 @@ def ema_advance(X: F32, hours: float | F64, p: PopulationParameters, *, normal: 
     home = X[Row.ALPHA] + p.beta_a * z
     # Attractor strength weakens with severity: inertia rises with worse well-being (Houben 2015).
     kappa = p.kappa_a_per_h * np.exp(-p.kappa_a_severity * z)
-    decay = np.exp(-kappa * hours).astype(np.float32)
-    spread = (p.sigma_a * np.sqrt(1.0 - decay * decay)).astype(np.float32)
+    decay = np.exp(-kappa * np.asarray(hours, dtype=np.float32))
+    spread = p.sigma_a * np.sqrt(1.0 - decay * decay)
     X[Row.A] = home + decay * (X[Row.A] - home) + spread * normal
 
 

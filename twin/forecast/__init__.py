@@ -1,0 +1,1 @@
+"""Forecasts and what-if scenarios from a twin's posterior."""

@@ -1,0 +1,231 @@
+"""Forecasts: propagate a twin's posterior forward under scenarios, many twins at once.
+
+For each twin, the weighted posterior is first resampled to equal weights (systematic, with a
+generator keyed by the twin and its last event), then every scenario of that twin is run from
+the same particles with the **same random numbers** (common random numbers), so scenario
+differences are paired per particle and their Monte-Carlo error is small. All (twin, scenario)
+pairs advance together in one ``(rows, pairs, particles)`` matrix.
+
+Observable scores are drawn from the observation model each week (twin-model.md §4: the fan
+chart shows the *observable* PHQ-9, latent + measurement noise).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from twin import errors
+from twin.assimilation import resampling
+from twin.assimilation.state import FORECAST_SALT, TwinState, event_generator
+from twin.forecast.scenario import MAX_HORIZON_DAYS, Scenario
+from twin.model import dynamics, likelihood
+from twin.model.dynamics import Row
+from twin.model.inputs import InputTracker
+from twin.model.parameters import PopulationParameters, drug
+
+__all__ = ["Draws", "simulate_scenarios"]
+
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+_PHQ9_CUTS = likelihood.score_cuts(27)
+_GAD7_CUTS = likelihood.score_cuts(21)
+
+
+@dataclass(frozen=True, slots=True)
+class Draws:
+    """Simulated weekly futures of one twin under one scenario.
+
+    Attributes:
+        scenario: The scenario.
+        phq9: Observable PHQ-9 totals, shape (weeks, N), week w at row w - 1.
+        gad7: Observable GAD-7 totals, shape (weeks, N).
+        severity: Latent severity S at each week, shape (weeks, N).
+        state: The twin the draws came from (for reference scores and freshness).
+    """
+
+    scenario: Scenario
+    phq9: I64
+    gad7: I64
+    severity: F32
+    state: TwinState
+
+
+@dataclass(slots=True)
+class _Plan:
+    """Per-day known inputs of one (twin, scenario) pair over the horizon."""
+
+    dose_rel: npt.NDArray[np.float32]  # (days, SLOTS)
+    k_e: npt.NDArray[np.float32]  # (days, SLOTS)
+    care: npt.NDArray[np.float32]  # (days,)
+    psi: npt.NDArray[np.float32]
+    cbti: npt.NDArray[np.float32]
+    sleep_debt: npt.NDArray[np.float32]
+    p_adh: float
+    usual_care: bool
+
+
+def _plan(state: TwinState, scenario: Scenario, days: int, p: PopulationParameters) -> _Plan:
+    slots = list(state.slots)
+    mg = list(state.prescribed_mg)
+    changes: dict[int, list[tuple[int, float]]] = {}
+    for change in sorted(scenario.doses, key=lambda c: c.day):
+        if change.drug in slots:
+            k = slots.index(change.drug)
+        elif None in slots:
+            k = slots.index(None)
+        else:
+            stopped = [k for k in range(dynamics.SLOTS) if mg[k] == 0.0]
+            if not stopped:
+                raise errors.InvalidInputError(
+                    f"scenario starts {change.drug} while two other drugs are prescribed"
+                )
+            k = stopped[0]
+        slots[k] = change.drug
+        changes.setdefault(change.day, []).append((k, change.mg_per_day))
+    tracker = InputTracker(*state.tracker.as_tuple())
+    therapy = np.bincount(scenario.therapy_session_days, minlength=days + 1)
+    cbti = np.bincount(scenario.cbti_session_days, minlength=days + 1)
+    therapy[0] += state.sessions_today
+    cbti[0] += state.cbti_today
+    sleep_h = state.sleep_h if scenario.sleep_hours is None else scenario.sleep_hours
+    care = state.care if scenario.care is None else scenario.care
+    plan = _Plan(
+        dose_rel=np.zeros((days, dynamics.SLOTS), np.float32),
+        k_e=np.zeros((days, dynamics.SLOTS), np.float32),
+        care=np.full(days, 1.0 if care else 0.0, np.float32),
+        psi=np.zeros(days, np.float32),
+        cbti=np.zeros(days, np.float32),
+        sleep_debt=np.zeros(days, np.float32),
+        p_adh=state.p_adherence if scenario.adherence is None else scenario.adherence,
+        usual_care=scenario.persistence == "usual_care",
+    )
+    for d in range(days):
+        for k, dose in changes.get(d, []):
+            mg[k] = dose
+        for k, name in enumerate(slots):
+            if name is not None:
+                plan.dose_rel[d, k] = mg[k] / drug(name).min_dose_mg
+                plan.k_e[d, k] = drug(name).k_e
+        plan.psi[d] = tracker.psi(p)
+        plan.cbti[d] = tracker.cbti(p)
+        plan.sleep_debt[d] = tracker.sleep_debt
+        tracker.end_day(p, therapy_sessions=int(therapy[d]), cbti_sessions=int(cbti[d]), sleep_h=sleep_h)
+    return plan
+
+
+def _stack_plans(plans: list[_Plan]) -> _Plan:
+    """All pairs' plans as arrays indexed [day] -> (pairs, 1) or (SLOTS, pairs, 1)."""
+    return _Plan(
+        dose_rel=np.stack([pl.dose_rel for pl in plans], axis=2)[..., None],  # (days, SLOTS, M, 1)
+        k_e=np.stack([pl.k_e for pl in plans], axis=2)[..., None],
+        care=np.stack([pl.care for pl in plans], axis=1)[..., None],  # (days, M, 1)
+        psi=np.stack([pl.psi for pl in plans], axis=1)[..., None],
+        cbti=np.stack([pl.cbti for pl in plans], axis=1)[..., None],
+        sleep_debt=np.stack([pl.sleep_debt for pl in plans], axis=1)[..., None],
+        p_adh=0.0,
+        usual_care=False,
+    )
+
+
+def _stop_day(u: npt.NDArray[np.float32], p: PopulationParameters) -> npt.NDArray[np.float64]:
+    """Day a patient stops the drug under usual-care persistence, by inverting the survival.
+
+    Piecewise-constant hazard: λ1 for 30 days, then λ2; S(t) = e^{-λ1 t} (t <= 30), else
+    e^{-30 λ1 - λ2 (t - 30)}; t = S^{-1}(u).
+    """
+    h = -np.log(np.maximum(u.astype(np.float64), 1e-300))
+    first = h / p.stop_hazard_first30
+    later = 30.0 + (h - 30.0 * p.stop_hazard_first30) / p.stop_hazard_after30
+    return np.where(first <= 30.0, first, later)
+
+
+def simulate_scenarios(
+    states: Sequence[TwinState],
+    scenarios: Sequence[Sequence[Scenario]],
+    *,
+    weeks: int = 12,
+    params: PopulationParameters | None = None,
+) -> list[list[Draws]]:
+    """Simulate every scenario of every twin ``weeks`` ahead, in one vectorised pass.
+
+    Args:
+        states: Twins (not modified), all with the same particle count.
+        scenarios: Per twin, its scenarios (each twin at least one).
+        weeks: Horizon, 1..26 weeks.
+        params: Population parameters.
+
+    Returns:
+        Per twin, one :class:`Draws` per scenario, in the order given.
+    """
+    if not 1 <= weeks <= MAX_HORIZON_DAYS // 7:
+        raise errors.ObservationRangeError("weeks", weeks, f"integer 1..{MAX_HORIZON_DAYS // 7}")
+    if len(states) != len(scenarios) or any(not s for s in scenarios):
+        raise errors.InvalidInputError("each twin needs at least one scenario")
+    if len({s.n_particles for s in states}) != 1:
+        raise errors.InvalidInputError("twins in one batch must have the same particle count")
+    p = params or PopulationParameters()
+    days = 7 * weeks
+    n = states[0].n_particles
+    owner = [t for t, scs in enumerate(scenarios) for _ in scs]
+    plans = [_plan(states[t], sc, days, p) for t, scs in enumerate(scenarios) for sc in scs]
+    start_gens = [event_generator(s.key, s.last_seq, salt=FORECAST_SALT) for s in states]
+    indices = resampling.systematic_indices(
+        np.stack([s.weights for s in states]), np.array([g.random() for g in start_gens])
+    )
+    X0 = resampling.gather(np.stack([s.particles for s in states], axis=1), indices)
+    X = X0[:, owner]
+    gens = [event_generator(s.key, s.last_seq, salt=FORECAST_SALT ^ 1) for s in states]
+    stop = np.stack([_stop_day(g.random(n, dtype=np.float32), p) for g in gens])[owner]
+    usual = np.array([pl.usual_care for pl in plans])[:, None]
+    any_usual = bool(usual.any())
+    p_adh = np.array([[pl.p_adh] for pl in plans], np.float32)
+    logged = _logged_taken(states, owner)
+    unknown = np.full_like(logged, np.nan)
+    phq9 = np.empty((weeks, len(plans), n), np.int64)
+    gad7 = np.empty((weeks, len(plans), n), np.int64)
+    severity = np.empty((weeks, len(plans), n), np.float32)
+    schedule = _stack_plans(plans)
+    for w in range(weeks):
+        # Random numbers are drawn a week at a time per twin: day-step normals, day-step
+        # uniforms, then the two observation normals; every scenario of a twin reuses them.
+        normals = np.stack([g.standard_normal((7, dynamics.N_NORMALS, n), dtype=np.float32) for g in gens], axis=2)[:, :, owner]
+        uniforms = np.stack([g.random((7, dynamics.N_UNIFORMS, n), dtype=np.float32) for g in gens], axis=2)[:, :, owner]
+        noise = np.stack([g.standard_normal((2, n)) for g in gens], axis=1)[:, owner]
+        for j in range(7):
+            d = 7 * w + j
+            # Unknown adherence is drawn per particle; today's logged doses are known.
+            base = logged if d == 0 else unknown
+            taken = np.where(usual & (d >= stop), np.float32(0.0), base) if any_usual else base
+            inputs = dynamics.DayInputs(
+                care=schedule.care[d],
+                dose_rel=schedule.dose_rel[d],
+                taken=taken,
+                p_adh=p_adh,
+                k_e=schedule.k_e[d],
+                psi=schedule.psi[d],
+                cbti=schedule.cbti[d],
+                sleep_debt=schedule.sleep_debt[d],
+            )
+            dynamics.day_step(X, inputs, p, normals=normals[j], uniforms=uniforms[j])
+        phq9[w] = likelihood.sample_ordinal(X[Row.M_S], p.phq9_sd, _PHQ9_CUTS, noise[0])
+        gad7[w] = likelihood.sample_ordinal(X[Row.M_G], p.gad7_sd, _GAD7_CUTS, noise[1])
+        severity[w] = X[Row.S]
+    out: list[list[Draws]] = [[] for _ in states]
+    for m, t in enumerate(owner):
+        sc = scenarios[t][len(out[t])]
+        out[t].append(Draws(sc, phq9[:, m], gad7[:, m], severity[:, m], states[t]))
+    return out
+
+
+def _logged_taken(states: Sequence[TwinState], owner: list[int]) -> npt.NDArray[np.float32]:
+    """Today's logged doses per (slot, pair): 1 taken, 0 missed, NaN not logged."""
+    table = np.array(
+        [[math.nan if v is None else v for v in s.taken_today] for s in states], np.float32
+    )  # (T, SLOTS)
+    return table[owner].T[..., None]  # (SLOTS, pairs, 1)
+

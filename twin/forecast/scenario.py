@@ -1,0 +1,68 @@
+"""What-if scenarios: alternative future input schedules applied to the same posterior.
+
+A scenario never edits the past: its days are offsets from the forecast start (day 0 = the
+twin's current day). Fields left ``None`` keep the twin's current value.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from twin.model.parameters import DRUGS
+
+__all__ = ["Scenario", "ScenarioDose"]
+
+MAX_HORIZON_DAYS = 26 * 7
+
+
+class ScenarioDose(BaseModel):
+    """From ``day`` on, take ``mg_per_day`` of ``drug`` (0 stops it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    day: int = Field(ge=0, le=MAX_HORIZON_DAYS)
+    drug: str
+    mg_per_day: float = Field(ge=0.0, le=1000.0, allow_inf_nan=False)
+
+    @field_validator("drug")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in DRUGS:
+            raise ValueError(f"unknown drug {value!r}: expected one of {', '.join(DRUGS)}")
+        return value
+
+
+class Scenario(BaseModel):
+    """One future schedule of treatment and behaviour.
+
+    Attributes:
+        name: Label shown with the results.
+        doses: Dose changes (start, stop, change) at day offsets.
+        adherence: Probability each scheduled dose is taken (``None``: the twin's estimate).
+        persistence: ``as_scheduled`` keeps taking the drug; ``usual_care`` adds the stop hazard
+            of US usual care (42% stopped by 30 days, 72% by 90; Olfson et al. 2006).
+        therapy_session_days: Day offsets of psychotherapy sessions.
+        cbti_session_days: Day offsets of CBT-I sessions.
+        sleep_hours: Nightly sleep window, hours (``None``: the twin's habitual sleep).
+        care: Active clinical follow-up (``None``: as now).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="as now", max_length=80)
+    doses: list[ScenarioDose] = Field(default_factory=list)
+    adherence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    persistence: Literal["as_scheduled", "usual_care"] = "as_scheduled"
+    therapy_session_days: list[int] = Field(default_factory=list)
+    cbti_session_days: list[int] = Field(default_factory=list)
+    sleep_hours: float | None = Field(default=None, ge=0.0, le=16.0, allow_inf_nan=False)
+    care: bool | None = None
+
+    @field_validator("therapy_session_days", "cbti_session_days")
+    @classmethod
+    def _in_future(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= d <= MAX_HORIZON_DAYS for d in value):
+            raise ValueError(f"session days must be in 0..{MAX_HORIZON_DAYS}")
+        return value
