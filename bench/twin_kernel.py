@@ -64,7 +64,10 @@ def bench_enkf(twins: int, members: int, steps: int) -> dict[str, float]:
     start = time.perf_counter()
     linear_gaussian.filterpy_enkf(problem, ys, members=members)
     theirs = time.perf_counter() - start
-    return {"enkf_speedup_vs_filterpy": theirs / ours, "enkf_twin_steps_per_s": twins * steps / ours}
+    return {
+        "enkf_speedup_vs_filterpy": theirs / ours,
+        "enkf_twin_steps_per_s": twins * steps / ours,
+    }
 
 
 def bench_forecast(repeats: int) -> dict[str, float]:
@@ -77,7 +80,10 @@ def bench_forecast(repeats: int) -> dict[str, float]:
         start = time.perf_counter()
         forecast(state, weeks=12)
         times.append(time.perf_counter() - start)
-    return {"forecast_ms_p50": 1000 * statistics.median(times), "state_bytes": float(len(state.to_bytes()))}
+    return {
+        "forecast_ms_p50": 1000 * statistics.median(times),
+        "state_bytes": float(len(state.to_bytes())),
+    }
 
 
 def main() -> None:

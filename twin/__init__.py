@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CohortResult", "CohortSpec", "DoseChange", "simulate_cohort"]
 
-_LAZY = {name: "twin.model.cohort" for name in __all__}
+_LAZY = dict.fromkeys(__all__, "twin.model.cohort")
 
 
 def __getattr__(name: str) -> Any:

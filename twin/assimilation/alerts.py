@@ -51,8 +51,14 @@ def _phq9_rules(state: TwinState, event: events.Event, phq9: events.Phq9) -> lis
     out: list[Alert] = []
     if phq9.item9 is not None and phq9.item9 > 0:
         out.append(
-            Alert("safety_item9", "fired", "critical", event.day, event.seq,
-                  f"PHQ-9 item 9 answered {phq9.item9}: follow the clinical safety protocol")
+            Alert(
+                "safety_item9",
+                "fired",
+                "critical",
+                event.day,
+                event.seq,
+                f"PHQ-9 item 9 answered {phq9.item9}: follow the clinical safety protocol",
+            )
         )
     earlier = state.phq9_history[:-1]  # the history already holds this observation
     references = [("previous", int(earlier[-1][1]))] if earlier else []
@@ -61,8 +67,14 @@ def _phq9_rules(state: TwinState, event: events.Event, phq9: events.Phq9) -> lis
     for name, ref in references:
         if phq9.total - ref >= RELIABLE_CHANGE:
             out.append(
-                Alert("reliable_deterioration", "fired", "warning", event.day, event.seq,
-                      f"PHQ-9 {phq9.total} is {phq9.total - ref} above the {name} total {ref}")
+                Alert(
+                    "reliable_deterioration",
+                    "fired",
+                    "warning",
+                    event.day,
+                    event.seq,
+                    f"PHQ-9 {phq9.total} is {phq9.total - ref} above the {name} total {ref}",
+                )
             )
             break
     return out
@@ -79,16 +91,29 @@ def _composite(state: TwinState, event: events.Event) -> Alert | None:
         if len(window) < _MIN_WINDOW_VALUES or base is None or base[0] < 14
     ]
     if missing:
-        return Alert("behavioural_decline", "insufficient_data", "info", event.day, event.seq,
-                     f"not evaluated: too little {' and '.join(missing)} data in 7 days")
-    assert base_steps is not None and base_sleep is not None
+        return Alert(
+            "behavioural_decline",
+            "insufficient_data",
+            "info",
+            event.day,
+            event.seq,
+            f"not evaluated: too little {' and '.join(missing)} data in 7 days",
+        )
+    if base_steps is None or base_sleep is None:  # unreachable: `missing` covers it
+        return None
     mean_steps = sum(v for _, v in steps) / len(steps)
     mean_sleep = sum(v for _, v in sleep) / len(sleep)
     if mean_steps < base_steps[1] - _STEPS_DROP and mean_sleep < base_sleep[1] - _SLEEP_DROP_H:
         drop = 1.0 - math.exp(mean_steps - base_steps[1])
-        return Alert("behavioural_decline", "fired", "warning", event.day, event.seq,
-                     f"7-day steps {drop:.0%} below baseline and sleep "
-                     f"{base_sleep[1] - mean_sleep:.1f} h below baseline")
+        return Alert(
+            "behavioural_decline",
+            "fired",
+            "warning",
+            event.day,
+            event.seq,
+            f"7-day steps {drop:.0%} below baseline and sleep "
+            f"{base_sleep[1] - mean_sleep:.1f} h below baseline",
+        )
     return None
 
 
@@ -100,14 +125,26 @@ def evaluate(state: TwinState, event: events.Event) -> list[Alert]:
         out.extend(_phq9_rules(state, event, payload))
     if isinstance(payload, events.DoseTaken) and state.consecutive_missed >= 2:
         out.append(
-            Alert("missed_doses", "fired", "warning", event.day, event.seq,
-                  f"{state.consecutive_missed} consecutive doses logged as missed")
+            Alert(
+                "missed_doses",
+                "fired",
+                "warning",
+                event.day,
+                event.seq,
+                f"{state.consecutive_missed} consecutive doses logged as missed",
+            )
         )
     last_phq9 = state.phq9_history[-1][0] if state.phq9_history else 0.0
     if event.day - last_phq9 > STALE_AFTER_DAYS:
         out.append(
-            Alert("stale_data", "fired", "info", event.day, event.seq,
-                  f"no PHQ-9 for {event.day - last_phq9:.0f} days")
+            Alert(
+                "stale_data",
+                "fired",
+                "info",
+                event.day,
+                event.seq,
+                f"no PHQ-9 for {event.day - last_phq9:.0f} days",
+            )
         )
     if isinstance(payload, events.Steps | events.SleepDuration):
         composite = _composite(state, event)

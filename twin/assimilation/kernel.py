@@ -44,6 +44,7 @@ __all__ = [
     "assign_slot",
     "day_inputs",
     "posterior_mean",
+    "posterior_sd",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -53,7 +54,12 @@ F64 = npt.NDArray[np.float64]
 RUN_IN = 14
 #: Static rows moved by Liu-West (ω is binary and is only resampled).
 LW_ROWS = [Row.MU_EP, Row.MU_WELL, Row.PI, Row.LOG_ETA, Row.G0, Row.ALPHA, Row.Q0]
-_LW_BOUNDS = {Row.MU_EP: (0.0, 27.0), Row.MU_WELL: (0.0, 27.0), Row.PI: (0.0, 27.0), Row.G0: (0.0, 21.0)}
+_LW_BOUNDS = {
+    Row.MU_EP: (0.0, 27.0),
+    Row.MU_WELL: (0.0, 27.0),
+    Row.PI: (0.0, 27.0),
+    Row.G0: (0.0, 21.0),
+}
 _PHQ9_CUTS = likelihood.score_cuts(27)
 _GAD7_CUTS = likelihood.score_cuts(21)
 
@@ -82,6 +88,13 @@ class EventResult:
 def posterior_mean(state: TwinState, row: int) -> float:
     """Weighted posterior mean of one row of a twin's particle matrix."""
     return float(state.particles[row].astype(np.float64) @ state.weights)
+
+
+def posterior_sd(state: TwinState, row: int) -> float:
+    """Weighted posterior standard deviation of one row."""
+    values = state.particles[row].astype(np.float64)
+    mean = float(values @ state.weights)
+    return math.sqrt(max(float(((values - mean) ** 2) @ state.weights), 0.0))
 
 
 def _slot_for(state: TwinState, name: str) -> int:
@@ -180,13 +193,24 @@ class _Batch:
 
 
 def _advance(
-    batch: _Batch, idx: list[int], steps: dict[int, int], gens: dict[int, np.random.Generator],
+    batch: _Batch,
+    idx: list[int],
+    steps: dict[int, int],
+    gens: dict[int, np.random.Generator],
     p: PopulationParameters,
 ) -> None:
     """Run each twin in ``idx`` forward ``steps[i]`` days, all twins of a day in one call."""
     n = batch.X.shape[-1]
-    normals = {i: gens[i].standard_normal((steps[i], dynamics.N_NORMALS, n), dtype=np.float32) for i in idx if steps[i]}
-    uniforms = {i: gens[i].random((steps[i], dynamics.N_UNIFORMS, n), dtype=np.float32) for i in idx if steps[i]}
+    normals = {
+        i: gens[i].standard_normal((steps[i], dynamics.N_NORMALS, n), dtype=np.float32)
+        for i in idx
+        if steps[i]
+    }
+    uniforms = {
+        i: gens[i].random((steps[i], dynamics.N_UNIFORMS, n), dtype=np.float32)
+        for i in idx
+        if steps[i]
+    }
     for j in range(max((steps[i] for i in idx), default=0)):
         part = [i for i in idx if steps[i] > j]
         sub = batch.take(part)
@@ -202,16 +226,23 @@ def _advance(
             _end_day(batch.states[i], p)
 
 
-def _wearable_mean(stream: str, sub: F32, p: PopulationParameters) -> tuple[F64, float]:
-    """Per-particle predicted deviation from the person baseline, and the noise SD."""
-    z = likelihood.severity_z(sub[Row.S], sub[Row.MU_WELL])
+def _wearable_mean(
+    stream: str, sub: F32, reference: F64, p: PopulationParameters
+) -> tuple[F64, float]:
+    """Per-particle predicted deviation of a wearable value from its run-in baseline, and SD.
+
+    The run-in mean absorbed the person's level at that time, so the streams inform changes:
+    steps, resting HR and ln RMSSD load on z_S - Z_REF; sleep on (Q - q0) - its run-in mean.
+    """
     if stream == "sleep":
-        return -p.sleep_loading_h * (sub[Row.Q] - sub[Row.Q0]).astype(np.float64), p.sleep_sd_h
+        dq = (sub[Row.Q] - sub[Row.Q0]).astype(np.float64) - reference
+        return -p.sleep_loading_h * dq, p.sleep_sd_h
+    dz = likelihood.severity_z(sub[Row.S], sub[Row.MU_WELL]) - sub[Row.Z_REF]
     if stream == "steps":
-        return -p.steps_loading * z, p.steps_sd
+        return -p.steps_loading * dz, p.steps_sd
     if stream == "resting_hr":
-        return p.hr_loading * z, p.hr_sd
-    return -p.rmssd_loading * z, p.rmssd_sd
+        return p.hr_loading * dz, p.hr_sd
+    return -p.rmssd_loading * dz, p.rmssd_sd
 
 
 def _stream_value(payload: events.Observation) -> tuple[str, float] | None:
@@ -227,9 +258,7 @@ def _stream_value(payload: events.Observation) -> tuple[str, float] | None:
     return None
 
 
-def _weigh(
-    batch: _Batch, idx: list[int], loglik: F64, evidence: dict[int, float]
-) -> None:
+def _weigh(batch: _Batch, idx: list[int], loglik: F64, evidence: dict[int, float]) -> None:
     log_w, total = resampling.normalise(batch.log_w[idx] + loglik)
     batch.log_w[idx] = log_w
     for row, i in enumerate(idx):
@@ -237,8 +266,11 @@ def _weigh(
 
 
 def _observe(
-    batch: _Batch, obs: dict[int, events.Event], gens: dict[int, np.random.Generator],
-    p: PopulationParameters, evidence: dict[int, float],
+    batch: _Batch,
+    obs: dict[int, events.Event],
+    gens: dict[int, np.random.Generator],
+    p: PopulationParameters,
+    evidence: dict[int, float],
 ) -> None:
     """Weight the particles of every observing twin, one vectorised call per stream."""
     groups: dict[str, list[int]] = {}
@@ -246,9 +278,15 @@ def _observe(
         groups.setdefault(type(ev.payload).__name__, []).append(i)
     for kind, idx in groups.items():
         if kind in ("Phq9", "Gad7"):
-            row, sd, cuts = (Row.M_S, p.phq9_sd, _PHQ9_CUTS) if kind == "Phq9" else (Row.M_G, p.gad7_sd, _GAD7_CUTS)
+            row, sd, cuts = (
+                (Row.M_S, p.phq9_sd, _PHQ9_CUTS)
+                if kind == "Phq9"
+                else (Row.M_G, p.gad7_sd, _GAD7_CUTS)
+            )
             y = np.array([[obs[i].payload.total] for i in idx])  # type: ignore[union-attr]
-            _weigh(batch, idx, likelihood.ordinal_log_prob(y, batch.take(idx)[row], sd, cuts), evidence)
+            _weigh(
+                batch, idx, likelihood.ordinal_log_prob(y, batch.take(idx)[row], sd, cuts), evidence
+            )
         elif kind == "EmaAffect":
             n = batch.X.shape[-1]
             normal = np.stack([gens[i].standard_normal(n, dtype=np.float32) for i in idx])
@@ -259,18 +297,27 @@ def _observe(
             for i in idx:
                 batch.states[i].ema_clock_h = obs[i].day * 24.0
             y = np.array([[obs[i].payload.rating - 1] for i in idx])  # type: ignore[union-attr]
-            _weigh(batch, idx, likelihood.ordinal_log_prob(y, sub[Row.A], p.ema_noise, p.ema_cuts), evidence)
+            _weigh(
+                batch,
+                idx,
+                likelihood.ordinal_log_prob(y, sub[Row.A], p.ema_noise, p.ema_cuts),
+                evidence,
+            )
         else:
             _observe_wearables(batch, [obs[i] for i in idx], idx, p, evidence)
 
 
 def _observe_wearables(
-    batch: _Batch, evs: list[events.Event], idx: list[int], p: PopulationParameters,
+    batch: _Batch,
+    evs: list[events.Event],
+    idx: list[int],
+    p: PopulationParameters,
     evidence: dict[int, float],
 ) -> None:
     """Run-in (baseline learning) or Gaussian likelihood for one wearable kind."""
     live: list[int] = []
     values: list[float] = []
+    refs: list[float] = []
     stream = ""
     for ev, i in zip(evs, idx, strict=True):
         parsed = _stream_value(ev.payload)  # type: ignore[arg-type]
@@ -279,19 +326,33 @@ def _observe_wearables(
         stream, value = parsed
         s = batch.states[i]
         s.remember_recent(stream, ev.day, value)
-        base = s.baselines.setdefault(stream, [0.0, 0.0])
+        base = s.baselines.setdefault(stream, [0.0, 0.0, 0.0])
         if base[0] < RUN_IN:
-            # Learn the baseline net of the current expected severity effect.
-            offset, _ = _wearable_mean(stream, batch.X[:, i], p)
-            base[1] += (value - float(offset @ s.weights) - base[1]) / (base[0] + 1.0)
+            base[1] += (value - base[1]) / (base[0] + 1.0)
             base[0] += 1.0
+            if base[0] == RUN_IN:
+                _end_run_in(batch, i, stream, base, ev.day)
         else:
             live.append(i)
             values.append(value - base[1])
+            refs.append(base[2])
     if live:
-        offset, sd = _wearable_mean(stream, batch.take(live), p)
+        offset, sd = _wearable_mean(stream, batch.take(live), np.array(refs)[:, None], p)
         y = np.array(values)[:, None]
         _weigh(batch, live, likelihood.gaussian_log_prob(0.0, offset - y, sd), evidence)
+
+
+def _end_run_in(batch: _Batch, i: int, stream: str, base: list[float], day: float) -> None:
+    """Fix the references a completed run-in is measured against."""
+    s = batch.states[i]
+    X = batch.X[:, i]
+    weights = np.exp(batch.log_w[i])
+    if stream == "sleep":
+        base[2] = float((X[Row.Q] - X[Row.Q0]).astype(np.float64) @ weights)
+    if s.wearable_reference_day is None:
+        # Each particle's own recall-smoothed severity level over the run-in.
+        X[Row.Z_REF] = (X[Row.M_S] - X[Row.MU_WELL]) / 5.0
+        s.wearable_reference_day = day
 
 
 def _resample(batch: _Batch, rows: list[int], gens: dict[int, np.random.Generator]) -> None:
@@ -348,7 +409,9 @@ def _bookkeep_observation(s: TwinState, ev: events.Event) -> None:
 
 def _check_order(s: TwinState, ev: events.Event) -> int:
     if ev.seq <= s.last_seq:
-        raise errors.InvalidInputError(f"event seq {ev.seq} is not after the last applied {s.last_seq}")
+        raise errors.InvalidInputError(
+            f"event seq {ev.seq} is not after the last applied {s.last_seq}"
+        )
     if ev.day < s.clock:
         raise errors.EventOrderError(ev.day, s.clock)
     return math.floor(ev.day) - s.day
@@ -400,8 +463,17 @@ def apply_events(
                         )
             gens = {i: event_generator(states[i].key, ev.seq) for i, ev in round_events.items()}
             _advance(batch, list(round_events), steps, gens, p)
-            obs = {i: ev for i, ev in round_events.items() if not isinstance(
-                ev.payload, events.Prescription | events.DoseTaken | events.TherapySession | events.CareStatus)}
+            obs = {
+                i: ev
+                for i, ev in round_events.items()
+                if not isinstance(
+                    ev.payload,
+                    events.Prescription
+                    | events.DoseTaken
+                    | events.TherapySession
+                    | events.CareStatus,
+                )
+            }
             evidence: dict[int, float] = {}
             _observe(batch, obs, gens, p, evidence)
             ess = resampling.effective_sample_size(batch.log_w)
@@ -417,8 +489,14 @@ def apply_events(
                 s.clock = ev.day
                 s.last_seq = ev.seq
                 results[i].append(
-                    EventResult(ev.seq, i in evidence, evidence.get(i), float(ess[i]), i in low,
-                                tuple(alerts.evaluate(s, ev)))
+                    EventResult(
+                        ev.seq,
+                        i in evidence,
+                        evidence.get(i),
+                        float(ess[i]),
+                        i in low,
+                        tuple(alerts.evaluate(s, ev)),
+                    )
                 )
     finally:
         batch.write_back()
@@ -430,4 +508,3 @@ def apply_events_reference(
 ) -> list[EventResult]:
     """The plain reference: one twin, one event at a time."""
     return [apply_events([state], [[ev]], params=params)[0][0] for ev in pending]
-

@@ -50,7 +50,10 @@ class LinearGaussian:
         p = p or PopulationParameters()
         a = math.exp(-p.kappa_s)
         stationary = np.array(
-            [[p.sigma_s**2, p.rho_sg * p.sigma_s * p.sigma_g], [p.rho_sg * p.sigma_s * p.sigma_g, p.sigma_g**2]]
+            [
+                [p.sigma_s**2, p.rho_sg * p.sigma_s * p.sigma_g],
+                [p.rho_sg * p.sigma_s * p.sigma_g, p.sigma_g**2],
+            ]
         )
         return cls(
             F=a * np.eye(2),
@@ -66,7 +69,9 @@ class LinearGaussian:
         x = rng.multivariate_normal(np.zeros(n), self.P0, size=twins)
         ys = np.empty((twins, steps, self.H.shape[0]))
         for t in range(steps):
-            ys[:, t] = x @ self.H.T + rng.multivariate_normal(np.zeros(self.R.shape[0]), self.R, size=twins)
+            ys[:, t] = x @ self.H.T + rng.multivariate_normal(
+                np.zeros(self.R.shape[0]), self.R, size=twins
+            )
             x = x @ self.F.T + rng.multivariate_normal(np.zeros(n), self.Q, size=twins)
         return ys
 
@@ -122,7 +127,9 @@ def particle_filter(
     ess_out = np.empty((twins, steps))
     for t in range(steps):
         resid = ys[:, t, None, :] - x @ model.H.T
-        log_w, _ = resampling.normalise(log_w - 0.5 * np.einsum("tpi,ij,tpj->tp", resid, r_inv, resid))
+        log_w, _ = resampling.normalise(
+            log_w - 0.5 * np.einsum("tpi,ij,tpj->tp", resid, r_inv, resid)
+        )
         w = np.exp(log_w)
         means[:, t] = np.einsum("tp,tpi->ti", w, x)
         var[:, t] = np.einsum("tp,tpi->ti", w, (x - means[:, t, None]) ** 2)
@@ -166,8 +173,8 @@ def enkf(model: LinearGaussian, ys: F64, *, members: int, rng: np.random.Generat
 
 
 def filterpy_enkf(model: LinearGaussian, ys: F64, *, members: int) -> FilterResult:
-    """filterpy's EnsembleKalmanFilter, one twin at a time (the benchmark's baseline)."""
-    from filterpy.kalman import EnsembleKalmanFilter  # noqa: PLC0415 - development dependency
+    """Filterpy's EnsembleKalmanFilter, one twin at a time (the benchmark's baseline)."""
+    from filterpy.kalman import EnsembleKalmanFilter
 
     twins, steps, m = ys.shape
     n = model.F.shape[0]
@@ -176,8 +183,13 @@ def filterpy_enkf(model: LinearGaussian, ys: F64, *, members: int) -> FilterResu
     F, H = model.F, model.H
     for i in range(twins):
         f = EnsembleKalmanFilter(
-            x=np.zeros(n), P=model.P0, dim_z=m, dt=1.0, N=members,
-            hx=lambda s: H @ s, fx=lambda s, dt: F @ s,
+            x=np.zeros(n),
+            P=model.P0,
+            dim_z=m,
+            dt=1.0,
+            N=members,
+            hx=lambda s: H @ s,
+            fx=lambda s, dt: F @ s,
         )
         f.Q = model.Q
         f.R = model.R

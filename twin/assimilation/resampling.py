@@ -7,6 +7,7 @@ last axis, so a batch gives the same numbers per twin as one twin alone.
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,7 @@ __all__ = ["effective_sample_size", "gather", "liu_west", "normalise", "systemat
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
+ScalarT = TypeVar("ScalarT", bound=np.generic)
 
 
 def normalise(log_w: F64) -> tuple[F64, F64]:
@@ -60,11 +62,13 @@ def systematic_indices(weights: F64, u: F64 | float) -> npt.NDArray[np.intp]:
     keys = (counts + offset).ravel()
     positions = (np.arange(n, dtype=np.int64) + offset).ravel()
     found = np.searchsorted(keys, positions, side="right").reshape(rows, n)
-    indices = found - np.arange(rows, dtype=np.int64)[:, None] * n
-    return indices.reshape(np.shape(weights)).astype(np.intp)
+    indices: npt.NDArray[np.intp] = (found - np.arange(rows, dtype=np.int64)[:, None] * n).astype(
+        np.intp
+    )
+    return indices.reshape(np.shape(weights))
 
 
-def gather(X: F32, indices: npt.NDArray[np.intp]) -> F32:
+def gather(X: npt.NDArray[ScalarT], indices: npt.NDArray[np.intp]) -> npt.NDArray[ScalarT]:
     """Resampled copy of a batch: ``out[r, t, j] = X[r, t, indices[t, j]]``.
 
     Args:
@@ -73,7 +77,8 @@ def gather(X: F32, indices: npt.NDArray[np.intp]) -> F32:
     """
     rows, twins, n = X.shape
     flat = (indices + np.arange(twins)[:, None] * n).ravel()
-    return X.reshape(rows, twins * n)[:, flat].reshape(rows, twins, n)
+    out: npt.NDArray[ScalarT] = X.reshape(rows, twins * n)[:, flat].reshape(rows, twins, n)
+    return out
 
 
 def liu_west(
@@ -103,4 +108,5 @@ def liu_west(
     chol = np.linalg.cholesky(cov + 1e-9 * np.eye(t.shape[0]))  # (T, P, P)
     noise = np.matmul(chol, normal.astype(np.float64).transpose(1, 0, 2)).transpose(1, 0, 2)
     shrunk = a * gather(t, indices) + (1.0 - a) * mean[..., None]
-    return (shrunk + math.sqrt(1.0 - a * a) * noise).astype(np.float32)
+    out: F32 = (shrunk + math.sqrt(1.0 - a * a) * noise).astype(np.float32)
+    return out

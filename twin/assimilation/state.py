@@ -85,7 +85,10 @@ class TwinState:
         doses_taken: Logged doses taken (adherence evidence).
         doses_logged: Logged doses, taken or missed.
         consecutive_missed: Logged missed doses since the last logged dose taken.
-        baselines: Per wearable stream ``[n, mean]`` of the run-in.
+        baselines: Per wearable stream ``[n, mean, reference]``: run-in count, mean of the
+            values (the person baseline) and, for sleep, the posterior mean insomnia deviation
+            Q - q0 when the run-in ended.
+        wearable_reference_day: Day the first wearable run-in ended and Z_REF was set.
         phq9_history: Last PHQ-9 totals as ``[day, total]``, oldest first.
         baseline_phq9: First PHQ-9 total of the current course, or ``None``.
         last_seen: Per observation stream, day of the latest value.
@@ -112,6 +115,7 @@ class TwinState:
     doses_logged: int = 0
     consecutive_missed: int = 0
     baselines: dict[str, list[float]] = field(default_factory=dict)
+    wearable_reference_day: float | None = None
     phq9_history: list[list[float]] = field(default_factory=list)
     baseline_phq9: int | None = None
     last_seen: dict[str, float] = field(default_factory=dict)
@@ -166,6 +170,7 @@ class TwinState:
             "doses_logged": self.doses_logged,
             "consecutive_missed": self.consecutive_missed,
             "baselines": self.baselines,
+            "wearable_reference_day": self.wearable_reference_day,
             "phq9_history": self.phq9_history,
             "baseline_phq9": self.baseline_phq9,
             "last_seen": self.last_seen,
@@ -227,6 +232,7 @@ class TwinState:
             doses_logged=h["doses_logged"],
             consecutive_missed=h["consecutive_missed"],
             baselines=h["baselines"],
+            wearable_reference_day=h["wearable_reference_day"],
             phq9_history=h["phq9_history"],
             baseline_phq9=h["baseline_phq9"],
             last_seen=h["last_seen"],
@@ -255,6 +261,8 @@ def new_twin(
         raise errors.ObservationRangeError("n_particles", n_particles, "integer >= 10")
     p = params or PopulationParameters()
     key = patient_key(patient_id)
-    X = dynamics.sample_prior(p, (n_particles,), event_generator(key, 0), p_episode=NEW_TWIN_P_EPISODE)
+    X = dynamics.sample_prior(
+        p, (n_particles,), event_generator(key, 0), p_episode=NEW_TWIN_P_EPISODE
+    )
     log_w = np.full(n_particles, -math.log(n_particles))
     return TwinState(key=key, particles=X, log_weights=log_w)

@@ -114,7 +114,9 @@ def _plan(state: TwinState, scenario: Scenario, days: int, p: PopulationParamete
         plan.psi[d] = tracker.psi(p)
         plan.cbti[d] = tracker.cbti(p)
         plan.sleep_debt[d] = tracker.sleep_debt
-        tracker.end_day(p, therapy_sessions=int(therapy[d]), cbti_sessions=int(cbti[d]), sleep_h=sleep_h)
+        tracker.end_day(
+            p, therapy_sessions=int(therapy[d]), cbti_sessions=int(cbti[d]), sleep_h=sleep_h
+        )
     return plan
 
 
@@ -193,8 +195,12 @@ def simulate_scenarios(
     for w in range(weeks):
         # Random numbers are drawn a week at a time per twin: day-step normals, day-step
         # uniforms, then the two observation normals; every scenario of a twin reuses them.
-        normals = np.stack([g.standard_normal((7, dynamics.N_NORMALS, n), dtype=np.float32) for g in gens], axis=2)[:, :, owner]
-        uniforms = np.stack([g.random((7, dynamics.N_UNIFORMS, n), dtype=np.float32) for g in gens], axis=2)[:, :, owner]
+        normals = np.stack(
+            [g.standard_normal((7, dynamics.N_NORMALS, n), dtype=np.float32) for g in gens], axis=2
+        )[:, :, owner]
+        uniforms = np.stack(
+            [g.random((7, dynamics.N_UNIFORMS, n), dtype=np.float32) for g in gens], axis=2
+        )[:, :, owner]
         noise = np.stack([g.standard_normal((2, n)) for g in gens], axis=1)[:, owner]
         for j in range(7):
             d = 7 * w + j
@@ -228,4 +234,3 @@ def _logged_taken(states: Sequence[TwinState], owner: list[int]) -> npt.NDArray[
         [[math.nan if v is None else v for v in s.taken_today] for s in states], np.float32
     )  # (T, SLOTS)
     return table[owner].T[..., None]  # (SLOTS, pairs, 1)
-

@@ -44,11 +44,13 @@ class Probability:
 
     @classmethod
     def of(cls, hits: npt.NDArray[np.bool_]) -> Probability:
+        """The share of ``hits`` that are true, with SE √(p(1-p)/N)."""
         p = float(np.mean(hits))
         return cls(p, math.sqrt(p * (1.0 - p) / hits.size))
 
     @classmethod
     def unavailable(cls, reason: str) -> Probability:
+        """No estimate, and why."""
         return cls(None, None, reason)
 
 
@@ -115,7 +117,7 @@ class Contrast:
 
 
 def _quantiles(values: npt.NDArray[np.generic]) -> list[tuple[float, ...]]:
-    q = np.quantile(values, QUANTILES, axis=-1, method="inverted_cdf")
+    q = np.quantile(values.astype(np.float64), QUANTILES, axis=-1, method="inverted_cdf")
     return [tuple(float(x) for x in q[:, w]) for w in range(values.shape[0])]
 
 
@@ -172,12 +174,16 @@ def contrast(a: Draws, b: Draws) -> Contrast:
     diff = b.phq9 - a.phq9
     baseline = a.state.baseline_phq9
     remission_change = {
-        w: float(np.mean(b.phq9[w - 1] < REMISSION_BELOW) - np.mean(a.phq9[w - 1] < REMISSION_BELOW))
+        w: float(
+            np.mean(b.phq9[w - 1] < REMISSION_BELOW) - np.mean(a.phq9[w - 1] < REMISSION_BELOW)
+        )
         for w in _event_weeks(a, (8, 12))
     }
     response_change = (
         {
-            w: float(np.mean(b.phq9[w - 1] <= 0.5 * baseline) - np.mean(a.phq9[w - 1] <= 0.5 * baseline))
+            w: float(
+                np.mean(b.phq9[w - 1] <= 0.5 * baseline) - np.mean(a.phq9[w - 1] <= 0.5 * baseline)
+            )
             for w in _event_weeks(a, (8, 12))
         }
         if baseline is not None

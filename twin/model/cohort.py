@@ -212,10 +212,14 @@ def simulate_cohort(
         if obs_index < obs_days.size and obs_days[obs_index] == day:
             if day > 0:
                 noise = rng.standard_normal(n)
-                phq9[:, obs_index] = likelihood.sample_ordinal(X[Row.M_S], p.phq9_sd, PHQ9_CUTS, noise)
+                phq9[:, obs_index] = likelihood.sample_ordinal(
+                    X[Row.M_S], p.phq9_sd, PHQ9_CUTS, noise
+                )
             if gad7 is not None:
                 noise = rng.standard_normal(n)
-                gad7[:, obs_index] = likelihood.sample_ordinal(X[Row.M_G], p.gad7_sd, GAD7_CUTS, noise)
+                gad7[:, obs_index] = likelihood.sample_ordinal(
+                    X[Row.M_G], p.gad7_sd, GAD7_CUTS, noise
+                )
             obs_index += 1
         if day == spec.days:
             break

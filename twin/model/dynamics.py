@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,14 +38,18 @@ __all__ = [
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+#: A known input: a scalar, or an array (float32 or float64) broadcastable to the batch.
+Numeric = float | npt.NDArray[np.floating[Any]]
 
 #: Number of drug slots a twin tracks at once (current and previous drug, for cross-tapers).
 SLOTS = 2
 
 #: Dynamic rows: regime R (1 = episode), severity S (PHQ-9 points), anxiety G (GAD-7 points),
 #: EMA negative affect A (z), insomnia Q (z), drug effect E, care effect P, discontinuation load W
-#: (points), previous-day drive U_PREV, recall means M_S and M_G of S and G, exposures C0, C1.
-DYNAMIC_ROWS = ("R", "S", "G", "A", "Q", "E", "P", "W", "U_PREV", "M_S", "M_G", "C0", "C1")
+#: (points), previous-day drive U_PREV, recall means M_S and M_G of S and G, exposures C0, C1,
+#: and Z_REF, the particle's standardised severity when the wearable run-in ended (wearables
+#: then inform changes from that level, not the level itself, which the baseline absorbed).
+DYNAMIC_ROWS = ("R", "S", "G", "A", "Q", "E", "P", "W", "U_PREV", "M_S", "M_G", "C0", "C1", "Z_REF")
 #: Static per-patient parameters θ_i (Liu-West shrinkage acts on them): mu_ep, mu_well, care
 #: effect pi, log drug sensitivity ln eta, anxiety baseline g0, EMA home base alpha, insomnia
 #: baseline q0, discontinuation susceptibility omega (0/1).
@@ -60,8 +65,8 @@ N_UNIFORMS = 1 + SLOTS
 class Row:
     """Row indices into the particle matrix, named as in ``twin-model.md``."""
 
-    R, S, G, A, Q, E, P, W, U_PREV, M_S, M_G, C0, C1 = range(13)
-    MU_EP, MU_WELL, PI, LOG_ETA, G0, ALPHA, Q0, OMEGA = range(13, 21)
+    R, S, G, A, Q, E, P, W, U_PREV, M_S, M_G, C0, C1, Z_REF = range(14)
+    MU_EP, MU_WELL, PI, LOG_ETA, G0, ALPHA, Q0, OMEGA = range(14, 22)
 
 
 @dataclass(slots=True)
@@ -80,14 +85,14 @@ class DayInputs:
         sleep_debt: Sleep-debt accumulator L_d (dimensionless).
     """
 
-    care: float | F64
-    dose_rel: F64
-    taken: F64
-    p_adh: float | F64
-    k_e: F64
-    psi: float | F64
-    cbti: float | F64
-    sleep_debt: float | F64
+    care: Numeric
+    dose_rel: npt.NDArray[np.floating[Any]]
+    taken: npt.NDArray[np.floating[Any]]
+    p_adh: Numeric
+    k_e: npt.NDArray[np.floating[Any]]
+    psi: Numeric
+    cbti: Numeric
+    sleep_debt: Numeric
 
 
 def _eta(log_eta: F32) -> F32:
@@ -151,9 +156,9 @@ def day_step(
     hazard = np.where(episode, recovery, relapse)
     switch = uniforms[0] < -np.expm1(-hazard)
 
-    X[Row.W] = W * math.exp(-1.0 / p.tau_w) + X[Row.OMEGA] * np.maximum(
-        X[Row.U_PREV] - u, 0.0
-    ) * p.k_w
+    X[Row.W] = (
+        W * math.exp(-1.0 / p.tau_w) + X[Row.OMEGA] * np.maximum(X[Row.U_PREV] - u, 0.0) * p.k_w
+    )
     X[Row.E] = E + (_eta(X[Row.LOG_ETA]) * p.e_max * u - E) / p.tau_e
     X[Row.P] = P + (inp.care * X[Row.PI] - P) / p.tau_p
     X[Row.U_PREV] = u

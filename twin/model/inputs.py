@@ -26,13 +26,13 @@ class InputTracker:
     Attributes:
         n_eff: Effective psychotherapy sessions (decays with τ_K between courses).
         n_cbti: CBT-I sessions attended.
-        h_wake: Process S at the last wake time (16/8 h equilibrium ≈ 0.09).
+        h_wake: Process S at the last wake time (16/8 h equilibrium ≈ 0.093).
         sleep_debt: Slow sleep-debt accumulator L (>= 0).
     """
 
     n_eff: float = 0.0
     n_cbti: float = 0.0
-    h_wake: float = 0.0897
+    h_wake: float = 0.0927945  # PopulationParameters().h_wake_norm, the 16/8 h equilibrium
     sleep_debt: float = 0.0
 
     def psi(self, p: PopulationParameters) -> float:
@@ -53,8 +53,8 @@ class InputTracker:
     ) -> None:
         """Close one day: count sessions, decay n_eff, run Process S and the sleep debt.
 
-        L_{d+1} = L_d·e^{-1/τ_L} + max(0, H_bed,d - 0.62), where 0.62 is H at bedtime on a
-        16/8 h schedule, so only pressure beyond a normal night accumulates.
+        L_{d+1} = L_d·e^{-1/τ_L} + max(0, H_bed,d - H_bed,16/8), where H_bed,16/8 ≈ 0.62 is H at
+        bedtime on the settled 16/8 h schedule, so only pressure beyond a normal night accumulates.
         """
         self.n_eff = self.n_eff * math.exp(-1.0 / p.tau_k) + therapy_sessions
         self.n_cbti += cbti_sessions
@@ -65,4 +65,5 @@ class InputTracker:
 
     def as_tuple(self) -> tuple[float, float, float, float]:
         """Plain floats, for serialization."""
-        return astuple(self)  # type: ignore[return-value]
+        n_eff, n_cbti, h_wake, sleep_debt = astuple(self)
+        return n_eff, n_cbti, h_wake, sleep_debt

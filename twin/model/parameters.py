@@ -43,7 +43,9 @@ class Drug:
 
     def fluoxetine_equivalent_mg(self, mg_per_day: float) -> float:
         """Convert a daily dose of this drug to fluoxetine-equivalent mg/day."""
-        reference = self.fluoxetine40_mg if self.fluoxetine40_mg is not None else 2 * self.min_dose_mg
+        reference = (
+            self.fluoxetine40_mg if self.fluoxetine40_mg is not None else 2 * self.min_dose_mg
+        )
         return 40.0 * mg_per_day / reference
 
 
@@ -128,7 +130,6 @@ class PopulationParameters:
     # Sleep (Borbely 1982; Daan et al. 1984) and insomnia.
     tau_rise_h: float = 18.2
     tau_fall_h: float = 4.2
-    h_bed_norm: float = 0.62  # Process S at bedtime on a 16/8 h schedule
     tau_l: float = 10.0  # sleep-debt memory, days [assumption]
     tau_q: float = 7.0  # insomnia relaxation, days [assumption]
     sigma_q: float = 0.15  # daily insomnia innovation, z [assumption]
@@ -176,3 +177,18 @@ class PopulationParameters:
     # Adherence persistence in usual care (Olfson 2006): 42% stop by 30 d, 72% by 90 d.
     stop_hazard_first30: float = -math.log(0.58) / 30.0
     stop_hazard_after30: float = -math.log(0.28 / 0.58) / 60.0
+
+    @property
+    def h_bed_norm(self) -> float:
+        """Process S at bedtime on the settled 16/8 h cycle (≈ 0.62).
+
+        H_bed = (1 - a)/(1 - a·b) with a = e^{-16/τ_rise}, b = e^{-8/τ_fall}.
+        """
+        a = math.exp(-16.0 / self.tau_rise_h)
+        b = math.exp(-8.0 / self.tau_fall_h)
+        return (1.0 - a) / (1.0 - a * b)
+
+    @property
+    def h_wake_norm(self) -> float:
+        """Process S at wake time on the settled 16/8 h cycle (≈ 0.09)."""
+        return self.h_bed_norm * math.exp(-8.0 / self.tau_fall_h)

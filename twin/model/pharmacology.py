@@ -8,9 +8,10 @@ units); time in days unless the name says hours.
 from __future__ import annotations
 
 import math
-from typing import TypeVar
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special
 
 from twin.model.parameters import PopulationParameters
@@ -24,7 +25,8 @@ __all__ = [
     "steady_state_fraction",
 ]
 
-ArrayT = TypeVar("ArrayT", float, np.ndarray)
+#: A scalar or an array of any shape; results have the broadcast shape of the inputs.
+ArrayT = float | npt.NDArray[np.floating[Any]]
 
 
 def pk_step(c: ArrayT, dose_rel: ArrayT, k_e: ArrayT) -> ArrayT:
@@ -41,12 +43,13 @@ def pk_step(c: ArrayT, dose_rel: ArrayT, k_e: ArrayT) -> ArrayT:
         Exposure C_{d+1}, D_min units.
     """
     decay = np.exp(-k_e)
-    return c * decay + dose_rel * (1.0 - decay)  # type: ignore[no-any-return]
+    out: ArrayT = c * decay + dose_rel * (1.0 - decay)
+    return out
 
 
 def steady_state_fraction(half_lives: float) -> float:
     """Fraction of steady state reached after ``half_lives`` half-lives: 1 - 2^{-k}."""
-    return 1.0 - 2.0**-half_lives
+    return 1.0 - math.pow(2.0, -half_lives)
 
 
 def occupancy(c: ArrayT, p: PopulationParameters) -> ArrayT:
@@ -59,12 +62,14 @@ def occupancy(c: ArrayT, p: PopulationParameters) -> ArrayT:
     Returns:
         Occupancy as a fraction in [0, O_max).
     """
-    return p.o_max * c / (c + p.ed50_rel)  # type: ignore[no-any-return]
+    out: ArrayT = p.o_max * c / (c + p.ed50_rel)
+    return out
 
 
 def drive(c: ArrayT, p: PopulationParameters) -> ArrayT:
     """Normalised drug drive u = min(O(C) / O(1), u_cap): 1 at the minimum therapeutic dose."""
-    return np.minimum(occupancy(c, p) / occupancy(1.0, p), p.u_cap)  # type: ignore[return-value]
+    out: ArrayT = np.minimum(occupancy(c, p) / occupancy(1.0, p), p.u_cap)
+    return out
 
 
 def howard_fraction(n_eff: ArrayT, p: PopulationParameters) -> ArrayT:
@@ -84,13 +89,12 @@ def howard_fraction(n_eff: ArrayT, p: PopulationParameters) -> ArrayT:
         z = np.log(n / p.howard_n50) / p.howard_s
     out = special.ndtr(z)
     if np.ndim(out) == 0:
-        return float(out)  # type: ignore[return-value]
-    return out  # type: ignore[no-any-return]
+        return float(out)
+    result: ArrayT = out
+    return result
 
 
-def process_s_day(
-    h_wake: float, *, sleep_h: float, p: PopulationParameters
-) -> tuple[float, float]:
+def process_s_day(h_wake: float, *, sleep_h: float, p: PopulationParameters) -> tuple[float, float]:
     """One 24-hour cycle of Borbély's homeostatic Process S.
 
     Awake for ``24 - sleep_h`` hours: H ← 1 - (1 - H)·e^{-t/τ_rise}; asleep for ``sleep_h``

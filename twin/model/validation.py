@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +43,7 @@ class TargetResult:
         return self.low <= self.value <= self.high
 
 
-def _smd(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> float:
+def _smd(a: npt.NDArray[np.number[Any]], b: npt.NDArray[np.number[Any]]) -> float:
     """Standardised mean difference (mean(a) - mean(b)) / pooled SD."""
     pooled = math.sqrt((float(np.var(a, ddof=1)) + float(np.var(b, ddof=1))) / 2.0)
     return (float(np.mean(a)) - float(np.mean(b))) / pooled
@@ -62,26 +63,31 @@ class _Trial:
             CohortSpec(n_patients=n, days=56, seed=seed, screen_phq9_min=15), params=p
         )
         self.drug = simulate_cohort(
-            CohortSpec(n_patients=n, days=56, seed=seed + 1, screen_phq9_min=15, regimen=SERTRALINE),
+            CohortSpec(
+                n_patients=n, days=56, seed=seed + 1, screen_phq9_min=15, regimen=SERTRALINE
+            ),
             params=p,
         )
 
     @staticmethod
     def response(r: CohortResult, week: int) -> npt.NDArray[np.bool_]:
-        return r.phq9[:, week] <= 0.5 * r.phq9[:, 0]  # type: ignore[no-any-return]
+        return r.phq9[:, week] <= 0.5 * r.phq9[:, 0]
 
     @staticmethod
     def early(r: CohortResult) -> npt.NDArray[np.bool_]:
-        return r.phq9[:, 2] <= 0.8 * r.phq9[:, 0]  # type: ignore[no-any-return]
+        return r.phq9[:, 2] <= 0.8 * r.phq9[:, 0]
 
     @staticmethod
     def change(r: CohortResult, week: int) -> npt.NDArray[np.int64]:
-        return r.phq9[:, week] - r.phq9[:, 0]  # type: ignore[no-any-return]
+        return r.phq9[:, week] - r.phq9[:, 0]
 
 
 def _weekly_window(r: CohortResult, day: int) -> npt.NDArray[np.float64]:
     """A HAMD-like 7-day recall: mean latent severity over days day-6..day."""
-    return r.severity[:, max(day - 6, 0) : day + 1].mean(axis=1, dtype=np.float64)  # type: ignore[no-any-return]
+    window: npt.NDArray[np.float64] = r.severity[:, max(day - 6, 0) : day + 1].mean(
+        axis=1, dtype=np.float64
+    )
+    return window
 
 
 def _trial_targets(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
@@ -110,29 +116,55 @@ def _trial_targets(n: int, seed: int, p: PopulationParameters) -> list[TargetRes
     return [
         TargetResult("T1", "placebo response wk 8", resp_p, 0.30, 0.45, "Furukawa 2016"),
         TargetResult("T2", "drug response wk 8", resp_d, 0.45, 0.60, "Undurraga 2012"),
-        TargetResult("T2", "drug - placebo response", resp_d - resp_p, 0.08, 0.20, "Undurraga 2012"),
+        TargetResult(
+            "T2", "drug - placebo response", resp_d - resp_p, 0.08, 0.20, "Undurraga 2012"
+        ),
         TargetResult("T3", "SMD of change", _smd(change_p, change_d), 0.22, 0.38, "Stone 2022"),
         TargetResult(
-            "T4", "variance ratio drug/placebo",
-            float(np.var(change_d) / np.var(change_p)), 0.95, 1.10, "Ploderl 2019",
-        ),
-        TargetResult("T5", "week-1 / week-6 difference", diff[1] / diff[6], 0.20, 0.45, "Taylor 2006"),
-        TargetResult(
-            "T5", "RR of response at week 1",
-            week1_response(t.drug) / week1_response(t.placebo), 1.2, 2.3, "Taylor 2006",
-        ),
-        TargetResult("T6", "early improvement drug", float(np.mean(early_d)), 0.52, 0.72, "Wagner 2017"),
-        TargetResult(
-            "T6", "early improvement placebo",
-            float(np.mean(t.early(t.placebo))), 0.37, 0.57, "Wagner 2017",
+            "T4",
+            "variance ratio drug/placebo",
+            float(np.var(change_d) / np.var(change_p)),
+            0.95,
+            1.10,
+            "Ploderl 2019",
         ),
         TargetResult(
-            "T6", "early improvement sensitivity",
-            float(np.mean(early_d[resp8])), 0.72, 0.92, "Wagner 2017",
+            "T5", "week-1 / week-6 difference", diff[1] / diff[6], 0.20, 0.45, "Taylor 2006"
         ),
         TargetResult(
-            "T6", "early improvement specificity",
-            float(np.mean(~early_d[~resp8])), 0.44, 0.66, "Wagner 2017",
+            "T5",
+            "RR of response at week 1",
+            week1_response(t.drug) / week1_response(t.placebo),
+            1.2,
+            2.3,
+            "Taylor 2006",
+        ),
+        TargetResult(
+            "T6", "early improvement drug", float(np.mean(early_d)), 0.52, 0.72, "Wagner 2017"
+        ),
+        TargetResult(
+            "T6",
+            "early improvement placebo",
+            float(np.mean(t.early(t.placebo))),
+            0.37,
+            0.57,
+            "Wagner 2017",
+        ),
+        TargetResult(
+            "T6",
+            "early improvement sensitivity",
+            float(np.mean(early_d[resp8])),
+            0.72,
+            0.92,
+            "Wagner 2017",
+        ),
+        TargetResult(
+            "T6",
+            "early improvement specificity",
+            float(np.mean(~early_d[~resp8])),
+            0.44,
+            0.66,
+            "Wagner 2017",
         ),
     ]
 
@@ -146,8 +178,12 @@ def _natural_history(n: int, seed: int, p: PopulationParameters) -> list[TargetR
         share = float(np.mean(r.phq9[:, week] < 10))
         out.append(
             TargetResult(
-                "T8", f"untreated PHQ-9 < 10 at {months} mo", share,
-                published - 0.07, published + 0.07, "Whiteford 2013",
+                "T8",
+                f"untreated PHQ-9 < 10 at {months} mo",
+                share,
+                published - 0.07,
+                published + 0.07,
+                "Whiteford 2013",
             )
         )
     return out
@@ -175,7 +211,10 @@ def _relapse(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
 def _dose_response(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
     def response(mg: float, s: int) -> float:
         spec = CohortSpec(
-            n_patients=n, days=56, seed=s, screen_phq9_min=15,
+            n_patients=n,
+            days=56,
+            seed=s,
+            screen_phq9_min=15,
             regimen=[DoseChange(day=0, drug="fluoxetine", mg_per_day=mg)],
         )
         r = simulate_cohort(spec, params=p)
@@ -183,12 +222,20 @@ def _dose_response(n: int, seed: int, p: PopulationParameters) -> list[TargetRes
 
     return [
         TargetResult(
-            "T11", "response(80 mg FE) - response(40 mg FE)",
-            response(80.0, seed) - response(40.0, seed + 1), -1.0, 0.02, "Furukawa 2019",
+            "T11",
+            "response(80 mg FE) - response(40 mg FE)",
+            response(80.0, seed) - response(40.0, seed + 1),
+            -1.0,
+            0.02,
+            "Furukawa 2019",
         ),
         TargetResult(
-            "T11", "SERT occupancy at D_min",
-            float(pharmacology.occupancy(1.0, p)), 0.76, 0.85, "Meyer 2004",
+            "T11",
+            "SERT occupancy at D_min",
+            float(pharmacology.occupancy(1.0, p)),
+            0.76,
+            0.85,
+            "Meyer 2004",
         ),
     ]
 
@@ -198,7 +245,9 @@ def _psychotherapy(n: int, seed: int, p: PopulationParameters) -> list[TargetRes
     base = CohortSpec(n_patients=n, days=7 * weeks, seed=seed, screen_phq9_min=10)
     usual = simulate_cohort(base, params=p)
     cbt = simulate_cohort(
-        base.model_copy(update={"seed": seed + 1, "therapy_session_days": [7 * k for k in range(weeks)]}),
+        base.model_copy(
+            update={"seed": seed + 1, "therapy_session_days": [7 * k for k in range(weeks)]}
+        ),
         params=p,
     )
     change_usual = usual.phq9[:, weeks] - usual.phq9[:, 0]
@@ -208,8 +257,22 @@ def _psychotherapy(n: int, seed: int, p: PopulationParameters) -> list[TargetRes
     reliable = (cbt.phq9[:, 1:] <= cbt.phq9[:, :1] - 5).mean(axis=0)
     half = int(np.argmax(reliable >= 0.5)) + 1 if reliable.max() >= 0.5 else weeks + 1
     return [
-        TargetResult("T12", "CBT SMD at 16 sessions", _smd(change_usual, change_cbt), 0.4, 0.9, "Cuijpers 2023"),
-        TargetResult("T12", "sessions to half the reliable-improvement effect", float(half), 5, 12, "Howard 1986"),
+        TargetResult(
+            "T12",
+            "CBT SMD at 16 sessions",
+            _smd(change_usual, change_cbt),
+            0.4,
+            0.9,
+            "Cuijpers 2023",
+        ),
+        TargetResult(
+            "T12",
+            "sessions to half the reliable-improvement effect",
+            float(half),
+            5,
+            12,
+            "Howard 1986",
+        ),
     ]
 
 
@@ -220,7 +283,8 @@ def _cbti(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
         base.model_copy(update={"seed": seed + 1, "cbti_session_days": [7 * k for k in range(6)]}),
         params=p,
     )
-    assert control.insomnia is not None and treated.insomnia is not None
+    if control.insomnia is None or treated.insomnia is None:
+        raise AssertionError("detailed cohorts carry insomnia traces")
     # Post-treatment SMDs over the whole care cohort (Q is z-scored on this population).
     sleep = _smd(treated.insomnia[:, -1], control.insomnia[:, -1])
     dep = _smd(treated.phq9[:, -1], control.phq9[:, -1])
@@ -231,12 +295,17 @@ def _cbti(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
 
 
 def _insomnia_risk(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
-    spec = CohortSpec(n_patients=n, days=365, seed=seed, start="remitted", care=False, detailed=True)
+    spec = CohortSpec(
+        n_patients=n, days=365, seed=seed, start="remitted", care=False, detailed=True
+    )
     normal = simulate_cohort(spec, params=p)
-    assert normal.insomnia is not None
-    onset = normal.episode.any(axis=1)
+    if normal.insomnia is None:
+        raise AssertionError("detailed cohorts carry insomnia traces")
+    onset = np.asarray(normal.episode.any(axis=1), dtype=np.bool_)
     odds = _odds_ratio(normal.insomnia[:, 0] > 1.0, onset)
-    short = simulate_cohort(spec.model_copy(update={"seed": seed + 1, "sleep_hours": 5.5}), params=p)
+    short = simulate_cohort(
+        spec.model_copy(update={"seed": seed + 1, "sleep_hours": 5.5}), params=p
+    )
     rr = float(np.mean(short.episode.any(axis=1))) / float(np.mean(onset))
     return [
         TargetResult("T14", "insomnia -> new episode OR", odds, 1.6, 2.8, "Baglioni 2011"),
@@ -249,20 +318,34 @@ def _wearables(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]
     rng = np.random.Generator(np.random.Philox(key=seed))
     X = dynamics.sample_prior(p, (n,), rng, p_episode=0.3)
     z = likelihood.severity_z(X[Row.S], X[Row.MU_WELL])
-    phq9 = likelihood.sample_ordinal(X[Row.M_S], p.phq9_sd, likelihood.score_cuts(27), rng.standard_normal(n))
+    phq9 = likelihood.sample_ordinal(
+        X[Row.M_S], p.phq9_sd, likelihood.score_cuts(27), rng.standard_normal(n)
+    )
     steps_base = rng.normal(p.steps_log_mean, p.steps_between_sd, n)
-    log_steps = likelihood.sample_gaussian(steps_base - p.steps_loading * z, p.steps_sd, rng.standard_normal(n))
+    log_steps = likelihood.sample_gaussian(
+        steps_base - p.steps_loading * z, p.steps_sd, rng.standard_normal(n)
+    )
     hrv_base = rng.normal(p.rmssd_mean, p.rmssd_between_sd, n)
-    hrv = likelihood.sample_gaussian(hrv_base - p.rmssd_loading * z, p.rmssd_sd, rng.standard_normal(n))
+    hrv = likelihood.sample_gaussian(
+        hrv_base - p.rmssd_loading * z, p.rmssd_sd, rng.standard_normal(n)
+    )
     case = phq9 >= 10
     return [
         TargetResult(
-            "T15", "r(log steps, PHQ-9)", float(np.corrcoef(log_steps, phq9)[0, 1]),
-            -0.25, -0.03, "Bizzozero-Peroni 2024",
+            "T15",
+            "r(log steps, PHQ-9)",
+            float(np.corrcoef(log_steps, phq9)[0, 1]),
+            -0.25,
+            -0.03,
+            "Bizzozero-Peroni 2024",
         ),
         TargetResult(
-            "T15", "HF-HRV SMD cases vs controls", _smd(hrv[case], hrv[~case]),
-            -0.45, -0.19, "Koch 2019 (band: g -0.32 ± 0.13 [assumption])",
+            "T15",
+            "HF-HRV SMD cases vs controls",
+            _smd(hrv[case], hrv[~case]),
+            -0.45,
+            -0.19,
+            "Koch 2019 (band: g -0.32 ± 0.13 [assumption])",
         ),
     ]
 
@@ -278,15 +361,26 @@ def _ema(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
         for beep in range(beeps):
             gap = 12.0 + 3.0 if beep == 0 else 3.0  # overnight gap before the first beep
             dynamics.ema_advance(X, gap, p, normal=rng.standard_normal(n, dtype=np.float32))
-            ratings[:, day, beep] = likelihood.sample_ordinal(X[Row.A], p.ema_noise, cuts, rng.standard_normal(n))
+            ratings[:, day, beep] = likelihood.sample_ordinal(
+                X[Row.A], p.ema_noise, cuts, rng.standard_normal(n)
+            )
     centred = ratings - ratings.mean(axis=(1, 2), keepdims=True)
-    lag1 = (centred[:, :, 1:] * centred[:, :, :-1]).sum(axis=(1, 2)) / (centred**2).sum(axis=(1, 2)).clip(1e-9)
+    lag1 = (centred[:, :, 1:] * centred[:, :, :-1]).sum(axis=(1, 2)) / (centred**2).sum(
+        axis=(1, 2)
+    ).clip(1e-9)
     lag1 = lag1 * (beeps * days) / ((beeps - 1) * days)
     severity = X[Row.S]
     valid = np.isfinite(lag1) & (ratings.std(axis=(1, 2)) > 0)
     rho = float(np.corrcoef(lag1[valid], severity[valid])[0, 1])
     return [
-        TargetResult("T16", "EMA lag-1 autocorrelation", float(np.mean(lag1[valid])), 0.15, 0.40, "Kuppens 2010"),
+        TargetResult(
+            "T16",
+            "EMA lag-1 autocorrelation",
+            float(np.mean(lag1[valid])),
+            0.15,
+            0.40,
+            "Kuppens 2010",
+        ),
         TargetResult("T16", "corr(inertia, severity) > 0", rho, 0.0, 1.0, "Houben 2015"),
     ]
 
@@ -300,12 +394,18 @@ def _discontinuation(n: int, seed: int, p: PopulationParameters) -> list[TargetR
     placebo = simulate_cohort(
         CohortSpec(n_patients=n, days=28, seed=seed + 1, start="remitted", detailed=True), params=p
     )
-    assert drug.withdrawal is not None and placebo.withdrawal is not None
+    if drug.withdrawal is None or placebo.withdrawal is None:
+        raise AssertionError("detailed cohorts carry withdrawal traces")
     any_drug = float(np.mean(drug.withdrawal.max(axis=1) > 1.0))
     any_placebo = float(np.mean(placebo.withdrawal.max(axis=1) > 1.0))
     return [
         TargetResult(
-            "T18", "excess discontinuation symptoms", any_drug - any_placebo, 0.10, 0.20, "Henssler 2024"
+            "T18",
+            "excess discontinuation symptoms",
+            any_drug - any_placebo,
+            0.10,
+            0.20,
+            "Henssler 2024",
         )
     ]
 

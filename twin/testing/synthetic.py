@@ -77,18 +77,18 @@ def synthetic_patient(
     out = SyntheticPatient(
         severity=np.empty(days + 1, np.float32), phq9=np.empty(days + 1, np.int64)
     )
-    seq = 0
     ema_hour = 0.0
+    timeline: list[tuple[float, events.Payload]] = []
 
     def emit(day: float, payload: events.Payload) -> None:
-        nonlocal seq
-        seq += 1
-        out.events.append(events.Event(seq, day, payload))
+        timeline.append((day, payload))
 
     cuts27 = likelihood.score_cuts(27)
     for day in range(days + 1):
         out.severity[day] = X[Row.S, 0]
-        out.phq9[day] = likelihood.sample_ordinal(X[Row.M_S], p.phq9_sd, cuts27, rng.standard_normal(1))[0]
+        out.phq9[day] = likelihood.sample_ordinal(
+            X[Row.M_S], p.phq9_sd, cuts27, rng.standard_normal(1)
+        )[0]
         if drug_name is not None and day == drug_from_day:
             emit(day + 0.01, events.Prescription(drug_name, mg_per_day))
         if phq9_every and day % phq9_every == 0:
@@ -106,9 +106,13 @@ def synthetic_patient(
             emit(day + 0.22, events.LnRmssd(float(np.clip(rm, 0.0, math.log(300.0)))))
         for beep in range(ema_per_day):
             hour = 24.0 * day + 9.0 + 3.0 * beep
-            dynamics.ema_advance(X, hour - ema_hour, p, normal=rng.standard_normal(1, dtype=np.float32))
+            dynamics.ema_advance(
+                X, hour - ema_hour, p, normal=rng.standard_normal(1, dtype=np.float32)
+            )
             ema_hour = hour
-            rating = likelihood.sample_ordinal(X[Row.A], p.ema_noise, p.ema_cuts, rng.standard_normal(1))[0]
+            rating = likelihood.sample_ordinal(
+                X[Row.A], p.ema_noise, p.ema_cuts, rng.standard_normal(1)
+            )[0]
             emit(hour / 24.0, events.EmaAffect(int(rating) + 1))
         if day == days:
             break
@@ -128,9 +132,13 @@ def synthetic_patient(
             sleep_debt=tracker.sleep_debt,
         )
         dynamics.day_step(
-            X, inputs, p,
+            X,
+            inputs,
+            p,
             normals=rng.standard_normal((dynamics.N_NORMALS, 1), dtype=np.float32),
             uniforms=rng.random((dynamics.N_UNIFORMS, 1), dtype=np.float32),
         )
         tracker.end_day(p)
+    timeline.sort(key=lambda item: item[0])  # stable: same-time events keep their order
+    out.events = [events.Event(seq, day, payload) for seq, (day, payload) in enumerate(timeline, 1)]
     return out

@@ -1,0 +1,58 @@
+# Novamind task runner. `make up` and `make test` set everything up on a fresh Debian machine
+# with Python 3.11, as root, with no services running.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up demo test check lint format typecheck layers unit validation bench clean
+
+install: $(STAMP)
+
+# Debian's python3 ships without venv/ensurepip: install python3-venv when it is missing.
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,demo]'
+	touch $(STAMP)
+
+## The main job on embedded defaults (until the API exists: the twin demo).
+up: install
+	$(BIN)/python -m deployments.demo
+
+demo: up
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy
+
+layers: install
+	$(BIN)/lint-imports
+
+check: lint typecheck layers
+
+## The whole suite: static checks, then every test (no servers are needed yet).
+test: check
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+validation: install
+	$(BIN)/python -m pytest tests/validation
+
+bench: install
+	$(BIN)/python bench/twin_kernel.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

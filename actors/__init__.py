@@ -1,0 +1,1 @@
+"""Ray actor layer hosting twins (issue 3 fills this in)."""

@@ -1,0 +1,1 @@
+"""Composition root and deployable units; nothing imports from here."""

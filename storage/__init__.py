@@ -1,0 +1,1 @@
+"""Storage adapters for the ports of ``twin`` (issue 3 fills this in)."""

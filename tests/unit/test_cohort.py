@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from twin import CohortSpec, DoseChange, simulate_cohort
+
+
+def test_shapes_and_observation_days():
+    r = simulate_cohort(CohortSpec(n_patients=50, days=30, observe_every_days=7))
+    assert r.obs_days.tolist() == [0, 7, 14, 21, 28]
+    assert r.phq9.shape == (50, 5) and r.phq9.dtype == np.int64
+    assert r.severity.shape == (50, 31) and r.episode.shape == (50, 31)
+    assert r.phq9.min() >= 0 and r.phq9.max() <= 27
+    assert r.severity.min() >= 0 and r.severity.max() <= 27
+
+
+def test_same_seed_same_cohort_and_different_seed_different():
+    spec = CohortSpec(n_patients=100, days=14, seed=3)
+    a, b = simulate_cohort(spec), simulate_cohort(spec)
+    np.testing.assert_array_equal(a.phq9, b.phq9)
+    c = simulate_cohort(spec.model_copy(update={"seed": 4}))
+    assert not np.array_equal(a.phq9, c.phq9)
+
+
+def test_screening_enrols_only_high_baselines():
+    r = simulate_cohort(CohortSpec(n_patients=300, days=7, screen_phq9_min=20))
+    assert r.phq9[:, 0].min() >= 20
+    assert r.phq9.shape[0] == 300
+
+
+def test_remitted_start_is_well():
+    r = simulate_cohort(CohortSpec(n_patients=500, days=1, start="remitted"))
+    assert not r.episode[:, 0].any()
+
+
+def test_detailed_traces():
+    r = simulate_cohort(CohortSpec(n_patients=10, days=5, detailed=True))
+    assert r.anxiety is not None and r.anxiety.shape == (10, 6)
+    assert r.gad7 is not None and r.gad7.max() <= 21
+    assert r.params is not None and r.params.shape[1] == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {
+            "regimen": [DoseChange(day=0, drug="sertraline", mg_per_day=50.0)] * 1
+            + [{"day": 0, "drug": "aspirin", "mg_per_day": 1.0}]
+        },
+        {
+            "regimen": [
+                {"day": 0, "drug": d, "mg_per_day": 10.0}
+                for d in ("sertraline", "fluoxetine", "duloxetine")
+            ]
+        },
+        {"adherence": 1.2},
+        {"n_patients": 0},
+        {"therapy_session_days": [-3]},
+        {"start": "relapsed"},
+        {"unknown_field": 1},
+    ],
+)
+def test_bad_specs_are_refused_with_a_clear_error(kwargs):
+    with pytest.raises(ValidationError):
+        CohortSpec(**{"n_patients": 10, "days": 10, **kwargs})
+
+
+def test_drug_lowers_severity_on_average():
+    base = CohortSpec(n_patients=3000, days=42, seed=1, screen_phq9_min=15)
+    placebo = simulate_cohort(base)
+    drug = simulate_cohort(
+        base.model_copy(update={"regimen": [DoseChange(day=0, drug="sertraline", mg_per_day=50.0)]})
+    )
+    assert drug.severity[:, -1].mean() < placebo.severity[:, -1].mean() - 0.5

@@ -1,0 +1,42 @@
+"""The literature battery of twin-model.md §3, every target with its pass band.
+
+20,000 simulated patients per arm keep Monte-Carlo error small against each band (a share near
+0.5 has SE 0.0035; an SMD ~0.3 has SE ~0.01).
+"""
+
+import pytest
+
+from twin.model import validation
+
+XFAIL = {
+    ("T12", "sessions to half the reliable-improvement effect"): (
+        "the care effect (tau_P = 5 d, calibrated to early improvement on placebo, T6) gives half "
+        "of a screened therapy cohort a reliable 5-point drop by session 3, earlier than Howard's "
+        "8; slowing tau_P breaks T6 sensitivity. A T6/T12 tension to resolve by joint fitting."
+    ),
+}
+
+CASES = [
+    pytest.param(group, index, id=f"{group}-{index}")
+    for group in validation.BATTERY
+    for index in range(len(validation.run_target(group, n=200)))
+]
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {group: validation.run_target(group) for group in validation.BATTERY}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("group", "index"), CASES)
+def test_target_within_published_band(results, group, index):
+    r = results[group][index]
+    reason = XFAIL.get((r.target, r.quantity))
+    if reason is not None:
+        pytest.xfail(reason) if not r.passed else pytest.fail(
+            f"{r.target} now passes: remove the xfail"
+        )
+    assert r.passed, (
+        f"{r.target} {r.quantity} = {r.value:.3f}, band [{r.low}, {r.high}] ({r.source})"
+    )
