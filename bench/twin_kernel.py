@@ -7,6 +7,7 @@
   filterpy's ``EnsembleKalmanFilter`` run twin by twin (same sizes, same observations).
 - ``forecast_ms_p50``: one twin, 12 weeks, one scenario, 2000 particles.
 - ``state_bytes``: one serialized twin at the default particle count.
+- ``cohort_20000x365_s``: ``simulate_cohort`` for 20,000 patients over 365 days.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 import numpy as np
 
+from twin import CohortSpec, simulate_cohort
 from twin.assimilation import kernel, linear_gaussian
 from twin.assimilation.state import new_twin
 from twin.forecast.summary import forecast
@@ -86,6 +88,13 @@ def bench_forecast(repeats: int) -> dict[str, float]:
     }
 
 
+def bench_cohort() -> dict[str, float]:
+    """The issue's bar: 20,000 patients x 365 days (goal: under 30 s here)."""
+    start = time.perf_counter()
+    simulate_cohort(CohortSpec(n_patients=20_000, days=365))
+    return {"cohort_20000x365_s": time.perf_counter() - start}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--twins", type=int, default=256)
@@ -99,6 +108,7 @@ def main() -> None:
         **bench_kernel(args.twins, args.days),
         **bench_enkf(args.twins, 100, 50),
         **bench_forecast(args.repeats),
+        **bench_cohort(),
     }
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
 

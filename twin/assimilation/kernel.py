@@ -422,6 +422,7 @@ def apply_events(
     pending: Sequence[Sequence[events.Event]],
     *,
     params: PopulationParameters | None = None,
+    chunk: int = 16,
 ) -> list[list[EventResult]]:
     """Apply each twin's pending events, all twins at once; states are updated in place.
 
@@ -429,6 +430,8 @@ def apply_events(
         states: Twins, all with the same number of particles.
         pending: Per twin, its events in sequence order.
         params: Population parameters.
+        chunk: Twins vectorised together (groups are processed one after another; the result
+            per twin does not depend on it).
 
     Returns:
         Per twin, one :class:`EventResult` per applied event.
@@ -445,6 +448,13 @@ def apply_events(
     if len({s.n_particles for s in states}) != 1:
         raise errors.InvalidInputError("twins in one batch must have the same particle count")
     p = params or PopulationParameters()
+    if len(states) > chunk:
+        # Cache-sized groups: beyond a few MB per matrix the vectorised steps turn memory-bound.
+        out: list[list[EventResult]] = []
+        for start in range(0, len(states), chunk):
+            part = slice(start, start + chunk)
+            out.extend(apply_events(states[part], pending[part], params=p, chunk=chunk))
+        return out
     batch = _Batch(states)
     results: list[list[EventResult]] = [[] for _ in states]
     try:

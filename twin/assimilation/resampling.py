@@ -100,13 +100,13 @@ def liu_west(
     Returns:
         New parameters, shape ``(P, T, N)``, float32.
     """
-    t = theta.astype(np.float64)
-    mean = np.sum(t * weights, axis=-1)  # (P, T)
-    centred = t - mean[..., None]
-    cov = np.einsum("ptn,qtn->tpq", centred * weights, centred)
+    mean = np.sum(theta * weights, axis=-1)  # (P, T), float64
+    centred = np.ascontiguousarray((theta - mean[..., None]).transpose(1, 0, 2))  # (T, P, N)
+    cov = np.matmul(centred * weights[:, None, :], centred.transpose(0, 2, 1))  # (T, P, P)
     # A tiny ridge keeps the Cholesky factor defined when a parameter has collapsed.
-    chol = np.linalg.cholesky(cov + 1e-9 * np.eye(t.shape[0]))  # (T, P, P)
-    noise = np.matmul(chol, normal.astype(np.float64).transpose(1, 0, 2)).transpose(1, 0, 2)
-    shrunk = a * gather(t, indices) + (1.0 - a) * mean[..., None]
-    out: F32 = (shrunk + math.sqrt(1.0 - a * a) * noise).astype(np.float32)
+    chol = np.linalg.cholesky(cov + 1e-9 * np.eye(theta.shape[0])).astype(np.float32)
+    noise = np.matmul(chol, normal.transpose(1, 0, 2)).transpose(1, 0, 2)  # L·ξ, float32
+    centre = np.float32(1.0 - a) * mean[..., None].astype(np.float32)
+    out: F32 = np.float32(a) * gather(theta, indices) + centre
+    out += np.float32(math.sqrt(1.0 - a * a)) * noise
     return out
