@@ -8,7 +8,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install up demo test check lint format typecheck layers unit validation bench clean
 
-install: $(STAMP)
+# The stamp is only trusted while the interpreter it stands for still exists.
+install:
+	@test -x $(BIN)/python || rm -f $(STAMP)
+	@$(MAKE) --no-print-directory $(STAMP)
 
 # Debian's python3 ships without venv/ensurepip: install python3-venv when it is missing.
 $(STAMP): pyproject.toml
