@@ -8,7 +8,10 @@
     │   ├── UnknownDrugError                 a drug not in the model's table
     │   └── EventOrderError                  an event older than the twin's clock
     ├── StateCorruptError                    serialized state that cannot be read back
-    └── ModelVersionError                    state written by an incompatible model
+    ├── ModelVersionError                    state written by an incompatible model
+    ├── StorageUnavailableError              a store cannot be reached; retry (HTTP 503)
+    ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
+    └── KeyAccessError                       a data key cannot be unwrapped or was shredded
 
 Every class pickles (errors cross Ray processes): each passes all its constructor arguments
 positionally to ``super().__init__`` so ``BaseException.__reduce__`` rebuilds it. Messages never
@@ -18,11 +21,14 @@ carry PHI: they name fields, ranges and sequence numbers, not patients.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointCorruptError",
     "EventOrderError",
     "InvalidInputError",
+    "KeyAccessError",
     "ModelVersionError",
     "ObservationRangeError",
     "StateCorruptError",
+    "StorageUnavailableError",
     "TwinError",
     "UnknownDrugError",
 ]
@@ -111,3 +117,15 @@ class ModelVersionError(TwinError):
 
     def __str__(self) -> str:
         return f"state has model version {self.found!r}, this code is {self.expected!r}"
+
+
+class StorageUnavailableError(TwinError):
+    """A store could not be reached or did not answer in time; the operation may be retried."""
+
+
+class CheckpointCorruptError(TwinError):
+    """A stored checkpoint failed its integrity check (torn write or tampering)."""
+
+
+class KeyAccessError(TwinError):
+    """A data key could not be unwrapped (wrong context, damage) or no longer exists."""

@@ -1,0 +1,6 @@
+"""The embedded SQLite store: event log and wrapped data keys in one database file."""
+
+from storage.sqlite.database import SqliteDatabase
+from storage.sqlite.stores import SqliteDataKeyStore, SqliteEventStore
+
+__all__ = ["SqliteDataKeyStore", "SqliteDatabase", "SqliteEventStore"]

@@ -1,0 +1,70 @@
+"""One SQLite database file: migrations, pragmas for durability, one serialised connection.
+
+Why these libraries: ``aiosqlite`` runs the standard ``sqlite3`` module on its own thread so the
+event loop never blocks; ``yoyo-migrations`` applies the versioned SQL files in
+``migrations/`` and records them (no hand-rolled bookkeeping).
+
+Durability: WAL journal with ``synchronous=FULL`` (each commit is fsynced before it returns, so an
+acknowledged append survives power loss); ``secure_delete`` so a shredded data key is overwritten
+rather than left in free pages, and a WAL checkpoint after deletions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+from yoyo import get_backend, read_migrations
+
+from twin import errors
+
+__all__ = ["SqliteDatabase"]
+
+
+def _migrate(path: Path) -> None:
+    backend = get_backend(f"sqlite:///{path}")
+    try:
+        with resources.as_file(resources.files("storage.sqlite") / "migrations") as folder:
+            migrations = read_migrations(str(folder))
+            with backend.lock():
+                backend.apply_migrations(backend.to_apply(migrations))
+    finally:
+        backend.connection.close()
+
+
+class SqliteDatabase:
+    """An open, migrated database. Use :meth:`open`; every statement goes through :attr:`lock`."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        #: Serialises statement groups and transactions on the shared connection.
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteDatabase:
+        """Migrate (idempotent) and connect.
+
+        Raises:
+            StorageUnavailableError: The file cannot be opened or migrated.
+        """
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            await asyncio.to_thread(_migrate, path)
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in (
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=FULL",
+                "PRAGMA secure_delete=ON",
+                "PRAGMA busy_timeout=5000",
+            ):
+                await conn.execute(pragma)
+        except (OSError, aiosqlite.Error) as exc:
+            raise errors.StorageUnavailableError(f"SQLite store unavailable: {exc}") from None
+        return cls(conn, path)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.conn.close()

@@ -1,0 +1,183 @@
+"""SQLite adapters of :class:`twin.ports.EventStore` and :class:`twin.ports.DataKeyStore`.
+
+Event payloads are stored sealed (:class:`twin.ports.Sealer`, bound to patient, ``"event"`` and
+the sequence number), so the database file holds no readable clinical values and erasing a
+patient's data key makes their log unreadable too.
+
+Appends for one patient are serialised in this process; across processes, the write transaction
+(``BEGIN IMMEDIATE``) re-checks the patient's last sequence and retries the plan if another
+writer got in first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+
+import aiosqlite
+
+from storage.sqlite.database import SqliteDatabase
+from twin import errors, ports
+from twin.domain import codec, events
+
+__all__ = ["SqliteDataKeyStore", "SqliteEventStore"]
+
+_RETRIES = 5
+
+
+class SqliteEventStore:
+    """The event log in SQLite."""
+
+    def __init__(self, db: SqliteDatabase, sealer: ports.Sealer) -> None:
+        self._db = db
+        self._sealer = sealer
+        self._patient_locks: dict[str, asyncio.Lock] = {}
+
+    async def _head(self, patient_id: str) -> tuple[int, float]:
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT seq, day FROM events WHERE patient_id = ? ORDER BY seq DESC LIMIT 1",
+                (patient_id,),
+            )
+            row = await cursor.fetchone()
+        return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
+
+    async def _known_keys(self, patient_id: str, keys: list[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                f"SELECT idempotency_key, seq FROM events "
+                f"WHERE patient_id = ? AND idempotency_key IN ({marks})",
+                (patient_id, *keys),
+            )
+            rows = await cursor.fetchall()
+        return {str(k): int(s) for k, s in rows}
+
+    async def append(
+        self, patient_id: str, batch: Sequence[ports.NewEvent]
+    ) -> list[ports.AppendResult]:
+        """Append atomically; idempotent per key; refuses events older than the log's head."""
+        keys = [ports.check_idempotency_key(item.idempotency_key) for item in batch]
+        lock = self._patient_locks.setdefault(patient_id, asyncio.Lock())
+        async with lock:
+            for _ in range(_RETRIES):
+                head_seq, head_day = await self._head(patient_id)
+                seen = await self._known_keys(patient_id, sorted(set(keys)))
+                results: list[ports.AppendResult] = []
+                rows: list[tuple[str, int, str, float, bytes]] = []
+                seq, day = head_seq, head_day
+                for key, item in zip(keys, batch, strict=True):
+                    if key in seen:
+                        results.append(ports.AppendResult(seen[key], True))
+                        continue
+                    if item.day < day:
+                        raise errors.EventOrderError(item.day, day)
+                    seq, day = seq + 1, item.day
+                    seen[key] = seq
+                    plain = json.dumps(codec.encode(item.payload), sort_keys=True).encode()
+                    sealed = await self._sealer.seal(
+                        patient_id, kind="event", version=seq, plaintext=plain
+                    )
+                    rows.append((patient_id, seq, key, item.day, sealed))
+                    results.append(ports.AppendResult(seq, False))
+                if not rows:
+                    return results
+                if await self._commit(patient_id, head_seq, rows):
+                    return results
+            raise errors.StorageUnavailableError("event log kept changing under this writer; retry")
+
+    async def _commit(
+        self, patient_id: str, head_seq: int, rows: list[tuple[str, int, str, float, bytes]]
+    ) -> bool:
+        conn = self._db.conn
+        async with self._db.lock:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                cursor = await conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE patient_id = ?", (patient_id,)
+                )
+                row = await cursor.fetchone()
+                if row is None or int(row[0]) != head_seq:
+                    await conn.execute("ROLLBACK")
+                    return False
+                await conn.executemany(
+                    "INSERT INTO events (patient_id, seq, idempotency_key, day, payload) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+                await conn.execute("COMMIT")
+            except aiosqlite.Error as exc:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise errors.StorageUnavailableError(f"event append failed: {exc}") from None
+        return True
+
+    async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
+        """Events after ``after_seq``, opened and validated."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT seq, day, payload FROM events WHERE patient_id = ? AND seq > ? "
+                "ORDER BY seq",
+                (patient_id, after_seq),
+            )
+            rows = await cursor.fetchall()
+        out = []
+        for seq, day, sealed in rows:
+            plain = await self._sealer.open(
+                patient_id, kind="event", version=int(seq), sealed=bytes(sealed)
+            )
+            out.append(events.Event(int(seq), float(day), codec.decode(json.loads(plain))))
+        return out
+
+    async def last_seq(self, patient_id: str) -> int:
+        """The patient's latest sequence number."""
+        return (await self._head(patient_id))[0]
+
+
+class SqliteDataKeyStore:
+    """Wrapped per-patient data keys in SQLite (deleted rows are overwritten: secure_delete)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def get(self, patient_id: str) -> ports.WrappedKey | None:
+        """The stored wrapped key, if any."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT kek_id, blob FROM data_keys WHERE patient_id = ?", (patient_id,)
+            )
+            row = await cursor.fetchone()
+        return None if row is None else ports.WrappedKey(str(row[0]), bytes(row[1]))
+
+    async def put_if_absent(self, patient_id: str, key: ports.WrappedKey) -> ports.WrappedKey:
+        """Insert unless present; return what is stored."""
+        async with self._db.lock:
+            await self._db.conn.execute(
+                "INSERT OR IGNORE INTO data_keys (patient_id, kek_id, blob) VALUES (?, ?, ?)",
+                (patient_id, key.kek_id, key.blob),
+            )
+        stored = await self.get(patient_id)
+        if stored is None:  # deleted between the two statements: the caller retries
+            raise errors.StorageUnavailableError("data key vanished while being created")
+        return stored
+
+    async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
+        """Overwrite the wrapped key (rotation)."""
+        async with self._db.lock:
+            await self._db.conn.execute(
+                "UPDATE data_keys SET kek_id = ?, blob = ? WHERE patient_id = ?",
+                (key.kek_id, key.blob, patient_id),
+            )
+
+    async def delete(self, patient_id: str) -> bool:
+        """Destroy the key and flush the WAL so no copy of it stays on disk."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "DELETE FROM data_keys WHERE patient_id = ?", (patient_id,)
+            )
+            deleted = cursor.rowcount > 0
+            await self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted

@@ -1,0 +1,67 @@
+"""EventStore contract: ordered, idempotent, atomic, durable."""
+
+import pytest
+
+from twin import errors
+from twin.domain import events as E
+from twin.ports import NewEvent
+
+PATIENT = "patient-0001"
+
+
+def new(key: str, day: float, payload: E.Payload | None = None) -> NewEvent:
+    return NewEvent(key, day, payload or E.Phq9(12))
+
+
+async def test_appends_get_consecutive_sequence_numbers_and_read_back(event_store):
+    payloads = [
+        E.Phq9(14, (2, 2, 2, 2, 2, 1, 1, 1, 1)),
+        E.Prescription("sertraline", 50.0),
+        E.Steps(6000, 14.0),
+    ]
+    results = await event_store.append(
+        PATIENT, [new(f"k{i}", i, p) for i, p in enumerate(payloads)]
+    )
+    assert [(r.seq, r.duplicate) for r in results] == [(1, False), (2, False), (3, False)]
+    log = await event_store.read(PATIENT)
+    assert [e.payload for e in log] == payloads
+    assert [e.seq for e in log] == [1, 2, 3]
+    assert [e.day for e in log] == [0.0, 1.0, 2.0]
+    assert await event_store.last_seq(PATIENT) == 3
+    assert [e.seq for e in await event_store.read(PATIENT, after_seq=2)] == [3]
+
+
+async def test_a_retried_key_returns_the_original_sequence_and_appends_nothing(event_store):
+    await event_store.append(PATIENT, [new("a", 0.0), new("b", 1.0)])
+    retried = await event_store.append(PATIENT, [new("b", 1.0), new("c", 2.0)])
+    assert [(r.seq, r.duplicate) for r in retried] == [(2, True), (3, False)]
+    assert await event_store.last_seq(PATIENT) == 3
+    again = await event_store.append(PATIENT, [new("c", 2.0)])
+    assert again[0].duplicate and again[0].seq == 3
+
+
+async def test_a_key_repeated_inside_one_batch_applies_once(event_store):
+    results = await event_store.append(PATIENT, [new("x", 0.0), new("x", 0.0)])
+    assert [(r.seq, r.duplicate) for r in results] == [(1, False), (1, True)]
+    assert await event_store.last_seq(PATIENT) == 1
+
+
+async def test_an_event_older_than_the_log_refuses_the_whole_batch(event_store):
+    await event_store.append(PATIENT, [new("a", 5.0)])
+    with pytest.raises(errors.EventOrderError):
+        await event_store.append(PATIENT, [new("b", 6.0), new("c", 4.0)])
+    assert await event_store.last_seq(PATIENT) == 1
+
+
+@pytest.mark.parametrize("key", ["", "x" * 129, "tab\there", 17])
+async def test_bad_idempotency_keys_are_refused(event_store, key):
+    with pytest.raises(errors.ObservationRangeError, match="idempotency_key"):
+        await event_store.append(PATIENT, [NewEvent(key, 0.0, E.Gad7(3))])
+
+
+async def test_patients_are_isolated(event_store):
+    await event_store.append("a", [new("k", 0.0)])
+    await event_store.append("b", [new("k", 0.0), new("k2", 1.0)])
+    assert await event_store.last_seq("a") == 1
+    assert await event_store.last_seq("b") == 2
+    assert await event_store.read("nobody") == []

@@ -1,0 +1,208 @@
+"""Ports: the narrow async interfaces the core owns, implemented by ``storage/`` adapters.
+
+Every port has hand-written in-memory fakes in :mod:`twin.testing.fakes` and one contract test
+suite (``tests/contract/``) that runs on every adapter.
+
+- :class:`EventStore`: the truth. Append-only, per-patient sequence numbers, idempotency keys.
+- :class:`CheckpointStore`: derived snapshots; never replaces a newer one with an older one.
+- :class:`KeyProvider`: wraps and unwraps per-patient data keys with a key-encryption key.
+- :class:`DataKeyStore`: where the wrapped data keys live; deleting one crypto-shreds a patient.
+- :class:`Sealer`: envelope encryption of stored objects (event payloads, checkpoints) under the
+  patient's data key, with associated data binding patient, object kind and version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from twin import errors
+from twin.domain import events
+
+__all__ = [
+    "AppendResult",
+    "Checkpoint",
+    "CheckpointStore",
+    "DataKeyStore",
+    "EventStore",
+    "KeyProvider",
+    "NewEvent",
+    "Sealer",
+    "WrappedKey",
+    "check_idempotency_key",
+]
+
+
+def check_idempotency_key(key: object) -> str:
+    """Validate an idempotency key: a string of 1..128 printable characters."""
+    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not key.isprintable():
+        raise errors.ObservationRangeError("idempotency_key", "<invalid>", "1..128 printable chars")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: what happened and when, with the client's idempotency key.
+
+    Attributes:
+        idempotency_key: Client-chosen key (1..128 chars); a retry with the same key for the
+            same patient returns the original sequence number and appends nothing.
+        day: Time, days since the twin's origin.
+        payload: What happened.
+    """
+
+    idempotency_key: str
+    day: float
+    payload: events.Payload
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The acknowledged sequence number of one appended event.
+
+    Attributes:
+        seq: Per-patient sequence number (1, 2, ...).
+        duplicate: True when the idempotency key had been seen: nothing new was appended.
+    """
+
+    seq: int
+    duplicate: bool
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """Append-only per-patient event log (the truth; RPO 0 for acknowledged events)."""
+
+    async def append(self, patient_id: str, batch: Sequence[NewEvent]) -> list[AppendResult]:
+        """Durably append ``batch`` in order; return once committed (the acknowledgement).
+
+        Raises:
+            EventOrderError: An event is older than the patient's latest event.
+            StorageUnavailableError: The store cannot be reached (retryable).
+        """
+        ...
+
+    async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
+        """The patient's events with ``seq > after_seq``, in sequence order."""
+        ...
+
+    async def last_seq(self, patient_id: str) -> int:
+        """The patient's latest sequence number (0 when none)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A stored snapshot: opaque (encrypted) bytes valid as of event ``seq``."""
+
+    patient_id: str
+    seq: int
+    model_version: str
+    data: bytes
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Derived snapshots of twin state, newest wins."""
+
+    async def put(self, checkpoint: Checkpoint) -> bool:
+        """Store ``checkpoint`` unless one with a higher or equal ``seq`` exists.
+
+        Returns:
+            True when written; False when a newer (or equal) checkpoint is already stored.
+        """
+        ...
+
+    async def latest(self, patient_id: str) -> Checkpoint | None:
+        """The newest intact checkpoint, or ``None``.
+
+        Raises:
+            CheckpointCorruptError: The newest stored object is damaged (never returned).
+        """
+        ...
+
+    async def delete_all(self, patient_id: str) -> int:
+        """Remove every checkpoint of a patient; returns how many were removed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    """A data key encrypted under a key-encryption key.
+
+    Attributes:
+        kek_id: Which key-encryption key wrapped it (for rotation).
+        blob: The wrapped key bytes.
+    """
+
+    kek_id: str
+    blob: bytes
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """Key-encryption keys: AWS KMS in production, a local key file embedded."""
+
+    async def wrap(self, data_key: bytes, *, context: str) -> WrappedKey:
+        """Encrypt a data key under the current key-encryption key, bound to ``context``."""
+        ...
+
+    async def unwrap(self, wrapped: WrappedKey, *, context: str) -> bytes:
+        """Decrypt a data key.
+
+        Raises:
+            KeyAccessError: The blob was not wrapped for ``context`` or is damaged.
+        """
+        ...
+
+    async def current_kek_id(self) -> str:
+        """Identifier of the key-encryption key used by :meth:`wrap`."""
+        ...
+
+
+@runtime_checkable
+class DataKeyStore(Protocol):
+    """Per-patient wrapped data keys. Deleting a key makes the patient's ciphertext unreadable."""
+
+    async def get(self, patient_id: str) -> WrappedKey | None:
+        """The patient's wrapped data key, or ``None``."""
+        ...
+
+    async def put_if_absent(self, patient_id: str, key: WrappedKey) -> WrappedKey:
+        """Store ``key`` unless the patient has one; return the stored key (race-safe)."""
+        ...
+
+    async def replace(self, patient_id: str, key: WrappedKey) -> None:
+        """Overwrite the wrapped key (rotation re-wraps; the data key itself is unchanged)."""
+        ...
+
+    async def delete(self, patient_id: str) -> bool:
+        """Destroy the patient's key (crypto-shredding); True when one existed."""
+        ...
+
+
+@runtime_checkable
+class Sealer(Protocol):
+    """Envelope encryption of a patient's stored objects."""
+
+    async def seal(self, patient_id: str, *, kind: str, version: int, plaintext: bytes) -> bytes:
+        """Encrypt ``plaintext`` under the patient's data key (created on first use).
+
+        The associated data binds ``patient_id``, ``kind`` (e.g. ``"event"``, ``"checkpoint"``)
+        and ``version`` (the event sequence), so a ciphertext moved elsewhere fails to open.
+        """
+        ...
+
+    async def open(self, patient_id: str, *, kind: str, version: int, sealed: bytes) -> bytes:
+        """Decrypt what :meth:`seal` produced for the same patient, kind and version.
+
+        Raises:
+            KeyAccessError: The patient's data key was destroyed or cannot be unwrapped.
+            CheckpointCorruptError: The ciphertext was altered or belongs elsewhere.
+        """
+        ...
+
+    async def shred(self, patient_id: str) -> bool:
+        """Destroy the patient's data key: everything sealed for them becomes unreadable."""
+        ...

@@ -1,0 +1,138 @@
+"""In-memory fakes of the ports, with state tests can inspect (no mocks).
+
+They implement the same contracts as the real adapters (the contract suites in
+``tests/contract/`` run on both), keep everything in dicts, and never touch the disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from twin import errors, ports
+from twin.domain import events
+
+__all__ = [
+    "MemoryCheckpointStore",
+    "MemoryDataKeyStore",
+    "MemoryEventStore",
+    "PlainSealer",
+]
+
+
+@dataclass
+class _Log:
+    events: list[events.Event] = field(default_factory=list)
+    keys: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryEventStore:
+    """An :class:`~twin.ports.EventStore` in a dict; ``logs`` is open for inspection."""
+
+    def __init__(self) -> None:
+        self.logs: dict[str, _Log] = {}
+
+    async def append(
+        self, patient_id: str, batch: Sequence[ports.NewEvent]
+    ) -> list[ports.AppendResult]:
+        log = self.logs.setdefault(patient_id, _Log())
+        last_day = log.events[-1].day if log.events else 0.0
+        seen = dict(log.keys)
+        planned: list[events.Event] = []
+        results: list[ports.AppendResult] = []
+        seq = len(log.events)
+        for item in batch:
+            key = ports.check_idempotency_key(item.idempotency_key)
+            if key in seen:
+                results.append(ports.AppendResult(seen[key], True))
+                continue
+            if item.day < last_day:
+                raise errors.EventOrderError(item.day, last_day)
+            seq += 1
+            last_day = item.day
+            seen[key] = seq
+            planned.append(events.Event(seq, item.day, item.payload))
+            results.append(ports.AppendResult(seq, False))
+        log.events.extend(planned)  # all or nothing: validation finished before this
+        log.keys = seen
+        return results
+
+    async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
+        log = self.logs.get(patient_id)
+        return [] if log is None else list(log.events[after_seq:])
+
+    async def last_seq(self, patient_id: str) -> int:
+        log = self.logs.get(patient_id)
+        return 0 if log is None else len(log.events)
+
+
+class MemoryCheckpointStore:
+    """A :class:`~twin.ports.CheckpointStore` keeping the newest checkpoint per patient."""
+
+    def __init__(self) -> None:
+        self.checkpoints: dict[str, ports.Checkpoint] = {}
+
+    async def put(self, checkpoint: ports.Checkpoint) -> bool:
+        current = self.checkpoints.get(checkpoint.patient_id)
+        if current is not None and current.seq >= checkpoint.seq:
+            return False
+        self.checkpoints[checkpoint.patient_id] = checkpoint
+        return True
+
+    async def latest(self, patient_id: str) -> ports.Checkpoint | None:
+        return self.checkpoints.get(patient_id)
+
+    async def delete_all(self, patient_id: str) -> int:
+        return 1 if self.checkpoints.pop(patient_id, None) is not None else 0
+
+
+class MemoryDataKeyStore:
+    """A :class:`~twin.ports.DataKeyStore` in a dict."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, ports.WrappedKey] = {}
+
+    async def get(self, patient_id: str) -> ports.WrappedKey | None:
+        return self.keys.get(patient_id)
+
+    async def put_if_absent(self, patient_id: str, key: ports.WrappedKey) -> ports.WrappedKey:
+        return self.keys.setdefault(patient_id, key)
+
+    async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
+        self.keys[patient_id] = key
+
+    async def delete(self, patient_id: str) -> bool:
+        return self.keys.pop(patient_id, None) is not None
+
+
+class PlainSealer:
+    """A :class:`~twin.ports.Sealer` that does not encrypt: for unit tests of other ports only.
+
+    It still enforces the binding of patient, kind and version and honours shredding, so code
+    written against it behaves as it will with the real envelope sealer.
+    """
+
+    def __init__(self) -> None:
+        self.shredded: set[str] = set()
+
+    @staticmethod
+    def _label(patient_id: str, kind: str, version: int) -> bytes:
+        return f"{patient_id}|{kind}|{version}|".encode()
+
+    async def seal(self, patient_id: str, *, kind: str, version: int, plaintext: bytes) -> bytes:
+        if patient_id in self.shredded:
+            raise errors.KeyAccessError("the patient's data key was destroyed")
+        return self._label(patient_id, kind, version) + plaintext
+
+    async def open(self, patient_id: str, *, kind: str, version: int, sealed: bytes) -> bytes:
+        if patient_id in self.shredded:
+            raise errors.KeyAccessError("the patient's data key was destroyed")
+        label = self._label(patient_id, kind, version)
+        if not sealed.startswith(label):
+            raise errors.CheckpointCorruptError("sealed object belongs to another patient or kind")
+        return sealed[len(label) :]
+
+    async def shred(self, patient_id: str) -> bool:
+        new = patient_id not in self.shredded
+        self.shredded.add(patient_id)
+        return new
