@@ -1,0 +1,167 @@
+"""The twin host over the embedded stores (SQLite log, local checkpoints, envelope encryption)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage.local import LocalCheckpointStore, LocalKeyProvider
+from storage.sealed import EnvelopeSealer
+from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore
+from twin import errors
+from twin.domain import events as E
+from twin.ports import NewEvent
+from twin.service.host import HostPorts, HostSettings, TwinHost
+from twin.testing.synthetic import synthetic_patient
+
+SETTINGS = HostSettings(particles=300, checkpoint_every_events=25)
+
+
+class Stores:
+    def __init__(self, db: SqliteDatabase, root: Path) -> None:
+        self.db = db
+        self.checkpoints = LocalCheckpointStore(root / "checkpoints")
+        self.sealer = EnvelopeSealer(LocalKeyProvider(root / "keys"), SqliteDataKeyStore(db))
+        self.events = SqliteEventStore(db, self.sealer)
+
+    def host(self, settings: HostSettings = SETTINGS) -> TwinHost:
+        return TwinHost(HostPorts(self.events, self.checkpoints, self.sealer), settings=settings)
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
+    db = await SqliteDatabase.open(tmp_path / "novamind.db")
+    yield Stores(db, tmp_path)
+    await db.close()
+
+
+def _log(seed: int, days: int = 30) -> list[NewEvent]:
+    patient = synthetic_patient(
+        seed,
+        days=days,
+        phq9_every=7,
+        ema_per_day=2,
+        wearables=True,
+        drug_name="sertraline",
+        mg_per_day=50.0,
+        drug_from_day=7,
+    )
+    return [NewEvent(f"{seed}-{e.seq}", e.day, e.payload) for e in patient.events]
+
+
+async def _ingest_in_batches(host: TwinHost, patient: str, log: list[NewEvent], size: int) -> None:
+    for start in range(0, len(log), size):
+        await host.ingest(patient, log[start : start + size])
+
+
+async def test_replay_equals_live_from_checkpoint_and_from_the_log_alone(stores, tmp_path):
+    log = _log(1)
+    live = stores.host()
+    await _ingest_in_batches(live, "p1", log, 13)
+    live_bytes = (await live.state("p1")).to_bytes()
+    assert live.stats.checkpoints_written >= 1
+
+    from_checkpoint = stores.host()
+    assert (await from_checkpoint.state("p1")).to_bytes() == live_bytes
+    assert from_checkpoint.stats.applied_events < len(log)  # it started from a checkpoint
+
+    await stores.checkpoints.delete_all("p1")
+    from_log = stores.host()
+    assert (await from_log.state("p1")).to_bytes() == live_bytes
+    assert from_log.stats.applied_events == len(log)
+
+
+async def test_retried_ingest_is_acknowledged_once_and_applied_once(stores):
+    host = stores.host()
+    batch = _log(2, days=5)
+    first = await host.ingest("p2", batch)
+    again = await host.ingest("p2", batch)
+    assert [r.seq for r in again.appended] == [r.seq for r in first.appended]
+    assert all(r.duplicate for r in again.appended)
+    assert (await host.state("p2")).last_seq == len(batch)
+    assert host.stats.applied_events == len(batch)
+
+
+async def test_safety_alert_comes_back_with_the_ingest(stores):
+    host = stores.host()
+    items = (3, 3, 3, 2, 2, 2, 1, 1, 1)
+    result = await host.ingest("p3", [NewEvent("q1", 0.5, E.Phq9(18, items))])
+    assert [a.rule for a in result.alerts] == ["safety_item9"]
+
+
+async def test_concurrent_ingests_for_many_twins_share_kernel_calls(stores):
+    host = stores.host()
+    logs = {f"p{i}": _log(10 + i, days=3) for i in range(8)}
+    await asyncio.gather(*(host.ingest(pid, log) for pid, log in logs.items()))
+    assert host.stats.flushes < len(logs)
+    for pid, log in logs.items():
+        alone = stores.host()
+        await stores.checkpoints.delete_all(pid)
+        assert (await alone.state(pid)).last_seq == len(log)
+
+
+async def test_a_tampered_checkpoint_is_rejected_and_the_log_rebuilds_the_twin(stores, tmp_path):
+    host = stores.host()
+    await _ingest_in_batches(host, "p4", _log(4), 40)
+    expected = (await host.state("p4")).to_bytes()
+    await host.passivate("p4")
+    for path in (tmp_path / "checkpoints").rglob("*.ckpt"):
+        raw = bytearray(path.read_bytes())
+        raw[-3] ^= 0x55
+        path.write_bytes(bytes(raw))
+    fresh = stores.host()
+    assert (await fresh.state("p4")).to_bytes() == expected
+    assert fresh.stats.checkpoints_rejected == 1
+
+
+async def test_a_checkpoint_moved_to_another_patient_is_refused(stores):
+    host = stores.host()
+    await host.ingest("a", _log(5, days=4))
+    await host.ingest("b", _log(6, days=4))
+    await host.passivate("a")
+    await host.passivate("b")
+    stolen = await stores.checkpoints.latest("a")
+    await stores.checkpoints.delete_all("b")
+    await stores.checkpoints.put(type(stolen)("b", stolen.seq, stolen.model_version, stolen.data))
+    fresh = stores.host()
+    state_b = await fresh.state("b")
+    assert fresh.stats.checkpoints_rejected == 1
+    assert state_b.last_seq == await stores.events.last_seq("b")
+
+
+async def test_erasure_shreds_the_twin_its_checkpoints_and_its_log(stores):
+    host = stores.host()
+    await host.ingest("p7", _log(7, days=3))
+    await host.passivate("p7")
+    await host.erase("p7")
+    assert await stores.checkpoints.latest("p7") is None
+    with pytest.raises(errors.KeyAccessError):
+        await stores.host().state("p7")
+    # Another patient in the same micro-batch is unaffected by the erased one.
+    other = stores.host()
+    await other.ingest("p8", _log(8, days=2))
+    results = await asyncio.gather(other.state("p7"), other.state("p8"), return_exceptions=True)
+    assert isinstance(results[0], errors.KeyAccessError)
+    assert results[1].last_seq > 0
+
+
+async def test_passivation_on_idle_time_and_on_the_memory_budget(stores):
+    now = [0.0]
+    settings = HostSettings(particles=200, max_active_twins=3, idle_passivate_s=60.0)
+    host = TwinHost(
+        HostPorts(stores.events, stores.checkpoints, stores.sealer),
+        settings=settings,
+        clock=lambda: now[0],
+    )
+    for i in range(5):
+        await host.ingest(f"q{i}", [NewEvent("k", 0.5, E.Phq9(10 + i))])
+    assert host.active_count() == 3
+    assert host.stats.passivations == 2
+    assert (await stores.checkpoints.latest("q0")).seq == 1
+    now[0] = 120.0
+    await host.state("q4")
+    assert await host.passivate_idle() == 2
+    assert host.active_count() == 1

@@ -1,0 +1,1 @@
+"""Use cases over the ports: the twin host (virtual actors), independent of Ray."""

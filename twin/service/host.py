@@ -1,0 +1,338 @@
+"""A twin host: many twins as virtual actors over the ports (Orleans' model, without Ray).
+
+Each twin is addressed by its patient id, is *active* (a :class:`TwinState` in memory) or
+*passive* (its newest checkpoint plus the event log), and is activated on first use:
+
+1. load the newest checkpoint, open it with the patient's data key, check the model version
+   (a damaged or foreign checkpoint is counted and ignored: the log is the truth);
+2. replay the events after it.
+
+Ingest is *append, then apply*: the event store's commit is the acknowledgement; the host then
+applies the new events. Work pending for different twins is micro-batched: concurrent callers
+join one flush, which runs the batched kernel once for all their twins. Flushes run one at a
+time, so every twin has a single writer and applies its events strictly in sequence order.
+
+Checkpoints are written every ``checkpoint_every_events`` events or ``checkpoint_every_s``
+seconds, and before passivation (idle time, or least recently used beyond
+``max_active_twins``). Activations are rate-limited (``max_concurrent_activations``) so a
+restarted host brings twins back lazily, never as a stampede.
+
+A Ray actor (``actors/``) wraps this class; everything here runs and is tested without Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from twin import errors, ports
+from twin.assimilation import kernel
+from twin.assimilation.alerts import Alert
+from twin.assimilation.state import TwinState, new_twin
+from twin.domain import events
+from twin.forecast.scenario import Scenario
+from twin.forecast.summary import Forecast, forecast
+from twin.model.dynamics import Row
+from twin.model.parameters import MODEL_VERSION, PopulationParameters
+
+__all__ = ["HostPorts", "HostSettings", "IngestResult", "TwinHost", "TwinSummary"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostSettings:
+    """Tuning of a host (see the module docstring)."""
+
+    particles: int = 2000
+    checkpoint_every_events: int = 200
+    checkpoint_every_s: float = 300.0
+    idle_passivate_s: float = 900.0
+    max_active_twins: int = 5000
+    max_concurrent_activations: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class HostPorts:
+    """The stores a host needs."""
+
+    events: ports.EventStore
+    checkpoints: ports.CheckpointStore
+    sealer: ports.Sealer
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """The acknowledgement of an ingest, and what applying it raised."""
+
+    appended: tuple[ports.AppendResult, ...]
+    alerts: tuple[Alert, ...]
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class TwinSummary:
+    """What the twin currently believes (posterior means and SDs), for indexes and APIs."""
+
+    patient_id: str
+    last_seq: int
+    day: int
+    severity_mean: float
+    severity_sd: float
+    anxiety_mean: float
+    p_episode: float
+    model_version: str
+
+
+@dataclass
+class _Active:
+    state: TwinState
+    checkpoint_seq: int
+    checkpoint_at: float
+    used_at: float
+    alerts: dict[int, tuple[Alert, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class HostStats:
+    """Counters of what the host has done."""
+
+    activations: int = 0
+    replayed_events: int = 0
+    applied_events: int = 0
+    flushes: int = 0
+    checkpoints_written: int = 0
+    checkpoints_rejected: int = 0
+    passivations: int = 0
+
+
+class TwinHost:
+    """Hosts many twins; see the module docstring.
+
+    Args:
+        stores: Event store, checkpoint store and sealer.
+        settings: Tuning.
+        params: Model parameters.
+        clock: Monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        stores: HostPorts,
+        *,
+        settings: HostSettings | None = None,
+        params: PopulationParameters | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ports = stores
+        self._settings = settings or HostSettings()
+        self._params = params or PopulationParameters()
+        self._clock = clock
+        self._active: OrderedDict[str, _Active] = OrderedDict()
+        self._flush_lock = asyncio.Lock()
+        self._activation_slots = asyncio.Semaphore(self._settings.max_concurrent_activations)
+        self._dirty: set[str] = set()
+        self._round: asyncio.Future[dict[str, BaseException]] | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self.stats = HostStats()
+
+    # -- activation and passivation -------------------------------------------------------
+
+    async def _load(self, patient_id: str) -> TwinState:
+        """Newest usable checkpoint, or a new twin; the caller replays the log after it."""
+        async with self._activation_slots:
+            try:
+                stored = await self._ports.checkpoints.latest(patient_id)
+            except errors.CheckpointCorruptError:
+                self.stats.checkpoints_rejected += 1
+                stored = None
+            if stored is not None and stored.model_version == MODEL_VERSION:
+                try:
+                    plain = await self._ports.sealer.open(
+                        patient_id, kind="checkpoint", version=stored.seq, sealed=stored.data
+                    )
+                    state = TwinState.from_bytes(plain)
+                    if state.last_seq == stored.seq:
+                        return state
+                except (
+                    errors.CheckpointCorruptError,
+                    errors.StateCorruptError,
+                    errors.ModelVersionError,
+                ):
+                    pass  # counted below; the log rebuilds the twin
+                self.stats.checkpoints_rejected += 1
+            return new_twin(patient_id, n_particles=self._settings.particles, params=self._params)
+
+    async def _activate(self, patient_id: str) -> _Active:
+        active = self._active.get(patient_id)
+        if active is None:
+            state = await self._load(patient_id)
+            now = self._clock()
+            active = _Active(state, state.last_seq, now, now)
+            self._active[patient_id] = active
+            self.stats.activations += 1
+        self._active.move_to_end(patient_id)
+        active.used_at = self._clock()
+        return active
+
+    async def _checkpoint(self, patient_id: str, active: _Active) -> None:
+        state = active.state
+        if state.last_seq == active.checkpoint_seq:
+            return
+        sealed = await self._ports.sealer.seal(
+            patient_id, kind="checkpoint", version=state.last_seq, plaintext=state.to_bytes()
+        )
+        await self._ports.checkpoints.put(
+            ports.Checkpoint(patient_id, state.last_seq, state.model_version, sealed)
+        )
+        active.checkpoint_seq = state.last_seq
+        active.checkpoint_at = self._clock()
+        self.stats.checkpoints_written += 1
+
+    async def passivate(self, patient_id: str) -> bool:
+        """Checkpoint and drop an active twin; False when it was not active."""
+        async with self._flush_lock:
+            active = self._active.get(patient_id)
+            if active is None:
+                return False
+            await self._checkpoint(patient_id, active)
+            del self._active[patient_id]
+            self.stats.passivations += 1
+            return True
+
+    async def passivate_idle(self) -> int:
+        """Passivate twins idle for longer than ``idle_passivate_s``; returns how many."""
+        cutoff = self._clock() - self._settings.idle_passivate_s
+        idle = [pid for pid, a in self._active.items() if a.used_at < cutoff]
+        return sum([await self.passivate(pid) for pid in idle])
+
+    async def _enforce_budget(self) -> None:
+        while len(self._active) > self._settings.max_active_twins:
+            patient_id, active = next(iter(self._active.items()))
+            await self._checkpoint(patient_id, active)
+            del self._active[patient_id]
+            self.stats.passivations += 1
+
+    # -- applying events ------------------------------------------------------------------
+
+    async def _flush(self, patients: set[str]) -> dict[str, BaseException]:
+        """Catch the given twins up with the log: one kernel call for all of them.
+
+        The caller holds the flush lock.
+
+        Returns:
+            The error of each twin that could not be caught up (the others proceed).
+        """
+        failed: dict[str, BaseException] = {}
+        ids: list[str] = []
+        actives: list[_Active] = []
+        pending: list[list[events.Event]] = []
+        for pid in sorted(patients):
+            try:
+                active = await self._activate(pid)
+                new = await self._ports.events.read(pid, after_seq=active.state.last_seq)
+            except errors.TwinError as exc:
+                failed[pid] = exc
+                continue
+            ids.append(pid)
+            actives.append(active)
+            pending.append(new)
+        results = kernel.apply_events([a.state for a in actives], pending, params=self._params)
+        now = self._clock()
+        for pid, active, applied in zip(ids, actives, results, strict=True):
+            self.stats.applied_events += len(applied)
+            for r in applied:
+                if r.alerts:
+                    active.alerts[r.seq] = r.alerts
+            due = (
+                active.state.last_seq - active.checkpoint_seq
+                >= self._settings.checkpoint_every_events
+                or now - active.checkpoint_at >= self._settings.checkpoint_every_s
+            )
+            if due:
+                await self._checkpoint(pid, active)
+        self.stats.flushes += 1
+        await self._enforce_budget()
+        return failed
+
+    async def _catch_up(self, patient_id: str) -> None:
+        """Join (or start) the next flush, wait for it, and raise this twin's error if any."""
+        self._dirty.add(patient_id)
+        round_ = self._round
+        if round_ is None:
+            round_ = self._round = asyncio.get_running_loop().create_future()
+            self._runner = asyncio.get_running_loop().create_task(self._run_round(round_))
+        failed = await asyncio.shield(round_)
+        if patient_id in failed:
+            raise failed[patient_id]
+
+    async def _run_round(self, round_: asyncio.Future[dict[str, BaseException]]) -> None:
+        # Group commit: the round closes only once the previous flush has finished, so every
+        # caller that arrives meanwhile joins this one batch.
+        async with self._flush_lock:
+            await asyncio.sleep(0)
+            batch, self._dirty, self._round = self._dirty, set(), None
+            try:
+                round_.set_result(await self._flush(batch))
+            except BaseException as exc:  # a whole-round failure reaches every waiting caller
+                round_.set_exception(exc)
+
+    # -- the host's API -------------------------------------------------------------------
+
+    async def ingest(self, patient_id: str, batch: Sequence[ports.NewEvent]) -> IngestResult:
+        """Append durably (the acknowledgement), then apply; returns sequence numbers and alerts.
+
+        A retry with the same idempotency keys returns the original sequence numbers and the
+        alerts those events raised (while the twin stays active).
+        """
+        appended = await self._ports.events.append(patient_id, batch)
+        await self._catch_up(patient_id)
+        active = self._active.get(patient_id)
+        alerts: list[Alert] = []
+        if active is not None:
+            for r in appended:
+                alerts.extend(active.alerts.get(r.seq, ()))
+            for seq in [s for s in active.alerts if s < active.state.last_seq - 1000]:
+                del active.alerts[seq]  # bounded memory
+        last = active.state.last_seq if active is not None else max(r.seq for r in appended)
+        return IngestResult(tuple(appended), tuple(alerts), last)
+
+    async def state(self, patient_id: str) -> TwinState:
+        """The twin's state, caught up with the log (a copy: callers cannot change the twin)."""
+        await self._catch_up(patient_id)
+        return TwinState.from_bytes(self._active[patient_id].state.to_bytes())
+
+    async def summary(self, patient_id: str) -> TwinSummary:
+        """Posterior summary of the caught-up twin."""
+        await self._catch_up(patient_id)
+        s = self._active[patient_id].state
+        return TwinSummary(
+            patient_id=patient_id,
+            last_seq=s.last_seq,
+            day=s.day,
+            severity_mean=kernel.posterior_mean(s, Row.S),
+            severity_sd=kernel.posterior_sd(s, Row.S),
+            anxiety_mean=kernel.posterior_mean(s, Row.G),
+            p_episode=kernel.posterior_mean(s, Row.R),
+            model_version=s.model_version,
+        )
+
+    async def forecast(
+        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
+    ) -> list[Forecast]:
+        """Forecast the caught-up twin under each scenario (common random numbers)."""
+        await self._catch_up(patient_id)
+        state = self._active[patient_id].state
+        return [forecast(state, sc, weeks=weeks, params=self._params) for sc in scenarios]
+
+    async def erase(self, patient_id: str) -> None:
+        """Crypto-shred the patient: drop the twin, destroy the data key, delete checkpoints."""
+        async with self._flush_lock:
+            self._active.pop(patient_id, None)
+            await self._ports.sealer.shred(patient_id)
+            await self._ports.checkpoints.delete_all(patient_id)
+
+    def active_count(self) -> int:
+        """Twins currently in memory."""
+        return len(self._active)
