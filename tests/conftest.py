@@ -1,18 +1,1 @@
-"""Shared fixtures: unit tests must not start Ray (none of this code may need it)."""
-
-from __future__ import annotations
-
-import sys
-
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
-    ray = sys.modules.get("ray")
-    if ray is not None:
-
-        def refuse(*args: object, **kwargs: object) -> None:
-            raise RuntimeError("unit tests may not start Ray")
-
-        monkeypatch.setattr(ray, "init", refuse)
+"""Shared test configuration (suite-specific fixtures live in each folder's conftest)."""

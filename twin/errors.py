@@ -10,6 +10,7 @@
     ├── StateCorruptError                    serialized state that cannot be read back
     ├── ModelVersionError                    state written by an incompatible model
     ├── StorageUnavailableError              a store cannot be reached; retry (HTTP 503)
+    ├── HostUnavailableError                 the twin's host is restarting; retry (HTTP 503)
     ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
     └── KeyAccessError                       a data key cannot be unwrapped or was shredded
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointCorruptError",
     "EventOrderError",
+    "HostUnavailableError",
     "InvalidInputError",
     "KeyAccessError",
     "ModelVersionError",
@@ -121,6 +123,10 @@ class ModelVersionError(TwinError):
 
 class StorageUnavailableError(TwinError):
     """A store could not be reached or did not answer in time; the operation may be retried."""
+
+
+class HostUnavailableError(TwinError):
+    """The host of a twin did not answer in time (it died or is restarting); retry."""
 
 
 class CheckpointCorruptError(TwinError):

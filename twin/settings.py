@@ -28,6 +28,13 @@ class TwinSettings(BaseSettings):
         data_dir: Folder for the embedded stores and demo outputs.
         particles: Particles per twin (twin-model.md: 2000).
         forecast_weeks: Default forecast horizon, weeks.
+        hosts: Number of TwinHost actors (twins spread by rendezvous hashing).
+        checkpoint_every_events: Checkpoint a twin after this many applied events.
+        checkpoint_every_s: ... or after this many seconds.
+        idle_passivate_s: Passivate twins idle for this long.
+        max_active_twins: Active twins per host before least-recently-used passivation.
+        max_concurrent_activations: Activations in flight per host (no stampede on restart).
+        ray_namespace: Ray namespace of the named host actors.
     """
 
     model_config = SettingsConfigDict(env_prefix="NOVAMIND_", extra="ignore")
@@ -36,6 +43,13 @@ class TwinSettings(BaseSettings):
     data_dir: Path = Path("data")
     particles: int = Field(default=2000, ge=100, le=100_000)
     forecast_weeks: int = Field(default=12, ge=1, le=26)
+    hosts: int = Field(default=2, ge=1, le=1024, description="TwinHost actors")
+    checkpoint_every_events: int = Field(default=200, ge=1)
+    checkpoint_every_s: float = Field(default=300.0, gt=0)
+    idle_passivate_s: float = Field(default=900.0, gt=0)
+    max_active_twins: int = Field(default=5000, ge=1, description="per host, LRU beyond")
+    max_concurrent_activations: int = Field(default=8, ge=1)
+    ray_namespace: str = "novamind"
     config: Path = Path("novamind.toml")
 
     @classmethod

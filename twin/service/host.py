@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from twin import errors, ports
@@ -55,11 +55,17 @@ class HostSettings:
 
 @dataclass(frozen=True, slots=True)
 class HostPorts:
-    """The stores a host needs."""
+    """The stores a host needs, and how to release them."""
 
     events: ports.EventStore
     checkpoints: ports.CheckpointStore
     sealer: ports.Sealer
+    close: Callable[[], Awaitable[None]] | None = None
+
+    async def aclose(self) -> None:
+        """Release connections (idempotent where the adapters are)."""
+        if self.close is not None:
+            await self.close()
 
 
 @dataclass(frozen=True, slots=True)

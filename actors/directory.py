@@ -1,0 +1,99 @@
+"""Where twins live: named ``TwinHost`` actors and rendezvous hashing over them.
+
+The only module that calls ``ray.remote``, ``.options()`` and ``ray.get_actor``.
+
+- Shared hosts ``twinhost-0..H-1`` (async actors, restarted without limit on failure). A patient
+  goes to the host with the highest score h(host, patient) (rendezvous / highest-random-weight
+  hashing, Thaler & Ravishankar 1998): adding a host moves only the patients it now wins.
+- Dedicated hosts ``twin-<digest>`` give one patient a process of its own (the
+  one-actor-per-patient model, for twins with heavy live streams).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import ray
+
+from actors.host_actor import PortsFactory, TwinHostActor
+from twin.service.host import HostSettings
+from twin.settings import TwinSettings
+
+__all__ = ["RayTwinDirectory", "rendezvous"]
+
+
+def rendezvous(patient_id: str, hosts: list[str]) -> str:
+    """The host with the highest hash score for this patient."""
+
+    def score(host: str) -> int:
+        digest = hashlib.blake2b(f"{host}|{patient_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big")
+
+    return max(hosts, key=score)
+
+
+def _dedicated_name(patient_id: str) -> str:
+    return "twin-" + hashlib.blake2b(patient_id.encode(), digest_size=12).hexdigest()
+
+
+class RayTwinDirectory:
+    """Creates or finds the host actors and maps patients to them.
+
+    Args:
+        settings: Platform settings (number of hosts, namespace, data directory).
+        open_ports: Importable coroutine function opening a host's stores in its process.
+        host_settings: Tuning of each host.
+    """
+
+    def __init__(
+        self, settings: TwinSettings, open_ports: PortsFactory, host_settings: HostSettings
+    ) -> None:
+        self._settings = settings
+        self._open_ports = open_ports
+        self._host_settings = host_settings
+        self._names = [f"twinhost-{i}" for i in range(settings.hosts)]
+        self._handles: dict[str, Any] = {}
+        self._dedicated: set[str] = set()
+
+    def _actor(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = (
+                ray.remote(TwinHostActor)
+                .options(
+                    name=name,
+                    namespace=self._settings.ray_namespace,
+                    get_if_exists=True,
+                    max_restarts=-1,
+                    max_task_retries=0,  # the runtime retries, with idempotency keys
+                    max_concurrency=1000,
+                    num_cpus=0,
+                )
+                .remote(self._settings, self._open_ports, self._host_settings)
+            )
+            self._handles[name] = handle
+        return handle
+
+    def start(self) -> list[str]:
+        """Create (or attach to) the shared hosts; returns their names."""
+        for name in self._names:
+            self._actor(name)
+        return list(self._names)
+
+    def host_for(self, patient_id: str) -> tuple[str, Any]:
+        """The name and handle of the host that owns ``patient_id``."""
+        if patient_id in self._dedicated:
+            name = _dedicated_name(patient_id)
+        else:
+            name = rendezvous(patient_id, self._names)
+        return name, self._actor(name)
+
+    def dedicate(self, patient_id: str) -> str:
+        """Give a patient a host of its own; returns the host's name."""
+        self._dedicated.add(patient_id)
+        return self.host_for(patient_id)[0]
+
+    def hosts(self) -> dict[str, Any]:
+        """Every host this directory has started, by name."""
+        return dict(self._handles)

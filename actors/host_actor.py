@@ -1,0 +1,88 @@
+"""``TwinHostActor``: a plain class that :mod:`actors.directory` runs as an async Ray actor.
+
+It wraps :class:`twin.service.host.TwinHost`. Its constructor arguments pickle: the settings and
+an importable coroutine function that opens the stores inside the actor process (so this layer
+never imports ``storage`` or ``deployments``). Ray saves no actor state: a restarted actor runs
+``__init__`` again and its twins come back lazily from checkpoints and the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+
+from twin import ports
+from twin.forecast.scenario import Scenario
+from twin.forecast.summary import Forecast
+from twin.service.host import HostPorts, HostSettings, IngestResult, TwinHost, TwinSummary
+from twin.settings import TwinSettings
+
+__all__ = ["PortsFactory", "TwinHostActor"]
+
+#: Opens a host's stores from settings, inside the actor process.
+PortsFactory = Callable[[TwinSettings], Awaitable[HostPorts]]
+
+
+class TwinHostActor:
+    """One host process with many twins."""
+
+    def __init__(
+        self,
+        settings: TwinSettings,
+        open_ports: PortsFactory,
+        host_settings: HostSettings,
+    ) -> None:
+        self._settings = settings
+        self._open_ports = open_ports
+        self._host_settings = host_settings
+        self._host: TwinHost | None = None
+        self._opening = asyncio.Lock()
+
+    async def _ready(self) -> TwinHost:
+        if self._host is None:
+            async with self._opening:
+                if self._host is None:
+                    stores = await self._open_ports(self._settings)
+                    self._host = TwinHost(stores, settings=self._host_settings)
+        return self._host
+
+    async def ingest(self, patient_id: str, batch: Sequence[ports.NewEvent]) -> IngestResult:
+        """Append durably, then apply (see :meth:`TwinHost.ingest`)."""
+        return await (await self._ready()).ingest(patient_id, batch)
+
+    async def state_bytes(self, patient_id: str) -> bytes:
+        """The caught-up twin state, serialized."""
+        return (await (await self._ready()).state(patient_id)).to_bytes()
+
+    async def summary(self, patient_id: str) -> TwinSummary:
+        """Posterior summary of the twin."""
+        return await (await self._ready()).summary(patient_id)
+
+    async def forecast(
+        self, patient_id: str, scenarios: Sequence[Scenario], weeks: int
+    ) -> list[Forecast]:
+        """Forecasts under each scenario."""
+        return await (await self._ready()).forecast(patient_id, scenarios, weeks=weeks)
+
+    async def passivate(self, patient_id: str) -> bool:
+        """Checkpoint and drop the twin."""
+        return await (await self._ready()).passivate(patient_id)
+
+    async def passivate_idle(self) -> int:
+        """Passivate idle twins."""
+        return await (await self._ready()).passivate_idle()
+
+    async def erase(self, patient_id: str) -> None:
+        """Crypto-shred the patient."""
+        await (await self._ready()).erase(patient_id)
+
+    async def stats(self) -> dict[str, int]:
+        """Counters and the number of active twins."""
+        host = await self._ready()
+        return {**asdict(host.stats), "active_twins": host.active_count()}
+
+    def pid(self) -> int:
+        """The actor's OS process id (for operators and fault-injection tests)."""
+        return os.getpid()

@@ -1,0 +1,42 @@
+"""A small local Ray cluster for the actor tests (2 CPUs, no dashboard)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from actors.directory import RayTwinDirectory  # noqa: E402 - after the importorskip
+from actors.runtime import TwinRuntime  # noqa: E402
+from deployments.bootstrap import build_host_ports  # noqa: E402
+from twin.service.host import HostSettings  # noqa: E402
+from twin.settings import TwinSettings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> TwinSettings:
+    return TwinSettings(
+        data_dir=tmp_path, hosts=2, particles=200, ray_namespace=f"test-{uuid.uuid4().hex[:8]}"
+    )
+
+
+@pytest.fixture
+def runtime(ray_cluster: None, settings: TwinSettings) -> Iterator[TwinRuntime]:
+    directory = RayTwinDirectory(
+        settings, build_host_ports, HostSettings(particles=200, checkpoint_every_events=20)
+    )
+    directory.start()
+    yield TwinRuntime(directory, retry_for_s=60.0)
+    for handle in directory.hosts().values():
+        ray.kill(handle, no_restart=True)
