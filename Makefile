@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up demo test check lint format typecheck layers unit validation bench clean
+.PHONY: install up demo test check lint format typecheck layers unit validation bench clean servers
 
 # The stamp is only trusted while the interpreter it stands for still exists.
 install:
@@ -44,8 +44,13 @@ layers: install
 
 check: lint typecheck layers
 
-## The whole suite: static checks, then every test (no servers are needed yet).
-test: check
+## Server binaries the tests start themselves (PostgreSQL runs as the postgres user).
+servers:
+	@test -x /usr/lib/postgresql/15/bin/postgres || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15)
+
+## The whole suite: static checks, then every test; the tests start and stop their servers.
+test: check servers
 	$(BIN)/python -m pytest
 
 unit: install

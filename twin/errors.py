@@ -11,6 +11,7 @@
     ├── ModelVersionError                    state written by an incompatible model
     ├── StorageUnavailableError              a store cannot be reached; retry (HTTP 503)
     ├── HostUnavailableError                 the twin's host is restarting; retry (HTTP 503)
+    ├── ConfigurationError                   unsafe settings; the service refuses to start
     ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
     └── KeyAccessError                       a data key cannot be unwrapped or was shredded
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointCorruptError",
+    "ConfigurationError",
     "EventOrderError",
     "HostUnavailableError",
     "InvalidInputError",
@@ -123,6 +125,10 @@ class ModelVersionError(TwinError):
 
 class StorageUnavailableError(TwinError):
     """A store could not be reached or did not answer in time; the operation may be retried."""
+
+
+class ConfigurationError(TwinError):
+    """Settings or a server configuration that would be unsafe (e.g. fsync off)."""
 
 
 class HostUnavailableError(TwinError):

@@ -1,17 +1,37 @@
-"""Adapters under contract: every suite runs on the in-memory fake and on the real adapters."""
+"""Adapters under contract: every suite runs on the in-memory fake and on the real adapters.
+
+PostgreSQL is a real server (Debian's binaries, started by :mod:`tests.servers`), one fresh
+database per test.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from storage.local import LocalCheckpointStore, LocalKeyProvider
+from storage.postgres import PostgresDatabase, PostgresDataKeyStore, PostgresEventStore
 from storage.sealed import EnvelopeSealer
 from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore
+from tests.servers import PostgresServer
 from twin import ports
 from twin.testing import fakes
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.destroy()
+
+
+async def _postgres(request: pytest.FixtureRequest) -> PostgresDatabase:
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return await PostgresDatabase.open(server.create_database(f"t_{uuid.uuid4().hex[:12]}"))
 
 
 @pytest.fixture
@@ -26,17 +46,21 @@ def key_provider(tmp_path: Path) -> LocalKeyProvider:
     return LocalKeyProvider(tmp_path / "keys")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def event_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ports.EventStore]:
+    keys = LocalKeyProvider(tmp_path / "keys")
     if request.param == "memory":
         yield fakes.MemoryEventStore()
-        return
-    db = await SqliteDatabase.open(tmp_path / "events.db")
-    sealer = EnvelopeSealer(LocalKeyProvider(tmp_path / "keys"), SqliteDataKeyStore(db))
-    yield SqliteEventStore(db, sealer)
-    await db.close()
+    elif request.param == "sqlite":
+        db = await SqliteDatabase.open(tmp_path / "events.db")
+        yield SqliteEventStore(db, EnvelopeSealer(keys, SqliteDataKeyStore(db)))
+        await db.close()
+    else:
+        pg = await _postgres(request)
+        yield PostgresEventStore(pg, EnvelopeSealer(keys, PostgresDataKeyStore(pg)))
+        await pg.close()
 
 
 @pytest.fixture(params=["memory", "local"])
@@ -46,13 +70,17 @@ def checkpoint_store(request: pytest.FixtureRequest, tmp_path: Path) -> ports.Ch
     return LocalCheckpointStore(tmp_path / "checkpoints")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def data_key_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ports.DataKeyStore]:
     if request.param == "memory":
         yield fakes.MemoryDataKeyStore()
-        return
-    db = await SqliteDatabase.open(tmp_path / "keys.db")
-    yield SqliteDataKeyStore(db)
-    await db.close()
+    elif request.param == "sqlite":
+        db = await SqliteDatabase.open(tmp_path / "keys.db")
+        yield SqliteDataKeyStore(db)
+        await db.close()
+    else:
+        pg = await _postgres(request)
+        yield PostgresDataKeyStore(pg)
+        await pg.close()

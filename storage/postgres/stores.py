@@ -1,0 +1,173 @@
+"""PostgreSQL adapters of :class:`twin.ports.EventStore` and :class:`twin.ports.DataKeyStore`.
+
+Appends lock the patient's head row (``SELECT ... FOR UPDATE``) so concurrent writers for one
+patient serialise in the database, whatever process they run in; the batch is inserted with
+one pipelined ``executemany`` and committed with ``synchronous_commit = on`` before the call
+returns (the acknowledgement). Payloads are sealed (patient, ``"event"``, sequence) like the
+SQLite adapter's. Server or network failures surface as
+:class:`twin.errors.StorageUnavailableError` within the pool's timeout (retryable).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from storage.postgres.database import UNAVAILABLE, PostgresDatabase
+from twin import errors, ports
+from twin.domain import codec, events
+
+__all__ = ["PostgresDataKeyStore", "PostgresEventStore"]
+
+
+@asynccontextmanager
+async def _connection(db: PostgresDatabase) -> AsyncIterator[Any]:
+    """A pooled connection; unreachable servers become a retryable error."""
+    try:
+        async with db.pool.acquire(timeout=db.timeout_s) as conn:
+            yield conn
+    except UNAVAILABLE as exc:
+        raise errors.StorageUnavailableError(
+            f"PostgreSQL unavailable ({type(exc).__name__}); retry"
+        ) from None
+
+
+class PostgresEventStore:
+    """The event log in PostgreSQL."""
+
+    def __init__(self, db: PostgresDatabase, sealer: ports.Sealer) -> None:
+        self._db = db
+        self._sealer = sealer
+
+    async def append(
+        self, patient_id: str, batch: Sequence[ports.NewEvent]
+    ) -> list[ports.AppendResult]:
+        """Append atomically and durably; idempotent per key; refuses older events."""
+        keys = [ports.check_idempotency_key(item.idempotency_key) for item in batch]
+        async with _connection(self._db) as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO patient_heads (patient_id, last_seq, last_day) VALUES ($1, 0, 0) "
+                "ON CONFLICT (patient_id) DO NOTHING",
+                patient_id,
+            )
+            head = await conn.fetchrow(
+                "SELECT last_seq, last_day FROM patient_heads WHERE patient_id = $1 FOR UPDATE",
+                patient_id,
+            )
+            known = await conn.fetch(
+                "SELECT idempotency_key, seq FROM events "
+                "WHERE patient_id = $1 AND idempotency_key = ANY($2::text[])",
+                patient_id,
+                sorted(set(keys)),
+            )
+            seen = {str(r["idempotency_key"]): int(r["seq"]) for r in known}
+            seq, day = int(head["last_seq"]), float(head["last_day"])
+            results: list[ports.AppendResult] = []
+            rows: list[tuple[str, int, str, float, bytes]] = []
+            for key, item in zip(keys, batch, strict=True):
+                if key in seen:
+                    results.append(ports.AppendResult(seen[key], True))
+                    continue
+                if item.day < day:
+                    raise errors.EventOrderError(item.day, day)
+                seq, day = seq + 1, item.day
+                seen[key] = seq
+                plain = json.dumps(codec.encode(item.payload), sort_keys=True).encode()
+                sealed = await self._sealer.seal(
+                    patient_id, kind="event", version=seq, plaintext=plain
+                )
+                rows.append((patient_id, seq, key, item.day, sealed))
+                results.append(ports.AppendResult(seq, False))
+            if rows:
+                await conn.executemany(
+                    "INSERT INTO events (patient_id, seq, idempotency_key, day, payload) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    rows,
+                )
+                await conn.execute(
+                    "UPDATE patient_heads SET last_seq = $2, last_day = $3 WHERE patient_id = $1",
+                    patient_id,
+                    seq,
+                    day,
+                )
+        return results
+
+    async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
+        """Events after ``after_seq``, opened and validated."""
+        async with _connection(self._db) as conn:
+            rows = await conn.fetch(
+                "SELECT seq, day, payload FROM events WHERE patient_id = $1 AND seq > $2 "
+                "ORDER BY seq",
+                patient_id,
+                after_seq,
+            )
+        out = []
+        for row in rows:
+            seq = int(row["seq"])
+            plain = await self._sealer.open(
+                patient_id, kind="event", version=seq, sealed=bytes(row["payload"])
+            )
+            out.append(events.Event(seq, float(row["day"]), codec.decode(json.loads(plain))))
+        return out
+
+    async def last_seq(self, patient_id: str) -> int:
+        """The patient's latest sequence number."""
+        async with _connection(self._db) as conn:
+            value = await conn.fetchval(
+                "SELECT last_seq FROM patient_heads WHERE patient_id = $1", patient_id
+            )
+        return 0 if value is None else int(value)
+
+
+class PostgresDataKeyStore:
+    """Wrapped per-patient data keys in PostgreSQL.
+
+    Deleting a key marks its tuple dead; a ``VACUUM`` afterwards lets PostgreSQL reuse the space
+    sooner. The wrapped blob is useless without the key-encryption key (KMS), which never
+    leaves the key provider.
+    """
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def get(self, patient_id: str) -> ports.WrappedKey | None:
+        """The stored wrapped key, if any."""
+        async with _connection(self._db) as conn:
+            row = await conn.fetchrow(
+                "SELECT kek_id, blob FROM data_keys WHERE patient_id = $1", patient_id
+            )
+        return None if row is None else ports.WrappedKey(str(row["kek_id"]), bytes(row["blob"]))
+
+    async def put_if_absent(self, patient_id: str, key: ports.WrappedKey) -> ports.WrappedKey:
+        """Insert unless present; return what is stored (race-safe in one statement pair)."""
+        async with _connection(self._db) as conn:
+            await conn.execute(
+                "INSERT INTO data_keys (patient_id, kek_id, blob) VALUES ($1, $2, $3) "
+                "ON CONFLICT (patient_id) DO NOTHING",
+                patient_id,
+                key.kek_id,
+                key.blob,
+            )
+        stored = await self.get(patient_id)
+        if stored is None:
+            raise errors.StorageUnavailableError("data key vanished while being created")
+        return stored
+
+    async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
+        """Overwrite the wrapped key (rotation)."""
+        async with _connection(self._db) as conn:
+            await conn.execute(
+                "UPDATE data_keys SET kek_id = $2, blob = $3 WHERE patient_id = $1",
+                patient_id,
+                key.kek_id,
+                key.blob,
+            )
+
+    async def delete(self, patient_id: str) -> bool:
+        """Destroy the key, then vacuum the table."""
+        async with _connection(self._db) as conn:
+            status = await conn.execute("DELETE FROM data_keys WHERE patient_id = $1", patient_id)
+            await conn.execute("VACUUM data_keys")
+        return str(status).endswith(" 1")
