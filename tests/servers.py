@@ -90,3 +90,34 @@ class PostgresServer:
 
 def postgres_available() -> bool:
     return (PG_BIN / "postgres").exists() and shutil.which("runuser") is not None
+
+
+class MotoServer:
+    """moto's S3 + KMS server mode over HTTP on 127.0.0.1 (a thread in this process)."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def client(self, service: str) -> object:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from storage.kms import KmsKeyProvider
 from storage.local import LocalCheckpointStore, LocalKeyProvider
 from storage.postgres import PostgresDatabase, PostgresDataKeyStore, PostgresEventStore
+from storage.s3 import S3CheckpointStore
 from storage.sealed import EnvelopeSealer
 from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore
-from tests.servers import PostgresServer
+from tests.servers import MotoServer, PostgresServer
 from twin import ports
 from twin.testing import fakes
 
@@ -27,6 +29,23 @@ def postgres_server() -> Iterator[PostgresServer]:
     server.start()
     yield server
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _s3_store(server: MotoServer) -> S3CheckpointStore:
+    s3 = server.client("s3")
+    kms = server.client("kms")
+    bucket = f"ckpt-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]  # type: ignore[attr-defined]
+    return S3CheckpointStore(s3, bucket, kms_key_id=key_id)
 
 
 async def _postgres(request: pytest.FixtureRequest) -> PostgresDatabase:
@@ -41,9 +60,13 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
     await db.close()
 
 
-@pytest.fixture
-def key_provider(tmp_path: Path) -> LocalKeyProvider:
-    return LocalKeyProvider(tmp_path / "keys")
+@pytest.fixture(params=["local", "kms"])
+def key_provider(request: pytest.FixtureRequest, tmp_path: Path) -> ports.KeyProvider:
+    if request.param == "local":
+        return LocalKeyProvider(tmp_path / "keys")
+    server: MotoServer = request.getfixturevalue("moto_server")
+    kms = server.client("kms")
+    return KmsKeyProvider(kms, kms.create_key()["KeyMetadata"]["KeyId"])  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -63,10 +86,12 @@ async def event_store(
         await pg.close()
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["memory", "local", "s3"])
 def checkpoint_store(request: pytest.FixtureRequest, tmp_path: Path) -> ports.CheckpointStore:
     if request.param == "memory":
         return fakes.MemoryCheckpointStore()
+    if request.param == "s3":
+        return _s3_store(request.getfixturevalue("moto_server"))
     return LocalCheckpointStore(tmp_path / "checkpoints")
 
 

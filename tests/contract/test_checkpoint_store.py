@@ -54,3 +54,16 @@ async def test_local_keeps_only_the_newest_and_hides_patient_ids(tmp_path):
     files = sorted(tmp_path.rglob("*.ckpt"))
     assert [int(p.stem) for p in files] == [4, 5]
     assert all("MRN" not in str(p) for p in tmp_path.rglob("*"))
+
+
+async def test_s3_altered_objects_are_refused(moto_server):
+    from tests.contract.conftest import _s3_store
+
+    store = _s3_store(moto_server)
+    await store.put(ckpt(4, b"y" * 100))
+    s3 = store._s3
+    key = store._keys("p1")[0][1]
+    head = s3.head_object(Bucket=store._bucket, Key=key)
+    s3.put_object(Bucket=store._bucket, Key=key, Body=b"z" * 100, Metadata=head["Metadata"])
+    with pytest.raises(errors.CheckpointCorruptError, match="seq 4"):
+        await store.latest("p1")

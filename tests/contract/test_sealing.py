@@ -70,6 +70,14 @@ async def test_rotation_rewraps_without_touching_payloads(tmp_path, data_key_sto
     assert await fresh.open("p1", kind="checkpoint", version=1, sealed=sealed) == b"state"
 
 
+async def test_every_key_provider_binds_the_context(key_provider):
+    wrapped = await key_provider.wrap(b"k" * 32, context="p1")
+    assert wrapped.kek_id == await key_provider.current_kek_id()
+    assert await key_provider.unwrap(wrapped, context="p1") == b"k" * 32
+    with pytest.raises(errors.KeyAccessError):
+        await key_provider.unwrap(wrapped, context="p2")
+
+
 async def test_key_files_are_private_and_contexts_are_bound(tmp_path):
     keys = LocalKeyProvider(tmp_path / "keys")
     wrapped = await keys.wrap(b"k" * 32, context="p1")
