@@ -46,8 +46,9 @@ check: lint typecheck layers
 
 ## Server binaries the tests start themselves (PostgreSQL runs as the postgres user).
 servers:
-	@test -x /usr/lib/postgresql/15/bin/postgres || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15)
+	@test -x /usr/lib/postgresql/15/bin/postgres && command -v redis-server >/dev/null || \
+		(apt-get update -qq && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server)
 
 ## The whole suite: static checks, then every test; the tests start and stop their servers.
 test: check servers

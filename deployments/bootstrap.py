@@ -1,14 +1,16 @@
 """The composition root: the only place adapters are chosen from settings.
 
-Today the embedded defaults (SQLite event log, local checkpoint folder, local key file); the
-PostgreSQL, S3 and KMS adapters plug in here as they arrive.
+Today the embedded defaults (SQLite event log and twin index, local checkpoint folder, local
+key file, in-process change feed). The PostgreSQL, S3, KMS and Redis adapters exist and pass
+their contract suites; choosing them from settings comes with the API (issue 4).
 """
 
 from __future__ import annotations
 
 from storage.local import LocalCheckpointStore, LocalKeyProvider
+from storage.memory import InProcessChangeFeed
 from storage.sealed import EnvelopeSealer
-from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore
+from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore, SqliteTwinIndex
 from twin.service.host import HostPorts, HostSettings
 from twin.settings import TwinSettings
 
@@ -24,6 +26,8 @@ async def build_host_ports(settings: TwinSettings) -> HostPorts:
         events=SqliteEventStore(db, sealer),
         checkpoints=LocalCheckpointStore(root / "checkpoints"),
         sealer=sealer,
+        index=SqliteTwinIndex(db),
+        feed=InProcessChangeFeed(),
         close=db.close,
     )
 

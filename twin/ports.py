@@ -206,3 +206,73 @@ class Sealer(Protocol):
     async def shred(self, patient_id: str) -> bool:
         """Destroy the patient's data key: everything sealed for them becomes unreadable."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """A searchable summary of one twin (no identifiers: keyed by the opaque patient id).
+
+    Attributes:
+        patient_id: Opaque patient id.
+        last_seq: Last event the summary reflects.
+        day: The twin's day.
+        severity_mean: Posterior mean of latent severity, PHQ-9 points.
+        severity_sd: Posterior SD of latent severity.
+        p_episode: Posterior probability of a depressive episode.
+        p_severe: Posterior probability that latent severity is >= 15 (moderately severe+).
+        alert_flags: Rules that fired in the last 28 days, sorted.
+        updated_at: Unix time of the update, seconds.
+    """
+
+    patient_id: str
+    last_seq: int
+    day: int
+    severity_mean: float
+    severity_sd: float
+    p_episode: float
+    p_severe: float
+    alert_flags: tuple[str, ...]
+    updated_at: float
+
+
+@runtime_checkable
+class TwinIndex(Protocol):
+    """Queryable twin summaries, updated as twins change (the basis for search)."""
+
+    async def upsert(self, entry: IndexEntry) -> bool:
+        """Store unless the stored entry reflects a later event; True when written."""
+        ...
+
+    async def get(self, patient_id: str) -> IndexEntry | None:
+        """One twin's entry."""
+        ...
+
+    async def search(
+        self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
+    ) -> list[IndexEntry]:
+        """Entries with ``severity_mean >= min_severity`` and/or the ``alert`` flag.
+
+        Most severe first, at most ``limit``.
+        """
+        ...
+
+
+@runtime_checkable
+class ChangeFeed(Protocol):
+    """Twin-changed notifications and a summary cache.
+
+    Best effort by design: a lost notification is recovered from the event log, so failures
+    here never fail an ingest.
+    """
+
+    async def publish(self, patient_id: str, last_seq: int) -> None:
+        """Announce that a twin reached ``last_seq``."""
+        ...
+
+    async def cache_summary(self, patient_id: str, data: bytes, *, ttl_s: int) -> None:
+        """Cache a serialized summary."""
+        ...
+
+    async def cached_summary(self, patient_id: str) -> bytes | None:
+        """A cached summary, or ``None`` (a miss)."""
+        ...

@@ -1,6 +1,6 @@
 """PostgreSQL adapters (asyncpg): event log and wrapped data keys."""
 
 from storage.postgres.database import PostgresDatabase
-from storage.postgres.stores import PostgresDataKeyStore, PostgresEventStore
+from storage.postgres.stores import PostgresDataKeyStore, PostgresEventStore, PostgresTwinIndex
 
-__all__ = ["PostgresDataKeyStore", "PostgresDatabase", "PostgresEventStore"]
+__all__ = ["PostgresDataKeyStore", "PostgresDatabase", "PostgresEventStore", "PostgresTwinIndex"]

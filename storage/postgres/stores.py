@@ -19,7 +19,7 @@ from storage.postgres.database import UNAVAILABLE, PostgresDatabase
 from twin import errors, ports
 from twin.domain import codec, events
 
-__all__ = ["PostgresDataKeyStore", "PostgresEventStore"]
+__all__ = ["PostgresDataKeyStore", "PostgresEventStore", "PostgresTwinIndex"]
 
 
 @asynccontextmanager
@@ -171,3 +171,65 @@ class PostgresDataKeyStore:
             status = await conn.execute("DELETE FROM data_keys WHERE patient_id = $1", patient_id)
             await conn.execute("VACUUM data_keys")
         return str(status).endswith(" 1")
+
+
+_INDEX_COLUMNS = (
+    "patient_id, last_seq, day, severity_mean, severity_sd, p_episode, p_severe, alert_flags, "
+    "updated_at"
+)
+
+
+def _index_entry(row: Any) -> ports.IndexEntry:
+    return ports.IndexEntry(
+        str(row["patient_id"]), int(row["last_seq"]), int(row["day"]),
+        float(row["severity_mean"]), float(row["severity_sd"]), float(row["p_episode"]),
+        float(row["p_severe"]), tuple(row["alert_flags"]), float(row["updated_at"]),
+    )  # fmt: skip
+
+
+class PostgresTwinIndex:
+    """Twin summaries in PostgreSQL (GIN index on the alert flags)."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def upsert(self, entry: ports.IndexEntry) -> bool:
+        """Insert or update unless the stored entry is newer."""
+        async with _connection(self._db) as conn:
+            status = await conn.execute(
+                f"INSERT INTO twin_index ({_INDEX_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                "ON CONFLICT (patient_id) DO UPDATE SET last_seq = excluded.last_seq, "
+                "day = excluded.day, severity_mean = excluded.severity_mean, "
+                "severity_sd = excluded.severity_sd, p_episode = excluded.p_episode, "
+                "p_severe = excluded.p_severe, alert_flags = excluded.alert_flags, "
+                "updated_at = excluded.updated_at WHERE excluded.last_seq >= twin_index.last_seq",
+                entry.patient_id, entry.last_seq, entry.day, entry.severity_mean,
+                entry.severity_sd, entry.p_episode, entry.p_severe, list(entry.alert_flags),
+                entry.updated_at,
+            )  # fmt: skip
+        return str(status).endswith(" 1")
+
+    async def get(self, patient_id: str) -> ports.IndexEntry | None:
+        """One twin's entry."""
+        async with _connection(self._db) as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_INDEX_COLUMNS} FROM twin_index WHERE patient_id = $1", patient_id
+            )
+        return None if row is None else _index_entry(row)
+
+    async def search(
+        self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
+    ) -> list[ports.IndexEntry]:
+        """Filter by severity and/or alert flag, most severe first."""
+        async with _connection(self._db) as conn:
+            rows = await conn.fetch(
+                f"SELECT {_INDEX_COLUMNS} FROM twin_index "
+                "WHERE ($1::float8 IS NULL OR severity_mean >= $1) "
+                "AND ($2::text IS NULL OR $2 = ANY(alert_flags)) "
+                "ORDER BY severity_mean DESC, patient_id LIMIT $3",
+                min_severity,
+                alert,
+                limit,
+            )
+        return [_index_entry(r) for r in rows]

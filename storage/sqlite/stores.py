@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import aiosqlite
 
@@ -21,7 +22,7 @@ from storage.sqlite.database import SqliteDatabase
 from twin import errors, ports
 from twin.domain import codec, events
 
-__all__ = ["SqliteDataKeyStore", "SqliteEventStore"]
+__all__ = ["SqliteDataKeyStore", "SqliteEventStore", "SqliteTwinIndex"]
 
 _RETRIES = 5
 
@@ -181,3 +182,69 @@ class SqliteDataKeyStore:
             deleted = cursor.rowcount > 0
             await self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
+
+
+_INDEX_COLUMNS = (
+    "patient_id, last_seq, day, severity_mean, severity_sd, p_episode, p_severe, alert_flags, "
+    "updated_at"
+)
+
+
+def _index_row(entry: ports.IndexEntry) -> tuple[object, ...]:
+    flags = "," + ",".join(entry.alert_flags) + "," if entry.alert_flags else ""
+    return (
+        entry.patient_id, entry.last_seq, entry.day, entry.severity_mean, entry.severity_sd,
+        entry.p_episode, entry.p_severe, flags, entry.updated_at,
+    )  # fmt: skip
+
+
+def _index_entry(row: Any) -> ports.IndexEntry:
+    flags = tuple(f for f in str(row[7]).split(",") if f)
+    return ports.IndexEntry(
+        str(row[0]), int(row[1]), int(row[2]), float(row[3]), float(row[4]),
+        float(row[5]), float(row[6]), flags, float(row[8]),
+    )  # fmt: skip
+
+
+class SqliteTwinIndex:
+    """Twin summaries in SQLite."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def upsert(self, entry: ports.IndexEntry) -> bool:
+        """Insert or update unless the stored entry is newer."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                f"INSERT INTO twin_index ({_INDEX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (patient_id) DO UPDATE SET last_seq = excluded.last_seq, "
+                "day = excluded.day, severity_mean = excluded.severity_mean, "
+                "severity_sd = excluded.severity_sd, p_episode = excluded.p_episode, "
+                "p_severe = excluded.p_severe, alert_flags = excluded.alert_flags, "
+                "updated_at = excluded.updated_at WHERE excluded.last_seq >= twin_index.last_seq",
+                _index_row(entry),
+            )
+            return cursor.rowcount > 0
+
+    async def get(self, patient_id: str) -> ports.IndexEntry | None:
+        """One twin's entry."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                f"SELECT {_INDEX_COLUMNS} FROM twin_index WHERE patient_id = ?", (patient_id,)
+            )
+            row = await cursor.fetchone()
+        return None if row is None else _index_entry(row)
+
+    async def search(
+        self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
+    ) -> list[ports.IndexEntry]:
+        """Filter by severity and/or alert flag, most severe first."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                f"SELECT {_INDEX_COLUMNS} FROM twin_index "
+                "WHERE (? IS NULL OR severity_mean >= ?) AND (? IS NULL OR alert_flags LIKE ?) "
+                "ORDER BY severity_mean DESC, patient_id LIMIT ?",
+                (min_severity, min_severity, alert, f"%,{alert},%", limit),
+            )
+            rows = await cursor.fetchall()
+        return [_index_entry(r) for r in rows]

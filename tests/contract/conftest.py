@@ -14,10 +14,15 @@ import pytest
 
 from storage.kms import KmsKeyProvider
 from storage.local import LocalCheckpointStore, LocalKeyProvider
-from storage.postgres import PostgresDatabase, PostgresDataKeyStore, PostgresEventStore
+from storage.postgres import (
+    PostgresDatabase,
+    PostgresDataKeyStore,
+    PostgresEventStore,
+    PostgresTwinIndex,
+)
 from storage.s3 import S3CheckpointStore
 from storage.sealed import EnvelopeSealer
-from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore
+from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore, SqliteTwinIndex
 from tests.servers import MotoServer, PostgresServer
 from twin import ports
 from twin.testing import fakes
@@ -108,4 +113,20 @@ async def data_key_store(
     else:
         pg = await _postgres(request)
         yield PostgresDataKeyStore(pg)
+        await pg.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def twin_index(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ports.TwinIndex]:
+    if request.param == "memory":
+        yield fakes.MemoryTwinIndex()
+    elif request.param == "sqlite":
+        db = await SqliteDatabase.open(tmp_path / "index.db")
+        yield SqliteTwinIndex(db)
+        await db.close()
+    else:
+        pg = await _postgres(request)
+        yield PostgresTwinIndex(pg)
         await pg.close()

@@ -165,3 +165,46 @@ async def test_passivation_on_idle_time_and_on_the_memory_budget(stores):
     await host.state("q4")
     assert await host.passivate_idle() == 2
     assert host.active_count() == 1
+
+
+async def test_index_and_redis_feed_are_updated_and_hold_no_phi(stores):
+    import redis.asyncio as aioredis
+
+    from storage.redis import RedisChangeFeed
+    from storage.sqlite import SqliteTwinIndex
+    from tests.servers import RedisServer
+
+    server = RedisServer()
+    server.start()
+    client = aioredis.from_url(server.url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    index = SqliteTwinIndex(stores.db)
+    ports_ = HostPorts(
+        stores.events, stores.checkpoints, stores.sealer, index, RedisChangeFeed(client)
+    )
+    host = TwinHost(ports_, settings=SETTINGS)
+    canary = "CANARY-Jane-Doe"
+    items = (3, 3, 3, 3, 3, 2, 1, 0, 1)
+    await host.ingest(
+        canary,
+        [
+            NewEvent("c1", 0.5, E.Phq9(19, items)),
+            NewEvent("c2", 0.6, E.Prescription("citalopram", 20.0)),
+        ],
+    )
+    entry = await index.get(canary)
+    assert entry is not None and entry.last_seq == 2 and "safety_item9" in entry.alert_flags
+    assert [e.patient_id for e in await index.search(alert="safety_item9")] == [canary]
+    raw = b""
+    for key in await client.keys("*"):
+        raw += key + (await client.get(key) or b"")
+    assert raw  # the summary was cached
+    for secret in (b"CANARY", b"Jane", b"citalopram", b"severity"):
+        assert secret not in raw
+
+    # Redis down: ingest still succeeds, the index still moves, the failure is counted.
+    server.stop()
+    result = await host.ingest(canary, [NewEvent("c3", 1.5, E.Gad7(12))])
+    assert result.last_seq == 3
+    assert (await index.get(canary)).last_seq == 3
+    assert host.stats.derived_update_failures == 1
+    await client.aclose()

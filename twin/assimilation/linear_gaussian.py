@@ -174,6 +174,7 @@ def enkf(model: LinearGaussian, ys: F64, *, members: int, rng: np.random.Generat
 
 def filterpy_enkf(model: LinearGaussian, ys: F64, *, members: int) -> FilterResult:
     """Filterpy's EnsembleKalmanFilter, one twin at a time (the benchmark's baseline)."""
+    # filterpy is a development dependency, imported only for this baseline.
     from filterpy.kalman import EnsembleKalmanFilter
 
     twins, steps, m = ys.shape

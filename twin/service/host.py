@@ -23,10 +23,11 @@ A Ray actor (``actors/``) wraps this class; everything here runs and is tested w
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from twin import errors, ports
 from twin.assimilation import kernel
@@ -39,6 +40,13 @@ from twin.model.dynamics import Row
 from twin.model.parameters import MODEL_VERSION, PopulationParameters
 
 __all__ = ["HostPorts", "HostSettings", "IngestResult", "TwinHost", "TwinSummary"]
+
+#: Alerts fired within this many days are flags in the twin index.
+ALERT_FLAG_DAYS = 28.0
+#: PHQ-9 severity counted as moderately severe or worse (Kroenke et al. 2001).
+SEVERE_PHQ9 = 15.0
+#: Lifetime of a cached (sealed) twin summary, seconds.
+SUMMARY_TTL_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,8 @@ class HostPorts:
     events: ports.EventStore
     checkpoints: ports.CheckpointStore
     sealer: ports.Sealer
+    index: ports.TwinIndex | None = None
+    feed: ports.ChangeFeed | None = None
     close: Callable[[], Awaitable[None]] | None = None
 
     async def aclose(self) -> None:
@@ -111,6 +121,7 @@ class HostStats:
     checkpoints_written: int = 0
     checkpoints_rejected: int = 0
     passivations: int = 0
+    derived_update_failures: int = 0
 
 
 class TwinHost:
@@ -258,9 +269,55 @@ class TwinHost:
             )
             if due:
                 await self._checkpoint(pid, active)
+            if applied:
+                await self._publish(pid, active)
         self.stats.flushes += 1
         await self._enforce_budget()
         return failed
+
+    def _index_entry(self, patient_id: str, active: _Active) -> ports.IndexEntry:
+        s = active.state
+        recent = s.clock - ALERT_FLAG_DAYS
+        flags = sorted(
+            {
+                a.rule
+                for fired in active.alerts.values()
+                for a in fired
+                if a.status == "fired" and a.day >= recent
+            }
+        )
+        severe = float((s.particles[Row.S] >= SEVERE_PHQ9).astype(float) @ s.weights)
+        return ports.IndexEntry(
+            patient_id=patient_id,
+            last_seq=s.last_seq,
+            day=s.day,
+            severity_mean=kernel.posterior_mean(s, Row.S),
+            severity_sd=kernel.posterior_sd(s, Row.S),
+            p_episode=kernel.posterior_mean(s, Row.R),
+            p_severe=severe,
+            alert_flags=tuple(flags),
+            updated_at=time.time(),
+        )
+
+    async def _publish(self, patient_id: str, active: _Active) -> None:
+        """Update the index, the summary cache and the change feed.
+
+        Best effort: all three are derived from the log, so a failure is counted and repaired
+        by the twin's next update, never raised into an ingest.
+        """
+        entry = self._index_entry(patient_id, active)
+        try:
+            if self._ports.index is not None:
+                await self._ports.index.upsert(entry)
+            if self._ports.feed is not None:
+                plain = json.dumps(asdict(entry), sort_keys=True).encode()
+                sealed = await self._ports.sealer.seal(
+                    patient_id, kind="summary", version=0, plaintext=plain
+                )
+                await self._ports.feed.cache_summary(patient_id, sealed, ttl_s=SUMMARY_TTL_S)
+                await self._ports.feed.publish(patient_id, active.state.last_seq)
+        except errors.TwinError:
+            self.stats.derived_update_failures += 1
 
     async def _catch_up(self, patient_id: str) -> None:
         """Join (or start) the next flush, wait for it, and raise this twin's error if any."""

@@ -6,6 +6,7 @@ They implement the same contracts as the real adapters (the contract suites in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -13,9 +14,11 @@ from twin import errors, ports
 from twin.domain import events
 
 __all__ = [
+    "MemoryChangeFeed",
     "MemoryCheckpointStore",
     "MemoryDataKeyStore",
     "MemoryEventStore",
+    "MemoryTwinIndex",
     "PlainSealer",
 ]
 
@@ -136,3 +139,59 @@ class PlainSealer:
         new = patient_id not in self.shredded
         self.shredded.add(patient_id)
         return new
+
+
+def matches(entry: ports.IndexEntry, min_severity: float | None, alert: str | None) -> bool:
+    """The :meth:`TwinIndex.search` filter, shared by the fakes and adapter tests."""
+    return (min_severity is None or entry.severity_mean >= min_severity) and (
+        alert is None or alert in entry.alert_flags
+    )
+
+
+class MemoryTwinIndex:
+    """A :class:`~twin.ports.TwinIndex` in a dict."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, ports.IndexEntry] = {}
+
+    async def upsert(self, entry: ports.IndexEntry) -> bool:
+        current = self.entries.get(entry.patient_id)
+        if current is not None and current.last_seq > entry.last_seq:
+            return False
+        self.entries[entry.patient_id] = entry
+        return True
+
+    async def get(self, patient_id: str) -> ports.IndexEntry | None:
+        return self.entries.get(patient_id)
+
+    async def search(
+        self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
+    ) -> list[ports.IndexEntry]:
+        found = [e for e in self.entries.values() if matches(e, min_severity, alert)]
+        return sorted(found, key=lambda e: (-e.severity_mean, e.patient_id))[:limit]
+
+
+class MemoryChangeFeed:
+    """An in-process :class:`~twin.ports.ChangeFeed` (the embedded default)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, int]] = []
+        self.cache: dict[str, bytes] = {}
+        self._subscribers: list[asyncio.Queue[tuple[str, int]]] = []
+
+    def subscribe(self) -> asyncio.Queue[tuple[str, int]]:
+        """A queue receiving every later (patient_id, last_seq) notification."""
+        queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue
+
+    async def publish(self, patient_id: str, last_seq: int) -> None:
+        self.published.append((patient_id, last_seq))
+        for queue in self._subscribers:
+            queue.put_nowait((patient_id, last_seq))
+
+    async def cache_summary(self, patient_id: str, data: bytes, *, ttl_s: int) -> None:
+        self.cache[patient_id] = data
+
+    async def cached_summary(self, patient_id: str) -> bytes | None:
+        return self.cache.get(patient_id)

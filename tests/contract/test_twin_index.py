@@ -1,0 +1,29 @@
+"""TwinIndex contract: newest entry wins; search by severity and alert flag."""
+
+from twin.ports import IndexEntry
+
+
+def entry(pid: str, seq: int, severity: float, flags: tuple[str, ...] = ()) -> IndexEntry:
+    return IndexEntry(pid, seq, seq, severity, 2.0, 0.8, 0.4, flags, 1.0e9 + seq)
+
+
+async def test_upsert_keeps_the_newest(twin_index):
+    assert await twin_index.get("a") is None
+    assert await twin_index.upsert(entry("a", 5, 12.0))
+    assert not await twin_index.upsert(entry("a", 4, 20.0))
+    assert await twin_index.upsert(entry("a", 6, 14.5, ("safety_item9",)))
+    got = await twin_index.get("a")
+    assert got == entry("a", 6, 14.5, ("safety_item9",))
+
+
+async def test_search_by_severity_and_alert(twin_index):
+    await twin_index.upsert(entry("a", 1, 9.0))
+    await twin_index.upsert(entry("b", 1, 18.0, ("reliable_deterioration",)))
+    await twin_index.upsert(entry("c", 1, 22.0, ("safety_item9", "stale_data")))
+    await twin_index.upsert(entry("d", 1, 15.0, ("safety_item9",)))
+    assert [e.patient_id for e in await twin_index.search(min_severity=15.0)] == ["c", "b", "d"]
+    assert [e.patient_id for e in await twin_index.search(alert="safety_item9")] == ["c", "d"]
+    both = await twin_index.search(min_severity=16.0, alert="safety_item9")
+    assert [e.patient_id for e in both] == ["c"]
+    assert [e.patient_id for e in await twin_index.search(limit=2)] == ["c", "b"]
+    assert await twin_index.search(alert="safety") == []  # exact flags, not substrings
