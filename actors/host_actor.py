@@ -48,9 +48,11 @@ class TwinHostActor:
                     self._host = TwinHost(stores, settings=self._host_settings)
         return self._host
 
-    async def ingest(self, patient_id: str, batch: Sequence[ports.NewEvent]) -> IngestResult:
+    async def ingest(
+        self, patient_id: str, batch: Sequence[ports.NewEvent], wait: bool = True
+    ) -> IngestResult:
         """Append durably, then apply (see :meth:`TwinHost.ingest`)."""
-        return await (await self._ready()).ingest(patient_id, batch)
+        return await (await self._ready()).ingest(patient_id, batch, wait=wait)
 
     async def state_bytes(self, patient_id: str) -> bytes:
         """The caught-up twin state, serialized."""

@@ -55,10 +55,14 @@ class TwinRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def ingest(self, patient_id: str, batch: Sequence[ports.NewEvent]) -> IngestResult:
-        """Append durably and apply; safe to retry with the same idempotency keys."""
+    async def ingest(
+        self, patient_id: str, batch: Sequence[ports.NewEvent], *, wait: bool = True
+    ) -> IngestResult:
+        """Append durably and apply (``wait=False``: apply in the background); safe to retry
+        with the same idempotency keys.
+        """
         items = list(batch)
-        return await self._call(patient_id, lambda h: h.ingest.remote(patient_id, items))
+        return await self._call(patient_id, lambda h: h.ingest.remote(patient_id, items, wait))
 
     async def state_bytes(self, patient_id: str) -> bytes:
         """The twin's serialized state, caught up with the log."""

@@ -1,8 +1,8 @@
 """PostgreSQL adapters of :class:`twin.ports.EventStore` and :class:`twin.ports.DataKeyStore`.
 
-Appends lock the patient's head row (``SELECT ... FOR UPDATE``) so concurrent writers for one
-patient serialise in the database, whatever process they run in; the batch is inserted with
-one pipelined ``executemany`` and committed with ``synchronous_commit = on`` before the call
+Appends lock the patient's head row (an upsert that returns it) so concurrent writers for one
+patient serialise in the database, whatever process they run in; the batch is written with
+``COPY`` and committed with ``synchronous_commit = on`` before the call
 returns (the acknowledgement). Payloads are sealed (patient, ``"event"``, sequence) like the
 SQLite adapter's. Server or network failures surface as
 :class:`twin.errors.StorageUnavailableError` within the pool's timeout (retryable).
@@ -47,13 +47,11 @@ class PostgresEventStore:
         """Append atomically and durably; idempotent per key; refuses older events."""
         keys = [ports.check_idempotency_key(item.idempotency_key) for item in batch]
         async with _connection(self._db) as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO patient_heads (patient_id, last_seq, last_day) VALUES ($1, 0, 0) "
-                "ON CONFLICT (patient_id) DO NOTHING",
-                patient_id,
-            )
+            # One round trip creates the head row if needed and locks it for this transaction.
             head = await conn.fetchrow(
-                "SELECT last_seq, last_day FROM patient_heads WHERE patient_id = $1 FOR UPDATE",
+                "INSERT INTO patient_heads AS h (patient_id, last_seq, last_day) VALUES ($1, 0, 0) "
+                "ON CONFLICT (patient_id) DO UPDATE SET last_seq = h.last_seq "
+                "RETURNING last_seq, last_day",
                 patient_id,
             )
             known = await conn.fetch(
@@ -81,10 +79,12 @@ class PostgresEventStore:
                 rows.append((patient_id, seq, key, item.day, sealed))
                 results.append(ports.AppendResult(seq, False))
             if rows:
-                await conn.executemany(
-                    "INSERT INTO events (patient_id, seq, idempotency_key, day, payload) "
-                    "VALUES ($1, $2, $3, $4, $5)",
-                    rows,
+                # COPY inside the transaction: the head-row lock already excludes racing
+                # writers of this patient, and COPY is several times cheaper than INSERTs.
+                await conn.copy_records_to_table(
+                    "events",
+                    records=rows,
+                    columns=["patient_id", "seq", "idempotency_key", "day", "payload"],
                 )
                 await conn.execute(
                     "UPDATE patient_heads SET last_seq = $2, last_day = $3 WHERE patient_id = $1",

@@ -132,6 +132,18 @@ async def test_a_checkpoint_moved_to_another_patient_is_refused(stores):
     assert state_b.last_seq == await stores.events.last_seq("b")
 
 
+async def test_checkpoints_and_the_database_hold_no_plaintext(stores, tmp_path):
+    host = stores.host()
+    await host.ingest("CANARY-MRN-77", [NewEvent("a", 0.2, E.Prescription("citalopram", 20.0))])
+    await host.passivate("CANARY-MRN-77")
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".ckpt" for p in files)
+    for path in files:
+        raw = path.read_bytes()
+        assert b"citalopram" not in raw, path.name
+        assert b"CANARY-MRN-77" not in raw or path.name.startswith("novamind.db"), path.name
+
+
 async def test_erasure_shreds_the_twin_its_checkpoints_and_its_log(stores):
     host = stores.host()
     await host.ingest("p7", _log(7, days=3))

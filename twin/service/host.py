@@ -47,6 +47,8 @@ ALERT_FLAG_DAYS = 28.0
 SEVERE_PHQ9 = 15.0
 #: Lifetime of a cached (sealed) twin summary, seconds.
 SUMMARY_TTL_S = 3600
+#: Background application waits this long so bulk appends coalesce into one kernel call.
+BACKGROUND_DELAY_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,7 @@ class TwinHost:
         self._activation_slots = asyncio.Semaphore(self._settings.max_concurrent_activations)
         self._dirty: set[str] = set()
         self._round: asyncio.Future[dict[str, BaseException]] | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.stats = HostStats()
 
     # -- activation and passivation -------------------------------------------------------
@@ -255,7 +257,12 @@ class TwinHost:
             ids.append(pid)
             actives.append(active)
             pending.append(new)
-        results = kernel.apply_events([a.state for a in actives], pending, params=self._params)
+        # The kernel runs in a worker thread (NumPy releases the GIL in its loops), so appends
+        # keep flowing on the event loop meanwhile. Twin states are only touched under the
+        # flush lock, which this coroutine holds.
+        results = await asyncio.to_thread(
+            kernel.apply_events, [a.state for a in actives], pending, params=self._params
+        )
         now = self._clock()
         for pid, active, applied in zip(ids, actives, results, strict=True):
             self.stats.applied_events += len(applied)
@@ -319,20 +326,36 @@ class TwinHost:
         except errors.TwinError:
             self.stats.derived_update_failures += 1
 
-    async def _catch_up(self, patient_id: str) -> None:
-        """Join (or start) the next flush, wait for it, and raise this twin's error if any."""
+    def _schedule(
+        self, patient_id: str, *, delay_s: float = 0.0
+    ) -> asyncio.Future[dict[str, BaseException]]:
+        """Put a twin into the next flush (starting one, after ``delay_s``, if none is pending)."""
         self._dirty.add(patient_id)
         round_ = self._round
         if round_ is None:
-            round_ = self._round = asyncio.get_running_loop().create_future()
-            self._runner = asyncio.get_running_loop().create_task(self._run_round(round_))
-        failed = await asyncio.shield(round_)
+            loop = asyncio.get_running_loop()
+            round_ = self._round = loop.create_future()
+            # Nobody may await a background round: reading its outcome keeps asyncio quiet.
+            round_.add_done_callback(lambda f: f.cancelled() or f.exception())
+            task = loop.create_task(self._run_round(round_, delay_s))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return round_
+
+    async def _catch_up(self, patient_id: str) -> None:
+        """Join (or start) the next flush, wait for it, and raise this twin's error if any."""
+        failed = await asyncio.shield(self._schedule(patient_id))
         if patient_id in failed:
             raise failed[patient_id]
 
-    async def _run_round(self, round_: asyncio.Future[dict[str, BaseException]]) -> None:
-        # Group commit: the round closes only once the previous flush has finished, so every
-        # caller that arrives meanwhile joins this one batch.
+    async def _run_round(
+        self, round_: asyncio.Future[dict[str, BaseException]], delay_s: float
+    ) -> None:
+        # Group commit: the round closes only once the previous flush has finished (and, for
+        # background work, after a short delay), so every caller that arrives meanwhile joins
+        # this one batch.
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
         async with self._flush_lock:
             await asyncio.sleep(0)
             batch, self._dirty, self._round = self._dirty, set(), None
@@ -343,13 +366,21 @@ class TwinHost:
 
     # -- the host's API -------------------------------------------------------------------
 
-    async def ingest(self, patient_id: str, batch: Sequence[ports.NewEvent]) -> IngestResult:
+    async def ingest(
+        self, patient_id: str, batch: Sequence[ports.NewEvent], *, wait: bool = True
+    ) -> IngestResult:
         """Append durably (the acknowledgement), then apply; returns sequence numbers and alerts.
 
-        A retry with the same idempotency keys returns the original sequence numbers and the
-        alerts those events raised (while the twin stays active).
+        With ``wait=False`` the call returns right after the durable append and the twin
+        catches up in the background (bulk ingest); alerts then arrive through the change feed
+        and the index rather than in the result. A retry with the same idempotency keys
+        returns the original sequence numbers and the alerts those events raised (while the
+        twin stays active).
         """
         appended = await self._ports.events.append(patient_id, batch)
+        if not wait:
+            self._schedule(patient_id, delay_s=BACKGROUND_DELAY_S)
+            return IngestResult(tuple(appended), (), max((r.seq for r in appended), default=0))
         await self._catch_up(patient_id)
         active = self._active.get(patient_id)
         alerts: list[Alert] = []
