@@ -58,8 +58,9 @@ class TwinRuntime:
     async def ingest(
         self, patient_id: str, batch: Sequence[ports.NewEvent], *, wait: bool = True
     ) -> IngestResult:
-        """Append durably and apply (``wait=False``: apply in the background); safe to retry
-        with the same idempotency keys.
+        """Append durably and apply (``wait=False``: apply in the background).
+
+        Safe to retry with the same idempotency keys.
         """
         items = list(batch)
         return await self._call(patient_id, lambda h: h.ingest.remote(patient_id, items, wait))
