@@ -1,0 +1,64 @@
+"""The composition root on the production adapters: PostgreSQL, S3 + KMS (moto), Redis."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from deployments.bootstrap import build_host_ports
+from tests.servers import MotoServer, PostgresServer, RedisServer
+from twin.domain import events as E
+from twin.ports import NewEvent
+from twin.service.host import HostSettings, TwinHost
+from twin.settings import TwinSettings
+
+pytestmark = pytest.mark.integration
+
+
+def test_outside_local_the_embedded_defaults_are_refused(monkeypatch):
+    monkeypatch.delenv("NOVAMIND_DATABASE_URL", raising=False)
+    with pytest.raises(ValidationError, match="database_url, s3_bucket, kms_key_id"):
+        TwinSettings(environment="prod")
+    settings = TwinSettings(
+        environment="prod", database_url="postgresql://db/x", s3_bucket="b", kms_key_id="k"
+    )
+    assert settings.environment == "prod"
+
+
+async def test_a_twin_round_trips_through_the_production_stores(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    pg, moto, redis = PostgresServer(), MotoServer(), RedisServer()
+    pg.start()
+    moto.start()
+    redis.start()
+    try:
+        s3, kms = moto.client("s3"), moto.client("kms")
+        s3.create_bucket(Bucket="novamind-checkpoints")  # type: ignore[attr-defined]
+        key = kms.create_key()["KeyMetadata"]["KeyId"]  # type: ignore[attr-defined]
+        settings = TwinSettings(
+            environment="staging",
+            data_dir=tmp_path,
+            database_url=pg.dsn,
+            s3_bucket="novamind-checkpoints",
+            s3_kms_key_id=key,
+            kms_key_id=key,
+            aws_endpoint_url=moto.endpoint,
+            redis_url=redis.url,
+        )
+        stores = await build_host_ports(settings)
+        host = TwinHost(stores, settings=HostSettings(particles=200))
+        await host.ingest("p1", [NewEvent("a", 0.5, E.Phq9(16)), NewEvent("b", 3.5, E.Gad7(11))])
+        live = (await host.state("p1")).to_bytes()
+        await host.passivate("p1")
+        assert (await stores.checkpoints.latest("p1")).seq == 2
+        assert (await stores.index.get("p1")).last_seq == 2
+        assert await stores.feed.cached_summary("p1") is not None
+        again = TwinHost(stores, settings=HostSettings(particles=200))
+        assert (await again.state("p1")).to_bytes() == live
+        await stores.aclose()
+        assert not list(tmp_path.rglob("*.db"))  # nothing fell back to the embedded store
+    finally:
+        redis.stop()
+        moto.stop()
+        pg.destroy()
