@@ -4,9 +4,10 @@ Why these libraries: ``asyncpg`` is the fastest asyncio driver (binary protocol,
 ``executemany``); ``yoyo-migrations`` applies the versioned SQL in ``migrations/`` (through
 psycopg, its synchronous driver) and records what ran.
 
-The service refuses to start unless ``fsync``, ``full_page_writes`` are on and
-``synchronous_commit`` is not ``off``: with any of them off, a committed (acknowledged) event can
-be lost in a crash. Every connection also sets ``synchronous_commit = on``.
+The service refuses to start unless the server is configured with ``fsync`` and
+``full_page_writes`` on and ``synchronous_commit`` not ``off``: with any of them off, a committed
+(acknowledged) event can be lost in a crash. Every connection also sets
+``synchronous_commit = on`` for itself.
 """
 
 from __future__ import annotations
@@ -93,10 +94,12 @@ class PostgresDatabase:
     async def check_durability(self) -> None:
         """Refuse settings under which an acknowledged commit could be lost."""
         async with self.pool.acquire(timeout=self.timeout_s) as conn:
-            settings = {
-                name: await conn.fetchval(f"SHOW {name}")
-                for name in ("fsync", "full_page_writes", "synchronous_commit")
-            }
+            # reset_val: the server's configured value, not this session's SET.
+            rows = await conn.fetch(
+                "SELECT name, reset_val FROM pg_settings "
+                "WHERE name IN ('fsync', 'full_page_writes', 'synchronous_commit')"
+            )
+        settings = {str(r["name"]): str(r["reset_val"]) for r in rows}
         unsafe = [
             name
             for name, value in settings.items()

@@ -220,3 +220,42 @@ async def test_index_and_redis_feed_are_updated_and_hold_no_phi(stores):
     assert (await index.get(canary)).last_seq == 3
     assert host.stats.derived_update_failures == 1
     await client.aclose()
+
+
+class _SlowCheckpoints:
+    """The real local store, with each read taking 20 ms and the concurrency recorded."""
+
+    def __init__(self, inner: LocalCheckpointStore) -> None:
+        self.inner = inner
+        self.in_flight = 0
+        self.peak = 0
+
+    async def put(self, checkpoint):
+        return await self.inner.put(checkpoint)
+
+    async def latest(self, patient_id):
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(0.02)
+            return await self.inner.latest(patient_id)
+        finally:
+            self.in_flight -= 1
+
+    async def delete_all(self, patient_id):
+        return await self.inner.delete_all(patient_id)
+
+
+async def test_after_a_restart_twins_come_back_lazily_and_rate_limited(stores):
+    first = stores.host()
+    patients = [f"r{i}" for i in range(12)]
+    for pid in patients:
+        await first.ingest(pid, [NewEvent("k", 0.5, E.Phq9(11))])
+        await first.passivate(pid)
+    slow = _SlowCheckpoints(stores.checkpoints)
+    settings = HostSettings(particles=200, max_concurrent_activations=3)
+    restarted = TwinHost(HostPorts(stores.events, slow, stores.sealer), settings=settings)
+    assert restarted.active_count() == 0  # nothing is loaded eagerly
+    await asyncio.gather(*(restarted.summary(pid) for pid in patients))
+    assert restarted.active_count() == len(patients)
+    assert slow.peak == 3  # activations overlap, never more than the limit

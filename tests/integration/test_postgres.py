@@ -36,7 +36,7 @@ async def _store(dsn: str, keys: Path) -> tuple[PostgresDatabase, PostgresEventS
     )
 
 
-@pytest.mark.parametrize("setting", ["fsync=off", "full_page_writes=off"])
+@pytest.mark.parametrize("setting", ["fsync=off", "full_page_writes=off", "synchronous_commit=off"])
 async def test_the_service_refuses_a_server_that_can_lose_commits(setting):
     pg = PostgresServer()
     pg.start(setting)

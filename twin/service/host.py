@@ -235,6 +235,11 @@ class TwinHost:
 
     # -- applying events ------------------------------------------------------------------
 
+    async def _prepare(self, patient_id: str) -> tuple[_Active, list[events.Event]]:
+        active = await self._activate(patient_id)
+        new = await self._ports.events.read(patient_id, after_seq=active.state.last_seq)
+        return active, new
+
     async def _flush(self, patients: set[str]) -> dict[str, BaseException]:
         """Catch the given twins up with the log: one kernel call for all of them.
 
@@ -247,16 +252,20 @@ class TwinHost:
         ids: list[str] = []
         actives: list[_Active] = []
         pending: list[list[events.Event]] = []
-        for pid in sorted(patients):
-            try:
-                active = await self._activate(pid)
-                new = await self._ports.events.read(pid, after_seq=active.state.last_seq)
-            except errors.TwinError as exc:
-                failed[pid] = exc
+        ordered = sorted(patients)
+        # Activations and log reads overlap (bounded by the activation semaphore).
+        prepared = await asyncio.gather(
+            *(self._prepare(pid) for pid in ordered), return_exceptions=True
+        )
+        for pid, outcome in zip(ordered, prepared, strict=True):
+            if isinstance(outcome, errors.TwinError):
+                failed[pid] = outcome
                 continue
+            if isinstance(outcome, BaseException):
+                raise outcome
             ids.append(pid)
-            actives.append(active)
-            pending.append(new)
+            actives.append(outcome[0])
+            pending.append(outcome[1])
         # The kernel runs in a worker thread (NumPy releases the GIL in its loops), so appends
         # keep flowing on the event loop meanwhile. Twin states are only touched under the
         # flush lock, which this coroutine holds.
