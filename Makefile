@@ -60,8 +60,9 @@ unit: install
 validation: install
 	$(BIN)/python -m pytest tests/validation
 
-bench: install
+bench: install servers
 	$(BIN)/python bench/twin_kernel.py
+	$(BIN)/python -m bench.runtime
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out
