@@ -43,10 +43,11 @@ class EnvelopeSealer:
     ) -> None:
         self._keys = keys
         self._store = store
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        # Ready AESGCM objects per patient (constructing one costs more than an encryption).
+        self._cache: OrderedDict[str, AESGCM] = OrderedDict()
         self._cache_size = cache_size
 
-    async def _data_key(self, patient_id: str, *, create: bool) -> bytes:
+    async def _cipher(self, patient_id: str, *, create: bool) -> AESGCM:
         cached = self._cache.get(patient_id)
         if cached is not None:
             self._cache.move_to_end(patient_id)
@@ -59,28 +60,26 @@ class EnvelopeSealer:
             wrapped = await self._store.put_if_absent(
                 patient_id, await self._keys.wrap(fresh, context=patient_id)
             )
-        key = await self._keys.unwrap(wrapped, context=patient_id)
-        self._cache[patient_id] = key
+        cipher = AESGCM(await self._keys.unwrap(wrapped, context=patient_id))
+        self._cache[patient_id] = cipher
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return key
+        return cipher
 
     async def seal(self, patient_id: str, *, kind: str, version: int, plaintext: bytes) -> bytes:
         """Encrypt under the patient's data key (created on first use)."""
-        key = await self._data_key(patient_id, create=True)
+        cipher = await self._cipher(patient_id, create=True)
         nonce = os.urandom(_NONCE)
-        return (
-            _MAGIC + nonce + AESGCM(key).encrypt(nonce, plaintext, _aad(patient_id, kind, version))
-        )
+        return _MAGIC + nonce + cipher.encrypt(nonce, plaintext, _aad(patient_id, kind, version))
 
     async def open(self, patient_id: str, *, kind: str, version: int, sealed: bytes) -> bytes:
         """Decrypt and authenticate; any alteration or misplacement is refused."""
         if sealed[:4] != _MAGIC or len(sealed) < 4 + _NONCE + 16:
             raise errors.CheckpointCorruptError("not a sealed object")
-        key = await self._data_key(patient_id, create=False)
+        cipher = await self._cipher(patient_id, create=False)
         nonce, body = sealed[4 : 4 + _NONCE], sealed[4 + _NONCE :]
         try:
-            return AESGCM(key).decrypt(nonce, body, _aad(patient_id, kind, version))
+            return cipher.decrypt(nonce, body, _aad(patient_id, kind, version))
         except InvalidTag:
             raise errors.CheckpointCorruptError(
                 f"integrity check failed for a sealed {kind}: altered, or not this patient's"
