@@ -13,12 +13,13 @@ suite (``tests/contract/``) that runs on every adapter.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from twin import errors
-from twin.domain import events
+from twin.domain import codec, events
 
 __all__ = [
     "AppendResult",
@@ -28,9 +29,13 @@ __all__ = [
     "EventStore",
     "KeyProvider",
     "NewEvent",
+    "PlannedEvent",
     "Sealer",
     "WrappedKey",
     "check_idempotency_key",
+    "open_event",
+    "plan_append",
+    "seal_event",
 ]
 
 
@@ -68,6 +73,60 @@ class AppendResult:
 
     seq: int
     duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedEvent:
+    """An event an append will write: its new sequence number and idempotency key."""
+
+    seq: int
+    idempotency_key: str
+    event: NewEvent
+
+
+def plan_append(
+    batch: Sequence[NewEvent], *, known: dict[str, int], head_seq: int, head_day: float
+) -> tuple[list[AppendResult], list[PlannedEvent]]:
+    """The rules of an append, shared by every EventStore adapter.
+
+    Keys already ``known`` (key -> seq) return their original sequence as duplicates, a key
+    repeated inside the batch applies once, and new events take consecutive sequence numbers
+    after ``head_seq``; an event older than the log's newest refuses the whole batch.
+
+    Raises:
+        ObservationRangeError: An invalid idempotency key.
+        EventOrderError: An event older than ``head_day`` or than an earlier one in the batch.
+    """
+    seen = dict(known)
+    results: list[AppendResult] = []
+    planned: list[PlannedEvent] = []
+    seq, day = head_seq, head_day
+    for item in batch:
+        key = check_idempotency_key(item.idempotency_key)
+        if key in seen:
+            results.append(AppendResult(seen[key], True))
+            continue
+        if item.day < day:
+            raise errors.EventOrderError(item.day, day)
+        seq, day = seq + 1, item.day
+        seen[key] = seq
+        planned.append(PlannedEvent(seq, key, item))
+        results.append(AppendResult(seq, False))
+    return results, planned
+
+
+async def seal_event(sealer: Sealer, patient_id: str, planned: PlannedEvent) -> bytes:
+    """The stored form of an event payload: its JSON, sealed to (patient, "event", seq)."""
+    plain = json.dumps(codec.encode(planned.event.payload), sort_keys=True).encode()
+    return await sealer.seal(patient_id, kind="event", version=planned.seq, plaintext=plain)
+
+
+async def open_event(
+    sealer: Sealer, patient_id: str, seq: int, day: float, sealed: bytes
+) -> events.Event:
+    """Open and validate a stored event payload (the inverse of :func:`seal_event`)."""
+    plain = await sealer.open(patient_id, kind="event", version=seq, sealed=sealed)
+    return events.Event(seq, day, codec.decode(json.loads(plain)))
 
 
 @runtime_checkable

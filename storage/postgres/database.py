@@ -13,12 +13,11 @@ The service refuses to start unless the server is configured with ``fsync`` and
 from __future__ import annotations
 
 import asyncio
-from importlib import resources
 from typing import Any
 
 import asyncpg
-from yoyo import get_backend, read_migrations
 
+from storage.migrations import apply_migrations
 from twin import errors
 
 __all__ = ["UNAVAILABLE", "PostgresDatabase"]
@@ -34,14 +33,7 @@ UNAVAILABLE = (
 
 
 def _migrate(dsn: str) -> None:
-    backend = get_backend(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        with resources.as_file(resources.files("storage.postgres") / "migrations") as folder:
-            migrations = read_migrations(str(folder))
-            with backend.lock():
-                backend.apply_migrations(backend.to_apply(migrations))
-    finally:
-        backend.connection.close()
+    apply_migrations(dsn.replace("postgresql://", "postgresql+psycopg://", 1), "storage.postgres")
 
 
 async def _init_connection(conn: Any) -> None:

@@ -10,14 +10,13 @@ SQLite adapter's. Server or network failures surface as
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from storage.postgres.database import UNAVAILABLE, PostgresDatabase
 from twin import errors, ports
-from twin.domain import codec, events
+from twin.domain import events
 
 __all__ = ["PostgresDataKeyStore", "PostgresEventStore", "PostgresTwinIndex"]
 
@@ -60,24 +59,17 @@ class PostgresEventStore:
                 patient_id,
                 sorted(set(keys)),
             )
-            seen = {str(r["idempotency_key"]): int(r["seq"]) for r in known}
-            seq, day = int(head["last_seq"]), float(head["last_day"])
-            results: list[ports.AppendResult] = []
-            rows: list[tuple[str, int, str, float, bytes]] = []
-            for key, item in zip(keys, batch, strict=True):
-                if key in seen:
-                    results.append(ports.AppendResult(seen[key], True))
-                    continue
-                if item.day < day:
-                    raise errors.EventOrderError(item.day, day)
-                seq, day = seq + 1, item.day
-                seen[key] = seq
-                plain = json.dumps(codec.encode(item.payload), sort_keys=True).encode()
-                sealed = await self._sealer.seal(
-                    patient_id, kind="event", version=seq, plaintext=plain
-                )
-                rows.append((patient_id, seq, key, item.day, sealed))
-                results.append(ports.AppendResult(seq, False))
+            results, planned = ports.plan_append(
+                batch,
+                known={str(r["idempotency_key"]): int(r["seq"]) for r in known},
+                head_seq=int(head["last_seq"]),
+                head_day=float(head["last_day"]),
+            )
+            rows = [
+                (patient_id, p.seq, p.idempotency_key, p.event.day,
+                 await ports.seal_event(self._sealer, patient_id, p))
+                for p in planned
+            ]  # fmt: skip
             if rows:
                 # COPY inside the transaction: the head-row lock already excludes racing
                 # writers of this patient, and COPY is several times cheaper than INSERTs.
@@ -89,8 +81,8 @@ class PostgresEventStore:
                 await conn.execute(
                     "UPDATE patient_heads SET last_seq = $2, last_day = $3 WHERE patient_id = $1",
                     patient_id,
-                    seq,
-                    day,
+                    planned[-1].seq,
+                    planned[-1].event.day,
                 )
         return results
 
@@ -103,14 +95,12 @@ class PostgresEventStore:
                 patient_id,
                 after_seq,
             )
-        out = []
-        for row in rows:
-            seq = int(row["seq"])
-            plain = await self._sealer.open(
-                patient_id, kind="event", version=seq, sealed=bytes(row["payload"])
+        return [
+            await ports.open_event(
+                self._sealer, patient_id, int(r["seq"]), float(r["day"]), bytes(r["payload"])
             )
-            out.append(events.Event(seq, float(row["day"]), codec.decode(json.loads(plain))))
-        return out
+            for r in rows
+        ]
 
     async def last_seq(self, patient_id: str) -> int:
         """The patient's latest sequence number."""

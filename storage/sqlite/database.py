@@ -12,26 +12,18 @@ rather than left in free pages, and a WAL checkpoint after deletions.
 from __future__ import annotations
 
 import asyncio
-from importlib import resources
 from pathlib import Path
 
 import aiosqlite
-from yoyo import get_backend, read_migrations
 
+from storage.migrations import apply_migrations
 from twin import errors
 
 __all__ = ["SqliteDatabase"]
 
 
 def _migrate(path: Path) -> None:
-    backend = get_backend(f"sqlite:///{path}")
-    try:
-        with resources.as_file(resources.files("storage.sqlite") / "migrations") as folder:
-            migrations = read_migrations(str(folder))
-            with backend.lock():
-                backend.apply_migrations(backend.to_apply(migrations))
-    finally:
-        backend.connection.close()
+    apply_migrations(f"sqlite:///{path}", "storage.sqlite")
 
 
 class SqliteDatabase:

@@ -12,7 +12,6 @@ writer got in first.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ import aiosqlite
 
 from storage.sqlite.database import SqliteDatabase
 from twin import errors, ports
-from twin.domain import codec, events
+from twin.domain import events
 
 __all__ = ["SqliteDataKeyStore", "SqliteEventStore", "SqliteTwinIndex"]
 
@@ -66,24 +65,15 @@ class SqliteEventStore:
         async with lock:
             for _ in range(_RETRIES):
                 head_seq, head_day = await self._head(patient_id)
-                seen = await self._known_keys(patient_id, sorted(set(keys)))
-                results: list[ports.AppendResult] = []
-                rows: list[tuple[str, int, str, float, bytes]] = []
-                seq, day = head_seq, head_day
-                for key, item in zip(keys, batch, strict=True):
-                    if key in seen:
-                        results.append(ports.AppendResult(seen[key], True))
-                        continue
-                    if item.day < day:
-                        raise errors.EventOrderError(item.day, day)
-                    seq, day = seq + 1, item.day
-                    seen[key] = seq
-                    plain = json.dumps(codec.encode(item.payload), sort_keys=True).encode()
-                    sealed = await self._sealer.seal(
-                        patient_id, kind="event", version=seq, plaintext=plain
-                    )
-                    rows.append((patient_id, seq, key, item.day, sealed))
-                    results.append(ports.AppendResult(seq, False))
+                known = await self._known_keys(patient_id, sorted(set(keys)))
+                results, planned = ports.plan_append(
+                    batch, known=known, head_seq=head_seq, head_day=head_day
+                )
+                rows = [
+                    (patient_id, p.seq, p.idempotency_key, p.event.day,
+                     await ports.seal_event(self._sealer, patient_id, p))
+                    for p in planned
+                ]  # fmt: skip
                 if not rows:
                     return results
                 if await self._commit(patient_id, head_seq, rows):
@@ -125,13 +115,10 @@ class SqliteEventStore:
                 (patient_id, after_seq),
             )
             rows = await cursor.fetchall()
-        out = []
-        for seq, day, sealed in rows:
-            plain = await self._sealer.open(
-                patient_id, kind="event", version=int(seq), sealed=bytes(sealed)
-            )
-            out.append(events.Event(int(seq), float(day), codec.decode(json.loads(plain))))
-        return out
+        return [
+            await ports.open_event(self._sealer, patient_id, int(seq), float(day), bytes(sealed))
+            for seq, day, sealed in rows
+        ]
 
     async def last_seq(self, patient_id: str) -> int:
         """The patient's latest sequence number."""

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from twin.model.parameters import DRUGS
+from twin.model.cohort import DrugName
 
 __all__ = ["Scenario", "ScenarioDose"]
 
@@ -23,15 +23,8 @@ class ScenarioDose(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     day: int = Field(ge=0, le=MAX_HORIZON_DAYS)
-    drug: str
+    drug: DrugName
     mg_per_day: float = Field(ge=0.0, le=1000.0, allow_inf_nan=False)
-
-    @field_validator("drug")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in DRUGS:
-            raise ValueError(f"unknown drug {value!r}: expected one of {', '.join(DRUGS)}")
-        return value
 
 
 class Scenario(BaseModel):

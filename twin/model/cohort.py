@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from twin import errors
 from twin.model import dynamics, likelihood, pharmacology
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
-from twin.model.parameters import DRUGS, PopulationParameters, drug
+from twin.model.parameters import PopulationParameters, drug, known_drug_name
 
-__all__ = ["CohortResult", "CohortSpec", "DoseChange", "simulate_cohort"]
+__all__ = ["CohortResult", "CohortSpec", "DoseChange", "DrugName", "simulate_cohort"]
+
+#: A drug name validated against the model's table (shared by cohorts and scenarios).
+DrugName = Annotated[str, AfterValidator(known_drug_name)]
 
 PHQ9_CUTS = likelihood.score_cuts(27)
 GAD7_CUTS = likelihood.score_cuts(21)
@@ -36,15 +46,8 @@ class DoseChange(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     day: int = Field(ge=0, description="day of the change, days since cohort start")
-    drug: str = Field(description="lower-case generic name from the model's drug table")
+    drug: DrugName = Field(description="lower-case generic name from the model's drug table")
     mg_per_day: float = Field(ge=0.0, le=1000.0, allow_inf_nan=False)
-
-    @field_validator("drug")
-    @classmethod
-    def _known_drug(cls, value: str) -> str:
-        if value not in DRUGS:
-            raise ValueError(f"unknown drug {value!r}: expected one of {', '.join(DRUGS)}")
-        return value
 
 
 class CohortSpec(BaseModel):

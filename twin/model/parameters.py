@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from twin import errors
 
-__all__ = ["DRUGS", "MODEL_VERSION", "Drug", "PopulationParameters", "drug"]
+__all__ = ["DRUGS", "MODEL_VERSION", "Drug", "PopulationParameters", "drug", "known_drug_name"]
 
 #: Version of the model's equations and state layout. Serialized state records it; a change in
 #: equations or layout bumps it so old checkpoints are refused rather than misread.
@@ -64,6 +64,13 @@ DRUGS: dict[str, Drug] = {
         Drug("duloxetine", 12.0, 60.0, None),
     )
 }
+
+
+def known_drug_name(value: str) -> str:
+    """A pydantic-style validator: ``value`` if it names a drug in the table, else ValueError."""
+    if value not in DRUGS:
+        raise ValueError(f"unknown drug {value!r}: expected one of {', '.join(DRUGS)}")
+    return value
 
 
 def drug(name: str) -> Drug:

@@ -39,25 +39,14 @@ class MemoryEventStore:
         self, patient_id: str, batch: Sequence[ports.NewEvent]
     ) -> list[ports.AppendResult]:
         log = self.logs.setdefault(patient_id, _Log())
-        last_day = log.events[-1].day if log.events else 0.0
-        seen = dict(log.keys)
-        planned: list[events.Event] = []
-        results: list[ports.AppendResult] = []
-        seq = len(log.events)
-        for item in batch:
-            key = ports.check_idempotency_key(item.idempotency_key)
-            if key in seen:
-                results.append(ports.AppendResult(seen[key], True))
-                continue
-            if item.day < last_day:
-                raise errors.EventOrderError(item.day, last_day)
-            seq += 1
-            last_day = item.day
-            seen[key] = seq
-            planned.append(events.Event(seq, item.day, item.payload))
-            results.append(ports.AppendResult(seq, False))
-        log.events.extend(planned)  # all or nothing: validation finished before this
-        log.keys = seen
+        head_day = log.events[-1].day if log.events else 0.0
+        results, planned = ports.plan_append(
+            batch, known=log.keys, head_seq=len(log.events), head_day=head_day
+        )
+        # All or nothing: planning raised before anything was written.
+        for p in planned:
+            log.events.append(events.Event(p.seq, p.event.day, p.event.payload))
+            log.keys[p.idempotency_key] = p.seq
         return results
 
     async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
