@@ -20,9 +20,11 @@ from typing import Protocol, runtime_checkable
 
 from twin import errors
 from twin.domain import codec, events
+from twin.domain.audit import AuditEntry, AuditRecord
 
 __all__ = [
     "AppendResult",
+    "AuditLog",
     "Checkpoint",
     "CheckpointStore",
     "DataKeyStore",
@@ -334,4 +336,17 @@ class ChangeFeed(Protocol):
 
     async def cached_summary(self, patient_id: str) -> bytes | None:
         """A cached summary, or ``None`` (a miss)."""
+        ...
+
+
+@runtime_checkable
+class AuditLog(Protocol):
+    """The hash-chained, append-only audit trail (see :mod:`twin.domain.audit`)."""
+
+    async def append(self, record: AuditRecord) -> AuditEntry:
+        """Durably append one record, chained to the newest entry."""
+        ...
+
+    async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
+        """Entries in chain order."""
         ...

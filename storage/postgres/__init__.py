@@ -1,6 +1,17 @@
-"""PostgreSQL adapters (asyncpg): event log and wrapped data keys."""
+"""PostgreSQL adapters (asyncpg): event log, data keys, twin index and audit trail."""
 
 from storage.postgres.database import PostgresDatabase
-from storage.postgres.stores import PostgresDataKeyStore, PostgresEventStore, PostgresTwinIndex
+from storage.postgres.stores import (
+    PostgresAuditLog,
+    PostgresDataKeyStore,
+    PostgresEventStore,
+    PostgresTwinIndex,
+)
 
-__all__ = ["PostgresDataKeyStore", "PostgresDatabase", "PostgresEventStore", "PostgresTwinIndex"]
+__all__ = [
+    "PostgresAuditLog",
+    "PostgresDataKeyStore",
+    "PostgresDatabase",
+    "PostgresEventStore",
+    "PostgresTwinIndex",
+]

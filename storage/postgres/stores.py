@@ -10,15 +10,18 @@ SQLite adapter's. Server or network failures surface as
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
 from storage.postgres.database import UNAVAILABLE, PostgresDatabase
 from twin import errors, ports
 from twin.domain import events
+from twin.domain.audit import AuditEntry, AuditRecord, entry_hash
 
-__all__ = ["PostgresDataKeyStore", "PostgresEventStore", "PostgresTwinIndex"]
+__all__ = ["PostgresAuditLog", "PostgresDataKeyStore", "PostgresEventStore", "PostgresTwinIndex"]
 
 
 @asynccontextmanager
@@ -223,3 +226,49 @@ class PostgresTwinIndex:
                 limit,
             )
         return [_index_entry(r) for r in rows]
+
+
+class PostgresAuditLog:
+    """The hash-chained audit trail in PostgreSQL.
+
+    Appends lock the single ``audit_head`` row, so the chain has one writer at a time across all
+    processes; triggers and revoked privileges refuse UPDATE, DELETE and TRUNCATE.
+    """
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def append(self, record: AuditRecord) -> AuditEntry:
+        """Chain and insert in one transaction."""
+        async with _connection(self._db) as conn, conn.transaction():
+            head = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
+            seq, prev = int(head["seq"]) + 1, str(head["hash"])
+            entry = AuditEntry(seq, record, prev, entry_hash(prev, seq, record))
+            await conn.execute(
+                "INSERT INTO audit_log (seq, record, prev_hash, hash) VALUES ($1, $2, $3, $4)",
+                seq,
+                json.dumps(asdict(record), sort_keys=True),
+                prev,
+                entry.hash,
+            )
+            await conn.execute("UPDATE audit_head SET seq = $1, hash = $2", seq, entry.hash)
+        return entry
+
+    async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
+        """Entries in chain order."""
+        async with _connection(self._db) as conn:
+            rows = await conn.fetch(
+                "SELECT seq, record::text AS record, prev_hash, hash FROM audit_log "
+                "WHERE seq > $1 ORDER BY seq LIMIT $2",
+                after_seq,
+                limit,
+            )
+        return [
+            AuditEntry(
+                int(r["seq"]),
+                AuditRecord(**json.loads(r["record"])),
+                str(r["prev_hash"]),
+                str(r["hash"]),
+            )
+            for r in rows
+        ]

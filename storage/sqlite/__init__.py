@@ -1,6 +1,17 @@
-"""The embedded SQLite store: event log and wrapped data keys in one database file."""
+"""The embedded SQLite store: event log, data keys, twin index and audit trail in one file."""
 
 from storage.sqlite.database import SqliteDatabase
-from storage.sqlite.stores import SqliteDataKeyStore, SqliteEventStore, SqliteTwinIndex
+from storage.sqlite.stores import (
+    SqliteAuditLog,
+    SqliteDataKeyStore,
+    SqliteEventStore,
+    SqliteTwinIndex,
+)
 
-__all__ = ["SqliteDataKeyStore", "SqliteDatabase", "SqliteEventStore", "SqliteTwinIndex"]
+__all__ = [
+    "SqliteAuditLog",
+    "SqliteDataKeyStore",
+    "SqliteDatabase",
+    "SqliteEventStore",
+    "SqliteTwinIndex",
+]

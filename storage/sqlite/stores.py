@@ -12,7 +12,9 @@ writer got in first.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 import aiosqlite
@@ -20,8 +22,9 @@ import aiosqlite
 from storage.sqlite.database import SqliteDatabase
 from twin import errors, ports
 from twin.domain import events
+from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, entry_hash
 
-__all__ = ["SqliteDataKeyStore", "SqliteEventStore", "SqliteTwinIndex"]
+__all__ = ["SqliteAuditLog", "SqliteDataKeyStore", "SqliteEventStore", "SqliteTwinIndex"]
 
 _RETRIES = 5
 
@@ -235,3 +238,48 @@ class SqliteTwinIndex:
             )
             rows = await cursor.fetchall()
         return [_index_entry(r) for r in rows]
+
+
+def _audit_entry(seq: Any, record: Any, prev: Any, digest: Any) -> AuditEntry:
+    return AuditEntry(int(seq), AuditRecord(**json.loads(record)), str(prev), str(digest))
+
+
+class SqliteAuditLog:
+    """The hash-chained audit trail in SQLite (triggers refuse updates and deletes)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def append(self, record: AuditRecord) -> AuditEntry:
+        """Chain and insert in one write transaction (appends are serialised)."""
+        conn = self._db.conn
+        async with self._db.lock:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                cursor = await conn.execute(
+                    "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+                )
+                row = await cursor.fetchone()
+                seq, prev = (1, GENESIS) if row is None else (int(row[0]) + 1, str(row[1]))
+                entry = AuditEntry(seq, record, prev, entry_hash(prev, seq, record))
+                await conn.execute(
+                    "INSERT INTO audit_log (seq, record, prev_hash, hash) VALUES (?, ?, ?, ?)",
+                    (seq, json.dumps(asdict(record), sort_keys=True), prev, entry.hash),
+                )
+                await conn.execute("COMMIT")
+            except aiosqlite.Error as exc:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise errors.StorageUnavailableError(f"audit append failed: {exc}") from None
+        return entry
+
+    async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
+        """Entries in chain order."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT seq, record, prev_hash, hash FROM audit_log WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
+            rows = await cursor.fetchall()
+        return [_audit_entry(*row) for row in rows]

@@ -15,6 +15,7 @@ import pytest
 from storage.kms import KmsKeyProvider
 from storage.local import LocalCheckpointStore, LocalKeyProvider
 from storage.postgres import (
+    PostgresAuditLog,
     PostgresDatabase,
     PostgresDataKeyStore,
     PostgresEventStore,
@@ -22,7 +23,13 @@ from storage.postgres import (
 )
 from storage.s3 import S3CheckpointStore
 from storage.sealed import EnvelopeSealer
-from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore, SqliteTwinIndex
+from storage.sqlite import (
+    SqliteAuditLog,
+    SqliteDatabase,
+    SqliteDataKeyStore,
+    SqliteEventStore,
+    SqliteTwinIndex,
+)
 from tests.servers import MotoServer, PostgresServer
 from twin import ports
 from twin.testing import fakes
@@ -129,4 +136,20 @@ async def twin_index(
     else:
         pg = await _postgres(request)
         yield PostgresTwinIndex(pg)
+        await pg.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def audit_log(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ports.AuditLog]:
+    if request.param == "memory":
+        yield fakes.MemoryAuditLog()
+    elif request.param == "sqlite":
+        db = await SqliteDatabase.open(tmp_path / "audit.db")
+        yield SqliteAuditLog(db)
+        await db.close()
+    else:
+        pg = await _postgres(request)
+        yield PostgresAuditLog(pg)
         await pg.close()

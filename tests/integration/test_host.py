@@ -259,3 +259,42 @@ async def test_after_a_restart_twins_come_back_lazily_and_rate_limited(stores):
     await asyncio.gather(*(restarted.summary(pid) for pid in patients))
     assert restarted.active_count() == len(patients)
     assert slow.peak == 3  # activations overlap, never more than the limit
+
+
+def test_audit_verify_command(tmp_path, monkeypatch):
+    import asyncio as aio
+
+    from deployments import audit
+    from storage.sqlite import SqliteAuditLog, SqliteDatabase
+    from twin.domain.audit import AuditRecord
+
+    monkeypatch.setenv("NOVAMIND_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("NOVAMIND_DATABASE_URL", raising=False)
+
+    async def write() -> None:
+        db = await SqliteDatabase.open(tmp_path / "novamind.db")
+        log = SqliteAuditLog(db)
+        for i in range(3):
+            record = AuditRecord(
+                "u",
+                "admin",
+                "patient.read",
+                f"p{i}",
+                "allowed",
+                "ops",
+                "2026-11-29T01:00Z",
+                f"r{i}",
+            )
+            await log.append(record)
+        await db.close()
+
+    async def tamper() -> None:
+        db = await SqliteDatabase.open(tmp_path / "novamind.db")
+        await db.conn.execute("DROP TRIGGER audit_log_no_delete")
+        await db.conn.execute("DELETE FROM audit_log WHERE seq = 2")
+        await db.close()
+
+    aio.run(write())
+    assert audit.main([]) == 0
+    aio.run(tamper())
+    assert audit.main([]) == 1

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from twin import errors, ports
 from twin.domain import events
+from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, entry_hash
 
 __all__ = [
+    "MemoryAuditLog",
     "MemoryChangeFeed",
     "MemoryCheckpointStore",
     "MemoryDataKeyStore",
@@ -184,3 +186,20 @@ class MemoryChangeFeed:
 
     async def cached_summary(self, patient_id: str) -> bytes | None:
         return self.cache.get(patient_id)
+
+
+class MemoryAuditLog:
+    """An :class:`~twin.ports.AuditLog` in a list (``entries_`` open for tampering in tests)."""
+
+    def __init__(self) -> None:
+        self.entries_: list[AuditEntry] = []
+
+    async def append(self, record: AuditRecord) -> AuditEntry:
+        prev = self.entries_[-1].hash if self.entries_ else GENESIS
+        seq = len(self.entries_) + 1
+        entry = AuditEntry(seq, record, prev, entry_hash(prev, seq, record))
+        self.entries_.append(entry)
+        return entry
+
+    async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
+        return [e for e in self.entries_ if e.seq > after_seq][:limit]

@@ -1,0 +1,59 @@
+"""``python -m deployments.audit [--expected-head HASH]``: verify the audit chain.
+
+Reads the whole chain from the configured store (PostgreSQL when ``NOVAMIND_DATABASE_URL`` is
+set, else the embedded SQLite file), recomputes every link and prints the head hash to anchor
+elsewhere. Exit code 0 when intact, 1 when an entry was edited, deleted, inserted or moved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from storage.postgres import PostgresAuditLog, PostgresDatabase
+from storage.sqlite import SqliteAuditLog, SqliteDatabase
+from twin.domain.audit import AuditEntry, ChainReport, verify_chain
+from twin.settings import TwinSettings
+
+_PAGE = 10_000
+
+
+async def _entries(settings: TwinSettings) -> list[AuditEntry]:
+    out: list[AuditEntry] = []
+    if settings.database_url:
+        pg = await PostgresDatabase.open(settings.database_url)
+        log: PostgresAuditLog | SqliteAuditLog = PostgresAuditLog(pg)
+        close = pg.close
+    else:
+        db = await SqliteDatabase.open(settings.data_dir / "novamind.db")
+        log = SqliteAuditLog(db)
+        close = db.close
+    try:
+        while page := await log.entries(after_seq=out[-1].seq if out else 0, limit=_PAGE):
+            out.extend(page)
+    finally:
+        await close()
+    return out
+
+
+def verify(expected_head: str | None = None) -> ChainReport:
+    """Verify the configured audit chain."""
+    return verify_chain(asyncio.run(_entries(TwinSettings())), expected_head=expected_head)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="novamind-audit", description=__doc__)
+    parser.add_argument("--expected-head", help="head hash anchored by an earlier run")
+    args = parser.parse_args(argv)
+    report = verify(args.expected_head)
+    if report.ok:
+        print(f"audit chain intact: {report.entries} entries, head {report.head_hash}")
+        return 0
+    print(f"audit chain BROKEN at seq {report.first_bad_seq}: {report.reason}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

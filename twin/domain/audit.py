@@ -1,0 +1,103 @@
+"""The audit trail: hash-chained, append-only records of every access to patient data.
+
+Each entry stores the hash of the one before it; its own hash is
+SHA-256(previous hash ‖ canonical JSON of (seq, record)). :func:`verify_chain` recomputes the
+chain and reports the first entry that was edited, deleted, inserted or moved. Records name the
+opaque patient id, never identifiers (no PHI in the audit trail itself). Truncation of the
+newest entries is only visible against a head hash kept elsewhere: :func:`verify_chain` returns
+the head so operators can anchor it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+__all__ = ["GENESIS", "AuditEntry", "AuditRecord", "ChainReport", "entry_hash", "verify_chain"]
+
+#: The "previous hash" of the first entry.
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Who did what to which patient's data, when, why, and whether it was allowed.
+
+    Attributes:
+        actor: Subject of the caller's token.
+        role: The caller's role.
+        action: What was attempted, e.g. ``"twin.read"``.
+        patient_id: Opaque patient id, or ``None`` for actions on no single patient.
+        outcome: ``allowed`` or ``denied``.
+        purpose: Stated purpose of use (e.g. ``treatment``, or the break-glass reason).
+        at: UTC time, ISO 8601.
+        request_id: The request's id, to join with logs.
+    """
+
+    actor: str
+    role: str
+    action: str
+    patient_id: str | None
+    outcome: Literal["allowed", "denied"]
+    purpose: str
+    at: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """A stored record with its place in the chain."""
+
+    seq: int
+    record: AuditRecord
+    prev_hash: str
+    hash: str
+
+
+def entry_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
+    """SHA-256(prev_hash ‖ canonical JSON of {"seq": seq, **record}) as hex."""
+    body = json.dumps({"seq": seq, **asdict(record)}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(prev_hash.encode() + body.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """The outcome of a verification."""
+
+    ok: bool
+    entries: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    reason: str | None = None
+
+
+def verify_chain(entries: list[AuditEntry], *, expected_head: str | None = None) -> ChainReport:
+    """Recompute the chain over ``entries`` (in storage order).
+
+    Args:
+        entries: All entries, as stored.
+        expected_head: A head hash anchored earlier; a shorter or different chain fails.
+
+    Returns:
+        ``ok`` and the head hash, or the first bad sequence number and why.
+    """
+    prev = GENESIS
+    for position, entry in enumerate(entries, start=1):
+        if entry.seq != position:
+            return ChainReport(False, len(entries), prev, entry.seq, "sequence gap or reorder")
+        if entry.prev_hash != prev:
+            return ChainReport(
+                False,
+                len(entries),
+                prev,
+                entry.seq,
+                "broken link: an entry before it changed or went missing",
+            )
+        if entry_hash(prev, entry.seq, entry.record) != entry.hash:
+            return ChainReport(False, len(entries), prev, entry.seq, "entry content was altered")
+        prev = entry.hash
+    if expected_head is not None and expected_head != prev:
+        return ChainReport(False, len(entries), prev, None, "head differs from the anchored head")
+    return ChainReport(True, len(entries), prev)
