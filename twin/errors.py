@@ -12,6 +12,7 @@
     ├── StorageUnavailableError              a store cannot be reached; retry (HTTP 503)
     ├── HostUnavailableError                 the twin's host is restarting; retry (HTTP 503)
     ├── ConfigurationError                   unsafe settings; the service refuses to start
+    ├── AuthenticationError                  no valid credentials (HTTP 401)
     ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
     └── KeyAccessError                       a data key cannot be unwrapped or was shredded
 
@@ -23,6 +24,7 @@ carry PHI: they name fields, ranges and sequence numbers, not patients.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "CheckpointCorruptError",
     "ConfigurationError",
     "EventOrderError",
@@ -125,6 +127,10 @@ class ModelVersionError(TwinError):
 
 class StorageUnavailableError(TwinError):
     """A store could not be reached or did not answer in time; the operation may be retried."""
+
+
+class AuthenticationError(TwinError):
+    """A request without valid credentials. The message says why in general terms only."""
 
 
 class ConfigurationError(TwinError):
