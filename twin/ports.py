@@ -14,13 +14,15 @@ suite (``tests/contract/``) that runs on every adapter.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
 from twin import errors
 from twin.domain import codec, events
 from twin.domain.audit import AuditEntry, AuditRecord
+from twin.domain.patients import Identifiers
 
 __all__ = [
     "AppendResult",
@@ -31,13 +33,17 @@ __all__ = [
     "EventStore",
     "KeyProvider",
     "NewEvent",
+    "PatientRegistry",
     "PlannedEvent",
     "Sealer",
     "WrappedKey",
     "check_idempotency_key",
+    "new_patient_id",
     "open_event",
+    "open_identifiers",
     "plan_append",
     "seal_event",
+    "seal_identifiers",
 ]
 
 
@@ -129,6 +135,23 @@ async def open_event(
     """Open and validate a stored event payload (the inverse of :func:`seal_event`)."""
     plain = await sealer.open(patient_id, kind="event", version=seq, sealed=sealed)
     return events.Event(seq, day, codec.decode(json.loads(plain)))
+
+
+def new_patient_id() -> str:
+    """A new opaque patient id (random, reveals nothing about the patient)."""
+    return "pt_" + uuid.uuid4().hex
+
+
+async def seal_identifiers(sealer: Sealer, patient_id: str, identifiers: Identifiers) -> bytes:
+    """Identifiers as stored: JSON sealed to (patient, "identifiers", 1)."""
+    plain = json.dumps(asdict(identifiers), sort_keys=True).encode()
+    return await sealer.seal(patient_id, kind="identifiers", version=1, plaintext=plain)
+
+
+async def open_identifiers(sealer: Sealer, patient_id: str, sealed: bytes) -> Identifiers:
+    """The inverse of :func:`seal_identifiers` (raises KeyAccessError once erased)."""
+    plain = await sealer.open(patient_id, kind="identifiers", version=1, sealed=sealed)
+    return Identifiers(**json.loads(plain))
 
 
 @runtime_checkable
@@ -349,4 +372,34 @@ class AuditLog(Protocol):
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         """Entries in chain order."""
+        ...
+
+
+@runtime_checkable
+class PatientRegistry(Protocol):
+    """Patients, their care team and their identifiers (stored sealed only)."""
+
+    async def create(self, identifiers: Identifiers, *, care_team: str) -> str:
+        """Register a patient; returns a new opaque patient id."""
+        ...
+
+    async def identifiers(self, patient_id: str) -> Identifiers:
+        """The patient's identifiers.
+
+        Raises:
+            KeyAccessError: The patient was erased.
+            InvalidInputError: No such patient.
+        """
+        ...
+
+    async def care_team(self, patient_id: str) -> str | None:
+        """The patient's care team, or ``None`` for an unknown or erased patient."""
+        ...
+
+    async def list_for_team(self, care_team: str, *, limit: int = 100) -> list[str]:
+        """Patient ids of a care team (erased patients excluded), oldest first."""
+        ...
+
+    async def erase(self, patient_id: str) -> bool:
+        """Crypto-shred the patient (data key destroyed) and mark them erased."""
         ...

@@ -5,6 +5,7 @@ from storage.postgres.stores import (
     PostgresAuditLog,
     PostgresDataKeyStore,
     PostgresEventStore,
+    PostgresPatientRegistry,
     PostgresTwinIndex,
 )
 
@@ -13,5 +14,6 @@ __all__ = [
     "PostgresDataKeyStore",
     "PostgresDatabase",
     "PostgresEventStore",
+    "PostgresPatientRegistry",
     "PostgresTwinIndex",
 ]

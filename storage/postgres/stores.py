@@ -20,8 +20,15 @@ from storage.postgres.database import UNAVAILABLE, PostgresDatabase
 from twin import errors, ports
 from twin.domain import events
 from twin.domain.audit import AuditEntry, AuditRecord, entry_hash
+from twin.domain.patients import Identifiers
 
-__all__ = ["PostgresAuditLog", "PostgresDataKeyStore", "PostgresEventStore", "PostgresTwinIndex"]
+__all__ = [
+    "PostgresAuditLog",
+    "PostgresDataKeyStore",
+    "PostgresEventStore",
+    "PostgresPatientRegistry",
+    "PostgresTwinIndex",
+]
 
 
 @asynccontextmanager
@@ -272,3 +279,65 @@ class PostgresAuditLog:
             )
             for r in rows
         ]
+
+
+class PostgresPatientRegistry:
+    """The patient registry in PostgreSQL (identifiers sealed)."""
+
+    def __init__(self, db: PostgresDatabase, sealer: ports.Sealer) -> None:
+        self._db = db
+        self._sealer = sealer
+
+    async def create(self, identifiers: Identifiers, *, care_team: str) -> str:
+        """Register; returns the new opaque id."""
+        patient_id = ports.new_patient_id()
+        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        async with _connection(self._db) as conn:
+            await conn.execute(
+                "INSERT INTO patients (patient_id, care_team, identifiers) VALUES ($1, $2, $3)",
+                patient_id,
+                care_team,
+                sealed,
+            )
+        return patient_id
+
+    async def _row(self, patient_id: str) -> Any:
+        async with _connection(self._db) as conn:
+            return await conn.fetchrow(
+                "SELECT care_team, identifiers, erased_at FROM patients WHERE patient_id = $1",
+                patient_id,
+            )
+
+    async def identifiers(self, patient_id: str) -> Identifiers:
+        """Open the patient's identifiers."""
+        row = await self._row(patient_id)
+        if row is None:
+            raise errors.InvalidInputError("no such patient")
+        return await ports.open_identifiers(self._sealer, patient_id, bytes(row["identifiers"]))
+
+    async def care_team(self, patient_id: str) -> str | None:
+        """The care team of a live patient."""
+        row = await self._row(patient_id)
+        return None if row is None or row["erased_at"] is not None else str(row["care_team"])
+
+    async def list_for_team(self, care_team: str, *, limit: int = 100) -> list[str]:
+        """Live patients of a team, oldest first."""
+        async with _connection(self._db) as conn:
+            rows = await conn.fetch(
+                "SELECT patient_id FROM patients WHERE care_team = $1 AND erased_at IS NULL "
+                "ORDER BY created_at, patient_id LIMIT $2",
+                care_team,
+                limit,
+            )
+        return [str(r["patient_id"]) for r in rows]
+
+    async def erase(self, patient_id: str) -> bool:
+        """Shred the data key and mark the patient erased."""
+        if await self._row(patient_id) is None:
+            return False
+        await self._sealer.shred(patient_id)
+        async with _connection(self._db) as conn:
+            await conn.execute(
+                "UPDATE patients SET erased_at = now() WHERE patient_id = $1", patient_id
+            )
+        return True

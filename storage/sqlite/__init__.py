@@ -5,6 +5,7 @@ from storage.sqlite.stores import (
     SqliteAuditLog,
     SqliteDataKeyStore,
     SqliteEventStore,
+    SqlitePatientRegistry,
     SqliteTwinIndex,
 )
 
@@ -13,5 +14,6 @@ __all__ = [
     "SqliteDataKeyStore",
     "SqliteDatabase",
     "SqliteEventStore",
+    "SqlitePatientRegistry",
     "SqliteTwinIndex",
 ]

@@ -23,8 +23,15 @@ from storage.sqlite.database import SqliteDatabase
 from twin import errors, ports
 from twin.domain import events
 from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, entry_hash
+from twin.domain.patients import Identifiers
 
-__all__ = ["SqliteAuditLog", "SqliteDataKeyStore", "SqliteEventStore", "SqliteTwinIndex"]
+__all__ = [
+    "SqliteAuditLog",
+    "SqliteDataKeyStore",
+    "SqliteEventStore",
+    "SqlitePatientRegistry",
+    "SqliteTwinIndex",
+]
 
 _RETRIES = 5
 
@@ -283,3 +290,66 @@ class SqliteAuditLog:
             )
             rows = await cursor.fetchall()
         return [_audit_entry(*row) for row in rows]
+
+
+class SqlitePatientRegistry:
+    """The patient registry in SQLite (identifiers sealed)."""
+
+    def __init__(self, db: SqliteDatabase, sealer: ports.Sealer) -> None:
+        self._db = db
+        self._sealer = sealer
+
+    async def create(self, identifiers: Identifiers, *, care_team: str) -> str:
+        """Register; returns the new opaque id."""
+        patient_id = ports.new_patient_id()
+        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        async with self._db.lock:
+            await self._db.conn.execute(
+                "INSERT INTO patients (patient_id, care_team, identifiers) VALUES (?, ?, ?)",
+                (patient_id, care_team, sealed),
+            )
+        return patient_id
+
+    async def _row(self, patient_id: str) -> Any:
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT care_team, identifiers, erased_at FROM patients WHERE patient_id = ?",
+                (patient_id,),
+            )
+            return await cursor.fetchone()
+
+    async def identifiers(self, patient_id: str) -> Identifiers:
+        """Open the patient's identifiers."""
+        row = await self._row(patient_id)
+        if row is None:
+            raise errors.InvalidInputError("no such patient")
+        return await ports.open_identifiers(self._sealer, patient_id, bytes(row[1]))
+
+    async def care_team(self, patient_id: str) -> str | None:
+        """The care team of a live patient."""
+        row = await self._row(patient_id)
+        return None if row is None or row[2] is not None else str(row[0])
+
+    async def list_for_team(self, care_team: str, *, limit: int = 100) -> list[str]:
+        """Live patients of a team, oldest first."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT patient_id FROM patients WHERE care_team = ? AND erased_at IS NULL "
+                "ORDER BY created_at, patient_id LIMIT ?",
+                (care_team, limit),
+            )
+            rows = await cursor.fetchall()
+        return [str(r[0]) for r in rows]
+
+    async def erase(self, patient_id: str) -> bool:
+        """Shred the data key and mark the patient erased."""
+        if await self._row(patient_id) is None:
+            return False
+        await self._sealer.shred(patient_id)
+        async with self._db.lock:
+            await self._db.conn.execute(
+                "UPDATE patients SET erased_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                "WHERE patient_id = ?",
+                (patient_id,),
+            )
+        return True

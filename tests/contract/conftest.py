@@ -19,6 +19,7 @@ from storage.postgres import (
     PostgresDatabase,
     PostgresDataKeyStore,
     PostgresEventStore,
+    PostgresPatientRegistry,
     PostgresTwinIndex,
 )
 from storage.s3 import S3CheckpointStore
@@ -28,6 +29,7 @@ from storage.sqlite import (
     SqliteDatabase,
     SqliteDataKeyStore,
     SqliteEventStore,
+    SqlitePatientRegistry,
     SqliteTwinIndex,
 )
 from tests.servers import MotoServer, PostgresServer
@@ -152,4 +154,21 @@ async def audit_log(
     else:
         pg = await _postgres(request)
         yield PostgresAuditLog(pg)
+        await pg.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def patient_registry(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ports.PatientRegistry]:
+    keys = LocalKeyProvider(tmp_path / "keys")
+    if request.param == "memory":
+        yield fakes.MemoryPatientRegistry(EnvelopeSealer(keys, fakes.MemoryDataKeyStore()))
+    elif request.param == "sqlite":
+        db = await SqliteDatabase.open(tmp_path / "patients.db")
+        yield SqlitePatientRegistry(db, EnvelopeSealer(keys, SqliteDataKeyStore(db)))
+        await db.close()
+    else:
+        pg = await _postgres(request)
+        yield PostgresPatientRegistry(pg, EnvelopeSealer(keys, PostgresDataKeyStore(pg)))
         await pg.close()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from twin import errors, ports
 from twin.domain import events
 from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, entry_hash
+from twin.domain.patients import Identifiers
 
 __all__ = [
     "MemoryAuditLog",
@@ -20,6 +21,7 @@ __all__ = [
     "MemoryCheckpointStore",
     "MemoryDataKeyStore",
     "MemoryEventStore",
+    "MemoryPatientRegistry",
     "MemoryTwinIndex",
     "PlainSealer",
 ]
@@ -203,3 +205,40 @@ class MemoryAuditLog:
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         return [e for e in self.entries_ if e.seq > after_seq][:limit]
+
+
+class MemoryPatientRegistry:
+    """A :class:`~twin.ports.PatientRegistry` in dicts, sealing identifiers with ``sealer``."""
+
+    def __init__(self, sealer: ports.Sealer) -> None:
+        self._sealer = sealer
+        self.rows: dict[str, tuple[str, bytes, bool]] = {}  # id -> (team, sealed, erased)
+
+    async def create(self, identifiers: Identifiers, *, care_team: str) -> str:
+        patient_id = ports.new_patient_id()
+        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        self.rows[patient_id] = (care_team, sealed, False)
+        return patient_id
+
+    async def identifiers(self, patient_id: str) -> Identifiers:
+        row = self.rows.get(patient_id)
+        if row is None:
+            raise errors.InvalidInputError("no such patient")
+        return await ports.open_identifiers(self._sealer, patient_id, row[1])
+
+    async def care_team(self, patient_id: str) -> str | None:
+        row = self.rows.get(patient_id)
+        return None if row is None or row[2] else row[0]
+
+    async def list_for_team(self, care_team: str, *, limit: int = 100) -> list[str]:
+        return [
+            pid for pid, (team, _, gone) in self.rows.items() if team == care_team and not gone
+        ][:limit]
+
+    async def erase(self, patient_id: str) -> bool:
+        row = self.rows.get(patient_id)
+        if row is None:
+            return False
+        await self._sealer.shred(patient_id)
+        self.rows[patient_id] = (row[0], row[1], True)
+        return True

@@ -1,0 +1,59 @@
+"""PatientRegistry contract: identifiers sealed, teams listed, erasure shreds."""
+
+import pytest
+
+from twin import errors
+from twin.domain.patients import Identifiers
+
+ADA = Identifiers("Ada Canary-Lovelace", "1980-12-10", "MRN-CANARY-001", "ada@example.org")
+
+
+async def test_create_read_list_erase(patient_registry):
+    pid = await patient_registry.create(ADA, care_team="team-1")
+    other = await patient_registry.create(
+        Identifiers("B", "1990-01-01", "MRN-2"), care_team="team-1"
+    )
+    await patient_registry.create(Identifiers("C", "1991-01-01", "MRN-3"), care_team="team-2")
+    assert pid.startswith("pt_") and "Ada" not in pid
+    assert await patient_registry.identifiers(pid) == ADA
+    assert await patient_registry.care_team(pid) == "team-1"
+    assert set(await patient_registry.list_for_team("team-1")) == {pid, other}
+    assert await patient_registry.erase(pid)
+    assert await patient_registry.care_team(pid) is None
+    assert await patient_registry.list_for_team("team-1") == [other]
+    with pytest.raises(errors.KeyAccessError):
+        await patient_registry.identifiers(pid)
+    assert not await patient_registry.erase("pt_unknown")
+    with pytest.raises(errors.InvalidInputError, match="no such patient"):
+        await patient_registry.identifiers("pt_unknown")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"name": "", "birth_date": "1980-01-01", "mrn": "M"},
+        {"name": "X", "birth_date": "2999-01-01", "mrn": "M"},
+        {"name": "X", "birth_date": "01/02/1980", "mrn": "M"},
+        {"name": "X", "birth_date": "1980-01-01", "mrn": "M" * 65},
+    ],
+)
+def test_invalid_identifiers_are_refused_without_echoing_them(kwargs):
+    with pytest.raises(errors.ObservationRangeError) as info:
+        Identifiers(**kwargs)
+    assert info.value.value == "<redacted>"
+    for value in kwargs.values():
+        if len(value) > 3:
+            assert value not in str(info.value)
+
+
+async def test_no_identifier_reaches_the_sqlite_file(tmp_path, sqlite_db, key_provider):
+    from storage.sealed import EnvelopeSealer
+    from storage.sqlite import SqliteDataKeyStore, SqlitePatientRegistry
+
+    registry = SqlitePatientRegistry(
+        sqlite_db, EnvelopeSealer(key_provider, SqliteDataKeyStore(sqlite_db))
+    )
+    await registry.create(ADA, care_team="team-1")
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("novamind.db*"))
+    for canary in (b"Canary", b"MRN-CANARY", b"1980-12-10", b"ada@example"):
+        assert canary not in raw
