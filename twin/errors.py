@@ -13,6 +13,8 @@
     ├── HostUnavailableError                 the twin's host is restarting; retry (HTTP 503)
     ├── ConfigurationError                   unsafe settings; the service refuses to start
     ├── AuthenticationError                  no valid credentials (HTTP 401)
+    ├── AuthorizationError                   valid credentials, not allowed (HTTP 403)
+    ├── NotFoundError                        no such resource (HTTP 404)
     ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
     └── KeyAccessError                       a data key cannot be unwrapped or was shredded
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "AuthorizationError",
     "CheckpointCorruptError",
     "ConfigurationError",
     "EventOrderError",
@@ -32,6 +35,7 @@ __all__ = [
     "InvalidInputError",
     "KeyAccessError",
     "ModelVersionError",
+    "NotFoundError",
     "ObservationRangeError",
     "StateCorruptError",
     "StorageUnavailableError",
@@ -131,6 +135,14 @@ class StorageUnavailableError(TwinError):
 
 class AuthenticationError(TwinError):
     """A request without valid credentials. The message says why in general terms only."""
+
+
+class AuthorizationError(TwinError):
+    """The caller is authenticated but may not do this (the message names the rule, not data)."""
+
+
+class NotFoundError(TwinError):
+    """The addressed resource does not exist (or is not visible to the caller)."""
 
 
 class ConfigurationError(TwinError):

@@ -44,6 +44,7 @@ __all__ = [
     "assign_slot",
     "day_inputs",
     "posterior_mean",
+    "posterior_probability",
     "posterior_sd",
 ]
 
@@ -88,6 +89,11 @@ class EventResult:
 def posterior_mean(state: TwinState, row: int) -> float:
     """Weighted posterior mean of one row of a twin's particle matrix."""
     return float(state.particles[row].astype(np.float64) @ state.weights)
+
+
+def posterior_probability(state: TwinState, mask: npt.NDArray[np.bool_]) -> float:
+    """Posterior probability of the particles in ``mask``, kept in [0, 1] against round-off."""
+    return min(max(float(mask.astype(np.float64) @ state.weights), 0.0), 1.0)
 
 
 def posterior_sd(state: TwinState, row: int) -> float:

@@ -302,14 +302,14 @@ class TwinHost:
                 if a.status == "fired" and a.day >= recent
             }
         )
-        severe = float((s.particles[Row.S] >= SEVERE_PHQ9).astype(float) @ s.weights)
+        severe = kernel.posterior_probability(s, s.particles[Row.S] >= SEVERE_PHQ9)
         return ports.IndexEntry(
             patient_id=patient_id,
             last_seq=s.last_seq,
             day=s.day,
             severity_mean=kernel.posterior_mean(s, Row.S),
             severity_sd=kernel.posterior_sd(s, Row.S),
-            p_episode=kernel.posterior_mean(s, Row.R),
+            p_episode=kernel.posterior_probability(s, s.particles[Row.R] > 0.5),
             p_severe=severe,
             alert_flags=tuple(flags),
             updated_at=time.time(),
@@ -417,7 +417,7 @@ class TwinHost:
             severity_mean=kernel.posterior_mean(s, Row.S),
             severity_sd=kernel.posterior_sd(s, Row.S),
             anxiety_mean=kernel.posterior_mean(s, Row.G),
-            p_episode=kernel.posterior_mean(s, Row.R),
+            p_episode=kernel.posterior_probability(s, s.particles[Row.R] > 0.5),
             model_version=s.model_version,
         )
 
