@@ -175,7 +175,7 @@ def create_app(services: ApiServices) -> FastAPI:
     @app.get("/v1/patients/{patient_id}/twin", response_model=schemas.TwinOut)
     async def twin_state(patient_id: str, who: Caller, request: Request) -> schemas.TwinOut:
         await patient_access(who, "twin.read", patient_id, ("clinician", "admin"), request)
-        return schemas.TwinOut(**asdict(await services.twins.summary(patient_id)))
+        return await services.twins.summary(patient_id)
 
     @app.post("/v1/patients/{patient_id}/forecast")
     async def forecast(

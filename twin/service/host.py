@@ -38,6 +38,7 @@ from twin.forecast.scenario import Scenario
 from twin.forecast.summary import Forecast, forecast
 from twin.model.dynamics import Row
 from twin.model.parameters import MODEL_VERSION, PopulationParameters
+from twin.schemas import TwinOut as TwinSummary
 
 __all__ = ["HostPorts", "HostSettings", "IngestResult", "TwinHost", "TwinSummary"]
 
@@ -87,20 +88,6 @@ class IngestResult:
     appended: tuple[ports.AppendResult, ...]
     alerts: tuple[Alert, ...]
     last_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class TwinSummary:
-    """What the twin currently believes (posterior means and SDs), for indexes and APIs."""
-
-    patient_id: str
-    last_seq: int
-    day: int
-    severity_mean: float
-    severity_sd: float
-    anxiety_mean: float
-    p_episode: float
-    model_version: str
 
 
 @dataclass
