@@ -1,21 +1,25 @@
-"""`make up` (until the API exists): a synthetic patient's twin, week by week.
+"""`make up` (until the API exists): a synthetic patient's twin on the durable runtime.
 
-A patient is simulated from the model's prior (in an episode, sertraline 50 mg from week 2,
-weekly PHQ-9, three EMA beeps a day and daily wearables). Their twin assimilates the
-observations one week at a time and prints what it believes; then it forecasts 12 weeks (fan
-chart printed and saved as a PNG) and compares two treatment scenarios on the same posterior.
+Embedded defaults: local Ray with TwinHost actors, the SQLite event log and an encrypted local
+checkpoint folder in the data directory. A patient is simulated from the model's prior (in an
+episode, sertraline 50 mg from week 2, weekly PHQ-9, three EMA beeps a day and daily wearables);
+their events are ingested one week at a time through the runtime, which prints what the twin
+believes; then it forecasts 12 weeks (fan chart printed and saved as a PNG) and compares two
+treatment scenarios on the same posterior.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
-from twin.assimilation import kernel
-from twin.assimilation.state import new_twin
+from deployments.bootstrap import build_host_ports, host_settings
+from twin import ports
+from twin.assimilation.state import TwinState
+from twin.domain import events
 from twin.forecast.scenario import Scenario, ScenarioDose
-from twin.forecast.summary import QUANTILES, Forecast, compare, forecast
-from twin.model.dynamics import Row
+from twin.forecast.summary import QUANTILES, Forecast, compare
 from twin.settings import TwinSettings
 from twin.testing.synthetic import synthetic_patient
 
@@ -81,9 +85,12 @@ def _save_png(fc: Forecast, history: list[list[float]], path: Path) -> bool:
     return True
 
 
-def main() -> int:
-    """Run the demo; returns the process exit code."""
-    settings = TwinSettings()
+async def _run(settings: TwinSettings) -> int:
+    import ray  # the platform layer, only when the demo runs
+
+    from actors.directory import RayTwinDirectory
+    from actors.runtime import TwinRuntime
+
     out_dir = settings.data_dir / "demo"
     out_dir.mkdir(parents=True, exist_ok=True)
     patient = synthetic_patient(
@@ -97,22 +104,50 @@ def main() -> int:
         drug_from_day=14,
         p_episode=1.0,
     )
-    state = new_twin("demo-patient", n_particles=settings.particles)
-    print(f"Novamind twin demo: {state.n_particles} particles, model {state.model_version}\n")
-    print("  week  PHQ-9  latent S (true)  posterior S ± sd  P(episode)  alerts")
-    for week in range(9):
-        batch = [e for e in patient.events if 7 * week <= e.day < 7 * (week + 1)]
-        results = kernel.apply_events([state], [batch])[0]
-        fired = sorted({a.rule for r in results for a in r.alerts if a.status == "fired"})
-        observed = [e.payload.total for e in batch if type(e.payload).__name__ == "Phq9"]
-        truth = float(patient.severity[min(7 * week, len(patient.severity) - 1)])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        directory = RayTwinDirectory(settings, build_host_ports, host_settings(settings))
+        hosts = directory.start()
+        runtime = TwinRuntime(directory)
         print(
-            f"  {week:4d}  {observed[0] if observed else '-':>5}  {truth:15.1f}  "
-            f"{kernel.posterior_mean(state, Row.S):9.1f} ± "
-            f"{kernel.posterior_sd(state, Row.S):3.1f}  "
-            f"{kernel.posterior_mean(state, Row.R):10.2f}  {', '.join(fired) or '-'}"
+            f"Novamind twin demo: {len(hosts)} TwinHost actors on local Ray, event log in "
+            f"{settings.data_dir / 'novamind.db'}, encrypted checkpoints in "
+            f"{settings.data_dir / 'checkpoints'}\n"
         )
-    now = forecast(state, Scenario(name="continue sertraline 50 mg"), weeks=settings.forecast_weeks)
+        print("  week  PHQ-9  latent S (true)  posterior S ± sd  P(episode)  new  alerts")
+        pid = "demo-patient"
+        appended = 0
+        for week in range(9):
+            batch = [
+                ports.NewEvent(f"demo-{e.seq}", e.day, e.payload)
+                for e in patient.events
+                if 7 * week <= e.day < 7 * (week + 1)
+            ]
+            result = await runtime.ingest(pid, batch)
+            summary = await runtime.summary(pid)
+            fired = sorted({a.rule for a in result.alerts if a.status == "fired"})
+            new = sum(not r.duplicate for r in result.appended)
+            appended += new
+            observed = [e.payload.total for e in batch if isinstance(e.payload, events.Phq9)]
+            truth = float(patient.severity[min(7 * week, len(patient.severity) - 1)])
+            print(
+                f"  {week:4d}  {observed[0] if observed else '-':>5}  {truth:15.1f}  "
+                f"{summary.severity_mean:9.1f} ± {summary.severity_sd:3.1f}  "
+                f"{summary.p_episode:10.2f}  {new:3d}  {', '.join(fired) or '-'}"
+            )
+        if appended:
+            print("  (a rerun of `make up` appends nothing: every event has an idempotency key)")
+        else:
+            print(
+                "  (every event was already stored from an earlier run, so nothing was appended; "
+                "the twin came back from its checkpoint and shows its current state)"
+            )
+        continue_now = Scenario(name="continue sertraline 50 mg")
+        (now,) = await runtime.forecast(pid, [continue_now], weeks=settings.forecast_weeks)
+        state = TwinState.from_bytes(await runtime.state_bytes(pid))
+        stats = await runtime.hosts()
+    finally:
+        ray.shutdown()
     print(f"\nForecast from day {now.as_of_day}, observable PHQ-9 (fan chart):")
     print(_fan_text(now))
     rem = {w: p.value for w, p in now.remission.items()}
@@ -120,23 +155,28 @@ def main() -> int:
     png = out_dir / "fan_chart.png"
     if _save_png(now, state.phq9_history, png):
         print(f"  fan chart saved to {png}")
-    a = Scenario(name="continue sertraline 50 mg")
     b = Scenario(
         name="sertraline 100 mg + 12 weekly CBT sessions",
         doses=[ScenarioDose(day=0, drug="sertraline", mg_per_day=100.0)],
         therapy_session_days=[7 * k for k in range(12)],
     )
-    _, _, contrast = compare(state, a, b, weeks=settings.forecast_weeks)
+    _, _, contrast = compare(state, continue_now, b, weeks=settings.forecast_weeks)
     last = contrast.weeks[-1]
     remission = {w: round(v, 3) for w, v in contrast.remission_risk_change.items()}
-    print(f"\nScenario B ({b.name}) against A ({a.name}), paired on one posterior:")
+    print(f"\nScenario B ({b.name}) against A ({continue_now.name}), paired on one posterior:")
     print(f"  mean PHQ-9 difference B - A at week {last}: {contrast.mean_difference[-1]:+.2f}")
     print(f"  P(B better than A by >= 5 points) at week {last}: {contrast.p_b_better_by_5[-1]:.3f}")
     print(f"  change in P(remission) by week: {remission}")
+    print(f"\nHosts: {stats}")
     print(
         "\nItem 9 (self-harm) answers trigger the clinical safety protocol, never a model forecast."
     )
     return 0
+
+
+def main() -> int:
+    """Run the demo on embedded defaults; returns the process exit code."""
+    return asyncio.run(_run(TwinSettings()))
 
 
 if __name__ == "__main__":

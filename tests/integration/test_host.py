@@ -67,6 +67,7 @@ async def test_replay_equals_live_from_checkpoint_and_from_the_log_alone(stores,
     from_checkpoint = stores.host()
     assert (await from_checkpoint.state("p1")).to_bytes() == live_bytes
     assert from_checkpoint.stats.applied_events < len(log)  # it started from a checkpoint
+    assert from_checkpoint.stats.replayed_events == from_checkpoint.stats.applied_events
 
     await stores.checkpoints.delete_all("p1")
     from_log = stores.host()

@@ -223,8 +223,12 @@ class TwinHost:
     # -- applying events ------------------------------------------------------------------
 
     async def _prepare(self, patient_id: str) -> tuple[_Active, list[events.Event]]:
+        fresh = patient_id not in self._active
         active = await self._activate(patient_id)
         new = await self._ports.events.read(patient_id, after_seq=active.state.last_seq)
+        if fresh:
+            # Events between the checkpoint and the log's head: the activation's replay.
+            self.stats.replayed_events += len(new)
         return active, new
 
     async def _flush(self, patients: set[str]) -> dict[str, BaseException]:
