@@ -108,7 +108,8 @@ def create_app(services: ApiServices) -> FastAPI:
 
     async def patient_access(
         who: Principal, action: str, patient_id: str, roles: tuple[Role, ...], request: Request
-    ) -> None:
+    ) -> str:
+        """Decide and audit; returns the patient's care team."""
         team = await services.registry.care_team(patient_id)
         allowed = who.role in roles and (
             who.role != "clinician" or (team is not None and team in who.care_team)
@@ -116,6 +117,7 @@ def create_app(services: ApiServices) -> FastAPI:
         await decide(who, action, patient_id, allowed, request)
         if team is None:
             raise errors.NotFoundError("no such patient")
+        return team
 
     @app.get("/health/liveness")
     async def liveness() -> dict[str, str]:
@@ -142,10 +144,11 @@ def create_app(services: ApiServices) -> FastAPI:
 
     @app.get("/v1/patients/{patient_id}", response_model=schemas.PatientOut)
     async def read_patient(patient_id: str, who: Caller, request: Request) -> schemas.PatientOut:
-        await patient_access(who, "patient.read", patient_id, ("clinician", "admin"), request)
+        team = await patient_access(
+            who, "patient.read", patient_id, ("clinician", "admin"), request
+        )
         ident = await services.registry.identifiers(patient_id)
-        team = await services.registry.care_team(patient_id)
-        return schemas.PatientOut(patient_id=patient_id, care_team=team or "", **asdict(ident))
+        return schemas.PatientOut(patient_id=patient_id, care_team=team, **asdict(ident))
 
     @app.post("/v1/patients/{patient_id}/observations", response_model=schemas.IngestOut)
     async def ingest(

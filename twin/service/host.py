@@ -282,8 +282,22 @@ class TwinHost:
         await self._enforce_budget()
         return failed
 
+    @staticmethod
+    def _summarize(patient_id: str, s: TwinState) -> TwinSummary:
+        return TwinSummary(
+            patient_id=patient_id,
+            last_seq=s.last_seq,
+            day=s.day,
+            severity_mean=kernel.posterior_mean(s, Row.S),
+            severity_sd=kernel.posterior_sd(s, Row.S),
+            anxiety_mean=kernel.posterior_mean(s, Row.G),
+            p_episode=kernel.posterior_probability(s, s.particles[Row.R] > 0.5),
+            model_version=s.model_version,
+        )
+
     def _index_entry(self, patient_id: str, active: _Active) -> ports.IndexEntry:
         s = active.state
+        summary = self._summarize(patient_id, s)
         recent = s.clock - ALERT_FLAG_DAYS
         flags = sorted(
             {
@@ -293,15 +307,14 @@ class TwinHost:
                 if a.status == "fired" and a.day >= recent
             }
         )
-        severe = kernel.posterior_probability(s, s.particles[Row.S] >= SEVERE_PHQ9)
         return ports.IndexEntry(
             patient_id=patient_id,
-            last_seq=s.last_seq,
-            day=s.day,
-            severity_mean=kernel.posterior_mean(s, Row.S),
-            severity_sd=kernel.posterior_sd(s, Row.S),
-            p_episode=kernel.posterior_probability(s, s.particles[Row.R] > 0.5),
-            p_severe=severe,
+            last_seq=summary.last_seq,
+            day=summary.day,
+            severity_mean=summary.severity_mean,
+            severity_sd=summary.severity_sd,
+            p_episode=summary.p_episode,
+            p_severe=kernel.posterior_probability(s, s.particles[Row.S] >= SEVERE_PHQ9),
             alert_flags=tuple(flags),
             updated_at=time.time(),
         )
@@ -400,17 +413,7 @@ class TwinHost:
     async def summary(self, patient_id: str) -> TwinSummary:
         """Posterior summary of the caught-up twin."""
         await self._catch_up(patient_id)
-        s = self._active[patient_id].state
-        return TwinSummary(
-            patient_id=patient_id,
-            last_seq=s.last_seq,
-            day=s.day,
-            severity_mean=kernel.posterior_mean(s, Row.S),
-            severity_sd=kernel.posterior_sd(s, Row.S),
-            anxiety_mean=kernel.posterior_mean(s, Row.G),
-            p_episode=kernel.posterior_probability(s, s.particles[Row.R] > 0.5),
-            model_version=s.model_version,
-        )
+        return self._summarize(patient_id, self._active[patient_id].state)
 
     async def forecast(
         self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
