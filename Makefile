@@ -22,11 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,demo]'
 	touch $(STAMP)
 
-## The main job on embedded defaults (until the API exists: the twin demo).
+## The platform on embedded defaults: local Ray + dashboard, the Serve API on :8000, SQLite,
+## encrypted local checkpoints, seeded demo patients; prints URLs and tokens; Ctrl-C stops.
 up: install
-	$(BIN)/python -m deployments.demo
+	$(BIN)/novamind up
 
-demo: up
+## The single-twin walkthrough on the runtime (no HTTP).
+demo: install
+	$(BIN)/novamind demo
 
 lint: install
 	$(BIN)/ruff check .
@@ -63,6 +66,7 @@ validation: install
 bench: install servers
 	$(BIN)/python bench/twin_kernel.py
 	$(BIN)/python -m bench.runtime
+	$(BIN)/python -m bench.api
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

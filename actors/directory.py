@@ -65,6 +65,10 @@ class RayTwinDirectory:
                     name=name,
                     namespace=self._settings.ray_namespace,
                     get_if_exists=True,
+                    # Detached: hosts outlive whichever process created them first (a Serve
+                    # replica that scales down, a driver that exits); they hold only derived
+                    # state and come back from checkpoints and the log.
+                    lifetime="detached",
                     max_restarts=-1,
                     max_task_retries=0,  # the runtime retries, with idempotency keys
                     max_concurrency=1000,

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 
+import ray
+
+from actors.host_metrics import HostMetrics
 from twin import ports
 from twin.forecast.scenario import Scenario
-from twin.forecast.summary import Forecast
+from twin.forecast.summary import Contrast, Forecast
 from twin.service.host import HostPorts, HostSettings, IngestResult, TwinHost, TwinSummary
 from twin.settings import TwinSettings
 
@@ -39,6 +43,7 @@ class TwinHostActor:
         self._host_settings = host_settings
         self._host: TwinHost | None = None
         self._opening = asyncio.Lock()
+        self._metrics: HostMetrics | None = None
 
     async def _ready(self) -> TwinHost:
         if self._host is None:
@@ -46,13 +51,22 @@ class TwinHostActor:
                 if self._host is None:
                     stores = await self._open_ports(self._settings)
                     self._host = TwinHost(stores, settings=self._host_settings)
+                    if ray.is_initialized():  # metrics need a connected Ray worker
+                        self._metrics = HostMetrics(
+                            ray.get_runtime_context().get_actor_name() or "host"
+                        )
         return self._host
 
     async def ingest(
         self, patient_id: str, batch: Sequence[ports.NewEvent], wait: bool = True
     ) -> IngestResult:
         """Append durably, then apply (see :meth:`TwinHost.ingest`)."""
-        return await (await self._ready()).ingest(patient_id, batch, wait=wait)
+        host = await self._ready()
+        started = time.perf_counter()
+        result = await host.ingest(patient_id, batch, wait=wait)
+        if self._metrics is not None:
+            self._metrics.observe(host.stats, host.active_count(), time.perf_counter() - started)
+        return result
 
     async def state_bytes(self, patient_id: str) -> bytes:
         """The caught-up twin state, serialized."""
@@ -67,6 +81,12 @@ class TwinHostActor:
     ) -> list[Forecast]:
         """Forecasts under each scenario."""
         return await (await self._ready()).forecast(patient_id, scenarios, weeks=weeks)
+
+    async def compare(
+        self, patient_id: str, scenarios: Sequence[Scenario], weeks: int
+    ) -> tuple[list[Forecast], list[Contrast]]:
+        """Forecasts and paired contrasts against the first scenario."""
+        return await (await self._ready()).compare(patient_id, scenarios, weeks=weeks)
 
     async def passivate(self, patient_id: str) -> bool:
         """Checkpoint and drop the twin."""

@@ -19,7 +19,7 @@ from ray import exceptions as ray_errors
 from actors.directory import RayTwinDirectory
 from twin import errors, ports
 from twin.forecast.scenario import Scenario
-from twin.forecast.summary import Forecast
+from twin.forecast.summary import Contrast, Forecast
 from twin.service.host import IngestResult, TwinSummary
 
 __all__ = ["TwinRuntime"]
@@ -79,6 +79,13 @@ class TwinRuntime:
         """Forecast under each scenario (common random numbers)."""
         items = list(scenarios)
         return await self._call(patient_id, lambda h: h.forecast.remote(patient_id, items, weeks))
+
+    async def compare(
+        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
+    ) -> tuple[list[Forecast], list[Contrast]]:
+        """Forecasts under each scenario and contrasts against the first (common random numbers)."""
+        items = list(scenarios)
+        return await self._call(patient_id, lambda h: h.compare.remote(patient_id, items, weeks))
 
     async def passivate(self, patient_id: str) -> bool:
         """Checkpoint and drop the twin from memory."""

@@ -1,37 +1,59 @@
 """The composition root: the only place adapters are chosen from settings.
 
-- EventStore, DataKeyStore, TwinIndex: ``database_url`` → PostgreSQL; else a SQLite file in
-  ``data_dir``.
+- EventStore, DataKeyStore, TwinIndex, PatientRegistry, AuditLog, DocumentStore:
+  ``database_url`` → PostgreSQL; else a SQLite file in ``data_dir``. Documents go to MongoDB
+  when ``mongo_url`` is set.
 - CheckpointStore: ``s3_bucket`` → S3 with SSE-KMS; else ``data_dir/checkpoints``.
 - KeyProvider: ``kms_key_id`` → AWS KMS; else the key file in ``data_dir/keys``.
-- ChangeFeed: ``redis_url`` → Redis; else in-process.
+- ChangeFeed and rate-limit budgets: ``redis_url`` → Redis; else in-process.
+- Tokens: ``jwks_url`` → the IdP's keys; else (local only) an HS256 secret; the research key
+  likewise (generated into ``data_dir/secrets`` when local and unset).
 
 Settings outside ``local`` must name the production stores (``TwinSettings`` refuses otherwise).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
+from deployments.api.audit_batch import GroupCommitAuditLog
+from deployments.api.limiter import RateLimiter
+from deployments.api.observability import Metrics
+from deployments.api.services import ApiServices, Twins
+from deployments.auth import TokenVerifier
 from storage.kms import KmsKeyProvider
-from storage.local import LocalCheckpointStore, LocalKeyProvider
+from storage.local import LocalCheckpointStore, LocalKeyProvider, local_secret
 from storage.memory import InProcessChangeFeed
 from storage.postgres import (
+    PostgresAuditLog,
     PostgresDatabase,
     PostgresDataKeyStore,
+    PostgresDocumentStore,
     PostgresEventStore,
+    PostgresPatientRegistry,
     PostgresTwinIndex,
 )
 from storage.redis import RedisChangeFeed
 from storage.s3 import S3CheckpointStore
 from storage.sealed import EnvelopeSealer
-from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore, SqliteTwinIndex
+from storage.sqlite import (
+    SqliteAuditLog,
+    SqliteDatabase,
+    SqliteDataKeyStore,
+    SqliteDocumentStore,
+    SqliteEventStore,
+    SqlitePatientRegistry,
+    SqliteTwinIndex,
+)
 from twin import ports
+from twin.domain.deidentify import Deidentifier
 from twin.service.host import HostPorts, HostSettings
 from twin.settings import TwinSettings
 
-__all__ = ["build_host_ports", "host_settings"]
+__all__ = ["build_host_ports", "host_settings", "open_api_services", "token_verifier"]
 
 
 def _aws(settings: TwinSettings, service: str) -> Any:
@@ -42,15 +64,66 @@ def _aws(settings: TwinSettings, service: str) -> Any:
     )
 
 
-async def build_host_ports(settings: TwinSettings) -> HostPorts:
-    """Open the stores of one host process (importable, so Ray actors can receive it)."""
-    root = settings.data_dir
-    closers: list[Callable[[], Awaitable[None]]] = []
+@dataclass(frozen=True, slots=True)
+class _Stores:
+    sealer: EnvelopeSealer
+    events: ports.EventStore
+    index: ports.TwinIndex
+    registry: ports.PatientRegistry
+    audit: ports.AuditLog
+    documents: ports.DocumentStore
+
+
+async def _open_stores(settings: TwinSettings, stack: AsyncExitStack) -> _Stores:
+    """The relational stores (and documents) behind one envelope sealer."""
     keys: ports.KeyProvider = (
         KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
         if settings.kms_key_id
-        else LocalKeyProvider(root / "keys")
+        else LocalKeyProvider(settings.data_dir / "keys")
     )
+    if settings.database_url:
+        pg = await PostgresDatabase.open(settings.database_url)
+        stack.push_async_callback(pg.close)
+        sealer = EnvelopeSealer(keys, PostgresDataKeyStore(pg))
+        stores = _Stores(
+            sealer,
+            PostgresEventStore(pg, sealer),
+            PostgresTwinIndex(pg),
+            PostgresPatientRegistry(pg, sealer),
+            PostgresAuditLog(pg),
+            PostgresDocumentStore(pg),
+        )
+    else:
+        db = await SqliteDatabase.open(settings.data_dir / "novamind.db")
+        stack.push_async_callback(db.close)
+        sealer = EnvelopeSealer(keys, SqliteDataKeyStore(db))
+        stores = _Stores(
+            sealer,
+            SqliteEventStore(db, sealer),
+            SqliteTwinIndex(db),
+            SqlitePatientRegistry(db, sealer),
+            SqliteAuditLog(db),
+            SqliteDocumentStore(db),
+        )
+    if settings.mongo_url:
+        from pymongo import AsyncMongoClient  # only when MongoDB is configured
+
+        from storage.mongo import MongoDocumentStore
+
+        client: Any = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
+        stack.push_async_callback(client.close)
+        mongo = MongoDocumentStore(client.get_default_database("novamind"))
+        await mongo.ensure_indexes()
+        return _Stores(
+            stores.sealer, stores.events, stores.index, stores.registry, stores.audit, mongo
+        )
+    return stores
+
+
+async def build_host_ports(settings: TwinSettings) -> HostPorts:
+    """Open the stores of one host process (importable, so Ray actors can receive it)."""
+    stack = AsyncExitStack()
+    stores = await _open_stores(settings, stack)
     checkpoints: ports.CheckpointStore = (
         S3CheckpointStore(
             _aws(settings, "s3"),
@@ -59,20 +132,8 @@ async def build_host_ports(settings: TwinSettings) -> HostPorts:
             kms_key_id=settings.s3_kms_key_id,
         )
         if settings.s3_bucket
-        else LocalCheckpointStore(root / "checkpoints")
+        else LocalCheckpointStore(settings.data_dir / "checkpoints")
     )
-    if settings.database_url:
-        pg = await PostgresDatabase.open(settings.database_url)
-        closers.append(pg.close)
-        sealer = EnvelopeSealer(keys, PostgresDataKeyStore(pg))
-        events: ports.EventStore = PostgresEventStore(pg, sealer)
-        index: ports.TwinIndex = PostgresTwinIndex(pg)
-    else:
-        db = await SqliteDatabase.open(root / "novamind.db")
-        closers.append(db.close)
-        sealer = EnvelopeSealer(keys, SqliteDataKeyStore(db))
-        events = SqliteEventStore(db, sealer)
-        index = SqliteTwinIndex(db)
     feed: ports.ChangeFeed
     if settings.redis_url:
         import redis.asyncio as aioredis  # only when Redis is configured
@@ -80,16 +141,11 @@ async def build_host_ports(settings: TwinSettings) -> HostPorts:
         client = aioredis.from_url(
             settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
         )
-        closers.append(client.aclose)
+        stack.push_async_callback(client.aclose)
         feed = RedisChangeFeed(client)
     else:
         feed = InProcessChangeFeed()
-
-    async def close() -> None:
-        for closer in closers:
-            await closer()
-
-    return HostPorts(events, checkpoints, sealer, index, feed, close)
+    return HostPorts(stores.events, checkpoints, stores.sealer, stores.index, feed, stack.aclose)
 
 
 def host_settings(settings: TwinSettings) -> HostSettings:
@@ -102,3 +158,84 @@ def host_settings(settings: TwinSettings) -> HostSettings:
         max_active_twins=settings.max_active_twins,
         max_concurrent_activations=settings.max_concurrent_activations,
     )
+
+
+def jwt_secret(settings: TwinSettings) -> str:
+    """The HS256 secret (local only): configured, or generated in ``data_dir/secrets``."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    return local_secret(settings.data_dir / "secrets", "jwt")
+
+
+def token_verifier(settings: TwinSettings) -> TokenVerifier:
+    """Bearer-token verification from settings (JWKS in production, HS256 locally)."""
+    if settings.jwks_url:
+        return TokenVerifier(
+            issuer=settings.jwt_issuer, audience=settings.jwt_audience, jwks_url=settings.jwks_url
+        )
+    return TokenVerifier(
+        issuer=settings.jwt_issuer, audience=settings.jwt_audience, secret=jwt_secret(settings)
+    )
+
+
+def _research_key(settings: TwinSettings) -> bytes:
+    if settings.research_key is not None:
+        return settings.research_key.get_secret_value().encode()
+    return local_secret(settings.data_dir / "secrets", "research").encode()
+
+
+async def _rate_limiter(settings: TwinSettings, stack: AsyncExitStack) -> RateLimiter:
+    if not settings.redis_url:
+        return RateLimiter(settings.rate_limit_per_minute)
+    import redis.asyncio as aioredis  # only when Redis is configured
+    from limits.aio.storage import RedisStorage
+
+    # Our own pool (closed with the services); limits runs its Lua scripts over it.
+    pool = aioredis.ConnectionPool.from_url(
+        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+    )
+    stack.push_async_callback(pool.aclose)
+    uri = settings.redis_url.replace("redis://", "async+redis://", 1).replace(
+        "rediss://", "async+rediss://", 1
+    )
+    return RateLimiter(
+        settings.rate_limit_per_minute,
+        RedisStorage(uri, implementation="redispy", connection_pool=pool),
+    )
+
+
+@asynccontextmanager
+async def open_api_services(
+    settings: TwinSettings,
+    twins: Twins,
+    metrics: Metrics,
+    *,
+    twins_ready: Callable[[], Awaitable[bool]] | None = None,
+) -> AsyncIterator[ApiServices]:
+    """Open everything the API uses in this process; closes it on exit."""
+    async with AsyncExitStack() as stack:
+        stores = await _open_stores(settings, stack)
+
+        async def ready() -> bool:
+            try:
+                await stores.registry.care_team("readiness-probe")
+                await stores.documents.get("readiness", "probe")
+            except Exception:  # any failing dependency means not ready
+                return False
+            return twins_ready is None or await twins_ready()
+
+        yield ApiServices(
+            verifier=token_verifier(settings),
+            registry=stores.registry,
+            audit=GroupCommitAuditLog(stores.audit),
+            twins=twins,
+            events=stores.events,
+            index=stores.index,
+            documents=stores.documents,
+            sealer=stores.sealer,
+            deidentifier=Deidentifier(_research_key(settings)),
+            limiter=await _rate_limiter(settings, stack),
+            metrics=metrics,
+            ready=ready,
+            break_glass_max_minutes=settings.break_glass_max_minutes,
+        )

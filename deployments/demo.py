@@ -1,4 +1,4 @@
-"""`make up` (until the API exists): a synthetic patient's twin on the durable runtime.
+"""`novamind demo`: a synthetic patient's twin on the durable runtime, without HTTP.
 
 Embedded defaults: local Ray with TwinHost actors, the SQLite event log and an encrypted local
 checkpoint folder in the data directory. A patient is simulated from the model's prior (in an
@@ -17,19 +17,12 @@ from pathlib import Path
 from deployments.bootstrap import build_host_ports, host_settings
 from twin import ports
 from twin.assimilation.state import TwinState
+from twin.client.plot import SEVERITY_BANDS
 from twin.domain import events
 from twin.forecast.scenario import Scenario, ScenarioDose
 from twin.forecast.summary import QUANTILES, Forecast, compare
 from twin.settings import TwinSettings
 from twin.testing.synthetic import synthetic_patient
-
-BANDS = (
-    (0, 4, "minimal"),
-    (5, 9, "mild"),
-    (10, 14, "moderate"),
-    (15, 19, "mod. severe"),
-    (20, 27, "severe"),
-)
 
 
 def _fan_text(fc: Forecast) -> str:
@@ -58,11 +51,11 @@ def _save_png(fc: Forecast, history: list[list[float]], path: Path) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for low, high, label in BANDS:
+    for low, high, label in SEVERITY_BANDS:
         ax.axhspan(
             low - 0.5,
             high + 0.5,
-            alpha=0.07 + 0.03 * BANDS.index((low, high, label)),
+            alpha=0.07 + 0.03 * SEVERITY_BANDS.index((low, high, label)),
             color="tab:red",
         )
         ax.text(-7.6, (low + high) / 2, label, va="center", fontsize=7, color="dimgray")

@@ -16,7 +16,10 @@
     ├── AuthorizationError                   valid credentials, not allowed (HTTP 403)
     ├── NotFoundError                        no such resource (HTTP 404)
     ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
-    └── KeyAccessError                       a data key cannot be unwrapped or was shredded
+    ├── KeyAccessError                       a data key cannot be unwrapped or was shredded
+    ├── RateLimitedError                     the caller's request budget is spent (HTTP 429)
+    ├── OverloadedError                      the service's queues are full; retry (HTTP 503)
+    └── ApiError                             any other HTTP error (the SDK's fallback)
 
 Every class pickles (errors cross Ray processes): each passes all its constructor arguments
 positionally to ``super().__init__`` so ``BaseException.__reduce__`` rebuilds it. Messages never
@@ -26,6 +29,7 @@ carry PHI: they name fields, ranges and sequence numbers, not patients.
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
     "AuthenticationError",
     "AuthorizationError",
     "CheckpointCorruptError",
@@ -37,6 +41,8 @@ __all__ = [
     "ModelVersionError",
     "NotFoundError",
     "ObservationRangeError",
+    "OverloadedError",
+    "RateLimitedError",
     "StateCorruptError",
     "StorageUnavailableError",
     "TwinError",
@@ -57,7 +63,7 @@ class ObservationRangeError(InvalidInputError):
 
     Args:
         field: Name of the offending field, e.g. ``"phq9_total"``.
-        value: The rejected value (as given).
+        value: The rejected value (as given; kept out of the message).
         valid: Human-readable valid range, e.g. ``"integer 0..27"``.
     """
 
@@ -68,7 +74,9 @@ class ObservationRangeError(InvalidInputError):
         self.valid = valid
 
     def __str__(self) -> str:
-        return f"{self.field}={self.value!r} is invalid: expected {self.valid}"
+        # The value stays on the exception for the caller's code, never in the message: an
+        # observed value is clinical data, and messages end up in logs and HTTP answers.
+        return f"{self.field} is invalid: expected {self.valid}"
 
 
 class UnknownDrugError(InvalidInputError):
@@ -159,3 +167,38 @@ class CheckpointCorruptError(TwinError):
 
 class KeyAccessError(TwinError):
     """A data key could not be unwrapped (wrong context, damage) or no longer exists."""
+
+
+class RateLimitedError(TwinError):
+    """The caller exceeded its request budget; retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        return f"rate limit exceeded; retry after {self.retry_after_s} s"
+
+
+class OverloadedError(TwinError):
+    """The service's queues are full; retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        return f"the service is at capacity; retry after {self.retry_after_s} s"
+
+
+class ApiError(TwinError):
+    """An HTTP API error with no more specific class (the SDK's fallback mapping)."""
+
+    def __init__(self, status: int, title: str, detail: str | None = None) -> None:
+        super().__init__(status, title, detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.title}" + (f": {self.detail}" if self.detail else "")

@@ -25,11 +25,14 @@ from twin.domain.audit import AuditEntry, AuditRecord
 from twin.domain.patients import Identifiers
 
 __all__ = [
+    "MAX_SEQ",
     "AppendResult",
     "AuditLog",
     "Checkpoint",
     "CheckpointStore",
     "DataKeyStore",
+    "Document",
+    "DocumentStore",
     "EventStore",
     "KeyProvider",
     "NewEvent",
@@ -45,6 +48,10 @@ __all__ = [
     "seal_event",
     "seal_identifiers",
 ]
+
+
+#: Largest event or audit sequence number (SQLite and PostgreSQL store 64-bit integers).
+MAX_SEQ = 2**62
 
 
 def check_idempotency_key(key: object) -> str:
@@ -332,11 +339,20 @@ class TwinIndex(Protocol):
         ...
 
     async def search(
-        self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
+        self,
+        *,
+        min_severity: float | None = None,
+        alert: str | None = None,
+        patient_ids: Sequence[str] | None = None,
+        updated_since: float | None = None,
+        limit: int = 100,
     ) -> list[IndexEntry]:
-        """Entries with ``severity_mean >= min_severity`` and/or the ``alert`` flag.
+        """Entries by severity (``severity_mean >= min_severity``), alert flag and update time.
 
-        Most severe first, at most ``limit``.
+        ``updated_since`` is in Unix seconds.
+
+        ``patient_ids`` restricts the search to those patients (a caller's scope). Most severe
+        first, at most ``limit``.
         """
         ...
 
@@ -370,6 +386,10 @@ class AuditLog(Protocol):
         """Durably append one record, chained to the newest entry."""
         ...
 
+    async def append_many(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        """Durably append records in order, in one transaction (group commit)."""
+        ...
+
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         """Entries in chain order."""
         ...
@@ -396,10 +416,62 @@ class PatientRegistry(Protocol):
         """The patient's care team, or ``None`` for an unknown or erased patient."""
         ...
 
-    async def list_for_team(self, care_team: str, *, limit: int = 100) -> list[str]:
-        """Patient ids of a care team (erased patients excluded), oldest first."""
+    async def list_for_team(
+        self, care_team: str, *, after: str | None = None, limit: int = 100
+    ) -> list[str]:
+        """Patient ids of a care team (erased patients excluded) in id order, after ``after``.
+
+        Keyset pagination: pass the last id of a page as ``after`` to get the next one.
+        """
         ...
 
     async def erase(self, patient_id: str) -> bool:
         """Crypto-shred the patient (data key destroyed) and mark them erased."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A stored document (a saved scenario comparison, an emergency-access grant, a report).
+
+    Attributes:
+        collection: Kind of document (``scenario``, ``break_glass``, ...), 1..64 chars.
+        doc_id: Id unique within the collection, 1..200 chars.
+        patient_id: The patient it belongs to (erasing them deletes it), or ``None``.
+        body: Content; sealed under the patient's data key when it holds patient data.
+        created_at: Unix time, seconds.
+    """
+
+    collection: str
+    doc_id: str
+    patient_id: str | None
+    body: bytes
+    created_at: float
+
+
+@runtime_checkable
+class DocumentStore(Protocol):
+    """Documents by collection and id (MongoDB in production, a relational table embedded)."""
+
+    async def put(self, document: Document) -> None:
+        """Insert or replace the document (durable when this returns)."""
+        ...
+
+    async def get(self, collection: str, doc_id: str) -> Document | None:
+        """One document, or ``None``."""
+        ...
+
+    async def list(
+        self,
+        collection: str,
+        *,
+        patient_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[Document]:
+        """Documents of a collection (optionally one patient's) in ``doc_id`` order."""
+        ...
+
+    async def delete_patient(self, patient_id: str) -> int:
+        """Delete every document of a patient; returns how many."""
         ...

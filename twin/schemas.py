@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from twin.forecast.scenario import Scenario
 
 __all__ = [
     "AckOut",
     "AlertOut",
+    "AuditEntryOut",
+    "AuditPage",
+    "AuditVerifyOut",
+    "BreakGlassIn",
+    "BreakGlassOut",
+    "ContrastOut",
+    "ErasedOut",
+    "FeedEventOut",
+    "ForecastIn",
+    "ForecastOut",
     "IngestOut",
+    "LoincValue",
     "ObservationBatch",
     "ObservationIn",
     "PatientCreate",
     "PatientCreated",
     "PatientOut",
+    "PatientPage",
+    "ProbabilityOut",
     "Problem",
+    "ResearchTwinOut",
+    "ResearchTwinPage",
+    "ScenarioReportIn",
+    "ScenarioReportOut",
+    "ScenarioReportPage",
+    "TwinIndexOut",
     "TwinOut",
+    "TwinPage",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -60,14 +82,35 @@ class PatientOut(BaseModel):
     contact: str | None
 
 
-class ObservationIn(BaseModel):
-    """One observation or intervention: ``payload`` is the event codec's form."""
+class LoincValue(BaseModel):
+    """A FHIR-style coded value: LOINC ``code`` with a ``valueQuantity`` (UCUM ``unit``)."""
 
     model_config = _STRICT
 
-    idempotency_key: str = Field(min_length=1, max_length=128)
-    day: float = Field(ge=0.0, le=1e6, allow_inf_nan=False)
-    payload: dict[str, Any]
+    code: str = Field(min_length=3, max_length=16, pattern=r"^[0-9]{1,8}-[0-9]$")
+    value: float = Field(allow_inf_nan=False)
+    unit: str | None = Field(default=None, max_length=16)
+
+
+class ObservationIn(BaseModel):
+    """One observation or intervention.
+
+    Exactly one of ``payload`` (the event codec's form, ``{"type": "phq9", "total": 14}``) or
+    ``loinc`` (a LOINC-coded value, see :mod:`twin.domain.loinc`).
+    """
+
+    model_config = _STRICT
+
+    idempotency_key: str = Field(min_length=1, max_length=128, pattern=r"^[\x20-\x7e]+$")
+    day: float = Field(ge=0.0, le=1e6, allow_inf_nan=False, description="days since origin")
+    payload: dict[str, Any] | None = Field(default=None, max_length=16)
+    loinc: LoincValue | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ObservationIn:
+        if (self.payload is None) == (self.loinc is None):
+            raise ValueError("give exactly one of payload or loinc")
+        return self
 
 
 class ObservationBatch(BaseModel):
@@ -104,7 +147,11 @@ class IngestOut(BaseModel):
 
 
 class TwinOut(BaseModel):
-    """The twin's current estimate with uncertainty."""
+    """The twin's current estimate with uncertainty.
+
+    ``severity_*`` are latent PHQ-9 points; ``p_severe`` = P(severity >= 15); ``alert_flags``
+    are the alert rules fired in the last 28 days.
+    """
 
     patient_id: str
     last_seq: int
@@ -113,4 +160,197 @@ class TwinOut(BaseModel):
     severity_sd: float
     anxiety_mean: float
     p_episode: float
+    p_severe: float
+    alert_flags: list[str]
     model_version: str
+
+
+class PatientPage(BaseModel):
+    """A page of patient ids; pass ``next_after`` as ``after`` for the next page."""
+
+    items: list[str]
+    next_after: str | None
+
+
+class ErasedOut(BaseModel):
+    """The outcome of an erasure (crypto-shredding)."""
+
+    patient_id: str
+    erased: bool
+    documents_deleted: int
+
+
+class ProbabilityOut(BaseModel):
+    """A Monte-Carlo probability with its standard error, or ``None`` with a reason."""
+
+    value: float | None
+    mc_se: float | None
+    reason: str | None = None
+
+
+class ForecastIn(BaseModel):
+    """A forecast request: horizon in weeks and the scenario (default: continue as now)."""
+
+    model_config = _STRICT
+
+    weeks: int = Field(default=12, ge=1, le=26)
+    scenario: Scenario = Field(default_factory=Scenario)
+
+
+class ForecastOut(BaseModel):
+    """A forecast (see :class:`twin.forecast.summary.Forecast`).
+
+    Quantile levels are in ``quantile_levels``; probability keys are week numbers.
+    """
+
+    scenario: str
+    weeks: list[int]
+    quantile_levels: list[float]
+    phq9_quantiles: list[list[int]]
+    gad7_quantiles: list[list[int]]
+    severity_quantiles: list[list[float]]
+    response: dict[int, ProbabilityOut]
+    remission: dict[int, ProbabilityOut]
+    deterioration: dict[int, ProbabilityOut]
+    median_weeks_to_remission: int | None
+    model_version: str
+    as_of_day: int
+    last_seq: int
+    days_since: dict[str, float]
+    particles: int
+
+
+class ContrastOut(BaseModel):
+    """Scenario ``b`` against ``a`` on one posterior (negative differences: ``b`` better)."""
+
+    a: str
+    b: str
+    weeks: list[int]
+    difference_quantiles: list[list[float]]
+    mean_difference: list[float]
+    p_b_better_by_5: list[float]
+    remission_risk_change: dict[int, float]
+    response_risk_change: dict[int, float]
+
+
+class ScenarioReportIn(BaseModel):
+    """Compare 2..6 scenarios (each against the first) and save the result as a document."""
+
+    model_config = _STRICT
+
+    title: str = Field(min_length=1, max_length=120)
+    weeks: int = Field(default=12, ge=1, le=26)
+    scenarios: list[Scenario] = Field(min_length=2, max_length=6)
+
+
+class ScenarioReportOut(BaseModel):
+    """A saved scenario comparison."""
+
+    report_id: str
+    patient_id: str
+    title: str
+    created_at: float
+    forecasts: list[ForecastOut]
+    contrasts: list[ContrastOut]
+
+
+class ScenarioReportPage(BaseModel):
+    """A page of saved reports (ids and titles); ``next_after`` continues."""
+
+    items: list[dict[str, str | float]]
+    next_after: str | None
+
+
+class TwinIndexOut(BaseModel):
+    """A twin as the search index holds it (``updated_at`` in Unix seconds)."""
+
+    patient_id: str
+    last_seq: int
+    day: int
+    severity_mean: float
+    severity_sd: float
+    p_episode: float
+    p_severe: float
+    alert_flags: list[str]
+    updated_at: float
+
+
+class TwinPage(BaseModel):
+    """Twin search results (the caller's patients only), most severe first."""
+
+    items: list[TwinIndexOut]
+
+
+class ResearchTwinOut(BaseModel):
+    """A de-identified twin summary: keyed pseudonym, no identifiers, no patient id."""
+
+    pseudonym: str
+    day: int
+    severity_mean: float
+    severity_sd: float
+    p_episode: float
+    p_severe: float
+    alert_flags: list[str]
+
+
+class ResearchTwinPage(BaseModel):
+    """De-identified twin summaries, most severe first."""
+
+    items: list[ResearchTwinOut]
+
+
+class BreakGlassIn(BaseModel):
+    """An emergency-access request: a stated reason and a bounded duration."""
+
+    model_config = _STRICT
+
+    reason: str = Field(min_length=10, max_length=500)
+    minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+
+class BreakGlassOut(BaseModel):
+    """A granted emergency access."""
+
+    patient_id: str
+    expires_at: float
+
+
+class FeedEventOut(BaseModel):
+    """One change-feed event (the SSE ``data``); ``seq`` is also the SSE ``id``."""
+
+    seq: int
+    day: float
+    payload: dict[str, Any]
+
+
+class AuditEntryOut(BaseModel):
+    """One audit-trail entry with its chain hashes."""
+
+    seq: int
+    actor: str
+    role: str
+    action: str
+    patient_id: str | None
+    outcome: Literal["allowed", "denied"] | str
+    purpose: str
+    at: str
+    request_id: str
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    """A page of the audit trail; ``next_after`` continues."""
+
+    items: list[AuditEntryOut]
+    next_after: int | None
+
+
+class AuditVerifyOut(BaseModel):
+    """The result of recomputing the audit chain."""
+
+    ok: bool
+    entries: int
+    head_hash: str | None
+    first_bad_seq: int | None
+    reason: str | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,6 +41,23 @@ class TwinSettings(BaseSettings):
         aws_region: Region of the AWS clients.
         aws_endpoint_url: Endpoint override for S3 and KMS (tests, private endpoints).
         redis_url: Redis for the change feed and summary cache.
+        mongo_url: MongoDB for documents (scenario reports); else the relational store.
+        jwt_issuer: Expected ``iss`` of bearer tokens.
+        jwt_audience: Expected ``aud`` of bearer tokens.
+        jwt_secret: HS256 secret (local use; generated into the key folder when unset).
+        jwks_url: JWKS endpoint of the identity provider (RS256/ES256; production).
+        research_key: HMAC key of researcher pseudonyms (generated locally when unset).
+        rate_limit_per_minute: Requests per caller and minute before 429.
+        http_host: Address the HTTP API binds.
+        http_port: Port of the HTTP API.
+        api_min_replicas: Serve autoscaling lower bound of the API deployment.
+        api_max_replicas: Serve autoscaling upper bound.
+        api_target_ongoing_requests: Serve autoscaling target per replica.
+        api_max_ongoing_requests: Requests one replica works on at once.
+        api_max_queued_requests: Requests waiting per caller before 503 (bounded queue).
+        break_glass_max_minutes: Longest emergency-access grant.
+        serve_haproxy: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``) instead of the
+            Python proxy; measured faster here (``bench/api.py``).
 
     Outside ``local``, the service refuses to start on the embedded defaults.
     """
@@ -66,20 +83,44 @@ class TwinSettings(BaseSettings):
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = Field(default=None, description="S3/KMS endpoint override")
     redis_url: str | None = Field(default=None, description="redis://... (else in-process)")
+    mongo_url: str | None = Field(default=None, description="mongodb://... (else relational)")
+    jwt_issuer: str = "novamind-local"
+    jwt_audience: str = "novamind-api"
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret (local)")
+    jwks_url: str | None = Field(default=None, description="IdP JWKS (RS256/ES256)")
+    research_key: SecretStr | None = Field(default=None, description="pseudonym HMAC key")
+    rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    api_min_replicas: int = Field(default=1, ge=1, le=100)
+    api_max_replicas: int = Field(default=2, ge=1, le=100)
+    api_target_ongoing_requests: float = Field(default=32.0, gt=0)
+    api_max_ongoing_requests: int = Field(default=64, ge=1, le=10_000)
+    api_max_queued_requests: int = Field(default=256, ge=1, le=100_000)
+    break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    serve_haproxy: bool = True
 
     @model_validator(mode="after")
     def _no_embedded_defaults_outside_local(self) -> TwinSettings:
         if self.environment != "local":
             missing = [
                 name
-                for name in ("database_url", "s3_bucket", "kms_key_id")
+                for name in ("database_url", "s3_bucket", "kms_key_id", "jwks_url", "research_key")
                 if getattr(self, name) is None
             ]
             if missing:
                 raise ValueError(
                     f"environment {self.environment!r} needs {', '.join(missing)}: the embedded "
-                    "SQLite store, local checkpoints and local key file are for local use only"
+                    "SQLite store, local checkpoints, local key file and generated secrets "
+                    "are for local use only"
                 )
+            if self.jwt_secret is not None:
+                raise ValueError(
+                    f"environment {self.environment!r} takes tokens from the IdP (jwks_url), "
+                    "not a shared HS256 secret"
+                )
+        if self.api_min_replicas > self.api_max_replicas:
+            raise ValueError("api_min_replicas exceeds api_max_replicas")
         return self
 
     config: Path = Path("novamind.toml")

@@ -1,197 +1,164 @@
-"""The FastAPI application: routes, authentication, authorisation and audit.
+"""The FastAPI application: middleware, health, the ``/v1`` routers, the error mapping.
 
-Every route that touches patient data declares who may call it; the decision, allowed or
-denied, is appended to the audit trail before the handler does anything else.
+``create_app(services)`` wires ready-made services (tests, plain ASGI); ``create_app(
+open_services=...)`` opens them in the app's lifespan, in the process that serves (a Ray Serve
+replica). Nothing here does I/O at import or construction.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Annotated, Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments.api.errors import install_error_handlers, problem
-from deployments.auth import Principal, Role, TokenVerifier
-from twin import errors, ports, schemas
-from twin.domain import codec
-from twin.domain.audit import AuditRecord
-from twin.domain.patients import Identifiers
-from twin.forecast.scenario import Scenario
-from twin.forecast.summary import Forecast
-from twin.service.host import IngestResult, TwinSummary
+from deployments.api.observability import ACCESS_LOG
+from deployments.api.routes import audit, feed, observations, patients, research, scenarios, twins
+from deployments.api.services import ApiServices
 
-__all__ = ["ApiServices", "Twins", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "ApiServices", "create_app"]
 
 MAX_BODY_BYTES = 1 << 20
 
-
-class Twins(Protocol):
-    """What the API needs from the twin runtime (TwinHost in-process, TwinRuntime on Ray)."""
-
-    async def ingest(self, patient_id: str, batch: Sequence[ports.NewEvent]) -> IngestResult:
-        """Append durably and apply."""
-        ...
-
-    async def summary(self, patient_id: str) -> TwinSummary:
-        """The twin's estimate."""
-        ...
-
-    async def forecast(
-        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
-    ) -> list[Forecast]:
-        """Forecasts per scenario."""
-        ...
+ServicesOpener = Callable[[], AbstractAsyncContextManager[ApiServices]]
 
 
-@dataclass(frozen=True, slots=True)
-class ApiServices:
-    """Everything the routes use, built by the composition root."""
-
-    verifier: TokenVerifier
-    registry: ports.PatientRegistry
-    audit: ports.AuditLog
-    twins: Twins
-    ready: Callable[[], Awaitable[bool]] | None = None
+class _BodyTooLargeErrorError(Exception):
+    pass
 
 
-async def principal(request: Request) -> Principal:
-    """The authenticated caller, from the ``Authorization: Bearer`` header."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise errors.AuthenticationError("a bearer token is required")
-    services: ApiServices = request.app.state.services
-    return services.verifier.verify(token.strip())
+class BoundedBody:
+    """Refuses request bodies over ``limit`` bytes with 413, declared or streamed (chunked)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+        refused = False
+
+        async def counted() -> Message:
+            # A streamed body over the limit: answer 413 now and tell the app the client left.
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                refused = True
+                await self._refuse(scope, receive, send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, guarded_send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(
+            413, "Content Too Large", f"request bodies are limited to {self.limit} bytes"
+        )
+        await response(scope, receive, send)
 
 
-#: A route parameter that requires an authenticated caller.
-Caller = Annotated[Principal, Depends(principal)]
+def create_app(
+    services: ApiServices | None = None,
+    *,
+    open_services: ServicesOpener | None = None,
+    docs: bool = True,
+) -> FastAPI:
+    """Build the app around its services, given or opened at start-up (exactly one).
 
+    ``docs=False`` hides the interactive ``/docs`` page (production; OWASP API8); the OpenAPI
+    document stays at ``/openapi.json`` as the route inventory.
+    """
+    if (services is None) == (open_services is None):
+        raise ValueError("give exactly one of services or open_services")
 
-def create_app(services: ApiServices) -> FastAPI:
-    """Build the app around its services (no I/O here)."""
-    app = FastAPI(title="Novamind", version="1.0", docs_url="/docs")
-    app.state.services = services
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if open_services is None:
+            yield
+            return
+        async with open_services() as opened:
+            app.state.services = opened
+            yield
+
+    app = FastAPI(
+        title="Novamind",
+        version="1.0",
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        lifespan=lifespan,
+        description="Psychiatric digital twins: observations in, calibrated estimates, "
+        "forecasts and what-if scenarios out. Errors are application/problem+json.",
+    )
+    if services is not None:
+        app.state.services = services
     install_error_handlers(app)
 
     @app.middleware("http")
-    async def bounded_bodies(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return problem(
-                413, "Content Too Large", f"bodies are limited to {MAX_BODY_BYTES} bytes"
-            )
+    async def observe(request: Request, call_next: Any) -> Response:
+        # Request ids are ours (a client's x-request-id is not trusted into the audit trail).
+        request.state.request_id = uuid.uuid4().hex
+        started = time.perf_counter()
         response: Response = await call_next(request)
+        elapsed = time.perf_counter() - started
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        svc: ApiServices | None = getattr(request.app.state, "services", None)
+        if svc is not None:
+            svc.metrics.request(route, request.method, response.status_code, elapsed)
+        ACCESS_LOG.info(
+            "request",
+            extra={
+                "request_id": request.state.request_id,
+                "method": request.method,
+                "route": route,
+                "status": response.status_code,
+                "latency_ms": round(elapsed * 1000.0, 2),
+                "role": getattr(request.state, "role", None),
+            },
+        )
+        response.headers["X-Request-ID"] = request.state.request_id
+        response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
         return response
 
-    async def decide(
-        who: Principal, action: str, patient_id: str | None, allowed: bool, request: Request
-    ) -> None:
-        record = AuditRecord(
-            actor=who.subject,
-            role=who.role,
-            action=action,
-            patient_id=patient_id,
-            outcome="allowed" if allowed else "denied",
-            purpose="treatment" if who.role == "clinician" else who.role,
-            at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-            request_id=request.headers.get("x-request-id") or uuid.uuid4().hex,
-        )
-        await services.audit.append(record)
-        if not allowed:
-            raise errors.AuthorizationError(f"role {who.role} may not {action} this patient")
+    app.add_middleware(BoundedBody, limit=MAX_BODY_BYTES)
 
-    async def patient_access(
-        who: Principal, action: str, patient_id: str, roles: tuple[Role, ...], request: Request
-    ) -> str:
-        """Decide and audit; returns the patient's care team."""
-        team = await services.registry.care_team(patient_id)
-        allowed = who.role in roles and (
-            who.role != "clinician" or (team is not None and team in who.care_team)
-        )
-        await decide(who, action, patient_id, allowed, request)
-        if team is None:
-            raise errors.NotFoundError("no such patient")
-        return team
-
-    @app.get("/health/liveness")
+    @app.get("/health/liveness", tags=["health"])
     async def liveness() -> dict[str, str]:
+        """The process is up."""
         return {"status": "alive"}
 
-    @app.get("/health/readiness")
-    async def readiness() -> JSONResponse:
-        ok = await services.ready() if services.ready is not None else True
+    @app.get(
+        "/health/readiness",
+        tags=["health"],
+        responses={503: {"description": "a dependency is unavailable"}},
+    )
+    async def readiness(request: Request) -> JSONResponse:
+        """Every dependency answers (stores, twin hosts)."""
+        svc: ApiServices | None = getattr(request.app.state, "services", None)
+        ok = svc is not None and (await svc.ready() if svc.ready is not None else True)
         return JSONResponse(
             {"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503
         )
 
-    @app.post("/v1/patients", status_code=201, response_model=schemas.PatientCreated)
-    async def create_patient(
-        body: schemas.PatientCreate, who: Caller, request: Request
-    ) -> schemas.PatientCreated:
-        allowed = who.role == "admin" or (
-            who.role == "clinician" and body.care_team in who.care_team
-        )
-        await decide(who, "patient.create", None, allowed, request)
-        identifiers = Identifiers(body.name, body.birth_date, body.mrn, body.contact)
-        patient_id = await services.registry.create(identifiers, care_team=body.care_team)
-        return schemas.PatientCreated(patient_id=patient_id)
-
-    @app.get("/v1/patients/{patient_id}", response_model=schemas.PatientOut)
-    async def read_patient(patient_id: str, who: Caller, request: Request) -> schemas.PatientOut:
-        team = await patient_access(
-            who, "patient.read", patient_id, ("clinician", "admin"), request
-        )
-        ident = await services.registry.identifiers(patient_id)
-        return schemas.PatientOut(patient_id=patient_id, care_team=team, **asdict(ident))
-
-    @app.post("/v1/patients/{patient_id}/observations", response_model=schemas.IngestOut)
-    async def ingest(
-        patient_id: str, body: schemas.ObservationBatch, who: Caller, request: Request
-    ) -> schemas.IngestOut:
-        await patient_access(
-            who, "observations.ingest", patient_id, ("clinician", "admin", "service"), request
-        )
-        batch = [
-            ports.NewEvent(item.idempotency_key, item.day, codec.decode(item.payload))
-            for item in body.items
-        ]
-        result = await services.twins.ingest(patient_id, batch)
-        return schemas.IngestOut(
-            acknowledged=[
-                schemas.AckOut(seq=r.seq, duplicate=r.duplicate) for r in result.appended
-            ],
-            alerts=[
-                schemas.AlertOut(
-                    rule=a.rule, status=a.status, severity=a.severity, seq=a.seq, detail=a.detail
-                )
-                for a in result.alerts
-            ],
-            last_seq=result.last_seq,
-        )
-
-    @app.get("/v1/patients/{patient_id}/twin", response_model=schemas.TwinOut)
-    async def twin_state(patient_id: str, who: Caller, request: Request) -> schemas.TwinOut:
-        await patient_access(who, "twin.read", patient_id, ("clinician", "admin"), request)
-        return await services.twins.summary(patient_id)
-
-    @app.post("/v1/patients/{patient_id}/forecast")
-    async def forecast(
-        patient_id: str,
-        who: Caller,
-        request: Request,
-        weeks: int = 12,
-        scenario: Scenario | None = None,
-    ) -> dict[str, Any]:
-        await patient_access(who, "twin.forecast", patient_id, ("clinician", "admin"), request)
-        if not 1 <= weeks <= 26:
-            raise errors.ObservationRangeError("weeks", weeks, "integer 1..26")
-        (result,) = await services.twins.forecast(patient_id, [scenario or Scenario()], weeks=weeks)
-        return asdict(result)
-
+    for module in (patients, observations, twins, scenarios, feed, research, audit):
+        app.include_router(module.router)
     return app

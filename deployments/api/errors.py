@@ -6,16 +6,22 @@ become a bare 500 without detail.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from twin import errors
+from twin.schemas import Problem
 
-__all__ = ["install_error_handlers", "problem"]
+__all__ = ["PROBLEMS", "install_error_handlers", "problem"]
 
 PROBLEM = "application/problem+json"
 _STATUS: tuple[tuple[type[errors.TwinError], int, str], ...] = (
+    (errors.RateLimitedError, 429, "Too Many Requests"),
+    (errors.OverloadedError, 503, "Service Unavailable"),
     (errors.AuthenticationError, 401, "Unauthorized"),
     (errors.AuthorizationError, 403, "Forbidden"),
     (errors.NotFoundError, 404, "Not Found"),
@@ -27,12 +33,38 @@ _STATUS: tuple[tuple[type[errors.TwinError], int, str], ...] = (
 )
 
 
-def problem(status: int, title: str, detail: str | None = None) -> JSONResponse:
-    """A problem+json response."""
-    body = {"type": "about:blank", "title": title, "status": status}
+_PROBLEM_CONTENT: dict[str, Any] = {
+    "model": Problem,
+    "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+#: Error answers every ``/v1`` route may give, documented in OpenAPI as problem+json.
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {**_PROBLEM_CONTENT, "description": description}
+    for status, description in (
+        (400, "Malformed request (a body that is not JSON)"),
+        (401, "No valid bearer token"),
+        (403, "The caller's role may not do this"),
+        (404, "No such resource (or not visible to the caller)"),
+        (413, "Request body too large"),
+        (422, "Invalid input"),
+        (429, "Rate limit exceeded (Retry-After)"),
+        (503, "A dependency is unavailable or the service is at capacity (Retry-After)"),
+    )
+}
+
+_TITLES = {404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
+
+
+def problem(
+    status: int, title: str, detail: str | None = None, *, retry_after_s: int | None = None
+) -> JSONResponse:
+    """A problem+json response (``Retry-After`` on 429 and 503)."""
+    body: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
     if detail is not None:
         body["detail"] = detail
-    headers = {"Retry-After": "1"} if status == 503 else {}
+    headers: dict[str, str] = {}
+    if status in (429, 503):
+        headers["Retry-After"] = str(retry_after_s or 1)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
@@ -45,8 +77,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def twin_error(request: Request, exc: errors.TwinError) -> JSONResponse:
         for cls, status, title in _STATUS:
             if isinstance(exc, cls):
-                return problem(status, title, str(exc))
+                return problem(
+                    status, title, str(exc), retry_after_s=getattr(exc, "retry_after_s", None)
+                )
         return problem(500, "Internal Server Error")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # Routing errors (404 unknown path, 405 method) in the same problem+json shape.
+        response = problem(exc.status_code, _TITLES.get(exc.status_code, "Error"))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

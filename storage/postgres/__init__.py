@@ -4,6 +4,7 @@ from storage.postgres.database import PostgresDatabase
 from storage.postgres.stores import (
     PostgresAuditLog,
     PostgresDataKeyStore,
+    PostgresDocumentStore,
     PostgresEventStore,
     PostgresPatientRegistry,
     PostgresTwinIndex,
@@ -13,6 +14,7 @@ __all__ = [
     "PostgresAuditLog",
     "PostgresDataKeyStore",
     "PostgresDatabase",
+    "PostgresDocumentStore",
     "PostgresEventStore",
     "PostgresPatientRegistry",
     "PostgresTwinIndex",

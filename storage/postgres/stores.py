@@ -19,12 +19,13 @@ from typing import Any
 from storage.postgres.database import UNAVAILABLE, PostgresDatabase
 from twin import errors, ports
 from twin.domain import events
-from twin.domain.audit import AuditEntry, AuditRecord, entry_hash
+from twin.domain.audit import AuditEntry, AuditRecord, chain, record_from_json
 from twin.domain.patients import Identifiers
 
 __all__ = [
     "PostgresAuditLog",
     "PostgresDataKeyStore",
+    "PostgresDocumentStore",
     "PostgresEventStore",
     "PostgresPatientRegistry",
     "PostgresTwinIndex",
@@ -219,17 +220,27 @@ class PostgresTwinIndex:
         return None if row is None else _index_entry(row)
 
     async def search(
-        self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
+        self,
+        *,
+        min_severity: float | None = None,
+        alert: str | None = None,
+        patient_ids: Sequence[str] | None = None,
+        updated_since: float | None = None,
+        limit: int = 100,
     ) -> list[ports.IndexEntry]:
-        """Filter by severity and/or alert flag, most severe first."""
+        """Filter by severity, alert flag, scope and update time; most severe first."""
         async with _connection(self._db) as conn:
             rows = await conn.fetch(
                 f"SELECT {_INDEX_COLUMNS} FROM twin_index "
                 "WHERE ($1::float8 IS NULL OR severity_mean >= $1) "
                 "AND ($2::text IS NULL OR $2 = ANY(alert_flags)) "
-                "ORDER BY severity_mean DESC, patient_id LIMIT $3",
+                "AND ($3::text[] IS NULL OR patient_id = ANY($3)) "
+                "AND ($4::float8 IS NULL OR updated_at >= $4) "
+                "ORDER BY severity_mean DESC, patient_id LIMIT $5",
                 min_severity,
                 alert,
+                None if patient_ids is None else list(patient_ids),
+                updated_since,
                 limit,
             )
         return [_index_entry(r) for r in rows]
@@ -246,20 +257,28 @@ class PostgresAuditLog:
         self._db = db
 
     async def append(self, record: AuditRecord) -> AuditEntry:
+        """Chain and insert one record."""
+        (entry,) = await self.append_many([record])
+        return entry
+
+    async def append_many(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
         """Chain and insert in one transaction."""
+        if not records:
+            return []
         async with _connection(self._db) as conn, conn.transaction():
             head = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
-            seq, prev = int(head["seq"]) + 1, str(head["hash"])
-            entry = AuditEntry(seq, record, prev, entry_hash(prev, seq, record))
-            await conn.execute(
+            new = chain(str(head["hash"]), int(head["seq"]), records)
+            await conn.executemany(
                 "INSERT INTO audit_log (seq, record, prev_hash, hash) VALUES ($1, $2, $3, $4)",
-                seq,
-                json.dumps(asdict(record), sort_keys=True),
-                prev,
-                entry.hash,
+                [
+                    (e.seq, json.dumps(asdict(e.record), sort_keys=True), e.prev_hash, e.hash)
+                    for e in new
+                ],
             )
-            await conn.execute("UPDATE audit_head SET seq = $1, hash = $2", seq, entry.hash)
-        return entry
+            await conn.execute(
+                "UPDATE audit_head SET seq = $1, hash = $2", new[-1].seq, new[-1].hash
+            )
+        return new
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         """Entries in chain order."""
@@ -273,7 +292,7 @@ class PostgresAuditLog:
         return [
             AuditEntry(
                 int(r["seq"]),
-                AuditRecord(**json.loads(r["record"])),
+                record_from_json(r["record"]),
                 str(r["prev_hash"]),
                 str(r["hash"]),
             )
@@ -320,13 +339,16 @@ class PostgresPatientRegistry:
         row = await self._row(patient_id)
         return None if row is None or row["erased_at"] is not None else str(row["care_team"])
 
-    async def list_for_team(self, care_team: str, *, limit: int = 100) -> list[str]:
-        """Live patients of a team, oldest first."""
+    async def list_for_team(
+        self, care_team: str, *, after: str | None = None, limit: int = 100
+    ) -> list[str]:
+        """Live patients of a team in id order, after ``after``."""
         async with _connection(self._db) as conn:
             rows = await conn.fetch(
                 "SELECT patient_id FROM patients WHERE care_team = $1 AND erased_at IS NULL "
-                "ORDER BY created_at, patient_id LIMIT $2",
+                "AND patient_id > $2 ORDER BY patient_id LIMIT $3",
                 care_team,
+                after or "",
                 limit,
             )
         return [str(r["patient_id"]) for r in rows]
@@ -341,3 +363,74 @@ class PostgresPatientRegistry:
                 "UPDATE patients SET erased_at = now() WHERE patient_id = $1", patient_id
             )
         return True
+
+
+def _document(row: Any) -> ports.Document:
+    return ports.Document(
+        str(row["collection"]),
+        str(row["doc_id"]),
+        row["patient_id"],
+        bytes(row["body"]),
+        float(row["created_at"]),
+    )
+
+
+_DOCUMENT_COLUMNS = "collection, doc_id, patient_id, body, created_at"
+
+
+class PostgresDocumentStore:
+    """Documents in PostgreSQL (when no MongoDB is configured)."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def put(self, document: ports.Document) -> None:
+        """Insert or replace (committed when this returns)."""
+        async with _connection(self._db) as conn:
+            await conn.execute(
+                f"INSERT INTO documents ({_DOCUMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
+                "ON CONFLICT (collection, doc_id) DO UPDATE SET patient_id = EXCLUDED.patient_id,"
+                " body = EXCLUDED.body, created_at = EXCLUDED.created_at",
+                document.collection,
+                document.doc_id,
+                document.patient_id,
+                document.body,
+                document.created_at,
+            )
+
+    async def get(self, collection: str, doc_id: str) -> ports.Document | None:
+        """One document, or ``None``."""
+        async with _connection(self._db) as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection = $1 AND doc_id = $2",
+                collection,
+                doc_id,
+            )
+        return None if row is None else _document(row)
+
+    async def list(
+        self,
+        collection: str,
+        *,
+        patient_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[ports.Document]:
+        """Documents in ``doc_id`` order."""
+        async with _connection(self._db) as conn:
+            rows = await conn.fetch(
+                f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection = $1 "
+                "AND ($2::text IS NULL OR patient_id = $2) AND doc_id > $3 "
+                "ORDER BY doc_id LIMIT $4",
+                collection,
+                patient_id,
+                after or "",
+                limit,
+            )
+        return [_document(r) for r in rows]
+
+    async def delete_patient(self, patient_id: str) -> int:
+        """Delete a patient's documents."""
+        async with _connection(self._db) as conn:
+            status = await conn.execute("DELETE FROM documents WHERE patient_id = $1", patient_id)
+        return int(status.split()[-1])

@@ -4,6 +4,7 @@ from storage.sqlite.database import SqliteDatabase
 from storage.sqlite.stores import (
     SqliteAuditLog,
     SqliteDataKeyStore,
+    SqliteDocumentStore,
     SqliteEventStore,
     SqlitePatientRegistry,
     SqliteTwinIndex,
@@ -13,6 +14,7 @@ __all__ = [
     "SqliteAuditLog",
     "SqliteDataKeyStore",
     "SqliteDatabase",
+    "SqliteDocumentStore",
     "SqliteEventStore",
     "SqlitePatientRegistry",
     "SqliteTwinIndex",

@@ -22,12 +22,13 @@ import aiosqlite
 from storage.sqlite.database import SqliteDatabase
 from twin import errors, ports
 from twin.domain import events
-from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, entry_hash
+from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, chain, record_from_json
 from twin.domain.patients import Identifiers
 
 __all__ = [
     "SqliteAuditLog",
     "SqliteDataKeyStore",
+    "SqliteDocumentStore",
     "SqliteEventStore",
     "SqlitePatientRegistry",
     "SqliteTwinIndex",
@@ -233,22 +234,41 @@ class SqliteTwinIndex:
         return None if row is None else _index_entry(row)
 
     async def search(
-        self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
+        self,
+        *,
+        min_severity: float | None = None,
+        alert: str | None = None,
+        patient_ids: Sequence[str] | None = None,
+        updated_since: float | None = None,
+        limit: int = 100,
     ) -> list[ports.IndexEntry]:
-        """Filter by severity and/or alert flag, most severe first."""
+        """Filter by severity, alert flag, scope and update time; most severe first."""
+        scope = None if patient_ids is None else json.dumps(list(patient_ids))
         async with self._db.lock:
             cursor = await self._db.conn.execute(
                 f"SELECT {_INDEX_COLUMNS} FROM twin_index "
                 "WHERE (? IS NULL OR severity_mean >= ?) AND (? IS NULL OR alert_flags LIKE ?) "
+                "AND (? IS NULL OR patient_id IN (SELECT value FROM json_each(?))) "
+                "AND (? IS NULL OR updated_at >= ?) "
                 "ORDER BY severity_mean DESC, patient_id LIMIT ?",
-                (min_severity, min_severity, alert, f"%,{alert},%", limit),
+                (
+                    min_severity,
+                    min_severity,
+                    alert,
+                    f"%,{alert},%",
+                    scope,
+                    scope,
+                    updated_since,
+                    updated_since,
+                    limit,
+                ),
             )
             rows = await cursor.fetchall()
         return [_index_entry(r) for r in rows]
 
 
 def _audit_entry(seq: Any, record: Any, prev: Any, digest: Any) -> AuditEntry:
-    return AuditEntry(int(seq), AuditRecord(**json.loads(record)), str(prev), str(digest))
+    return AuditEntry(int(seq), record_from_json(record), str(prev), str(digest))
 
 
 class SqliteAuditLog:
@@ -258,7 +278,14 @@ class SqliteAuditLog:
         self._db = db
 
     async def append(self, record: AuditRecord) -> AuditEntry:
+        """Chain and insert one record."""
+        (entry,) = await self.append_many([record])
+        return entry
+
+    async def append_many(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
         """Chain and insert in one write transaction (appends are serialised)."""
+        if not records:
+            return []
         conn = self._db.conn
         async with self._db.lock:
             try:
@@ -267,18 +294,21 @@ class SqliteAuditLog:
                     "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
                 )
                 row = await cursor.fetchone()
-                seq, prev = (1, GENESIS) if row is None else (int(row[0]) + 1, str(row[1]))
-                entry = AuditEntry(seq, record, prev, entry_hash(prev, seq, record))
-                await conn.execute(
+                last, prev = (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+                new = chain(prev, last, records)
+                await conn.executemany(
                     "INSERT INTO audit_log (seq, record, prev_hash, hash) VALUES (?, ?, ?, ?)",
-                    (seq, json.dumps(asdict(record), sort_keys=True), prev, entry.hash),
+                    [
+                        (e.seq, json.dumps(asdict(e.record), sort_keys=True), e.prev_hash, e.hash)
+                        for e in new
+                    ],
                 )
                 await conn.execute("COMMIT")
             except aiosqlite.Error as exc:
                 if conn.in_transaction:
                     await conn.execute("ROLLBACK")
                 raise errors.StorageUnavailableError(f"audit append failed: {exc}") from None
-        return entry
+        return new
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         """Entries in chain order."""
@@ -330,13 +360,15 @@ class SqlitePatientRegistry:
         row = await self._row(patient_id)
         return None if row is None or row[2] is not None else str(row[0])
 
-    async def list_for_team(self, care_team: str, *, limit: int = 100) -> list[str]:
-        """Live patients of a team, oldest first."""
+    async def list_for_team(
+        self, care_team: str, *, after: str | None = None, limit: int = 100
+    ) -> list[str]:
+        """Live patients of a team in id order, after ``after``."""
         async with self._db.lock:
             cursor = await self._db.conn.execute(
                 "SELECT patient_id FROM patients WHERE care_team = ? AND erased_at IS NULL "
-                "ORDER BY created_at, patient_id LIMIT ?",
-                (care_team, limit),
+                "AND patient_id > ? ORDER BY patient_id LIMIT ?",
+                (care_team, after or "", limit),
             )
             rows = await cursor.fetchall()
         return [str(r[0]) for r in rows]
@@ -353,3 +385,67 @@ class SqlitePatientRegistry:
                 (patient_id,),
             )
         return True
+
+
+def _document(row: Any) -> ports.Document:
+    return ports.Document(str(row[0]), str(row[1]), row[2], bytes(row[3]), float(row[4]))
+
+
+class SqliteDocumentStore:
+    """Documents in SQLite (the embedded default of :class:`twin.ports.DocumentStore`)."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def put(self, document: ports.Document) -> None:
+        """Insert or replace."""
+        async with self._db.lock:
+            await self._db.conn.execute(
+                "INSERT OR REPLACE INTO documents "
+                "(collection, doc_id, patient_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    document.collection,
+                    document.doc_id,
+                    document.patient_id,
+                    document.body,
+                    document.created_at,
+                ),
+            )
+
+    async def get(self, collection: str, doc_id: str) -> ports.Document | None:
+        """One document, or ``None``."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT collection, doc_id, patient_id, body, created_at FROM documents "
+                "WHERE collection = ? AND doc_id = ?",
+                (collection, doc_id),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else _document(row)
+
+    async def list(
+        self,
+        collection: str,
+        *,
+        patient_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[ports.Document]:
+        """Documents in ``doc_id`` order."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT collection, doc_id, patient_id, body, created_at FROM documents "
+                "WHERE collection = ? AND (? IS NULL OR patient_id = ?) AND doc_id > ? "
+                "ORDER BY doc_id LIMIT ?",
+                (collection, patient_id, patient_id, after or "", limit),
+            )
+            rows = await cursor.fetchall()
+        return [_document(r) for r in rows]
+
+    async def delete_patient(self, patient_id: str) -> int:
+        """Delete a patient's documents."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "DELETE FROM documents WHERE patient_id = ?", (patient_id,)
+            )
+        return int(cursor.rowcount)

@@ -6,6 +6,7 @@ database per test.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from storage.postgres import (
     PostgresAuditLog,
     PostgresDatabase,
     PostgresDataKeyStore,
+    PostgresDocumentStore,
     PostgresEventStore,
     PostgresPatientRegistry,
     PostgresTwinIndex,
@@ -28,6 +30,7 @@ from storage.sqlite import (
     SqliteAuditLog,
     SqliteDatabase,
     SqliteDataKeyStore,
+    SqliteDocumentStore,
     SqliteEventStore,
     SqlitePatientRegistry,
     SqliteTwinIndex,
@@ -172,3 +175,35 @@ async def patient_registry(
         pg = await _postgres(request)
         yield PostgresPatientRegistry(pg, EnvelopeSealer(keys, PostgresDataKeyStore(pg)))
         await pg.close()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres", "mongo"])
+async def document_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ports.DocumentStore]:
+    if request.param == "memory":
+        yield fakes.MemoryDocumentStore()
+    elif request.param == "sqlite":
+        db = await SqliteDatabase.open(tmp_path / "documents.db")
+        yield SqliteDocumentStore(db)
+        await db.close()
+    elif request.param == "postgres":
+        pg = await _postgres(request)
+        yield PostgresDocumentStore(pg)
+        await pg.close()
+    else:
+        # No MongoDB server can be installed here: the suite runs against a real server only.
+        url = os.environ.get("NOVAMIND_TEST_MONGO_URL")
+        if not url:
+            pytest.skip("NOVAMIND_TEST_MONGO_URL is not set (no MongoDB server on this machine)")
+        from pymongo import AsyncMongoClient
+
+        from storage.mongo import MongoDocumentStore
+
+        client: AsyncMongoClient = AsyncMongoClient(url, serverSelectionTimeoutMS=3000)
+        database = client.get_database(f"novamind_test_{uuid.uuid4().hex[:8]}")
+        store = MongoDocumentStore(database)
+        await store.ensure_indexes()
+        yield store
+        await client.drop_database(database.name)
+        await client.close()

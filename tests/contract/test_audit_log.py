@@ -24,6 +24,34 @@ async def test_appends_form_a_verifiable_chain(audit_log):
     assert entries[0].record == record(0)
 
 
+async def test_group_appends_chain_in_order_in_one_call(audit_log):
+    await audit_log.append(record(0))
+    assert await audit_log.append_many([]) == []
+    group = await audit_log.append_many([record(i) for i in range(1, 4)])
+    assert [e.seq for e in group] == [2, 3, 4]
+    assert [e.record for e in group] == [record(i) for i in range(1, 4)]
+    entries = await audit_log.entries()
+    assert entries[1:] == group and verify_chain(entries).ok
+
+
+async def test_group_commit_batches_concurrent_requests(audit_log):
+    from deployments.api.audit_batch import GroupCommitAuditLog
+
+    calls: list[int] = []
+    original = audit_log.append_many
+
+    async def counted(records):
+        calls.append(len(records))
+        return await original(records)
+
+    audit_log.append_many = counted
+    batched = GroupCommitAuditLog(audit_log)
+    entries = await asyncio.gather(*(batched.append(record(i)) for i in range(40)))
+    assert [e.seq for e in entries] == list(range(1, 41))  # each caller gets its own entry
+    assert sum(calls) == 40 and len(calls) < 40  # fewer transactions than appends
+    assert verify_chain(await batched.entries()).ok
+
+
 async def test_sqlite_refuses_changes_and_detects_tampering_behind_its_back(sqlite_db):
     import aiosqlite
 

@@ -57,3 +57,17 @@ async def test_no_identifier_reaches_the_sqlite_file(tmp_path, sqlite_db, key_pr
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("novamind.db*"))
     for canary in (b"Canary", b"MRN-CANARY", b"1980-12-10", b"ada@example"):
         assert canary not in raw
+
+
+async def test_team_listing_pages_by_id(patient_registry):
+    ids = sorted(
+        [
+            await patient_registry.create(Identifiers("P", "1990-01-01", f"M{i}"), care_team="t")
+            for i in range(5)
+        ]
+    )
+    first = await patient_registry.list_for_team("t", limit=2)
+    second = await patient_registry.list_for_team("t", after=first[-1], limit=2)
+    third = await patient_registry.list_for_team("t", after=second[-1], limit=2)
+    assert first + second + third == ids
+    assert await patient_registry.list_for_team("t", after=ids[-1]) == []

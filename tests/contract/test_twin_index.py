@@ -27,3 +27,13 @@ async def test_search_by_severity_and_alert(twin_index):
     assert [e.patient_id for e in both] == ["c"]
     assert [e.patient_id for e in await twin_index.search(limit=2)] == ["c", "b"]
     assert await twin_index.search(alert="safety") == []  # exact flags, not substrings
+
+
+async def test_search_within_a_scope_and_by_update_time(twin_index):
+    for pid, seq, severity in (("a", 1, 9.0), ("b", 2, 18.0), ("c", 3, 22.0)):
+        await twin_index.upsert(entry(pid, seq, severity))
+    scoped = await twin_index.search(patient_ids=["a", "c", "zz"])
+    assert [e.patient_id for e in scoped] == ["c", "a"]
+    assert await twin_index.search(patient_ids=[]) == []
+    recent = await twin_index.search(updated_since=1.0e9 + 2)
+    assert [e.patient_id for e in recent] == ["c", "b"]

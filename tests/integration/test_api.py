@@ -1,127 +1,151 @@
-"""The HTTP API in-process (httpx ASGI transport) over the embedded stores and a TwinHost."""
+"""The HTTP API through its routes: a clinician's day, bad input, erasure, break-glass."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+import time
 
-import httpx
-import pytest
-
-from deployments.api.app import ApiServices, create_app
-from deployments.auth import TokenVerifier, mint_token
-from storage.local import LocalCheckpointStore, LocalKeyProvider
-from storage.sealed import EnvelopeSealer
-from storage.sqlite import (
-    SqliteAuditLog,
-    SqliteDatabase,
-    SqliteDataKeyStore,
-    SqliteEventStore,
-    SqlitePatientRegistry,
-)
+from tests.integration.conftest import bearer
 from twin.domain.audit import verify_chain
-from twin.service.host import HostPorts, HostSettings, TwinHost
 
-SECRET, ISS, AUD = "x" * 48, "https://idp.test", "novamind-api"
 ADA = {
     "name": "Ada Canary",
     "birth_date": "1980-12-10",
     "mrn": "MRN-CANARY-1",
     "care_team": "team-1",
 }
-
-
-def token(role: str, sub: str = "user", team: tuple[str, ...] = ()) -> dict[str, str]:
-    t = mint_token(SECRET, subject=sub, role=role, issuer=ISS, audience=AUD, care_team=team)  # type: ignore[arg-type]
-    return {"Authorization": f"Bearer {t}"}
-
-
-CLINICIAN = token("clinician", "dr-a", ("team-1",))
-OTHER_CLINICIAN = token("clinician", "dr-b", ("team-2",))
+CLINICIAN = bearer("clinician", "dr-a", ("team-1",))
+OTHER_CLINICIAN = bearer("clinician", "dr-b", ("team-2",))
 ADMIN, SERVICE, RESEARCHER = (
-    token("admin", "root"),
-    token("service", "etl"),
-    token("researcher", "r1"),
+    bearer("admin", "root"),
+    bearer("service", "etl"),
+    bearer("researcher", "r1"),
 )
+PHQ9_ITEM9 = {"type": "phq9", "total": 18, "items": [3, 3, 3, 2, 2, 2, 1, 1, 1]}
 
 
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SqliteAuditLog]]:
-    db = await SqliteDatabase.open(tmp_path / "novamind.db")
-    sealer = EnvelopeSealer(LocalKeyProvider(tmp_path / "keys"), SqliteDataKeyStore(db))
-    host = TwinHost(
-        HostPorts(SqliteEventStore(db, sealer), LocalCheckpointStore(tmp_path / "ckpt"), sealer),
-        settings=HostSettings(particles=300),
-    )
-    audit = SqliteAuditLog(db)
-    services = ApiServices(
-        verifier=TokenVerifier(issuer=ISS, audience=AUD, secret=SECRET),
-        registry=SqlitePatientRegistry(db, sealer),
-        audit=audit,
-        twins=host,
-    )
-    transport = httpx.ASGITransport(app=create_app(services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://novamind") as client:
-        yield client, audit
-    await db.close()
+async def test_health(api_env):
+    assert (await api_env.http.get("/health/liveness")).json() == {"status": "alive"}
+    assert (await api_env.http.get("/health/readiness")).status_code == 200
 
 
-async def test_health(api):
-    client, _ = api
-    assert (await client.get("/health/liveness")).json() == {"status": "alive"}
-    assert (await client.get("/health/readiness")).status_code == 200
-
-
-async def test_a_clinicians_day_and_the_rules_around_it(api):
-    client, audit = api
+async def test_a_clinicians_day_and_the_rules_around_it(api_env):
+    client = api_env.http
     assert (await client.post("/v1/patients", json=ADA)).status_code == 401
     created = await client.post("/v1/patients", json=ADA, headers=CLINICIAN)
     assert created.status_code == 201
     pid = created.json()["patient_id"]
-    assert (await client.get(f"/v1/patients/{pid}", headers=CLINICIAN)).json()[
-        "mrn"
-    ] == "MRN-CANARY-1"
+    read = await client.get(f"/v1/patients/{pid}", headers=CLINICIAN)
+    assert read.json()["mrn"] == "MRN-CANARY-1"
+    # Outside the care team: 404 (existence not revealed); wrong role: 403.
     for headers, status in (
-        (OTHER_CLINICIAN, 403),
+        (OTHER_CLINICIAN, 404),
         (RESEARCHER, 403),
         (ADMIN, 200),
         (SERVICE, 403),
     ):
         assert (await client.get(f"/v1/patients/{pid}", headers=headers)).status_code == status
     items = [
-        {"idempotency_key": "q1", "day": 0.5, "payload": {"type": "phq9", "total": 18,
-                                                          "items": [3, 3, 3, 2, 2, 2, 1, 1, 1]}},
-        {"idempotency_key": "g1", "day": 0.6, "payload": {"type": "gad7", "total": 11}},
-    ]  # fmt: skip
+        {"idempotency_key": "q1", "day": 0.5, "payload": PHQ9_ITEM9},
+        {"idempotency_key": "g1", "day": 0.6, "loinc": {"code": "70274-6", "value": 11}},
+        {
+            "idempotency_key": "hr",
+            "day": 0.7,
+            "loinc": {"code": "40443-4", "value": 71, "unit": "/min"},
+        },
+        {
+            "idempotency_key": "sl",
+            "day": 0.8,
+            "loinc": {"code": "93832-4", "value": 420, "unit": "min"},
+        },
+    ]
     ingested = await client.post(
         f"/v1/patients/{pid}/observations", json={"items": items}, headers=SERVICE
     )
-    assert ingested.status_code == 200
+    assert ingested.status_code == 200, ingested.text
     body = ingested.json()
-    assert [a["seq"] for a in body["acknowledged"]] == [1, 2]
-    assert [a["rule"] for a in body["alerts"]] == ["safety_item9"]
+    assert [a["seq"] for a in body["acknowledged"]] == [1, 2, 3, 4]
+    assert [a["rule"] for a in body["alerts"] if a["status"] == "fired"] == ["safety_item9"]
+    again = await client.post(
+        f"/v1/patients/{pid}/observations", json={"items": items}, headers=SERVICE
+    )
+    assert [a["duplicate"] for a in again.json()["acknowledged"]] == [True] * 4
+    drug = [
+        {
+            "idempotency_key": "rx",
+            "day": 1.0,
+            "payload": {"type": "prescription", "drug": "sertraline", "mg_per_day": 50},
+        }
+    ]
+    wrong_route = await client.post(
+        f"/v1/patients/{pid}/observations", json={"items": drug}, headers=CLINICIAN
+    )
+    assert wrong_route.status_code == 422
+    assert (
+        await client.post(
+            f"/v1/patients/{pid}/interventions", json={"items": drug}, headers=CLINICIAN
+        )
+    ).json()["acknowledged"][0]["seq"] == 5
     twin = (await client.get(f"/v1/patients/{pid}/twin", headers=CLINICIAN)).json()
-    assert twin["last_seq"] == 2 and 0 <= twin["p_episode"] <= 1
-    forecast = await client.post(f"/v1/patients/{pid}/forecast?weeks=4", headers=CLINICIAN)
-    assert forecast.status_code == 200 and len(forecast.json()["phq9_quantiles"]) == 4
+    assert twin["last_seq"] == 5 and 0 <= twin["p_episode"] <= 1
+    assert twin["alert_flags"] == ["safety_item9"]
+    forecast = await client.post(
+        f"/v1/patients/{pid}/forecast", json={"weeks": 4}, headers=CLINICIAN
+    )
+    assert forecast.status_code == 200, forecast.text
+    assert len(forecast.json()["phq9_quantiles"]) == 4
     # Every patient-data request, allowed or denied, is in the verified audit chain.
-    entries = await audit.entries()
+    entries = await api_env.services.audit.entries()
     assert verify_chain(entries).ok
-    assert len(entries) == 1 + 1 + 4 + 1 + 1 + 1  # create, read, 4 reads, ingest, twin, forecast
-    assert sum(e.record.outcome == "denied" for e in entries) == 3
+    # anonymous create, create, read, 4 reads, 2 ingests, 2 more, twin, forecast
+    assert len(entries) == 1 + 1 + 1 + 4 + 2 + 2 + 1 + 1
+    assert sum(e.record.outcome == "denied" for e in entries) == 4
 
 
-async def test_bad_requests_are_problems_that_echo_no_values(api):
-    client, _ = api
+async def test_bad_requests_are_problems_that_echo_no_values(api_env):
+    client = api_env.http
     pid = (await client.post("/v1/patients", json=ADA, headers=ADMIN)).json()["patient_id"]
     cases = [
         ({**ADA, "nickname": "x"}, "/v1/patients", 422),
         ({**ADA, "birth_date": "2999-99-99"}, "/v1/patients", 422),
-        ({"items": [{"idempotency_key": "k", "day": 0, "payload": {"type": "phq9", "total": 30}}]},
-         f"/v1/patients/{pid}/observations", 422),
-        ({"items": [{"idempotency_key": "k", "day": 0, "payload": {"type": "mood_ring"}}]},
-         f"/v1/patients/{pid}/observations", 422),
-    ]  # fmt: skip
+        (
+            {
+                "items": [
+                    {"idempotency_key": "k", "day": 0, "payload": {"type": "phq9", "total": 30}}
+                ]
+            },
+            f"/v1/patients/{pid}/observations",
+            422,
+        ),
+        (
+            {"items": [{"idempotency_key": "k", "day": 0, "payload": {"type": "mood_ring"}}]},
+            f"/v1/patients/{pid}/observations",
+            422,
+        ),
+        (
+            {
+                "items": [
+                    {"idempotency_key": "k", "day": 0, "loinc": {"code": "44261-6", "value": 9.5}}
+                ]
+            },
+            f"/v1/patients/{pid}/observations",
+            422,
+        ),
+        (
+            {
+                "items": [
+                    {
+                        "idempotency_key": "k",
+                        "day": 0,
+                        "loinc": {"code": "8867-4", "value": 60, "unit": "Hz"},
+                    }
+                ]
+            },
+            f"/v1/patients/{pid}/observations",
+            422,
+        ),
+        ({"items": [{"idempotency_key": "k", "day": 0}]}, f"/v1/patients/{pid}/observations", 422),
+        ({"weeks": 27}, f"/v1/patients/{pid}/forecast", 422),
+    ]
     for body, url, status in cases:
         response = await client.post(url, json=body, headers=ADMIN)
         assert response.status_code == status, (url, response.text)
@@ -136,8 +160,97 @@ async def test_bad_requests_are_problems_that_echo_no_values(api):
             }
         ]
     }
-    assert (
-        await client.post(f"/v1/patients/{pid}/observations", json=big, headers=ADMIN)
-    ).status_code == 413
+    response = await client.post(f"/v1/patients/{pid}/observations", json=big, headers=ADMIN)
+    assert response.status_code == 413
+
+    async def stream():
+        for _ in range(40):
+            yield b"x" * 65536
+
+    chunked = await client.post(
+        f"/v1/patients/{pid}/observations",
+        content=stream(),
+        headers={**ADMIN, "content-type": "application/json"},
+    )
+    assert chunked.status_code == 413
     missing = await client.get("/v1/patients/pt_nobody/twin", headers=ADMIN)
     assert missing.status_code == 404 and missing.json()["status"] == 404
+    unknown = await client.get("/v1/nothing-here", headers=ADMIN)
+    assert (
+        unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+    )
+    wrong_method = await client.put("/v1/patients", headers=ADMIN)
+    assert wrong_method.status_code == 405
+
+
+async def test_erasure_crypto_shreds_identifiers_reports_and_events(api_env):
+    client = api_env.http
+    pid = (await client.post("/v1/patients", json=ADA, headers=ADMIN)).json()["patient_id"]
+    items = [{"idempotency_key": "q", "day": 0, "payload": {"type": "phq9", "total": 12}}]
+    await client.post(f"/v1/patients/{pid}/observations", json={"items": items}, headers=ADMIN)
+    report = await client.post(
+        f"/v1/patients/{pid}/scenarios",
+        json={"title": "dose", "weeks": 2, "scenarios": [{}, {"name": "b", "care": True}]},
+        headers=CLINICIAN,
+    )
+    assert report.status_code == 201, report.text
+    assert (await client.delete(f"/v1/patients/{pid}", headers=CLINICIAN)).status_code == 403
+    erased = await client.delete(f"/v1/patients/{pid}", headers=ADMIN)
+    assert erased.json() == {"patient_id": pid, "erased": True, "documents_deleted": 1}
+    assert (await client.get(f"/v1/patients/{pid}", headers=ADMIN)).status_code == 404
+    assert await api_env.services.documents.list("scenario", patient_id=pid) == []
+    # The log is still there (append-only) but unreadable: its data key is gone.
+    assert (await api_env.services.events.last_seq(pid)) == 1
+    actions = [e.record.action for e in await api_env.services.audit.entries()]
+    assert actions.count("patient.erase") == 2
+
+
+async def test_break_glass_is_bounded_audited_and_single_patient(api_env):
+    client = api_env.http
+    pid = (await client.post("/v1/patients", json=ADA, headers=ADMIN)).json()["patient_id"]
+    other = (await client.post("/v1/patients", json={**ADA, "mrn": "M2"}, headers=ADMIN)).json()[
+        "patient_id"
+    ]
+    assert (
+        await client.get(f"/v1/patients/{pid}/twin", headers=OTHER_CLINICIAN)
+    ).status_code == 404
+    short = await client.post(
+        f"/v1/patients/{pid}/break-glass", json={"reason": "x"}, headers=OTHER_CLINICIAN
+    )
+    assert short.status_code == 422  # a reason is required
+    assert (
+        await client.post(
+            f"/v1/patients/{pid}/break-glass",
+            json={"reason": "unconscious in the ED, needs history"},
+            headers=RESEARCHER,
+        )
+    ).status_code == 403
+    granted = await client.post(
+        f"/v1/patients/{pid}/break-glass",
+        json={"reason": "unconscious in the ED, needs history", "minutes": 5},
+        headers=OTHER_CLINICIAN,
+    )
+    assert granted.status_code == 201
+    assert 250 < granted.json()["expires_at"] - time.time() <= 300
+    assert (await client.get(f"/v1/patients/{pid}", headers=OTHER_CLINICIAN)).status_code == 200
+    # One patient only, and only for the clinician who asked.
+    assert (await client.get(f"/v1/patients/{other}", headers=OTHER_CLINICIAN)).status_code == 404
+    third = bearer("clinician", "dr-c", ("team-3",))
+    assert (await client.get(f"/v1/patients/{pid}", headers=third)).status_code == 404
+    entries = await api_env.services.audit.entries()
+    emergency = [
+        e.record
+        for e in entries
+        if e.record.purpose.startswith("ETREAT") and e.record.outcome == "allowed"
+    ]
+    assert [r.action for r in emergency] == ["break_glass.start", "patient.read"]
+    assert emergency[0].purpose == "ETREAT: unconscious in the ED, needs history"
+    # Expiry: a grant whose time has passed no longer opens the record.
+    from deployments.api import access
+
+    access_time = time.time
+    try:
+        access.time.time = lambda: access_time() + 301  # type: ignore[attr-defined]
+        assert (await client.get(f"/v1/patients/{pid}", headers=OTHER_CLINICIAN)).status_code == 404
+    finally:
+        access.time.time = access_time  # type: ignore[attr-defined]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from deployments.bootstrap import build_host_ports
+from deployments.api.observability import PrometheusMetrics
+from deployments.bootstrap import build_host_ports, open_api_services
 from tests.servers import MotoServer, PostgresServer, RedisServer
+from twin import errors
 from twin.domain import events as E
-from twin.ports import NewEvent
+from twin.domain.patients import Identifiers
+from twin.ports import Document, NewEvent
 from twin.service.host import HostSettings, TwinHost
 from twin.settings import TwinSettings
 
@@ -17,12 +20,21 @@ pytestmark = pytest.mark.integration
 
 def test_outside_local_the_embedded_defaults_are_refused(monkeypatch):
     monkeypatch.delenv("NOVAMIND_DATABASE_URL", raising=False)
-    with pytest.raises(ValidationError, match="database_url, s3_bucket, kms_key_id"):
+    with pytest.raises(
+        ValidationError, match="database_url, s3_bucket, kms_key_id, jwks_url, research_key"
+    ):
         TwinSettings(environment="prod")
-    settings = TwinSettings(
-        environment="prod", database_url="postgresql://db/x", s3_bucket="b", kms_key_id="k"
-    )
+    production = {
+        "database_url": "postgresql://db/x",
+        "s3_bucket": "b",
+        "kms_key_id": "k",
+        "jwks_url": "https://idp.example/jwks",
+        "research_key": "r" * 48,
+    }
+    settings = TwinSettings(environment="prod", **production)
     assert settings.environment == "prod"
+    with pytest.raises(ValidationError, match="not a shared HS256 secret"):
+        TwinSettings(environment="prod", jwt_secret="s" * 48, **production)
 
 
 async def test_a_twin_round_trips_through_the_production_stores(tmp_path, monkeypatch):
@@ -45,6 +57,9 @@ async def test_a_twin_round_trips_through_the_production_stores(tmp_path, monkey
             kms_key_id=key,
             aws_endpoint_url=moto.endpoint,
             redis_url=redis.url,
+            jwks_url="https://idp.novamind.test/jwks",
+            research_key="r" * 48,
+            rate_limit_per_minute=2,
         )
         stores = await build_host_ports(settings)
         host = TwinHost(stores, settings=HostSettings(particles=200))
@@ -56,6 +71,19 @@ async def test_a_twin_round_trips_through_the_production_stores(tmp_path, monkey
         assert await stores.feed.cached_summary("p1") is not None
         again = TwinHost(stores, settings=HostSettings(particles=200))
         assert (await again.state("p1")).to_bytes() == live
+        # The API's services on the same production stores: registry, documents, Redis budgets.
+        async with open_api_services(settings, again, PrometheusMetrics()) as api:
+            assert api.ready is not None and await api.ready()
+            pid = await api.registry.create(
+                Identifiers("Pat Canary", "1970-01-01", "MRN-P", None), care_team="t"
+            )
+            await api.documents.put(Document("scenario", "r1", pid, b"sealed", 1.0))
+            assert (await api.documents.get("scenario", "r1")).patient_id == pid
+            await api.limiter.check("caller")
+            await api.limiter.check("caller")
+            with pytest.raises(errors.RateLimitedError):
+                await api.limiter.check("caller")
+            assert api.limiter.fallbacks == 0  # the budget lived in Redis
         await stores.aclose()
         assert not list(tmp_path.rglob("*.db"))  # nothing fell back to the embedded store
     finally:

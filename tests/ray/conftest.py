@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from twin.settings import TwinSettings  # noqa: E402
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
+    # Serve's HAProxy ingress, the platform's default (TwinSettings.serve_haproxy).
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()

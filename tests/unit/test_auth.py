@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 
 import jwt
@@ -12,10 +10,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from deployments.auth import TokenVerifier, mint_token
+from tests.jwt_corpus import bad_tokens
 from twin import errors
 
 SECRET = "s" * 64  # long enough for HS512 too, so the HS512 case is refused for its algorithm
 ISS, AUD = "https://idp.novamind.test", "novamind-api"
+
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+BAD = bad_tokens(SECRET, ISS, AUD)
 
 
 def _claims(**over: object) -> dict[str, object]:
@@ -26,44 +29,6 @@ def _claims(**over: object) -> dict[str, object]:
     }  # fmt: skip
     claims.update(over)
     return {k: v for k, v in claims.items() if v is not None}
-
-
-def _hs(claims: dict[str, object], key: str = SECRET, alg: str = "HS256", headers=None) -> str:
-    return jwt.encode(claims, key, algorithm=alg, headers=headers)
-
-
-def _b64(data: dict[str, object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-now = int(time.time())
-good = _hs(_claims())
-head, body, sig = good.split(".")
-
-BAD = {
-    "empty": "",
-    "garbage": "not-a-token",
-    "two segments": f"{head}.{body}",
-    "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{body}.",
-    "wrong secret": _hs(_claims(), key="t" * 64),
-    "expired": _hs(_claims(exp=now - 3600, iat=now - 7200, nbf=now - 7200)),
-    "not yet valid": _hs(_claims(nbf=now + 3600)),
-    "no exp": _hs(_claims(exp=None)),
-    "no iat": _hs(_claims(iat=None)),
-    "wrong issuer": _hs(_claims(iss="https://evil.example")),
-    "wrong audience": _hs(_claims(aud="another-api")),
-    "no audience": _hs(_claims(aud=None)),
-    "unknown role": _hs(_claims(role="superuser")),
-    "no subject": _hs(_claims(sub=None)),
-    "lifetime too long": _hs(_claims(exp=now + 3 * 86400)),
-    "tampered payload": f"{head}.{_b64(_claims(role='admin'))}.{sig}",
-    "RS256 where HS256 is pinned": jwt.encode(_claims(), RSA_KEY, algorithm="RS256"),
-    "HS512 where HS256 is pinned": _hs(_claims(), alg="HS512"),
-    "unknown crit extension": _hs(_claims(), headers={"crit": ["exp-ext"], "exp-ext": 1}),
-    "care team not a list": _hs(_claims(care_team="team-1")),
-    "oversized": _hs(_claims(pad="x" * 9000)),
-}
 
 
 @pytest.mark.parametrize("token", list(BAD.values()), ids=list(BAD))

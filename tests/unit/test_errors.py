@@ -10,6 +10,9 @@ SAMPLE_ARGS = {
     errors.UnknownDrugError: ("aspirin", ("sertraline",)),
     errors.EventOrderError: (1.5, 2.0),
     errors.ModelVersionError: ("old", "new"),
+    errors.RateLimitedError: (7,),
+    errors.OverloadedError: (1,),
+    errors.ApiError: (418, "I'm a teapot", "short and stout"),
 }
 
 CLASSES = [

@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-__all__ = ["GENESIS", "AuditEntry", "AuditRecord", "ChainReport", "entry_hash", "verify_chain"]
+__all__ = [
+    "GENESIS",
+    "AuditEntry",
+    "AuditRecord",
+    "ChainReport",
+    "chain",
+    "entry_hash",
+    "record_from_json",
+    "verify_chain",
+]
 
 #: The "previous hash" of the first entry.
 GENESIS = "0" * 64
@@ -54,6 +64,31 @@ class AuditEntry:
     record: AuditRecord
     prev_hash: str
     hash: str
+
+
+def chain(prev_hash: str, last_seq: int, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+    """Entries for ``records`` appended after the entry ``(last_seq, prev_hash)``."""
+    out: list[AuditEntry] = []
+    for record in records:
+        last_seq += 1
+        digest = entry_hash(prev_hash, last_seq, record)
+        out.append(AuditEntry(last_seq, record, prev_hash, digest))
+        prev_hash = digest
+    return out
+
+
+def record_from_json(text: str | bytes) -> AuditRecord:
+    """A stored record; one that does not parse becomes a ``<malformed>`` record.
+
+    A row written behind the application's back may hold anything; it must reach the verifier
+    (whose hash check then fails at that entry) instead of crashing the reader.
+    """
+    try:
+        data = json.loads(text)
+        return AuditRecord(**data)
+    except (TypeError, ValueError):
+        bad = "<malformed>"
+        return AuditRecord(bad, bad, bad, None, "denied", bad, bad, bad)
 
 
 def entry_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:

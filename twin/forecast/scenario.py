@@ -45,11 +45,11 @@ class Scenario(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(default="as now", max_length=80)
-    doses: list[ScenarioDose] = Field(default_factory=list)
+    doses: list[ScenarioDose] = Field(default_factory=list, max_length=100)
     adherence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     persistence: Literal["as_scheduled", "usual_care"] = "as_scheduled"
-    therapy_session_days: list[int] = Field(default_factory=list)
-    cbti_session_days: list[int] = Field(default_factory=list)
+    therapy_session_days: list[int] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS + 1)
+    cbti_session_days: list[int] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS + 1)
     sleep_hours: float | None = Field(default=None, ge=0.0, le=16.0, allow_inf_nan=False)
     care: bool | None = None
 

@@ -24,6 +24,7 @@ __all__ = [
     "Forecast",
     "Probability",
     "compare",
+    "compare_many",
     "contrast",
     "forecast",
     "summarize",
@@ -224,3 +225,20 @@ def compare(
     """Forecast two scenarios on the same posterior with common random numbers, and contrast."""
     draws_a, draws_b = simulate_scenarios([state], [[a, b]], weeks=weeks, params=params)[0]
     return summarize(draws_a), summarize(draws_b), contrast(draws_a, draws_b)
+
+
+def compare_many(
+    state: TwinState,
+    scenarios: list[Scenario],
+    *,
+    weeks: int = 12,
+    params: PopulationParameters | None = None,
+) -> tuple[list[Forecast], list[Contrast]]:
+    """Forecast several scenarios with common random numbers; contrast each with the first.
+
+    Returns:
+        The forecasts (one per scenario, in order) and ``len(scenarios) - 1`` contrasts
+        (scenario k against scenario 0).
+    """
+    draws = simulate_scenarios([state], [scenarios], weeks=weeks, params=params)[0]
+    return [summarize(d) for d in draws], [contrast(draws[0], d) for d in draws[1:]]

@@ -35,7 +35,7 @@ from twin.assimilation.alerts import Alert
 from twin.assimilation.state import TwinState, new_twin
 from twin.domain import events
 from twin.forecast.scenario import Scenario
-from twin.forecast.summary import Forecast, forecast
+from twin.forecast.summary import Contrast, Forecast, compare_many, forecast
 from twin.model.dynamics import Row
 from twin.model.parameters import MODEL_VERSION, PopulationParameters
 from twin.schemas import TwinOut as TwinSummary
@@ -283,21 +283,9 @@ class TwinHost:
         return failed
 
     @staticmethod
-    def _summarize(patient_id: str, s: TwinState) -> TwinSummary:
-        return TwinSummary(
-            patient_id=patient_id,
-            last_seq=s.last_seq,
-            day=s.day,
-            severity_mean=kernel.posterior_mean(s, Row.S),
-            severity_sd=kernel.posterior_sd(s, Row.S),
-            anxiety_mean=kernel.posterior_mean(s, Row.G),
-            p_episode=kernel.posterior_probability(s, s.particles[Row.R] > 0.5),
-            model_version=s.model_version,
-        )
-
-    def _index_entry(self, patient_id: str, active: _Active) -> ports.IndexEntry:
+    def _summarize(patient_id: str, active: _Active) -> TwinSummary:
+        """Posterior summary with the alert flags of the last :data:`ALERT_FLAG_DAYS` days."""
         s = active.state
-        summary = self._summarize(patient_id, s)
         recent = s.clock - ALERT_FLAG_DAYS
         flags = sorted(
             {
@@ -307,6 +295,21 @@ class TwinHost:
                 if a.status == "fired" and a.day >= recent
             }
         )
+        return TwinSummary(
+            patient_id=patient_id,
+            last_seq=s.last_seq,
+            day=s.day,
+            severity_mean=kernel.posterior_mean(s, Row.S),
+            severity_sd=kernel.posterior_sd(s, Row.S),
+            anxiety_mean=kernel.posterior_mean(s, Row.G),
+            p_episode=kernel.posterior_probability(s, s.particles[Row.R] > 0.5),
+            p_severe=kernel.posterior_probability(s, s.particles[Row.S] >= SEVERE_PHQ9),
+            alert_flags=flags,
+            model_version=s.model_version,
+        )
+
+    def _index_entry(self, patient_id: str, active: _Active) -> ports.IndexEntry:
+        summary = self._summarize(patient_id, active)
         return ports.IndexEntry(
             patient_id=patient_id,
             last_seq=summary.last_seq,
@@ -314,8 +317,8 @@ class TwinHost:
             severity_mean=summary.severity_mean,
             severity_sd=summary.severity_sd,
             p_episode=summary.p_episode,
-            p_severe=kernel.posterior_probability(s, s.particles[Row.S] >= SEVERE_PHQ9),
-            alert_flags=tuple(flags),
+            p_severe=summary.p_severe,
+            alert_flags=tuple(summary.alert_flags),
             updated_at=time.time(),
         )
 
@@ -413,7 +416,7 @@ class TwinHost:
     async def summary(self, patient_id: str) -> TwinSummary:
         """Posterior summary of the caught-up twin."""
         await self._catch_up(patient_id)
-        return self._summarize(patient_id, self._active[patient_id].state)
+        return self._summarize(patient_id, self._active[patient_id])
 
     async def forecast(
         self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
@@ -422,6 +425,14 @@ class TwinHost:
         await self._catch_up(patient_id)
         state = self._active[patient_id].state
         return [forecast(state, sc, weeks=weeks, params=self._params) for sc in scenarios]
+
+    async def compare(
+        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
+    ) -> tuple[list[Forecast], list[Contrast]]:
+        """Forecast scenarios on one posterior (common random numbers); contrast with the first."""
+        await self._catch_up(patient_id)
+        state = self._active[patient_id].state
+        return compare_many(state, list(scenarios), weeks=weeks, params=self._params)
 
     async def erase(self, patient_id: str) -> None:
         """Crypto-shred the patient: drop the twin, destroy the data key, delete checkpoints."""

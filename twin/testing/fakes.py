@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from twin import errors, ports
 from twin.domain import events
-from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, entry_hash
+from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, chain
 from twin.domain.patients import Identifiers
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "MemoryChangeFeed",
     "MemoryCheckpointStore",
     "MemoryDataKeyStore",
+    "MemoryDocumentStore",
     "MemoryEventStore",
     "MemoryPatientRegistry",
     "MemoryTwinIndex",
@@ -158,9 +159,22 @@ class MemoryTwinIndex:
         return self.entries.get(patient_id)
 
     async def search(
-        self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
+        self,
+        *,
+        min_severity: float | None = None,
+        alert: str | None = None,
+        patient_ids: Sequence[str] | None = None,
+        updated_since: float | None = None,
+        limit: int = 100,
     ) -> list[ports.IndexEntry]:
-        found = [e for e in self.entries.values() if matches(e, min_severity, alert)]
+        scope = None if patient_ids is None else set(patient_ids)
+        found = [
+            e
+            for e in self.entries.values()
+            if matches(e, min_severity, alert)
+            and (scope is None or e.patient_id in scope)
+            and (updated_since is None or e.updated_at >= updated_since)
+        ]
         return sorted(found, key=lambda e: (-e.severity_mean, e.patient_id))[:limit]
 
 
@@ -197,11 +211,14 @@ class MemoryAuditLog:
         self.entries_: list[AuditEntry] = []
 
     async def append(self, record: AuditRecord) -> AuditEntry:
-        prev = self.entries_[-1].hash if self.entries_ else GENESIS
-        seq = len(self.entries_) + 1
-        entry = AuditEntry(seq, record, prev, entry_hash(prev, seq, record))
-        self.entries_.append(entry)
+        (entry,) = await self.append_many([record])
         return entry
+
+    async def append_many(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+        prev = self.entries_[-1].hash if self.entries_ else GENESIS
+        new = chain(prev, len(self.entries_), records)
+        self.entries_.extend(new)
+        return new
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         return [e for e in self.entries_ if e.seq > after_seq][:limit]
@@ -230,10 +247,14 @@ class MemoryPatientRegistry:
         row = self.rows.get(patient_id)
         return None if row is None or row[2] else row[0]
 
-    async def list_for_team(self, care_team: str, *, limit: int = 100) -> list[str]:
-        return [
-            pid for pid, (team, _, gone) in self.rows.items() if team == care_team and not gone
-        ][:limit]
+    async def list_for_team(
+        self, care_team: str, *, after: str | None = None, limit: int = 100
+    ) -> list[str]:
+        return sorted(
+            pid
+            for pid, (team, _, gone) in self.rows.items()
+            if team == care_team and not gone and (after is None or pid > after)
+        )[:limit]
 
     async def erase(self, patient_id: str) -> bool:
         row = self.rows.get(patient_id)
@@ -242,3 +263,39 @@ class MemoryPatientRegistry:
         await self._sealer.shred(patient_id)
         self.rows[patient_id] = (row[0], row[1], True)
         return True
+
+
+class MemoryDocumentStore:
+    """An in-memory :class:`~twin.ports.DocumentStore`."""
+
+    def __init__(self) -> None:
+        self.documents: dict[tuple[str, str], ports.Document] = {}
+
+    async def put(self, document: ports.Document) -> None:
+        self.documents[document.collection, document.doc_id] = document
+
+    async def get(self, collection: str, doc_id: str) -> ports.Document | None:
+        return self.documents.get((collection, doc_id))
+
+    async def list(
+        self,
+        collection: str,
+        *,
+        patient_id: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[ports.Document]:
+        found = [
+            d
+            for (c, i), d in sorted(self.documents.items())
+            if c == collection
+            and (patient_id is None or d.patient_id == patient_id)
+            and (after is None or i > after)
+        ]
+        return found[:limit]
+
+    async def delete_patient(self, patient_id: str) -> int:
+        gone = [k for k, d in self.documents.items() if d.patient_id == patient_id]
+        for k in gone:
+            del self.documents[k]
+        return len(gone)

@@ -1,0 +1,60 @@
+"""The audit trail for auditors: read it in pages and verify the hash chain."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from deployments.api.access import Caller, Services, require_role
+from deployments.api.errors import PROBLEMS
+from twin import schemas
+from twin.domain.audit import AuditEntry, verify_chain
+from twin.ports import MAX_SEQ
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=PROBLEMS)
+
+_PAGE = 10_000
+
+
+@router.get("", response_model=schemas.AuditPage)
+async def read_audit(
+    who: Caller,
+    svc: Services,
+    request: Request,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> schemas.AuditPage:
+    """Entries after sequence ``after`` (auditors)."""
+    await require_role(svc, request, who, "audit.read", ("auditor",))
+    entries = await svc.audit.entries(after_seq=after, limit=limit)
+    return schemas.AuditPage(
+        items=[
+            schemas.AuditEntryOut(seq=e.seq, prev_hash=e.prev_hash, hash=e.hash, **asdict(e.record))
+            for e in entries
+        ],
+        next_after=entries[-1].seq if len(entries) == limit else None,
+    )
+
+
+@router.get("/verify", response_model=schemas.AuditVerifyOut)
+async def verify_audit(
+    who: Caller,
+    svc: Services,
+    request: Request,
+    expected_head: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$")] = None,
+) -> schemas.AuditVerifyOut:
+    """Recompute the whole chain (auditors); ``expected_head`` checks an anchored head."""
+    await require_role(svc, request, who, "audit.verify", ("auditor",))
+    entries: list[AuditEntry] = []
+    while page := await svc.audit.entries(after_seq=entries[-1].seq if entries else 0, limit=_PAGE):
+        entries.extend(page)
+    report = verify_chain(entries, expected_head=expected_head)
+    return schemas.AuditVerifyOut(
+        ok=report.ok,
+        entries=report.entries,
+        head_hash=report.head_hash,
+        first_bad_seq=report.first_bad_seq,
+        reason=report.reason,
+    )

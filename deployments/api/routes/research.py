@@ -1,0 +1,44 @@
+"""Researcher access: de-identified twin summaries only.
+
+Keyed pseudonyms, no identifiers, no patient ids, no dates beyond the twin's own day counter.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from deployments.api.access import Caller, Services, require_role
+from deployments.api.errors import PROBLEMS
+from twin import schemas
+
+router = APIRouter(prefix="/v1/research", tags=["research"], responses=PROBLEMS)
+
+
+@router.get("/twins", response_model=schemas.ResearchTwinPage)
+async def research_twins(
+    who: Caller,
+    svc: Services,
+    request: Request,
+    min_severity: Annotated[float | None, Query(ge=0.0, le=27.0)] = None,
+    alert: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> schemas.ResearchTwinPage:
+    """De-identified twin summaries, most severe first (researchers)."""
+    await require_role(svc, request, who, "research.twins", ("researcher",))
+    entries = await svc.index.search(min_severity=min_severity, alert=alert, limit=limit)
+    return schemas.ResearchTwinPage(
+        items=[
+            schemas.ResearchTwinOut(
+                pseudonym=svc.deidentifier.pseudonym(e.patient_id),
+                day=e.day,
+                severity_mean=e.severity_mean,
+                severity_sd=e.severity_sd,
+                p_episode=e.p_episode,
+                p_severe=e.p_severe,
+                alert_flags=list(e.alert_flags),
+            )
+            for e in entries
+        ]
+    )

@@ -1,0 +1,83 @@
+"""What the routes use, as one object the composition root builds (no I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from deployments.api.limiter import RateLimiter
+from deployments.api.observability import Metrics
+from deployments.auth import TokenVerifier
+from twin import ports
+from twin.domain.deidentify import Deidentifier
+from twin.forecast.scenario import Scenario
+from twin.forecast.summary import Contrast, Forecast
+from twin.service.host import IngestResult, TwinSummary
+
+__all__ = ["ApiServices", "Twins"]
+
+
+class Twins(Protocol):
+    """What the API needs from the twin runtime (TwinHost in-process, TwinRuntime on Ray)."""
+
+    async def ingest(self, patient_id: str, batch: Sequence[ports.NewEvent]) -> IngestResult:
+        """Append durably and apply."""
+        ...
+
+    async def summary(self, patient_id: str) -> TwinSummary:
+        """The twin's estimate."""
+        ...
+
+    async def forecast(
+        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
+    ) -> list[Forecast]:
+        """Forecasts per scenario."""
+        ...
+
+    async def compare(
+        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
+    ) -> tuple[list[Forecast], list[Contrast]]:
+        """Forecasts and contrasts against the first scenario."""
+        ...
+
+    async def erase(self, patient_id: str) -> None:
+        """Crypto-shred the twin (state, checkpoints, data key)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiServices:
+    """Everything the routes use.
+
+    Attributes:
+        verifier: Bearer-token verification.
+        registry: Patients and their identifiers (sealed).
+        audit: The hash-chained audit trail.
+        twins: The twin runtime.
+        events: The event log (read side, for the change feed).
+        index: Twin summaries for search.
+        documents: Saved reports and emergency-access grants.
+        sealer: Envelope encryption of document bodies under the patient's key.
+        deidentifier: Pseudonyms for researchers.
+        limiter: Per-caller request budget.
+        metrics: Request and twin metrics.
+        ready: Checks every dependency; ``None`` means always ready.
+        break_glass_max_minutes: Longest emergency-access grant.
+        feed_poll_s: How often an open change feed looks for new events.
+    """
+
+    verifier: TokenVerifier
+    registry: ports.PatientRegistry
+    audit: ports.AuditLog
+    twins: Twins
+    events: ports.EventStore
+    index: ports.TwinIndex
+    documents: ports.DocumentStore
+    sealer: ports.Sealer
+    deidentifier: Deidentifier
+    limiter: RateLimiter
+    metrics: Metrics
+    ready: Callable[[], Awaitable[bool]] | None = None
+    break_glass_max_minutes: int = 60
+    feed_poll_s: float = 0.5

@@ -1,0 +1,47 @@
+"""The same FastAPI app without Ray: one process, twins in an in-process ``TwinHost``.
+
+For development, benchmarks (Serve against plain uvicorn) and tests that drive a live server:
+``uvicorn --factory deployments.asgi:build_app``. Metrics use prometheus-client and are served
+at ``/metrics`` by this mode only (inside Serve, Ray exports them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
+
+from deployments.api.app import create_app
+from deployments.api.observability import PrometheusMetrics, configure_json_logging
+from deployments.api.services import ApiServices
+from deployments.bootstrap import build_host_ports, host_settings, open_api_services
+from twin.service.host import TwinHost
+from twin.settings import TwinSettings
+
+__all__ = ["build_app"]
+
+
+def build_app(settings: TwinSettings | None = None) -> FastAPI:
+    """The app with its own stores and twin host, opened in the server's lifespan."""
+    settings = settings or TwinSettings()
+    metrics = PrometheusMetrics()
+
+    @asynccontextmanager
+    async def open_services() -> AsyncIterator[ApiServices]:
+        configure_json_logging()
+        stores = await build_host_ports(settings)
+        try:
+            host = TwinHost(stores, settings=host_settings(settings))
+            async with open_api_services(settings, host, metrics) as services:
+                yield services
+        finally:
+            await stores.aclose()
+
+    app = create_app(open_services=open_services, docs=settings.environment != "prod")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,129 @@
+"""The ``novamind`` command line (typer, with rich output).
+
+- ``novamind up``: the whole platform locally (see :mod:`deployments.platform`).
+- ``novamind token``: mint a local token for a role (local HS256 secret only).
+- ``novamind audit verify``: recompute the audit chain.
+- ``novamind migrate``: apply schema migrations.
+- ``novamind demo``: the single-twin walkthrough on the runtime (no HTTP).
+
+Why typer: a maintained CLI library that builds help and parsing from type hints.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from deployments.auth import ROLES, Role
+from twin.settings import TwinSettings
+
+app = typer.Typer(help="Novamind: psychiatric digital twins on Ray.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+console = Console()
+
+
+def _role(value: str) -> Role:
+    if value not in ROLES:
+        raise typer.BadParameter(f"one of {', '.join(ROLES)}")
+    return value  # type: ignore[return-value]
+
+
+@app.command()
+def up(
+    seed: Annotated[bool, typer.Option(help="Seed synthetic demo patients.")] = True,
+    once: Annotated[bool, typer.Option(help="Exit after start-up and seeding.")] = False,
+    dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard.")] = True,
+) -> None:
+    """Start Ray, the twin hosts and the HTTP API; seed demo patients; serve until Ctrl-C."""
+    from deployments.platform import DEMO_TEAM, local_token, seed_demo_patients, start_platform
+    from twin.client import Client
+
+    settings = TwinSettings()
+    with console.status("starting Ray, the twin hosts and the Serve application..."):
+        platform = start_platform(settings, dashboard=dashboard)
+    try:
+        admin = local_token(settings, "admin")
+        clinician = local_token(
+            settings, "clinician", subject="demo-clinician", care_team=(DEMO_TEAM,)
+        )
+        if seed:
+            with (
+                Client(platform.api_url, token=clinician) as client,
+                console.status("seeding demo patients through the API..."),
+            ):
+                seed_demo_patients(
+                    client, settings.data_dir / "demo" / "patients.json", progress=console.print
+                )
+        console.print(f"\n[bold]Novamind is up[/bold]\n  API       {platform.api_url}")
+        console.print(f"  OpenAPI   {platform.api_url}/docs")
+        if platform.dashboard_url:
+            console.print(f"  Ray       {platform.dashboard_url}")
+        console.print(f"  data      {settings.data_dir.resolve()}")
+        console.print(f"\nadmin token (12 h):\n{admin}")
+        console.print(f"\nclinician token for care team {DEMO_TEAM} (12 h):\n{clinician}\n")
+        if not once:
+            stop = threading.Event()
+            signal.signal(signal.SIGINT, lambda *_: stop.set())
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            console.print("serving; Ctrl-C stops")
+            stop.wait()
+    finally:
+        platform.stop()
+
+
+@app.command()
+def token(
+    role: Annotated[str, typer.Option(help=f"One of {', '.join(ROLES)}.")] = "clinician",
+    subject: Annotated[str | None, typer.Option(help="The token's sub.")] = None,
+    care_team: Annotated[list[str] | None, typer.Option(help="Care team (repeatable).")] = None,
+    ttl: Annotated[int, typer.Option(help="Lifetime, seconds.", min=60, max=12 * 3600)] = 3600,
+) -> None:
+    """Print a locally signed token (local environment only)."""
+    from deployments.platform import local_token
+
+    settings = TwinSettings()
+    if settings.environment != "local":
+        raise typer.BadParameter("tokens are minted by the identity provider outside local")
+    typer.echo(
+        local_token(
+            settings, _role(role), subject=subject, care_team=tuple(care_team or ()), ttl_s=ttl
+        )
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    expected_head: Annotated[
+        str | None, typer.Option(help="A head hash anchored by an earlier run.")
+    ] = None,
+) -> None:
+    """Recompute every link of the audit chain; exit 1 if anything was altered."""
+    from deployments.audit import verify
+
+    report = verify(expected_head)
+    if report.ok:
+        console.print(f"audit chain intact: {report.entries} entries, head {report.head_hash}")
+        return
+    console.print(f"[red]audit chain BROKEN at seq {report.first_bad_seq}: {report.reason}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the schema migrations and exit."""
+    from deployments.migrate import main
+
+    raise typer.Exit(main())
+
+
+@app.command()
+def demo() -> None:
+    """One synthetic patient's twin on the runtime, without the HTTP API."""
+    from deployments.demo import main
+
+    raise typer.Exit(main())

@@ -1,0 +1,90 @@
+"""The Ray Serve application: the FastAPI ingress as an autoscaling deployment.
+
+- Factory ingress (``serve.ingress(build_fastapi)``): each replica builds its own app and opens
+  its stores in the app's lifespan; nothing is pickled but this module's import path.
+- Settings reach replicas as ``NOVAMIND_*`` environment variables in the deployment's
+  ``runtime_env`` (non-secret fields only: secrets come from the pod's environment or, locally,
+  from the generated files in ``data_dir/secrets``).
+- Bounded queues: ``max_ongoing_requests`` per replica and ``max_queued_requests`` per caller;
+  overflow is answered at once with 503 and ``Retry-After`` (``BackpressureConfig``) instead of
+  waiting. Replicas scale between ``api_min_replicas`` and ``api_max_replicas`` on ongoing
+  requests.
+- ``app_builder(args)`` is the import path for ``serve run``/``serve build`` and the KubeRay
+  ``serveConfigV2``: ``deployments.serve_app:app_builder``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.config import AutoscalingConfig, BackpressureConfig
+
+from actors.directory import RayTwinDirectory
+from actors.runtime import TwinRuntime
+from deployments.api.app import create_app
+from deployments.api.observability import RayMetrics, configure_json_logging
+from deployments.bootstrap import build_host_ports, host_settings, open_api_services
+from twin.settings import TwinSettings
+
+__all__ = ["API_DEPLOYMENT", "NovamindApi", "app_builder", "build_app", "settings_env"]
+
+API_DEPLOYMENT = "NovamindApi"
+_SECRET_FIELDS = {"jwt_secret", "research_key", "config"}
+
+
+def settings_env(settings: TwinSettings) -> dict[str, str]:
+    """The non-secret settings as ``NOVAMIND_*`` variables (absolute data directory)."""
+    values = settings.model_dump(exclude_none=True, exclude=_SECRET_FIELDS)
+    values["data_dir"] = str(settings.data_dir.resolve())
+    return {f"NOVAMIND_{name.upper()}": str(value) for name, value in values.items()}
+
+
+def build_fastapi() -> FastAPI:
+    """Build one replica's app (runs in the replica process)."""
+    settings = TwinSettings()
+    configure_json_logging()
+    directory = RayTwinDirectory(settings, build_host_ports, host_settings(settings))
+    runtime = TwinRuntime(directory)
+
+    async def hosts_ready() -> bool:
+        try:
+            await runtime.hosts()
+        except Exception:  # a host that cannot answer means not ready
+            return False
+        return True
+
+    directory.start()
+    return create_app(
+        open_services=lambda: open_api_services(
+            settings, runtime, RayMetrics(), twins_ready=hosts_ready
+        ),
+        docs=settings.environment != "prod",
+    )
+
+
+@serve.deployment(name=API_DEPLOYMENT)
+@serve.ingress(build_fastapi)
+class NovamindApi:
+    """The HTTP API replica (routes come from the FastAPI app)."""
+
+
+def build_app(settings: TwinSettings) -> Any:
+    """The bound application with its scaling and queue bounds from ``settings``."""
+    return NovamindApi.options(
+        autoscaling_config=AutoscalingConfig(
+            min_replicas=settings.api_min_replicas,
+            max_replicas=settings.api_max_replicas,
+            target_ongoing_requests=settings.api_target_ongoing_requests,
+        ),
+        max_ongoing_requests=settings.api_max_ongoing_requests,
+        max_queued_requests=settings.api_max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),
+        ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": settings_env(settings)}},
+    ).bind()
+
+
+def app_builder(args: dict[str, str]) -> Any:
+    """Serve's application-builder entry point: ``args`` override settings by field name."""
+    return build_app(TwinSettings(**args))  # type: ignore[arg-type]

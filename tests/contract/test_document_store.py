@@ -1,0 +1,30 @@
+"""DocumentStore contract: upsert, read, list by patient in id order with keyset pages, delete."""
+
+from twin.ports import Document
+
+
+def doc(collection: str, doc_id: str, patient: str | None, body: bytes = b"x") -> Document:
+    return Document(collection, doc_id, patient, body, 1.7e9)
+
+
+async def test_put_get_replace_list_delete(document_store):
+    assert await document_store.get("scenario", "a") is None
+    await document_store.put(doc("scenario", "b", "p1", b"\x00\xffsealed"))
+    await document_store.put(doc("scenario", "a", "p1"))
+    await document_store.put(doc("scenario", "c", "p2"))
+    await document_store.put(doc("break_glass", "a", "p1"))
+    assert await document_store.get("scenario", "b") == doc(
+        "scenario", "b", "p1", b"\x00\xffsealed"
+    )
+    await document_store.put(doc("scenario", "b", "p1", b"replaced"))
+    assert (await document_store.get("scenario", "b")).body == b"replaced"
+    ids = [d.doc_id for d in await document_store.list("scenario")]
+    assert ids == ["a", "b", "c"]
+    mine = await document_store.list("scenario", patient_id="p1")
+    assert [d.doc_id for d in mine] == ["a", "b"]
+    page = await document_store.list("scenario", after="a", limit=1)
+    assert [d.doc_id for d in page] == ["b"]
+    assert await document_store.delete_patient("p1") == 3
+    assert [d.doc_id for d in await document_store.list("scenario")] == ["c"]
+    assert await document_store.list("break_glass") == []
+    assert await document_store.delete_patient("p1") == 0

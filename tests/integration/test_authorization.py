@@ -1,0 +1,119 @@
+"""The authorization matrix: every route × every role × owner or not, and the audit of each.
+
+The route inventory is read from the app: a route added without a row here fails the test.
+Expected: 2xx allowed; 401 no credentials; 403 role not allowed; 404 a clinician outside the
+patient's care team (the patient's existence is not revealed).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import bearer
+from twin.domain.audit import verify_chain
+
+ROLES = {
+    "anonymous": {},
+    "owner": bearer("clinician", "dr-own", ("team-1",)),
+    "other": bearer("clinician", "dr-other", ("team-2",)),
+    "researcher": bearer("researcher", "res"),
+    "admin": bearer("admin", "adm"),
+    "service": bearer("service", "etl"),
+    "auditor": bearer("auditor", "aud"),
+}
+ORDER = ("anonymous", "owner", "other", "researcher", "service", "auditor", "admin")
+NEW = {"name": "Matrix Canary", "birth_date": "1990-01-01", "mrn": "MX-1", "care_team": "team-1"}
+OBS = {"items": [{"idempotency_key": "k", "day": 1, "payload": {"type": "gad7", "total": 5}}]}
+RX = {
+    "items": [
+        {
+            "idempotency_key": "r",
+            "day": 1,
+            "payload": {"type": "therapy_session", "kind": "psychotherapy"},
+        }
+    ]
+}
+COMPARE = {"title": "t", "weeks": 1, "scenarios": [{}, {"care": True}]}
+BG = {"reason": "emergency department, unconscious", "minutes": 5}
+
+_PATIENT = {
+    "owner": 200,
+    "other": 404,
+    "researcher": 403,
+    "admin": 200,
+    "service": 403,
+    "auditor": 403,
+}
+_INGEST = {**_PATIENT, "service": 200}
+_CREATED = {k: (201 if v == 200 else v) for k, v in _PATIENT.items()}
+_ONLY = dict.fromkeys(("owner", "other", "researcher", "admin", "service", "auditor"), 403)
+
+# (method, route template, body, expected status per role)
+MATRIX = [
+    ("POST", "/v1/patients", NEW, {**_ONLY, "owner": 201, "admin": 201}),
+    ("GET", "/v1/patients", None, {**_ONLY, "owner": 200, "admin": 200}),
+    ("GET", "/v1/patients/{patient_id}", None, _PATIENT),
+    ("DELETE", "/v1/patients/{patient_id}", None, {**_ONLY, "admin": 200}),
+    ("POST", "/v1/patients/{patient_id}/break-glass", BG, {**_ONLY, "owner": 201, "other": 201}),
+    ("POST", "/v1/patients/{patient_id}/observations", OBS, _INGEST),
+    ("POST", "/v1/patients/{patient_id}/interventions", RX, _INGEST),
+    ("GET", "/v1/patients/{patient_id}/twin", None, _PATIENT),
+    ("POST", "/v1/patients/{patient_id}/forecast", {"weeks": 1}, _PATIENT),
+    ("POST", "/v1/patients/{patient_id}/scenarios", COMPARE, _CREATED),
+    ("GET", "/v1/patients/{patient_id}/scenarios", None, _PATIENT),
+    ("GET", "/v1/patients/{patient_id}/scenarios/{report_id}", None, _PATIENT),
+    ("GET", "/v1/patients/{patient_id}/events", None, _PATIENT),
+    ("GET", "/v1/twins", None, {**_ONLY, "owner": 200, "other": 200, "admin": 200}),
+    ("GET", "/v1/research/twins", None, {**_ONLY, "researcher": 200}),
+    ("GET", "/v1/audit", None, {**_ONLY, "auditor": 200}),
+    ("GET", "/v1/audit/verify", None, {**_ONLY, "auditor": 200}),
+]
+OPEN = {("GET", "/health/liveness"), ("GET", "/health/readiness")}
+
+
+def test_every_route_has_a_row(api_env):
+    # The OpenAPI document is the route inventory (it is generated from the mounted routes).
+    paths = api_env.app.openapi()["paths"]
+    mounted = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    assert mounted == {(m, p) for m, p, _, _ in MATRIX} | OPEN
+
+
+@pytest.mark.parametrize(("method", "template", "body", "expected"), MATRIX, ids=lambda v: str(v))
+async def test_route_role_owner_matrix(api_env, method, template, body, expected):
+    http = api_env.http
+    admin = ROLES["admin"]
+    pid = (await http.post("/v1/patients", json=NEW, headers=admin)).json()["patient_id"]
+    created = await http.post(f"/v1/patients/{pid}/scenarios", json=COMPARE, headers=admin)
+    report_id = created.json()["report_id"]
+    path = template.format(patient_id=pid, report_id=report_id)
+    params = {"care_team": "team-1"} if template == "/v1/patients" and method == "GET" else None
+    before = len(await api_env.services.audit.entries())
+    seen = {}
+    for role in ORDER:
+        response = await http.request(method, path, json=body, headers=ROLES[role], params=params)
+        seen[role] = response.status_code
+        if response.status_code >= 400:
+            assert response.headers["content-type"] == "application/problem+json"
+            assert "Matrix Canary" not in response.text and "MX-1" not in response.text
+    assert seen == {"anonymous": 401, **expected}
+    # Audit completeness: one entry per request (denials and failed authentication included).
+    entries = await api_env.services.audit.entries()
+    assert len(entries) - before == len(ORDER)
+    new = entries[before:]
+    assert [e.record.outcome == "allowed" for e in new] == [
+        200 <= seen[role] < 300 for role in ORDER
+    ]
+    assert verify_chain(entries).ok
+
+
+async def test_bad_tokens_get_401_with_a_generic_problem(api_env):
+    from tests.integration.conftest import AUDIENCE, ISSUER, SECRET
+    from tests.jwt_corpus import bad_tokens
+
+    corpus = bad_tokens(SECRET, ISSUER, AUDIENCE)
+    assert len(corpus) >= 15
+    for name, token in corpus.items():
+        response = await api_env.http.get("/v1/twins", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401, name
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["detail"] in ("invalid bearer token", "a bearer token is required")

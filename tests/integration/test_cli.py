@@ -1,0 +1,33 @@
+"""The ``novamind`` CLI: tokens from the local secret, migrations, audit verification."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from typer.testing import CliRunner
+
+from deployments.bootstrap import token_verifier
+from deployments.cli import app
+from twin.settings import TwinSettings
+
+
+def test_token_migrate_and_audit_verify(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOVAMIND_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    minted = runner.invoke(
+        app, ["token", "--role", "clinician", "--subject", "dr-cli", "--care-team", "t1"]
+    )
+    assert minted.exit_code == 0, minted.output
+    who = token_verifier(TwinSettings()).verify(minted.output.strip())
+    assert (who.subject, who.role, who.care_team) == ("dr-cli", "clinician", ("t1",))
+    assert runner.invoke(app, ["token", "--role", "superuser"]).exit_code != 0
+    assert runner.invoke(app, ["migrate"]).exit_code == 0
+    intact = runner.invoke(app, ["audit", "verify"])
+    assert intact.exit_code == 0 and "intact" in intact.output
+    # An entry written behind the application's back breaks the chain.
+    with sqlite3.connect(tmp_path / "novamind.db") as db:
+        db.execute(
+            "INSERT INTO audit_log (seq, record, prev_hash, hash) VALUES (1, '{}', 'x', 'y')"
+        )
+    broken = runner.invoke(app, ["audit", "verify"])
+    assert broken.exit_code == 1 and "BROKEN" in broken.output

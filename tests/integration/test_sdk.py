@@ -1,0 +1,103 @@
+"""The researcher SDK against the real app (in process): every route family, typed."""
+
+from __future__ import annotations
+
+import pytest
+
+from twin import errors
+from twin.client import observation
+from twin.domain import events as E
+from twin.forecast.scenario import Scenario, ScenarioDose
+
+
+async def _patient(sdk, mrn: str, team: str = "team-1") -> str:
+    return await sdk.create_patient(
+        name="Grace Canary", birth_date="1970-01-02", mrn=mrn, care_team=team
+    )
+
+
+async def test_sdk_round_trip_with_feed_scenarios_and_pagination(api_env):
+    async with api_env.sdk("clinician", "dr-a", ("team-1",)) as sdk:
+        pids = sorted([await _patient(sdk, f"M{i}") for i in range(5)])
+        assert [p async for p in sdk.iter_patients("team-1", page_size=2)] == pids
+        pid = pids[0]
+        first = await sdk.add_observations(
+            pid,
+            [observation(E.Phq9(16), day=0.0), observation(E.Gad7(9), day=0.1)],
+        )
+        await sdk.add_interventions(pid, [observation(E.Prescription("sertraline", 50), day=1)])
+        await sdk.add_observations(pid, [observation(E.Phq9(12), day=7.0)])
+        assert first.last_seq == 2
+        # The change feed replays from any event id, none twice, none missing.
+        seqs = [e.seq async for e in sdk.events(pid)]
+        assert seqs == [1, 2, 3, 4]
+        tail = [e async for e in sdk.events(pid, after=2)]
+        assert [e.seq for e in tail] == [3, 4]
+        assert tail[0].payload == {"type": "prescription", "drug": "sertraline", "mg_per_day": 50.0}
+        twin = await sdk.twin(pid)
+        assert twin.last_seq == 4 and twin.severity_sd > 0
+        fc = await sdk.forecast(pid, weeks=6)
+        assert fc.weeks == [1, 2, 3, 4, 5, 6] and len(fc.quantile_levels) == 7
+        report = await sdk.compare_scenarios(
+            pid,
+            title="dose up",
+            weeks=8,
+            scenarios=[
+                Scenario(name="as now"),
+                Scenario(
+                    name="100 mg", doses=[ScenarioDose(day=0, drug="sertraline", mg_per_day=100)]
+                ),
+            ],
+        )
+        assert [f.scenario for f in report.forecasts] == ["as now", "100 mg"]
+        assert report.contrasts[0].b == "100 mg" and len(report.contrasts[0].weeks) == 8
+        again = await sdk.scenario_report(pid, report.report_id)
+        assert again == report
+        listed = [r async for r in sdk.iter_scenario_reports(pid)]
+        assert [r["report_id"] for r in listed] == [report.report_id]
+        found = await sdk.search_twins(min_severity=0.0)
+        assert [t.patient_id for t in found] == [pid]  # only twins with data are indexed
+        with pytest.raises(errors.InvalidInputError):
+            await sdk.add_observations(pid, [observation(E.Phq9(3), day=2.0)])  # before day 7
+        with pytest.raises(errors.NotFoundError):
+            await sdk.twin("pt_0000")
+    async with api_env.sdk("clinician", "dr-b", ("team-2",)) as other:
+        assert await other.search_twins() == []  # scoped to the caller's patients
+        with pytest.raises(errors.NotFoundError):
+            await other.twin(pid)
+    async with api_env.sdk("researcher", "r1") as researcher:
+        rows = await researcher.research_twins()
+        assert len(rows) == 1 and rows[0].pseudonym.startswith("rs_")
+        assert pid not in rows[0].model_dump_json()
+        with pytest.raises(errors.AuthorizationError):
+            await researcher.twin(pid)
+    async with api_env.sdk("auditor", "aud") as auditor:
+        trail = [e async for e in auditor.iter_audit(page_size=7)]
+        assert len(trail) > 20 and all(e.hash for e in trail)
+        assert {"allowed", "denied"} <= {e.outcome for e in trail}
+        verdict = await auditor.verify_audit(expected_head=trail[-1].hash)
+        assert verdict.ok is False  # the head moved on: this very read was audited first
+        assert (await auditor.verify_audit()).ok
+
+
+async def test_rate_limit_answers_429_with_retry_after_and_the_sdk_backs_off(tmp_path):
+    from tests.integration.conftest import api_settings, bearer, open_env
+
+    async with open_env(api_settings(tmp_path, rate_limit_per_minute=3)) as env:
+        headers = bearer("admin", "busy")
+        statuses = [
+            (await env.http.get("/v1/patients?care_team=t", headers=headers)).status_code
+            for _ in range(4)
+        ]
+        assert statuses == [200, 200, 200, 429]
+        limited = await env.http.get("/v1/patients?care_team=t", headers=headers)
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert limited.headers["content-type"] == "application/problem+json"
+        # Another caller has their own budget.
+        assert (
+            await env.http.get("/v1/patients?care_team=t", headers=bearer("admin", "calm"))
+        ).status_code == 200
+        async with env.sdk("admin", "busy", attempts=1) as sdk:
+            with pytest.raises(errors.RateLimitedError) as caught:
+                [p async for p in sdk.iter_patients("t")]
+            assert caught.value.retry_after_s >= 1

@@ -1,0 +1,153 @@
+"""End to end: the Serve application on local Ray, driven over HTTP by the researcher SDK.
+
+The same code path as ``novamind up``: ``start``-ed hosts are found by name, the Serve replica
+opens its own stores from ``NOVAMIND_*`` variables in its runtime_env, tokens are signed with
+the generated local secret.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments.platform import local_token
+from twin import errors
+from twin.client import Client, RetryPolicy, observation
+from twin.domain import events as E
+from twin.forecast.scenario import Scenario
+from twin.settings import TwinSettings
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+from deployments.serve_app import build_app  # noqa: E402 - after the importorskip
+
+pytestmark = pytest.mark.ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(
+    ray_cluster: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, TwinSettings]]:
+    # One Serve application for the module: starting and stopping Serve costs seconds each.
+    settings = TwinSettings(
+        data_dir=tmp_path_factory.mktemp("served"),
+        particles=200,
+        hosts=2,
+        ray_namespace=f"serve-{uuid.uuid4().hex[:8]}",
+        http_port=_free_port(),
+        api_min_replicas=1,
+        api_max_replicas=1,
+        api_max_ongoing_requests=2,
+        api_max_queued_requests=2,
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": settings.http_port})
+    serve.run(build_app(settings), name="novamind-test", route_prefix="/")
+    yield f"http://127.0.0.1:{settings.http_port}", settings
+    serve.shutdown()
+    for i in range(settings.hosts):
+        ray.kill(ray.get_actor(f"twinhost-{i}", namespace=settings.ray_namespace), no_restart=True)
+
+
+def test_a_clinician_and_a_researcher_over_http_on_serve(served):
+    url, settings = served
+    clinician = local_token(settings, "clinician", subject="dr-e2e", care_team=("team-1",))
+    with Client(url, token=clinician, retry=RetryPolicy(attempts=3, initial_s=0.1)) as api:
+        assert api.ready()
+        pid = api.create_patient(
+            name="Serve Canary", birth_date="1979-09-09", mrn="SV-1", care_team="team-1"
+        )
+        acks = api.add_observations(
+            pid, [observation(E.Phq9(17), day=0.0), observation(E.Gad7(12), day=0.2)]
+        )
+        assert [a.seq for a in acks.acknowledged] == [1, 2]
+        api.add_interventions(pid, [observation(E.Prescription("sertraline", 50.0), day=1.0)])
+        twin = api.twin(pid)
+        assert twin.last_seq == 3 and twin.severity_mean > 5
+        forecast = api.forecast(pid, weeks=4)
+        assert forecast.weeks == [1, 2, 3, 4]
+        report = api.compare_scenarios(
+            pid, title="care", weeks=4, scenarios=[Scenario(), Scenario(name="b", care=True)]
+        )
+        assert api.scenario_report(pid, report.report_id).report_id == report.report_id
+        assert [e.seq for e in api.events(pid, after=1)] == [2, 3]
+        assert [t.patient_id for t in api.search_twins()] == [pid]
+        with pytest.raises(errors.NotFoundError):
+            api.twin("pt_unknown")
+    researcher = local_token(settings, "researcher", subject="study")
+    with Client(url, token=researcher) as research:
+        rows = research.research_twins()
+        assert len(rows) == 1 and "Serve" not in rows[0].model_dump_json()
+        with pytest.raises(errors.AuthorizationError):
+            research.patient(pid)
+    with Client(url, token=local_token(settings, "auditor", subject="aud")) as auditor:
+        assert auditor.verify_audit().ok
+        assert len(list(auditor.iter_audit())) >= 10
+
+
+def test_the_sdk_example_runs_against_the_served_api(served, tmp_path):
+    url, settings = served
+    token = local_token(settings, "clinician", subject="dr-example", care_team=("demo-team",))
+    example = Path(__file__).parents[2] / "examples" / "sdk_quickstart.py"
+    done = subprocess.run(
+        [sys.executable, str(example)],
+        env={**os.environ, "NOVAMIND_URL": url, "NOVAMIND_TOKEN": token, "MPLBACKEND": "Agg"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "P(remission) change with 100 mg" in done.stdout
+    assert (tmp_path / "forecast.png").stat().st_size > 1000
+
+
+def test_bounded_queues_answer_503_with_retry_after_instead_of_waiting(served):
+    url, settings = served
+    admin = {"Authorization": f"Bearer {local_token(settings, 'admin')}"}
+    with httpx.Client(base_url=url) as http:
+        pid = http.post(
+            "/v1/patients",
+            json={"name": "Q", "birth_date": "1990-01-01", "mrn": "Q1", "care_team": "t"},
+            headers=admin,
+        ).json()["patient_id"]
+        http.post(
+            f"/v1/patients/{pid}/observations",
+            json={"items": [{"idempotency_key": "a", "day": 0, "payload": {"type": "gad7",
+                                                                           "total": 4}}]},
+            headers=admin,
+        )  # fmt: skip
+    statuses: list[int] = []
+    retry_after: list[str] = []
+
+    def hit() -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            response = http.post(f"/v1/patients/{pid}/forecast", json={"weeks": 26}, headers=admin)
+            statuses.append(response.status_code)
+            if response.status_code == 503:
+                retry_after.append(response.headers.get("retry-after", ""))
+
+    threads = [threading.Thread(target=hit) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(200) >= 4  # the admitted ones complete
+    assert statuses.count(503) >= 1, statuses  # the rest are turned away at once
+    assert all(value == "1" for value in retry_after)
