@@ -64,8 +64,11 @@ def up(
         if platform.dashboard_url:
             console.print(f"  Ray       {platform.dashboard_url}")
         console.print(f"  data      {settings.data_dir.resolve()}")
-        console.print(f"\nadmin token (12 h):\n{admin}")
-        console.print(f"\nclinician token for care team {DEMO_TEAM} (12 h):\n{clinician}\n")
+        # soft_wrap: a token must stay on one line to be copied whole.
+        console.print(f"\nadmin token (12 h):\n{admin}", soft_wrap=True)
+        console.print(
+            f"\nclinician token for care team {DEMO_TEAM} (12 h):\n{clinician}\n", soft_wrap=True
+        )
         if not once:
             stop = threading.Event()
             signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -195,8 +195,14 @@ class PostgresTwinIndex:
         self._db = db
 
     async def upsert(self, entry: ports.IndexEntry) -> bool:
-        """Insert or update unless the stored entry is newer."""
-        async with _connection(self._db) as conn:
+        """Insert or update unless the stored entry is newer.
+
+        Derived data: committed with ``synchronous_commit = off`` for this transaction only (a
+        crash may lose the newest updates, which the twin's next update repairs; the event log
+        is committed with ``synchronous_commit = on``).
+        """
+        async with _connection(self._db) as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO OFF")
             status = await conn.execute(
                 f"INSERT INTO twin_index ({_INDEX_COLUMNS}) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "

@@ -211,18 +211,30 @@ class SqliteTwinIndex:
         self._db = db
 
     async def upsert(self, entry: ports.IndexEntry) -> bool:
-        """Insert or update unless the stored entry is newer."""
+        """Insert or update unless the stored entry is newer.
+
+        The index is derived data: its writes do not wait for the disk (``synchronous=NORMAL``
+        for this statement only). A crash may lose the newest updates; the twin's next update
+        repairs its entry, and the event log, written with ``synchronous=FULL``, is the truth.
+        """
         async with self._db.lock:
-            cursor = await self._db.conn.execute(
-                f"INSERT INTO twin_index ({_INDEX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (patient_id) DO UPDATE SET last_seq = excluded.last_seq, "
-                "day = excluded.day, severity_mean = excluded.severity_mean, "
-                "severity_sd = excluded.severity_sd, p_episode = excluded.p_episode, "
-                "p_severe = excluded.p_severe, alert_flags = excluded.alert_flags, "
-                "updated_at = excluded.updated_at WHERE excluded.last_seq >= twin_index.last_seq",
-                _index_row(entry),
-            )
-            return cursor.rowcount > 0
+            await self._db.conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                cursor = await self._upsert(entry)
+            finally:
+                await self._db.conn.execute("PRAGMA synchronous=FULL")
+            return bool(cursor.rowcount > 0)
+
+    async def _upsert(self, entry: ports.IndexEntry) -> Any:
+        return await self._db.conn.execute(
+            f"INSERT INTO twin_index ({_INDEX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (patient_id) DO UPDATE SET last_seq = excluded.last_seq, "
+            "day = excluded.day, severity_mean = excluded.severity_mean, "
+            "severity_sd = excluded.severity_sd, p_episode = excluded.p_episode, "
+            "p_severe = excluded.p_severe, alert_flags = excluded.alert_flags, "
+            "updated_at = excluded.updated_at WHERE excluded.last_seq >= twin_index.last_seq",
+            _index_row(entry),
+        )
 
     async def get(self, patient_id: str) -> ports.IndexEntry | None:
         """One twin's entry."""

@@ -151,3 +151,14 @@ def test_bounded_queues_answer_503_with_retry_after_instead_of_waiting(served):
     assert statuses.count(200) >= 4  # the admitted ones complete
     assert statuses.count(503) >= 1, statuses  # the rest are turned away at once
     assert all(value == "1" for value in retry_after)
+
+
+def test_the_serve_config_entry_point_builds_the_bounded_autoscaling_app():
+    from deployments.serve_app import app_builder, settings_env
+
+    app = app_builder({"api_max_replicas": "4", "api_max_queued_requests": "9"})
+    deployment = app._bound_deployment
+    assert deployment.max_queued_requests == 9
+    assert deployment._deployment_config.autoscaling_config.max_replicas == 4
+    env = settings_env(TwinSettings(jwt_secret="s" * 48))  # type: ignore[arg-type]
+    assert "NOVAMIND_JWT_SECRET" not in env and env["NOVAMIND_DATA_DIR"].startswith("/")

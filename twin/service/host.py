@@ -260,8 +260,11 @@ class TwinHost:
         # The kernel runs in a worker thread (NumPy releases the GIL in its loops), so appends
         # keep flowing on the event loop meanwhile. Twin states are only touched under the
         # flush lock, which this coroutine holds.
-        results = await asyncio.to_thread(
-            kernel.apply_events, [a.state for a in actives], pending, params=self._params
+        states = [a.state for a in actives]
+        results = (
+            await asyncio.to_thread(kernel.apply_events, states, pending, params=self._params)
+            if any(pending)
+            else kernel.apply_events(states, pending, params=self._params)  # nothing to do
         )
         now = self._clock()
         for pid, active, applied in zip(ids, actives, results, strict=True):
