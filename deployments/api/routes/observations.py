@@ -69,31 +69,42 @@ async def _ingest(
     )
 
 
-@router.post("/observations", response_model=schemas.IngestOut)
-async def ingest_observations(
-    patient_id: PatientId,
-    body: schemas.ObservationBatch,
-    who: Caller,
-    svc: Services,
-    request: Request,
-) -> schemas.IngestOut:
-    """Observations in time order (codec payloads or LOINC-coded values)."""
-    await patient_access(
-        svc, request, who, "observations.ingest", patient_id, ("clinician", "admin", "service")
+def _ingest_route(
+    kind: str, allowed: tuple[type[events.Payload], ...], what: str, summary: str
+) -> None:
+    """Mount ``POST /v1/patients/{patient_id}/<kind>`` accepting only ``allowed`` payloads."""
+
+    async def ingest(
+        patient_id: PatientId,
+        body: schemas.ObservationBatch,
+        who: Caller,
+        svc: Services,
+        request: Request,
+    ) -> schemas.IngestOut:
+        await patient_access(
+            svc, request, who, f"{kind}.ingest", patient_id, ("clinician", "admin", "service")
+        )
+        return await _ingest(svc, patient_id, body, allowed, what)
+
+    router.add_api_route(
+        f"/{kind}",
+        ingest,
+        methods=["POST"],
+        response_model=schemas.IngestOut,
+        name=f"ingest_{kind}",
+        summary=summary,
     )
-    return await _ingest(svc, patient_id, body, _OBSERVATION_TYPES, "an observation")
 
 
-@router.post("/interventions", response_model=schemas.IngestOut)
-async def ingest_interventions(
-    patient_id: PatientId,
-    body: schemas.ObservationBatch,
-    who: Caller,
-    svc: Services,
-    request: Request,
-) -> schemas.IngestOut:
-    """Medication start/stop/dose change, doses taken or missed, therapy sessions, care."""
-    await patient_access(
-        svc, request, who, "interventions.ingest", patient_id, ("clinician", "admin", "service")
-    )
-    return await _ingest(svc, patient_id, body, _INTERVENTION_TYPES, "an intervention")
+_ingest_route(
+    "observations",
+    _OBSERVATION_TYPES,
+    "an observation",
+    "Observations in time order (codec payloads or LOINC-coded values)",
+)
+_ingest_route(
+    "interventions",
+    _INTERVENTION_TYPES,
+    "an intervention",
+    "Medication start/stop/dose change, doses taken or missed, therapy sessions, care",
+)
