@@ -345,11 +345,13 @@ class TwinIndex(Protocol):
         alert: str | None = None,
         patient_ids: Sequence[str] | None = None,
         updated_since: float | None = None,
+        min_p_severe: float | None = None,
         limit: int = 100,
     ) -> list[IndexEntry]:
         """Entries by severity (``severity_mean >= min_severity``), alert flag and update time.
 
-        ``updated_since`` is in Unix seconds.
+        ``updated_since`` is in Unix seconds; ``min_p_severe`` filters on the risk
+        ``p_severe >= min_p_severe``.
 
         ``patient_ids`` restricts the search to those patients (a caller's scope). Most severe
         first, at most ``limit``.

@@ -232,9 +232,10 @@ class PostgresTwinIndex:
         alert: str | None = None,
         patient_ids: Sequence[str] | None = None,
         updated_since: float | None = None,
+        min_p_severe: float | None = None,
         limit: int = 100,
     ) -> list[ports.IndexEntry]:
-        """Filter by severity, alert flag, scope and update time; most severe first."""
+        """Filter by severity, alert flag, scope, update time and risk; most severe first."""
         async with _connection(self._db) as conn:
             rows = await conn.fetch(
                 f"SELECT {_INDEX_COLUMNS} FROM twin_index "
@@ -242,11 +243,13 @@ class PostgresTwinIndex:
                 "AND ($2::text IS NULL OR $2 = ANY(alert_flags)) "
                 "AND ($3::text[] IS NULL OR patient_id = ANY($3)) "
                 "AND ($4::float8 IS NULL OR updated_at >= $4) "
-                "ORDER BY severity_mean DESC, patient_id LIMIT $5",
+                "AND ($5::float8 IS NULL OR p_severe >= $5) "
+                "ORDER BY severity_mean DESC, patient_id LIMIT $6",
                 min_severity,
                 alert,
                 None if patient_ids is None else list(patient_ids),
                 updated_since,
+                min_p_severe,
                 limit,
             )
         return [_index_entry(r) for r in rows]

@@ -252,16 +252,17 @@ class SqliteTwinIndex:
         alert: str | None = None,
         patient_ids: Sequence[str] | None = None,
         updated_since: float | None = None,
+        min_p_severe: float | None = None,
         limit: int = 100,
     ) -> list[ports.IndexEntry]:
-        """Filter by severity, alert flag, scope and update time; most severe first."""
+        """Filter by severity, alert flag, scope, update time and risk; most severe first."""
         scope = None if patient_ids is None else json.dumps(list(patient_ids))
         async with self._db.lock:
             cursor = await self._db.conn.execute(
                 f"SELECT {_INDEX_COLUMNS} FROM twin_index "
                 "WHERE (? IS NULL OR severity_mean >= ?) AND (? IS NULL OR alert_flags LIKE ?) "
                 "AND (? IS NULL OR patient_id IN (SELECT value FROM json_each(?))) "
-                "AND (? IS NULL OR updated_at >= ?) "
+                "AND (? IS NULL OR updated_at >= ?) AND (? IS NULL OR p_severe >= ?) "
                 "ORDER BY severity_mean DESC, patient_id LIMIT ?",
                 (
                     min_severity,
@@ -272,6 +273,8 @@ class SqliteTwinIndex:
                     scope,
                     updated_since,
                     updated_since,
+                    min_p_severe,
+                    min_p_severe,
                     limit,
                 ),
             )

@@ -37,3 +37,7 @@ async def test_search_within_a_scope_and_by_update_time(twin_index):
     assert await twin_index.search(patient_ids=[]) == []
     recent = await twin_index.search(updated_since=1.0e9 + 2)
     assert [e.patient_id for e in recent] == ["c", "b"]
+    risky = IndexEntry("d", 4, 4, 12.0, 3.0, 0.9, 0.75, (), 1.0e9 + 4)
+    await twin_index.upsert(risky)
+    assert await twin_index.search(min_p_severe=0.5) == [risky]
+    assert len(await twin_index.search(min_p_severe=0.4)) == 4

@@ -57,6 +57,9 @@ async def test_sdk_round_trip_with_feed_scenarios_and_pagination(api_env):
         assert [r["report_id"] for r in listed] == [report.report_id]
         found = await sdk.search_twins(min_severity=0.0)
         assert [t.patient_id for t in found] == [pid]  # only twins with data are indexed
+        assert [t.patient_id for t in await sdk.search_twins(min_p_severe=0.0)] == [pid]
+        with pytest.raises(errors.InvalidInputError):
+            await sdk.search_twins(min_p_severe=1.5)
         with pytest.raises(errors.InvalidInputError):
             await sdk.add_observations(pid, [observation(E.Phq9(3), day=2.0)])  # before day 7
         with pytest.raises(errors.NotFoundError):

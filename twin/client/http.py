@@ -148,10 +148,18 @@ class _Routes:
 
     @staticmethod
     def search(
-        min_severity: float | None, alert: str | None, updated_since: float | None, limit: int
+        min_severity: float | None,
+        alert: str | None,
+        updated_since: float | None,
+        min_p_severe: float | None,
+        limit: int,
     ) -> _Call[schemas.TwinPage]:
         params = _params(
-            min_severity=min_severity, alert=alert, updated_since=updated_since, limit=limit
+            min_severity=min_severity,
+            alert=alert,
+            updated_since=updated_since,
+            min_p_severe=min_p_severe,
+            limit=limit,
         )
         return _Call("GET", "/v1/twins", TypeAdapter(schemas.TwinPage), params)
 
@@ -421,10 +429,13 @@ class Client:
         min_severity: float | None = None,
         alert: str | None = None,
         updated_since: float | None = None,
+        min_p_severe: float | None = None,
         limit: int = 100,
     ) -> list[schemas.TwinIndexOut]:
         """The caller's twins by severity, alert and update time, most severe first."""
-        return self._run(_Routes.search(min_severity, alert, updated_since, limit)).items
+        return self._run(
+            _Routes.search(min_severity, alert, updated_since, min_p_severe, limit)
+        ).items
 
     def research_twins(
         self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
@@ -607,10 +618,13 @@ class AsyncClient:
         min_severity: float | None = None,
         alert: str | None = None,
         updated_since: float | None = None,
+        min_p_severe: float | None = None,
         limit: int = 100,
     ) -> list[schemas.TwinIndexOut]:
         """The caller's twins, most severe first."""
-        return (await self._run(_Routes.search(min_severity, alert, updated_since, limit))).items
+        return (
+            await self._run(_Routes.search(min_severity, alert, updated_since, min_p_severe, limit))
+        ).items
 
     async def research_twins(
         self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100

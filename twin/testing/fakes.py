@@ -165,6 +165,7 @@ class MemoryTwinIndex:
         alert: str | None = None,
         patient_ids: Sequence[str] | None = None,
         updated_since: float | None = None,
+        min_p_severe: float | None = None,
         limit: int = 100,
     ) -> list[ports.IndexEntry]:
         scope = None if patient_ids is None else set(patient_ids)
@@ -174,6 +175,7 @@ class MemoryTwinIndex:
             if matches(e, min_severity, alert)
             and (scope is None or e.patient_id in scope)
             and (updated_since is None or e.updated_at >= updated_since)
+            and (min_p_severe is None or e.p_severe >= min_p_severe)
         ]
         return sorted(found, key=lambda e: (-e.severity_mean, e.patient_id))[:limit]
 

@@ -55,9 +55,12 @@ async def search_twins(
     min_severity: Annotated[float | None, Query(ge=0.0, le=27.0)] = None,
     alert: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_]+$")] = None,
     updated_since: Annotated[float | None, Query(ge=0.0, description="Unix seconds")] = None,
+    min_p_severe: Annotated[
+        float | None, Query(ge=0.0, le=1.0, description="risk: P(severity >= 15)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> schemas.TwinPage:
-    """Twins by severity, alert flag and last update, most severe first (my patients only)."""
+    """Twins by severity, risk, alert flag and last update, most severe first (my patients)."""
     allowed = who.role in ("clinician", "admin")
     await record(svc, request, who, "twin.search", None, allowed=allowed)
     if not allowed:
@@ -72,6 +75,7 @@ async def search_twins(
         alert=alert,
         patient_ids=scope,
         updated_since=updated_since,
+        min_p_severe=min_p_severe,
         limit=limit,
     )
     return schemas.TwinPage(items=[schemas.TwinIndexOut.model_validate(asdict(e)) for e in entries])
