@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ import httpx
 import numpy as np
 
 from deployments.platform import local_token
+from tests.servers import free_port
 from twin.client import Client, observation
 from twin.domain import events as E
 from twin.settings import TwinSettings
@@ -51,12 +51,6 @@ from twin.settings import TwinSettings
 LADDER = (25, 50, 75, 100, 150, 200, 300, 400)
 STEP_S = 8.0
 PATIENTS = 50
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -195,7 +189,7 @@ def bench_serve(haproxy: bool) -> dict[str, Any]:
 
     os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if haproxy else "0"
     with tempfile.TemporaryDirectory() as tmp:
-        settings = _settings(Path(tmp), _free_port())
+        settings = _settings(Path(tmp), free_port())
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": settings.http_port})
@@ -209,7 +203,7 @@ def bench_serve(haproxy: bool) -> dict[str, Any]:
 def bench_uvicorn() -> dict[str, Any]:
     """One uvicorn process serving ``deployments.asgi:build_app``."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = _settings(Path(tmp), _free_port())
+        settings = _settings(Path(tmp), free_port())
         env = {
             **os.environ,
             "NOVAMIND_DATA_DIR": tmp,

@@ -11,30 +11,15 @@ import argparse
 import asyncio
 import sys
 
-from storage.postgres import PostgresAuditLog, PostgresDatabase
-from storage.sqlite import SqliteAuditLog, SqliteDatabase
+from deployments.bootstrap import open_audit_log
 from twin.domain.audit import AuditEntry, ChainReport, verify_chain
+from twin.ports import all_audit_entries
 from twin.settings import TwinSettings
-
-_PAGE = 10_000
 
 
 async def _entries(settings: TwinSettings) -> list[AuditEntry]:
-    out: list[AuditEntry] = []
-    if settings.database_url:
-        pg = await PostgresDatabase.open(settings.database_url)
-        log: PostgresAuditLog | SqliteAuditLog = PostgresAuditLog(pg)
-        close = pg.close
-    else:
-        db = await SqliteDatabase.open(settings.data_dir / "novamind.db")
-        log = SqliteAuditLog(db)
-        close = db.close
-    try:
-        while page := await log.entries(after_seq=out[-1].seq if out else 0, limit=_PAGE):
-            out.extend(page)
-    finally:
-        await close()
-    return out
+    async with open_audit_log(settings) as log:
+        return await all_audit_entries(log)
 
 
 def verify(expected_head: str | None = None) -> ChainReport:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from deployments.api.audit_batch import GroupCommitAuditLog
@@ -53,7 +53,14 @@ from twin.domain.deidentify import Deidentifier
 from twin.service.host import HostPorts, HostSettings
 from twin.settings import TwinSettings
 
-__all__ = ["build_host_ports", "host_settings", "open_api_services", "token_verifier"]
+__all__ = [
+    "build_host_ports",
+    "host_settings",
+    "migrate",
+    "open_api_services",
+    "open_audit_log",
+    "token_verifier",
+]
 
 
 def _aws(settings: TwinSettings, service: str) -> Any:
@@ -81,21 +88,18 @@ async def _open_stores(settings: TwinSettings, stack: AsyncExitStack) -> _Stores
         if settings.kms_key_id
         else LocalKeyProvider(settings.data_dir / "keys")
     )
-    if settings.database_url:
-        pg = await PostgresDatabase.open(settings.database_url)
-        stack.push_async_callback(pg.close)
-        sealer = EnvelopeSealer(keys, PostgresDataKeyStore(pg))
+    db = await _open_database(settings, stack)
+    if isinstance(db, PostgresDatabase):
+        sealer = EnvelopeSealer(keys, PostgresDataKeyStore(db))
         stores = _Stores(
             sealer,
-            PostgresEventStore(pg, sealer),
-            PostgresTwinIndex(pg),
-            PostgresPatientRegistry(pg, sealer),
-            PostgresAuditLog(pg),
-            PostgresDocumentStore(pg),
+            PostgresEventStore(db, sealer),
+            PostgresTwinIndex(db),
+            PostgresPatientRegistry(db, sealer),
+            PostgresAuditLog(db),
+            PostgresDocumentStore(db),
         )
     else:
-        db = await SqliteDatabase.open(settings.data_dir / "novamind.db")
-        stack.push_async_callback(db.close)
         sealer = EnvelopeSealer(keys, SqliteDataKeyStore(db))
         stores = _Stores(
             sealer,
@@ -114,10 +118,36 @@ async def _open_stores(settings: TwinSettings, stack: AsyncExitStack) -> _Stores
         stack.push_async_callback(client.close)
         mongo = MongoDocumentStore(client.get_default_database("novamind"))
         await mongo.ensure_indexes()
-        return _Stores(
-            stores.sealer, stores.events, stores.index, stores.registry, stores.audit, mongo
-        )
+        return replace(stores, documents=mongo)
     return stores
+
+
+async def _open_database(
+    settings: TwinSettings, stack: AsyncExitStack
+) -> PostgresDatabase | SqliteDatabase:
+    """The relational store (migrated on open): PostgreSQL when configured, else SQLite."""
+    if settings.database_url:
+        pg = await PostgresDatabase.open(settings.database_url)
+        stack.push_async_callback(pg.close)
+        return pg
+    db = await SqliteDatabase.open(settings.data_dir / "novamind.db")
+    stack.push_async_callback(db.close)
+    return db
+
+
+@asynccontextmanager
+async def open_audit_log(settings: TwinSettings) -> AsyncIterator[ports.AuditLog]:
+    """The audit trail alone (``novamind audit verify``: no keys or other stores needed)."""
+    async with AsyncExitStack() as stack:
+        db = await _open_database(settings, stack)
+        yield PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
+
+
+async def migrate(settings: TwinSettings) -> str:
+    """Apply the schema migrations (opening the store does); returns where."""
+    async with AsyncExitStack() as stack:
+        db = await _open_database(settings, stack)
+    return "PostgreSQL" if isinstance(db, PostgresDatabase) else f"SQLite at {db.path}"
 
 
 async def build_host_ports(settings: TwinSettings) -> HostPorts:

@@ -34,7 +34,6 @@ _DEMO = (
     ("Demo Patient Two", "1991-07-19", "DEMO-0002", 102, "escitalopram", 10.0),
     ("Demo Patient Three", "1975-11-30", "DEMO-0003", 103, None, 0.0),
 )
-_INTERVENTIONS = (events.Prescription, events.DoseTaken, events.TherapySession, events.CareStatus)
 
 
 def local_token(
@@ -83,7 +82,7 @@ def seed_demo_patients(
         )
         # Consecutive runs of one kind, in log order: the twin's clock only moves forward.
         for is_intervention, run in groupby(
-            patient.events, key=lambda e: isinstance(e.payload, _INTERVENTIONS)
+            patient.events, key=lambda e: isinstance(e.payload, events.INTERVENTION_TYPES)
         ):
             items = [observation(e.payload, day=e.day, key=f"{mrn}-{e.seq}") for e in run]
             for start in range(0, len(items), 500):

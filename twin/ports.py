@@ -40,6 +40,7 @@ __all__ = [
     "PlannedEvent",
     "Sealer",
     "WrappedKey",
+    "all_audit_entries",
     "check_idempotency_key",
     "new_patient_id",
     "open_event",
@@ -395,6 +396,14 @@ class AuditLog(Protocol):
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         """Entries in chain order."""
         ...
+
+
+async def all_audit_entries(log: AuditLog, *, page: int = 10_000) -> list[AuditEntry]:
+    """The whole audit chain, read page by page (for verification)."""
+    out: list[AuditEntry] = []
+    while batch := await log.entries(after_seq=out[-1].seq if out else 0, limit=page):
+        out.extend(batch)
+    return out
 
 
 @runtime_checkable

@@ -13,7 +13,6 @@ fields by its ``type``), so a schema-valid request may rightly get 422.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,22 +28,17 @@ from schemathesis.checks import positive_data_acceptance
 
 from deployments.asgi import build_app
 from tests.integration.conftest import api_settings, bearer
+from tests.servers import free_port
 from twin.client import Client, observation
 from twin.domain import events as E
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     data: Path = tmp_path_factory.mktemp("live")
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             build_app(api_settings(data)), host="127.0.0.1", port=port, log_level="warning"

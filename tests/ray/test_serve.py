@@ -8,7 +8,6 @@ the generated local secret.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from deployments.platform import local_token
+from tests.servers import free_port
 from twin import errors
 from twin.client import Client, RetryPolicy, observation
 from twin.domain import events as E
@@ -34,12 +34,6 @@ from deployments.serve_app import build_app  # noqa: E402 - after the importorsk
 pytestmark = pytest.mark.ray
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(
     ray_cluster: None, tmp_path_factory: pytest.TempPathFactory
@@ -50,7 +44,7 @@ def served(
         particles=200,
         hosts=2,
         ray_namespace=f"serve-{uuid.uuid4().hex[:8]}",
-        http_port=_free_port(),
+        http_port=free_port(),
         api_min_replicas=1,
         api_max_replicas=1,
         api_max_ongoing_requests=2,

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from twin import errors
 
 __all__ = [
+    "INTERVENTION_TYPES",
+    "OBSERVATION_TYPES",
     "CareStatus",
     "DoseTaken",
     "EmaAffect",
     "Event",
     "Gad7",
+    "Intervention",
     "LnRmssd",
     "Observation",
     "Payload",
@@ -198,7 +201,12 @@ class CareStatus:
 
 
 Observation = Phq9 | Gad7 | EmaAffect | SleepDuration | Steps | RestingHeartRate | LnRmssd
-Payload = Observation | Prescription | DoseTaken | TherapySession | CareStatus
+Intervention = Prescription | DoseTaken | TherapySession | CareStatus
+Payload = Observation | Intervention
+
+#: The classes of each kind, for ``isinstance`` checks (observations vs interventions routes).
+OBSERVATION_TYPES: tuple[type[Observation], ...] = get_args(Observation)
+INTERVENTION_TYPES: tuple[type[Intervention], ...] = get_args(Intervention)
 
 
 @dataclass(frozen=True, slots=True)

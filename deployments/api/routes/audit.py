@@ -10,12 +10,10 @@ from fastapi import APIRouter, Query, Request
 from deployments.api.access import Caller, Services, require_role
 from deployments.api.errors import PROBLEMS
 from twin import schemas
-from twin.domain.audit import AuditEntry, verify_chain
-from twin.ports import MAX_SEQ
+from twin.domain.audit import verify_chain
+from twin.ports import MAX_SEQ, all_audit_entries
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=PROBLEMS)
-
-_PAGE = 10_000
 
 
 @router.get("", response_model=schemas.AuditPage)
@@ -47,9 +45,7 @@ async def verify_audit(
 ) -> schemas.AuditVerifyOut:
     """Recompute the whole chain (auditors); ``expected_head`` checks an anchored head."""
     await require_role(svc, request, who, "audit.verify", ("auditor",))
-    entries: list[AuditEntry] = []
-    while page := await svc.audit.entries(after_seq=entries[-1].seq if entries else 0, limit=_PAGE):
-        entries.extend(page)
+    entries = await all_audit_entries(svc.audit)
     report = verify_chain(entries, expected_head=expected_head)
     return schemas.AuditVerifyOut(
         ok=report.ok,

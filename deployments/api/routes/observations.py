@@ -17,22 +17,6 @@ from twin.domain import codec, events, loinc
 
 router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["observations"], responses=PROBLEMS)
 
-_OBSERVATION_TYPES = (
-    events.Phq9,
-    events.Gad7,
-    events.EmaAffect,
-    events.SleepDuration,
-    events.Steps,
-    events.RestingHeartRate,
-    events.LnRmssd,
-)
-_INTERVENTION_TYPES = (
-    events.Prescription,
-    events.DoseTaken,
-    events.TherapySession,
-    events.CareStatus,
-)
-
 
 def _payload(item: schemas.ObservationIn) -> events.Payload:
     if item.loinc is not None:
@@ -98,13 +82,13 @@ def _ingest_route(
 
 _ingest_route(
     "observations",
-    _OBSERVATION_TYPES,
+    events.OBSERVATION_TYPES,
     "an observation",
     "Observations in time order (codec payloads or LOINC-coded values)",
 )
 _ingest_route(
     "interventions",
-    _INTERVENTION_TYPES,
+    events.INTERVENTION_TYPES,
     "an intervention",
     "Medication start/stop/dose change, doses taken or missed, therapy sessions, care",
 )
