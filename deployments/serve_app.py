@@ -15,10 +15,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from ray import serve
+from ray.serve import Application, Deployment
 from ray.serve.config import AutoscalingConfig, BackpressureConfig
 
 from actors.directory import RayTwinDirectory
@@ -28,16 +29,35 @@ from deployments.api.observability import RayMetrics, configure_json_logging
 from deployments.bootstrap import build_host_ports, host_settings, open_api_services
 from twin.settings import TwinSettings
 
-__all__ = ["API_DEPLOYMENT", "NovamindApi", "app_builder", "build_app", "settings_env"]
+__all__ = [
+    "API_DEPLOYMENT",
+    "APP_BUILDER",
+    "NovamindApi",
+    "api_deployment",
+    "app_builder",
+    "build_app",
+    "settings_env",
+]
 
 API_DEPLOYMENT = "NovamindApi"
+#: The import path Serve configs (``serve run``, KubeRay ``serveConfigV2``) name.
+APP_BUILDER = "deployments.serve_app:app_builder"
 _SECRET_FIELDS = {"jwt_secret", "research_key", "config"}
+_URL_FIELDS = ("database_url", "redis_url", "mongo_url")
 
 
 def settings_env(settings: TwinSettings) -> dict[str, str]:
-    """The non-secret settings as ``NOVAMIND_*`` variables (absolute data directory)."""
+    """The non-secret settings as ``NOVAMIND_*`` variables (absolute data directory).
+
+    A store URL that carries a password is left out: ``runtime_env`` is kept in the GCS and shown
+    by the dashboard. Replicas then read it from their own environment (in Kubernetes the pod's,
+    from a Secret), which Ray workers inherit.
+    """
     values = settings.model_dump(exclude_none=True, exclude=_SECRET_FIELDS)
     values["data_dir"] = str(settings.data_dir.resolve())
+    for name in _URL_FIELDS:
+        if name in values and urlsplit(str(values[name])).password:
+            del values[name]
     return {f"NOVAMIND_{name.upper()}": str(value) for name, value in values.items()}
 
 
@@ -70,8 +90,11 @@ class NovamindApi:
     """The HTTP API replica (routes come from the FastAPI app)."""
 
 
-def build_app(settings: TwinSettings) -> Any:
-    """The bound application with its scaling and queue bounds from ``settings``."""
+def api_deployment(settings: TwinSettings) -> Deployment:
+    """The API deployment with its scaling, placement and queue bounds from ``settings``."""
+    placement: dict[str, int] = {}
+    if settings.api_max_replicas_per_node is not None:  # an explicit None would count as set
+        placement["max_replicas_per_node"] = settings.api_max_replicas_per_node
     return NovamindApi.options(
         autoscaling_config=AutoscalingConfig(
             min_replicas=settings.api_min_replicas,
@@ -81,10 +104,16 @@ def build_app(settings: TwinSettings) -> Any:
         max_ongoing_requests=settings.api_max_ongoing_requests,
         max_queued_requests=settings.api_max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=1),
+        **placement,
         ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": settings_env(settings)}},
-    ).bind()
+    )
 
 
-def app_builder(args: dict[str, str]) -> Any:
+def build_app(settings: TwinSettings) -> Application:
+    """The bound application (see :func:`api_deployment`)."""
+    return api_deployment(settings).bind()
+
+
+def app_builder(args: dict[str, str]) -> Application:
     """Serve's application-builder entry point: ``args`` override settings by field name."""
     return build_app(TwinSettings(**args))  # type: ignore[arg-type]

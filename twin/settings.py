@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
@@ -55,6 +56,8 @@ class TwinSettings(BaseSettings):
         api_target_ongoing_requests: Serve autoscaling target per replica.
         api_max_ongoing_requests: Requests one replica works on at once.
         api_max_queued_requests: Requests waiting per caller before 503 (bounded queue).
+        api_max_replicas_per_node: At most this many API replicas on one Ray node (spreads
+            them over nodes for availability); ``None`` leaves placement to Ray.
         break_glass_max_minutes: Longest emergency-access grant.
         serve_haproxy: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``) instead of the
             Python proxy; measured faster here (``bench/api.py``).
@@ -97,6 +100,7 @@ class TwinSettings(BaseSettings):
     api_target_ongoing_requests: float = Field(default=32.0, gt=0)
     api_max_ongoing_requests: int = Field(default=64, ge=1, le=10_000)
     api_max_queued_requests: int = Field(default=256, ge=1, le=100_000)
+    api_max_replicas_per_node: int | None = Field(default=None, ge=1, le=100)
     break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
     serve_haproxy: bool = True
 
@@ -134,8 +138,18 @@ class TwinSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment first, then the TOML file named by ``NOVAMIND_CONFIG``."""
+        """Environment first, then secret files, then the TOML file named by ``NOVAMIND_CONFIG``.
+
+        Secret files: when ``NOVAMIND_SECRETS_DIR`` names a folder (in Kubernetes the mounted
+        Secret), each file ``NOVAMIND_<FIELD>`` in it holds that field's value, so credentials
+        need not sit in the process environment.
+        """
         import os
 
         path = Path(os.environ.get("NOVAMIND_CONFIG", "novamind.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets_dir = os.environ.get("NOVAMIND_SECRETS_DIR")
+        if secrets_dir:
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)

@@ -1,0 +1,353 @@
+"""KubeRay manifests: render, validate against the v1.7.0 CRDs, scan, and check the contract.
+
+checkov ignores the RayService CRD (0 resources, exit 0 even with ``privileged: true``), so the
+head and worker pod templates are also scanned as plain Pods, together with the rendered
+NetworkPolicies (CKV2_K8S_6 pairs pods with policies).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import ray
+import yaml
+
+from deployments import kuberay
+from tests.deploy.conftest import (
+    KUSTOMIZATIONS,
+    OVERLAYS,
+    ROOT,
+    assert_checkov_clean,
+    run_checkov,
+)
+from twin.settings import TwinSettings
+
+CRD_DIR = ROOT.parent / "shared" / "schemas" / "kuberay"
+CRD_FILES = {
+    "RayService": "ray.io_rayservices.yaml",
+    "RayCluster": "ray.io_rayclusters.yaml",
+    "RayJob": "ray.io_rayjobs.yaml",
+}
+#: security-reliability.md §3 (Kubernetes), plus host namespaces, added capabilities and
+#: secrets-as-files. Gated by ID because offline checkov reports no severities.
+K8S_CHECKS = (
+    "CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_10", "CKV_K8S_11", "CKV_K8S_12", "CKV_K8S_13",
+    "CKV_K8S_14", "CKV_K8S_16", "CKV_K8S_17", "CKV_K8S_18", "CKV_K8S_19", "CKV_K8S_20",
+    "CKV_K8S_21", "CKV_K8S_22", "CKV_K8S_23", "CKV_K8S_25", "CKV_K8S_28", "CKV_K8S_29",
+    "CKV_K8S_30", "CKV_K8S_31", "CKV_K8S_35", "CKV_K8S_37", "CKV_K8S_38", "CKV_K8S_40",
+    "CKV_K8S_43", "CKV2_K8S_1", "CKV2_K8S_2", "CKV2_K8S_3", "CKV2_K8S_4", "CKV2_K8S_5",
+    "CKV2_K8S_6",
+)  # fmt: skip
+RAY_KINDS = ("RayService", "RayCluster", "RayJob")
+
+
+def _strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """The CRD schema with unknown fields refused (the API server would silently prune them).
+
+    A typo such as ``enableInTreeAutoscalling`` must fail here, not vanish at apply time.
+    """
+    out = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if (
+                node.get("type") == "object"
+                and "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(out)
+    return out
+
+
+def _crd_schema(kind: str, version: str) -> dict[str, Any]:
+    path = CRD_DIR / CRD_FILES[kind]
+    assert path.is_file(), f"{path} missing (shared/schemas/kuberay)"
+    crd = yaml.safe_load(path.read_text())
+    for entry in crd["spec"]["versions"]:
+        if entry["name"] == version:
+            return _strict(entry["schema"]["openAPIV3Schema"])
+    raise AssertionError(f"{kind} has no version {version}")
+
+
+def _ray_documents(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] in RAY_KINDS]
+
+
+def _rayservice(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (service,) = [doc for doc in docs if doc["kind"] == "RayService"]
+    return service
+
+
+def _pod_templates(service: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    cluster = service["spec"]["rayClusterConfig"]
+    templates = [("head", cluster["headGroupSpec"]["template"])]
+    templates += [(g["groupName"], g["template"]) for g in cluster["workerGroupSpecs"]]
+    return templates
+
+
+def _containers(service: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found = [
+        (f"{group}/{c['name']}", c)
+        for group, template in _pod_templates(service)
+        for c in template["spec"]["containers"]
+    ]
+    autoscaler = service["spec"]["rayClusterConfig"]["autoscalerOptions"]
+    return [*found, ("autoscaler", autoscaler)]
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_every_kustomization_renders_a_rayservice(rendered, name):
+    docs = rendered[name]
+    kinds = sorted({doc["kind"] for doc in docs})
+    for kind in ("RayService", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor"):
+        assert kind in kinds, (name, kinds)
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "novamind", (doc["kind"], doc["metadata"])
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_ray_resources_validate_against_the_kuberay_crds(rendered, name):
+    documents = _ray_documents(rendered[name])
+    assert documents
+    for doc in documents:
+        group, version = doc["apiVersion"].split("/")
+        assert group == "ray.io"
+        jsonschema.validate(doc, _crd_schema(doc["kind"], version))
+
+
+def test_the_strict_schema_catches_a_misspelt_field(rendered):
+    doc = copy.deepcopy(_rayservice(rendered["overlays/prod"]))
+    doc["spec"]["rayClusterConfig"]["enableInTreeAutoscalling"] = True
+    with pytest.raises(jsonschema.ValidationError, match="enableInTreeAutoscalling"):
+        jsonschema.validate(doc, _crd_schema("RayService", "v1"))
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_serve_config_files_are_generated_from_the_serve_settings(name):
+    directory = ROOT / "kuberay" / name
+    assert kuberay.write_or_check(directory, check=True), (
+        f"{directory / kuberay.CONFIG_FILE} is stale: run "
+        f"`novamind kuberay serve-config kuberay/{name}`"
+    )
+
+
+def test_drift_between_settings_and_config_is_detected(tmp_path):
+    directory = tmp_path / "overlay"
+    shutil.copytree(ROOT / "kuberay" / "overlays" / "prod", directory)
+    settings = directory / kuberay.SETTINGS_FILE
+    settings.write_text(settings.read_text().replace("hosts = 8", "hosts = 9"))
+    assert not kuberay.write_or_check(directory, check=True)
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "novamind"), "kuberay", "serve-config", str(directory),
+         "--check"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert kuberay.write_or_check(directory, check=False)
+    assert kuberay.write_or_check(directory, check=True)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [{"database_url": "postgresql://x"}, {"research_key": "k"}, {"no_such_setting": 1}],
+)
+def test_serve_args_refuse_credentials_and_unknown_fields(args):
+    with pytest.raises(kuberay.errors.ConfigurationError):
+        kuberay.serve_config({"environment": "prod", **args})
+
+
+def test_serve_args_the_application_refuses_are_refused():
+    with pytest.raises(kuberay.errors.ConfigurationError, match="api_min_replicas"):
+        kuberay.serve_config({"environment": "prod", "api_min_replicas": 5, "api_max_replicas": 2})
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_serve_config_is_what_serve_and_the_app_accept(rendered, overlay):
+    from ray.serve.schema import ServeDeploySchema
+
+    service = _rayservice(rendered[f"overlays/{overlay}"])
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    schema = ServeDeploySchema.model_validate(config)
+    (app,) = schema.applications
+    assert app.import_path == "deployments.serve_app:app_builder"
+    assert app.args["environment"] == overlay
+    # The application builds with these args once the pod environment supplies the rest.
+    settings = TwinSettings.model_validate(
+        {
+            **app.args,
+            "database_url": "postgresql://db/novamind",
+            "s3_bucket": "b",
+            "kms_key_id": "k",
+            "jwks_url": "https://idp/jwks.json",
+            "research_key": "r",
+        }
+    )
+    (deployment,) = app.deployments
+    assert deployment.autoscaling_config["max_replicas"] == settings.api_max_replicas
+    assert deployment.max_queued_requests == settings.api_max_queued_requests
+    # The ConfigMap names the same environment (for `novamind backup` run in a pod).
+    (settings_map,) = [
+        d for d in rendered[f"overlays/{overlay}"]
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "novamind-settings"
+    ]  # fmt: skip
+    assert settings_map["data"]["NOVAMIND_ENVIRONMENT"] == overlay
+
+
+def test_ray_version_matches_the_package_and_the_image(rendered):
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for name in KUSTOMIZATIONS:
+        cluster = _rayservice(rendered[name])["spec"]["rayClusterConfig"]
+        assert cluster["rayVersion"] == ray.__version__
+    assert f"FROM rayproject/ray:{ray.__version__}-py311\n" in dockerfile
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_ray_cluster_is_hardened_and_highly_available(rendered, name):
+    service = _rayservice(rendered[name])
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"]["mode"] == "token"
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["gcsFaultToleranceOptions"]["redisAddress"]
+    assert "valueFrom" in cluster["gcsFaultToleranceOptions"]["redisPassword"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    for where, container in _containers(service):
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 10000, where
+        assert sc["readOnlyRootFilesystem"] is True, where
+        assert sc["allowPrivilegeEscalation"] is False, where
+        assert sc["capabilities"]["drop"] == ["ALL"], where
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault", where
+        resources = container["resources"]
+        assert resources["requests"] == resources["limits"], where
+    for group, template in _pod_templates(service):
+        spec = template["spec"]
+        assert spec["serviceAccountName"] == "novamind"
+        mounts = {m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+        assert {"/tmp", "/dev/shm"} <= mounts, group
+        assert not any("secretRef" in e for e in spec["containers"][0].get("envFrom", []))
+        assert all("value" in e for e in spec["containers"][0].get("env", [])), group
+        if group != "head":
+            probes = spec["containers"][0]
+            assert probes["readinessProbe"]["httpGet"]["path"] == "/health/readiness"
+            assert probes["livenessProbe"]["httpGet"]["path"] == "/health/liveness"
+            assert spec["automountServiceAccountToken"] is False
+
+
+def test_upgrade_strategy_is_blue_green_in_prod_and_in_place_in_dev(rendered):
+    assert _rayservice(rendered["overlays/prod"])["spec"]["upgradeStrategy"]["type"] == (
+        "NewCluster"
+    )
+    assert _rayservice(rendered["overlays/staging"])["spec"]["upgradeStrategy"]["type"] == (
+        "NewCluster"
+    )
+    assert _rayservice(rendered["overlays/dev"])["spec"]["upgradeStrategy"]["type"] == "None"
+    sizes = {
+        overlay: _rayservice(rendered[f"overlays/{overlay}"])["spec"]["rayClusterConfig"][
+            "workerGroupSpecs"
+        ][0]["maxReplicas"]
+        for overlay in OVERLAYS
+    }
+    assert sizes["dev"] < sizes["staging"] < sizes["prod"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_images_are_pinned_by_digest(rendered, overlay):
+    for _, container in _containers(_rayservice(rendered[f"overlays/{overlay}"]))[:-1]:
+        assert "@sha256:" in container["image"], container["image"]
+
+
+def test_only_the_serve_and_metrics_ports_are_open_from_outside(rendered):
+    policies = [d for d in rendered["overlays/prod"] if d["kind"] == "NetworkPolicy"]
+    deny = [p for p in policies if p["metadata"]["name"] == "default-deny-all"]
+    assert deny and deny[0]["spec"]["podSelector"] == {}
+    assert sorted(deny[0]["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    external_ports = set()
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            sources = rule.get("from", [])
+            internal = all(set(s) == {"podSelector"} for s in sources) and sources
+            if not internal:
+                assert rule.get("ports"), policy["metadata"]["name"]  # never all ports
+                external_ports |= {p["port"] for p in rule["ports"]}
+    assert external_ports == {8000, 8080}
+    # The dashboard, GCS and client ports are therefore unreachable from outside the cluster.
+    assert not external_ports & {8265, 6379, 10001, 52365}
+
+
+def test_grafana_dashboard_charts_the_twin_metrics(rendered):
+    (dashboard,) = [
+        d for d in rendered["base"]
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "novamind-grafana-dashboard"
+    ]  # fmt: skip
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    text = dashboard["data"]["novamind-twins.json"]
+    for metric in (
+        "ray_novamind_http_requests_total",
+        "ray_novamind_http_request_latency_ms_bucket",
+        "ray_novamind_events_ingested_total",
+        "ray_novamind_alerts_raised_total",
+        "ray_novamind_twins_active",
+        "ray_novamind_ingest_ack_latency_ms_bucket",
+        "ray_novamind_twin_activations_total",
+    ):
+        assert metric in text, metric
+
+
+def _pods_and_policies(docs: list[dict[str, Any]], out: Path) -> Path:
+    """The Ray pod templates as plain Pods, with the policies they are matched against."""
+    manifests: list[dict[str, Any]] = []
+    for doc in docs:
+        if doc["kind"] == "RayService":
+            for group, template in _pod_templates(doc):
+                metadata = dict(template.get("metadata", {}))
+                metadata.update(name=f"novamind-{group}", namespace=doc["metadata"]["namespace"])
+                manifests.append(
+                    {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                     "spec": template["spec"]}
+                )  # fmt: skip
+        elif doc["kind"] == "NetworkPolicy":
+            manifests.append(doc)
+    path = out / "ray-pods.yaml"
+    path.write_text(yaml.safe_dump_all(manifests))
+    return path
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_checkov_passes_on_the_rendered_manifests(rendered, overlay, tmp_path):
+    path = tmp_path / f"{overlay}.yaml"
+    path.write_text(yaml.safe_dump_all(rendered[f"overlays/{overlay}"]))
+    assert_checkov_clean(run_checkov(path, "kubernetes", K8S_CHECKS))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_checkov_passes_on_the_ray_pod_templates_as_pods(rendered, overlay, tmp_path):
+    report = run_checkov(
+        _pods_and_policies(rendered[f"overlays/{overlay}"], tmp_path), "kubernetes", K8S_CHECKS
+    )
+    assert_checkov_clean(report)
+    pods = {c["resource"] for c in report["results"]["passed_checks"] if "Pod." in c["resource"]}
+    assert pods == {"Pod.novamind.novamind-head", "Pod.novamind.novamind-twins"}
+
+
+def test_checkov_scan_of_pods_does_fail_on_a_privileged_template(rendered, tmp_path):
+    docs = copy.deepcopy(rendered["overlays/prod"])
+    service = _rayservice(docs)
+    worker = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    worker["containers"][0]["securityContext"]["privileged"] = True
+    report = run_checkov(_pods_and_policies(docs, tmp_path), "kubernetes", K8S_CHECKS)
+    assert {c["check_id"] for c in report["results"]["failed_checks"]} == {"CKV_K8S_16"}
