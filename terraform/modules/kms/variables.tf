@@ -1,0 +1,4 @@
+variable "name" {
+  description = "Name prefix, e.g. novamind-prod."
+  type        = string
+}

@@ -1,0 +1,216 @@
+# EKS for the KubeRay cluster: private API endpoint only, Kubernetes secrets envelope-encrypted
+# with KMS, every control-plane log type shipped to an encrypted log group, managed node groups
+# in the private subnets (IMDSv2 only, encrypted volumes), and an OIDC provider so pods get AWS
+# permissions through IAM roles for service accounts. The application role (`app_role_arn`,
+# annotated on the `novamind` ServiceAccount) may use the checkpoint bucket, the audit-anchor
+# bucket and the two KMS keys, nothing else.
+
+data "aws_partition" "current" {}
+
+resource "aws_cloudwatch_log_group" "cluster" {
+  # EKS writes here; the name is fixed by EKS.
+  name              = "/aws/eks/${var.name}/cluster"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.logs_kms_key_arn
+}
+
+data "aws_iam_policy_document" "cluster_assume" {
+  statement {
+    actions = ["sts:AssumeRole", "sts:TagSession"]
+    principals {
+      type        = "Service"
+      identifiers = ["eks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "cluster" {
+  name               = "${var.name}-eks-cluster"
+  assume_role_policy = data.aws_iam_policy_document.cluster_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "cluster" {
+  role       = aws_iam_role.cluster.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonEKSClusterPolicy"
+}
+
+resource "aws_security_group" "cluster" {
+  name        = "${var.name}-eks-cluster"
+  description = "EKS control plane: HTTPS from inside the VPC only"
+  vpc_id      = var.vpc_id
+
+  ingress {
+    description = "Kubernetes API from the VPC (operators come in through the VPN/bastion)"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr]
+  }
+}
+
+resource "aws_eks_cluster" "this" {
+  name                      = var.name
+  version                   = var.kubernetes_version
+  role_arn                  = aws_iam_role.cluster.arn
+  enabled_cluster_log_types = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+
+  vpc_config {
+    subnet_ids              = var.private_subnet_ids
+    security_group_ids      = [aws_security_group.cluster.id]
+    endpoint_private_access = true
+    endpoint_public_access  = false
+  }
+
+  encryption_config {
+    resources = ["secrets"]
+    provider {
+      key_arn = var.eks_kms_key_arn
+    }
+  }
+
+  access_config {
+    authentication_mode = "API"
+  }
+
+  depends_on = [aws_iam_role_policy_attachment.cluster, aws_cloudwatch_log_group.cluster]
+}
+
+data "aws_iam_policy_document" "node_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "node" {
+  name               = "${var.name}-eks-node"
+  assume_role_policy = data.aws_iam_policy_document.node_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "node" {
+  for_each = toset(["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"])
+
+  role       = aws_iam_role.node.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/${each.key}"
+}
+
+resource "aws_launch_template" "node" {
+  name_prefix = "${var.name}-node-"
+
+  # IMDSv2 only, one hop: pods cannot reach the node's credentials (they use IRSA).
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  block_device_mappings {
+    device_name = "/dev/xvda"
+    ebs {
+      volume_size = var.node_disk_gib
+      volume_type = "gp3"
+      encrypted   = true
+      kms_key_id  = var.eks_kms_key_arn
+    }
+  }
+}
+
+resource "aws_eks_node_group" "this" {
+  for_each = var.node_groups
+
+  cluster_name    = aws_eks_cluster.this.name
+  node_group_name = each.key
+  node_role_arn   = aws_iam_role.node.arn
+  subnet_ids      = var.private_subnet_ids
+  instance_types  = each.value.instance_types
+  labels          = { "novamind.io/pool" = each.key }
+
+  scaling_config {
+    min_size     = each.value.min_size
+    desired_size = each.value.min_size
+    max_size     = each.value.max_size
+  }
+
+  launch_template {
+    id      = aws_launch_template.node.id
+    version = aws_launch_template.node.latest_version
+  }
+
+  update_config {
+    max_unavailable = 1
+  }
+
+  lifecycle {
+    # The Ray/cluster autoscaler moves desired_size; Terraform owns the bounds.
+    ignore_changes = [scaling_config[0].desired_size]
+  }
+
+  depends_on = [aws_iam_role_policy_attachment.node]
+}
+
+
+resource "aws_iam_openid_connect_provider" "this" {
+  url            = aws_eks_cluster.this.identity[0].oidc[0].issuer
+  client_id_list = ["sts.amazonaws.com"]
+}
+
+locals {
+  oidc_host = replace(aws_iam_openid_connect_provider.this.url, "https://", "")
+}
+
+data "aws_iam_policy_document" "app_assume" {
+  statement {
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+    principals {
+      type        = "Federated"
+      identifiers = [aws_iam_openid_connect_provider.this.arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_host}:sub"
+      values   = ["system:serviceaccount:${var.app_namespace}:${var.app_service_account}"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_host}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "app" {
+  name               = "${var.name}-app"
+  assume_role_policy = data.aws_iam_policy_document.app_assume.json
+}
+
+data "aws_iam_policy_document" "app" {
+  statement {
+    sid       = "Checkpoints"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:GetObjectVersion"]
+    resources = ["${var.checkpoint_bucket_arn}/*"]
+  }
+  statement {
+    sid       = "ListCheckpoints"
+    actions   = ["s3:ListBucket"]
+    resources = [var.checkpoint_bucket_arn]
+  }
+  statement {
+    sid       = "AnchorAuditChainHeads"
+    actions   = ["s3:PutObject", "s3:GetObject"]
+    resources = ["${var.audit_anchor_bucket_arn}/*"]
+  }
+  statement {
+    sid       = "EnvelopeKeys"
+    actions   = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
+    resources = var.app_kms_key_arns
+  }
+}
+
+resource "aws_iam_role_policy" "app" {
+  name   = "novamind-app"
+  role   = aws_iam_role.app.id
+  policy = data.aws_iam_policy_document.app.json
+}
