@@ -34,6 +34,7 @@ from storage.postgres import (
     PostgresDocumentStore,
     PostgresEventStore,
     PostgresPatientRegistry,
+    PostgresSnapshot,
     PostgresTwinIndex,
 )
 from storage.redis import RedisChangeFeed
@@ -46,6 +47,7 @@ from storage.sqlite import (
     SqliteDocumentStore,
     SqliteEventStore,
     SqlitePatientRegistry,
+    SqliteSnapshot,
     SqliteTwinIndex,
 )
 from twin import ports
@@ -54,11 +56,13 @@ from twin.service.host import HostPorts, HostSettings
 from twin.settings import TwinSettings
 
 __all__ = [
+    "BackupStores",
     "build_host_ports",
     "host_settings",
     "migrate",
     "open_api_services",
     "open_audit_log",
+    "open_backup_stores",
     "token_verifier",
 ]
 
@@ -81,13 +85,26 @@ class _Stores:
     documents: ports.DocumentStore
 
 
+def _key_provider(settings: TwinSettings) -> ports.KeyProvider:
+    if settings.kms_key_id:
+        return KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
+    return LocalKeyProvider(settings.data_dir / "keys")
+
+
+def _checkpoint_store(settings: TwinSettings) -> ports.CheckpointStore:
+    if settings.s3_bucket:
+        return S3CheckpointStore(
+            _aws(settings, "s3"),
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            kms_key_id=settings.s3_kms_key_id,
+        )
+    return LocalCheckpointStore(settings.data_dir / "checkpoints")
+
+
 async def _open_stores(settings: TwinSettings, stack: AsyncExitStack) -> _Stores:
     """The relational stores (and documents) behind one envelope sealer."""
-    keys: ports.KeyProvider = (
-        KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
-        if settings.kms_key_id
-        else LocalKeyProvider(settings.data_dir / "keys")
-    )
+    keys = _key_provider(settings)
     db = await _open_database(settings, stack)
     if isinstance(db, PostgresDatabase):
         sealer = EnvelopeSealer(keys, PostgresDataKeyStore(db))
@@ -110,16 +127,20 @@ async def _open_stores(settings: TwinSettings, stack: AsyncExitStack) -> _Stores
             SqliteDocumentStore(db),
         )
     if settings.mongo_url:
-        from pymongo import AsyncMongoClient  # only when MongoDB is configured
-
-        from storage.mongo import MongoDocumentStore
-
-        client: Any = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
-        stack.push_async_callback(client.close)
-        mongo = MongoDocumentStore(client.get_default_database("novamind"))
-        await mongo.ensure_indexes()
-        return replace(stores, documents=mongo)
+        return replace(stores, documents=await _mongo_documents(settings.mongo_url, stack))
     return stores
+
+
+async def _mongo_documents(url: str, stack: AsyncExitStack) -> ports.DocumentStore:
+    from pymongo import AsyncMongoClient  # only when MongoDB is configured
+
+    from storage.mongo import MongoDocumentStore
+
+    client: Any = AsyncMongoClient(url, serverSelectionTimeoutMS=3000)
+    stack.push_async_callback(client.close)
+    mongo = MongoDocumentStore(client.get_default_database("novamind"))
+    await mongo.ensure_indexes()
+    return mongo
 
 
 async def _open_database(
@@ -143,6 +164,52 @@ async def open_audit_log(settings: TwinSettings) -> AsyncIterator[ports.AuditLog
         yield PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
 
 
+@dataclass(frozen=True, slots=True)
+class BackupStores:
+    """What ``novamind backup`` and ``restore`` work on.
+
+    Attributes:
+        snapshot: The relational store as a whole (consistent export, all-or-nothing import).
+        documents: The document store (MongoDB when configured, else the relational table).
+        checkpoints: The checkpoint store.
+        keys: The key provider that wraps the archive key (KMS in production).
+        audit: The audit trail (verified after a restore).
+    """
+
+    snapshot: ports.DatabaseSnapshot
+    documents: ports.DocumentStore
+    checkpoints: ports.CheckpointStore
+    keys: ports.KeyProvider
+    audit: ports.AuditLog
+
+
+@asynccontextmanager
+async def open_backup_stores(settings: TwinSettings) -> AsyncIterator[BackupStores]:
+    """The stores a backup reads or a restore fills."""
+    async with AsyncExitStack() as stack:
+        db = await _open_database(settings, stack)
+        snapshot: ports.DatabaseSnapshot
+        audit: ports.AuditLog
+        documents: ports.DocumentStore
+        if isinstance(db, PostgresDatabase):
+            snapshot, audit, documents = (
+                PostgresSnapshot(db),
+                PostgresAuditLog(db),
+                PostgresDocumentStore(db),
+            )
+        else:
+            snapshot, audit, documents = (
+                SqliteSnapshot(db),
+                SqliteAuditLog(db),
+                SqliteDocumentStore(db),
+            )
+        if settings.mongo_url:
+            documents = await _mongo_documents(settings.mongo_url, stack)
+        yield BackupStores(
+            snapshot, documents, _checkpoint_store(settings), _key_provider(settings), audit
+        )
+
+
 async def migrate(settings: TwinSettings) -> str:
     """Apply the schema migrations (opening the store does); returns where."""
     async with AsyncExitStack() as stack:
@@ -154,16 +221,7 @@ async def build_host_ports(settings: TwinSettings) -> HostPorts:
     """Open the stores of one host process (importable, so Ray actors can receive it)."""
     stack = AsyncExitStack()
     stores = await _open_stores(settings, stack)
-    checkpoints: ports.CheckpointStore = (
-        S3CheckpointStore(
-            _aws(settings, "s3"),
-            settings.s3_bucket,
-            prefix=settings.s3_prefix,
-            kms_key_id=settings.s3_kms_key_id,
-        )
-        if settings.s3_bucket
-        else LocalCheckpointStore(settings.data_dir / "checkpoints")
-    )
+    checkpoints = _checkpoint_store(settings)
     feed: ports.ChangeFeed
     if settings.redis_url:
         import redis.asyncio as aioredis  # only when Redis is configured

@@ -16,6 +16,7 @@
     ├── AuthorizationError                   valid credentials, not allowed (HTTP 403)
     ├── NotFoundError                        no such resource (HTTP 404)
     ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
+    ├── BackupCorruptError                   a backup archive is torn, truncated or tampered with
     ├── KeyAccessError                       a data key cannot be unwrapped or was shredded
     ├── RateLimitedError                     the caller's request budget is spent (HTTP 429)
     ├── OverloadedError                      the service's queues are full; retry (HTTP 503)
@@ -32,6 +33,7 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "AuthorizationError",
+    "BackupCorruptError",
     "CheckpointCorruptError",
     "ConfigurationError",
     "EventOrderError",
@@ -163,6 +165,10 @@ class HostUnavailableError(TwinError):
 
 class CheckpointCorruptError(TwinError):
     """A stored checkpoint failed its integrity check (torn write or tampering)."""
+
+
+class BackupCorruptError(TwinError):
+    """A backup archive fails its integrity checks (digest, authentication tag or framing)."""
 
 
 class KeyAccessError(TwinError):

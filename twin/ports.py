@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from twin import errors
 from twin.domain import codec, events
@@ -31,6 +31,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointStore",
     "DataKeyStore",
+    "DatabaseSnapshot",
     "Document",
     "DocumentStore",
     "EventStore",
@@ -39,6 +40,7 @@ __all__ = [
     "PatientRegistry",
     "PlannedEvent",
     "Sealer",
+    "TableRows",
     "WrappedKey",
     "all_audit_entries",
     "check_idempotency_key",
@@ -472,6 +474,17 @@ class DocumentStore(Protocol):
         """One document, or ``None``."""
         ...
 
+    async def scan(
+        self, *, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[Document]:
+        """Every document of every collection in ``(collection, doc_id)`` order (backups).
+
+        Args:
+            after: Keyset cursor: the ``(collection, doc_id)`` of the last document seen.
+            limit: Page size.
+        """
+        ...
+
     async def list(
         self,
         collection: str,
@@ -485,4 +498,51 @@ class DocumentStore(Protocol):
 
     async def delete_patient(self, patient_id: str) -> int:
         """Delete every document of a patient; returns how many."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TableRows:
+    """A batch of one table's rows, as the relational store holds them.
+
+    Attributes:
+        table: Table name.
+        columns: Column names, in the order of each row's values.
+        rows: Row values: ``str``, ``int``, ``float``, ``bytes``, ``None``, and where the store
+            has them ``datetime`` (aware) and ``list[str]``.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+@runtime_checkable
+class DatabaseSnapshot(Protocol):
+    """The relational store as a whole: a consistent export, and an import into an empty one.
+
+    ``kind`` names the adapter (``"sqlite"``, ``"postgres"``): an export restores into the same
+    kind, whose column types it carries.
+    """
+
+    kind: str
+
+    async def patient_ids(self) -> list[str]:
+        """Every patient with a data key (i.e. not erased), sorted."""
+        ...
+
+    def export(self, *, batch_rows: int = 1000) -> AsyncIterator[TableRows]:
+        """Every table's rows from one read snapshot (a single transaction), in key order."""
+        ...
+
+    async def is_empty(self) -> bool:
+        """True when no table holds application data (a fresh, migrated store)."""
+        ...
+
+    async def import_all(self, batches: AsyncIterator[TableRows]) -> dict[str, int]:
+        """Insert every batch in one transaction (all or nothing); returns rows per table.
+
+        Raises:
+            ConfigurationError: The store is not empty, or a table or column is unknown.
+        """
         ...

@@ -49,6 +49,10 @@ class MongoDocumentStore:
             self._coll.create_index,
             [("collection", ASCENDING), ("patient_id", ASCENDING), ("doc_id", ASCENDING)],
         )
+        # The backup scan pages in (collection, doc_id) order.
+        await self._call(
+            self._coll.create_index, [("collection", ASCENDING), ("doc_id", ASCENDING)]
+        )
 
     @staticmethod
     async def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -75,6 +79,27 @@ class MongoDocumentStore:
         """One document, or ``None``."""
         raw = await self._call(self._coll.find_one, {"_id": f"{collection}/{doc_id}"})
         return None if raw is None else _document(raw)
+
+    async def scan(
+        self, *, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[ports.Document]:
+        """Every document in ``(collection, doc_id)`` order, after the keyset cursor."""
+        query: dict[str, Any] = {}
+        if after is not None:
+            collection, doc_id = after
+            query = {
+                "$or": [
+                    {"collection": {"$gt": collection}},
+                    {"collection": collection, "doc_id": {"$gt": doc_id}},
+                ]
+            }
+        cursor = (
+            self._coll.find(query)
+            .sort([("collection", ASCENDING), ("doc_id", ASCENDING)])
+            .limit(limit)
+        )
+        raws = await self._call(cursor.to_list)
+        return [_document(r) for r in raws]
 
     async def list(
         self,

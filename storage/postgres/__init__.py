@@ -1,6 +1,7 @@
 """PostgreSQL adapters (asyncpg): event log, data keys, twin index and audit trail."""
 
 from storage.postgres.database import PostgresDatabase
+from storage.postgres.snapshot import PostgresSnapshot
 from storage.postgres.stores import (
     PostgresAuditLog,
     PostgresDataKeyStore,
@@ -17,5 +18,6 @@ __all__ = [
     "PostgresDocumentStore",
     "PostgresEventStore",
     "PostgresPatientRegistry",
+    "PostgresSnapshot",
     "PostgresTwinIndex",
 ]

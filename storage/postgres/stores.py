@@ -417,6 +417,21 @@ class PostgresDocumentStore:
             )
         return None if row is None else _document(row)
 
+    async def scan(
+        self, *, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[ports.Document]:
+        """Every document in ``(collection, doc_id)`` order, after the keyset cursor."""
+        collection, doc_id = after or ("", "")
+        async with _connection(self._db) as conn:
+            rows = await conn.fetch(
+                f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE (collection, doc_id) > ($1, $2) "
+                "ORDER BY collection, doc_id LIMIT $3",
+                collection,
+                doc_id,
+                limit,
+            )
+        return [_document(r) for r in rows]
+
     async def list(
         self,
         collection: str,

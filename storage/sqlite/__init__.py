@@ -1,6 +1,7 @@
 """The embedded SQLite store: event log, data keys, twin index and audit trail in one file."""
 
 from storage.sqlite.database import SqliteDatabase
+from storage.sqlite.snapshot import SqliteSnapshot
 from storage.sqlite.stores import (
     SqliteAuditLog,
     SqliteDataKeyStore,
@@ -17,5 +18,6 @@ __all__ = [
     "SqliteDocumentStore",
     "SqliteEventStore",
     "SqlitePatientRegistry",
+    "SqliteSnapshot",
     "SqliteTwinIndex",
 ]

@@ -438,6 +438,20 @@ class SqliteDocumentStore:
             row = await cursor.fetchone()
         return None if row is None else _document(row)
 
+    async def scan(
+        self, *, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[ports.Document]:
+        """Every document in ``(collection, doc_id)`` order, after the keyset cursor."""
+        collection, doc_id = after or ("", "")
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT collection, doc_id, patient_id, body, created_at FROM documents "
+                "WHERE (collection, doc_id) > (?, ?) ORDER BY collection, doc_id LIMIT ?",
+                (collection, doc_id, limit),
+            )
+            rows = await cursor.fetchall()
+        return [_document(r) for r in rows]
+
     async def list(
         self,
         collection: str,

@@ -28,3 +28,19 @@ async def test_put_get_replace_list_delete(document_store):
     assert [d.doc_id for d in await document_store.list("scenario")] == ["c"]
     assert await document_store.list("break_glass") == []
     assert await document_store.delete_patient("p1") == 0
+
+
+async def test_scan_pages_every_collection_in_key_order(document_store):
+    assert await document_store.scan() == []
+    for collection, doc_id in [("scenario", "b"), ("break_glass", "z"), ("scenario", "a"),
+                               ("break_glass", "a"), ("a", "m")]:  # fmt: skip
+        await document_store.put(doc(collection, doc_id, "p1"))
+    expected = [("a", "m"), ("break_glass", "a"), ("break_glass", "z"), ("scenario", "a"),
+                ("scenario", "b")]  # fmt: skip
+    assert [(d.collection, d.doc_id) for d in await document_store.scan()] == expected
+    seen, after = [], None
+    while page := await document_store.scan(after=after, limit=2):
+        seen += [(d.collection, d.doc_id) for d in page]
+        after = seen[-1]
+    assert seen == expected
+    assert await document_store.scan(after=("scenario", "b")) == []

@@ -279,6 +279,12 @@ class MemoryDocumentStore:
     async def get(self, collection: str, doc_id: str) -> ports.Document | None:
         return self.documents.get((collection, doc_id))
 
+    async def scan(
+        self, *, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[ports.Document]:
+        keys = sorted(k for k in self.documents if after is None or k > after)
+        return [self.documents[k] for k in keys[:limit]]
+
     async def list(
         self,
         collection: str,
