@@ -87,6 +87,7 @@ bench: install servers
 	$(BIN)/python bench/twin_kernel.py
 	$(BIN)/python -m bench.runtime
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.dr_drill
 
 clean:
 	rm -rf $(VENV) $(IAC) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,6 +33,7 @@ app.add_typer(audit_app, name="audit")
 kuberay_app = typer.Typer(help="KubeRay manifests.", no_args_is_help=True)
 app.add_typer(kuberay_app, name="kuberay")
 console = Console()
+T = TypeVar("T")
 
 
 def _role(value: str) -> Role:
@@ -167,22 +169,28 @@ def kuberay_serve_config(
         raise typer.Exit(1)
 
 
+def _run_job(label: str, job: Coroutine[Any, Any, T]) -> T:
+    """Run an async job with a spinner; a Novamind error is printed and exits 1."""
+    import asyncio
+
+    from twin.errors import TwinError
+
+    try:
+        with console.status(f"{label} running..."):
+            return asyncio.run(job)
+    except TwinError as exc:
+        console.print(f"[red]{label} failed: {exc}")
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def backup(
     directory: Annotated[Path, typer.Argument(help="New (or empty) folder for the archive.")],
 ) -> None:
     """Write an encrypted, consistent backup of the stores and the twins' checkpoints."""
-    import asyncio
-
     from deployments.backup import backup as run_backup
-    from twin.errors import TwinError
 
-    try:
-        with console.status("backing up..."):
-            report = asyncio.run(run_backup(TwinSettings(), directory))
-    except TwinError as exc:
-        console.print(f"[red]backup failed: {exc}")
-        raise typer.Exit(1) from None
+    report = _run_job("backup", run_backup(TwinSettings(), directory))
     console.print(f"backup {report.backup_id} written to {report.directory}")
     console.print(f"  tables       {report.tables}")
     console.print(f"  documents    {report.documents}")
@@ -198,17 +206,9 @@ def restore(
     directory: Annotated[Path, typer.Argument(help="An archive written by `novamind backup`.")],
 ) -> None:
     """Restore a backup into this (empty) environment; verify the audit chain; report the time."""
-    import asyncio
-
     from deployments.backup import restore as run_restore
-    from twin.errors import TwinError
 
-    try:
-        with console.status("restoring..."):
-            report = asyncio.run(run_restore(TwinSettings(), directory))
-    except TwinError as exc:
-        console.print(f"[red]restore failed: {exc}")
-        raise typer.Exit(1) from None
+    report = _run_job("restore", run_restore(TwinSettings(), directory))
     console.print(f"backup {report.backup_id} restored and verified in {report.seconds:.2f} s")
     console.print(f"  tables       {report.tables}")
     console.print(f"  documents    {report.documents}")

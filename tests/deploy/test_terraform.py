@@ -24,7 +24,7 @@ TERRAFORM = ROOT / "terraform"
 ENVIRONMENTS = ("dev", "staging", "prod")
 MODULES = (
     "networking", "kubernetes", "database", "cache", "documents", "storage", "kms", "edge",
-    "backup", "logging",
+    "backup", "logging", "platform",
 )  # fmt: skip
 MIRROR_CANDIDATES = (Path("/opt/tf-plugins"), Path("/usr/share/terraform/plugins"))
 #: security-reliability.md §3: 164.312 items translated to checkov IDs for our stack.
@@ -75,14 +75,16 @@ def test_every_module_and_environment_exists():
         for part in ("main.tf", "variables.tf", "outputs.tf"):
             assert (TERRAFORM / "modules" / module / part).is_file(), (module, part)
     for env in ENVIRONMENTS:
-        for part in ("main.tf", "versions.tf", "variables.tf", "outputs.tf"):
+        for part in ("main.tf", "providers.tf", "variables.tf", "outputs.tf"):
             assert (TERRAFORM / "environments" / env / part).is_file(), (env, part)
-        assert (TERRAFORM / "environments" / env / "terraform.tfvars.example").is_file()
+        example = (TERRAFORM / "environments" / env / "terraform.tfvars.example").read_text()
+        assert "region" in example and "certificate_arn" in example
 
 
 def test_terraform_fmt_check_passes(terraform_report):
     fmt = terraform_report["fmt"]
     assert fmt["rc"] == 0, f"not formatted: {fmt['files']} {fmt['error']}"
+    assert not fmt["files"].strip()
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -98,19 +100,22 @@ def test_environment_initialises_offline_and_validates(terraform_report, env):
     assert not [p for p in problems if p.startswith("warning")], problems
 
 
-def test_validate_catches_a_broken_module(tmp_path):
+def test_the_checks_catch_a_broken_module(tmp_path):
     copy = tmp_path / "terraform"
     shutil.copytree(TERRAFORM, copy, ignore=shutil.ignore_patterns(".terraform*"))
     for env in ("staging", "prod"):
         shutil.rmtree(copy / "environments" / env)
     database = copy / "modules" / "database" / "main.tf"
     database.write_text(database.read_text().replace("storage_encrypted ", "storage_encryptd "))
+    platform = copy / "modules" / "platform" / "main.tf"
+    platform.write_text(platform.read_text().replace("  name      = var.name", "  name = var.name"))
     result = subprocess.run(
         [str(iac_tool("python")), str(ROOT / "tests" / "deploy" / "terraform_check.py"),
          str(copy), str(_mirror())],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["fmt"]["rc"] == 3 and "modules/platform/main.tf" in report["fmt"]["files"]
     entry = report["environments"]["dev"]
     assert entry["init"] == 0
     assert entry["validate"]["valid"] is False
@@ -159,10 +164,15 @@ def test_every_bucket_policy_denies_plain_http():
 )
 def test_database_availability_and_backups_per_environment(env, multi_az, retention):
     main = (TERRAFORM / "environments" / env / "main.tf").read_text()
-    database = _block(main, "module", "database")
-    assert re.search(rf"multi_az\s+=\s+{multi_az}\b", database)
-    assert re.search(rf"backup_retention_days\s+=\s+{retention}\b", database)
-    assert ("replicate_backups_to_dr  = true" in database) == (env == "prod")
+    platform = _block(main, "module", "novamind")
+    assert re.search(rf"multi_az\s+=\s+{multi_az}\b", platform)
+    assert re.search(rf"backup_retention_days\s+=\s+{retention}\b", platform)
+    assert bool(re.search(r"replicate_backups_to_dr\s+=\s+true", platform)) == (env == "prod")
+    # The platform passes them to the database module unchanged.
+    composed = (TERRAFORM / "modules" / "platform" / "main.tf").read_text()
+    database = _block(composed, "module", "database")
+    assert re.search(r"multi_az\s+=\s+var.multi_az\b", database)
+    assert re.search(r"backup_retention_days\s+=\s+var.backup_retention_days\b", database)
 
 
 def test_only_the_aws_provider_is_used():

@@ -1,108 +1,35 @@
-# Novamind prod: every module composed once. `terraform/README.md` explains the order of
-# operations; kuberay/overlays/prod consumes the outputs.
+# Novamind prod: the platform at prod sizes. providers.tf, variables.tf and outputs.tf are
+# links to terraform/shared; values in terraform.tfvars (from terraform.tfvars.example).
 
 locals {
-  name = "novamind-prod"
+  environment = "prod"
 }
 
-module "kms" {
-  source    = "../../modules/kms"
-  name      = local.name
+terraform {
+  # State in S3 with native locking (`init -backend-config=bucket=<state bucket>`).
+  backend "s3" {
+    key          = "novamind/prod/terraform.tfstate"
+    encrypt      = true
+    use_lockfile = true
+  }
+}
+
+module "novamind" {
+  source    = "../../modules/platform"
   providers = { aws = aws, aws.dr = aws.dr }
-}
 
-module "networking" {
-  source             = "../../modules/networking"
-  name               = local.name
-  availability_zones = var.availability_zones
-  single_nat_gateway = false
-  logs_kms_key_arn   = module.kms.key_arns["logs"]
-}
-
-module "storage" {
-  source         = "../../modules/storage"
-  name           = local.name
-  kms_key_arn    = module.kms.key_arns["storage"]
-  dr_kms_key_arn = module.kms.dr_key_arns["storage"]
-  providers      = { aws = aws, aws.dr = aws.dr }
-}
-
-module "kubernetes" {
-  source                  = "../../modules/kubernetes"
-  name                    = local.name
-  vpc_id                  = module.networking.vpc_id
-  vpc_cidr                = module.networking.vpc_cidr
-  private_subnet_ids      = module.networking.private_subnet_ids
-  eks_kms_key_arn         = module.kms.key_arns["eks"]
-  logs_kms_key_arn        = module.kms.key_arns["logs"]
-  node_groups             = { twins = { instance_types = ["m6i.4xlarge"], min_size = 3, max_size = 31 } }
-  checkpoint_bucket_arn   = module.storage.checkpoint_bucket_arn
-  audit_anchor_bucket_arn = module.storage.audit_anchor_bucket_arn
-  app_kms_key_arns        = [module.kms.key_arns["data-keys"], module.kms.key_arns["storage"]]
-}
-
-module "database" {
-  source                   = "../../modules/database"
-  name                     = local.name
-  vpc_id                   = module.networking.vpc_id
-  subnet_ids               = module.networking.isolated_subnet_ids
-  client_security_group_id = module.kubernetes.node_security_group_id
-  kms_key_arn              = module.kms.key_arns["database"]
-  dr_kms_key_arn           = module.kms.dr_key_arns["storage"]
-  instance_class           = "db.r6g.2xlarge"
-  storage_gib              = 500
+  name                     = "novamind-prod"
+  availability_zones       = var.availability_zones
+  certificate_arn          = var.certificate_arn
+  allowed_cidrs            = var.allowed_cidrs
+  single_nat_gateway       = false
+  node_groups              = { twins = { instance_types = ["m6i.4xlarge"], min_size = 3, max_size = 31 } }
+  database_instance_class  = "db.r6g.2xlarge"
+  database_storage_gib     = 500
   multi_az                 = true
   backup_retention_days    = 30
   replicate_backups_to_dr  = true
-  providers                = { aws = aws, aws.dr = aws.dr }
-}
-
-module "cache" {
-  source                   = "../../modules/cache"
-  name                     = local.name
-  vpc_id                   = module.networking.vpc_id
-  subnet_ids               = module.networking.isolated_subnet_ids
-  client_security_group_id = module.kubernetes.node_security_group_id
-  kms_key_arn              = module.kms.key_arns["database"]
-  node_type                = "cache.r6g.xlarge"
-}
-
-module "documents" {
-  source                   = "../../modules/documents"
-  name                     = local.name
-  vpc_id                   = module.networking.vpc_id
-  subnet_ids               = module.networking.isolated_subnet_ids
-  client_security_group_id = module.kubernetes.node_security_group_id
-  kms_key_arn              = module.kms.key_arns["database"]
-  instance_class           = "db.r6g.xlarge"
-  instances                = 3
-  backup_retention_days    = 30
-}
-
-module "edge" {
-  source            = "../../modules/edge"
-  name              = local.name
-  vpc_id            = module.networking.vpc_id
-  vpc_cidr          = module.networking.vpc_cidr
-  public_subnet_ids = module.networking.public_subnet_ids
-  certificate_arn   = var.certificate_arn
-  allowed_cidrs     = var.allowed_cidrs
-  access_log_bucket = module.storage.access_log_bucket
-  logs_kms_key_arn  = module.kms.key_arns["logs"]
-}
-
-module "backup" {
-  source         = "../../modules/backup"
-  name           = local.name
-  kms_key_arn    = module.kms.key_arns["storage"]
-  dr_kms_key_arn = module.kms.dr_key_arns["storage"]
-  resource_arns  = concat([module.database.arn, module.documents.arn], module.storage.bucket_arns)
-  providers      = { aws = aws, aws.dr = aws.dr }
-}
-
-module "logging" {
-  source          = "../../modules/logging"
-  name            = local.name
-  kms_key_arn     = module.kms.key_arns["logs"]
-  phi_bucket_arns = module.storage.bucket_arns
+  cache_node_type          = "cache.r6g.xlarge"
+  documents_instance_class = "db.r6g.xlarge"
+  documents_instances      = 3
 }

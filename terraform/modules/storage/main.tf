@@ -121,7 +121,7 @@ resource "aws_s3_bucket_policy" "checkpoints" {
 resource "aws_s3_bucket" "audit_anchors" {
   #checkov:skip=CKV2_AWS_62:No consumer of bucket events: the application writes and reads itself
   #checkov:skip=CKV_AWS_144:Audit anchors are Object-Locked in place; AWS Backup copies them to the DR region
-  bucket = "${var.name}-audit-anchors-${local.account}"
+  bucket              = "${var.name}-audit-anchors-${local.account}"
   object_lock_enabled = true
 }
 

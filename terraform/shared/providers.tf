@@ -1,3 +1,6 @@
+# Shared by every environment root (symlinked): the provider versions, the two regions, tags.
+# Each environment's main.tf sets local.environment and its state key.
+
 terraform {
   required_version = ">= 1.6"
 
@@ -7,13 +10,6 @@ terraform {
       version = "~> 5.100"
     }
   }
-
-  # State in S3 with native locking (bucket and key per account; `init -backend-config=...`).
-  backend "s3" {
-    key          = "novamind/prod/terraform.tfstate"
-    encrypt      = true
-    use_lockfile = true
-  }
 }
 
 provider "aws" {
@@ -21,7 +17,7 @@ provider "aws" {
   default_tags {
     tags = {
       project     = "novamind"
-      environment = "prod"
+      environment = local.environment
       data-class  = "phi"
     }
   }
@@ -34,7 +30,7 @@ provider "aws" {
   default_tags {
     tags = {
       project     = "novamind"
-      environment = "prod"
+      environment = local.environment
       data-class  = "phi"
     }
   }
