@@ -276,17 +276,27 @@ def test_only_the_serve_and_metrics_ports_are_open_from_outside(rendered):
     deny = [p for p in policies if p["metadata"]["name"] == "default-deny-all"]
     assert deny and deny[0]["spec"]["podSelector"] == {}
     assert sorted(deny[0]["spec"]["policyTypes"]) == ["Egress", "Ingress"]
-    external_ports = set()
+    opened: dict[str, set[int]] = {"addresses": set(), "namespaces": set(), "operator": set()}
     for policy in policies:
         for rule in policy["spec"].get("ingress", []):
             sources = rule.get("from", [])
-            internal = all(set(s) == {"podSelector"} for s in sources) and sources
-            if not internal:
-                assert rule.get("ports"), policy["metadata"]["name"]  # never all ports
-                external_ports |= {p["port"] for p in rule["ports"]}
-    assert external_ports == {8000, 8080}
-    # The dashboard, GCS and client ports are therefore unreachable from outside the cluster.
-    assert not external_ports & {8265, 6379, 10001, 52365}
+            if sources and all(set(s) == {"podSelector"} for s in sources):
+                continue  # the cluster's own pods (same namespace, novamind label)
+            assert rule.get("ports"), policy["metadata"]["name"]  # never all ports
+            ports = {p["port"] for p in rule["ports"]}
+            for source in sources:
+                if "ipBlock" in source:
+                    opened["addresses"] |= ports
+                elif "podSelector" in source:  # a named pod in a named namespace
+                    assert source["podSelector"]["matchLabels"] == {
+                        "app.kubernetes.io/name": "kuberay-operator"
+                    }
+                    opened["operator"] |= ports
+                else:
+                    opened["namespaces"] |= ports
+    assert opened == {"addresses": {8000}, "namespaces": {8080}, "operator": {8265}}
+    # GCS, client and dashboard-agent ports are never open beyond the cluster's own pods.
+    assert not set().union(*opened.values()) & {6379, 10001, 52365}
 
 
 def test_grafana_dashboard_charts_the_twin_metrics(rendered):
