@@ -113,7 +113,9 @@ def _containers(service: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def test_every_kustomization_renders_a_rayservice(rendered, name):
     docs = rendered[name]
     kinds = sorted({doc["kind"] for doc in docs})
-    for kind in ("RayService", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor"):
+    for kind in (
+        "RayService", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor", "TargetGroupBinding",
+    ):  # fmt: skip
         assert kind in kinds, (name, kinds)
     for doc in docs:
         if doc["kind"] != "Namespace":
@@ -361,3 +363,15 @@ def test_checkov_scan_of_pods_does_fail_on_a_privileged_template(rendered, tmp_p
     worker["containers"][0]["securityContext"]["privileged"] = True
     report = run_checkov(_pods_and_policies(docs, tmp_path), "kubernetes", K8S_CHECKS)
     assert {c["check_id"] for c in report["results"]["failed_checks"]} == {"CKV_K8S_16"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_carry_their_environments_aws_identifiers(rendered, overlay):
+    docs = rendered[f"overlays/{overlay}"]
+    (binding,) = [d for d in docs if d["kind"] == "TargetGroupBinding"]
+    assert f"targetgroup/novamind-{overlay}-serve/" in binding["spec"]["targetGroupARN"]
+    (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert role.endswith(f":role/novamind-{overlay}-app")
+    (redis,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "gcs-redis"]
+    assert f"novamind-{overlay}-gcs" in redis["spec"]["externalName"]
