@@ -1,0 +1,204 @@
+"""Bulk-ingest mapping: FHIR resources and table rows to records, events and refusals."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+
+import pytest
+
+from twin import errors
+from twin.domain import events as E
+from twin.ingest import fhir, tabular
+from twin.ingest.records import Record, patient_id_of, prepare, to_event
+
+ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+
+
+def observation(code="44261-6", value=14, unit="{score}", **extra):
+    resource = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "subject": {"reference": "Patient/pt_1"},
+        "effectiveDateTime": "2024-01-02T12:00:00Z",
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org",
+                          "code": unit},
+    }  # fmt: skip
+    resource.update(extra)
+    return resource
+
+
+def statement(status="completed", dosage=None, **extra):
+    resource = {
+        "resourceType": "MedicationStatement",
+        "id": "m1",
+        "status": status,
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "36437"}]},
+        "subject": {"reference": "Patient/pt_1"},
+        "effectivePeriod": {"start": "2024-01-03T08:00:00Z", "end": "2024-02-03T08:00:00Z"},
+        "dosage": dosage
+        if dosage is not None
+        else [{"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
+               "doseAndRate": [{"doseQuantity": {"value": 25, "unit": "mg", "code": "mg"}}]}],
+    }  # fmt: skip
+    resource.update(extra)
+    return resource
+
+
+def test_observation_becomes_an_event_on_the_origin_axis():
+    (record,) = fhir.records_from_resource(observation())
+    assert record.payload == E.Phq9(14) and record.source == "Observation/o1"
+    patient, event = to_event(record, ORIGIN)
+    assert patient == "pt_1" and event.day == 1.5 and event.payload == E.Phq9(14)
+    assert event.idempotency_key.startswith("ingest:") and len(event.idempotency_key) <= 128
+    # Deterministic: the same fact gives the same key; another fact another key.
+    again = to_event(fhir.records_from_resource(observation())[0], ORIGIN)[1]
+    other = to_event(fhir.records_from_resource(observation(value=15))[0], ORIGIN)[1]
+    assert again.idempotency_key == event.idempotency_key != other.idempotency_key
+
+
+@pytest.mark.parametrize(
+    ("code", "value", "unit", "payload"),
+    [
+        ("70274-6", 9, "{score}", E.Gad7(9)),
+        ("40443-4", 58.5, "/min", E.RestingHeartRate(58.5)),
+        ("93832-4", 450, "min", E.SleepDuration(7.5)),
+        ("41950-7", 8000, "/(24.h)", E.Steps(8000)),
+    ],
+)
+def test_every_mapped_loinc_code(code, value, unit, payload):
+    (record,) = fhir.records_from_resource(observation(code, value, unit))
+    assert record.payload == payload
+
+
+def test_phq9_items_come_from_the_panel_components():
+    items = [1, 2, 1, 0, 3, 1, 0, 1, 2]
+    components = [
+        {"code": {"coding": [{"system": LOINC, "code": code}]}, "valueInteger": answer}
+        for code, answer in zip(fhir.PHQ9_ITEM_CODES, items, strict=True)
+    ]
+    (record,) = fhir.records_from_resource(observation(value=11, component=components))
+    assert record.payload == E.Phq9(11, tuple(items))
+    (partial,) = fhir.records_from_resource(observation(value=11, component=components[:8]))
+    assert partial.payload is None and "all nine or none" in partial.reason
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"status": "preliminary"}, "status preliminary"),
+        ({"code": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}}, "no LOINC"),
+        ({"code": {"coding": [{"system": LOINC, "code": "80404-7"}]}}, "loinc.code"),
+        ({"valueQuantity": {"value": 30, "code": "{score}"}}, "phq9.total"),
+        ({"valueQuantity": {"value": 14.5, "code": "{score}"}}, "whole number"),
+        ({"valueQuantity": {"value": 14, "code": "kg"}}, "unit"),
+        ({"valueQuantity": None, "valueString": "fourteen"}, "valueQuantity required"),
+        ({"effectiveDateTime": "last tuesday"}, "not valid FHIR Observation: effectiveDateTime"),
+    ],
+)
+def test_observations_the_twin_cannot_take_are_refused_with_a_reason(change, reason):
+    resource = observation()
+    resource.update(change)
+    resource = {k: v for k, v in resource.items() if v is not None}
+    (record,) = fhir.records_from_resource(resource)
+    assert record.payload is None and reason in record.reason
+    assert record.patient == "Patient/pt_1"  # kept for the quarantine report
+    assert "14" not in record.reason.replace("14.5", "")  # reasons name rules, not values
+
+
+def test_medication_statement_gives_start_and_stop_doses():
+    start, stop = fhir.records_from_resource(statement())
+    assert start.payload == E.Prescription("sertraline", 50.0) and start.part == "start"
+    assert stop.payload == E.Prescription("sertraline", 0.0) and stop.part == "stop"
+    assert to_event(start, ORIGIN)[1].idempotency_key != to_event(stop, ORIGIN)[1].idempotency_key
+    active = fhir.records_from_resource(statement(status="active"))
+    assert [r.payload for r in active] == [E.Prescription("sertraline", 50.0)]
+
+
+def test_medication_by_product_text_and_refusals():
+    gts = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+    once_daily = {"timing": {"code": {"coding": [{"system": gts, "code": "QD"}]}},
+                  "doseAndRate": [{"doseQuantity": {"value": 10, "code": "mg"}}]}  # fmt: skip
+    product = statement(
+        medicationCodeableConcept={"text": "Escitalopram 10 MG Oral Tablet"}, dosage=[once_daily]
+    )
+    assert fhir.records_from_resource(product)[0].payload == E.Prescription("escitalopram", 10.0)
+    unknown = statement(medicationCodeableConcept={"text": "Lithium carbonate 300 MG"})
+    assert "model's table" in fhir.records_from_resource(unknown)[0].reason
+    no_timing = statement(dosage=[{"doseAndRate": [{"doseQuantity": {"value": 50, "code": "mg"}}]}])
+    assert "daily timing" in fhir.records_from_resource(no_timing)[0].reason
+    assert (
+        "status entered-in-error"
+        in fhir.records_from_resource(statement(status="entered-in-error"))[0].reason
+    )
+
+
+def test_medication_administration_logs_taken_and_missed_doses():
+    administration = {
+        "resourceType": "MedicationAdministration",
+        "id": "a1",
+        "status": "completed",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "4493"}]},
+        "subject": {"reference": "Patient/pt_1"},
+        "effectiveDateTime": "2024-01-05T09:00:00Z",
+    }
+    assert fhir.records_from_resource(administration)[0].payload == E.DoseTaken("fluoxetine", True)
+    missed = dict(administration, status="not-done")
+    assert fhir.records_from_resource(missed)[0].payload == E.DoseTaken("fluoxetine", False)
+
+
+def test_bundles_and_other_resources():
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": observation()}, {"resource": {"resourceType": "Patient", "id": "x"}},
+                  {"fullUrl": "urn:uuid:1"}],
+    }  # fmt: skip
+    records = fhir.records_from_bundle(bundle, where="b.json")
+    assert [r.reason is None for r in records] == [True, False, False]
+    assert "resourceType Patient" in records[1].reason and records[2].source == "b.json#entry2"
+    assert "not a FHIR Bundle" in fhir.records_from_bundle({"resourceType": "Patient"})[0].reason
+
+
+def test_time_and_patient_rules():
+    record = fhir.records_from_resource(observation())[0]
+    early = Record(record.source, record.patient, datetime(2023, 12, 31, tzinfo=UTC), E.Phq9(3))
+    with pytest.raises(errors.InvalidInputError, match="before the ingest origin"):
+        to_event(early, ORIGIN)
+    naive = Record(record.source, record.patient, datetime(2024, 2, 1), E.Phq9(3))
+    with pytest.raises(errors.InvalidInputError, match="UTC offset"):
+        to_event(naive, ORIGIN)
+    assert patient_id_of("Patient/pt_9") == "pt_9" == patient_id_of("pt_9")
+    assert patient_id_of("Group/g1") is None and patient_id_of(None) is None
+    no_subject = copy.deepcopy(observation())
+    del no_subject["subject"]
+    with pytest.raises(errors.InvalidInputError, match="subject"):
+        to_event(fhir.records_from_resource(no_subject)[0], ORIGIN)
+
+
+def test_table_rows():
+    row = {"patient": "pt_2", "code": "44261-6", "value": "12", "unit": "",
+           "effective": "2024-01-03T00:00:00+00:00", "id": "r-7"}  # fmt: skip
+    record = tabular.record_from_row(row, where="obs.csv:2")
+    assert record.payload == E.Phq9(12) and record.source == "row/r-7"
+    assert to_event(record, ORIGIN)[1].day == 2.0
+    assert "missing code" in tabular.record_from_row({**row, "code": None}, where="x").reason
+    assert (
+        "ISO 8601" in tabular.record_from_row({**row, "effective": "yesterday"}, where="x").reason
+    )
+    assert "not a number" in tabular.record_from_row({**row, "value": "many"}, where="x").reason
+    positional = tabular.record_from_row({**row, "id": None}, where="obs.csv:2")
+    assert positional.source == "obs.csv:2"
+
+
+def test_prepare_gives_pipeline_rows():
+    records = [*fhir.records_from_resource(observation()),
+               *fhir.records_from_resource(observation(value=99))]  # fmt: skip
+    good, bad = prepare(records, ORIGIN)
+    assert good["reason"] is None and good["patient_id"] == "pt_1" and good["day"] == 1.5
+    assert good["payload"] == '{"items": null, "total": 14, "type": "phq9"}'
+    assert bad["payload"] is None and bad["reason"] and bad["patient_id"] == "pt_1"

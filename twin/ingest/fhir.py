@@ -1,0 +1,239 @@
+"""FHIR R4 resources to bulk-ingest records (parsed and validated with ``fhir.resources``).
+
+Why ``fhir.resources``: the maintained pydantic models of every FHIR resource; a resource that
+is not valid FHIR is refused with the model's own error instead of being half-read. R4B's
+``Observation``, ``MedicationStatement``, ``MedicationAdministration`` and ``Bundle`` have the
+same shape as R4's for every element read here.
+
+Mapped:
+
+- ``Observation`` (status final/amended/corrected) with a LOINC code of
+  :mod:`twin.domain.loinc` and a ``valueQuantity`` (units checked). A PHQ-9 total (44261-6)
+  carrying the nine item answers as components (LOINC 44250-9 ... 44260-8, item 9 = 44260-8,
+  the suicidality item the alerts watch) keeps them: ``Phq9(total, items)``.
+- ``MedicationStatement`` (active, completed, stopped) of a drug in the model's table, with a
+  dose in mg and a daily timing: a ``Prescription`` at the start, and a stop (0 mg/day) at the
+  end of a completed or stopped period.
+- ``MedicationAdministration`` (completed, not-done): ``DoseTaken`` (taken or missed).
+
+Everything else is refused with a reason (never dropped): other resource types and statuses,
+codes the twin has no payload for, values its payloads refuse.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from twin import errors
+from twin.domain import events
+from twin.domain.loinc import from_loinc
+from twin.ingest.records import Record
+
+__all__ = ["PHQ9_ITEM_CODES", "RXNORM_INGREDIENTS", "records_from_bundle", "records_from_resource"]
+
+LOINC_SYSTEM = "http://loinc.org"
+RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+#: PHQ-9 item answers in order (LOINC panel 44249-1); item 9 is 44260-8.
+PHQ9_ITEM_CODES = (
+    "44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3",
+    "44260-8",
+)  # fmt: skip
+#: RxNorm ingredient concepts (RXCUI) of the drugs in the model's table.
+RXNORM_INGREDIENTS = {
+    "36437": "sertraline",
+    "321988": "escitalopram",
+    "2556": "citalopram",
+    "32937": "paroxetine",
+    "4493": "fluoxetine",
+    "39786": "venlafaxine",
+    "72625": "duloxetine",
+}
+_GTS_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+_FINAL = {"final", "amended", "corrected"}
+_PERIOD_DAYS = {"h": 1 / 24, "d": 1.0, "wk": 7.0}
+
+
+def _models() -> dict[str, Any]:
+    # Imported on first use: loading the FHIR models takes a third of a second.
+    from fhir.resources.R4B.medicationadministration import MedicationAdministration
+    from fhir.resources.R4B.medicationstatement import MedicationStatement
+    from fhir.resources.R4B.observation import Observation
+
+    return {
+        "Observation": Observation,
+        "MedicationStatement": MedicationStatement,
+        "MedicationAdministration": MedicationAdministration,
+    }
+
+
+def _number(value: Decimal | float | int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _codes(concept: Any, system: str) -> list[str]:
+    return [c.code for c in (concept.coding or []) if c.system == system and c.code]
+
+
+def _drug(concept: Any) -> str | None:
+    """A table drug from RxNorm ingredient codes, or the first word of the text or display."""
+    if concept is None:
+        return None
+    for code in _codes(concept, RXNORM_SYSTEM):
+        if code in RXNORM_INGREDIENTS:
+            return RXNORM_INGREDIENTS[code]
+    names = [concept.text, *(c.display for c in (concept.coding or []))]
+    for name in names:
+        first = (name or "").strip().split(" ")[0].lower()
+        if first in RXNORM_INGREDIENTS.values():
+            return first
+    return None
+
+
+def _observation(obs: Any, source: str) -> list[Record]:
+    patient = obs.subject.reference if obs.subject else None
+    if obs.status not in _FINAL:
+        return [Record.refused(source, f"status {obs.status}: only final results", patient)]
+    codes = _codes(obs.code, LOINC_SYSTEM)
+    if not codes:
+        return [Record.refused(source, "code: no LOINC coding", patient)]
+    quantity = obs.valueQuantity
+    if quantity is None or quantity.value is None:
+        return [Record.refused(source, "value: valueQuantity required", patient)]
+    effective = obs.effectiveDateTime or (
+        obs.effectivePeriod.start if obs.effectivePeriod else None
+    )
+    try:
+        payload = from_loinc(codes[0], float(quantity.value), quantity.code or quantity.unit)
+        if isinstance(payload, events.Phq9) and obs.component:
+            payload = events.Phq9(payload.total, _phq9_items(obs.component))
+    except errors.InvalidInputError as exc:
+        return [Record.refused(source, str(exc), patient)]
+    return [Record(source, patient, effective, payload)]
+
+
+def _phq9_items(components: list[Any]) -> tuple[int, ...] | None:
+    answers: dict[str, float | None] = {}
+    for component in components:
+        for code in _codes(component.code, LOINC_SYSTEM):
+            if code in PHQ9_ITEM_CODES:
+                quantity = component.valueQuantity
+                answers[code] = (
+                    _number(quantity.value) if quantity else _number(component.valueInteger)
+                )
+    if not answers:
+        return None
+    if set(answers) != set(PHQ9_ITEM_CODES) or any(v is None for v in answers.values()):
+        raise errors.InvalidInputError("component: the PHQ-9 items come as all nine or none")
+    values = [answers[code] for code in PHQ9_ITEM_CODES]
+    if any(v is None or not float(v).is_integer() for v in values):
+        raise errors.InvalidInputError("component: PHQ-9 item answers are whole numbers 0..3")
+    return tuple(int(v) for v in values if v is not None)
+
+
+def _daily_mg(dosage: Any) -> float:
+    """mg/day of a Dosage: ``doseQuantity`` (mg) x ``frequency`` / ``period``."""
+    dose = None
+    for rate in dosage.doseAndRate or []:
+        if rate.doseQuantity is not None:
+            dose = rate.doseQuantity
+    if dose is None or dose.value is None or (dose.code or dose.unit) != "mg":
+        raise errors.InvalidInputError("dosage: doseQuantity in mg required")
+    timing = dosage.timing
+    repeat = timing.repeat if timing else None
+    timing_codes = _codes(timing.code, _GTS_SYSTEM) if timing and timing.code else []
+    if repeat is not None and repeat.frequency and repeat.period:
+        days = _PERIOD_DAYS.get(repeat.periodUnit or "")
+        if days is None:
+            raise errors.InvalidInputError("dosage: timing period unit must be h, d or wk")
+        return float(dose.value) * float(repeat.frequency) / (float(repeat.period) * days)
+    if "QD" in timing_codes:
+        return float(dose.value)
+    raise errors.InvalidInputError(
+        "dosage: a daily timing (repeat frequency/period or QD) required"
+    )
+
+
+def _statement(statement: Any, source: str) -> list[Record]:
+    patient = statement.subject.reference if statement.subject else None
+    if statement.status not in ("active", "completed", "stopped"):
+        return [Record.refused(source, f"status {statement.status}: not ingested", patient)]
+    drug = _drug(statement.medicationCodeableConcept)
+    if drug is None:
+        return [Record.refused(source, "medication: not a drug of the model's table", patient)]
+    period = statement.effectivePeriod
+    start = statement.effectiveDateTime or (period.start if period else None)
+    try:
+        if not statement.dosage:
+            raise errors.InvalidInputError("dosage: required")
+        start_dose = events.Prescription(drug, _daily_mg(statement.dosage[0]))
+    except errors.InvalidInputError as exc:
+        return [Record.refused(source, str(exc), patient)]
+    records = [Record(source, patient, start, start_dose, part="start")]
+    if statement.status in ("completed", "stopped") and period and period.end:
+        records.append(
+            Record(source, patient, period.end, events.Prescription(drug, 0.0), part="stop")
+        )
+    return records
+
+
+def _administration(administration: Any, source: str) -> list[Record]:
+    patient = administration.subject.reference if administration.subject else None
+    if administration.status not in ("completed", "not-done"):
+        return [Record.refused(source, f"status {administration.status}: not ingested", patient)]
+    drug = _drug(administration.medicationCodeableConcept)
+    if drug is None:
+        return [Record.refused(source, "medication: not a drug of the model's table", patient)]
+    period = administration.effectivePeriod
+    when = administration.effectiveDateTime or (period.start if period else None)
+    taken = administration.status == "completed"
+    return [Record(source, patient, when, events.DoseTaken(drug, taken))]
+
+
+_MAPPERS = {
+    "Observation": _observation,
+    "MedicationStatement": _statement,
+    "MedicationAdministration": _administration,
+}
+
+
+def records_from_resource(resource: dict[str, Any], *, where: str = "") -> list[Record]:
+    """The records of one FHIR resource (JSON as a dict).
+
+    Args:
+        resource: The resource.
+        where: Its position in the input (e.g. ``file.ndjson:12``), used when it has no id.
+
+    Returns:
+        One or more records; refused ones carry the reason.
+    """
+    if not isinstance(resource, dict):
+        return [Record.refused(where or "?", "not a JSON object")]
+    kind = resource.get("resourceType")
+    source = f"{kind}/{resource['id']}" if kind and resource.get("id") else (where or "?")
+    subject = resource.get("subject")
+    patient = subject.get("reference") if isinstance(subject, dict) else None
+    if kind not in _MAPPERS:
+        return [Record.refused(source, f"resourceType {kind}: not ingested", patient)]
+    try:
+        model = _models()[kind].model_validate(resource)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
+        return [Record.refused(source, f"not valid FHIR {kind}: {', '.join(fields)}", patient)]
+    return _MAPPERS[kind](model, source)
+
+
+def records_from_bundle(bundle: dict[str, Any], *, where: str = "") -> list[Record]:
+    """The records of every entry of a Bundle (any type: collection, transaction, ...)."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return [Record.refused(where or "?", "not a FHIR Bundle")]
+    out: list[Record] = []
+    for index, entry in enumerate(bundle.get("entry") or []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if resource is None:
+            out.append(Record.refused(f"{where}#entry{index}", "entry without a resource"))
+            continue
+        out.extend(records_from_resource(resource, where=f"{where}#entry{index}"))
+    return out

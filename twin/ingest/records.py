@@ -1,0 +1,139 @@
+"""Bulk-ingest records: what a source row says, and the event it becomes (or why it cannot).
+
+A source (a FHIR resource, a CSV or Parquet row) yields :class:`Record` s: one clinical fact
+with its patient, time and payload, or the reason it was refused. :func:`to_event` places an
+accepted record on the twin's time axis and gives it a deterministic idempotency key, so
+running the same job again appends nothing twice.
+
+Time axis: ``day = (effective - origin) / 86,400 s``, with ``origin`` the job's start of time
+(UTC). The same origin must be used for every job feeding the same twins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from twin import errors, ports
+from twin.domain import codec, events
+
+__all__ = ["PATIENT_PREFIX", "ROW_COLUMNS", "Record", "patient_id_of", "prepare", "to_event"]
+
+#: FHIR references name Novamind patients as ``Patient/<patient id>``.
+PATIENT_PREFIX = "Patient/"
+_SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One fact from a source, accepted (``payload`` set) or refused (``reason`` set).
+
+    Attributes:
+        source: Where it came from, e.g. ``Observation/abc`` or ``rows.csv:17`` (no values).
+        patient: The patient reference as given (``Patient/<id>`` or a bare id), if known.
+        effective: When it happened (aware datetime), if known.
+        payload: The twin payload, validated by its constructor.
+        reason: Why the record was refused (names fields and rules, never values).
+        part: Distinguishes several records of one source (e.g. a start and a stop dose).
+    """
+
+    source: str
+    patient: str | None
+    effective: datetime | None
+    payload: events.Payload | None = None
+    reason: str | None = None
+    part: str = ""
+
+    @classmethod
+    def refused(cls, source: str, reason: str, patient: str | None = None) -> Record:
+        """A record that becomes no event."""
+        return cls(source, patient, None, None, reason)
+
+
+def patient_id_of(reference: str | None) -> str | None:
+    """The Novamind patient id of a reference (``Patient/<id>`` or a bare id), or ``None``."""
+    if not reference:
+        return None
+    pid = reference[len(PATIENT_PREFIX) :] if reference.startswith(PATIENT_PREFIX) else reference
+    return pid if pid and "/" not in pid else None
+
+
+def _key(source: str, part: str, effective: datetime, payload: events.Payload) -> str:
+    """Deterministic idempotency key: the source identity, the part, and the fact itself."""
+    fact = json.dumps(
+        [source, part, effective.isoformat(), codec.encode(payload)],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "ingest:" + hashlib.sha256(fact.encode()).hexdigest()[:48]
+
+
+def to_event(record: Record, origin: datetime) -> tuple[str, ports.NewEvent]:
+    """The patient id and the event of an accepted record.
+
+    Args:
+        record: An accepted record.
+        origin: The job's time origin (aware, UTC).
+
+    Returns:
+        ``(patient_id, NewEvent)`` with a deterministic idempotency key.
+
+    Raises:
+        InvalidInputError: The record was refused, has no usable patient reference or time, or
+            happened before ``origin``.
+    """
+    if record.reason is not None or record.payload is None:
+        raise errors.InvalidInputError(record.reason or "no payload")
+    patient_id = patient_id_of(record.patient)
+    if patient_id is None:
+        raise errors.InvalidInputError("subject: a reference Patient/<patient id> is required")
+    if record.effective is None:
+        raise errors.InvalidInputError("effective time: missing")
+    if record.effective.tzinfo is None:
+        raise errors.InvalidInputError("effective time: a UTC offset is required")
+    day = (record.effective.astimezone(UTC) - origin).total_seconds() / _SECONDS_PER_DAY
+    if day < 0:
+        raise errors.InvalidInputError("effective time: before the ingest origin")
+    key = _key(record.source, record.part, record.effective, record.payload)
+    return patient_id, ports.NewEvent(key, day, record.payload)
+
+
+#: Columns of a prepared row (the pipeline's schema between parsing and writing).
+ROW_COLUMNS = ("patient_id", "idempotency_key", "day", "payload", "source", "reason")
+
+
+def prepare(records: list[Record], origin: datetime) -> list[dict[str, object]]:
+    """Rows for the pipeline: an event's fields as JSON-able columns, or the refusal reason.
+
+    Accepted rows have ``reason = None`` and ``payload`` as the codec's JSON; refused rows keep
+    ``source``, the patient id where known, and ``reason``.
+    """
+    rows: list[dict[str, object]] = []
+    for record in records:
+        try:
+            patient_id, event = to_event(record, origin)
+        except errors.InvalidInputError as exc:
+            rows.append(
+                {
+                    "patient_id": patient_id_of(record.patient),
+                    "idempotency_key": None,
+                    "day": None,
+                    "payload": None,
+                    "source": record.source,
+                    "reason": str(exc),
+                }
+            )
+            continue
+        rows.append(
+            {
+                "patient_id": patient_id,
+                "idempotency_key": event.idempotency_key,
+                "day": event.day,
+                "payload": json.dumps(codec.encode(event.payload), sort_keys=True),
+                "source": record.source,
+                "reason": None,
+            }
+        )
+    return rows

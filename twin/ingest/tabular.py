@@ -1,0 +1,63 @@
+"""CSV and Parquet rows to bulk-ingest records.
+
+One observation per row, in these columns (names are case-sensitive):
+
+============  ==========================================================================
+``patient``   ``Patient/<patient id>`` or the bare patient id
+``code``      a LOINC code of :mod:`twin.domain.loinc` (e.g. ``44261-6`` for a PHQ-9 total)
+``value``     the number
+``unit``      its UCUM unit (optional: the code's canonical unit)
+``effective`` ISO 8601 date-time with a UTC offset (``2024-01-02T10:00:00Z``)
+``id``        optional: a stable row id from the source system (else the row's position)
+============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from twin import errors
+from twin.domain.loinc import from_loinc
+from twin.ingest.records import Record
+
+__all__ = ["REQUIRED_COLUMNS", "record_from_row"]
+
+REQUIRED_COLUMNS = ("patient", "code", "value", "effective")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
+
+
+def record_from_row(row: Mapping[str, Any], *, where: str) -> Record:
+    """The record of one row.
+
+    Args:
+        row: Column name to value (CSV strings or typed Parquet values).
+        where: The row's position, e.g. ``obs.csv:17`` (its source when it has no ``id``).
+    """
+    source = f"row/{row['id']}" if not _missing(row.get("id")) else where
+    patient = None if _missing(row.get("patient")) else str(row["patient"])
+    absent = [name for name in REQUIRED_COLUMNS if _missing(row.get(name))]
+    if absent:
+        return Record.refused(source, f"missing {', '.join(absent)}", patient)
+    effective = row["effective"]
+    try:
+        when = (
+            effective if isinstance(effective, datetime) else datetime.fromisoformat(str(effective))
+        )
+    except ValueError:
+        return Record.refused(source, "effective: not an ISO 8601 date-time", patient)
+    try:
+        value = float(row["value"])
+    except (TypeError, ValueError):
+        return Record.refused(source, "value: not a number", patient)
+    unit = None if _missing(row.get("unit")) else str(row["unit"])
+    try:
+        payload = from_loinc(str(row["code"]), value, unit)
+    except errors.InvalidInputError as exc:
+        return Record.refused(source, str(exc), patient)
+    return Record(source, patient, when, payload)
