@@ -63,6 +63,7 @@ __all__ = [
     "open_api_services",
     "open_audit_log",
     "open_backup_stores",
+    "open_event_writer",
     "token_verifier",
 ]
 
@@ -162,6 +163,16 @@ async def open_audit_log(settings: TwinSettings) -> AsyncIterator[ports.AuditLog
     async with AsyncExitStack() as stack:
         db = await _open_database(settings, stack)
         yield PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
+
+
+@asynccontextmanager
+async def open_event_writer(
+    settings: TwinSettings,
+) -> AsyncIterator[tuple[ports.EventStore, ports.PatientRegistry]]:
+    """The event store and the registry (bulk ingest: appends for registered patients)."""
+    async with AsyncExitStack() as stack:
+        stores = await _open_stores(settings, stack)
+        yield stores.events, stores.registry
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,3 +31,13 @@ def test_token_migrate_and_audit_verify(tmp_path, monkeypatch):
         )
     broken = runner.invoke(app, ["audit", "verify"])
     assert broken.exit_code == 1 and "BROKEN" in broken.output
+
+
+def test_ingest_refuses_bad_arguments_before_starting_anything(tmp_path):
+    runner = CliRunner()
+    common = ["ingest", str(tmp_path / "x.ndjson"), "--out", str(tmp_path / "out")]
+    bad_format = runner.invoke(app, [*common, "--format", "xml", "--origin", "2024-01-01"])
+    assert bad_format.exit_code == 2 and "fhir-ndjson" in bad_format.output
+    bad_origin = runner.invoke(app, [*common, "--format", "csv", "--origin", "last year"])
+    assert bad_origin.exit_code == 2 and "ISO 8601" in bad_origin.output
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,158 @@
+"""Bulk ingest on Ray Data against the real event store (SQLite here; PostgreSQL in production).
+
+Every record ends appended, duplicate or quarantined with its reason; a re-run appends nothing;
+FHIR NDJSON, Bundles, CSV and Parquet sources; events land in time order and replay into twins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from deployments.bootstrap import build_host_ports, host_settings, open_event_writer
+from deployments.ingest import IngestJob, run_ingest
+from twin import errors
+from twin.domain import events as E
+from twin.domain.patients import Identifiers
+from twin.service.host import TwinHost
+from twin.settings import TwinSettings
+
+ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
+LOINC = "http://loinc.org"
+
+
+def _observation(oid: str, pid: str, day: int, total: int) -> dict[str, object]:
+    return {
+        "resourceType": "Observation", "id": oid, "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "44261-6"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": f"2024-01-{day:02d}T10:00:00Z",
+        "valueQuantity": {"value": total, "code": "{score}"},
+    }  # fmt: skip
+
+
+async def _patients(settings: TwinSettings, n: int, erased: int = 0) -> list[str]:
+    async with open_event_writer(settings) as (_, registry):
+        pids = [
+            await registry.create(Identifiers(f"N{i}", "1970-01-01", f"M{i}", None), care_team="t")
+            for i in range(n)
+        ]
+        for pid in pids[:erased]:
+            await registry.erase(pid)
+    return pids
+
+
+async def _log(settings: TwinSettings, pid: str) -> list[tuple[int, float, object]]:
+    async with open_event_writer(settings) as (events, _):
+        return [(e.seq, e.day, e.payload) for e in await events.read(pid)]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> TwinSettings:
+    return TwinSettings(data_dir=tmp_path / "data", particles=200)
+
+
+def test_fhir_ndjson_job_appends_quarantines_and_reruns_as_duplicates(
+    ray_cluster, settings, tmp_path
+):
+    pids = asyncio.run(_patients(settings, 3))
+    # Shuffled on purpose: each patient's events must still land in time order.
+    lines = [_observation(f"o{i}-{d}", pid, d, 5 + d) for d in (9, 3, 6) for i, pid in
+             enumerate(pids)]  # fmt: skip
+    lines.append(_observation("unknown", "pt_nobody", 4, 10))
+    lines.append(
+        _observation("before", pids[0], 1, 10) | {"effectiveDateTime": "2023-12-30T00:00:00Z"}
+    )
+    lines.append(_observation("score", pids[1], 4, 99))
+    lines.append({"resourceType": "Patient", "id": "p"})
+    source = tmp_path / "obs.ndjson"
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n{oops\n")
+
+    job = IngestJob((str(source),), "fhir-ndjson", ORIGIN, tmp_path / "run1")
+    report = run_ingest(settings, job, writers=2)
+    assert (report.records, report.appended, report.duplicates) == (14, 9, 0)
+    assert report.quarantined == 5 and report.patients == 3
+    assert report.reasons == {
+        "patient: unknown or erased": 1,
+        "effective time: before the ingest origin": 1,
+        "phq9.total is invalid: expected integer 0..27": 1,
+        "resourceType Patient: not ingested": 1,
+        "not a JSON line": 1,
+    }
+    assert json.loads((tmp_path / "run1" / "report.json").read_text())["appended"] == 9
+    quarantine = pq.read_table(tmp_path / "run1" / "quarantine").to_pylist()
+    assert sorted(r["reason"] for r in quarantine) == sorted(
+        reason for reason, n in report.reasons.items() for _ in range(n)
+    )
+    assert all(r["outcome"] == "quarantined" and r["source"] for r in quarantine)
+    assert not any("99" in r["reason"] for r in quarantine)  # reasons carry no values
+    log = asyncio.run(_log(settings, pids[0]))
+    assert [(seq, day) for seq, day, _ in log] == [(1, 2 + 10 / 24), (2, 5 + 10 / 24),
+                                                   (3, 8 + 10 / 24)]  # fmt: skip
+    assert [p for *_, p in log] == [E.Phq9(8), E.Phq9(11), E.Phq9(14)]
+
+    again = run_ingest(
+        settings, IngestJob((str(source),), "fhir-ndjson", ORIGIN, tmp_path / "run2")
+    )
+    assert (again.appended, again.duplicates, again.quarantined) == (0, 9, 5)
+    assert asyncio.run(_log(settings, pids[0])) == log
+    with pytest.raises(errors.ConfigurationError, match="already holds a report"):
+        run_ingest(settings, IngestJob((str(source),), "fhir-ndjson", ORIGIN, tmp_path / "run2"))
+
+
+def test_bundles_csv_and_parquet_feed_the_same_log(ray_cluster, settings, tmp_path):
+    pids = asyncio.run(_patients(settings, 2, erased=1))
+    live, erased = pids[1], pids[0]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": _observation("b1", live, 2, 12)},
+        {"resource": _observation("b2", erased, 2, 12)},
+    ]}  # fmt: skip
+    (tmp_path / "bundles").mkdir()
+    (tmp_path / "bundles" / "one.json").write_text(json.dumps(bundle))
+    report = run_ingest(
+        settings, IngestJob((str(tmp_path / "bundles"),), "fhir-bundle", ORIGIN, tmp_path / "b")
+    )
+    assert (report.appended, report.quarantined) == (1, 1)
+    assert report.reasons == {"patient: unknown or erased": 1}
+
+    rows = pd.DataFrame(
+        {
+            "patient": [live, f"Patient/{live}", live],
+            "code": ["70274-6", "93832-4", "44261-6"],
+            "value": [9, 420, 10],
+            "unit": ["{score}", "min", None],
+            "effective": ["2024-01-05T08:00:00Z", "2024-01-06T08:00:00+00:00",
+                          "2024-01-03T08:00:00Z"],
+            "id": ["c1", "c2", "c3"],
+        }
+    )  # fmt: skip
+    rows.iloc[:2].to_csv(tmp_path / "obs.csv", index=False)
+    csv = run_ingest(
+        settings, IngestJob((str(tmp_path / "obs.csv"),), "csv", ORIGIN, tmp_path / "c")
+    )
+    assert (csv.appended, csv.quarantined) == (2, 0)
+    rows.iloc[2:].to_parquet(tmp_path / "obs.parquet")
+    late = run_ingest(
+        settings, IngestJob((str(tmp_path / "obs.parquet"),), "parquet", ORIGIN, tmp_path / "p")
+    )
+    # Day 2.33 is older than the twin's newest event (day 5.33): quarantined, not reordered.
+    assert (late.appended, late.quarantined) == (0, 1)
+    assert late.reasons == {"effective time: older than the twin's newest event": 1}
+    log = asyncio.run(_log(settings, live))
+    assert [p for *_, p in log] == [E.Phq9(12), E.Gad7(9), E.SleepDuration(7.0)]
+
+    async def twin_day() -> float:
+        stores = await build_host_ports(settings)
+        try:
+            host = TwinHost(stores, settings=host_settings(settings))
+            return (await host.summary(live)).day
+        finally:
+            await stores.aclose()
+
+    assert asyncio.run(twin_day()) >= 5  # the twin folds in the bulk-ingested events
