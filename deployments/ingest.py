@@ -229,19 +229,38 @@ class _Writer:
             self._loop.close()
 
 
-def _read(job: IngestJob) -> Any:
-    paths = list(job.paths)
+def _filesystem(settings: TwinSettings, paths: tuple[str, ...]) -> Any:
+    """Pyarrow's S3 filesystem for ``s3://`` paths when an endpoint override is configured.
+
+    Without one, Ray Data resolves ``s3://`` itself (the pod's IAM role through the default
+    credential chain); local paths need nothing.
+    """
+    if not any(p.startswith("s3://") for p in paths) or not settings.aws_endpoint_url:
+        return None
+    from urllib.parse import urlsplit
+
+    from pyarrow import fs
+
+    endpoint = urlsplit(settings.aws_endpoint_url)
+    return fs.S3FileSystem(
+        endpoint_override=endpoint.netloc,
+        scheme=endpoint.scheme or "https",
+        region=settings.aws_region,
+    )
+
+
+def _read(job: IngestJob, filesystem: Any) -> Any:
+    paths = [p.removeprefix("s3://") if filesystem is not None else p for p in job.paths]
+    origin = {"origin": job.origin}
     if job.format == "fhir-ndjson":
-        ds = ray.data.read_text(paths, include_paths=True)
-        return ds.map_batches(_parse_ndjson, fn_kwargs={"origin": job.origin}, batch_format="numpy")
+        ds = ray.data.read_text(paths, include_paths=True, filesystem=filesystem)
+        return ds.map_batches(_parse_ndjson, fn_kwargs=origin, batch_format="numpy")
     if job.format == "fhir-bundle":
-        ds = ray.data.read_binary_files(paths, include_paths=True)
-        return ds.map_batches(
-            _parse_bundles, fn_kwargs={"origin": job.origin}, batch_format="numpy"
-        )
+        ds = ray.data.read_binary_files(paths, include_paths=True, filesystem=filesystem)
+        return ds.map_batches(_parse_bundles, fn_kwargs=origin, batch_format="numpy")
     reader = ray.data.read_csv if job.format == "csv" else ray.data.read_parquet
-    ds = reader(paths, include_paths=True)
-    return ds.map_batches(_parse_rows, fn_kwargs={"origin": job.origin}, batch_format="pandas")
+    ds = reader(paths, include_paths=True, filesystem=filesystem)
+    return ds.map_batches(_parse_rows, fn_kwargs=origin, batch_format="pandas")
 
 
 def _writable(settings: TwinSettings) -> dict[str, Any]:
@@ -266,7 +285,7 @@ def run_ingest(settings: TwinSettings, job: IngestJob, *, writers: int = 2) -> I
     if (job.output / "report.json").exists():
         raise errors.ConfigurationError(f"{job.output} already holds a report")
     started = time.perf_counter()
-    prepared = _read(job).materialize()
+    prepared = _read(job, _filesystem(settings, job.paths)).materialize()
     accepted = prepared.filter(expr=col("reason").is_null())
     refused = prepared.filter(expr=col("reason").is_not_null())
     # A few shuffle partitions per writer keep patients spread without 200 near-empty blocks.

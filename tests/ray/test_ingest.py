@@ -156,3 +156,27 @@ def test_bundles_csv_and_parquet_feed_the_same_log(ray_cluster, settings, tmp_pa
             await stores.aclose()
 
     assert asyncio.run(twin_day()) >= 5  # the twin folds in the bulk-ingested events
+
+
+def test_source_in_s3(ray_cluster, settings, tmp_path, monkeypatch):
+    from tests.servers import MotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto = MotoServer()
+    moto.start()
+    try:
+        s3 = moto.client("s3")
+        s3.create_bucket(Bucket="exports")  # type: ignore[attr-defined]
+        # The Ray workers started before this test's credentials existed, and production
+        # readers use the pod's IAM role; here the export bucket is simply readable.
+        s3.put_bucket_acl(Bucket="exports", ACL="public-read")  # type: ignore[attr-defined]
+        (pid,) = asyncio.run(_patients(settings, 1))
+        body = "\n".join(json.dumps(_observation(f"s{d}", pid, d, 7)) for d in (2, 3))
+        s3.put_object(Bucket="exports", Key="fhir/obs.ndjson", Body=body.encode())  # type: ignore[attr-defined]
+        remote = settings.model_copy(update={"aws_endpoint_url": moto.endpoint})
+        job = IngestJob(("s3://exports/fhir/",), "fhir-ndjson", ORIGIN, tmp_path / "s3")
+        report = run_ingest(remote, job, writers=1)
+        assert (report.appended, report.quarantined) == (2, 0)
+    finally:
+        moto.stop()
