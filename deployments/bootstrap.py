@@ -63,6 +63,7 @@ __all__ = [
     "open_api_services",
     "open_audit_log",
     "open_backup_stores",
+    "open_documents",
     "open_event_writer",
     "token_verifier",
 ]
@@ -173,6 +174,13 @@ async def open_event_writer(
     async with AsyncExitStack() as stack:
         stores = await _open_stores(settings, stack)
         yield stores.events, stores.registry
+
+
+@asynccontextmanager
+async def open_documents(settings: TwinSettings) -> AsyncIterator[ports.DocumentStore]:
+    """The document store alone (job status documents)."""
+    async with AsyncExitStack() as stack:
+        yield (await _open_stores(settings, stack)).documents
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,10 @@ import asyncio
 import hashlib
 import json
 import time
-import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,8 +35,9 @@ import pyarrow as pa
 import ray
 from ray.data.expressions import col
 
-from deployments.bootstrap import open_event_writer
-from twin import errors, ports
+from deployments import ingest_jobs
+from deployments.bootstrap import open_documents, open_event_writer
+from twin import errors, ports, schemas
 from twin.domain import codec
 from twin.ingest import fhir, tabular
 from twin.ingest.records import Record, prepare
@@ -85,7 +85,7 @@ class IngestJob:
     format: Format
     origin: datetime
     output: Path
-    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    job_id: str = field(default_factory=ingest_jobs.new_job_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +271,16 @@ def _writable(settings: TwinSettings) -> dict[str, Any]:
     return values
 
 
+async def _record(settings: TwinSettings, job: schemas.IngestJobOut) -> None:
+    async with open_documents(settings) as documents:
+        await ingest_jobs.save(documents, job)
+
+
 def run_ingest(settings: TwinSettings, job: IngestJob, *, writers: int = 2) -> IngestReport:
     """Run ``job`` on the connected Ray cluster (``ray.init`` first); write its report.
+
+    The job's status (running, then succeeded with the report or failed with the error) is kept
+    as a document that ``GET /v1/ingest/jobs/{job_id}`` and the SDK read.
 
     Raises:
         InvalidInputError: Unknown format, or an origin without a UTC offset.
@@ -284,6 +292,38 @@ def run_ingest(settings: TwinSettings, job: IngestJob, *, writers: int = 2) -> I
         raise errors.InvalidInputError("origin: a UTC offset is required")
     if (job.output / "report.json").exists():
         raise errors.ConfigurationError(f"{job.output} already holds a report")
+    status = schemas.IngestJobOut(
+        job_id=job.job_id,
+        status="running",
+        format=job.format,
+        sources=len(job.paths),
+        started_at=datetime.now(UTC).isoformat(),
+    )
+    asyncio.run(_record(settings, status))
+    try:
+        report = _run(settings, job, writers)
+    except Exception as exc:
+        failed = status.model_copy(
+            update={
+                "status": "failed",
+                "finished_at": datetime.now(UTC).isoformat(),
+                "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+            }
+        )
+        asyncio.run(_record(settings, failed))
+        raise
+    done = status.model_copy(
+        update={
+            "status": "succeeded",
+            "finished_at": datetime.now(UTC).isoformat(),
+            "report": schemas.IngestReportOut.model_validate(asdict(report)),
+        }
+    )
+    asyncio.run(_record(settings, done))
+    return report
+
+
+def _run(settings: TwinSettings, job: IngestJob, writers: int) -> IngestReport:
     started = time.perf_counter()
     prepared = _read(job, _filesystem(settings, job.paths)).materialize()
     accepted = prepared.filter(expr=col("reason").is_null())

@@ -354,3 +354,35 @@ class AuditVerifyOut(BaseModel):
     head_hash: str | None
     first_bad_seq: int | None
     reason: str | None
+
+
+class IngestReportOut(BaseModel):
+    """What a bulk-ingest job did (``records = appended + duplicates + quarantined``)."""
+
+    records: int
+    appended: int
+    duplicates: int
+    quarantined: int
+    reasons: dict[str, int] = Field(description="quarantined records by reason")
+    patients: int = Field(description="patients that received new events")
+    seconds: float
+
+
+class IngestJobOut(BaseModel):
+    """A bulk-ingest job: its state, and its report once finished."""
+
+    job_id: str
+    status: Literal["running", "succeeded", "failed"]
+    format: str
+    sources: int = Field(description="how many paths the job was given")
+    started_at: str = Field(description="UTC, ISO 8601")
+    finished_at: str | None = None
+    report: IngestReportOut | None = None
+    error: str | None = Field(default=None, description="why it failed (no values)")
+
+
+class IngestJobPage(BaseModel):
+    """Bulk-ingest jobs, oldest first; pass ``next_after`` as ``after`` for the next page."""
+
+    items: list[IngestJobOut]
+    next_after: str | None

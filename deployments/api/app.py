@@ -19,7 +19,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments.api.errors import install_error_handlers, problem
 from deployments.api.observability import ACCESS_LOG
-from deployments.api.routes import audit, feed, observations, patients, research, scenarios, twins
+from deployments.api.routes import (
+    audit,
+    feed,
+    ingest_jobs,
+    observations,
+    patients,
+    research,
+    scenarios,
+    twins,
+)
 from deployments.api.services import ApiServices
 
 __all__ = ["MAX_BODY_BYTES", "ApiServices", "create_app"]
@@ -159,6 +168,6 @@ def create_app(
             {"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503
         )
 
-    for module in (patients, observations, twins, scenarios, feed, research, audit):
+    for module in (patients, observations, twins, scenarios, feed, research, audit, ingest_jobs):
         app.include_router(module.router)
     return app

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from deployments import ingest_jobs
 from tests.integration.conftest import bearer
+from twin import schemas
 from twin.domain.audit import verify_chain
 
 ROLES = {
@@ -47,6 +49,7 @@ _PATIENT = {
 _INGEST = {**_PATIENT, "service": 200}
 _CREATED = {k: (201 if v == 200 else v) for k, v in _PATIENT.items()}
 _ONLY = dict.fromkeys(("owner", "other", "researcher", "admin", "service", "auditor"), 403)
+_JOBS = {**_ONLY, "researcher": 200, "service": 200, "admin": 200}
 
 # (method, route template, body, expected status per role)
 MATRIX = [
@@ -66,6 +69,8 @@ MATRIX = [
     ("GET", "/v1/twins", None, {**_ONLY, "owner": 200, "other": 200, "admin": 200}),
     ("GET", "/v1/research/twins", None, {**_ONLY, "researcher": 200}),
     ("GET", "/v1/audit", None, {**_ONLY, "auditor": 200}),
+    ("GET", "/v1/ingest/jobs", None, _JOBS),
+    ("GET", "/v1/ingest/jobs/{job_id}", None, _JOBS),
     ("GET", "/v1/audit/verify", None, {**_ONLY, "auditor": 200}),
 ]
 OPEN = {("GET", "/health/liveness"), ("GET", "/health/readiness")}
@@ -85,7 +90,12 @@ async def test_route_role_owner_matrix(api_env, method, template, body, expected
     pid = (await http.post("/v1/patients", json=NEW, headers=admin)).json()["patient_id"]
     created = await http.post(f"/v1/patients/{pid}/scenarios", json=COMPARE, headers=admin)
     report_id = created.json()["report_id"]
-    path = template.format(patient_id=pid, report_id=report_id)
+    job = schemas.IngestJobOut(
+        job_id=ingest_jobs.new_job_id(), status="running", format="csv", sources=1,
+        started_at="2026-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    await ingest_jobs.save(api_env.services.documents, job)
+    path = template.format(patient_id=pid, report_id=report_id, job_id=job.job_id)
     params = {"care_team": "team-1"} if template == "/v1/patients" and method == "GET" else None
     before = len(await api_env.services.audit.entries())
     seen = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twin import errors
+from twin import errors, schemas
 from twin.client import observation
 from twin.domain import events as E
 from twin.forecast.scenario import Scenario, ScenarioDose
@@ -104,3 +104,29 @@ async def test_rate_limit_answers_429_with_retry_after_and_the_sdk_backs_off(tmp
             with pytest.raises(errors.RateLimitedError) as caught:
                 [p async for p in sdk.iter_patients("t")]
             assert caught.value.retry_after_s >= 1
+
+
+async def test_ingest_jobs_read_through_the_sdk(api_env):
+    from deployments import ingest_jobs
+
+    running = schemas.IngestJobOut(
+        job_id=ingest_jobs.new_job_id(), status="running", format="fhir-ndjson", sources=2,
+        started_at="2026-11-29T05:00:00+00:00",
+    )  # fmt: skip
+    await ingest_jobs.save(api_env.services.documents, running)
+    report = schemas.IngestReportOut(
+        records=10, appended=8, duplicates=0, quarantined=2, reasons={"x": 2}, patients=3,
+        seconds=1.5,
+    )  # fmt: skip
+    done = running.model_copy(update={"status": "succeeded", "report": report})
+    await ingest_jobs.save(api_env.services.documents, done)
+    async with api_env.sdk("researcher", "r1") as researcher:
+        assert await researcher.ingest_job(running.job_id) == done
+        assert [j.job_id async for j in researcher.iter_ingest_jobs(page_size=1)] == [
+            running.job_id
+        ]
+        with pytest.raises(errors.NotFoundError):
+            await researcher.ingest_job("20260101T000000Z-00000000")
+    async with api_env.sdk("clinician", "dr-a", ("team-1",)) as clinician:
+        with pytest.raises(errors.AuthorizationError):
+            await clinician.ingest_job(running.job_id)

@@ -15,9 +15,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from deployments.bootstrap import build_host_ports, host_settings, open_event_writer
+from deployments import ingest_jobs
+from deployments.bootstrap import (
+    build_host_ports,
+    host_settings,
+    open_documents,
+    open_event_writer,
+)
 from deployments.ingest import IngestJob, run_ingest
-from twin import errors
+from twin import errors, schemas
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
 from twin.service.host import TwinHost
@@ -53,6 +59,13 @@ async def _log(settings: TwinSettings, pid: str) -> list[tuple[int, float, objec
         return [(e.seq, e.day, e.payload) for e in await events.read(pid)]
 
 
+async def _job(settings: TwinSettings, job_id: str) -> schemas.IngestJobOut:
+    async with open_documents(settings) as documents:
+        found = await documents.get(ingest_jobs.COLLECTION, job_id)
+    assert found is not None
+    return ingest_jobs.load(found)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> TwinSettings:
     return TwinSettings(data_dir=tmp_path / "data", particles=200)
@@ -86,6 +99,9 @@ def test_fhir_ndjson_job_appends_quarantines_and_reruns_as_duplicates(
         "not a JSON line": 1,
     }
     assert json.loads((tmp_path / "run1" / "report.json").read_text())["appended"] == 9
+    status = asyncio.run(_job(settings, job.job_id))
+    assert status.status == "succeeded" and status.report is not None
+    assert (status.report.appended, status.report.reasons) == (9, report.reasons)
     quarantine = pq.read_table(tmp_path / "run1" / "quarantine").to_pylist()
     assert sorted(r["reason"] for r in quarantine) == sorted(
         reason for reason, n in report.reasons.items() for _ in range(n)
@@ -104,6 +120,12 @@ def test_fhir_ndjson_job_appends_quarantines_and_reruns_as_duplicates(
     assert asyncio.run(_log(settings, pids[0])) == log
     with pytest.raises(errors.ConfigurationError, match="already holds a report"):
         run_ingest(settings, IngestJob((str(source),), "fhir-ndjson", ORIGIN, tmp_path / "run2"))
+    # A job that fails says so, with the error (the status the API and SDK read).
+    missing = IngestJob((str(tmp_path / "absent.ndjson"),), "fhir-ndjson", ORIGIN, tmp_path / "x")
+    with pytest.raises(Exception, match="absent"):
+        run_ingest(settings, missing)
+    failed = asyncio.run(_job(settings, missing.job_id))
+    assert failed.status == "failed" and failed.error and failed.finished_at
 
 
 def test_bundles_csv_and_parquet_feed_the_same_log(ray_cluster, settings, tmp_path):

@@ -182,6 +182,15 @@ class _Routes:
         return _Call("GET", "/v1/audit/verify", TypeAdapter(schemas.AuditVerifyOut), params)
 
     @staticmethod
+    def ingest_jobs(after: str | None, limit: int) -> _Call[schemas.IngestJobPage]:
+        params = _params(after=after, limit=limit)
+        return _Call("GET", "/v1/ingest/jobs", TypeAdapter(schemas.IngestJobPage), params)
+
+    @staticmethod
+    def ingest_job(job_id: str) -> _Call[schemas.IngestJobOut]:
+        return _Call("GET", f"/v1/ingest/jobs/{job_id}", TypeAdapter(schemas.IngestJobOut))
+
+    @staticmethod
     def ready() -> _Call[None]:
         return _Call("GET", "/health/readiness", None, retry=False)
 
@@ -455,6 +464,14 @@ class Client:
         """Recompute the audit chain on the server (auditors)."""
         return self._run(_Routes.verify_audit(expected_head))
 
+    def ingest_job(self, job_id: str) -> schemas.IngestJobOut:
+        """A bulk-ingest job's status and report (admins, services, researchers)."""
+        return self._run(_Routes.ingest_job(job_id))
+
+    def iter_ingest_jobs(self, *, page_size: int = 50) -> Iterator[schemas.IngestJobOut]:
+        """Every bulk-ingest job, oldest first."""
+        return self._pages(lambda after: _Routes.ingest_jobs(after, page_size))
+
     def ready(self) -> bool:
         """Whether the service and all its dependencies are ready."""
         try:
@@ -641,6 +658,14 @@ class AsyncClient:
     async def verify_audit(self, *, expected_head: str | None = None) -> schemas.AuditVerifyOut:
         """Recompute the audit chain on the server (auditors)."""
         return await self._run(_Routes.verify_audit(expected_head))
+
+    async def ingest_job(self, job_id: str) -> schemas.IngestJobOut:
+        """A bulk-ingest job's status and report."""
+        return await self._run(_Routes.ingest_job(job_id))
+
+    def iter_ingest_jobs(self, *, page_size: int = 50) -> AsyncIterator[schemas.IngestJobOut]:
+        """Every bulk-ingest job, oldest first."""
+        return self._pages(lambda after: _Routes.ingest_jobs(after, page_size))
 
     async def ready(self) -> bool:
         """Whether the service and its dependencies are ready."""

@@ -1,0 +1,44 @@
+"""Bulk-ingest jobs (``novamind ingest``): their status and reports, for operators and ETL."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from deployments import ingest_jobs
+from deployments.api.access import Caller, DocumentId, Services, require_role
+from deployments.api.errors import PROBLEMS
+from twin import errors, schemas
+
+router = APIRouter(prefix="/v1/ingest/jobs", tags=["ingest"], responses=PROBLEMS)
+ROLES = ("admin", "service", "researcher")
+
+
+@router.get("", response_model=schemas.IngestJobPage)
+async def list_jobs(
+    who: Caller,
+    svc: Services,
+    request: Request,
+    after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> schemas.IngestJobPage:
+    """Jobs, oldest first (admins, services, researchers)."""
+    await require_role(svc, request, who, "ingest.jobs", ROLES)
+    found = await svc.documents.list(ingest_jobs.COLLECTION, after=after, limit=limit)
+    return schemas.IngestJobPage(
+        items=[ingest_jobs.load(d) for d in found],
+        next_after=found[-1].doc_id if len(found) == limit else None,
+    )
+
+
+@router.get("/{job_id}", response_model=schemas.IngestJobOut)
+async def read_job(
+    job_id: DocumentId, who: Caller, svc: Services, request: Request
+) -> schemas.IngestJobOut:
+    """One job: its status, and its report once finished."""
+    await require_role(svc, request, who, "ingest.job", ROLES)
+    found = await svc.documents.get(ingest_jobs.COLLECTION, job_id)
+    if found is None:
+        raise errors.NotFoundError("no such ingest job")
+    return ingest_jobs.load(found)
