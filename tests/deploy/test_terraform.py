@@ -24,7 +24,7 @@ TERRAFORM = ROOT / "terraform"
 ENVIRONMENTS = ("dev", "staging", "prod")
 MODULES = (
     "networking", "kubernetes", "database", "cache", "documents", "storage", "kms", "edge",
-    "backup", "logging", "platform",
+    "backup", "logging", "platform", "service-role",
 )  # fmt: skip
 MIRROR_CANDIDATES = (Path("/opt/tf-plugins"), Path("/usr/share/terraform/plugins"))
 #: security-reliability.md §3: 164.312 items translated to checkov IDs for our stack.

@@ -66,36 +66,23 @@ resource "aws_backup_plan" "this" {
   }
 }
 
-data "aws_iam_policy_document" "assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["backup.amazonaws.com"]
-    }
+module "role" {
+  source  = "../service-role"
+  name    = "${var.name}-backup"
+  service = "backup.amazonaws.com"
+  managed_policy_arns = {
+    for policy in [
+      "service-role/AWSBackupServiceRolePolicyForBackup",
+      "service-role/AWSBackupServiceRolePolicyForRestores",
+      "AWSBackupServiceRolePolicyForS3Backup",
+      "AWSBackupServiceRolePolicyForS3Restore",
+    ] : policy => "arn:${data.aws_partition.current.partition}:iam::aws:policy/${policy}"
   }
-}
-
-resource "aws_iam_role" "this" {
-  name               = "${var.name}-backup"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
-}
-
-resource "aws_iam_role_policy_attachment" "this" {
-  for_each = toset([
-    "service-role/AWSBackupServiceRolePolicyForBackup",
-    "service-role/AWSBackupServiceRolePolicyForRestores",
-    "AWSBackupServiceRolePolicyForS3Backup",
-    "AWSBackupServiceRolePolicyForS3Restore",
-  ])
-
-  role       = aws_iam_role.this.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/${each.key}"
 }
 
 resource "aws_backup_selection" "this" {
   name         = var.name
   plan_id      = aws_backup_plan.this.id
-  iam_role_arn = aws_iam_role.this.arn
+  iam_role_arn = module.role.arn
   resources    = var.resource_arns
 }

@@ -69,26 +69,15 @@ resource "aws_db_parameter_group" "this" {
   }
 }
 
-data "aws_iam_policy_document" "monitoring_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["monitoring.rds.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "monitoring" {
-  name               = "${var.name}-rds-monitoring"
-  assume_role_policy = data.aws_iam_policy_document.monitoring_assume.json
-}
-
 data "aws_partition" "current" {}
 
-resource "aws_iam_role_policy_attachment" "monitoring" {
-  role       = aws_iam_role.monitoring.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+module "monitoring_role" {
+  source  = "../service-role"
+  name    = "${var.name}-rds-monitoring"
+  service = "monitoring.rds.amazonaws.com"
+  managed_policy_arns = {
+    monitoring = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+  }
 }
 
 resource "aws_db_instance" "this" {
@@ -125,7 +114,7 @@ resource "aws_db_instance" "this" {
   performance_insights_kms_key_id       = var.kms_key_arn
   performance_insights_retention_period = 7
   monitoring_interval                   = 60
-  monitoring_role_arn                   = aws_iam_role.monitoring.arn
+  monitoring_role_arn                   = module.monitoring_role.arn
   tags                                  = { backup = "novamind" }
 }
 

@@ -14,24 +14,14 @@ resource "aws_cloudwatch_log_group" "cluster" {
   kms_key_id        = var.logs_kms_key_arn
 }
 
-data "aws_iam_policy_document" "cluster_assume" {
-  statement {
-    actions = ["sts:AssumeRole", "sts:TagSession"]
-    principals {
-      type        = "Service"
-      identifiers = ["eks.amazonaws.com"]
-    }
+module "cluster_role" {
+  source         = "../service-role"
+  name           = "${var.name}-eks-cluster"
+  service        = "eks.amazonaws.com"
+  assume_actions = ["sts:AssumeRole", "sts:TagSession"]
+  managed_policy_arns = {
+    cluster = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonEKSClusterPolicy"
   }
-}
-
-resource "aws_iam_role" "cluster" {
-  name               = "${var.name}-eks-cluster"
-  assume_role_policy = data.aws_iam_policy_document.cluster_assume.json
-}
-
-resource "aws_iam_role_policy_attachment" "cluster" {
-  role       = aws_iam_role.cluster.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonEKSClusterPolicy"
 }
 
 resource "aws_security_group" "cluster" {
@@ -51,7 +41,7 @@ resource "aws_security_group" "cluster" {
 resource "aws_eks_cluster" "this" {
   name                      = var.name
   version                   = var.kubernetes_version
-  role_arn                  = aws_iam_role.cluster.arn
+  role_arn                  = module.cluster_role.arn
   enabled_cluster_log_types = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
   vpc_config {
@@ -72,29 +62,17 @@ resource "aws_eks_cluster" "this" {
     authentication_mode = "API"
   }
 
-  depends_on = [aws_iam_role_policy_attachment.cluster, aws_cloudwatch_log_group.cluster]
+  depends_on = [module.cluster_role, aws_cloudwatch_log_group.cluster]
 }
 
-data "aws_iam_policy_document" "node_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
+module "node_role" {
+  source  = "../service-role"
+  name    = "${var.name}-eks-node"
+  service = "ec2.amazonaws.com"
+  managed_policy_arns = {
+    for policy in ["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"] :
+    policy => "arn:${data.aws_partition.current.partition}:iam::aws:policy/${policy}"
   }
-}
-
-resource "aws_iam_role" "node" {
-  name               = "${var.name}-eks-node"
-  assume_role_policy = data.aws_iam_policy_document.node_assume.json
-}
-
-resource "aws_iam_role_policy_attachment" "node" {
-  for_each = toset(["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"])
-
-  role       = aws_iam_role.node.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/${each.key}"
 }
 
 resource "aws_launch_template" "node" {
@@ -123,7 +101,7 @@ resource "aws_eks_node_group" "this" {
 
   cluster_name    = aws_eks_cluster.this.name
   node_group_name = each.key
-  node_role_arn   = aws_iam_role.node.arn
+  node_role_arn   = module.node_role.arn
   subnet_ids      = var.private_subnet_ids
   instance_types  = each.value.instance_types
   labels          = { "novamind.io/pool" = each.key }
@@ -148,7 +126,7 @@ resource "aws_eks_node_group" "this" {
     ignore_changes = [scaling_config[0].desired_size]
   }
 
-  depends_on = [aws_iam_role_policy_attachment.node]
+  depends_on = [module.node_role]
 }
 
 

@@ -124,21 +124,6 @@ resource "aws_cloudwatch_log_group" "trail" {
   kms_key_id        = var.kms_key_arn
 }
 
-data "aws_iam_policy_document" "trail_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["cloudtrail.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "trail" {
-  name               = "${var.name}-cloudtrail"
-  assume_role_policy = data.aws_iam_policy_document.trail_assume.json
-}
-
 data "aws_iam_policy_document" "trail_logs" {
   statement {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
@@ -146,10 +131,11 @@ data "aws_iam_policy_document" "trail_logs" {
   }
 }
 
-resource "aws_iam_role_policy" "trail" {
-  name   = "deliver-to-cloudwatch"
-  role   = aws_iam_role.trail.id
-  policy = data.aws_iam_policy_document.trail_logs.json
+module "trail_role" {
+  source          = "../service-role"
+  name            = "${var.name}-cloudtrail"
+  service         = "cloudtrail.amazonaws.com"
+  inline_policies = { deliver-to-cloudwatch = data.aws_iam_policy_document.trail_logs.json }
 }
 
 resource "aws_sns_topic" "trail" {
@@ -165,7 +151,7 @@ resource "aws_cloudtrail" "this" {
   enable_log_file_validation    = true
   kms_key_id                    = var.kms_key_arn
   cloud_watch_logs_group_arn    = "${aws_cloudwatch_log_group.trail.arn}:*"
-  cloud_watch_logs_role_arn     = aws_iam_role.trail.arn
+  cloud_watch_logs_role_arn     = module.trail_role.arn
   sns_topic_name                = aws_sns_topic.trail.name
 
   event_selector {

@@ -128,21 +128,6 @@ resource "aws_cloudwatch_log_group" "flow_logs" {
   kms_key_id        = var.logs_kms_key_arn
 }
 
-data "aws_iam_policy_document" "flow_logs_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["vpc-flow-logs.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "flow_logs" {
-  name               = "${var.name}-vpc-flow-logs"
-  assume_role_policy = data.aws_iam_policy_document.flow_logs_assume.json
-}
-
 data "aws_iam_policy_document" "flow_logs" {
   statement {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
@@ -150,17 +135,18 @@ data "aws_iam_policy_document" "flow_logs" {
   }
 }
 
-resource "aws_iam_role_policy" "flow_logs" {
-  name   = "write-flow-logs"
-  role   = aws_iam_role.flow_logs.id
-  policy = data.aws_iam_policy_document.flow_logs.json
+module "flow_logs_role" {
+  source          = "../service-role"
+  name            = "${var.name}-vpc-flow-logs"
+  service         = "vpc-flow-logs.amazonaws.com"
+  inline_policies = { write-flow-logs = data.aws_iam_policy_document.flow_logs.json }
 }
 
 resource "aws_flow_log" "this" {
   vpc_id          = aws_vpc.this.id
   traffic_type    = "ALL"
   log_destination = aws_cloudwatch_log_group.flow_logs.arn
-  iam_role_arn    = aws_iam_role.flow_logs.arn
+  iam_role_arn    = module.flow_logs_role.arn
 }
 
 resource "aws_vpc_endpoint" "s3" {

@@ -301,21 +301,6 @@ resource "aws_s3_bucket_lifecycle_configuration" "replica" {
   }
 }
 
-data "aws_iam_policy_document" "replication_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["s3.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "replication" {
-  name               = "${var.name}-s3-replication"
-  assume_role_policy = data.aws_iam_policy_document.replication_assume.json
-}
-
 data "aws_iam_policy_document" "replication" {
   statement {
     actions   = ["s3:GetReplicationConfiguration", "s3:ListBucket"]
@@ -339,15 +324,16 @@ data "aws_iam_policy_document" "replication" {
   }
 }
 
-resource "aws_iam_role_policy" "replication" {
-  name   = "replicate-checkpoints"
-  role   = aws_iam_role.replication.id
-  policy = data.aws_iam_policy_document.replication.json
+module "replication_role" {
+  source          = "../service-role"
+  name            = "${var.name}-s3-replication"
+  service         = "s3.amazonaws.com"
+  inline_policies = { replicate-checkpoints = data.aws_iam_policy_document.replication.json }
 }
 
 resource "aws_s3_bucket_replication_configuration" "checkpoints" {
   bucket = aws_s3_bucket.checkpoints.id
-  role   = aws_iam_role.replication.arn
+  role   = module.replication_role.arn
 
   rule {
     id     = "to-dr-region"
