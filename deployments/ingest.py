@@ -37,6 +37,7 @@ from ray.data.expressions import col
 
 from deployments import ingest_jobs
 from deployments.bootstrap import open_documents, open_event_writer
+from deployments.serve_app import settings_env
 from twin import errors, ports, schemas
 from twin.domain import codec
 from twin.ingest import fhir, tabular
@@ -264,11 +265,13 @@ def _read(job: IngestJob, filesystem: Any) -> Any:
 
 
 def _writable(settings: TwinSettings) -> dict[str, Any]:
-    values = settings.model_dump(exclude_none=True, exclude={"config"})
-    for name in ("jwt_secret", "research_key"):
-        values.pop(name, None)  # the writers need neither
-    values["data_dir"] = str(settings.data_dir.resolve())
-    return values
+    """The writers' settings, as Serve replicas get them: no secrets, no password-bearing URL.
+
+    Constructor arguments live in Ray's object store; credentials reach the writers from their
+    own environment (in Kubernetes the mounted Secret), which the settings read as well.
+    """
+    prefix = len("NOVAMIND_")
+    return {name[prefix:].lower(): value for name, value in settings_env(settings).items()}
 
 
 async def _record(settings: TwinSettings, job: schemas.IngestJobOut) -> None:
