@@ -79,12 +79,14 @@ def _aws(settings: TwinSettings, service: str) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class _Stores:
+    keys: ports.KeyProvider
     sealer: EnvelopeSealer
     events: ports.EventStore
     index: ports.TwinIndex
     registry: ports.PatientRegistry
     audit: ports.AuditLog
     documents: ports.DocumentStore
+    snapshot: ports.DatabaseSnapshot
 
 
 def _key_provider(settings: TwinSettings) -> ports.KeyProvider:
@@ -105,28 +107,32 @@ def _checkpoint_store(settings: TwinSettings) -> ports.CheckpointStore:
 
 
 async def _open_stores(settings: TwinSettings, stack: AsyncExitStack) -> _Stores:
-    """The relational stores (and documents) behind one envelope sealer."""
+    """The relational stores (and documents) behind one envelope sealer (no I/O but opening)."""
     keys = _key_provider(settings)
     db = await _open_database(settings, stack)
     if isinstance(db, PostgresDatabase):
         sealer = EnvelopeSealer(keys, PostgresDataKeyStore(db))
         stores = _Stores(
+            keys,
             sealer,
             PostgresEventStore(db, sealer),
             PostgresTwinIndex(db),
             PostgresPatientRegistry(db, sealer),
             PostgresAuditLog(db),
             PostgresDocumentStore(db),
+            PostgresSnapshot(db),
         )
     else:
         sealer = EnvelopeSealer(keys, SqliteDataKeyStore(db))
         stores = _Stores(
+            keys,
             sealer,
             SqliteEventStore(db, sealer),
             SqliteTwinIndex(db),
             SqlitePatientRegistry(db, sealer),
             SqliteAuditLog(db),
             SqliteDocumentStore(db),
+            SqliteSnapshot(db),
         )
     if settings.mongo_url:
         return replace(stores, documents=await _mongo_documents(settings.mongo_url, stack))
@@ -206,26 +212,13 @@ class BackupStores:
 async def open_backup_stores(settings: TwinSettings) -> AsyncIterator[BackupStores]:
     """The stores a backup reads or a restore fills."""
     async with AsyncExitStack() as stack:
-        db = await _open_database(settings, stack)
-        snapshot: ports.DatabaseSnapshot
-        audit: ports.AuditLog
-        documents: ports.DocumentStore
-        if isinstance(db, PostgresDatabase):
-            snapshot, audit, documents = (
-                PostgresSnapshot(db),
-                PostgresAuditLog(db),
-                PostgresDocumentStore(db),
-            )
-        else:
-            snapshot, audit, documents = (
-                SqliteSnapshot(db),
-                SqliteAuditLog(db),
-                SqliteDocumentStore(db),
-            )
-        if settings.mongo_url:
-            documents = await _mongo_documents(settings.mongo_url, stack)
+        stores = await _open_stores(settings, stack)
         yield BackupStores(
-            snapshot, documents, _checkpoint_store(settings), _key_provider(settings), audit
+            stores.snapshot,
+            stores.documents,
+            _checkpoint_store(settings),
+            stores.keys,
+            stores.audit,
         )
 
 

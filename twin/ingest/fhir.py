@@ -22,6 +22,8 @@ codes the twin has no payload for, values its payloads refuse.
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -56,6 +58,7 @@ _FINAL = {"final", "amended", "corrected"}
 _PERIOD_DAYS = {"h": 1 / 24, "d": 1.0, "wk": 7.0}
 
 
+@functools.cache
 def _models() -> dict[str, Any]:
     # Imported on first use: loading the FHIR models takes a third of a second.
     from fhir.resources.R4B.medicationadministration import MedicationAdministration
@@ -92,8 +95,26 @@ def _drug(concept: Any) -> str | None:
     return None
 
 
-def _observation(obs: Any, source: str) -> list[Record]:
-    patient = obs.subject.reference if obs.subject else None
+def _effective(resource: Any) -> datetime | None:
+    """``effectiveDateTime``, else the start of ``effectivePeriod``."""
+    period = resource.effectivePeriod
+    when: datetime | None = resource.effectiveDateTime or (period.start if period else None)
+    return when
+
+
+def _drug_or_refusal(
+    resource: Any, source: str, patient: str | None, statuses: tuple[str, ...]
+) -> str | Record:
+    """The table drug of a medication resource in one of ``statuses``, or why it is refused."""
+    if resource.status not in statuses:
+        return Record.refused(source, f"status {resource.status}: not ingested", patient)
+    drug = _drug(resource.medicationCodeableConcept)
+    if drug is None:
+        return Record.refused(source, "medication: not a drug of the model's table", patient)
+    return drug
+
+
+def _observation(obs: Any, source: str, patient: str | None) -> list[Record]:
     if obs.status not in _FINAL:
         return [Record.refused(source, f"status {obs.status}: only final results", patient)]
     codes = _codes(obs.code, LOINC_SYSTEM)
@@ -102,16 +123,13 @@ def _observation(obs: Any, source: str) -> list[Record]:
     quantity = obs.valueQuantity
     if quantity is None or quantity.value is None:
         return [Record.refused(source, "value: valueQuantity required", patient)]
-    effective = obs.effectiveDateTime or (
-        obs.effectivePeriod.start if obs.effectivePeriod else None
-    )
     try:
         payload = from_loinc(codes[0], float(quantity.value), quantity.code or quantity.unit)
         if isinstance(payload, events.Phq9) and obs.component:
             payload = events.Phq9(payload.total, _phq9_items(obs.component))
     except errors.InvalidInputError as exc:
         return [Record.refused(source, str(exc), patient)]
-    return [Record(source, patient, effective, payload)]
+    return [Record(source, patient, _effective(obs), payload)]
 
 
 def _phq9_items(components: list[Any]) -> tuple[int, ...] | None:
@@ -156,22 +174,18 @@ def _daily_mg(dosage: Any) -> float:
     )
 
 
-def _statement(statement: Any, source: str) -> list[Record]:
-    patient = statement.subject.reference if statement.subject else None
-    if statement.status not in ("active", "completed", "stopped"):
-        return [Record.refused(source, f"status {statement.status}: not ingested", patient)]
-    drug = _drug(statement.medicationCodeableConcept)
-    if drug is None:
-        return [Record.refused(source, "medication: not a drug of the model's table", patient)]
-    period = statement.effectivePeriod
-    start = statement.effectiveDateTime or (period.start if period else None)
+def _statement(statement: Any, source: str, patient: str | None) -> list[Record]:
+    drug = _drug_or_refusal(statement, source, patient, ("active", "completed", "stopped"))
+    if isinstance(drug, Record):
+        return [drug]
     try:
         if not statement.dosage:
             raise errors.InvalidInputError("dosage: required")
         start_dose = events.Prescription(drug, _daily_mg(statement.dosage[0]))
     except errors.InvalidInputError as exc:
         return [Record.refused(source, str(exc), patient)]
-    records = [Record(source, patient, start, start_dose, part="start")]
+    records = [Record(source, patient, _effective(statement), start_dose, part="start")]
+    period = statement.effectivePeriod
     if statement.status in ("completed", "stopped") and period and period.end:
         records.append(
             Record(source, patient, period.end, events.Prescription(drug, 0.0), part="stop")
@@ -179,17 +193,12 @@ def _statement(statement: Any, source: str) -> list[Record]:
     return records
 
 
-def _administration(administration: Any, source: str) -> list[Record]:
-    patient = administration.subject.reference if administration.subject else None
-    if administration.status not in ("completed", "not-done"):
-        return [Record.refused(source, f"status {administration.status}: not ingested", patient)]
-    drug = _drug(administration.medicationCodeableConcept)
-    if drug is None:
-        return [Record.refused(source, "medication: not a drug of the model's table", patient)]
-    period = administration.effectivePeriod
-    when = administration.effectiveDateTime or (period.start if period else None)
+def _administration(administration: Any, source: str, patient: str | None) -> list[Record]:
+    drug = _drug_or_refusal(administration, source, patient, ("completed", "not-done"))
+    if isinstance(drug, Record):
+        return [drug]
     taken = administration.status == "completed"
-    return [Record(source, patient, when, events.DoseTaken(drug, taken))]
+    return [Record(source, patient, _effective(administration), events.DoseTaken(drug, taken))]
 
 
 _MAPPERS = {
@@ -222,7 +231,7 @@ def records_from_resource(resource: dict[str, Any], *, where: str = "") -> list[
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
         return [Record.refused(source, f"not valid FHIR {kind}: {', '.join(fields)}", patient)]
-    return _MAPPERS[kind](model, source)
+    return _MAPPERS[kind](model, source, patient)
 
 
 def records_from_bundle(bundle: dict[str, Any], *, where: str = "") -> list[Record]:
