@@ -63,8 +63,10 @@ __all__ = [
     "open_api_services",
     "open_audit_log",
     "open_backup_stores",
+    "open_cohort_stores",
     "open_documents",
     "open_event_writer",
+    "open_twin_reader",
     "token_verifier",
 ]
 
@@ -187,6 +189,33 @@ async def open_documents(settings: TwinSettings) -> AsyncIterator[ports.Document
     """The document store alone (job status documents)."""
     async with AsyncExitStack() as stack:
         yield (await _open_stores(settings, stack)).documents
+
+
+@asynccontextmanager
+async def open_twin_reader(
+    settings: TwinSettings,
+) -> AsyncIterator[tuple[ports.EventStore, ports.CheckpointStore, ports.Sealer]]:
+    """The event log, checkpoints and sealer: enough to rebuild twins (batch jobs; no writes)."""
+    async with AsyncExitStack() as stack:
+        stores = await _open_stores(settings, stack)
+        yield stores.events, _checkpoint_store(settings), stores.sealer
+
+
+@dataclass(frozen=True, slots=True)
+class CohortStores:
+    """What a cohort run's driver uses: the index to select twins, pseudonyms, documents."""
+
+    index: ports.TwinIndex
+    deidentifier: Deidentifier
+    documents: ports.DocumentStore
+
+
+@asynccontextmanager
+async def open_cohort_stores(settings: TwinSettings) -> AsyncIterator[CohortStores]:
+    """The stores a cohort run's driver needs."""
+    async with AsyncExitStack() as stack:
+        stores = await _open_stores(settings, stack)
+        yield CohortStores(stores.index, Deidentifier(_research_key(settings)), stores.documents)
 
 
 @dataclass(frozen=True, slots=True)

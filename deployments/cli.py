@@ -267,3 +267,42 @@ def ingest(
     console.print(f"  quarantined  {report.quarantined} -> {out / 'quarantine'}")
     for reason, count in list(report.reasons.items())[:10]:
         console.print(f"    {count:>8}  {reason}")
+
+
+@app.command()
+def cohort(
+    request: Annotated[
+        Path, typer.Argument(help="The run as JSON (the body of POST /v1/cohorts/runs).")
+    ],
+    out: Annotated[str, typer.Option(help="Folder (local or s3://) for the Parquet files.")],
+    workers: Annotated[int, typer.Option(help="Largest forecaster pool.", min=1, max=256)] = 2,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
+    ] = None,
+) -> None:
+    """Run a cohort what-if now (Ray Data): de-identified per-patient and aggregate results."""
+    import ray
+    from pydantic import ValidationError
+
+    from deployments.cohorts import run_cohort
+    from twin.errors import TwinError
+    from twin.schemas import CohortRunIn
+
+    try:
+        run = CohortRunIn.model_validate_json(request.read_bytes())
+    except (OSError, ValidationError) as exc:
+        raise typer.BadParameter(f"{request}: {str(exc)[:300]}") from None
+    ray.init(address=address, log_to_driver=False)
+    try:
+        final = run_cohort(TwinSettings(), run, output=out, workers=workers)
+    except TwinError as exc:
+        console.print(f"[red]cohort run failed: {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        ray.shutdown()
+    console.print(
+        f"run {final.job_id}: {final.patients_done} patients x {len(final.scenarios)} scenarios "
+        f"in {final.seconds} s -> {out}"
+    )
+    for reason, count in final.skipped.items():
+        console.print(f"  skipped {count:>8}  {reason}")

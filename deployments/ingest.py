@@ -35,9 +35,8 @@ import pyarrow as pa
 import ray
 from ray.data.expressions import col
 
-from deployments import ingest_jobs
+from deployments import jobs, ray_env
 from deployments.bootstrap import open_documents, open_event_writer
-from deployments.serve_app import settings_env
 from twin import errors, ports, schemas
 from twin.domain import codec
 from twin.ingest import fhir, tabular
@@ -86,7 +85,7 @@ class IngestJob:
     format: Format
     origin: datetime
     output: Path
-    job_id: str = field(default_factory=ingest_jobs.new_job_id)
+    job_id: str = field(default_factory=jobs.new_job_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,28 +229,8 @@ class _Writer:
             self._loop.close()
 
 
-def _filesystem(settings: TwinSettings, paths: tuple[str, ...]) -> Any:
-    """Pyarrow's S3 filesystem for ``s3://`` paths when an endpoint override is configured.
-
-    Without one, Ray Data resolves ``s3://`` itself (the pod's IAM role through the default
-    credential chain); local paths need nothing.
-    """
-    if not any(p.startswith("s3://") for p in paths) or not settings.aws_endpoint_url:
-        return None
-    from urllib.parse import urlsplit
-
-    from pyarrow import fs
-
-    endpoint = urlsplit(settings.aws_endpoint_url)
-    return fs.S3FileSystem(
-        endpoint_override=endpoint.netloc,
-        scheme=endpoint.scheme or "https",
-        region=settings.aws_region,
-    )
-
-
 def _read(job: IngestJob, filesystem: Any) -> Any:
-    paths = [p.removeprefix("s3://") if filesystem is not None else p for p in job.paths]
+    paths = [ray_env.strip_scheme(p, filesystem) for p in job.paths]
     origin = {"origin": job.origin}
     if job.format == "fhir-ndjson":
         ds = ray.data.read_text(paths, include_paths=True, filesystem=filesystem)
@@ -264,19 +243,9 @@ def _read(job: IngestJob, filesystem: Any) -> Any:
     return ds.map_batches(_parse_rows, fn_kwargs=origin, batch_format="pandas")
 
 
-def _writable(settings: TwinSettings) -> dict[str, Any]:
-    """The writers' settings, as Serve replicas get them: no secrets, no password-bearing URL.
-
-    Constructor arguments live in Ray's object store; credentials reach the writers from their
-    own environment (in Kubernetes the mounted Secret), which the settings read as well.
-    """
-    prefix = len("NOVAMIND_")
-    return {name[prefix:].lower(): value for name, value in settings_env(settings).items()}
-
-
 async def _record(settings: TwinSettings, job: schemas.IngestJobOut) -> None:
     async with open_documents(settings) as documents:
-        await ingest_jobs.save(documents, job)
+        await jobs.INGEST.save(documents, job)
 
 
 def run_ingest(settings: TwinSettings, job: IngestJob, *, writers: int = 2) -> IngestReport:
@@ -328,13 +297,13 @@ def run_ingest(settings: TwinSettings, job: IngestJob, *, writers: int = 2) -> I
 
 def _run(settings: TwinSettings, job: IngestJob, writers: int) -> IngestReport:
     started = time.perf_counter()
-    prepared = _read(job, _filesystem(settings, job.paths)).materialize()
+    prepared = _read(job, ray_env.arrow_filesystem(settings, job.paths)).materialize()
     accepted = prepared.filter(expr=col("reason").is_null())
     refused = prepared.filter(expr=col("reason").is_not_null())
     # A few shuffle partitions per writer keep patients spread without 200 near-empty blocks.
     written = accepted.groupby("patient_id", num_partitions=4 * writers).map_groups(
         _Writer,
-        fn_constructor_kwargs={"settings_values": _writable(settings)},
+        fn_constructor_kwargs={"settings_values": ray_env.worker_settings(settings)},
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=writers),
         # The writers wait on the database, not the CPU: a quarter CPU each leaves the parse

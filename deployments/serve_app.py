@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application, Deployment
@@ -27,6 +25,8 @@ from actors.runtime import TwinRuntime
 from deployments.api.app import create_app
 from deployments.api.observability import RayMetrics, configure_json_logging
 from deployments.bootstrap import build_host_ports, host_settings, open_api_services
+from deployments.job_runner import ensure_runner
+from deployments.ray_env import settings_env
 from twin.settings import TwinSettings
 
 __all__ = [
@@ -42,23 +42,6 @@ __all__ = [
 API_DEPLOYMENT = "NovamindApi"
 #: The import path Serve configs (``serve run``, KubeRay ``serveConfigV2``) name.
 APP_BUILDER = "deployments.serve_app:app_builder"
-_SECRET_FIELDS = {"jwt_secret", "research_key", "config"}
-_URL_FIELDS = ("database_url", "redis_url", "mongo_url")
-
-
-def settings_env(settings: TwinSettings) -> dict[str, str]:
-    """The non-secret settings as ``NOVAMIND_*`` variables (absolute data directory).
-
-    A store URL that carries a password is left out: ``runtime_env`` is kept in the GCS and shown
-    by the dashboard. Replicas then read it from their own environment (in Kubernetes the pod's,
-    from a Secret), which Ray workers inherit.
-    """
-    values = settings.model_dump(exclude_none=True, exclude=_SECRET_FIELDS)
-    values["data_dir"] = str(settings.data_dir.resolve())
-    for name in _URL_FIELDS:
-        if name in values and urlsplit(str(values[name])).password:
-            del values[name]
-    return {f"NOVAMIND_{name.upper()}": str(value) for name, value in values.items()}
 
 
 def build_fastapi() -> FastAPI:
@@ -76,6 +59,8 @@ def build_fastapi() -> FastAPI:
         return True
 
     directory.start()
+    # Cohort runs the API queues are run by the cluster's one job runner (created once).
+    ensure_runner(settings)
     return create_app(
         open_services=lambda: open_api_services(
             settings, runtime, RayMetrics(), twins_ready=hosts_ready

@@ -39,6 +39,7 @@ __all__ = [
     "EventOrderError",
     "HostUnavailableError",
     "InvalidInputError",
+    "JobNotFinishedError",
     "KeyAccessError",
     "ModelVersionError",
     "NotFoundError",
@@ -169,6 +170,10 @@ class CheckpointCorruptError(TwinError):
 
 class BackupCorruptError(TwinError):
     """A backup archive fails its integrity checks (digest, authentication tag or framing)."""
+
+
+class JobNotFinishedError(TwinError):
+    """A batch job's results were asked for before it succeeded (queued, running or failed)."""
 
 
 class KeyAccessError(TwinError):

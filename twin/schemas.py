@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from twin.forecast.scenario import Scenario
+from twin.model.cohort import CohortSpec
 
 __all__ = [
     "AckOut",
@@ -16,6 +17,11 @@ __all__ = [
     "AuditVerifyOut",
     "BreakGlassIn",
     "BreakGlassOut",
+    "CohortFilter",
+    "CohortPatientPage",
+    "CohortRunIn",
+    "CohortRunOut",
+    "CohortRunPage",
     "ContrastOut",
     "ErasedOut",
     "FeedEventOut",
@@ -386,3 +392,90 @@ class IngestJobPage(BaseModel):
 
     items: list[IngestJobOut]
     next_after: str | None
+
+
+class CohortFilter(BaseModel):
+    """Twins selected by their index entries (most severe first, at most ``limit``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_severity: float | None = Field(default=None, ge=0.0, le=27.0, allow_inf_nan=False)
+    min_p_severe: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    alert: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9_]+$")
+    limit: int = Field(default=10_000, ge=1, le=1_000_000)
+
+
+class CohortRunIn(BaseModel):
+    """A cohort what-if run: exactly one selection, 1..8 scenarios (the first is the reference).
+
+    ``pseudonyms`` are research pseudonyms (``rs_...``) as the research endpoints show them;
+    ``synthetic`` simulates virtual patients from the population prior (``start="episode"``).
+    ``particles`` applies to synthetic twins only (stored twins keep their own).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    filter: CohortFilter | None = None
+    pseudonyms: list[str] | None = Field(default=None, min_length=1, max_length=1_000_000)
+    synthetic: CohortSpec | None = None
+    scenarios: list[Scenario] = Field(min_length=1, max_length=8)
+    weeks: int = Field(default=12, ge=1, le=26)
+    seed: int = Field(default=0, ge=0, lt=2**62)
+    particles: int = Field(default=2000, ge=10, le=20_000)
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> CohortRunIn:
+        chosen = [self.filter is not None, self.pseudonyms is not None, self.synthetic is not None]
+        if sum(chosen) != 1:
+            raise ValueError("give exactly one of filter, pseudonyms, synthetic")
+        if self.pseudonyms is not None and any(
+            not (p.startswith("rs_") and len(p) == 27) for p in self.pseudonyms
+        ):
+            raise ValueError("pseudonyms look like rs_ followed by 24 hex digits")
+        if self.synthetic is not None and self.synthetic.start != "episode":
+            raise ValueError("synthetic what-if cohorts start in an episode")
+        names = [s.name for s in self.scenarios]
+        if len(set(names)) != len(names):
+            raise ValueError("scenario names must be distinct")
+        return self
+
+
+class CohortRunOut(BaseModel):
+    """A cohort run: its state and progress; its aggregate once finished.
+
+    ``aggregate`` has one row per (scenario, week): pooled PHQ-9 quantiles and mean, remission
+    and response rates with between-twin standard errors, and paired contrasts against the
+    first scenario. Per-patient rows are paged by ``GET .../patients``.
+    """
+
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    selection: Literal["filter", "pseudonyms", "synthetic"]
+    scenarios: list[str]
+    weeks: int
+    seed: int
+    submitted_at: str = Field(description="UTC, ISO 8601")
+    finished_at: str | None = None
+    patients_total: int | None = Field(default=None, description="twins selected")
+    patients_done: int = 0
+    skipped: dict[str, int] = Field(default_factory=dict, description="twins left out, by reason")
+    seconds: float | None = None
+    result_pages: int = 0
+    aggregate: list[dict[str, Any]] | None = None
+    output: str | None = Field(default=None, description="where the Parquet files are")
+    error: str | None = Field(default=None, description="why it failed (no values)")
+
+
+class CohortRunPage(BaseModel):
+    """Cohort runs, oldest first; pass ``next_after`` as ``after`` for the next page."""
+
+    items: list[CohortRunOut]
+    next_after: str | None
+
+
+class CohortPatientPage(BaseModel):
+    """One page of a run's per-(patient, scenario) rows, by pseudonym; ``next_page`` continues."""
+
+    items: list[dict[str, Any]]
+    page: int
+    next_page: int | None

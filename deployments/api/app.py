@@ -21,6 +21,7 @@ from deployments.api.errors import install_error_handlers, problem
 from deployments.api.observability import ACCESS_LOG
 from deployments.api.routes import (
     audit,
+    cohorts,
     feed,
     ingest_jobs,
     observations,
@@ -168,6 +169,16 @@ def create_app(
             {"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503
         )
 
-    for module in (patients, observations, twins, scenarios, feed, research, audit, ingest_jobs):
+    for module in (
+        patients,
+        observations,
+        twins,
+        scenarios,
+        feed,
+        research,
+        audit,
+        ingest_jobs,
+        cohorts,
+    ):
         app.include_router(module.router)
     return app

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from deployments import ingest_jobs
+from deployments import jobs
 from tests.integration.conftest import bearer
-from twin import schemas
+from twin import ports, schemas
 from twin.domain.audit import verify_chain
 
 ROLES = {
@@ -50,6 +50,8 @@ _INGEST = {**_PATIENT, "service": 200}
 _CREATED = {k: (201 if v == 200 else v) for k, v in _PATIENT.items()}
 _ONLY = dict.fromkeys(("owner", "other", "researcher", "admin", "service", "auditor"), 403)
 _JOBS = {**_ONLY, "researcher": 200, "service": 200, "admin": 200}
+_RUNS = {**_ONLY, "researcher": 200, "admin": 200}
+COHORT = {"synthetic": {"n_patients": 2, "days": 0}, "scenarios": [{}], "weeks": 1}
 
 # (method, route template, body, expected status per role)
 MATRIX = [
@@ -72,6 +74,10 @@ MATRIX = [
     ("GET", "/v1/ingest/jobs", None, _JOBS),
     ("GET", "/v1/ingest/jobs/{job_id}", None, _JOBS),
     ("GET", "/v1/audit/verify", None, {**_ONLY, "auditor": 200}),
+    ("POST", "/v1/cohorts/runs", COHORT, {**_ONLY, "researcher": 202}),
+    ("GET", "/v1/cohorts/runs", None, _RUNS),
+    ("GET", "/v1/cohorts/runs/{job_id}", None, _RUNS),
+    ("GET", "/v1/cohorts/runs/{job_id}/patients", None, _RUNS),
 ]
 OPEN = {("GET", "/health/liveness"), ("GET", "/health/readiness")}
 
@@ -91,11 +97,13 @@ async def test_route_role_owner_matrix(api_env, method, template, body, expected
     created = await http.post(f"/v1/patients/{pid}/scenarios", json=COMPARE, headers=admin)
     report_id = created.json()["report_id"]
     job = schemas.IngestJobOut(
-        job_id=ingest_jobs.new_job_id(), status="running", format="csv", sources=1,
+        job_id=jobs.new_job_id(), status="running", format="csv", sources=1,
         started_at="2026-01-01T00:00:00+00:00",
     )  # fmt: skip
-    await ingest_jobs.save(api_env.services.documents, job)
-    path = template.format(patient_id=pid, report_id=report_id, job_id=job.job_id)
+    await jobs.INGEST.save(api_env.services.documents, job)
+    run = await finished_cohort_run(api_env.services.documents)
+    job_id = run.job_id if template.startswith("/v1/cohorts") else job.job_id
+    path = template.format(patient_id=pid, report_id=report_id, job_id=job_id)
     params = {"care_team": "team-1"} if template == "/v1/patients" and method == "GET" else None
     before = len(await api_env.services.audit.entries())
     seen = {}
@@ -114,6 +122,16 @@ async def test_route_role_owner_matrix(api_env, method, template, body, expected
         200 <= seen[role] < 300 for role in ORDER
     ]
     assert verify_chain(entries).ok
+
+
+async def finished_cohort_run(documents):
+    """A succeeded cohort run with one result page, as the job runner leaves it."""
+    queued = await jobs.enqueue_cohort(documents, schemas.CohortRunIn.model_validate(COHORT))
+    done = queued.model_copy(update={"status": "succeeded", "result_pages": 1, "aggregate": []})
+    await jobs.COHORT.save(documents, done)
+    page = ports.Document(jobs.COHORT_RESULTS, f"{done.job_id}.000000", None, b"[]", 0.0)
+    await documents.put(page)
+    return done
 
 
 async def test_bad_tokens_get_401_with_a_generic_problem(api_env):

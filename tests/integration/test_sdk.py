@@ -107,19 +107,19 @@ async def test_rate_limit_answers_429_with_retry_after_and_the_sdk_backs_off(tmp
 
 
 async def test_ingest_jobs_read_through_the_sdk(api_env):
-    from deployments import ingest_jobs
+    from deployments import jobs
 
     running = schemas.IngestJobOut(
-        job_id=ingest_jobs.new_job_id(), status="running", format="fhir-ndjson", sources=2,
+        job_id=jobs.new_job_id(), status="running", format="fhir-ndjson", sources=2,
         started_at="2026-11-29T05:00:00+00:00",
     )  # fmt: skip
-    await ingest_jobs.save(api_env.services.documents, running)
+    await jobs.INGEST.save(api_env.services.documents, running)
     report = schemas.IngestReportOut(
         records=10, appended=8, duplicates=0, quarantined=2, reasons={"x": 2}, patients=3,
         seconds=1.5,
     )  # fmt: skip
     done = running.model_copy(update={"status": "succeeded", "report": report})
-    await ingest_jobs.save(api_env.services.documents, done)
+    await jobs.INGEST.save(api_env.services.documents, done)
     async with api_env.sdk("researcher", "r1") as researcher:
         assert await researcher.ingest_job(running.job_id) == done
         assert [j.job_id async for j in researcher.iter_ingest_jobs(page_size=1)] == [

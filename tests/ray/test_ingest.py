@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from deployments import ingest_jobs
+from deployments import jobs
 from deployments.bootstrap import (
     build_host_ports,
     host_settings,
@@ -61,9 +61,9 @@ async def _log(settings: TwinSettings, pid: str) -> list[tuple[int, float, objec
 
 async def _job(settings: TwinSettings, job_id: str) -> schemas.IngestJobOut:
     async with open_documents(settings) as documents:
-        found = await documents.get(ingest_jobs.COLLECTION, job_id)
+        found = await documents.get(jobs.INGEST.collection, job_id)
     assert found is not None
-    return ingest_jobs.load(found)
+    return jobs.INGEST.load(found)
 
 
 @pytest.fixture

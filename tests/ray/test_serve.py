@@ -24,12 +24,14 @@ from twin import errors
 from twin.client import Client, RetryPolicy, observation
 from twin.domain import events as E
 from twin.forecast.scenario import Scenario
+from twin.model.cohort import CohortSpec
 from twin.settings import TwinSettings
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
-from deployments.serve_app import build_app  # noqa: E402 - after the importorskip
+from deployments.job_runner import RUNNER_NAME  # noqa: E402 - after the importorskip
+from deployments.serve_app import build_app  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -54,6 +56,7 @@ def served(
     serve.run(build_app(settings), name="novamind-test", route_prefix="/")
     yield f"http://127.0.0.1:{settings.http_port}", settings
     serve.shutdown()
+    ray.kill(ray.get_actor(RUNNER_NAME, namespace=settings.ray_namespace), no_restart=True)
     for i in range(settings.hosts):
         ray.kill(ray.get_actor(f"twinhost-{i}", namespace=settings.ray_namespace), no_restart=True)
 
@@ -92,6 +95,32 @@ def test_a_clinician_and_a_researcher_over_http_on_serve(served):
     with Client(url, token=local_token(settings, "auditor", subject="aud")) as auditor:
         assert auditor.verify_audit().ok
         assert len(list(auditor.iter_audit())) >= 10
+
+
+def test_a_researcher_runs_a_cohort_what_if_through_the_sdk(served):
+    url, settings = served
+    researcher = local_token(settings, "researcher", subject="cohort-study")
+    with Client(url, token=researcher) as research:
+        job = research.cohorts.run(
+            [Scenario(name="care"), Scenario(name="no care", care=False)],
+            synthetic=CohortSpec(n_patients=6, days=7, seed=2, screen_phq9_min=10),
+            weeks=4,
+            particles=50,
+        )
+        seen: list[int] = []
+        final = job.wait(
+            timeout_s=180, poll_s=0.5, on_progress=lambda s: seen.append(s.patients_done)
+        )
+        assert final.patients_done == 6 and seen[-1] == 6
+        rows = job.results()
+        assert len(rows) == 12 and set(rows["scenario"]) == {"care", "no care"}
+        assert rows["pseudonym"].str.startswith("syn-2-").all()
+        summary = job.aggregate()
+        assert list(summary["week"][:4]) == [1, 2, 3, 4]
+        assert [r.job_id for r in research.iter_cohort_runs()][-1] == job.job_id
+    clinician = local_token(settings, "clinician", subject="dr-c", care_team=("team-1",))
+    with Client(url, token=clinician) as api, pytest.raises(errors.AuthorizationError):
+        api.cohorts.run([Scenario()], synthetic=CohortSpec(n_patients=1, days=0))
 
 
 def test_the_sdk_example_runs_against_the_served_api(served, tmp_path):

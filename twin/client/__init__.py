@@ -20,6 +20,7 @@ Optional extras (``novamind[client]``): :mod:`twin.client.frames` (pandas DataFr
 :mod:`twin.client.plot` (``plot_forecast``, a fan chart with the PHQ-9 severity bands).
 """
 
+from twin.client.cohorts import CohortJob, Cohorts
 from twin.client.http import AsyncClient, Client, RetryPolicy, observation
 
-__all__ = ["AsyncClient", "Client", "RetryPolicy", "observation"]
+__all__ = ["AsyncClient", "Client", "CohortJob", "Cohorts", "RetryPolicy", "observation"]

@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from twin import errors, schemas
+from twin.client.cohorts import Cohorts
 from twin.domain import codec, events
 from twin.forecast.scenario import Scenario
 
@@ -191,6 +192,31 @@ class _Routes:
         return _Call("GET", f"/v1/ingest/jobs/{job_id}", TypeAdapter(schemas.IngestJobOut))
 
     @staticmethod
+    def submit_cohort_run(body: schemas.CohortRunIn) -> _Call[schemas.CohortRunOut]:
+        # Each submission is a new run: never retried (a retry could run it twice).
+        return _Call(
+            "POST", "/v1/cohorts/runs", TypeAdapter(schemas.CohortRunOut), body=body, retry=False
+        )
+
+    @staticmethod
+    def cohort_runs(after: str | None, limit: int) -> _Call[schemas.CohortRunPage]:
+        params = _params(after=after, limit=limit)
+        return _Call("GET", "/v1/cohorts/runs", TypeAdapter(schemas.CohortRunPage), params)
+
+    @staticmethod
+    def cohort_run(job_id: str) -> _Call[schemas.CohortRunOut]:
+        return _Call("GET", f"/v1/cohorts/runs/{job_id}", TypeAdapter(schemas.CohortRunOut))
+
+    @staticmethod
+    def cohort_patients(job_id: str, page: int) -> _Call[schemas.CohortPatientPage]:
+        return _Call(
+            "GET",
+            f"/v1/cohorts/runs/{job_id}/patients",
+            TypeAdapter(schemas.CohortPatientPage),
+            {"page": page},
+        )
+
+    @staticmethod
     def ready() -> _Call[None]:
         return _Call("GET", "/health/readiness", None, retry=False)
 
@@ -304,6 +330,8 @@ class Client:
             base_url=base_url, headers=_headers(token), timeout=timeout_s, transport=transport
         )
         self._retry = retry or RetryPolicy()
+        #: Cohort what-if runs with job handles (``client.cohorts.run(...)``).
+        self.cohorts = Cohorts(self)
 
     def __enter__(self) -> Client:
         return self
@@ -471,6 +499,26 @@ class Client:
     def iter_ingest_jobs(self, *, page_size: int = 50) -> Iterator[schemas.IngestJobOut]:
         """Every bulk-ingest job, oldest first."""
         return self._pages(lambda after: _Routes.ingest_jobs(after, page_size))
+
+    def submit_cohort_run(self, run: schemas.CohortRunIn) -> schemas.CohortRunOut:
+        """Queue a cohort what-if run (researchers); see :attr:`cohorts` for a handle."""
+        return self._run(_Routes.submit_cohort_run(run))
+
+    def cohort_run(self, job_id: str) -> schemas.CohortRunOut:
+        """A cohort run's status, progress and (once finished) aggregate."""
+        return self._run(_Routes.cohort_run(job_id))
+
+    def iter_cohort_runs(self, *, page_size: int = 50) -> Iterator[schemas.CohortRunOut]:
+        """Every cohort run, oldest first."""
+        return self._pages(lambda after: _Routes.cohort_runs(after, page_size))
+
+    def iter_cohort_rows(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """A finished run's per-(patient, scenario) rows, by pseudonym."""
+        page: int | None = 0
+        while page is not None:
+            found = self._run(_Routes.cohort_patients(job_id, page))
+            yield from found.items
+            page = found.next_page
 
     def ready(self) -> bool:
         """Whether the service and all its dependencies are ready."""
@@ -666,6 +714,27 @@ class AsyncClient:
     def iter_ingest_jobs(self, *, page_size: int = 50) -> AsyncIterator[schemas.IngestJobOut]:
         """Every bulk-ingest job, oldest first."""
         return self._pages(lambda after: _Routes.ingest_jobs(after, page_size))
+
+    async def submit_cohort_run(self, run: schemas.CohortRunIn) -> schemas.CohortRunOut:
+        """Queue a cohort what-if run (researchers)."""
+        return await self._run(_Routes.submit_cohort_run(run))
+
+    async def cohort_run(self, job_id: str) -> schemas.CohortRunOut:
+        """A cohort run's status, progress and (once finished) aggregate."""
+        return await self._run(_Routes.cohort_run(job_id))
+
+    def iter_cohort_runs(self, *, page_size: int = 50) -> AsyncIterator[schemas.CohortRunOut]:
+        """Every cohort run, oldest first."""
+        return self._pages(lambda after: _Routes.cohort_runs(after, page_size))
+
+    async def iter_cohort_rows(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """A finished run's per-(patient, scenario) rows, by pseudonym."""
+        page: int | None = 0
+        while page is not None:
+            found = await self._run(_Routes.cohort_patients(job_id, page))
+            for row in found.items:
+                yield row
+            page = found.next_page
 
     async def ready(self) -> bool:
         """Whether the service and its dependencies are ready."""

@@ -32,13 +32,14 @@ from dataclasses import asdict, dataclass, field
 from twin import errors, ports
 from twin.assimilation import kernel
 from twin.assimilation.alerts import Alert
-from twin.assimilation.state import TwinState, new_twin
+from twin.assimilation.state import TwinState
 from twin.domain import events
 from twin.forecast.scenario import Scenario
 from twin.forecast.summary import Contrast, Forecast, compare_many, forecast
 from twin.model.dynamics import Row
-from twin.model.parameters import MODEL_VERSION, PopulationParameters
+from twin.model.parameters import PopulationParameters
 from twin.schemas import TwinOut as TwinSummary
+from twin.service import restore
 
 __all__ = ["HostPorts", "HostSettings", "IngestResult", "TwinHost", "TwinSummary"]
 
@@ -148,27 +149,15 @@ class TwinHost:
     async def _load(self, patient_id: str) -> TwinState:
         """Newest usable checkpoint, or a new twin; the caller replays the log after it."""
         async with self._activation_slots:
-            try:
-                stored = await self._ports.checkpoints.latest(patient_id)
-            except errors.CheckpointCorruptError:
-                self.stats.checkpoints_rejected += 1
-                stored = None
-            if stored is not None and stored.model_version == MODEL_VERSION:
-                try:
-                    plain = await self._ports.sealer.open(
-                        patient_id, kind="checkpoint", version=stored.seq, sealed=stored.data
-                    )
-                    state = TwinState.from_bytes(plain)
-                    if state.last_seq == stored.seq:
-                        return state
-                except (
-                    errors.CheckpointCorruptError,
-                    errors.StateCorruptError,
-                    errors.ModelVersionError,
-                ):
-                    pass  # counted below; the log rebuilds the twin
-                self.stats.checkpoints_rejected += 1
-            return new_twin(patient_id, n_particles=self._settings.particles, params=self._params)
+            state, rejected = await restore.from_checkpoint(
+                self._ports.checkpoints,
+                self._ports.sealer,
+                patient_id,
+                particles=self._settings.particles,
+                params=self._params,
+            )
+            self.stats.checkpoints_rejected += rejected
+            return state
 
     async def _activate(self, patient_id: str) -> _Active:
         active = self._active.get(patient_id)

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from deployments import ingest_jobs
+from deployments import jobs
 from deployments.api.access import Caller, DocumentId, Services, require_role
 from deployments.api.errors import PROBLEMS
-from twin import errors, schemas
+from twin import schemas
 
 router = APIRouter(prefix="/v1/ingest/jobs", tags=["ingest"], responses=PROBLEMS)
 ROLES = ("admin", "service", "researcher")
@@ -25,11 +25,8 @@ async def list_jobs(
 ) -> schemas.IngestJobPage:
     """Jobs, oldest first (admins, services, researchers)."""
     await require_role(svc, request, who, "ingest.jobs", ROLES)
-    found = await svc.documents.list(ingest_jobs.COLLECTION, after=after, limit=limit)
-    return schemas.IngestJobPage(
-        items=[ingest_jobs.load(d) for d in found],
-        next_after=found[-1].doc_id if len(found) == limit else None,
-    )
+    items, next_after = await jobs.INGEST.page(svc.documents, after=after, limit=limit)
+    return schemas.IngestJobPage(items=items, next_after=next_after)
 
 
 @router.get("/{job_id}", response_model=schemas.IngestJobOut)
@@ -38,7 +35,4 @@ async def read_job(
 ) -> schemas.IngestJobOut:
     """One job: its status, and its report once finished."""
     await require_role(svc, request, who, "ingest.job", ROLES)
-    found = await svc.documents.get(ingest_jobs.COLLECTION, job_id)
-    if found is None:
-        raise errors.NotFoundError("no such ingest job")
-    return ingest_jobs.load(found)
+    return await jobs.INGEST.get(svc.documents, job_id)

@@ -1,0 +1,130 @@
+"""The job runner: one detached Ray actor per cluster that runs submitted cohort runs.
+
+The API only *queues* a run (:func:`deployments.jobs.enqueue_cohort`: the request and a
+``queued`` status document, durable before the 202 answer). The runner polls the status
+documents in id order and runs each queued run with :func:`deployments.cohorts.run_cohort`,
+one at a time. A run found ``running`` when the runner (re)starts was interrupted by a crash:
+it is run again from the start, which is safe because results are deterministic and their
+documents are overwritten under the same ids.
+
+The actor is named (``novamind-job-runner`` in the platform's namespace) and created with
+``get_if_exists``, so every API replica can ensure it without starting a second one; Ray
+restarts it if its process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from deployments import cohorts, jobs, ray_env
+from deployments.bootstrap import open_documents
+from twin import errors, ports, schemas
+from twin.settings import TwinSettings
+
+__all__ = ["RUNNER_NAME", "JobRunner", "ensure_runner", "output_for"]
+
+RUNNER_NAME = "novamind-job-runner"
+_POLL_S = 1.0
+_log = logging.getLogger(__name__)
+
+
+def output_for(settings: TwinSettings, job_id: str) -> str:
+    """Where a submitted run's files go: the checkpoint bucket when configured, else data_dir."""
+    if settings.s3_bucket:
+        return f"s3://{settings.s3_bucket}/{settings.s3_prefix}cohorts/{job_id}"
+    return str(Path(settings.data_dir).resolve() / "cohorts" / job_id)
+
+
+class JobRunner:
+    """Runs queued cohort runs one at a time (see the module docstring).
+
+    The polling thread owns an event loop and one open document store for its lifetime (a poll
+    is a keyset scan of the status documents, not a new connection).
+    """
+
+    def __init__(self, settings_values: dict[str, Any], *, workers: int = 2) -> None:
+        self._settings = TwinSettings(**settings_values)
+        self._workers = workers
+        self._stop = threading.Event()
+        self._resumed = False
+        self._thread = threading.Thread(target=self._main, name="job-runner", daemon=True)
+        self._thread.start()
+
+    async def _pending(self, documents: ports.DocumentStore) -> list[schemas.CohortRunOut]:
+        # A run left "running" is resumed only once, at start: afterwards "running" is ours.
+        wanted = {"queued", "running"} if not self._resumed else {"queued"}
+        self._resumed = True
+        found: list[schemas.CohortRunOut] = []
+        after: str | None = None
+        while True:
+            runs, after = await jobs.COHORT.page(documents, after=after, limit=200)
+            found += [r for r in runs if r.status in wanted]
+            if after is None:
+                return found
+
+    async def poll_once(self, documents: ports.DocumentStore) -> int:
+        """Run every pending run; returns how many were run."""
+        ran = 0
+        for status in await self._pending(documents):
+            ran += 1
+            try:
+                run = await jobs.cohort_request(documents, status.job_id)
+            except errors.NotFoundError:
+                failed = status.model_copy(
+                    update={"status": "failed", "finished_at": jobs.utc_now(),
+                            "error": "NotFoundError: the run's request is missing"}
+                )  # fmt: skip
+                await jobs.COHORT.save(documents, failed)
+                continue
+            try:
+                # The run drives Ray Data and its own event loops: off this loop's thread.
+                await asyncio.to_thread(
+                    cohorts.run_cohort,
+                    self._settings,
+                    run,
+                    queued=status,
+                    output=output_for(self._settings, status.job_id),
+                    workers=self._workers,
+                )
+            except errors.TwinError as exc:  # recorded as failed in the run's document
+                _log.warning("cohort run %s failed: %s", status.job_id, type(exc).__name__)
+            except Exception:  # a bug in one run must not stop the runner
+                _log.exception("cohort run %s failed", status.job_id)
+        return ran
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                async with open_documents(self._settings) as documents:
+                    while not self._stop.is_set():
+                        await self.poll_once(documents)
+                        await asyncio.sleep(_POLL_S)
+            except Exception:  # the store may be briefly unavailable: reopen and go on
+                _log.exception("job runner poll failed")
+                await asyncio.sleep(_POLL_S)
+
+    def alive(self) -> bool:
+        """The polling thread is running."""
+        return self._thread.is_alive()
+
+
+def ensure_runner(settings: TwinSettings, *, workers: int = 2) -> Any:
+    """The cluster's job runner actor, created when missing (call after ``ray.init``)."""
+    actor = ray.remote(JobRunner).options(
+        name=RUNNER_NAME,
+        namespace=settings.ray_namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+    )
+    return actor.remote(ray_env.worker_settings(settings), workers=workers)

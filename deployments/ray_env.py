@@ -1,0 +1,62 @@
+"""What Ray processes receive: settings without secrets, and Arrow filesystems for job paths."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from twin.settings import TwinSettings
+
+__all__ = ["arrow_filesystem", "settings_env", "strip_scheme", "worker_settings"]
+
+_SECRET_FIELDS = {"jwt_secret", "research_key", "config"}
+_URL_FIELDS = ("database_url", "redis_url", "mongo_url")
+
+
+def settings_env(settings: TwinSettings) -> dict[str, str]:
+    """The non-secret settings as ``NOVAMIND_*`` variables (absolute data directory).
+
+    A store URL that carries a password is left out: ``runtime_env`` is kept in the GCS and shown
+    by the dashboard. Replicas then read it from their own environment (in Kubernetes the pod's,
+    from a Secret), which Ray workers inherit.
+    """
+    values = settings.model_dump(exclude_none=True, exclude=_SECRET_FIELDS)
+    values["data_dir"] = str(settings.data_dir.resolve())
+    for name in _URL_FIELDS:
+        if name in values and urlsplit(str(values[name])).password:
+            del values[name]
+    return {f"NOVAMIND_{name.upper()}": str(value) for name, value in values.items()}
+
+
+def worker_settings(settings: TwinSettings) -> dict[str, Any]:
+    """Settings for Ray Data workers and job actors as Serve replicas get them (no secrets).
+
+    Constructor arguments live in Ray's object store, so no secret and no password-bearing URL
+    goes there; credentials reach the workers from their own environment (in Kubernetes the
+    mounted Secret), which the settings read as well.
+    """
+    prefix = len("NOVAMIND_")
+    return {name[prefix:].lower(): value for name, value in settings_env(settings).items()}
+
+
+def arrow_filesystem(settings: TwinSettings, paths: tuple[str, ...]) -> Any:
+    """Pyarrow's S3 filesystem for ``s3://`` paths when an endpoint override is configured.
+
+    Without one, Ray Data resolves ``s3://`` itself (the pod's IAM role through the default
+    credential chain); local paths need nothing.
+    """
+    if not any(p.startswith("s3://") for p in paths) or not settings.aws_endpoint_url:
+        return None
+    from pyarrow import fs
+
+    endpoint = urlsplit(settings.aws_endpoint_url)
+    return fs.S3FileSystem(
+        endpoint_override=endpoint.netloc,
+        scheme=endpoint.scheme or "https",
+        region=settings.aws_region,
+    )
+
+
+def strip_scheme(path: str, filesystem: Any) -> str:
+    """The path as ``filesystem`` expects it (``s3://`` dropped for an explicit S3 filesystem)."""
+    return path.removeprefix("s3://") if filesystem is not None else path

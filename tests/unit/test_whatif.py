@@ -1,0 +1,98 @@
+"""Cohort what-if: batch-split invariance, exact tallies, common random numbers, synthetic twins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from twin import errors
+from twin.analytics import synthetic
+from twin.analytics.whatif import CohortTwin, Tally, aggregate_rows, simulate_batch
+from twin.forecast.scenario import Scenario, ScenarioDose
+from twin.forecast.summary import compare_many
+from twin.model.cohort import CohortSpec
+
+SPEC = CohortSpec(n_patients=70, days=14, seed=5, screen_phq9_min=10)
+CARE = Scenario(name="care")
+SERTRALINE = Scenario(
+    name="sertraline", doses=[ScenarioDose(day=0, drug="sertraline", mg_per_day=100.0)]
+)
+
+
+@pytest.fixture(scope="module")
+def twins() -> list[CohortTwin]:
+    return [
+        t
+        for b in range(synthetic.blocks(SPEC))
+        for t in synthetic.synthetic_twins(SPEC, b, particles=100)
+    ]
+
+
+def test_synthetic_blocks_cover_the_cohort_and_repeat_exactly(twins):
+    assert len(twins) == 70 and synthetic.blocks(SPEC) == 2
+    again = synthetic.synthetic_twins(SPEC, 1, particles=100)
+    assert [t.pseudonym for t in again] == [t.pseudonym for t in twins[64:]]
+    assert all(a.state.equals(b.state) for a, b in zip(again, twins[64:], strict=True))
+    # Each twin has assimilated its history: three weekly PHQ-9 scores (days 0, 7, 14).
+    assert all(t.state.day == 14 and len(t.state.phq9_history) == 3 for t in twins)
+    with pytest.raises(errors.ObservationRangeError):
+        synthetic.synthetic_twins(SPEC, 2, particles=100)
+
+
+def test_any_split_of_the_cohort_gives_identical_rows_and_aggregate(twins):
+    rows, tally = simulate_batch(twins, [CARE, SERTRALINE], weeks=6, seed=3)
+    parts = [twins[:1], twins[1:30], twins[30:]]
+    split = [simulate_batch(p, [CARE, SERTRALINE], weeks=6, seed=3) for p in parts]
+    assert [r for rs, _ in split for r in rs] == rows
+    merged = Tally.empty(["care", "sertraline"], 6)
+    for _, t in reversed(split):
+        merged = merged.merge(t)
+    assert aggregate_rows(merged) == aggregate_rows(tally)
+    assert Tally.from_dict(tally.to_dict()).to_dict() == tally.to_dict()
+
+
+def test_rows_match_the_single_twin_forecast_with_the_same_random_numbers(twins):
+    rows, _ = simulate_batch(twins[:3], [CARE, SERTRALINE], weeks=12)
+    forecasts, contrasts = compare_many(twins[1].state, [CARE, SERTRALINE], weeks=12)
+    care, drug = rows[2], rows[3]
+    assert care["pseudonym"] == drug["pseudonym"] == twins[1].pseudonym
+    assert care["remission_p"] == forecasts[0].remission[12].value
+    assert drug["response_p"] == forecasts[1].response[12].value
+    assert drug["remission_change"] == pytest.approx(contrasts[0].remission_risk_change[12])
+    assert drug["diff_mean"] == pytest.approx(contrasts[0].mean_difference[-1])
+    assert care["diff_mean"] is None
+
+
+def test_the_aggregate_is_the_mean_of_the_rows_and_identical_scenarios_do_not_differ(twins):
+    same = Scenario(name="care again")
+    rows, tally = simulate_batch(twins, [CARE, SERTRALINE, same], weeks=12)
+    agg = {(r["scenario"], r["week"]): r for r in aggregate_rows(tally)}
+    for name in ("care", "sertraline"):
+        mine = [r["remission_p"] for r in rows if r["scenario"] == name]
+        assert agg[(name, 12)]["remission_rate"] == pytest.approx(np.mean(mine))
+        assert agg[(name, 12)]["patients"] == 70
+    # Common random numbers: the same schedule under another name gives a zero contrast.
+    again = agg[("care again", 12)]
+    assert again["diff_mean"] == 0.0 and again["p_better_by_5"] == 0.0
+    assert again["diff_q05"] == again["diff_q95"] == 0
+    # The drug helps on average (twin-model.md: drug-placebo difference ~2 points).
+    drug = agg[("sertraline", 12)]
+    assert -4.0 < drug["diff_mean"] < -0.5 and drug["remission_change"] > 0
+    assert drug["remission_se"] is not None and 0 < drug["remission_se"] < 0.1
+
+
+def test_another_seed_draws_other_futures(twins):
+    a, _ = simulate_batch(twins[:5], [CARE], weeks=4, seed=0)
+    b, _ = simulate_batch(twins[:5], [CARE], weeks=4, seed=1)
+    assert a != b
+
+
+def test_bad_runs_are_refused(twins):
+    with pytest.raises(errors.InvalidInputError, match="distinct"):
+        simulate_batch(twins[:1], [CARE, Scenario(name="care")])
+    with pytest.raises(errors.InvalidInputError, match="at least one"):
+        simulate_batch(twins[:1], [])
+    with pytest.raises(errors.InvalidInputError, match="different runs"):
+        Tally.empty(["a"], 4).merge(Tally.empty(["a"], 5))
+    with pytest.raises(errors.InvalidInputError, match="episode"):
+        synthetic.synthetic_twins(SPEC.model_copy(update={"start": "remitted"}), 0, particles=10)
