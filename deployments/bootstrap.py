@@ -53,6 +53,7 @@ from storage.sqlite import (
 from twin import ports
 from twin.domain.deidentify import Deidentifier
 from twin.service.host import HostPorts, HostSettings
+from twin.service.priors import DocumentPriorRegistry
 from twin.settings import TwinSettings
 
 __all__ = [
@@ -194,18 +195,22 @@ async def open_documents(settings: TwinSettings) -> AsyncIterator[ports.Document
 @asynccontextmanager
 async def open_twin_reader(
     settings: TwinSettings,
-) -> AsyncIterator[tuple[ports.EventStore, ports.CheckpointStore, ports.Sealer]]:
-    """The event log, checkpoints and sealer: enough to rebuild twins (batch jobs; no writes)."""
+) -> AsyncIterator[
+    tuple[ports.EventStore, ports.CheckpointStore, ports.Sealer, ports.PriorRegistry]
+]:
+    """Log, checkpoints, sealer and prior sets: enough to rebuild twins (batch jobs; no writes)."""
     async with AsyncExitStack() as stack:
         stores = await _open_stores(settings, stack)
-        yield stores.events, _checkpoint_store(settings), stores.sealer
+        priors = DocumentPriorRegistry(stores.documents)
+        yield stores.events, _checkpoint_store(settings), stores.sealer, priors
 
 
 @dataclass(frozen=True, slots=True)
 class CohortStores:
-    """What a cohort run's driver uses: the index to select twins, pseudonyms, documents."""
+    """What a batch job's driver uses to select twins: index, registry, pseudonyms, documents."""
 
     index: ports.TwinIndex
+    registry: ports.PatientRegistry
     deidentifier: Deidentifier
     documents: ports.DocumentStore
 
@@ -215,7 +220,9 @@ async def open_cohort_stores(settings: TwinSettings) -> AsyncIterator[CohortStor
     """The stores a cohort run's driver needs."""
     async with AsyncExitStack() as stack:
         stores = await _open_stores(settings, stack)
-        yield CohortStores(stores.index, Deidentifier(_research_key(settings)), stores.documents)
+        yield CohortStores(
+            stores.index, stores.registry, Deidentifier(_research_key(settings)), stores.documents
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +281,15 @@ async def build_host_ports(settings: TwinSettings) -> HostPorts:
         feed = RedisChangeFeed(client)
     else:
         feed = InProcessChangeFeed()
-    return HostPorts(stores.events, checkpoints, stores.sealer, stores.index, feed, stack.aclose)
+    return HostPorts(
+        stores.events,
+        checkpoints,
+        stores.sealer,
+        stores.index,
+        feed,
+        DocumentPriorRegistry(stores.documents),
+        stack.aclose,
+    )
 
 
 def host_settings(settings: TwinSettings) -> HostSettings:

@@ -306,3 +306,51 @@ def cohort(
     )
     for reason, count in final.skipped.items():
         console.print(f"  skipped {count:>8}  {reason}")
+
+
+@app.command()
+def calibrate(
+    care_team: Annotated[
+        list[str] | None, typer.Option(help="Use every patient of this care team (repeatable).")
+    ] = None,
+    min_severity: Annotated[
+        float | None, typer.Option(help="Use indexed twins with mean severity >= this.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Most twins used.", min=1)] = 1_000_000,
+    activate: Annotated[bool, typer.Option(help="New twins take the fitted prior set.")] = False,
+    n_sim: Annotated[int, typer.Option(help="Simulated patients per arm.", min=200)] = 4000,
+    max_evaluations: Annotated[int, typer.Option(help="Objective evaluations.", min=5)] = 300,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
+    ] = None,
+) -> None:
+    """Fit the population priors to the twins' logs (SMM on Ray) into the model registry."""
+    import ray
+
+    from deployments.calibration import run_calibration
+    from twin.errors import TwinError
+    from twin.schemas import CohortFilter
+
+    if not care_team and min_severity is None:
+        raise typer.BadParameter("select patients: --care-team and/or --min-severity")
+    selection = (
+        CohortFilter(min_severity=min_severity, limit=limit) if min_severity is not None else None
+    )
+    ray.init(address=address, log_to_driver=False)
+    try:
+        record = run_calibration(
+            TwinSettings(), selection, care_teams=care_team or (), activate=activate,
+            n_sim=n_sim, max_evaluations=max_evaluations,
+        )  # fmt: skip
+    except TwinError as exc:
+        console.print(f"[red]calibration failed: {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        ray.shutdown()
+    ses = record.diagnostics["standard_errors"]
+    console.print(f"prior set {record.version} ({'active' if activate else 'not activated'})")
+    for name, value in record.overrides.items():
+        console.print(f"  {name:8} {value:.5g}  (SE {ses[name]:.2g})")
+    console.print(
+        f"  courses {record.diagnostics['courses']}, excluded {record.diagnostics['excluded']}"
+    )

@@ -39,6 +39,7 @@ from twin import errors, ports, schemas
 from twin.analytics import synthetic
 from twin.analytics.whatif import CohortTwin, Tally, aggregate_rows, simulate_batch
 from twin.model.parameters import PopulationParameters
+from twin.service.priors import PriorParameters
 from twin.service.restore import current_states
 from twin.settings import TwinSettings
 
@@ -65,14 +66,14 @@ class _Forecaster:
 
     def __init__(self, run_json: str) -> None:
         self._run = schemas.CohortRunIn.model_validate_json(run_json)
-        self._params = PopulationParameters()
         self._loop = asyncio.new_event_loop()
 
-    def _forecast(self, twins: list[CohortTwin], skipped: list[str]) -> pa.Table:
+    def _forecast(
+        self, twins: list[CohortTwin], skipped: list[str], params: PopulationParameters
+    ) -> pa.Table:
         rows, tally = simulate_batch(
-            twins, self._run.scenarios, weeks=self._run.weeks, seed=self._run.seed,
-            params=self._params,
-        )  # fmt: skip
+            twins, self._run.scenarios, weeks=self._run.weeks, seed=self._run.seed, params=params
+        )
         return _out(rows, tally, skipped)
 
 
@@ -83,31 +84,36 @@ class _StoredTwins(_Forecaster):
         super().__init__(run_json)
         self._settings = TwinSettings(**settings_values)
         self._stack = AsyncExitStack()
-        self._stores = self._loop.run_until_complete(
+        events, checkpoints, sealer, registry = self._loop.run_until_complete(
             self._stack.enter_async_context(open_twin_reader(self._settings))
         )
+        self._stores = (events, checkpoints, sealer)
+        self._priors = PriorParameters(registry)
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
         skipped: list[str] = []
-        by_particles: dict[int, list[CohortTwin]] = {}
+        groups: dict[tuple[int, str], list[CohortTwin]] = {}
         for pid, pseudonym in zip(batch["patient_id"], batch["pseudonym"], strict=True):
             try:
                 (state,) = self._loop.run_until_complete(
                     current_states(
                         self._stores, [str(pid)], particles=self._settings.particles,
-                        params=self._params,
+                        priors=self._priors,
                     )
                 )  # fmt: skip
             except errors.TwinError as exc:
                 skipped.append(f"twin unreadable: {type(exc).__name__}")
                 continue
-            by_particles.setdefault(state.n_particles, []).append(CohortTwin(str(pseudonym), state))
-        if not by_particles:
-            return self._forecast([], skipped)
-        # Twins of one batch are simulated together only when their particle counts agree.
-        tables = [self._forecast(group, []) for _, group in sorted(by_particles.items())]
-        tables.append(_out([], Tally.empty([s.name for s in self._run.scenarios], self._run.weeks),
-                           skipped))  # fmt: skip
+            key = (state.n_particles, state.prior_version)
+            groups.setdefault(key, []).append(CohortTwin(str(pseudonym), state))
+        # Twins are simulated together only when their particle counts and priors agree; each
+        # is forecast with the prior set it was created with.
+        tables = [
+            self._forecast(group, [], self._loop.run_until_complete(self._priors.of(version)))
+            for (_, version), group in sorted(groups.items())
+        ]
+        empty = Tally.empty([s.name for s in self._run.scenarios], self._run.weeks)
+        tables.append(_out([], empty, skipped))
         return pa.concat_tables(tables)
 
     def __del__(self) -> None:
@@ -117,7 +123,14 @@ class _StoredTwins(_Forecaster):
 
 
 class _SyntheticTwins(_Forecaster):
-    """Simulates and assimilates blocks of a synthetic cohort, then forecasts them."""
+    """Simulates and assimilates blocks of a synthetic cohort, then forecasts them.
+
+    Synthetic patients and their twins use the built-in priors (the defaults of twin-model.md).
+    """
+
+    def __init__(self, run_json: str) -> None:
+        super().__init__(run_json)
+        self._params = PopulationParameters()
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
         spec = self._run.synthetic
@@ -129,7 +142,7 @@ class _SyntheticTwins(_Forecaster):
                 spec, int(block), particles=self._run.particles, params=self._params
             )
         ]
-        return self._forecast(twins, [])
+        return self._forecast(twins, [], self._params)
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ from twin import errors
 from twin.domain import codec, events
 from twin.domain.audit import AuditEntry, AuditRecord
 from twin.domain.patients import Identifiers
+from twin.model.priors import PriorSet
 
 __all__ = [
     "MAX_SEQ",
@@ -39,6 +40,7 @@ __all__ = [
     "NewEvent",
     "PatientRegistry",
     "PlannedEvent",
+    "PriorRegistry",
     "Sealer",
     "TableRows",
     "WrappedKey",
@@ -545,4 +547,17 @@ class DatabaseSnapshot(Protocol):
         Raises:
             ConfigurationError: The store is not empty, or a table or column is unknown.
         """
+        ...
+
+
+@runtime_checkable
+class PriorRegistry(Protocol):
+    """Versioned population prior sets (the model registry): read side used by twins."""
+
+    async def active(self) -> PriorSet:
+        """The set new twins take."""
+        ...
+
+    async def get(self, version: str) -> PriorSet:
+        """A set by version (``NotFoundError`` when unknown)."""
         ...

@@ -23,7 +23,7 @@ from twin.domain import events
 from twin.model.cohort import CohortSpec, simulate_cohort
 from twin.model.parameters import PopulationParameters
 
-__all__ = ["BLOCK", "blocks", "synthetic_twins"]
+__all__ = ["BLOCK", "blocks", "history_events", "synthetic_twins"]
 
 #: Virtual patients simulated together (one block is the unit of work and of randomness).
 BLOCK = 64
@@ -39,8 +39,14 @@ def _block_seed(seed: int, block: int) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def _history(spec: CohortSpec, phq9: list[int], obs_days: list[int]) -> list[events.Event]:
-    """The observable log of one virtual patient (interventions before same-day scores)."""
+def history_events(spec: CohortSpec, phq9: list[int], obs_days: list[int]) -> list[events.Event]:
+    """The observable log of one virtual patient of ``spec`` (interventions before same-day scores).
+
+    Args:
+        spec: The cohort (its care, regimen and sessions are the patient's treatment).
+        phq9: The patient's observed PHQ-9 totals at ``obs_days``.
+        obs_days: Observation days.
+    """
     timeline: list[tuple[float, events.Payload]] = []
     if not spec.care:
         timeline.append((0.0, events.CareStatus(False)))
@@ -92,6 +98,6 @@ def synthetic_twins(
     obs_days = [int(d) for d in result.obs_days]
     names = [f"syn-{spec.seed}-{first + i}" for i in range(size)]
     states = [new_twin(name, n_particles=particles, params=params) for name in names]
-    logs = [_history(spec, [int(v) for v in result.phq9[i]], obs_days) for i in range(size)]
+    logs = [history_events(spec, [int(v) for v in result.phq9[i]], obs_days) for i in range(size)]
     kernel.apply_events(states, logs, params=params)
     return [CohortTwin(name, state) for name, state in zip(names, states, strict=True)]

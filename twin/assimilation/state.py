@@ -27,6 +27,7 @@ from twin import errors
 from twin.model import dynamics
 from twin.model.inputs import DEFAULT_SLEEP_H, InputTracker
 from twin.model.parameters import MODEL_VERSION, PopulationParameters
+from twin.model.priors import BUILTIN_VERSION
 
 __all__ = [
     "DEFAULT_PARTICLES",
@@ -74,6 +75,7 @@ class TwinState:
         ema_clock_h: Hour (since the origin) at which EMA affect A was last advanced.
         last_seq: Sequence number of the last applied event (0: none).
         model_version: Version of the model that wrote the state.
+        prior_version: The population prior set the twin was created with (it keeps using it).
         tracker: Twin-level input state (psychotherapy, CBT-I, sleep pressure).
         slots: Drug name per slot, or ``None``.
         prescribed_mg: Prescribed daily dose per slot, mg/day.
@@ -103,6 +105,7 @@ class TwinState:
     ema_clock_h: float = 0.0
     last_seq: int = 0
     model_version: str = MODEL_VERSION
+    prior_version: str = BUILTIN_VERSION
     tracker: InputTracker = field(default_factory=InputTracker)
     slots: list[str | None] = field(default_factory=lambda: [None] * dynamics.SLOTS)
     prescribed_mg: list[float] = field(default_factory=lambda: [0.0] * dynamics.SLOTS)
@@ -158,6 +161,7 @@ class TwinState:
             "ema_clock_h": self.ema_clock_h,
             "last_seq": self.last_seq,
             "model_version": self.model_version,
+            "prior_version": self.prior_version,
             "tracker": list(self.tracker.as_tuple()),
             "slots": self.slots,
             "prescribed_mg": self.prescribed_mg,
@@ -220,6 +224,8 @@ class TwinState:
             ema_clock_h=h["ema_clock_h"],
             last_seq=h["last_seq"],
             model_version=h["model_version"],
+            # Checkpoints written before prior sets existed used the built-in priors.
+            prior_version=h.get("prior_version", BUILTIN_VERSION),
             tracker=InputTracker(*h["tracker"]),
             slots=h["slots"],
             prescribed_mg=h["prescribed_mg"],
@@ -249,13 +255,15 @@ def new_twin(
     *,
     n_particles: int = DEFAULT_PARTICLES,
     params: PopulationParameters | None = None,
+    prior_version: str = BUILTIN_VERSION,
 ) -> TwinState:
     """A new twin at day 0, particles drawn from the population prior.
 
     Args:
         patient_id: Opaque patient id (never stored; only its 64-bit key is).
         n_particles: Number of particles N (>= 10).
-        params: Population parameters.
+        params: Population parameters (those of ``prior_version``).
+        prior_version: The prior set ``params`` come from, recorded in the twin.
     """
     if not isinstance(n_particles, int) or n_particles < 10:
         raise errors.ObservationRangeError("n_particles", n_particles, "integer >= 10")
@@ -265,4 +273,4 @@ def new_twin(
         p, (n_particles,), event_generator(key, 0), p_episode=NEW_TWIN_P_EPISODE
     )
     log_w = np.full(n_particles, -math.log(n_particles))
-    return TwinState(key=key, particles=X, log_weights=log_w)
+    return TwinState(key=key, particles=X, log_weights=log_w, prior_version=prior_version)

@@ -40,6 +40,7 @@ from twin.model.dynamics import Row
 from twin.model.parameters import PopulationParameters
 from twin.schemas import TwinOut as TwinSummary
 from twin.service import restore
+from twin.service.priors import PriorParameters
 
 __all__ = ["HostPorts", "HostSettings", "IngestResult", "TwinHost", "TwinSummary"]
 
@@ -74,6 +75,7 @@ class HostPorts:
     sealer: ports.Sealer
     index: ports.TwinIndex | None = None
     feed: ports.ChangeFeed | None = None
+    priors: ports.PriorRegistry | None = None
     close: Callable[[], Awaitable[None]] | None = None
 
     async def aclose(self) -> None:
@@ -135,6 +137,8 @@ class TwinHost:
         self._ports = stores
         self._settings = settings or HostSettings()
         self._params = params or PopulationParameters()
+        # Each twin keeps the prior set it was created with; new twins take the active one.
+        self._priors = PriorParameters(stores.priors, self._params)
         self._clock = clock
         self._active: OrderedDict[str, _Active] = OrderedDict()
         self._flush_lock = asyncio.Lock()
@@ -149,12 +153,14 @@ class TwinHost:
     async def _load(self, patient_id: str) -> TwinState:
         """Newest usable checkpoint, or a new twin; the caller replays the log after it."""
         async with self._activation_slots:
+            version, params = await self._priors.for_new_twin()
             state, rejected = await restore.from_checkpoint(
                 self._ports.checkpoints,
                 self._ports.sealer,
                 patient_id,
                 particles=self._settings.particles,
-                params=self._params,
+                params=params,
+                prior_version=version,
             )
             self.stats.checkpoints_rejected += rejected
             return state
@@ -250,11 +256,7 @@ class TwinHost:
         # keep flowing on the event loop meanwhile. Twin states are only touched under the
         # flush lock, which this coroutine holds.
         states = [a.state for a in actives]
-        results = (
-            await asyncio.to_thread(kernel.apply_events, states, pending, params=self._params)
-            if any(pending)
-            else kernel.apply_events(states, pending, params=self._params)  # nothing to do
-        )
+        results = await restore.apply_by_prior(states, pending, self._priors, in_thread=True)
         now = self._clock()
         for pid, active, applied in zip(ids, actives, results, strict=True):
             self.stats.applied_events += len(applied)
@@ -416,7 +418,8 @@ class TwinHost:
         """Forecast the caught-up twin under each scenario (common random numbers)."""
         await self._catch_up(patient_id)
         state = self._active[patient_id].state
-        return [forecast(state, sc, weeks=weeks, params=self._params) for sc in scenarios]
+        params = await self._priors.of(state.prior_version)
+        return [forecast(state, sc, weeks=weeks, params=params) for sc in scenarios]
 
     async def compare(
         self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
@@ -424,7 +427,8 @@ class TwinHost:
         """Forecast scenarios on one posterior (common random numbers); contrast with the first."""
         await self._catch_up(patient_id)
         state = self._active[patient_id].state
-        return compare_many(state, list(scenarios), weeks=weeks, params=self._params)
+        params = await self._priors.of(state.prior_version)
+        return compare_many(state, list(scenarios), weeks=weeks, params=params)
 
     async def erase(self, patient_id: str) -> None:
         """Crypto-shred the patient: drop the twin, destroy the data key, delete checkpoints."""

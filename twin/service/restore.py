@@ -6,14 +6,18 @@ without activating them: nothing here writes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from twin import errors, ports
 from twin.assimilation import kernel
 from twin.assimilation.state import TwinState, new_twin
+from twin.domain import events
 from twin.model.parameters import MODEL_VERSION, PopulationParameters
+from twin.model.priors import BUILTIN_VERSION
+from twin.service.priors import PriorParameters
 
-__all__ = ["current_states", "from_checkpoint"]
+__all__ = ["apply_by_prior", "current_states", "from_checkpoint"]
 
 
 async def from_checkpoint(
@@ -23,8 +27,12 @@ async def from_checkpoint(
     *,
     particles: int,
     params: PopulationParameters,
+    prior_version: str = BUILTIN_VERSION,
 ) -> tuple[TwinState, bool]:
     """The newest usable checkpoint's state, or a new twin; the caller replays the log after it.
+
+    A new twin is drawn from ``params``, the parameters of ``prior_version`` (the registry's
+    active set), and records that version.
 
     A damaged or foreign checkpoint is not used and counts as rejected; one of another model
     version is skipped (expected after an upgrade). Either way the log is the truth.
@@ -50,7 +58,42 @@ async def from_checkpoint(
         except (errors.CheckpointCorruptError, errors.StateCorruptError, errors.ModelVersionError):
             pass  # rejected below; the log rebuilds the twin
         rejected = True
-    return new_twin(patient_id, n_particles=particles, params=params), rejected
+    twin = new_twin(patient_id, n_particles=particles, params=params, prior_version=prior_version)
+    return twin, rejected
+
+
+async def apply_by_prior(
+    states: Sequence[TwinState],
+    pending: Sequence[Sequence[events.Event]],
+    priors: PriorParameters,
+    *,
+    in_thread: bool = False,
+) -> list[list[kernel.EventResult]]:
+    """Apply pending events, one kernel call per prior version (each twin keeps its own).
+
+    Args:
+        states: Twins, updated in place.
+        pending: Per twin, its events in sequence order.
+        priors: Resolves each twin's prior version to its parameters.
+        in_thread: Run the kernel in a worker thread (keeps an event loop responsive).
+    """
+    groups: dict[str, list[int]] = {}
+    for i, state in enumerate(states):
+        groups.setdefault(state.prior_version, []).append(i)
+    results: list[list[kernel.EventResult]] = [[] for _ in states]
+    for version, members in groups.items():
+        params = await priors.of(version)
+        part_states = [states[i] for i in members]
+        part_pending = [pending[i] for i in members]
+        if in_thread and any(part_pending):
+            done = await asyncio.to_thread(
+                kernel.apply_events, part_states, part_pending, params=params
+            )
+        else:
+            done = kernel.apply_events(part_states, part_pending, params=params)
+        for i, result in zip(members, done, strict=True):
+            results[i] = result
+    return results
 
 
 async def current_states(
@@ -58,21 +101,22 @@ async def current_states(
     patient_ids: Sequence[str],
     *,
     particles: int,
-    params: PopulationParameters,
+    priors: PriorParameters,
 ) -> list[TwinState]:
-    """The twins of ``patient_ids`` caught up with their logs (one kernel call for all).
+    """The twins of ``patient_ids`` caught up with their logs (one kernel call per prior set).
 
     Raises:
         TwinError: A patient's log or key cannot be read (unknown or erased patient).
     """
-    events, checkpoints, sealer = stores
+    events_store, checkpoints, sealer = stores
+    version, params = await priors.for_new_twin()
     states: list[TwinState] = []
     pending = []
     for pid in patient_ids:
         state, _ = await from_checkpoint(
-            checkpoints, sealer, pid, particles=particles, params=params
+            checkpoints, sealer, pid, particles=particles, params=params, prior_version=version
         )
         states.append(state)
-        pending.append(await events.read(pid, after_seq=state.last_seq))
-    kernel.apply_events(states, pending, params=params)
+        pending.append(await events_store.read(pid, after_seq=state.last_seq))
+    await apply_by_prior(states, pending, priors)
     return states

@@ -1,0 +1,83 @@
+"""Prior sets, the model registry and twins that keep the prior set they were created with."""
+
+from __future__ import annotations
+
+import pytest
+
+from twin import errors, ports
+from twin.assimilation.state import TwinState
+from twin.domain import events as E
+from twin.forecast.scenario import Scenario
+from twin.model.parameters import PopulationParameters
+from twin.model.priors import BUILTIN, BUILTIN_VERSION, PriorSet
+from twin.service.host import HostPorts, HostSettings, TwinHost
+from twin.service.priors import DocumentPriorRegistry, PriorSetRecord
+from twin.testing import fakes
+
+FITTED = {"pi_mean": 3.5, "e_max": 2.5, "h10": 0.004, "h01": 0.002}
+
+
+def _record(version: str) -> PriorSetRecord:
+    return PriorSetRecord(
+        version=version, overrides=FITTED, estimator="smm", created_at="2026-11-29T00:00:00Z"
+    )
+
+
+def test_a_prior_set_overrides_only_fitted_parameters_with_positive_values():
+    params = PriorSet("v1", FITTED).parameters()
+    assert params.pi_mean == 3.5 and params.h01 == 0.002
+    assert params.kappa_s == PopulationParameters().kappa_s
+    assert BUILTIN.parameters() == PopulationParameters()
+    with pytest.raises(errors.InvalidInputError, match="not a fitted parameter"):
+        PriorSet("v1", {"kappa_s": 0.5})
+    with pytest.raises(errors.ObservationRangeError):
+        PriorSet("v1", {"h10": -1.0})
+    with pytest.raises(errors.ObservationRangeError):
+        PriorSet("bad version!", {})
+
+
+async def test_the_registry_keeps_immutable_versions_and_an_active_pointer():
+    registry = DocumentPriorRegistry(fakes.MemoryDocumentStore())
+    assert (await registry.active()).version == BUILTIN_VERSION
+    await registry.save(_record("calib-1"))
+    with pytest.raises(errors.InvalidInputError, match="already exists"):
+        await registry.save(_record("calib-1"))
+    with pytest.raises(errors.InvalidInputError, match="already exists"):
+        await registry.save(_record(BUILTIN_VERSION))
+    with pytest.raises(errors.NotFoundError):
+        await registry.activate("calib-2")
+    await registry.activate("calib-1")
+    assert (await registry.active()).overrides == FITTED
+    assert (await registry.record("calib-1")).estimator == "smm"
+
+
+async def test_new_twins_take_the_active_set_and_existing_twins_keep_theirs():
+    documents = fakes.MemoryDocumentStore()
+    registry = DocumentPriorRegistry(documents)
+    stores = HostPorts(
+        fakes.MemoryEventStore(), fakes.MemoryCheckpointStore(), fakes.PlainSealer(),
+        priors=registry,
+    )  # fmt: skip
+    host = TwinHost(stores, settings=HostSettings(particles=200))
+    await host.ingest("old", [ports.NewEvent("o1", 0.3, E.Phq9(18))])
+    await host.passivate("old")
+    await registry.save(_record("calib-1"))
+    await registry.activate("calib-1")
+    await host.ingest("new", [ports.NewEvent("n1", 0.3, E.Phq9(18))])
+    await host.ingest("old", [ports.NewEvent("o2", 7.3, E.Phq9(16))])
+    new, old = await host.state("new"), await host.state("old")
+    assert new.prior_version == "calib-1" and old.prior_version == BUILTIN_VERSION
+    assert TwinState.from_bytes(new.to_bytes()).prior_version == "calib-1"
+    # The new twin's particles were drawn from the fitted prior (care effect mean 3.5, not 5).
+    fitted = PriorSet("calib-1", FITTED).parameters()
+    reference = TwinHost(
+        HostPorts(fakes.MemoryEventStore(), fakes.MemoryCheckpointStore(), fakes.PlainSealer()),
+        settings=HostSettings(particles=200),
+        params=fitted,
+    )
+    await reference.ingest("new", [ports.NewEvent("n1", 0.3, E.Phq9(18))])
+    assert (await reference.state("new")).particles.tobytes() == new.particles.tobytes()
+    # Forecasts use the twin's own set too: the same numbers as a host built on that set.
+    (mine,) = await host.forecast("new", [Scenario()], weeks=4)
+    (theirs,) = await reference.forecast("new", [Scenario()], weeks=4)
+    assert mine.phq9_quantiles == theirs.phq9_quantiles
