@@ -97,7 +97,7 @@ def main() -> None:
             _write_ndjson(source, pids, args.observations)
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
             try:
-                job = IngestJob((str(source),), "fhir-ndjson", ORIGIN, root / "job")
+                job = IngestJob((str(source),), "fhir-ndjson", ORIGIN, str(root / "job"))
                 report = run_ingest(settings, job, writers=args.writers)
             finally:
                 ray.shutdown()

@@ -60,6 +60,7 @@ __all__ = [
     "BackupStores",
     "build_host_ports",
     "host_settings",
+    "ingest_root",
     "migrate",
     "open_api_services",
     "open_audit_log",
@@ -304,6 +305,13 @@ def host_settings(settings: TwinSettings) -> HostSettings:
     )
 
 
+def ingest_root(settings: TwinSettings) -> str:
+    """Where API-submitted ingest jobs may read (``data_dir/inbox`` unless configured)."""
+    if settings.ingest_root:
+        return settings.ingest_root
+    return str((settings.data_dir / "inbox").resolve())
+
+
 def jwt_secret(settings: TwinSettings) -> str:
     """The HS256 secret (local only): configured, or generated in ``data_dir/secrets``."""
     if settings.jwt_secret is not None:
@@ -382,4 +390,5 @@ async def open_api_services(
             metrics=metrics,
             ready=ready,
             break_glass_max_minutes=settings.break_glass_max_minutes,
+            ingest_root=ingest_root(settings),
         )

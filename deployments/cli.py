@@ -252,7 +252,7 @@ def ingest(
     except ValueError:
         raise typer.BadParameter("--origin: an ISO 8601 date or date-time") from None
     start = start if start.tzinfo else start.replace(tzinfo=UTC)
-    job = IngestJob(tuple(paths), source_format, start, out)  # type: ignore[arg-type]
+    job = IngestJob(tuple(paths), source_format, start, str(out))  # type: ignore[arg-type]
     ray.init(address=address, log_to_driver=False)
     try:
         report = run_ingest(TwinSettings(), job, writers=writers)

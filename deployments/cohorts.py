@@ -243,16 +243,7 @@ def _write_files(
     settings: TwinSettings, output: str, got: _Collected, aggregate: list[dict[str, Any]],
     report: dict[str, Any], weeks: int,
 ) -> None:  # fmt: skip
-    from pyarrow import fs as pafs
-
-    filesystem = ray_env.arrow_filesystem(settings, (output,))
-    if filesystem is None:
-        filesystem, root = pafs.FileSystem.from_uri(
-            output if "://" in output else f"file://{_absolute(output)}"
-        )
-    else:
-        root = ray_env.strip_scheme(output, filesystem)
-    filesystem.create_dir(root, recursive=True)
+    filesystem, root = ray_env.output_root(settings, output)
     pq.write_table(
         pa.Table.from_pylist(got.rows), f"{root}/patients.parquet", filesystem=filesystem
     )
@@ -263,12 +254,6 @@ def _write_files(
     if aggregate:
         with filesystem.open_output_stream(f"{root}/report.png") as out:
             out.write(_plot(aggregate, weeks))
-
-
-def _absolute(path: str) -> str:
-    from pathlib import Path
-
-    return str(Path(path).resolve())
 
 
 async def _save_pages(settings: TwinSettings, job_id: str, rows: list[dict[str, Any]]) -> int:

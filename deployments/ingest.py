@@ -27,16 +27,17 @@ import time
 from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
 import ray
+from pyarrow import fs as pa_fs
 from ray.data.expressions import col
 
 from deployments import jobs, ray_env
-from deployments.bootstrap import open_documents, open_event_writer
+from deployments.bootstrap import open_event_writer
 from twin import errors, ports, schemas
 from twin.domain import codec
 from twin.ingest import fhir, tabular
@@ -77,14 +78,14 @@ class IngestJob:
         format: ``fhir-ndjson`` (one resource per line), ``fhir-bundle`` (one Bundle per
             file), ``csv`` or ``parquet`` (:mod:`twin.ingest.tabular` columns).
         origin: Start of the twins' time axis (aware); records before it are quarantined.
-        output: Folder for ``report.json`` and ``quarantine/``.
+        output: Folder for ``report.json`` and ``quarantine/`` (local or ``s3://``).
         job_id: The job's id (generated).
     """
 
     paths: tuple[str, ...]
     format: Format
     origin: datetime
-    output: Path
+    output: str
     job_id: str = field(default_factory=jobs.new_job_id)
 
 
@@ -243,16 +244,23 @@ def _read(job: IngestJob, filesystem: Any) -> Any:
     return ds.map_batches(_parse_rows, fn_kwargs=origin, batch_format="pandas")
 
 
-async def _record(settings: TwinSettings, job: schemas.IngestJobOut) -> None:
-    async with open_documents(settings) as documents:
-        await jobs.INGEST.save(documents, job)
-
-
-def run_ingest(settings: TwinSettings, job: IngestJob, *, writers: int = 2) -> IngestReport:
+def run_ingest(
+    settings: TwinSettings,
+    job: IngestJob,
+    *,
+    writers: int = 2,
+    queued: schemas.IngestJobOut | None = None,
+) -> IngestReport:
     """Run ``job`` on the connected Ray cluster (``ray.init`` first); write its report.
 
     The job's status (running, then succeeded with the report or failed with the error) is kept
     as a document that ``GET /v1/ingest/jobs/{job_id}`` and the SDK read.
+
+    Args:
+        settings: The platform's settings.
+        job: What to ingest and where the report goes.
+        writers: Writer actors.
+        queued: The job's ``queued`` status when it was submitted through the API.
 
     Raises:
         InvalidInputError: Unknown format, or an origin without a UTC offset.
@@ -262,40 +270,34 @@ def run_ingest(settings: TwinSettings, job: IngestJob, *, writers: int = 2) -> I
         raise errors.InvalidInputError(f"format: one of {', '.join(FORMATS)}")
     if job.origin.tzinfo is None:
         raise errors.InvalidInputError("origin: a UTC offset is required")
-    if (job.output / "report.json").exists():
+    filesystem, root = ray_env.output_root(settings, job.output)
+    if filesystem.get_file_info(f"{root}/report.json").type != pa_fs.FileType.NotFound:
         raise errors.ConfigurationError(f"{job.output} already holds a report")
-    status = schemas.IngestJobOut(
-        job_id=job.job_id,
-        status="running",
-        format=job.format,
-        sources=len(job.paths),
-        started_at=datetime.now(UTC).isoformat(),
-    )
-    asyncio.run(_record(settings, status))
-    try:
-        report = _run(settings, job, writers)
-    except Exception as exc:
-        failed = status.model_copy(
+    running = (
+        queued
+        or schemas.IngestJobOut(
+            job_id=job.job_id, status="queued", format=job.format, sources=len(job.paths)
+        )
+    ).model_copy(update={"status": "running", "started_at": jobs.utc_now()})
+    reports: list[IngestReport] = []
+
+    def work(status: schemas.IngestJobOut) -> schemas.IngestJobOut:
+        reports.append(_run(settings, job, writers, (filesystem, root)))
+        return status.model_copy(
             update={
-                "status": "failed",
-                "finished_at": datetime.now(UTC).isoformat(),
-                "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                "status": "succeeded",
+                "finished_at": jobs.utc_now(),
+                "report": schemas.IngestReportOut.model_validate(asdict(reports[0])),
             }
         )
-        asyncio.run(_record(settings, failed))
-        raise
-    done = status.model_copy(
-        update={
-            "status": "succeeded",
-            "finished_at": datetime.now(UTC).isoformat(),
-            "report": schemas.IngestReportOut.model_validate(asdict(report)),
-        }
-    )
-    asyncio.run(_record(settings, done))
-    return report
+
+    jobs.INGEST.tracked(settings, running, work)
+    return reports[0]
 
 
-def _run(settings: TwinSettings, job: IngestJob, writers: int) -> IngestReport:
+def _run(
+    settings: TwinSettings, job: IngestJob, writers: int, output: tuple[Any, str]
+) -> IngestReport:
     started = time.perf_counter()
     prepared = _read(job, ray_env.arrow_filesystem(settings, job.paths)).materialize()
     accepted = prepared.filter(expr=col("reason").is_null())
@@ -322,9 +324,9 @@ def _run(settings: TwinSettings, job: IngestJob, writers: int) -> IngestReport:
                 reasons[row["reason"]] += 1
             elif row["outcome"] == "appended":
                 patients.add(row["patient_id"])
-    job.output.mkdir(parents=True, exist_ok=True)
+    filesystem, root = output
     outcomes.filter(expr=col("outcome") == "quarantined").write_parquet(
-        str((job.output / "quarantine").resolve())
+        f"{root}/quarantine", filesystem=filesystem
     )
     report = IngestReport(
         job_id=job.job_id,
@@ -337,5 +339,6 @@ def _run(settings: TwinSettings, job: IngestJob, writers: int) -> IngestReport:
         seconds=time.perf_counter() - started,
         output=str(job.output),
     )
-    (job.output / "report.json").write_text(json.dumps(asdict(report), indent=2))
+    with filesystem.open_output_stream(f"{root}/report.json") as out:
+        out.write(json.dumps(asdict(report), indent=2).encode())
     return report

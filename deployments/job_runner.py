@@ -1,11 +1,13 @@
-"""The job runner: one detached Ray actor per cluster that runs submitted cohort runs.
+"""The job runner: one detached Ray actor per cluster that runs jobs submitted through the API.
 
-The API only *queues* a run (:func:`deployments.jobs.enqueue_cohort`: the request and a
-``queued`` status document, durable before the 202 answer). The runner polls the status
-documents in id order and runs each queued run with :func:`deployments.cohorts.run_cohort`,
-one at a time. A run found ``running`` when the runner (re)starts was interrupted by a crash:
-it is run again from the start, which is safe because results are deterministic and their
-documents are overwritten under the same ids.
+The API only *queues* a job (:func:`deployments.jobs.enqueue_cohort`,
+:func:`~deployments.jobs.enqueue_ingest`: the request and a ``queued`` status document, durable
+before the 202 answer). The runner polls the status documents in id order and runs each queued
+job, one at a time: cohort runs with :func:`deployments.cohorts.run_cohort`, bulk ingests with
+:func:`deployments.ingest.run_ingest`. A job found ``running`` when the runner (re)starts was
+interrupted by a crash: it is run again from the start, which is safe because cohort results
+are deterministic (their documents are overwritten under the same ids) and ingest appends are
+idempotent (the deterministic keys make a second pass all duplicates).
 
 The actor is named (``novamind-job-runner`` in the platform's namespace) and created with
 ``get_if_exists``, so every API replica can ensure it without starting a second one; Ray
@@ -22,7 +24,7 @@ from typing import Any
 
 import ray
 
-from deployments import cohorts, jobs, ray_env
+from deployments import cohorts, ingest, jobs, ray_env
 from deployments.bootstrap import open_documents
 from twin import errors, ports, schemas
 from twin.settings import TwinSettings
@@ -34,15 +36,15 @@ _POLL_S = 1.0
 _log = logging.getLogger(__name__)
 
 
-def output_for(settings: TwinSettings, job_id: str) -> str:
-    """Where a submitted run's files go: the checkpoint bucket when configured, else data_dir."""
+def output_for(settings: TwinSettings, folder: str, job_id: str) -> str:
+    """Where a submitted job's files go: the checkpoint bucket when configured, else data_dir."""
     if settings.s3_bucket:
-        return f"s3://{settings.s3_bucket}/{settings.s3_prefix}cohorts/{job_id}"
-    return str(Path(settings.data_dir).resolve() / "cohorts" / job_id)
+        return f"s3://{settings.s3_bucket}/{settings.s3_prefix}{folder}/{job_id}"
+    return str(Path(settings.data_dir).resolve() / folder / job_id)
 
 
 class JobRunner:
-    """Runs queued cohort runs one at a time (see the module docstring).
+    """Runs queued jobs one at a time (see the module docstring).
 
     The polling thread owns an event loop and one open document store for its lifetime (a poll
     is a keyset scan of the status documents, not a new connection).
@@ -56,46 +58,65 @@ class JobRunner:
         self._thread = threading.Thread(target=self._main, name="job-runner", daemon=True)
         self._thread.start()
 
-    async def _pending(self, documents: ports.DocumentStore) -> list[schemas.CohortRunOut]:
-        # A run left "running" is resumed only once, at start: afterwards "running" is ours.
-        wanted = {"queued", "running"} if not self._resumed else {"queued"}
-        self._resumed = True
-        found: list[schemas.CohortRunOut] = []
+    async def _pending(
+        self, documents: ports.DocumentStore, kind: jobs.JobKind[Any, Any], resume: bool
+    ) -> list[Any]:
+        # A job left "running" is resumed only at start: afterwards "running" is ours.
+        wanted = {"queued", "running"} if resume else {"queued"}
+        found: list[Any] = []
         after: str | None = None
         while True:
-            runs, after = await jobs.COHORT.page(documents, after=after, limit=200)
-            found += [r for r in runs if r.status in wanted]
+            page, after = await kind.page(documents, after=after, limit=200)
+            found += [job for job in page if job.status in wanted]
             if after is None:
                 return found
 
+    def _run_cohort(self, status: schemas.CohortRunOut, request: schemas.CohortRunIn) -> None:
+        cohorts.run_cohort(
+            self._settings,
+            request,
+            queued=status,
+            output=output_for(self._settings, "cohorts", status.job_id),
+            workers=self._workers,
+        )
+
+    def _run_ingest(self, status: schemas.IngestJobOut, request: schemas.IngestJobIn) -> None:
+        job = ingest.IngestJob(
+            tuple(request.paths),
+            request.format,
+            request.origin,
+            output_for(self._settings, "ingest", status.job_id),
+            job_id=status.job_id,
+        )
+        ingest.run_ingest(self._settings, job, writers=self._workers, queued=status)
+
     async def poll_once(self, documents: ports.DocumentStore) -> int:
-        """Run every pending run; returns how many were run."""
+        """Run every pending job (cohort runs, then ingests); returns how many were run."""
+        resume, self._resumed = not self._resumed, True
+        queues: list[tuple[jobs.JobKind[Any, Any], Any]] = [
+            (jobs.COHORT, self._run_cohort),
+            (jobs.INGEST, self._run_ingest),
+        ]
         ran = 0
-        for status in await self._pending(documents):
-            ran += 1
-            try:
-                run = await jobs.cohort_request(documents, status.job_id)
-            except errors.NotFoundError:
-                failed = status.model_copy(
-                    update={"status": "failed", "finished_at": jobs.utc_now(),
-                            "error": "NotFoundError: the run's request is missing"}
-                )  # fmt: skip
-                await jobs.COHORT.save(documents, failed)
-                continue
-            try:
-                # The run drives Ray Data and its own event loops: off this loop's thread.
-                await asyncio.to_thread(
-                    cohorts.run_cohort,
-                    self._settings,
-                    run,
-                    queued=status,
-                    output=output_for(self._settings, status.job_id),
-                    workers=self._workers,
-                )
-            except errors.TwinError as exc:  # recorded as failed in the run's document
-                _log.warning("cohort run %s failed: %s", status.job_id, type(exc).__name__)
-            except Exception:  # a bug in one run must not stop the runner
-                _log.exception("cohort run %s failed", status.job_id)
+        for kind, run in queues:
+            for status in await self._pending(documents, kind, resume):
+                ran += 1
+                try:
+                    request = await kind.request(documents, status.job_id)
+                except errors.NotFoundError:
+                    failed = status.model_copy(
+                        update={"status": "failed", "finished_at": jobs.utc_now(),
+                                "error": "NotFoundError: the job's request is missing"}
+                    )  # fmt: skip
+                    await kind.save(documents, failed)
+                    continue
+                try:
+                    # The job drives Ray Data and its own event loops: off this loop's thread.
+                    await asyncio.to_thread(run, status, request)
+                except errors.TwinError as exc:  # recorded as failed in the job's document
+                    _log.warning("job %s failed: %s", status.job_id, type(exc).__name__)
+                except Exception:  # a bug in one job must not stop the runner
+                    _log.exception("job %s failed", status.job_id)
         return ran
 
     def _main(self) -> None:

@@ -8,35 +8,38 @@ first with keyset pages.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
+from deployments.bootstrap import open_documents
 from twin import errors, ports, schemas
+from twin.settings import TwinSettings
 
 __all__ = [
     "COHORT",
-    "COHORT_REQUESTS",
     "COHORT_RESULTS",
     "INGEST",
     "JobKind",
-    "cohort_request",
+    "check_sources",
     "enqueue_cohort",
+    "enqueue_ingest",
     "new_job_id",
     "submitted",
     "utc_now",
 ]
 
 M = TypeVar("M", bound=BaseModel)
+Q = TypeVar("Q", bound=BaseModel)
 
 #: Collection of a cohort run's result pages (``<job_id>.<page:06d>``).
 COHORT_RESULTS = "cohort_result"
-#: Collection of submitted cohort runs' requests (the job runner reads them).
-COHORT_REQUESTS = "cohort_request"
 
 
 def new_job_id(now: datetime | None = None) -> str:
@@ -50,12 +53,49 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+async def _existing(documents: ports.DocumentStore, collection: str, job_id: str) -> ports.Document:
+    found = await documents.get(collection, job_id)
+    if found is None:
+        raise errors.NotFoundError(f"no such job in {collection}")
+    return found
+
+
 @dataclass(frozen=True, slots=True)
-class JobKind(Generic[M]):
-    """One kind of job: the collection its status documents live in and their wire model."""
+class JobKind(Generic[M, Q]):
+    """One kind of job: where its status documents and submitted requests live, and their models.
+
+    Attributes:
+        collection: Collection of the status documents (id = job id).
+        model: Wire model of the status.
+        requests: Collection of the requests submitted through the API (id = job id).
+        request_model: Wire model of a request.
+    """
 
     collection: str
     model: type[M]
+    requests: str
+    request_model: type[Q]
+
+    async def enqueue(self, documents: ports.DocumentStore, request: Q, queued: M) -> M:
+        """Queue a job durably: the request, then its ``queued`` status (the runner's cue).
+
+        Once this returns the submission survives any restart: the job runner picks queued
+        jobs up in id order.
+        """
+        job_id = getattr(queued, "job_id")  # noqa: B009 - every job model has one
+        body = request.model_dump_json().encode()
+        await documents.put(ports.Document(self.requests, job_id, None, body, time.time()))
+        await self.save(documents, queued)
+        return queued
+
+    async def request(self, documents: ports.DocumentStore, job_id: str) -> Q:
+        """The request of a submitted job.
+
+        Raises:
+            NotFoundError: No such submission.
+        """
+        found = await _existing(documents, self.requests, job_id)
+        return self.request_model.model_validate_json(found.body)
 
     async def save(self, documents: ports.DocumentStore, job: M) -> None:
         """Write (or replace) the job's status document."""
@@ -67,16 +107,45 @@ class JobKind(Generic[M]):
         """The job of a status document."""
         return self.model.model_validate_json(document.body)
 
+    def tracked(self, settings: TwinSettings, running: M, work: Callable[[M], M]) -> M:
+        """Run ``work`` with the job's status kept: ``running``, then its result or ``failed``.
+
+        Args:
+            settings: Where the documents are.
+            running: The job's status as it starts (saved first).
+            work: Does the job; returns the final status from the running one.
+
+        Raises:
+            Exception: Whatever ``work`` raised, after the job was recorded as failed (the
+                error's class and message only: never a value).
+        """
+        asyncio.run(self._save_with(settings, running))
+        try:
+            final = work(running)
+        except Exception as exc:
+            failed = running.model_copy(
+                update={
+                    "status": "failed",
+                    "finished_at": utc_now(),
+                    "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                }
+            )
+            asyncio.run(self._save_with(settings, failed))
+            raise
+        asyncio.run(self._save_with(settings, final))
+        return final
+
+    async def _save_with(self, settings: TwinSettings, job: M) -> None:
+        async with open_documents(settings) as documents:
+            await self.save(documents, job)
+
     async def get(self, documents: ports.DocumentStore, job_id: str) -> M:
         """One job's status.
 
         Raises:
             NotFoundError: No such job.
         """
-        found = await documents.get(self.collection, job_id)
-        if found is None:
-            raise errors.NotFoundError(f"no such job in {self.collection}")
-        return self.load(found)
+        return self.load(await _existing(documents, self.collection, job_id))
 
     async def page(
         self, documents: ports.DocumentStore, *, after: str | None, limit: int
@@ -86,8 +155,8 @@ class JobKind(Generic[M]):
         return [self.load(d) for d in found], found[-1].doc_id if len(found) == limit else None
 
 
-INGEST = JobKind("ingest_job", schemas.IngestJobOut)
-COHORT = JobKind("cohort_run", schemas.CohortRunOut)
+INGEST = JobKind("ingest_job", schemas.IngestJobOut, "ingest_request", schemas.IngestJobIn)
+COHORT = JobKind("cohort_run", schemas.CohortRunOut, "cohort_request", schemas.CohortRunIn)
 
 
 def submitted(run: schemas.CohortRunIn, job_id: str) -> schemas.CohortRunOut:
@@ -107,25 +176,36 @@ def submitted(run: schemas.CohortRunIn, job_id: str) -> schemas.CohortRunOut:
 async def enqueue_cohort(
     documents: ports.DocumentStore, run: schemas.CohortRunIn
 ) -> schemas.CohortRunOut:
-    """Queue a cohort run durably: the request, then its ``queued`` status (the runner's cue).
-
-    Once this returns the submission survives any restart: the job runner picks queued runs
-    up in id order.
-    """
-    status = submitted(run, new_job_id())
-    body = run.model_dump_json().encode()
-    await documents.put(ports.Document(COHORT_REQUESTS, status.job_id, None, body, time.time()))
-    await COHORT.save(documents, status)
-    return status
+    """Queue a cohort run (see :meth:`JobKind.enqueue`)."""
+    return await COHORT.enqueue(documents, run, submitted(run, new_job_id()))
 
 
-async def cohort_request(documents: ports.DocumentStore, job_id: str) -> schemas.CohortRunIn:
-    """The request of a submitted run.
+async def enqueue_ingest(
+    documents: ports.DocumentStore, request: schemas.IngestJobIn
+) -> schemas.IngestJobOut:
+    """Queue a bulk-ingest job (see :meth:`JobKind.enqueue`)."""
+    queued = schemas.IngestJobOut(
+        job_id=new_job_id(),
+        status="queued",
+        format=request.format,
+        sources=len(request.paths),
+        submitted_at=utc_now(),
+    )
+    return await INGEST.enqueue(documents, request, queued)
+
+
+def check_sources(root: str, paths: list[str]) -> None:
+    """Refuse any path outside ``root`` (an API caller names files, never arbitrary ones).
 
     Raises:
-        NotFoundError: No such submission.
+        InvalidInputError: A path is outside the ingest root.
     """
-    found = await documents.get(COHORT_REQUESTS, job_id)
-    if found is None:
-        raise errors.NotFoundError("no such cohort run request")
-    return schemas.CohortRunIn.model_validate_json(found.body)
+    from pathlib import PurePosixPath
+
+    for path in paths:
+        if root.startswith("s3://"):
+            inside = path.startswith(root.rstrip("/") + "/")
+        else:
+            inside = PurePosixPath(path).is_absolute() and PurePosixPath(path).is_relative_to(root)
+        if not inside:
+            raise errors.InvalidInputError(f"paths: every source must be under {root}")

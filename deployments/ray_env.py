@@ -7,7 +7,13 @@ from urllib.parse import urlsplit
 
 from twin.settings import TwinSettings
 
-__all__ = ["arrow_filesystem", "settings_env", "strip_scheme", "worker_settings"]
+__all__ = [
+    "arrow_filesystem",
+    "output_root",
+    "settings_env",
+    "strip_scheme",
+    "worker_settings",
+]
 
 _SECRET_FIELDS = {"jwt_secret", "research_key", "config"}
 _URL_FIELDS = ("database_url", "redis_url", "mongo_url")
@@ -60,3 +66,22 @@ def arrow_filesystem(settings: TwinSettings, paths: tuple[str, ...]) -> Any:
 def strip_scheme(path: str, filesystem: Any) -> str:
     """The path as ``filesystem`` expects it (``s3://`` dropped for an explicit S3 filesystem)."""
     return path.removeprefix("s3://") if filesystem is not None else path
+
+
+def output_root(settings: TwinSettings, uri: str) -> tuple[Any, str]:
+    """A job's output folder (local path, ``file://`` or ``s3://``) as (Arrow filesystem, path).
+
+    The folder is created when missing (object stores have no folders: nothing to do there).
+    """
+    from pathlib import Path
+
+    from pyarrow import fs
+
+    filesystem = arrow_filesystem(settings, (uri,))
+    if filesystem is None:
+        local = "://" not in uri
+        filesystem, root = fs.FileSystem.from_uri(f"file://{Path(uri).resolve()}" if local else uri)
+    else:
+        root = strip_scheme(uri, filesystem)
+    filesystem.create_dir(root, recursive=True)
+    return filesystem, root

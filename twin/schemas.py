@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from twin.forecast.scenario import Scenario
 from twin.model.cohort import CohortSpec
@@ -27,6 +27,7 @@ __all__ = [
     "FeedEventOut",
     "ForecastIn",
     "ForecastOut",
+    "IngestJobIn",
     "IngestOut",
     "LoincValue",
     "ObservationBatch",
@@ -374,14 +375,36 @@ class IngestReportOut(BaseModel):
     seconds: float
 
 
+class IngestJobIn(BaseModel):
+    """A bulk-ingest job to queue.
+
+    ``paths`` must lie under the service's ingest root; ``origin`` (with a UTC offset) is the
+    start of the twins' time axis.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(min_length=1, max_length=1000)
+    format: Literal["fhir-ndjson", "fhir-bundle", "csv", "parquet"]
+    origin: AwareDatetime
+
+    @model_validator(mode="after")
+    def _plain_paths(self) -> IngestJobIn:
+        for path in self.paths:
+            if not 1 <= len(path) <= 1024 or "\x00" in path or ".." in path.split("/"):
+                raise ValueError("paths: 1-1024 characters, no '..' segment")
+        return self
+
+
 class IngestJobOut(BaseModel):
     """A bulk-ingest job: its state, and its report once finished."""
 
     job_id: str
-    status: Literal["running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed"]
     format: str
     sources: int = Field(description="how many paths the job was given")
-    started_at: str = Field(description="UTC, ISO 8601")
+    submitted_at: str | None = Field(default=None, description="UTC, ISO 8601 (API jobs)")
+    started_at: str | None = Field(default=None, description="UTC, ISO 8601")
     finished_at: str | None = None
     report: IngestReportOut | None = None
     error: str | None = Field(default=None, description="why it failed (no values)")

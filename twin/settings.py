@@ -59,6 +59,8 @@ class TwinSettings(BaseSettings):
         api_max_replicas_per_node: At most this many API replicas on one Ray node (spreads
             them over nodes for availability); ``None`` leaves placement to Ray.
         break_glass_max_minutes: Longest emergency-access grant.
+        ingest_root: Where ingest jobs submitted through the API may read (a folder or an
+            ``s3://bucket/prefix/``); ``None``: ``data_dir/inbox``.
         serve_haproxy: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``) instead of the
             Python proxy; measured faster here (``bench/api.py``).
 
@@ -103,6 +105,7 @@ class TwinSettings(BaseSettings):
     api_max_replicas_per_node: int | None = Field(default=None, ge=1, le=100)
     break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
     serve_haproxy: bool = True
+    ingest_root: str | None = Field(default=None, max_length=1024, description="API ingest root")
 
     @model_validator(mode="after")
     def _no_embedded_defaults_outside_local(self) -> TwinSettings:

@@ -64,6 +64,7 @@ class ApiServices:
         metrics: Request and twin metrics.
         ready: Checks every dependency; ``None`` means always ready.
         break_glass_max_minutes: Longest emergency-access grant.
+        ingest_root: Where ingest jobs submitted through the API may read.
         feed_poll_s: How often an open change feed looks for new events.
     """
 
@@ -80,4 +81,5 @@ class ApiServices:
     metrics: Metrics
     ready: Callable[[], Awaitable[bool]] | None = None
     break_glass_max_minutes: int = 60
+    ingest_root: str = "/nonexistent"
     feed_poll_s: float = 0.5

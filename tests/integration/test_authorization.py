@@ -72,6 +72,7 @@ MATRIX = [
     ("GET", "/v1/research/twins", None, {**_ONLY, "researcher": 200}),
     ("GET", "/v1/audit", None, {**_ONLY, "auditor": 200}),
     ("GET", "/v1/ingest/jobs", None, _JOBS),
+    ("POST", "/v1/ingest/jobs", "INGEST", {**_ONLY, "service": 202, "admin": 202}),
     ("GET", "/v1/ingest/jobs/{job_id}", None, _JOBS),
     ("GET", "/v1/audit/verify", None, {**_ONLY, "auditor": 200}),
     ("POST", "/v1/cohorts/runs", COHORT, {**_ONLY, "researcher": 202}),
@@ -107,6 +108,13 @@ async def test_route_role_owner_matrix(api_env, method, template, body, expected
     params = {"care_team": "team-1"} if template == "/v1/patients" and method == "GET" else None
     before = len(await api_env.services.audit.entries())
     seen = {}
+    if body == "INGEST":  # a source under the service's ingest root
+        root = api_env.services.ingest_root
+        body = {
+            "paths": [f"{root}/a.ndjson"],
+            "format": "fhir-ndjson",
+            "origin": "2024-01-01T00:00:00Z",
+        }
     for role in ORDER:
         response = await http.request(method, path, json=body, headers=ROLES[role], params=params)
         seen[role] = response.status_code

@@ -130,3 +130,31 @@ async def test_ingest_jobs_read_through_the_sdk(api_env):
     async with api_env.sdk("clinician", "dr-a", ("team-1",)) as clinician:
         with pytest.raises(errors.AuthorizationError):
             await clinician.ingest_job(running.job_id)
+
+
+async def test_an_ingest_job_is_queued_only_for_sources_under_the_ingest_root(api_env):
+    from deployments import jobs
+
+    root = api_env.services.ingest_root
+    async with api_env.sdk("service", "etl") as etl:
+        queued = await etl.submit_ingest_job(
+            [f"{root}/day1.ndjson"], format="fhir-ndjson", origin="2024-01-01T00:00:00Z"
+        )
+        assert queued.status == "queued" and queued.sources == 1 and queued.started_at is None
+        assert (await etl.ingest_job(queued.job_id)).status == "queued"
+        request = await jobs.INGEST.request(api_env.services.documents, queued.job_id)
+        assert request.paths == [f"{root}/day1.ndjson"]
+        for paths in (["/etc/passwd"], ["relative.ndjson"], ["s3://other/x.csv"]):
+            with pytest.raises(errors.InvalidInputError, match="under"):
+                await etl.submit_ingest_job(paths, format="csv", origin="2024-01-01T00:00:00Z")
+    from tests.integration.conftest import bearer
+
+    for bad in (
+        {"paths": [f"{root}/a.csv"], "format": "csv", "origin": "2024-01-01T00:00:00"},  # no UTC
+        {"paths": [f"{root}/../x"], "format": "csv", "origin": "2024-01-01T00:00:00Z"},
+        {"paths": [f"{root}/a.csv"], "format": "xml", "origin": "2024-01-01T00:00:00Z"},
+    ):
+        response = await api_env.http.post(
+            "/v1/ingest/jobs", json=bad, headers=bearer("service", "etl")
+        )
+        assert response.status_code == 422

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def test_fhir_ndjson_job_appends_quarantines_and_reruns_as_duplicates(
     source = tmp_path / "obs.ndjson"
     source.write_text("\n".join(json.dumps(line) for line in lines) + "\n{oops\n")
 
-    job = IngestJob((str(source),), "fhir-ndjson", ORIGIN, tmp_path / "run1")
+    job = IngestJob((str(source),), "fhir-ndjson", ORIGIN, str(tmp_path / "run1"))
     report = run_ingest(settings, job, writers=2)
     assert (report.records, report.appended, report.duplicates) == (14, 9, 0)
     assert report.quarantined == 5 and report.patients == 3
@@ -114,14 +115,18 @@ def test_fhir_ndjson_job_appends_quarantines_and_reruns_as_duplicates(
     assert [p for *_, p in log] == [E.Phq9(8), E.Phq9(11), E.Phq9(14)]
 
     again = run_ingest(
-        settings, IngestJob((str(source),), "fhir-ndjson", ORIGIN, tmp_path / "run2")
+        settings, IngestJob((str(source),), "fhir-ndjson", ORIGIN, str(tmp_path / "run2"))
     )
     assert (again.appended, again.duplicates, again.quarantined) == (0, 9, 5)
     assert asyncio.run(_log(settings, pids[0])) == log
     with pytest.raises(errors.ConfigurationError, match="already holds a report"):
-        run_ingest(settings, IngestJob((str(source),), "fhir-ndjson", ORIGIN, tmp_path / "run2"))
+        run_ingest(
+            settings, IngestJob((str(source),), "fhir-ndjson", ORIGIN, str(tmp_path / "run2"))
+        )
     # A job that fails says so, with the error (the status the API and SDK read).
-    missing = IngestJob((str(tmp_path / "absent.ndjson"),), "fhir-ndjson", ORIGIN, tmp_path / "x")
+    missing = IngestJob(
+        (str(tmp_path / "absent.ndjson"),), "fhir-ndjson", ORIGIN, str(tmp_path / "x")
+    )
     with pytest.raises(Exception, match="absent"):
         run_ingest(settings, missing)
     failed = asyncio.run(_job(settings, missing.job_id))
@@ -138,7 +143,8 @@ def test_bundles_csv_and_parquet_feed_the_same_log(ray_cluster, settings, tmp_pa
     (tmp_path / "bundles").mkdir()
     (tmp_path / "bundles" / "one.json").write_text(json.dumps(bundle))
     report = run_ingest(
-        settings, IngestJob((str(tmp_path / "bundles"),), "fhir-bundle", ORIGIN, tmp_path / "b")
+        settings,
+        IngestJob((str(tmp_path / "bundles"),), "fhir-bundle", ORIGIN, str(tmp_path / "b")),
     )
     assert (report.appended, report.quarantined) == (1, 1)
     assert report.reasons == {"patient: unknown or erased": 1}
@@ -156,12 +162,13 @@ def test_bundles_csv_and_parquet_feed_the_same_log(ray_cluster, settings, tmp_pa
     )  # fmt: skip
     rows.iloc[:2].to_csv(tmp_path / "obs.csv", index=False)
     csv = run_ingest(
-        settings, IngestJob((str(tmp_path / "obs.csv"),), "csv", ORIGIN, tmp_path / "c")
+        settings, IngestJob((str(tmp_path / "obs.csv"),), "csv", ORIGIN, str(tmp_path / "c"))
     )
     assert (csv.appended, csv.quarantined) == (2, 0)
     rows.iloc[2:].to_parquet(tmp_path / "obs.parquet")
     late = run_ingest(
-        settings, IngestJob((str(tmp_path / "obs.parquet"),), "parquet", ORIGIN, tmp_path / "p")
+        settings,
+        IngestJob((str(tmp_path / "obs.parquet"),), "parquet", ORIGIN, str(tmp_path / "p")),
     )
     # Day 2.33 is older than the twin's newest event (day 5.33): quarantined, not reordered.
     assert (late.appended, late.quarantined) == (0, 1)
@@ -197,8 +204,42 @@ def test_source_in_s3(ray_cluster, settings, tmp_path, monkeypatch):
         body = "\n".join(json.dumps(_observation(f"s{d}", pid, d, 7)) for d in (2, 3))
         s3.put_object(Bucket="exports", Key="fhir/obs.ndjson", Body=body.encode())  # type: ignore[attr-defined]
         remote = settings.model_copy(update={"aws_endpoint_url": moto.endpoint})
-        job = IngestJob(("s3://exports/fhir/",), "fhir-ndjson", ORIGIN, tmp_path / "s3")
+        job = IngestJob(("s3://exports/fhir/",), "fhir-ndjson", ORIGIN, str(tmp_path / "s3"))
         report = run_ingest(remote, job, writers=1)
         assert (report.appended, report.quarantined) == (2, 0)
     finally:
         moto.stop()
+
+
+async def _queue(settings: TwinSettings, request: schemas.IngestJobIn) -> str:
+    async with open_documents(settings) as documents:
+        return (await jobs.enqueue_ingest(documents, request)).job_id
+
+
+def test_the_job_runner_runs_an_ingest_job_queued_through_the_api_path(ray_cluster, settings):
+    import ray
+
+    from deployments.bootstrap import ingest_root
+    from deployments.job_runner import ensure_runner
+
+    pids = asyncio.run(_patients(settings, 2))
+    inbox = Path(ingest_root(settings))
+    inbox.mkdir(parents=True)
+    lines = [_observation(f"q{i}-{d}", pid, d, 8 + d) for d in (2, 5) for i, pid in enumerate(pids)]
+    (inbox / "day.ndjson").write_text("\n".join(json.dumps(line) for line in lines))
+    request = schemas.IngestJobIn(
+        paths=[str(inbox / "day.ndjson")], format="fhir-ndjson", origin=ORIGIN
+    )
+    job_id = asyncio.run(_queue(settings, request))
+    runner = ensure_runner(settings, workers=1)
+    try:
+        deadline = time.monotonic() + 180
+        while (status := asyncio.run(_job(settings, job_id))).status in ("queued", "running"):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+    finally:
+        ray.kill(runner, no_restart=True)
+    assert status.status == "succeeded" and status.started_at and status.submitted_at
+    assert status.report is not None and status.report.appended == 4
+    report = Path(settings.data_dir).resolve() / "ingest" / job_id / "report.json"
+    assert json.loads(report.read_text())["appended"] == 4

@@ -192,6 +192,13 @@ class _Routes:
         return _Call("GET", f"/v1/ingest/jobs/{job_id}", TypeAdapter(schemas.IngestJobOut))
 
     @staticmethod
+    def submit_ingest_job(body: schemas.IngestJobIn) -> _Call[schemas.IngestJobOut]:
+        # A new job per call: never retried (the ingest itself is idempotent, the job is not).
+        return _Call(
+            "POST", "/v1/ingest/jobs", TypeAdapter(schemas.IngestJobOut), body=body, retry=False
+        )
+
+    @staticmethod
     def submit_cohort_run(body: schemas.CohortRunIn) -> _Call[schemas.CohortRunOut]:
         # Each submission is a new run: never retried (a retry could run it twice).
         return _Call(
@@ -500,6 +507,19 @@ class Client:
         """Every bulk-ingest job, oldest first."""
         return self._pages(lambda after: _Routes.ingest_jobs(after, page_size))
 
+    def submit_ingest_job(
+        self, paths: Sequence[str], *, format: str, origin: str
+    ) -> schemas.IngestJobOut:
+        """Queue a bulk ingest of files under the service's ingest root (admins, services).
+
+        ``format``: ``fhir-ndjson``, ``fhir-bundle``, ``csv`` or ``parquet``; ``origin``: ISO
+        8601 date-time with a UTC offset (day 0 of the twins). Follow it with :meth:`ingest_job`.
+        """
+        request = schemas.IngestJobIn.model_validate(
+            {"paths": list(paths), "format": format, "origin": origin}
+        )
+        return self._run(_Routes.submit_ingest_job(request))
+
     def submit_cohort_run(self, run: schemas.CohortRunIn) -> schemas.CohortRunOut:
         """Queue a cohort what-if run (researchers); see :attr:`cohorts` for a handle."""
         return self._run(_Routes.submit_cohort_run(run))
@@ -714,6 +734,15 @@ class AsyncClient:
     def iter_ingest_jobs(self, *, page_size: int = 50) -> AsyncIterator[schemas.IngestJobOut]:
         """Every bulk-ingest job, oldest first."""
         return self._pages(lambda after: _Routes.ingest_jobs(after, page_size))
+
+    async def submit_ingest_job(
+        self, paths: Sequence[str], *, format: str, origin: str
+    ) -> schemas.IngestJobOut:
+        """Queue a bulk ingest of files under the service's ingest root (admins, services)."""
+        request = schemas.IngestJobIn.model_validate(
+            {"paths": list(paths), "format": format, "origin": origin}
+        )
+        return await self._run(_Routes.submit_ingest_job(request))
 
     async def submit_cohort_run(self, run: schemas.CohortRunIn) -> schemas.CohortRunOut:
         """Queue a cohort what-if run (researchers)."""

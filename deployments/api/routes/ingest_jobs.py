@@ -1,4 +1,4 @@
-"""Bulk-ingest jobs (``novamind ingest``): their status and reports, for operators and ETL."""
+"""Bulk-ingest jobs: queue one (run by the job runner), follow their status and reports."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from twin import schemas
 
 router = APIRouter(prefix="/v1/ingest/jobs", tags=["ingest"], responses=PROBLEMS)
 ROLES = ("admin", "service", "researcher")
+SUBMIT = ("admin", "service")
 
 
 @router.get("", response_model=schemas.IngestJobPage)
@@ -36,3 +37,13 @@ async def read_job(
     """One job: its status, and its report once finished."""
     await require_role(svc, request, who, "ingest.job", ROLES)
     return await jobs.INGEST.get(svc.documents, job_id)
+
+
+@router.post("", status_code=202, response_model=schemas.IngestJobOut)
+async def submit_job(
+    body: schemas.IngestJobIn, who: Caller, svc: Services, request: Request
+) -> schemas.IngestJobOut:
+    """Queue a bulk-ingest job over files under the ingest root (admins, services)."""
+    await require_role(svc, request, who, "ingest.submit", SUBMIT)
+    jobs.check_sources(svc.ingest_root, body.paths)
+    return await jobs.enqueue_ingest(svc.documents, body)
