@@ -184,11 +184,6 @@ async def _select(
     return sorted(items, key=lambda item: item["pseudonym"])
 
 
-async def _save(settings: TwinSettings, status: schemas.CohortRunOut) -> None:
-    async with open_documents(settings) as documents:
-        await jobs.COHORT.save(documents, status)
-
-
 def _collect(
     ds: Any, run: schemas.CohortRunIn, settings: TwinSettings, status: schemas.CohortRunOut
 ) -> _Collected:
@@ -206,7 +201,7 @@ def _collect(
         if time.monotonic() - last >= _PROGRESS_EVERY_S:
             last = time.monotonic()
             status = status.model_copy(update={"patients_done": len(got.rows) // per_patient})
-            asyncio.run(_save(settings, status))
+            asyncio.run(jobs.COHORT.save_in(settings, status))
     got.rows.sort(key=lambda r: (r["pseudonym"], r["scenario_index"]))
     return got
 
@@ -295,25 +290,13 @@ def run_cohort(
     Raises:
         TwinError: The run failed; its document says ``failed`` with the reason.
     """
-    status = (queued or jobs.submitted(run, jobs.new_job_id())).model_copy(
+    running = (queued or jobs.submitted(run, jobs.new_job_id())).model_copy(
         update={"status": "running", "output": output}
     )
-    asyncio.run(_save(settings, status))
     started = time.perf_counter()
-    try:
-        final = _run(settings, run, status, output, workers, started)
-    except Exception as exc:
-        failed = status.model_copy(
-            update={
-                "status": "failed",
-                "finished_at": jobs.utc_now(),
-                "error": f"{type(exc).__name__}: {str(exc)[:500]}",
-            }
-        )
-        asyncio.run(_save(settings, failed))
-        raise
-    asyncio.run(_save(settings, final))
-    return final
+    return jobs.COHORT.tracked(
+        settings, running, lambda status: _run(settings, run, status, output, workers, started)
+    )
 
 
 def _run(
@@ -345,7 +328,7 @@ def _run(
             **common,
         )  # fmt: skip
     status = status.model_copy(update={"patients_total": total})
-    asyncio.run(_save(settings, status))
+    asyncio.run(jobs.COHORT.save_in(settings, status))
     got = _collect(ds, run, settings, status)
     got.skipped.update(pre_skipped)
     aggregate = aggregate_rows(got.tally)

@@ -119,7 +119,7 @@ class JobKind(Generic[M, Q]):
             Exception: Whatever ``work`` raised, after the job was recorded as failed (the
                 error's class and message only: never a value).
         """
-        asyncio.run(self._save_with(settings, running))
+        asyncio.run(self.save_in(settings, running))
         try:
             final = work(running)
         except Exception as exc:
@@ -130,12 +130,13 @@ class JobKind(Generic[M, Q]):
                     "error": f"{type(exc).__name__}: {str(exc)[:500]}",
                 }
             )
-            asyncio.run(self._save_with(settings, failed))
+            asyncio.run(self.save_in(settings, failed))
             raise
-        asyncio.run(self._save_with(settings, final))
+        asyncio.run(self.save_in(settings, final))
         return final
 
-    async def _save_with(self, settings: TwinSettings, job: M) -> None:
+    async def save_in(self, settings: TwinSettings, job: M) -> None:
+        """:meth:`save` into the document store the settings name (opened for the call)."""
         async with open_documents(settings) as documents:
             await self.save(documents, job)
 
