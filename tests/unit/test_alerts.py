@@ -60,3 +60,16 @@ def test_composite_rule_fires_when_both_metrics_drop():
     for day in range(20):
         calm.add(day + 0.1, E.SleepDuration(7.5)).add(day + 0.2, E.Steps(9000))
     assert all(a.status != "fired" for a in _alerts(quiet, calm))
+
+
+def test_item9_answered_alone_fires_the_safety_alert_and_carries_no_severity_evidence():
+    state = twin()
+    before = state.log_weights.copy()
+    log = Log()
+    log.events.append(E.Event(1, 0.5, E.Phq9Item9(2)))
+    log.events.append(E.Event(2, 0.6, E.Phq9Item9(0)))
+    results = kernel.apply_events([state], [log.events])[0]
+    assert [a.rule for a in results[0].alerts] == ["safety_item9"]
+    assert results[0].alerts[0].severity == "critical" and results[1].alerts == ()
+    assert all(r.log_evidence is None for r in results)
+    assert (state.log_weights == before).all()

@@ -11,6 +11,7 @@ from twin.domain import events as E
 PAYLOADS = [
     E.Phq9(14, (2, 2, 2, 2, 2, 1, 1, 1, 1)),
     E.Phq9(0),
+    E.Phq9Item9(2),
     E.Gad7(21),
     E.EmaAffect(4),
     E.SleepDuration(6.5, 8.0),

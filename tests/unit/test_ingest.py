@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -92,7 +93,8 @@ def test_phq9_items_come_from_the_panel_components():
     [
         ({"status": "preliminary"}, "status preliminary"),
         ({"code": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}}, "no LOINC"),
-        ({"code": {"coding": [{"system": LOINC, "code": "80404-7"}]}}, "loinc.code"),
+        ({"code": {"coding": [{"system": LOINC, "code": "80404-7"}]}}, "SDNN"),
+        ({"code": {"coding": [{"system": LOINC, "code": "2339-0"}]}}, "loinc.code"),
         ({"valueQuantity": {"value": 30, "code": "{score}"}}, "phq9.total"),
         ({"valueQuantity": {"value": 14.5, "code": "{score}"}}, "whole number"),
         ({"valueQuantity": {"value": 14, "code": "kg"}}, "unit"),
@@ -202,3 +204,33 @@ def test_prepare_gives_pipeline_rows():
     assert good["reason"] is None and good["patient_id"] == "pt_1" and good["day"] == 1.5
     assert good["payload"] == '{"items": null, "total": 14, "type": "phq9"}'
     assert bad["payload"] is None and bad["reason"] and bad["patient_id"] == "pt_1"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA6570-1"}]}},
+        {"valueInteger": 2},
+        {"valueQuantity": {"value": 2, "code": "{score}"}},
+    ],
+)
+def test_item9_alone_becomes_the_safety_screen_payload(value):
+    resource = observation(code="44260-8") | {"valueQuantity": None} | value
+    (record,) = fhir.records_from_resource(resource)
+    assert record.payload == E.Phq9Item9(2)
+
+
+def test_item9_with_an_unknown_answer_code_is_refused():
+    other = {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA9999-9"}]}}
+    (record,) = fhir.records_from_resource(observation(code="44260-8", valueQuantity=None, **other))
+    assert record.payload is None and "valueQuantity required" in record.reason
+
+
+def test_rmssd_rows_become_the_twins_hrv_stream():
+    row = {"patient": "pt_1", "code": "rmssd", "value": "42.5", "unit": "ms",
+           "effective": "2024-01-02T10:00:00Z"}  # fmt: skip
+    record = tabular.record_from_row(row, where="hrv.csv:2")
+    assert record.payload == E.LnRmssd(math.log(42.5))
+    for bad, reason in (({"unit": "s"}, "rmssd.unit"), ({"value": "0.5"}, "rmssd")):
+        refused = tabular.record_from_row({**row, **bad}, where="x")
+        assert refused.payload is None and reason in refused.reason

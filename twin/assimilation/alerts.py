@@ -2,7 +2,8 @@
 
 Rules and their statuses:
 
-- ``safety_item9``: any PHQ-9 with item 9 (self-harm) > 0 fires, critical. It is never
+- ``safety_item9``: any PHQ-9 with item 9 (self-harm) > 0, or item 9 answered on its own
+  (:class:`~twin.domain.events.Phq9Item9`) > 0, fires, critical. It is never
   suppressed, never deduplicated and never derived from a forecast: it triggers the clinical
   safety protocol.
 - ``reliable_deterioration``: an observed PHQ-9 total at least 5 points (the reliable change
@@ -47,19 +48,15 @@ class Alert:
     detail: str
 
 
+def _safety_item9(event: events.Event, answer: int | None) -> list[Alert]:
+    if answer is None or answer == 0:
+        return []
+    detail = f"PHQ-9 item 9 answered {answer}: follow the clinical safety protocol"
+    return [Alert("safety_item9", "fired", "critical", event.day, event.seq, detail)]
+
+
 def _phq9_rules(state: TwinState, event: events.Event, phq9: events.Phq9) -> list[Alert]:
-    out: list[Alert] = []
-    if phq9.item9 is not None and phq9.item9 > 0:
-        out.append(
-            Alert(
-                "safety_item9",
-                "fired",
-                "critical",
-                event.day,
-                event.seq,
-                f"PHQ-9 item 9 answered {phq9.item9}: follow the clinical safety protocol",
-            )
-        )
+    out = _safety_item9(event, phq9.item9)
     earlier = state.phq9_history[:-1]  # the history already holds this observation
     references = [("previous", int(earlier[-1][1]))] if earlier else []
     if state.baseline_phq9 is not None and earlier:
@@ -123,6 +120,8 @@ def evaluate(state: TwinState, event: events.Event) -> list[Alert]:
     payload = event.payload
     if isinstance(payload, events.Phq9):
         out.extend(_phq9_rules(state, event, payload))
+    if isinstance(payload, events.Phq9Item9):
+        out.extend(_safety_item9(event, payload.answer))
     if isinstance(payload, events.DoseTaken) and state.consecutive_missed >= 2:
         out.append(
             Alert(

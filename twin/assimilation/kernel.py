@@ -293,6 +293,8 @@ def _observe(
             _weigh(
                 batch, idx, likelihood.ordinal_log_prob(y, batch.take(idx)[row], sd, cuts), evidence
             )
+        elif kind == "Phq9Item9":
+            continue  # one item carries no evidence on severity (it only feeds the alert)
         elif kind == "EmaAffect":
             n = batch.X.shape[-1]
             normal = np.stack([gens[i].standard_normal(n, dtype=np.float32) for i in idx])

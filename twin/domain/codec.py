@@ -18,6 +18,7 @@ __all__ = ["PAYLOAD_TYPES", "decode", "encode"]
 #: Wire name -> payload class.
 PAYLOAD_TYPES: dict[str, type[Any]] = {
     "phq9": events.Phq9,
+    "phq9_item9": events.Phq9Item9,
     "gad7": events.Gad7,
     "ema_affect": events.EmaAffect,
     "sleep_duration": events.SleepDuration,

@@ -80,6 +80,20 @@ class Phq9:
 
 
 @dataclass(frozen=True, slots=True)
+class Phq9Item9:
+    """PHQ-9 item 9 answered on its own (a safety screen): 0-3, self-harm thoughts.
+
+    One item is not a severity measure, so the twin draws no evidence on severity from it; it
+    feeds the ``safety_item9`` alert exactly as the item inside a full PHQ-9 does.
+    """
+
+    answer: int
+
+    def __post_init__(self) -> None:
+        _integer("phq9_item9.answer", self.answer, 0, 3)
+
+
+@dataclass(frozen=True, slots=True)
 class Gad7:
     """A GAD-7 questionnaire total, 0-21."""
 
@@ -200,7 +214,9 @@ class CareStatus:
     active: bool
 
 
-Observation = Phq9 | Gad7 | EmaAffect | SleepDuration | Steps | RestingHeartRate | LnRmssd
+Observation = (
+    Phq9 | Phq9Item9 | Gad7 | EmaAffect | SleepDuration | Steps | RestingHeartRate | LnRmssd
+)
 Intervention = Prescription | DoseTaken | TherapySession | CareStatus
 Payload = Observation | Intervention
 

@@ -6,6 +6,7 @@ The codes (LOINC 2.7x, loinc.org) and the UCUM units accepted for each:
 code       LOINC long name (short)                   units               payload
 =========  ========================================  ==================  =====================
 44261-6    PHQ-9 total score [Reported]              ``{score}``         :class:`Phq9`
+44260-8    PHQ-9 item 9 (thoughts of self-harm)      ``{score}``         :class:`Phq9Item9`
 70274-6    GAD-7 total score [Reported.PHQ]          ``{score}``         :class:`Gad7`
 40443-4    Heart rate --resting                      ``/min``            :class:`RestingHeartRate`
 8867-4     Heart rate                                ``/min``            :class:`RestingHeartRate`
@@ -46,6 +47,7 @@ class _Code:
 
 LOINC: dict[str, _Code] = {
     "44261-6": _Code("PHQ-9 total score", {"{score}": 1.0}, lambda c, v: events.Phq9(_whole(c, v))),
+    "44260-8": _Code("PHQ-9 item 9", {"{score}": 1.0}, lambda c, v: events.Phq9Item9(_whole(c, v))),
     "70274-6": _Code("GAD-7 total score", {"{score}": 1.0}, lambda c, v: events.Gad7(_whole(c, v))),
     "40443-4": _Code(
         "Heart rate --resting", {"/min": 1.0}, lambda c, v: events.RestingHeartRate(v)

@@ -10,11 +10,17 @@ Mapped:
 - ``Observation`` (status final/amended/corrected) with a LOINC code of
   :mod:`twin.domain.loinc` and a ``valueQuantity`` (units checked). A PHQ-9 total (44261-6)
   carrying the nine item answers as components (LOINC 44250-9 ... 44260-8, item 9 = 44260-8,
-  the suicidality item the alerts watch) keeps them: ``Phq9(total, items)``.
+  the suicidality item the alerts watch) keeps them: ``Phq9(total, items)``. Item 9 on its own
+  (44260-8, as a quantity, an integer or a LOINC answer code LA6568-5 ... LA6571-9) becomes
+  ``Phq9Item9`` (it fires the safety alert; it is no severity evidence).
 - ``MedicationStatement`` (active, completed, stopped) of a drug in the model's table, with a
   dose in mg and a daily timing: a ``Prescription`` at the start, and a stop (0 mg/day) at the
   end of a completed or stopped period.
 - ``MedicationAdministration`` (completed, not-done): ``DoseTaken`` (taken or missed).
+
+HRV: LOINC has no code for RMSSD, the measure the twin's HRV stream uses (ln RMSSD); SDNN
+(80404-7, what phones export) is refused with that reason. RMSSD reaches the twin through the
+tabular formats (``code`` = ``rmssd``, in ms) or the API's ``ln_rmssd`` payload.
 
 Everything else is refused with a reason (never dropped): other resource types and statuses,
 codes the twin has no payload for, values its payloads refuse.
@@ -34,7 +40,13 @@ from twin.domain import events
 from twin.domain.loinc import from_loinc
 from twin.ingest.records import Record
 
-__all__ = ["PHQ9_ITEM_CODES", "RXNORM_INGREDIENTS", "records_from_bundle", "records_from_resource"]
+__all__ = [
+    "PHQ9_ITEM_CODES",
+    "PHQ_ITEM_ANSWERS",
+    "RXNORM_INGREDIENTS",
+    "records_from_bundle",
+    "records_from_resource",
+]
 
 LOINC_SYSTEM = "http://loinc.org"
 RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -53,6 +65,13 @@ RXNORM_INGREDIENTS = {
     "39786": "venlafaxine",
     "72625": "duloxetine",
 }
+#: LOINC "R-R interval.standard deviation (Heart rate variability)": SDNN, as wearables export.
+SDNN_CODE = "80404-7"
+_SDNN_REASON = (
+    "HRV as SDNN (80404-7): the twin's HRV stream is ln RMSSD, which SDNN does not convert to"
+)
+#: LOINC answer list LL358-3 (PHQ-9 item frequencies) -> item score.
+PHQ_ITEM_ANSWERS = {"LA6568-5": 0, "LA6569-3": 1, "LA6570-1": 2, "LA6571-9": 3}
 _GTS_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
 _FINAL = {"final", "amended", "corrected"}
 _PERIOD_DAYS = {"h": 1 / 24, "d": 1.0, "wk": 7.0}
@@ -120,11 +139,17 @@ def _observation(obs: Any, source: str, patient: str | None) -> list[Record]:
     codes = _codes(obs.code, LOINC_SYSTEM)
     if not codes:
         return [Record.refused(source, "code: no LOINC coding", patient)]
+    if codes[0] == SDNN_CODE:
+        return [Record.refused(source, _SDNN_REASON, patient)]
     quantity = obs.valueQuantity
-    if quantity is None or quantity.value is None:
+    answer = _answer(obs) if codes[0] == PHQ9_ITEM_CODES[8] else None
+    if answer is None and (quantity is None or quantity.value is None):
         return [Record.refused(source, "value: valueQuantity required", patient)]
     try:
-        payload = from_loinc(codes[0], float(quantity.value), quantity.code or quantity.unit)
+        if answer is not None:  # item 9 alone, as a coded answer or an integer
+            payload = from_loinc(codes[0], answer)
+        else:
+            payload = from_loinc(codes[0], float(quantity.value), quantity.code or quantity.unit)
         if isinstance(payload, events.Phq9) and obs.component:
             payload = events.Phq9(payload.total, _phq9_items(obs.component))
     except errors.InvalidInputError as exc:
@@ -132,15 +157,27 @@ def _observation(obs: Any, source: str, patient: str | None) -> list[Record]:
     return [Record(source, patient, _effective(obs), payload)]
 
 
+def _answer(element: Any) -> float | None:
+    """A PHQ item answer: ``valueQuantity``, ``valueInteger`` or a LOINC answer code (LL358-3)."""
+    quantity = element.valueQuantity
+    if quantity is not None:
+        return _number(quantity.value)
+    if element.valueInteger is not None:
+        return _number(element.valueInteger)
+    concept = element.valueCodeableConcept
+    if concept is not None:
+        for code in _codes(concept, LOINC_SYSTEM):
+            if code in PHQ_ITEM_ANSWERS:
+                return float(PHQ_ITEM_ANSWERS[code])
+    return None
+
+
 def _phq9_items(components: list[Any]) -> tuple[int, ...] | None:
     answers: dict[str, float | None] = {}
     for component in components:
         for code in _codes(component.code, LOINC_SYSTEM):
             if code in PHQ9_ITEM_CODES:
-                quantity = component.valueQuantity
-                answers[code] = (
-                    _number(quantity.value) if quantity else _number(component.valueInteger)
-                )
+                answers[code] = _answer(component)
     if not answers:
         return None
     if set(answers) != set(PHQ9_ITEM_CODES) or any(v is None for v in answers.values()):

@@ -4,7 +4,9 @@ One observation per row, in these columns (names are case-sensitive):
 
 ============  ==========================================================================
 ``patient``   ``Patient/<patient id>`` or the bare patient id
-``code``      a LOINC code of :mod:`twin.domain.loinc` (e.g. ``44261-6`` for a PHQ-9 total)
+``code``      a LOINC code of :mod:`twin.domain.loinc` (e.g. ``44261-6`` for a PHQ-9 total), or
+              ``rmssd`` for heart-rate variability as RMSSD in ``ms`` (LOINC has no code for
+              it; the twin's stream is ln RMSSD)
 ``value``     the number
 ``unit``      its UCUM unit (optional: the code's canonical unit)
 ``effective`` ISO 8601 date-time with a UTC offset (``2024-01-02T10:00:00Z``)
@@ -20,12 +22,24 @@ from datetime import datetime
 from typing import Any
 
 from twin import errors
+from twin.domain import events
 from twin.domain.loinc import from_loinc
 from twin.ingest.records import Record
 
-__all__ = ["REQUIRED_COLUMNS", "record_from_row"]
+__all__ = ["REQUIRED_COLUMNS", "RMSSD_CODE", "record_from_row"]
 
 REQUIRED_COLUMNS = ("patient", "code", "value", "effective")
+#: The ``code`` of an RMSSD row (heart-rate variability, ms).
+RMSSD_CODE = "rmssd"
+
+
+def _rmssd(value: float, unit: str | None) -> events.LnRmssd:
+    """RMSSD in ms (1-300) as the twin's ln RMSSD payload."""
+    if unit not in (None, "ms"):
+        raise errors.ObservationRangeError("rmssd.unit", unit, "ms")
+    if not 1.0 <= value <= 300.0:
+        raise errors.ObservationRangeError("rmssd", value, "1..300 ms")
+    return events.LnRmssd(math.log(value))
 
 
 def _missing(value: Any) -> bool:
@@ -57,7 +71,10 @@ def record_from_row(row: Mapping[str, Any], *, where: str) -> Record:
         return Record.refused(source, "value: not a number", patient)
     unit = None if _missing(row.get("unit")) else str(row["unit"])
     try:
-        payload = from_loinc(str(row["code"]), value, unit)
+        if str(row["code"]) == RMSSD_CODE:
+            payload: events.Payload = _rmssd(value, unit)
+        else:
+            payload = from_loinc(str(row["code"]), value, unit)
     except errors.InvalidInputError as exc:
         return Record.refused(source, str(exc), patient)
     return Record(source, patient, when, payload)
