@@ -33,6 +33,8 @@ audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 kuberay_app = typer.Typer(help="KubeRay manifests.", no_args_is_help=True)
 app.add_typer(kuberay_app, name="kuberay")
+priors_app = typer.Typer(help="Population prior sets (the model registry).", no_args_is_help=True)
+app.add_typer(priors_app, name="priors")
 console = Console()
 T = TypeVar("T")
 
@@ -354,3 +356,40 @@ def calibrate(
     console.print(
         f"  courses {record.diagnostics['courses']}, excluded {record.diagnostics['excluded']}"
     )
+
+
+@priors_app.command("list")
+def priors_list() -> None:
+    """The prior sets in the model registry and which one new twins take."""
+    from deployments.bootstrap import open_documents
+    from twin.service.priors import COLLECTION, DocumentPriorRegistry, PriorSetRecord
+
+    async def listing() -> tuple[str, list[PriorSetRecord]]:
+        async with open_documents(TwinSettings()) as documents:
+            active = (await DocumentPriorRegistry(documents).active()).version
+            found = await documents.list(COLLECTION, after=None, limit=1000)
+            return active, [PriorSetRecord.model_validate_json(d.body) for d in found]
+
+    active, records = _run_job("listing", listing())
+    console.print(f"{'*' if active == 'builtin' else ' '} builtin  (twin-model.md defaults)")
+    for r in records:
+        values = ", ".join(f"{k}={v:.4g}" for k, v in r.overrides.items())
+        console.print(
+            f"{'*' if active == r.version else ' '} {r.version}  {r.created_at}  {values}"
+        )
+
+
+@priors_app.command("activate")
+def priors_activate(
+    version: Annotated[str, typer.Argument(help="A version from `novamind priors list`.")],
+) -> None:
+    """Make a prior set the one new twins take (``builtin`` returns to the defaults)."""
+    from deployments.bootstrap import open_documents
+    from twin.service.priors import DocumentPriorRegistry
+
+    async def activate() -> None:
+        async with open_documents(TwinSettings()) as documents:
+            await DocumentPriorRegistry(documents).activate(version)
+
+    _run_job("activation", activate())
+    console.print(f"new twins now take prior set {version}; existing twins keep theirs")

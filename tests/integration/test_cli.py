@@ -41,3 +41,37 @@ def test_ingest_refuses_bad_arguments_before_starting_anything(tmp_path):
     bad_origin = runner.invoke(app, [*common, "--format", "csv", "--origin", "last year"])
     assert bad_origin.exit_code == 2 and "ISO 8601" in bad_origin.output
     assert not (tmp_path / "out").exists()
+
+
+def test_prior_sets_are_listed_and_activated(tmp_path, monkeypatch):
+    import asyncio
+
+    from deployments.bootstrap import open_documents
+    from twin.service.priors import DocumentPriorRegistry, PriorSetRecord
+
+    monkeypatch.setenv("NOVAMIND_DATA_DIR", str(tmp_path))
+
+    async def register() -> None:
+        async with open_documents(TwinSettings()) as documents:
+            await DocumentPriorRegistry(documents).save(
+                PriorSetRecord(version="calib-x", overrides={"h10": 0.004}, estimator="smm",
+                               created_at="2026-11-29T00:00:00+00:00")
+            )  # fmt: skip
+
+    asyncio.run(register())
+    runner = CliRunner()
+    listed = runner.invoke(app, ["priors", "list"])
+    assert listed.exit_code == 0 and "* builtin" in listed.output and "h10=0.004" in listed.output
+    assert runner.invoke(app, ["priors", "activate", "calib-x"]).exit_code == 0
+    assert "* calib-x" in runner.invoke(app, ["priors", "list"]).output
+    missing = runner.invoke(app, ["priors", "activate", "calib-y"])
+    assert missing.exit_code == 1 and "no prior set" in missing.output
+
+
+def test_cohort_and_calibrate_refuse_bad_arguments_before_starting_anything(tmp_path):
+    runner = CliRunner()
+    (tmp_path / "run.json").write_text('{"scenarios": []}')
+    bad = runner.invoke(app, ["cohort", str(tmp_path / "run.json"), "--out", str(tmp_path / "o")])
+    assert bad.exit_code == 2 and "scenarios" in bad.output
+    unselected = runner.invoke(app, ["calibrate"])
+    assert unselected.exit_code == 2 and "--care-team" in unselected.output
