@@ -62,11 +62,10 @@ def _out(rows: list[dict[str, object]], tally: Tally, skipped: Iterable[str]) ->
 
 
 class _Forecaster:
-    """Base of the pool actors: the run's scenarios and a private event loop."""
+    """Base of the pool actors: the run (scenarios, horizon, seed)."""
 
     def __init__(self, run_json: str) -> None:
         self._run = schemas.CohortRunIn.model_validate_json(run_json)
-        self._loop = asyncio.new_event_loop()
 
     def _forecast(
         self, twins: list[CohortTwin], skipped: list[str], params: PopulationParameters
@@ -83,6 +82,7 @@ class _StoredTwins(_Forecaster):
     def __init__(self, run_json: str, settings_values: dict[str, Any]) -> None:
         super().__init__(run_json)
         self._settings = TwinSettings(**settings_values)
+        self._loop = asyncio.new_event_loop()  # the stores' connections live on it
         self._stack = AsyncExitStack()
         events, checkpoints, sealer, registry = self._loop.run_until_complete(
             self._stack.enter_async_context(open_twin_reader(self._settings))

@@ -561,3 +561,11 @@ class PriorRegistry(Protocol):
     async def get(self, version: str) -> PriorSet:
         """A set by version (``NotFoundError`` when unknown)."""
         ...
+
+    async def for_patient(self, patient_id: str) -> PriorSet:
+        """The set of the patient's twin.
+
+        The one recorded at the twin's creation, else the active set, recorded now (durably, so
+        a twin rebuilt from its log alone keeps its set).
+        """
+        ...

@@ -81,3 +81,23 @@ async def test_new_twins_take_the_active_set_and_existing_twins_keep_theirs():
     (mine,) = await host.forecast("new", [Scenario()], weeks=4)
     (theirs,) = await reference.forecast("new", [Scenario()], weeks=4)
     assert mine.phq9_quantiles == theirs.phq9_quantiles
+
+
+async def test_a_twin_rebuilt_from_its_log_alone_keeps_its_prior_set():
+    documents = fakes.MemoryDocumentStore()
+    registry = DocumentPriorRegistry(documents)
+    await registry.save(_record("calib-1"))
+    await registry.activate("calib-1")
+    checkpoints = fakes.MemoryCheckpointStore()
+    stores = HostPorts(fakes.MemoryEventStore(), checkpoints, fakes.PlainSealer(), priors=registry)
+    host = TwinHost(stores, settings=HostSettings(particles=200))
+    await host.ingest("p", [ports.NewEvent("p1", 0.3, E.Phq9(18))])
+    await host.passivate("p")
+    before = await host.state("p")
+    await host.passivate("p")
+    await registry.activate(BUILTIN_VERSION)  # a rollback after the twin was created
+    await checkpoints.delete_all("p")  # every checkpoint lost: the log rebuilds the twin
+    rebuilt = await host.state("p")
+    assert rebuilt.prior_version == "calib-1"
+    assert rebuilt.to_bytes() == before.to_bytes()
+    assert (await registry.for_patient("brand-new")).version == BUILTIN_VERSION

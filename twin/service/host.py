@@ -153,14 +153,12 @@ class TwinHost:
     async def _load(self, patient_id: str) -> TwinState:
         """Newest usable checkpoint, or a new twin; the caller replays the log after it."""
         async with self._activation_slots:
-            version, params = await self._priors.for_new_twin()
-            state, rejected = await restore.from_checkpoint(
+            state, rejected = await restore.load_twin(
                 self._ports.checkpoints,
                 self._ports.sealer,
                 patient_id,
                 particles=self._settings.particles,
-                params=params,
-                prior_version=version,
+                priors=self._priors,
             )
             self.stats.checkpoints_rejected += rejected
             return state

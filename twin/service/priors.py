@@ -5,6 +5,9 @@
   immutable once written.
 - ``prior_set_active/active``: which version new twins take (``builtin`` when none was
   activated).
+- ``prior_assignment/<patient id>``: the version a patient's twin was created with (a document
+  of the patient: erasure deletes it). The twin's state records it too; this copy lets a twin
+  rebuilt from its log alone (every checkpoint lost) keep its set.
 
 The built-in set (the defaults of twin-model.md §2.5) is always available under ``builtin``.
 """
@@ -21,10 +24,18 @@ from twin import errors, ports
 from twin.model.parameters import PopulationParameters
 from twin.model.priors import BUILTIN, BUILTIN_VERSION, PriorSet
 
-__all__ = ["ACTIVE", "COLLECTION", "DocumentPriorRegistry", "PriorParameters", "PriorSetRecord"]
+__all__ = [
+    "ACTIVE",
+    "ASSIGNMENT",
+    "COLLECTION",
+    "DocumentPriorRegistry",
+    "PriorParameters",
+    "PriorSetRecord",
+]
 
 COLLECTION = "prior_set"
 ACTIVE = "prior_set_active"
+ASSIGNMENT = "prior_assignment"
 
 
 class PriorSetRecord(BaseModel):
@@ -100,6 +111,18 @@ class DocumentPriorRegistry:
             return BUILTIN
         return await self.get(str(json.loads(found.body)["version"]))
 
+    async def for_patient(self, patient_id: str) -> PriorSet:
+        """The set recorded for the patient's twin, else the active one (recorded now)."""
+        found = await self._documents.get(ASSIGNMENT, patient_id)
+        if found is not None:
+            return await self.get(str(json.loads(found.body)["version"]))
+        chosen = await self.active()
+        body = json.dumps({"version": chosen.version}).encode()
+        await self._documents.put(
+            ports.Document(ASSIGNMENT, patient_id, patient_id, body, time.time())
+        )
+        return chosen
+
 
 class PriorParameters:
     """Prior versions resolved to parameters, cached (versions never change).
@@ -132,9 +155,13 @@ class PriorParameters:
             self._params[version] = found
         return found
 
-    async def for_new_twin(self) -> tuple[str, PopulationParameters]:
-        """The active version and its parameters (built-in without a registry)."""
+    async def for_new_twin(self, patient_id: str) -> tuple[str, PopulationParameters]:
+        """The version (and its parameters) a twin built without a checkpoint starts from.
+
+        That is the version recorded for the patient, or the active one for a new patient
+        (built-in without a registry).
+        """
         if self._registry is None:
             return BUILTIN_VERSION, self._params[BUILTIN_VERSION]
-        version = (await self._registry.active()).version
+        version = (await self._registry.for_patient(patient_id)).version
         return version, await self.of(version)

@@ -1,7 +1,8 @@
 """Rebuilding a twin from storage: its newest usable checkpoint, then the log after it.
 
 The host activates twins this way, and batch jobs (cohort what-if runs) read twins the same way
-without activating them: nothing here writes.
+without activating them. The only write is the prior-set assignment of a patient that has none
+(:meth:`twin.ports.PriorRegistry.for_patient`).
 """
 
 from __future__ import annotations
@@ -13,32 +14,45 @@ from twin import errors, ports
 from twin.assimilation import kernel
 from twin.assimilation.state import TwinState, new_twin
 from twin.domain import events
-from twin.model.parameters import MODEL_VERSION, PopulationParameters
-from twin.model.priors import BUILTIN_VERSION
+from twin.model.parameters import MODEL_VERSION
 from twin.service.priors import PriorParameters
 
-__all__ = ["apply_by_prior", "current_states", "from_checkpoint"]
+__all__ = ["apply_by_prior", "current_states", "from_checkpoint", "load_twin"]
 
 
-async def from_checkpoint(
+async def load_twin(
     checkpoints: ports.CheckpointStore,
     sealer: ports.Sealer,
     patient_id: str,
     *,
     particles: int,
-    params: PopulationParameters,
-    prior_version: str = BUILTIN_VERSION,
+    priors: PriorParameters,
 ) -> tuple[TwinState, bool]:
     """The newest usable checkpoint's state, or a new twin; the caller replays the log after it.
 
-    A new twin is drawn from ``params``, the parameters of ``prior_version`` (the registry's
-    active set), and records that version.
+    A twin without a usable checkpoint starts from the prior set recorded for the patient (the
+    registry's active set for a new patient) and records that version.
+
+    Returns:
+        The state, and whether a stored checkpoint had to be rejected.
+    """
+    state, rejected = await from_checkpoint(checkpoints, sealer, patient_id)
+    if state is None:
+        version, params = await priors.for_new_twin(patient_id)
+        state = new_twin(patient_id, n_particles=particles, params=params, prior_version=version)
+    return state, rejected
+
+
+async def from_checkpoint(
+    checkpoints: ports.CheckpointStore, sealer: ports.Sealer, patient_id: str
+) -> tuple[TwinState | None, bool]:
+    """The newest usable checkpoint's state, or ``None``.
 
     A damaged or foreign checkpoint is not used and counts as rejected; one of another model
     version is skipped (expected after an upgrade). Either way the log is the truth.
 
     Returns:
-        The state, and whether a stored checkpoint had to be rejected.
+        The state (or ``None``), and whether a stored checkpoint had to be rejected.
     """
     try:
         stored = await checkpoints.latest(patient_id)
@@ -58,8 +72,7 @@ async def from_checkpoint(
         except (errors.CheckpointCorruptError, errors.StateCorruptError, errors.ModelVersionError):
             pass  # rejected below; the log rebuilds the twin
         rejected = True
-    twin = new_twin(patient_id, n_particles=particles, params=params, prior_version=prior_version)
-    return twin, rejected
+    return None, rejected
 
 
 async def apply_by_prior(
@@ -109,13 +122,10 @@ async def current_states(
         TwinError: A patient's log or key cannot be read (unknown or erased patient).
     """
     events_store, checkpoints, sealer = stores
-    version, params = await priors.for_new_twin()
     states: list[TwinState] = []
     pending = []
     for pid in patient_ids:
-        state, _ = await from_checkpoint(
-            checkpoints, sealer, pid, particles=particles, params=params, prior_version=version
-        )
+        state, _ = await load_twin(checkpoints, sealer, pid, particles=particles, priors=priors)
         states.append(state)
         pending.append(await events_store.read(pid, after_seq=state.last_seq))
     await apply_by_prior(states, pending, priors)
