@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,12 @@ from deployments.bootstrap import open_documents
 from twin import errors, ports, schemas
 from twin.settings import TwinSettings
 
-__all__ = ["RUNNER_NAME", "JobRunner", "ensure_runner", "output_for"]
+__all__ = ["RUNNER_NAME", "JobRunner", "ensure_runner", "output_for", "pending_jobs"]
 
 RUNNER_NAME = "novamind-job-runner"
 _POLL_S = 1.0
+_SETTLE = timedelta(minutes=10)
+_FINISHED = ("succeeded", "failed")
 _log = logging.getLogger(__name__)
 
 
@@ -41,6 +44,38 @@ def output_for(settings: TwinSettings, folder: str, job_id: str) -> str:
     if settings.s3_bucket:
         return f"s3://{settings.s3_bucket}/{settings.s3_prefix}{folder}/{job_id}"
     return str(Path(settings.data_dir).resolve() / folder / job_id)
+
+
+async def pending_jobs(
+    documents: ports.DocumentStore,
+    kind: jobs.JobKind[Any, Any],
+    wanted: tuple[str, ...],
+    settled: dict[str, str],
+    *,
+    now: datetime | None = None,
+) -> list[Any]:
+    """The jobs of ``kind`` in one of the ``wanted`` states, in id (submission) order.
+
+    ``settled`` maps a collection to the id after which scans start: the last of an unbroken
+    run of finished jobs older than :data:`_SETTLE` (ids sort by submission time; the margin
+    covers clock skew between the API replicas that minted them). It is advanced in place, so a
+    poll reads only the recent part of a long job history.
+    """
+    found: list[Any] = []
+    after = settled.get(kind.collection)
+    unbroken = True
+    horizon = jobs.new_job_id((now or datetime.now(UTC)) - _SETTLE)
+    while True:
+        page, next_after = await kind.page(documents, after=after, limit=200)
+        for job in page:
+            if job.status in wanted:
+                found.append(job)
+            unbroken = unbroken and job.status in _FINISHED and job.job_id < horizon
+            if unbroken:
+                settled[kind.collection] = job.job_id
+        if next_after is None:
+            return found
+        after = next_after
 
 
 class JobRunner:
@@ -55,6 +90,7 @@ class JobRunner:
         self._workers = workers
         self._stop = threading.Event()
         self._resumed = False
+        self._settled: dict[str, str] = {}
         self._thread = threading.Thread(target=self._main, name="job-runner", daemon=True)
         self._thread.start()
 
@@ -62,14 +98,8 @@ class JobRunner:
         self, documents: ports.DocumentStore, kind: jobs.JobKind[Any, Any], resume: bool
     ) -> list[Any]:
         # A job left "running" is resumed only at start: afterwards "running" is ours.
-        wanted = {"queued", "running"} if resume else {"queued"}
-        found: list[Any] = []
-        after: str | None = None
-        while True:
-            page, after = await kind.page(documents, after=after, limit=200)
-            found += [job for job in page if job.status in wanted]
-            if after is None:
-                return found
+        wanted = ("queued", "running") if resume else ("queued",)
+        return await pending_jobs(documents, kind, wanted, self._settled)
 
     def _run_cohort(self, status: schemas.CohortRunOut, request: schemas.CohortRunIn) -> None:
         cohorts.run_cohort(
