@@ -27,7 +27,7 @@ COPY deployments ./deployments
 # The server extras only (no dev or demo tools); no pip cache left in the layer. Versions are
 # bounded by pyproject.toml (the application itself is the local package, so DL3013 cannot apply).
 # hadolint ignore=DL3013
-RUN python -m pip install --no-cache-dir '.[serve,embedded,postgres,s3,redis,mongo,ingest]' \
+RUN python -m pip install --no-cache-dir '.[serve,embedded,postgres,s3,redis,mongo,ingest,analytics]' \
     && python -m compileall -q /opt/novamind
 
 # Everything writable lives under /tmp (an emptyDir in Kubernetes; tmpfs with `docker run

@@ -196,9 +196,11 @@ async def test_erasure_crypto_shreds_identifiers_reports_and_events(api_env):
     assert report.status_code == 201, report.text
     assert (await client.delete(f"/v1/patients/{pid}", headers=CLINICIAN)).status_code == 403
     erased = await client.delete(f"/v1/patients/{pid}", headers=ADMIN)
-    assert erased.json() == {"patient_id": pid, "erased": True, "documents_deleted": 1}
+    # The scenario report and the record of the twin's prior set are the patient's documents.
+    assert erased.json() == {"patient_id": pid, "erased": True, "documents_deleted": 2}
     assert (await client.get(f"/v1/patients/{pid}", headers=ADMIN)).status_code == 404
-    assert await api_env.services.documents.list("scenario", patient_id=pid) == []
+    for collection in ("scenario", "prior_assignment"):
+        assert await api_env.services.documents.list(collection, patient_id=pid) == []
     # The log is still there (append-only) but unreadable: its data key is gone.
     assert (await api_env.services.events.last_seq(pid)) == 1
     actions = [e.record.action for e in await api_env.services.audit.entries()]
