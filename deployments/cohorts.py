@@ -24,7 +24,7 @@ import io
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -185,7 +185,10 @@ async def _select(
 
 
 def _collect(
-    ds: Any, run: schemas.CohortRunIn, settings: TwinSettings, status: schemas.CohortRunOut
+    ds: Any,
+    run: schemas.CohortRunIn,
+    status: schemas.CohortRunOut,
+    save: Callable[[schemas.CohortRunOut], None],
 ) -> _Collected:
     got = _Collected([], Tally.empty([s.name for s in run.scenarios], run.weeks), Counter())
     per_patient = len(run.scenarios)
@@ -201,7 +204,7 @@ def _collect(
         if time.monotonic() - last >= _PROGRESS_EVERY_S:
             last = time.monotonic()
             status = status.model_copy(update={"patients_done": len(got.rows) // per_patient})
-            asyncio.run(jobs.COHORT.save_in(settings, status))
+            save(status)
     got.rows.sort(key=lambda r: (r["pseudonym"], r["scenario_index"]))
     return got
 
@@ -328,8 +331,9 @@ def _run(
             **common,
         )  # fmt: skip
     status = status.model_copy(update={"patients_total": total})
-    asyncio.run(jobs.COHORT.save_in(settings, status))
-    got = _collect(ds, run, settings, status)
+    with jobs.COHORT.progress(settings) as save:
+        save(status)
+        got = _collect(ds, run, status, save)
     got.skipped.update(pre_skipped)
     aggregate = aggregate_rows(got.tally)
     pages = asyncio.run(_save_pages(settings, status.job_id, got.rows))

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -134,6 +135,22 @@ class JobKind(Generic[M, Q]):
             raise
         asyncio.run(self.save_in(settings, final))
         return final
+
+    @contextmanager
+    def progress(self, settings: TwinSettings) -> Iterator[Callable[[M], None]]:
+        """A function that saves the job's status, over one store opened for the whole block.
+
+        For progress updates during a long run: opening the stores per update would connect (and
+        check the schema) every few seconds.
+        """
+        loop = asyncio.new_event_loop()
+        stack = AsyncExitStack()
+        try:
+            documents = loop.run_until_complete(stack.enter_async_context(open_documents(settings)))
+            yield lambda job: loop.run_until_complete(self.save(documents, job))
+        finally:
+            loop.run_until_complete(stack.aclose())
+            loop.close()
 
     async def save_in(self, settings: TwinSettings, job: M) -> None:
         """:meth:`save` into the document store the settings name (opened for the call)."""

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from twin.domain.deidentify import PSEUDONYM_LENGTH, PSEUDONYM_PREFIX
 from twin.forecast.scenario import Scenario
 from twin.model.cohort import CohortSpec
 
@@ -452,7 +453,8 @@ class CohortRunIn(BaseModel):
         if sum(chosen) != 1:
             raise ValueError("give exactly one of filter, pseudonyms, synthetic")
         if self.pseudonyms is not None and any(
-            not (p.startswith("rs_") and len(p) == 27) for p in self.pseudonyms
+            not (p.startswith(PSEUDONYM_PREFIX) and len(p) == PSEUDONYM_LENGTH)
+            for p in self.pseudonyms
         ):
             raise ValueError("pseudonyms look like rs_ followed by 24 hex digits")
         if self.synthetic is not None and self.synthetic.start != "episode":

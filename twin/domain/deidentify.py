@@ -19,9 +19,12 @@ from typing import Any
 
 from twin import errors
 
-__all__ = ["Deidentifier"]
+__all__ = ["PSEUDONYM_LENGTH", "PSEUDONYM_PREFIX", "Deidentifier"]
 
 MIN_KEY_BYTES = 32
+#: A pseudonym is this prefix and 96 bits of the HMAC in hex.
+PSEUDONYM_PREFIX = "rs_"
+PSEUDONYM_LENGTH = len(PSEUDONYM_PREFIX) + 24
 
 
 class Deidentifier:
@@ -41,7 +44,7 @@ class Deidentifier:
 
     def pseudonym(self, patient_id: str) -> str:
         """The patient's research pseudonym."""
-        return "rs_" + self._mac("pseudonym", patient_id)[:12].hex()
+        return PSEUDONYM_PREFIX + self._mac("pseudonym", patient_id)[:12].hex()
 
     def date_shift_days(self, patient_id: str) -> int:
         """The patient's date offset, ±1..365 days."""
