@@ -35,6 +35,7 @@ RUN python -m pip install --no-cache-dir '.[serve,embedded,postgres,s3,redis,mon
 ENV HOME=/tmp/home \
     XDG_CACHE_HOME=/tmp/cache \
     MPLCONFIGDIR=/tmp/cache/matplotlib \
+    NUMBA_CACHE_DIR=/tmp/cache/numba \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     NOVAMIND_DATA_DIR=/tmp/novamind \

@@ -20,6 +20,7 @@ from actors.host_metrics import HostMetrics
 from twin import ports
 from twin.forecast.scenario import Scenario
 from twin.forecast.summary import Contrast, Forecast
+from twin.model import day_kernel
 from twin.service.host import HostPorts, HostSettings, IngestResult, TwinHost, TwinSummary
 from twin.settings import TwinSettings
 
@@ -44,6 +45,7 @@ class TwinHostActor:
         self._host: TwinHost | None = None
         self._opening = asyncio.Lock()
         self._metrics: HostMetrics | None = None
+        day_kernel.load()  # at actor start, not in a clinician's first forecast (~1-2 s)
 
     async def _ready(self) -> TwinHost:
         if self._host is None:

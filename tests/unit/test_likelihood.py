@@ -45,3 +45,15 @@ def test_sampler_and_likelihood_describe_the_same_distribution():
     freq = np.bincount(y, minlength=28) / y.size
     probs = np.exp([lk.ordinal_log_prob(k, np.array([mean]), 2.2, CUTS27)[0] for k in range(28)])
     assert np.abs(freq - probs).max() < 0.005
+
+
+@pytest.mark.parametrize("top", [21, 27])
+def test_sample_score_equals_the_ordinal_search_on_unit_cuts(top):
+    rng = np.random.default_rng(11)
+    mean = rng.uniform(-3.0, top + 3.0, 20_000).astype(np.float32)
+    mean[:50] = np.arange(50) % (top + 1) + 0.5  # latent exactly on a cut-point (with no noise)
+    normal = rng.standard_normal(20_000)
+    normal[:50] = 0.0
+    expected = lk.sample_ordinal(mean, 2.2, lk.score_cuts(top), normal)
+    np.testing.assert_array_equal(lk.sample_score(mean, 2.2, top, normal), expected)
+    assert expected.min() == 0 and expected.max() == top

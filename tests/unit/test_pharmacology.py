@@ -76,3 +76,10 @@ def test_drug_table_has_the_seven_drugs_with_daily_rates():
     assert drug("sertraline").k_e == pytest.approx(math.log(2) * 24 / 26)
     assert drug("sertraline").fluoxetine_equivalent_mg(98.5) == pytest.approx(40.0)
     assert np.isfinite([d.k_e for d in DRUGS.values()]).all()
+
+
+def test_howard_fraction_of_one_value_equals_the_vectorised_curve():
+    n = np.array([0.0, 0.3, 1.0, 8.0, 26.0, 200.0])
+    curve = ph.howard_fraction(n, P)
+    assert [ph.howard_fraction(float(v), P) for v in n] == pytest.approx(list(curve), rel=1e-12)
+    assert ph.howard_fraction(8.0, P) == pytest.approx(0.5) and ph.howard_fraction(0.0, P) == 0.0

@@ -77,8 +77,9 @@ def gather(X: npt.NDArray[ScalarT], indices: npt.NDArray[np.intp]) -> npt.NDArra
     """
     rows, twins, n = X.shape
     flat = (indices + np.arange(twins)[:, None] * n).ravel()
-    out: npt.NDArray[ScalarT] = X.reshape(rows, twins * n)[:, flat].reshape(rows, twins, n)
-    return out
+    # Row-major result: the day step advances a C-contiguous matrix in place without a copy.
+    out: npt.NDArray[ScalarT] = np.ascontiguousarray(X.reshape(rows, twins * n)[:, flat])
+    return out.reshape(rows, twins, n)
 
 
 def liu_west(

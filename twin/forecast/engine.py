@@ -32,8 +32,6 @@ __all__ = ["Draws", "simulate_scenarios"]
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
-_PHQ9_CUTS = likelihood.score_cuts(27)
-_GAD7_CUTS = likelihood.score_cuts(21)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +186,12 @@ def simulate_scenarios(
         np.stack([s.weights for s in states]), np.array([g.random() for g in start_gens])
     )
     X0 = resampling.gather(np.stack([s.particles for s in states], axis=1), indices)
-    X = X0[:, owner]
+    X = np.ascontiguousarray(X0[:, owner])
     gens = [event_generator(s.key, s.last_seq, salt=salt ^ 1) for s in states]
     stop = np.stack([_stop_day(g.random(n, dtype=np.float32), p) for g in gens])[owner]
     usual = np.array([pl.usual_care for pl in plans])[:, None]
-    any_usual = bool(usual.any())
+    # Under usual-care persistence a particle takes no dose from its stop day on.
+    stop_day = np.where(usual, stop, np.inf) if usual.any() else math.inf
     p_adh = np.array([[pl.p_adh] for pl in plans], np.float32)
     logged = _logged_taken(states, owner)
     unknown = np.full_like(logged, np.nan)
@@ -210,24 +209,25 @@ def simulate_scenarios(
             [g.random((7, dynamics.N_UNIFORMS, n), dtype=np.float32) for g in gens], axis=2
         )[:, :, owner]
         noise = np.stack([g.standard_normal((2, n)) for g in gens], axis=1)[:, owner]
-        for j in range(7):
-            d = 7 * w + j
-            # Unknown adherence is drawn per particle; today's logged doses are known.
-            base = logged if d == 0 else unknown
-            taken = np.where(usual & (d >= stop), np.float32(0.0), base) if any_usual else base
-            inputs = dynamics.DayInputs(
+        week = [
+            dynamics.DayInputs(
                 care=schedule.care[d],
                 dose_rel=schedule.dose_rel[d],
-                taken=taken,
+                # Unknown adherence is drawn per particle; today's logged doses are known.
+                taken=logged if d == 0 else unknown,
                 p_adh=p_adh,
                 k_e=schedule.k_e[d],
                 psi=schedule.psi[d],
                 cbti=schedule.cbti[d],
                 sleep_debt=schedule.sleep_debt[d],
             )
-            dynamics.day_step(X, inputs, p, normals=normals[j], uniforms=uniforms[j])
-        phq9[w] = likelihood.sample_ordinal(X[Row.M_S], p.phq9_sd, _PHQ9_CUTS, noise[0])
-        gad7[w] = likelihood.sample_ordinal(X[Row.M_G], p.gad7_sd, _GAD7_CUTS, noise[1])
+            for d in range(7 * w, 7 * w + 7)
+        ]
+        dynamics.advance_days(
+            X, week, p, normals=normals, uniforms=uniforms, stop_day=stop_day, first_day=7 * w
+        )
+        phq9[w] = likelihood.sample_score(X[Row.M_S], p.phq9_sd, 27, noise[0])
+        gad7[w] = likelihood.sample_score(X[Row.M_G], p.gad7_sd, 21, noise[1])
         severity[w] = X[Row.S]
     out: list[list[Draws]] = [[] for _ in states]
     for m, t in enumerate(owner):

@@ -2,8 +2,9 @@
 
 A population of latent states (particles of one twin, particles of many twins, or the patients
 of a simulated cohort) is one float32 matrix ``X`` of shape ``(N_ROWS, *batch)``; row ``k`` holds
-the quantity named in :data:`ROWS`. The day step is written once and serves the particle filter,
-forecasts, scenarios and cohort simulation alike, so there is one model, not several copies.
+the quantity named in :data:`ROWS`. The day step is written once (:func:`advance_days`, compiled
+in :mod:`twin.model.day_kernel`) and serves the particle filter, forecasts, scenarios and cohort
+simulation alike, so there is one model, not several copies.
 
 Quantities that are known inputs for a twin (doses scheduled, sessions attended, sleep debt from
 the sleep schedule, care) live outside ``X`` in :class:`DayInputs`, broadcast against the batch.
@@ -11,14 +12,16 @@ the sleep schedule, care) live outside ``X`` in :class:`DayInputs`, broadcast ag
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from twin.model import pharmacology
+from twin.model import day_kernel, pharmacology
 from twin.model.parameters import PopulationParameters
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "STATIC_ROWS",
     "DayInputs",
     "Row",
+    "advance_days",
     "day_step",
     "ema_advance",
     "sample_prior",
@@ -95,21 +99,62 @@ class DayInputs:
     sleep_debt: Numeric
 
 
-def _eta(log_eta: F32) -> F32:
-    return np.exp(log_eta)
+@functools.lru_cache(maxsize=64)
+def day_coefficients(p: PopulationParameters) -> tuple[float, ...]:
+    """The day step's scalar coefficients, in the order :mod:`twin.model.day_kernel` reads them."""
+    a = math.exp(-p.kappa_s)
+    innov = math.sqrt(1.0 - a * a)
+    coef = (
+        a, p.sigma_s * innov, p.sigma_g * innov, p.rho_sg, math.sqrt(1.0 - p.rho_sg**2),
+        p.c_q, p.g1, p.gamma_g, p.c_sq / 5.0, 1.0 / p.tau_q, p.c_l, p.sigma_q,
+        p.o_max / float(pharmacology.occupancy(1.0, p)), p.ed50_rel, p.u_cap,
+        p.h10, p.m_care, p.m_drug - 1.0, math.log(p.h01), math.log(p.hr_drug), p.beta_q,
+        math.exp(-1.0 / p.tau_w), p.k_w, p.e_max, 1.0 / p.tau_e, 1.0 / p.tau_p,
+        1.0 / p.recall_days,
+    )  # fmt: skip
+    assert len(coef) == day_kernel.N_COEFFICIENTS
+    return coef
 
 
-def day_step(
+def _known_fields(inp: DayInputs) -> tuple[Numeric, ...]:
+    """One day's known inputs in the kernel's order (``day_kernel.KNOWN``)."""
+    decay = np.exp(-np.asarray(inp.k_e, dtype=np.float64))
+    inflow = np.asarray(inp.dose_rel, dtype=np.float64) * (1.0 - decay)
+    taken = np.asarray(inp.taken, dtype=np.float64)
+    return (inp.care, inp.p_adh, inp.psi, inp.cbti, inp.sleep_debt, *inflow, *taken, *decay)
+
+
+def _on_grid(
+    value: npt.NDArray[Any], lead: int, batch: tuple[int, ...], grid: tuple[int, int]
+) -> npt.NDArray[Any]:
+    """``value`` (``lead`` leading axes, then a shape broadcastable to ``batch``) on the 2-D grid.
+
+    A per-twin or scalar input keeps its length-1 axes (the kernel broadcasts them); only a
+    pattern the grid cannot express (a 3-D batch broadcast along a middle axis) is expanded.
+    """
+    head = value.shape[:lead]
+    shape = (1,) * (len(batch) - value.ndim + lead) + value.shape[lead:]
+    if all(k == 1 for k in shape[:-1]):
+        return value.reshape((*head, 1, shape[-1]))
+    if shape[:-1] == batch[:-1]:
+        return value.reshape((*head, grid[0], shape[-1]))
+    full = np.broadcast_to(value.reshape((*head, *shape)), (*head, *batch))
+    return full.reshape((*head, *grid))
+
+
+def advance_days(
     X: F32,
-    inp: DayInputs,
+    days: Sequence[DayInputs],
     p: PopulationParameters,
     *,
     normals: F32,
     uniforms: F32,
+    stop_day: Numeric = math.inf,
+    first_day: int = 0,
 ) -> None:
-    """Advance every latent state in ``X`` by one day, in place.
+    """Advance every latent state in ``X`` by ``len(days)`` days, in place.
 
-    With a_S = e^{-κ_S}, target T_d = μ_{R_d} - E_d - P_d - Ψ_d + c_Q·(Q_d - q0_i) + W_d:
+    Each day, with a_S = e^{-κ_S}, target T_d = μ_{R_d} - E_d - P_d - Ψ_d + c_Q·(Q_d - q0_i) + W_d:
 
     - S_{d+1} = clip(T_d + a_S(S_d - T_d) + σ_S√(1-a_S²)·ξ_S, 0, 27)
     - G_{d+1}: the same OU form toward g0_i + g1(S_d - μ_well) - γ_G E_d, noise correlated ρ_SG
@@ -121,6 +166,62 @@ def day_step(
       and 0→1 with 1 - exp(-h01·HR_drug^{min(u,1)}·exp(β_Q max(Q,0)))
     - recall means M ← M + (X_{d+1} - M)/τ_recall (an EWMA with the mean age of a 14-day window)
 
+    Compiled by :mod:`twin.model.day_kernel` (one pass over the particles for all the days).
+
+    Args:
+        X: Particle matrix, shape ``(N_ROWS, *batch)``, float32; updated in place.
+        days: Each day's known inputs (at least one day).
+        p: Population parameters.
+        normals: Shape ``(len(days), N_NORMALS, *batch)`` standard normal draws, float32.
+        uniforms: Shape ``(len(days), N_UNIFORMS, *batch)`` uniform [0, 1) draws, float32.
+        stop_day: Per particle (broadcastable to the batch), the day counted like ``first_day``
+            from which no dose is taken (usual-care discontinuation); +inf: never.
+        first_day: The number of the first day advanced, for ``stop_day``.
+    """
+    batch = X.shape[1:]
+    grid = (math.prod(batch[:-1]), batch[-1]) if batch else (1, 1)
+    n_days = len(days)
+    copied = not X.flags.c_contiguous
+    # A non-contiguous X (a strided view) is advanced as a copy and written back.
+    view = (np.ascontiguousarray(X) if copied else X).reshape((N_ROWS, *grid))
+    fields = [_known_fields(day) for day in days]
+    shape = np.broadcast_shapes(*(np.shape(f) for day in fields for f in day))
+    known = np.empty((n_days, len(day_kernel.KNOWN), *shape))
+    for d, day in enumerate(fields):
+        for k, field in enumerate(day):
+            known[d, k] = field
+    draws = np.asarray(uniforms, dtype=np.float32).reshape((n_days, N_UNIFORMS, *grid))
+    # V = -ln(1 - U) ~ Exp(1). 1 - U is exact in float32 (U is a multiple of 2^-24), and log is
+    # vectorised where log1p is not (several times slower).
+    regime_draws = -np.log(np.float32(1.0) - draws[:, 0])
+    with np.errstate(divide="ignore"):  # U = 0 gives V = 0, ln V = -inf: always switches
+        log_regime_draws = np.log(regime_draws)
+    day_kernel.fused_days(
+        view,
+        np.exp(view[Row.LOG_ETA]),
+        _on_grid(known, 2, batch, grid),
+        np.asarray(normals, dtype=np.float32).reshape((n_days, N_NORMALS, *grid)),
+        draws[:, 1:],
+        regime_draws,
+        log_regime_draws,
+        _on_grid(np.asarray(stop_day, dtype=np.float64), 0, batch, grid),
+        first_day,
+        day_coefficients(p),
+    )
+    if copied:
+        X[...] = view.reshape(X.shape)
+
+
+def day_step(
+    X: F32,
+    inp: DayInputs,
+    p: PopulationParameters,
+    *,
+    normals: F32,
+    uniforms: F32,
+) -> None:
+    """Advance every latent state in ``X`` by one day, in place (see :func:`advance_days`).
+
     Args:
         X: Particle matrix, shape ``(N_ROWS, *batch)``, float32; updated in place.
         inp: The day's known inputs.
@@ -128,47 +229,7 @@ def day_step(
         normals: Shape ``(N_NORMALS, *batch)`` standard normal draws.
         uniforms: Shape ``(N_UNIFORMS, *batch)`` uniform [0, 1) draws.
     """
-    R, S, G, Q = X[Row.R], X[Row.S], X[Row.G], X[Row.Q]
-    E, P, W = X[Row.E], X[Row.P], X[Row.W]
-    mu_well = X[Row.MU_WELL]
-    episode = R > 0.5
-    a = math.exp(-p.kappa_s)
-    innov = math.sqrt(1.0 - a * a)
-
-    target = (
-        np.where(episode, X[Row.MU_EP], mu_well) - E - P - inp.psi + p.c_q * (Q - X[Row.Q0]) + W
-    )
-    s_new = np.clip(target + a * (S - target) + (p.sigma_s * innov) * normals[0], 0.0, 27.0)
-    xi_g = p.rho_sg * normals[0] + math.sqrt(1.0 - p.rho_sg**2) * normals[1]
-    g_target = X[Row.G0] + p.g1 * (S - mu_well) - p.gamma_g * E
-    g_new = np.clip(g_target + a * (G - g_target) + (p.sigma_g * innov) * xi_g, 0.0, 21.0)
-    q_target = X[Row.Q0] + (p.c_sq / 5.0) * (S - mu_well) - inp.cbti
-    q_new = Q + (q_target - Q) / p.tau_q + p.c_l * inp.sleep_debt + p.sigma_q * normals[2]
-
-    u = pharmacology.drive(X[Row.C0] + X[Row.C1], p)
-    for k, row in enumerate((Row.C0, Row.C1)):
-        taken = np.where(np.isnan(inp.taken[k]), uniforms[1 + k] < inp.p_adh, inp.taken[k])
-        X[row] = pharmacology.pk_step(X[row], inp.dose_rel[k] * taken, inp.k_e[k])
-
-    u_low = np.minimum(u, 1.0)
-    recovery = p.h10 * np.where(inp.care > 0.5, p.m_care, 1.0) * (1.0 + (p.m_drug - 1.0) * u_low)
-    # HR^u = e^{u ln HR}; exp is several times cheaper than float32 power or expm1 here.
-    relapse = p.h01 * np.exp(math.log(p.hr_drug) * u_low + p.beta_q * np.maximum(Q, 0.0))
-    hazard = np.where(episode, recovery, relapse)
-    switch = uniforms[0] < 1.0 - np.exp(-hazard)
-
-    X[Row.W] = (
-        W * math.exp(-1.0 / p.tau_w) + X[Row.OMEGA] * np.maximum(X[Row.U_PREV] - u, 0.0) * p.k_w
-    )
-    X[Row.E] = E + (_eta(X[Row.LOG_ETA]) * p.e_max * u - E) / p.tau_e
-    X[Row.P] = P + (inp.care * X[Row.PI] - P) / p.tau_p
-    X[Row.U_PREV] = u
-    X[Row.R] = np.where(switch, 1.0 - R, R)
-    X[Row.S] = s_new
-    X[Row.G] = g_new
-    X[Row.Q] = q_new
-    X[Row.M_S] += (s_new - X[Row.M_S]) / p.recall_days
-    X[Row.M_G] += (g_new - X[Row.M_G]) / p.recall_days
+    advance_days(X, [inp], p, normals=normals[None], uniforms=uniforms[None])
 
 
 def ema_advance(X: F32, hours: float | F64, p: PopulationParameters, *, normal: F32) -> None:

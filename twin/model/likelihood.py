@@ -22,6 +22,7 @@ __all__ = [
     "ordinal_log_prob",
     "sample_gaussian",
     "sample_ordinal",
+    "sample_score",
     "severity_z",
 ]
 
@@ -81,6 +82,26 @@ def ordinal_log_prob(
 def score_cuts(top: int) -> tuple[float, ...]:
     """Cut-points k + ½ for an integer score 0..top (interval censoring at unit width)."""
     return tuple(k + 0.5 for k in range(top))
+
+
+def sample_score(
+    mean: npt.NDArray[np.floating], sd: float, top: int, normal: npt.NDArray[np.floating]
+) -> npt.NDArray[np.int64]:
+    """:func:`sample_ordinal` for an integer score 0..top (cut-points k + ½), without a search.
+
+    #{k + ½ < x} = clip(⌈x - ½⌉, 0, top), one pass instead of a binary search per draw.
+
+    Args:
+        mean: Latent mean per draw.
+        sd: Latent noise.
+        top: Largest score.
+        normal: Standard normal draws, same shape as ``mean``.
+
+    Returns:
+        Scores 0..top.
+    """
+    latent = mean.astype(np.float64) + sd * normal.astype(np.float64)
+    return np.clip(np.ceil(latent - 0.5), 0, top).astype(np.int64)
 
 
 def sample_ordinal(

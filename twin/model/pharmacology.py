@@ -84,13 +84,16 @@ def howard_fraction(n_eff: ArrayT, p: PopulationParameters) -> ArrayT:
     Returns:
         Fraction of the maximal psychotherapy effect, in [0, 1).
     """
+    if np.ndim(n_eff) == 0:  # one twin's tracker, every day of a forecast: scipy's ufunc
+        # overhead would dominate; Φ(z) = erfc(-z/√2)/2 is the same function in the math module.
+        n0 = float(n_eff)
+        if n0 <= 0.0:
+            return 0.0
+        return 0.5 * math.erfc(-math.log(n0 / p.howard_n50) / (p.howard_s * math.sqrt(2.0)))
     n = np.asarray(n_eff, dtype=np.float64)
     with np.errstate(divide="ignore"):
         z = np.log(n / p.howard_n50) / p.howard_s
-    out = special.ndtr(z)
-    if np.ndim(out) == 0:
-        return float(out)
-    result: ArrayT = out
+    result: ArrayT = special.ndtr(z)
     return result
 
 
