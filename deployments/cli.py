@@ -277,7 +277,7 @@ def cohort(
         Path, typer.Argument(help="The run as JSON (the body of POST /v1/cohorts/runs).")
     ],
     out: Annotated[str, typer.Option(help="Folder (local or s3://) for the Parquet files.")],
-    workers: Annotated[int, typer.Option(help="Largest forecaster pool.", min=1, max=256)] = 2,
+    workers: Annotated[int, typer.Option(help="Forecast tasks run at once.", min=1, max=256)] = 2,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: start a local one).")
     ] = None,

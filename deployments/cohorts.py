@@ -3,7 +3,7 @@
 Pipeline::
 
     selection (index filter | research pseudonyms | synthetic CohortSpec) -> items
-      -> map_batches on an actor pool: rebuild each twin from its checkpoint and the log after
+      -> map_batches as Ray tasks: rebuild each twin from its checkpoint and the log after
          it (or simulate and assimilate a synthetic block), forecast every scenario with common
          random numbers (twin.analytics.whatif), emit rows keyed by pseudonym + an exact tally
       -> the driver: progress into the job's status document, rows sorted by pseudonym,
@@ -25,7 +25,6 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +46,9 @@ __all__ = ["PAGE_ROWS", "run_cohort"]
 
 #: Per-patient rows per result document.
 PAGE_ROWS = 1000
-_BATCH_TWINS = 8
+#: Twins per forecast task: enough to amortise opening the stores (~30 ms) and the per-call
+#: cost of the forecast, small enough to keep every worker busy to the end of a run.
+_BATCH_TWINS = 16
 _PROGRESS_EVERY_S = 2.0
 _OUT = pa.schema([("kind", pa.string()), ("body", pa.string())])
 _PSEUDONYM_SCAN = 10_000_000
@@ -61,88 +62,77 @@ def _out(rows: list[dict[str, object]], tally: Tally, skipped: Iterable[str]) ->
     return pa.table({"kind": kinds, "body": bodies}, schema=_OUT)
 
 
-class _Forecaster:
-    """Base of the pool actors: the run (scenarios, horizon, seed)."""
-
-    def __init__(self, run_json: str) -> None:
-        self._run = schemas.CohortRunIn.model_validate_json(run_json)
-
-    def _forecast(
-        self, twins: list[CohortTwin], skipped: list[str], params: PopulationParameters
-    ) -> pa.Table:
-        rows, tally = simulate_batch(
-            twins, self._run.scenarios, weeks=self._run.weeks, seed=self._run.seed, params=params
-        )
-        return _out(rows, tally, skipped)
+def _forecast(
+    run: schemas.CohortRunIn,
+    twins: list[CohortTwin],
+    skipped: list[str],
+    params: PopulationParameters,
+) -> pa.Table:
+    rows, tally = simulate_batch(
+        twins, run.scenarios, weeks=run.weeks, seed=run.seed, params=params
+    )
+    return _out(rows, tally, skipped)
 
 
-class _StoredTwins(_Forecaster):
-    """Rebuilds stored twins (checkpoint + log tail) and forecasts them."""
+def _stored_twins(
+    batch: dict[str, Any], run_json: str, settings_values: dict[str, Any]
+) -> pa.Table:
+    """Rebuild a batch of stored twins (checkpoint + log tail) and forecast them (a Ray task).
 
-    def __init__(self, run_json: str, settings_values: dict[str, Any]) -> None:
-        super().__init__(run_json)
-        self._settings = TwinSettings(**settings_values)
-        self._loop = asyncio.new_event_loop()  # the stores' connections live on it
-        self._stack = AsyncExitStack()
-        events, checkpoints, sealer, registry = self._loop.run_until_complete(
-            self._stack.enter_async_context(open_twin_reader(self._settings))
-        )
-        self._stores = (events, checkpoints, sealer)
-        self._priors = PriorParameters(registry)
+    A task, not a pool actor: opening the read-only stores takes tens of milliseconds against
+    seconds of forecasting per batch, while starting an actor pool cost seconds per run.
+    """
+    run = schemas.CohortRunIn.model_validate_json(run_json)
+    settings = TwinSettings(**settings_values)
+    return asyncio.run(_stored_twins_async(batch, run, settings))
 
-    def __call__(self, batch: dict[str, Any]) -> pa.Table:
-        skipped: list[str] = []
-        groups: dict[tuple[int, str], list[CohortTwin]] = {}
+
+async def _stored_twins_async(
+    batch: dict[str, Any], run: schemas.CohortRunIn, settings: TwinSettings
+) -> pa.Table:
+    skipped: list[str] = []
+    groups: dict[tuple[int, str], list[CohortTwin]] = {}
+    async with open_twin_reader(settings) as (events, checkpoints, sealer, registry):
+        priors = PriorParameters(registry)
         for pid, pseudonym in zip(batch["patient_id"], batch["pseudonym"], strict=True):
             try:
-                (state,) = self._loop.run_until_complete(
-                    current_states(
-                        self._stores, [str(pid)], particles=self._settings.particles,
-                        priors=self._priors,
-                    )
+                (state,) = await current_states(
+                    (events, checkpoints, sealer), [str(pid)], particles=settings.particles,
+                    priors=priors,
                 )  # fmt: skip
             except errors.TwinError as exc:
                 skipped.append(f"twin unreadable: {type(exc).__name__}")
                 continue
             key = (state.n_particles, state.prior_version)
             groups.setdefault(key, []).append(CohortTwin(str(pseudonym), state))
-        # Twins are simulated together only when their particle counts and priors agree; each
-        # is forecast with the prior set it was created with.
-        tables = [
-            self._forecast(group, [], self._loop.run_until_complete(self._priors.of(version)))
-            for (_, version), group in sorted(groups.items())
-        ]
-        empty = Tally.empty([s.name for s in self._run.scenarios], self._run.weeks)
-        tables.append(_out([], empty, skipped))
-        return pa.concat_tables(tables)
-
-    def __del__(self) -> None:
-        if not self._loop.is_closed():
-            self._loop.run_until_complete(self._stack.aclose())
-            self._loop.close()
+        params = {version: await priors.of(version) for _, version in groups}
+    # Twins are simulated together only when their particle counts and priors agree; each is
+    # forecast with the prior set it was created with.
+    tables = [
+        _forecast(run, group, [], params[version]) for (_, version), group in sorted(groups.items())
+    ]
+    empty = Tally.empty([s.name for s in run.scenarios], run.weeks)
+    tables.append(_out([], empty, skipped))
+    return pa.concat_tables(tables)
 
 
-class _SyntheticTwins(_Forecaster):
-    """Simulates and assimilates blocks of a synthetic cohort, then forecasts them.
+def _synthetic_twins(batch: dict[str, Any], run_json: str) -> pa.Table:
+    """Simulate and assimilate blocks of a synthetic cohort, then forecast them (a Ray task).
 
     Synthetic patients and their twins use the built-in priors (the defaults of twin-model.md).
     """
-
-    def __init__(self, run_json: str) -> None:
-        super().__init__(run_json)
-        self._params = PopulationParameters()
-
-    def __call__(self, batch: dict[str, Any]) -> pa.Table:
-        spec = self._run.synthetic
-        assert spec is not None  # the run was validated with a synthetic selection
-        twins = [
-            twin
-            for block in batch["id"]
-            for twin in synthetic.synthetic_twins(
-                spec, int(block), particles=self._run.particles, params=self._params
-            )
-        ]
-        return self._forecast(twins, [], self._params)
+    run = schemas.CohortRunIn.model_validate_json(run_json)
+    spec = run.synthetic
+    assert spec is not None  # the run was validated with a synthetic selection
+    params = PopulationParameters()
+    twins = [
+        twin
+        for block in batch["id"]
+        for twin in synthetic.synthetic_twins(
+            spec, int(block), particles=run.particles, params=params
+        )
+    ]
+    return _forecast(run, twins, [], params)
 
 
 @dataclass(slots=True)
@@ -285,7 +275,7 @@ def run_cohort(
             runs at once under a new id).
         output: Folder (local or ``s3://``) for the Parquet files and the report; ``None``
             keeps the results in documents only.
-        workers: Largest forecaster pool.
+        workers: Forecast tasks run at once.
 
     Returns:
         The final status (``succeeded``), also saved as the run's document.
@@ -307,28 +297,35 @@ def _run(
     output: str | None, workers: int, started: float,
 ) -> schemas.CohortRunOut:  # fmt: skip
     pre_skipped: Counter[str] = Counter()
-    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, workers))
-    # Forecasts are CPU-bound, but a whole CPU per actor can starve the read tasks on a small
-    # cluster; the pool's size bounds the parallelism instead.
-    common: dict[str, Any] = {"compute": pool, "num_cpus": 0.5, "batch_format": "numpy"}
+
+    # Tasks with a bounded concurrency (never more than there are batches); half a CPU each so
+    # that a small cluster whose CPUs are partly held by Serve replicas still runs them.
+    def tasks(n_batches: int) -> dict[str, Any]:
+        return {
+            "concurrency": max(1, min(workers, n_batches)), "num_cpus": 0.5,
+            "batch_format": "numpy", "batch_size": 1 if run.synthetic else _BATCH_TWINS,
+        }  # fmt: skip
+
+    run_json = run.model_dump_json()
     if run.synthetic is not None:
         total = run.synthetic.n_patients
-        ds = ray.data.range(synthetic.blocks(run.synthetic)).map_batches(
-            _SyntheticTwins, batch_size=1,
-            fn_constructor_kwargs={"run_json": run.model_dump_json()}, **common,
-        )  # fmt: skip
+        n_blocks = synthetic.blocks(run.synthetic)
+        ds = ray.data.range(n_blocks, override_num_blocks=n_blocks).map_batches(
+            _synthetic_twins, fn_kwargs={"run_json": run_json}, **tasks(n_blocks)
+        )
     else:
         items = asyncio.run(_select(settings, run, pre_skipped))
         total = len(items)
         if not items:
             raise errors.InvalidInputError("the selection matches no twin")
-        ds = ray.data.from_items(items).map_batches(
-            _StoredTwins, batch_size=_BATCH_TWINS,
-            fn_constructor_kwargs={
-                "run_json": run.model_dump_json(),
-                "settings_values": ray_env.worker_settings(settings),
+        # One block per forecast batch (from_items would make a block per twin).
+        n_batches = -(-len(items) // _BATCH_TWINS)
+        ds = ray.data.from_items(items, override_num_blocks=n_batches).map_batches(
+            _stored_twins,
+            fn_kwargs={
+                "run_json": run_json, "settings_values": ray_env.worker_settings(settings)
             },
-            **common,
+            **tasks(n_batches),
         )  # fmt: skip
     status = status.model_copy(update={"patients_total": total})
     with jobs.COHORT.progress(settings) as save:
