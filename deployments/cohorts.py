@@ -49,7 +49,6 @@ PAGE_ROWS = 1000
 #: Twins per forecast task: enough to amortise opening the stores (~30 ms) and the per-call
 #: cost of the forecast, small enough to keep every worker busy to the end of a run.
 _BATCH_TWINS = 16
-_PROGRESS_EVERY_S = 2.0
 _OUT = pa.schema([("kind", pa.string()), ("body", pa.string())])
 _PSEUDONYM_SCAN = 10_000_000
 
@@ -191,7 +190,7 @@ def _collect(
                 got.tally = got.tally.merge(Tally.from_dict(json.loads(body)))
             else:
                 got.skipped[body] += 1
-        if time.monotonic() - last >= _PROGRESS_EVERY_S:
+        if time.monotonic() - last >= jobs.PROGRESS_EVERY_S:
             last = time.monotonic()
             status = status.model_copy(update={"patients_done": len(got.rows) // per_patient})
             save(status)

@@ -25,6 +25,7 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 from pyarrow import fs as pa_fs
 from ray.data.expressions import col
@@ -282,11 +285,14 @@ def run_ingest(
     reports: list[IngestReport] = []
 
     def work(status: schemas.IngestJobOut) -> schemas.IngestJobOut:
-        reports.append(_run(settings, job, writers, (filesystem, root)))
+        with jobs.INGEST.progress(settings) as save:
+            reports.append(_run(settings, job, writers, (filesystem, root), status, save))
         return status.model_copy(
             update={
                 "status": "succeeded",
                 "finished_at": jobs.utc_now(),
+                "records_read": reports[0].records,
+                "records_done": reports[0].records,
                 "report": schemas.IngestReportOut.model_validate(asdict(reports[0])),
             }
         )
@@ -296,10 +302,13 @@ def run_ingest(
 
 
 def _run(
-    settings: TwinSettings, job: IngestJob, writers: int, output: tuple[Any, str]
-) -> IngestReport:
+    settings: TwinSettings, job: IngestJob, writers: int, output: tuple[Any, str],
+    status: schemas.IngestJobOut, save: Callable[[schemas.IngestJobOut], None],
+) -> IngestReport:  # fmt: skip
     started = time.perf_counter()
     prepared = _read(job, ray_env.arrow_filesystem(settings, job.paths)).materialize()
+    status = status.model_copy(update={"records_read": prepared.count(), "records_done": 0})
+    save(status)
     accepted = prepared.filter(expr=col("reason").is_null())
     refused = prepared.filter(expr=col("reason").is_not_null())
     # A few shuffle partitions per writer keep patients spread without 200 near-empty blocks.
@@ -313,21 +322,30 @@ def _run(
         num_cpus=0.25,
     )
     outcomes = written.union(refused.map_batches(_quarantine_rows, batch_format="pyarrow"))
-    outcomes = outcomes.materialize()
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     patients: set[str] = set()
-    for batch in outcomes.iter_batches(batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            counts[row["outcome"]] += 1
-            if row["outcome"] == "quarantined":
-                reasons[row["reason"]] += 1
-            elif row["outcome"] == "appended":
-                patients.add(row["patient_id"])
     filesystem, root = output
-    outcomes.filter(expr=col("outcome") == "quarantined").write_parquet(
-        f"{root}/quarantine", filesystem=filesystem
-    )
+    filesystem.create_dir(f"{root}/quarantine")
+    last = time.monotonic()
+    # Outcomes stream to the driver as writers finish: counted, the job's progress saved every
+    # few seconds, quarantined rows written as they come (the file exists, empty, when none is).
+    with (
+        filesystem.open_output_stream(f"{root}/quarantine/part-00000.parquet") as stream,
+        pq.ParquetWriter(stream, _OUTCOMES) as quarantine,
+    ):
+        for batch in outcomes.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in batch.to_pylist():
+                counts[row["outcome"]] += 1
+                if row["outcome"] == "quarantined":
+                    reasons[row["reason"]] += 1
+                elif row["outcome"] == "appended":
+                    patients.add(row["patient_id"])
+            bad = batch.filter(pc.equal(batch["outcome"], "quarantined"))
+            quarantine.write_table(bad.select(_OUTCOMES.names).cast(_OUTCOMES))
+            if time.monotonic() - last >= jobs.PROGRESS_EVERY_S:
+                last = time.monotonic()
+                save(status.model_copy(update={"records_done": sum(counts.values())}))
     report = IngestReport(
         job_id=job.job_id,
         records=sum(counts.values()),

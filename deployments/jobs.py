@@ -27,6 +27,7 @@ __all__ = [
     "COHORT",
     "COHORT_RESULTS",
     "INGEST",
+    "PROGRESS_EVERY_S",
     "JobKind",
     "check_sources",
     "enqueue_cohort",
@@ -41,6 +42,8 @@ Q = TypeVar("Q", bound=BaseModel)
 
 #: Collection of a cohort run's result pages (``<job_id>.<page:06d>``).
 COHORT_RESULTS = "cohort_result"
+#: Seconds between progress updates of a running job's status document.
+PROGRESS_EVERY_S = 2.0
 
 
 def new_job_id(now: datetime | None = None) -> str:

@@ -407,6 +407,13 @@ class IngestJobOut(BaseModel):
     submitted_at: str | None = Field(default=None, description="UTC, ISO 8601 (API jobs)")
     started_at: str | None = Field(default=None, description="UTC, ISO 8601")
     finished_at: str | None = None
+    records_read: int | None = Field(
+        default=None, description="records parsed from the sources (once they are all read)"
+    )
+    records_done: int | None = Field(
+        default=None,
+        description="records with an outcome so far: appended, duplicate or quarantined",
+    )
     report: IngestReportOut | None = None
     error: str | None = Field(default=None, description="why it failed (no values)")
 

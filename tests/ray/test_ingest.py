@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from pyarrow.fs import LocalFileSystem
 
-from deployments import jobs
+from deployments import ingest, jobs
 from deployments.bootstrap import (
     build_host_ports,
     host_settings,
@@ -73,7 +74,7 @@ def settings(tmp_path: Path) -> TwinSettings:
 
 
 def test_fhir_ndjson_job_appends_quarantines_and_reruns_as_duplicates(
-    ray_cluster, settings, tmp_path
+    ray_cluster, settings, tmp_path, monkeypatch
 ):
     pids = asyncio.run(_patients(settings, 3))
     # Shuffled on purpose: each patient's events must still land in time order.
@@ -103,6 +104,7 @@ def test_fhir_ndjson_job_appends_quarantines_and_reruns_as_duplicates(
     status = asyncio.run(_job(settings, job.job_id))
     assert status.status == "succeeded" and status.report is not None
     assert (status.report.appended, status.report.reasons) == (9, report.reasons)
+    assert (status.records_read, status.records_done) == (14, 14)
     quarantine = pq.read_table(tmp_path / "run1" / "quarantine").to_pylist()
     assert sorted(r["reason"] for r in quarantine) == sorted(
         reason for reason, n in report.reasons.items() for _ in range(n)
@@ -119,6 +121,17 @@ def test_fhir_ndjson_job_appends_quarantines_and_reruns_as_duplicates(
     )
     assert (again.appended, again.duplicates, again.quarantined) == (0, 9, 5)
     assert asyncio.run(_log(settings, pids[0])) == log
+    # Progress while it runs: the records read once parsing is done, then outcomes so far.
+    monkeypatch.setattr(jobs, "PROGRESS_EVERY_S", 0.0)
+    saved: list[schemas.IngestJobOut] = []
+    run3 = IngestJob((str(source),), "fhir-ndjson", ORIGIN, str(tmp_path / "run3"))
+    queued = schemas.IngestJobOut(job_id=run3.job_id, status="running", format="x", sources=1)
+    ingest._run(
+        settings, run3, 2, (LocalFileSystem(), str(tmp_path / "run3")), queued, saved.append
+    )
+    done = [s.records_done for s in saved]
+    assert saved[0].records_read == 14 and done[0] == 0 and len(saved) >= 2
+    assert done == sorted(done) and 0 < done[-1] <= 14
     with pytest.raises(errors.ConfigurationError, match="already holds a report"):
         run_ingest(
             settings, IngestJob((str(source),), "fhir-ndjson", ORIGIN, str(tmp_path / "run2"))
@@ -165,6 +178,7 @@ def test_bundles_csv_and_parquet_feed_the_same_log(ray_cluster, settings, tmp_pa
         settings, IngestJob((str(tmp_path / "obs.csv"),), "csv", ORIGIN, str(tmp_path / "c"))
     )
     assert (csv.appended, csv.quarantined) == (2, 0)
+    assert pq.read_table(tmp_path / "c" / "quarantine").num_rows == 0  # there, and empty
     rows.iloc[2:].to_parquet(tmp_path / "obs.parquet")
     late = run_ingest(
         settings,
