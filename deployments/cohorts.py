@@ -62,15 +62,12 @@ def _out(rows: list[dict[str, object]], tally: Tally, skipped: Iterable[str]) ->
 
 
 def _forecast(
-    run: schemas.CohortRunIn,
-    twins: list[CohortTwin],
-    skipped: list[str],
-    params: PopulationParameters,
+    run: schemas.CohortRunIn, twins: list[CohortTwin], params: PopulationParameters
 ) -> pa.Table:
     rows, tally = simulate_batch(
         twins, run.scenarios, weeks=run.weeks, seed=run.seed, params=params
     )
-    return _out(rows, tally, skipped)
+    return _out(rows, tally, [])
 
 
 def _stored_twins(
@@ -108,7 +105,7 @@ async def _stored_twins_async(
     # Twins are simulated together only when their particle counts and priors agree; each is
     # forecast with the prior set it was created with.
     tables = [
-        _forecast(run, group, [], params[version]) for (_, version), group in sorted(groups.items())
+        _forecast(run, group, params[version]) for (_, version), group in sorted(groups.items())
     ]
     empty = Tally.empty([s.name for s in run.scenarios], run.weeks)
     tables.append(_out([], empty, skipped))
@@ -131,7 +128,7 @@ def _synthetic_twins(batch: dict[str, Any], run_json: str) -> pa.Table:
             spec, int(block), particles=run.particles, params=params
         )
     ]
-    return _forecast(run, twins, [], params)
+    return _forecast(run, twins, params)
 
 
 @dataclass(slots=True)
