@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from twin.domain.deidentify import PSEUDONYM_LENGTH, PSEUDONYM_PREFIX
 from twin.forecast.scenario import Scenario
-from twin.model.cohort import CohortSpec
+from twin.model.cohort import CohortSpec, maintenance_history_days
 
 __all__ = [
     "AckOut",
@@ -440,7 +440,9 @@ class CohortRunIn(BaseModel):
     """A cohort what-if run: exactly one selection, 1..8 scenarios (the first is the reference).
 
     ``pseudonyms`` are research pseudonyms (``rs_...``) as the research endpoints show them;
-    ``synthetic`` simulates virtual patients from the population prior (``start="episode"``).
+    ``synthetic`` simulates virtual patients from the population prior (a ``start="remitted"``
+    cohort needs the history its twins learn the maintenance state from: see
+    :func:`twin.model.cohort.maintenance_history_days`).
     ``particles`` applies to synthetic twins only (stored twins keep their own).
     """
 
@@ -464,8 +466,13 @@ class CohortRunIn(BaseModel):
             for p in self.pseudonyms
         ):
             raise ValueError("pseudonyms look like rs_ followed by 24 hex digits")
-        if self.synthetic is not None and self.synthetic.start != "episode":
-            raise ValueError("synthetic what-if cohorts start in an episode")
+        if self.synthetic is not None and self.synthetic.days < (
+            needed := maintenance_history_days(self.synthetic)
+        ):
+            raise ValueError(
+                f"a remitted cohort's twins need synthetic.days >= {needed} (observed history "
+                "for their drug exposure and care effect to reach steady state)"
+            )
         names = [s.name for s in self.scenarios]
         if len(set(names)) != len(names):
             raise ValueError("scenario names must be distinct")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from twin import errors
 from twin.analytics import synthetic
 from twin.analytics.whatif import CohortTwin, Tally, aggregate_rows, simulate_batch
 from twin.forecast.scenario import Scenario, ScenarioDose
 from twin.forecast.summary import compare_many
-from twin.model.cohort import CohortSpec
+from twin.model.cohort import CohortSpec, DoseChange, maintenance_history_days
+from twin.model.dynamics import Row
+from twin.schemas import CohortRunIn
 
 SPEC = CohortSpec(n_patients=70, days=14, seed=5, screen_phq9_min=10)
 CARE = Scenario(name="care")
@@ -94,5 +97,31 @@ def test_bad_runs_are_refused(twins):
         simulate_batch(twins[:1], [])
     with pytest.raises(errors.InvalidInputError, match="different runs"):
         Tally.empty(["a"], 4).merge(Tally.empty(["a"], 5))
-    with pytest.raises(errors.InvalidInputError, match="episode"):
+    with pytest.raises(errors.InvalidInputError, match="need 28 days"):
         synthetic.synthetic_twins(SPEC.model_copy(update={"start": "remitted"}), 0, particles=10)
+
+
+def test_remitted_maintenance_cohort_relapses_more_when_the_drug_stops():
+    maintenance = [DoseChange(day=0, drug="sertraline", mg_per_day=100.0)]
+    spec = CohortSpec(n_patients=40, days=28, seed=9, start="remitted", regimen=maintenance)
+    twins = synthetic.synthetic_twins(spec, 0, particles=300)
+    # The twins learned the maintenance state from 4 weeks of history: in remission, on the drug.
+    in_episode = np.mean([t.state.particles[Row.R].mean() for t in twins])
+    exposure = np.mean([t.state.particles[Row.C0].mean() for t in twins])
+    assert in_episode < 0.3 and exposure > 1.0  # 100 mg = 2 D_min at full adherence
+    stop = Scenario(name="stop", doses=[ScenarioDose(day=0, drug="sertraline", mg_per_day=0.0)])
+    rows, _ = simulate_batch(twins, [Scenario(name="continue"), stop], weeks=26)
+    stopped = [r for r in rows if r["scenario"] == "stop"]
+    assert np.mean([r["diff_mean"] for r in stopped]) > 0.5  # worse off the drug, paired
+    assert np.mean([r["remission_change"] for r in stopped]) < 0.0
+
+
+def test_a_remitted_cohort_needs_history_for_its_maintenance_drug():
+    fluoxetine = [DoseChange(day=0, drug="fluoxetine", mg_per_day=20.0)]
+    spec = CohortSpec(n_patients=5, days=30, start="remitted", regimen=fluoxetine)
+    assert maintenance_history_days(spec) == 35  # five 7-day half-lives
+    assert maintenance_history_days(SPEC) == 0
+    with pytest.raises(ValidationError, match=r"synthetic\.days >= 35"):
+        CohortRunIn(synthetic=spec, scenarios=[CARE])
+    with pytest.raises(errors.InvalidInputError, match="need 35 days"):
+        synthetic.synthetic_twins(spec, 0, particles=10)

@@ -7,6 +7,13 @@ Virtual patient ``i`` of a spec is simulated in block ``i // BLOCK`` with the se
 log that a new twin assimilates with the production kernel. The what-if then starts at day
 ``spec.days`` from each twin's posterior, exactly as it would for a real patient.
 
+A ``start="remitted"`` cohort (maintenance patients, in remission at steady state on the day-0
+regimen) works the same way: its twins learn the maintenance state from the observed history
+(the prescription, then low scores). A new twin's drug exposure and effects start at zero, so
+the history must be long enough for them to reach the patients' steady state
+(:func:`twin.model.cohort.maintenance_history_days`: five half-lives of every maintenance drug,
+and four weeks for the care effect, τ_P = 5 days).
+
 A patient depends only on the spec and its block, so any split of the blocks over workers gives
 the same twins.
 """
@@ -20,7 +27,7 @@ from twin.analytics.whatif import CohortTwin
 from twin.assimilation import kernel
 from twin.assimilation.state import new_twin
 from twin.domain import events
-from twin.model.cohort import CohortSpec, simulate_cohort
+from twin.model.cohort import CohortSpec, maintenance_history_days, simulate_cohort
 from twin.model.parameters import PopulationParameters
 
 __all__ = ["BLOCK", "blocks", "history_events", "synthetic_twins"]
@@ -77,8 +84,7 @@ def synthetic_twins(
     """The twins of one block of the spec's virtual cohort.
 
     Args:
-        spec: The cohort (``start="remitted"`` maintenance cohorts are not supported: their
-            twins would need the years of history that put them on maintenance).
+        spec: The cohort (a remitted one needs ``maintenance_history_days(spec)`` of history).
         block: Block index, 0 .. ``blocks(spec) - 1``.
         particles: Particles per twin.
         params: Population parameters (the truth the patients are drawn from, and the twins'
@@ -87,8 +93,12 @@ def synthetic_twins(
     Returns:
         The block's twins, pseudonyms ``syn-<seed>-<index>``.
     """
-    if spec.start != "episode":
-        raise errors.InvalidInputError("synthetic what-if cohorts start in an episode")
+    needed = maintenance_history_days(spec)
+    if spec.days < needed:
+        raise errors.InvalidInputError(
+            f"a remitted cohort's twins need {needed} days of observed history (days) for their "
+            "drug exposure and care effect to reach the patients' steady state"
+        )
     if not 0 <= block < blocks(spec):
         raise errors.ObservationRangeError("block", block, f"0..{blocks(spec) - 1}")
     first = block * BLOCK

@@ -29,7 +29,14 @@ from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
 from twin.model.parameters import PopulationParameters, drug, known_drug_name
 
-__all__ = ["CohortResult", "CohortSpec", "DoseChange", "DrugName", "simulate_cohort"]
+__all__ = [
+    "CohortResult",
+    "CohortSpec",
+    "DoseChange",
+    "DrugName",
+    "maintenance_history_days",
+    "simulate_cohort",
+]
 
 #: A drug name validated against the model's table (shared by cohorts and scenarios).
 DrugName = Annotated[str, AfterValidator(known_drug_name)]
@@ -88,6 +95,26 @@ class CohortSpec(BaseModel):
         if len(names) > dynamics.SLOTS:
             raise ValueError(f"a regimen may use at most {dynamics.SLOTS} drugs, got {len(names)}")
         return self
+
+
+#: History a remitted cohort's twins need for their care effect to settle (~5·τ_P), days.
+_CARE_SETTLING_DAYS = 28
+
+
+def maintenance_history_days(spec: CohortSpec) -> int:
+    """Observed days a remitted cohort needs before its what-if starts.
+
+    Five half-lives of every day-0 maintenance drug (97 % of steady state) and
+    :data:`_CARE_SETTLING_DAYS`; 0 for a cohort that starts in an episode.
+    """
+    if spec.start != "remitted":
+        return 0
+    half_lives = [
+        5.0 * drug(c.drug).half_life_h / 24.0
+        for c in spec.regimen
+        if c.day == 0 and c.mg_per_day > 0.0
+    ]
+    return math.ceil(max([_CARE_SETTLING_DAYS, *half_lives]))
 
 
 @dataclass(frozen=True, slots=True)
