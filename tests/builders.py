@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twin.assimilation.state import TwinState, new_twin
 from twin.domain import events as E
+from twin.model.cohort import CohortSpec, DoseChange
 
 
 class Log:
@@ -28,3 +29,24 @@ class Log:
 
 def twin(name: str = "patient-a", particles: int = 500) -> TwinState:
     return new_twin(name, n_particles=particles)
+
+
+def calibration_design(
+    treated: int, treated_days: int, untreated: int, untreated_days: int
+) -> list[CohortSpec]:
+    """The four arms that identify the calibrated priors (care, drug, recovery, relapse).
+
+    Screened episodes in care without and with sertraline 100 mg (``treated`` patients each,
+    ``treated_days``), screened episodes out of care, and remitted patients out of care
+    (``untreated`` each, ``untreated_days``).
+    """
+    sertraline = [DoseChange(day=0, drug="sertraline", mg_per_day=100.0)]
+    return [
+        CohortSpec(n_patients=treated, days=treated_days, seed=1, screen_phq9_min=10),
+        CohortSpec(n_patients=treated, days=treated_days, seed=2, screen_phq9_min=10,
+                   regimen=sertraline),
+        CohortSpec(n_patients=untreated, days=untreated_days, seed=3, screen_phq9_min=10,
+                   care=False),
+        CohortSpec(n_patients=untreated, days=untreated_days, seed=4, start="remitted",
+                   care=False),
+    ]  # fmt: skip

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +45,17 @@ def runtime(ray_cluster: None, settings: TwinSettings) -> Iterator[TwinRuntime]:
     yield TwinRuntime(directory, retry_for_s=60.0)
     for handle in directory.hosts().values():
         ray.kill(handle, no_restart=True)
+
+
+@pytest.fixture
+def settle() -> Callable[[Callable[[], Any], float], Any]:
+    """Polls a job's status (``read()``) until it leaves queued/running; fails after a timeout."""
+
+    def wait(read: Callable[[], Any], timeout_s: float) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while (status := read()).status in ("queued", "running"):
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        return status
+
+    return wait

@@ -13,11 +13,12 @@ import pytest
 
 from deployments.bootstrap import build_host_ports, host_settings, open_documents, open_event_writer
 from deployments.calibration import run_calibration
+from tests.builders import calibration_design
 from twin import errors, ports
 from twin.analytics.synthetic import history_events
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
-from twin.model.cohort import CohortSpec, DoseChange, simulate_cohort
+from twin.model.cohort import simulate_cohort
 from twin.model.priors import BUILTIN_VERSION
 from twin.service.host import TwinHost
 from twin.service.priors import DocumentPriorRegistry
@@ -26,13 +27,7 @@ from twin.settings import TwinSettings
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
-DESIGN = [
-    CohortSpec(n_patients=60, days=28, seed=1, screen_phq9_min=10),
-    CohortSpec(n_patients=60, days=28, seed=2, screen_phq9_min=10,
-               regimen=[DoseChange(day=0, drug="sertraline", mg_per_day=100.0)]),
-    CohortSpec(n_patients=60, days=56, seed=3, screen_phq9_min=10, care=False),
-    CohortSpec(n_patients=60, days=56, seed=4, start="remitted", care=False),
-]  # fmt: skip
+DESIGN = calibration_design(60, 28, 60, 56)
 
 
 async def _ingested(settings: TwinSettings) -> list[str]:

@@ -15,22 +15,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.builders import calibration_design
 from twin.analytics import calibration as C
 from twin.analytics.synthetic import history_events
-from twin.model.cohort import CohortSpec, DoseChange, simulate_cohort
+from twin.model.cohort import simulate_cohort
 from twin.model.parameters import PopulationParameters
 
 pytestmark = pytest.mark.slow
 
 TRUTH = {"pi_mean": 3.5, "e_max": 3.0, "h10": 0.004, "h01": 0.0025}
 RELATIVE_SE = {"pi_mean": 0.15, "e_max": 0.30, "h10": 0.15, "h01": 0.15}
-DESIGN = [
-    CohortSpec(n_patients=3000, days=84, seed=1, screen_phq9_min=10),
-    CohortSpec(n_patients=3000, days=84, seed=2, screen_phq9_min=10,
-               regimen=[DoseChange(day=0, drug="sertraline", mg_per_day=100.0)]),
-    CohortSpec(n_patients=1000, days=182, seed=3, screen_phq9_min=10, care=False),
-    CohortSpec(n_patients=1000, days=182, seed=4, start="remitted", care=False),
-]  # fmt: skip
+DESIGN = calibration_design(3000, 84, 1000, 182)
 
 
 def test_smm_recovers_known_priors_from_event_logs():
