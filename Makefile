@@ -88,6 +88,8 @@ bench: install servers
 	$(BIN)/python -m bench.runtime
 	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.dr_drill
+	$(BIN)/python -m bench.cohort
+	$(BIN)/python -m bench.ingest
 
 clean:
 	rm -rf $(VENV) $(IAC) .pytest_cache .mypy_cache .ruff_cache .hypothesis out

@@ -20,7 +20,7 @@ from actors.host_metrics import HostMetrics
 from twin import ports
 from twin.forecast.scenario import Scenario
 from twin.forecast.summary import Contrast, Forecast
-from twin.model import day_kernel
+from twin.model import counter_random, day_kernel
 from twin.service.host import HostPorts, HostSettings, IngestResult, TwinHost, TwinSummary
 from twin.settings import TwinSettings
 
@@ -45,7 +45,9 @@ class TwinHostActor:
         self._host: TwinHost | None = None
         self._opening = asyncio.Lock()
         self._metrics: HostMetrics | None = None
-        day_kernel.load()  # at actor start, not in a clinician's first forecast (~1-2 s)
+        # Compiled at actor start, not in a clinician's first forecast (~1-2 s each, cold).
+        day_kernel.load()
+        counter_random.load()
 
     async def _ready(self) -> TwinHost:
         if self._host is None:

@@ -22,7 +22,7 @@ from deployments.bootstrap import (
     open_documents,
     open_event_writer,
 )
-from deployments.cohorts import run_cohort
+from deployments.cohorts import _shares, run_cohort
 from deployments.job_runner import RUNNER_NAME, ensure_runner
 from twin import errors, ports, schemas
 from twin.domain import events as E
@@ -116,6 +116,15 @@ def test_any_number_of_workers_gives_identical_files(ray_cluster, settings, tmp_
     assert one.aggregate == two.aggregate
     with pytest.raises(errors.InvalidInputError, match="matches no twin"):
         run_cohort(settings, _run(settings, filter={"min_severity": 27.0}))
+
+
+@pytest.mark.parametrize(
+    ("twins", "workers", "tasks"),
+    [(5, 2, 1), (40, 2, 2), (200, 2, 2), (1000, 2, 8), (1000, 3, 9), (40, 8, 3)],
+)
+def test_stored_twins_are_split_into_a_few_equal_tasks_per_worker(twins, workers, tasks):
+    """Whole rounds of one task per worker (never more tasks than batches of 16 twins)."""
+    assert _shares(twins, workers) == tasks
 
 
 async def _queue(settings: TwinSettings, run: schemas.CohortRunIn) -> str:

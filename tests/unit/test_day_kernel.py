@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from twin import errors
 from twin.model import dynamics, pharmacology
 from twin.model.dynamics import N_NORMALS, N_UNIFORMS, SLOTS, DayInputs, Row
 from twin.model.parameters import PopulationParameters
@@ -133,3 +134,23 @@ def test_a_week_in_one_call_equals_seven_days_bit_for_bit_with_usual_care_stops(
     )
     np.testing.assert_array_equal(X, by_day)
     assert (stop < 17).any() and not np.isinf(stop).all()
+
+
+def test_rows_that_share_draws_read_them_in_place():
+    """Scenarios of one twin read the twin's draws by row (``draw_rows``), as if copied."""
+    rng = np.random.default_rng(8)
+    twins, n = 3, 200
+    rows = np.array([0, 0, 1, 2, 2, 2])
+    X = dynamics.sample_prior(P, (len(rows), n), rng, p_episode=0.6)
+    week = [_inputs(rng, len(rows), per_particle_taken=False) for _ in range(7)]
+    normals = rng.standard_normal((7, N_NORMALS, twins, n), dtype=np.float32)
+    uniforms = rng.random((7, N_UNIFORMS, twins, n), dtype=np.float32)
+    copied = X.copy()
+    dynamics.advance_days(
+        copied, week, P, normals=normals[:, :, rows], uniforms=uniforms[:, :, rows]
+    )
+    dynamics.advance_days(X, week, P, normals=normals, uniforms=uniforms, draw_rows=rows)
+    np.testing.assert_array_equal(X, copied)
+    for bad in (np.array([0, 0, 1, 2, 2, 3]), np.array([0, 1, 2]), np.array([-1, 0, 1, 2, 2, 2])):
+        with pytest.raises(errors.InvalidInputError):
+            dynamics.advance_days(X, week, P, normals=normals, uniforms=uniforms, draw_rows=bad)

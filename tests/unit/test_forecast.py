@@ -6,6 +6,7 @@ from tests.builders import Log, twin
 from twin import errors
 from twin.assimilation import kernel
 from twin.assimilation.state import FORECAST_SALT
+from twin.domain import events as E
 from twin.forecast import engine
 from twin.forecast.scenario import Scenario, ScenarioDose
 from twin.forecast.summary import QUANTILES, compare, forecast
@@ -99,6 +100,21 @@ def test_batched_forecasts_equal_single_ones(depressed):
         batched[0][0].severity,
         engine.simulate_scenarios([depressed], [[SERTRALINE]], weeks=6)[0][0].severity,
     )
+
+
+def test_twins_with_other_known_inputs_keep_their_own_plans_in_a_batch(depressed):
+    """Plans are shared between twins with equal known inputs only (a regimen differs here)."""
+    treated = twin("treated", particles=1000)
+    log = Log().phq9(0.5, 18).add(0.6, E.Prescription("sertraline", 100.0)).phq9(7.5, 17)
+    kernel.apply_events([treated], [log.events])
+    alike = twin("alike", particles=1000)
+    kernel.apply_events([alike], [Log().phq9(0.5, 18).phq9(7.5, 17).events])
+    usual = Scenario(name="as is")
+    batched = engine.simulate_scenarios([treated, alike], [[usual], [usual]], weeks=4)
+    for state, draws in zip([treated, alike], batched, strict=True):
+        alone = engine.simulate_scenarios([state], [[usual]], weeks=4)[0][0]
+        np.testing.assert_array_equal(draws[0].severity, alone.severity)
+    assert treated.prescribed_mg != alike.prescribed_mg
 
 
 @pytest.mark.parametrize("weeks", [0, 27])

@@ -73,8 +73,9 @@ def _compiled() -> Callable[..., None]:
     draws = array(types.float32, 4)
     signature = types.void(
         types.Array(types.float32, 3, "C"), array(types.float32, 2), array(types.float64, 4),
-        draws, draws, array(types.float32, 3), array(types.float32, 3), array(types.float64, 2),
-        types.int64, types.UniTuple(types.float64, N_COEFFICIENTS),  # type: ignore[no-untyped-call]
+        draws, draws, array(types.float32, 3), array(types.float32, 3), array(types.int64, 1),
+        array(types.float64, 2), types.int64,
+        types.UniTuple(types.float64, N_COEFFICIENTS),  # type: ignore[no-untyped-call]
     )  # fmt: skip
     # error_model="numpy": a float division by zero gives inf, as in NumPy, instead of a check
     # and a raise on every division in the loop (no denominator there can be 0).
@@ -92,6 +93,7 @@ def _loop(
     adherence_draws: Array,
     regime_draws: Array,
     log_regime_draws: Array,
+    draw_rows: Array,
     stop_day: Array,
     first_day: int,
     coef: tuple[float, ...],
@@ -108,12 +110,14 @@ def _loop(
             (points); cbti I_d (z); sleep_debt L_d; per slot k, inflow_k = dose_k/D_min·
             (1 - e^{-k_e}) (exposure gained if taken), taken_k (1.0, 0.0, NaN unknown) and
             decay_k = e^{-k_e}.
-        normals: ``(D, N_NORMALS, B0, B1)`` float32 standard normals ξ_S, ξ_G (independent), ξ_Q.
-        adherence_draws: ``(D, SLOTS, B0, B1)`` float32 uniforms: adherence of slots 0 and 1.
-        regime_draws: ``(D, B0, B1)`` float32 Exp(1) draws V = -ln(1 - U) of the regime uniform
+        normals: ``(D, N_NORMALS, T, B1)`` float32 standard normals ξ_S, ξ_G (independent), ξ_Q.
+        adherence_draws: ``(D, SLOTS, T, B1)`` float32 uniforms: adherence of slots 0 and 1.
+        regime_draws: ``(D, T, B1)`` float32 Exp(1) draws V = -ln(1 - U) of the regime uniform
             U: U < 1 - e^{-h} exactly when h > V, so the switch needs no exp in the loop.
-        log_regime_draws: ``(D, B0, B1)`` ln V: the relapse hazard h01·e^{z} exceeds V exactly
+        log_regime_draws: ``(D, T, B1)`` ln V: the relapse hazard h01·e^{z} exceeds V exactly
             when z > ln V - ln h01.
+        draw_rows: ``(B0,)`` the row of the draws that row i of the batch uses (the scenarios
+            of one twin share its draws: common random numbers, without copies).
         stop_day: ``(1 or B0, 1 or B1)`` float64: the day (counted like ``first_day``) from which
             the particle takes no dose at all (usual-care discontinuation); +inf for never.
         first_day: The number of the first day advanced (for ``stop_day``).
@@ -137,7 +141,7 @@ def _loop(
     sj = 1 if stop_day.shape[1] > 1 else 0
     for i in range(X.shape[1]):
         for j in range(X.shape[2]):
-            ki, kj = i * ri, j * rj
+            ki, kj, di = i * ri, j * rj, draw_rows[i]
             stop = stop_day[i * si, j * sj]
             r = np.float64(X[_R, i, j])
             s = np.float64(X[_S, i, j])
@@ -162,27 +166,27 @@ def _loop(
                 day = known[d]
                 care = day[_CARE, ki, kj]
                 episode = r > 0.5
-                n0 = np.float64(normals[d, 0, i, j])
+                n0 = np.float64(normals[d, 0, di, j])
 
                 target = (
                     (mu_ep if episode else mu_well) - e - pc - day[_PSI, ki, kj]
                     + c_q * (q - q0) + w
                 )  # fmt: skip
                 s_new = min(max(target + a * (s - target) + s_innov * n0, 0.0), 27.0)
-                xi_g = rho * n0 + rho_c * normals[d, 1, i, j]
+                xi_g = rho * n0 + rho_c * normals[d, 1, di, j]
                 g_target = g0 + g1 * (s - mu_well) - gamma_g * e
                 g_new = min(max(g_target + a * (g - g_target) + g_innov * xi_g, 0.0), 21.0)
                 q_target = q0 + c_sq5 * (s - mu_well) - day[_CBTI, ki, kj]
                 q_drift = (q_target - q) * inv_tau_q + c_l * day[_SLEEP_DEBT, ki, kj]
-                q_new = q + q_drift + sigma_q * normals[d, 2, i, j]
+                q_new = q + q_drift + sigma_q * normals[d, 2, di, j]
 
                 exposure = c0 + c1
                 u = min(occ_scale * exposure / (exposure + ed50), u_cap)
                 stopped = first_day + d >= stop
                 p_adh = day[_P_ADH, ki, kj]
                 logged0, logged1 = day[_TAKEN, ki, kj], day[_TAKEN + 1, ki, kj]
-                drawn0 = 1.0 if adherence_draws[d, 0, i, j] < p_adh else 0.0
-                drawn1 = 1.0 if adherence_draws[d, 1, i, j] < p_adh else 0.0
+                drawn0 = 1.0 if adherence_draws[d, 0, di, j] < p_adh else 0.0
+                drawn1 = 1.0 if adherence_draws[d, 1, di, j] < p_adh else 0.0
                 took0 = 0.0 if stopped else (drawn0 if math.isnan(logged0) else logged0)
                 took1 = 0.0 if stopped else (drawn1 if math.isnan(logged1) else logged1)
                 c0 = _F64(_F32(c0 * day[_DECAY, ki, kj] + day[_INFLOW, ki, kj] * took0))
@@ -191,8 +195,8 @@ def _loop(
                 u_low = min(u, 1.0)
                 recovery = h10 * (m_care if care > 0.5 else 1.0) * (1.0 + m_drug1 * u_low)
                 relapse_z = ln_hr * u_low + beta_q * max(q, 0.0)
-                recovers = recovery > regime_draws[d, i, j]
-                relapses = relapse_z > log_regime_draws[d, i, j] - ln_h01
+                recovers = recovery > regime_draws[d, di, j]
+                relapses = relapse_z > log_regime_draws[d, di, j] - ln_h01
                 switch = recovers if episode else relapses
 
                 w = _F64(_F32(w * w_decay + omega * max(u_prev - u, 0.0) * k_w))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from twin import errors
 from twin.model import day_kernel, pharmacology
 from twin.model.parameters import PopulationParameters
 
@@ -151,6 +152,7 @@ def advance_days(
     uniforms: F32,
     stop_day: Numeric = math.inf,
     first_day: int = 0,
+    draw_rows: npt.NDArray[np.int64] | None = None,
 ) -> None:
     """Advance every latent state in ``X`` by ``len(days)`` days, in place.
 
@@ -177,6 +179,9 @@ def advance_days(
         stop_day: Per particle (broadcastable to the batch), the day counted like ``first_day``
             from which no dose is taken (usual-care discontinuation); +inf: never.
         first_day: The number of the first day advanced, for ``stop_day``.
+        draw_rows: For a batch ``(M, N)``: the draws are ``(len(days), K, T, N)`` and row i of
+            the batch uses the draws of row ``draw_rows[i]`` (shared draws, not copied); ``None``:
+            the draws have the batch's shape.
     """
     batch = X.shape[1:]
     grid = (math.prod(batch[:-1]), batch[-1]) if batch else (1, 1)
@@ -190,7 +195,19 @@ def advance_days(
     for d, day in enumerate(fields):
         for k, field in enumerate(day):
             known[d, k] = field
-    draws = np.asarray(uniforms, dtype=np.float32).reshape((n_days, N_UNIFORMS, *grid))
+    if draw_rows is None:
+        rows, draw_grid = np.arange(grid[0]), grid
+    else:
+        draw_grid = (np.shape(normals)[2], grid[1])
+        rows = np.asarray(draw_rows, dtype=np.int64)
+        # The compiled loop does not check indices: a row outside the draws is refused here.
+        if (
+            len(batch) != 2
+            or rows.shape != batch[:1]
+            or not 0 <= rows.min() <= rows.max() < draw_grid[0]
+        ):
+            raise errors.InvalidInputError("draw_rows: a draw row per row of an (M, N) batch")
+    draws = np.asarray(uniforms, dtype=np.float32).reshape((n_days, N_UNIFORMS, *draw_grid))
     # V = -ln(1 - U) ~ Exp(1). 1 - U is exact in float32 (U is a multiple of 2^-24), and log is
     # vectorised where log1p is not (several times slower).
     regime_draws = -np.log(np.float32(1.0) - draws[:, 0])
@@ -200,10 +217,11 @@ def advance_days(
         view,
         np.exp(view[Row.LOG_ETA]),
         _on_grid(known, 2, batch, grid),
-        np.asarray(normals, dtype=np.float32).reshape((n_days, N_NORMALS, *grid)),
+        np.asarray(normals, dtype=np.float32).reshape((n_days, N_NORMALS, *draw_grid)),
         draws[:, 1:],
         regime_draws,
         log_regime_draws,
+        rows,
         _on_grid(np.asarray(stop_day, dtype=np.float64), 0, batch, grid),
         first_day,
         day_coefficients(p),
