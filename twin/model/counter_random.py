@@ -107,7 +107,7 @@ def fill_day_draws(keys: U64, first_day: int, normals: F32, uniforms: F32) -> No
         uniforms: ``(D, K, T, N)`` float32, any memory layout; filled with uniforms in [0, 1).
 
     Raises:
-        InvalidInputError: Shapes, dtypes or layout other than these.
+        InvalidInputError: Shapes or dtypes other than these, read-only arrays, a negative day.
     """
     ok = (
         normals.shape == uniforms.shape and normals.ndim == 4 and keys.shape == normals.shape[2:3]
@@ -116,7 +116,7 @@ def fill_day_draws(keys: U64, first_day: int, normals: F32, uniforms: F32) -> No
     )  # fmt: skip
     if not ok:
         raise errors.InvalidInputError("day draws: (D, K, T, N) float32 arrays for T uint64 keys")
-    _compiled()(keys, first_day, normals, uniforms, *ZIGGURAT)
+    _compiled()(np.ascontiguousarray(keys), first_day, normals, uniforms, *ZIGGURAT)
 
 
 def load() -> None:
