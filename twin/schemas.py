@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from twin.domain.deidentify import PSEUDONYM_LENGTH, PSEUDONYM_PREFIX
 from twin.forecast.scenario import Scenario
-from twin.model.cohort import CohortSpec, maintenance_history_days
+from twin.model.cohort import CohortSpec, require_maintenance_history
 
 __all__ = [
     "AckOut",
@@ -466,13 +466,8 @@ class CohortRunIn(BaseModel):
             for p in self.pseudonyms
         ):
             raise ValueError("pseudonyms look like rs_ followed by 24 hex digits")
-        if self.synthetic is not None and self.synthetic.days < (
-            needed := maintenance_history_days(self.synthetic)
-        ):
-            raise ValueError(
-                f"a remitted cohort's twins need synthetic.days >= {needed} (observed history "
-                "for their drug exposure and care effect to reach steady state)"
-            )
+        if self.synthetic is not None:
+            require_maintenance_history(self.synthetic)  # an InvalidInputError is a ValueError
         names = [s.name for s in self.scenarios]
         if len(set(names)) != len(names):
             raise ValueError("scenario names must be distinct")

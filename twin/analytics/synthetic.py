@@ -27,7 +27,7 @@ from twin.analytics.whatif import CohortTwin
 from twin.assimilation import kernel
 from twin.assimilation.state import new_twin
 from twin.domain import events
-from twin.model.cohort import CohortSpec, maintenance_history_days, simulate_cohort
+from twin.model.cohort import CohortSpec, require_maintenance_history, simulate_cohort
 from twin.model.parameters import PopulationParameters
 
 __all__ = ["BLOCK", "blocks", "history_events", "synthetic_twins"]
@@ -93,12 +93,7 @@ def synthetic_twins(
     Returns:
         The block's twins, pseudonyms ``syn-<seed>-<index>``.
     """
-    needed = maintenance_history_days(spec)
-    if spec.days < needed:
-        raise errors.InvalidInputError(
-            f"a remitted cohort's twins need {needed} days of observed history (days) for their "
-            "drug exposure and care effect to reach the patients' steady state"
-        )
+    require_maintenance_history(spec)
     if not 0 <= block < blocks(spec):
         raise errors.ObservationRangeError("block", block, f"0..{blocks(spec) - 1}")
     first = block * BLOCK

@@ -35,6 +35,7 @@ __all__ = [
     "DoseChange",
     "DrugName",
     "maintenance_history_days",
+    "require_maintenance_history",
     "simulate_cohort",
 ]
 
@@ -115,6 +116,21 @@ def maintenance_history_days(spec: CohortSpec) -> int:
         if c.day == 0 and c.mg_per_day > 0.0
     ]
     return math.ceil(max([_CARE_SETTLING_DAYS, *half_lives]))
+
+
+def require_maintenance_history(spec: CohortSpec) -> None:
+    """Refuse a cohort whose observed history is shorter than its twins need.
+
+    Raises:
+        InvalidInputError: ``spec.days < maintenance_history_days(spec)``.
+    """
+    needed = maintenance_history_days(spec)
+    if spec.days < needed:
+        raise errors.InvalidInputError(
+            f"a remitted cohort's twins need {needed} days of observed history "
+            f"(synthetic.days >= {needed}) for their drug exposure and care effect to reach the "
+            "patients' steady state"
+        )
 
 
 @dataclass(frozen=True, slots=True)
