@@ -168,7 +168,8 @@ def advance_days(
       and 0→1 with 1 - exp(-h01·HR_drug^{min(u,1)}·exp(β_Q max(Q,0)))
     - recall means M ← M + (X_{d+1} - M)/τ_recall (an EWMA with the mean age of a 14-day window)
 
-    Compiled by :mod:`twin.model.day_kernel` (one pass over the particles for all the days).
+    Compiled by :mod:`twin.model.day_kernel` (blocks of particles through all the days, four
+    particles a step).
 
     Args:
         X: Particle matrix, shape ``(N_ROWS, *batch)``, float32; updated in place.
@@ -207,22 +208,27 @@ def advance_days(
             or not 0 <= rows.min() <= rows.max() < draw_grid[0]
         ):
             raise errors.InvalidInputError("draw_rows: a draw row per row of an (M, N) batch")
-    draws = np.asarray(uniforms, dtype=np.float32).reshape((n_days, N_UNIFORMS, *draw_grid))
+    # The compiled loop reads every array with unit strides (copies only where a caller's are not).
+    draws = np.ascontiguousarray(uniforms, dtype=np.float32).reshape(
+        (n_days, N_UNIFORMS, *draw_grid)
+    )
     # V = -ln(1 - U) ~ Exp(1). 1 - U is exact in float32 (U is a multiple of 2^-24), and log is
     # vectorised where log1p is not (several times slower).
     regime_draws = -np.log(np.float32(1.0) - draws[:, 0])
     with np.errstate(divide="ignore"):  # U = 0 gives V = 0, ln V = -inf: always switches
         log_regime_draws = np.log(regime_draws)
+    stop = _on_grid(np.asarray(stop_day, dtype=np.float64), 0, batch, grid)
     day_kernel.fused_days(
         view,
         np.exp(view[Row.LOG_ETA]),
-        _on_grid(known, 2, batch, grid),
-        np.asarray(normals, dtype=np.float32).reshape((n_days, N_NORMALS, *draw_grid)),
-        draws[:, 1:],
+        np.ascontiguousarray(_on_grid(known, 2, batch, grid)),
+        np.ascontiguousarray(normals, dtype=np.float32).reshape((n_days, N_NORMALS, *draw_grid)),
+        draws,
         regime_draws,
         log_regime_draws,
         rows,
-        _on_grid(np.asarray(stop_day, dtype=np.float64), 0, batch, grid),
+        # Per particle in the loop (a row per twin, or one for all).
+        np.ascontiguousarray(np.broadcast_to(stop, (stop.shape[0], grid[1]))),
         first_day,
         day_coefficients(p),
     )
