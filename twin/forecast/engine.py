@@ -219,6 +219,8 @@ def simulate_scenarios(
     gens = [event_generator(s.key, s.last_seq, salt=salt ^ 1) for s in states]
     stop = np.stack([_stop_day(g.random(n, dtype=np.float32), p) for g in gens])[owner]
     keys = np.array([counter_random.stream_key(g) for g in gens], np.uint64)
+    # The observation noise: a stream of its own (a second key), one row per week.
+    noise_keys = np.array([counter_random.stream_key(g) for g in gens], np.uint64)
     draw_rows = np.array(owner, np.int64)
     usual = np.array([pl.usual_care for pl in plans])[:, None]
     # Under usual-care persistence a particle takes no dose from its stop day on.
@@ -233,12 +235,14 @@ def simulate_scenarios(
     # Day-major, as the compiled step reads them: a day's draws of a twin's particles in a row.
     normals = np.empty((7, dynamics.N_NORMALS, len(states), n), np.float32)
     uniforms = np.empty((7, dynamics.N_UNIFORMS, len(states), n), np.float32)
+    noise = np.empty((1, 2, len(states), n), np.float32)
+    unused = np.empty_like(noise)  # the fill's uniforms of the same counters
     for w in range(weeks):
         # A week of day-step draws per twin, a function of its stream key and the day only
-        # (counter-based); then the two observation normals. Every scenario of a twin reuses
-        # them (common random numbers).
+        # (counter-based), and the week's two observation normals (PHQ-9, GAD-7). Every
+        # scenario of a twin reuses them (common random numbers).
         counter_random.fill_day_draws(keys, 7 * w, normals, uniforms)
-        noise = np.stack([g.standard_normal((2, n)) for g in gens], axis=1)[:, owner]
+        counter_random.fill_day_draws(noise_keys, w, noise, unused)
         week = [
             dynamics.DayInputs(
                 care=schedule.care[d],
@@ -257,8 +261,8 @@ def simulate_scenarios(
             X, week, p, normals=normals, uniforms=uniforms, stop_day=stop_day, first_day=7 * w,
             draw_rows=draw_rows,
         )  # fmt: skip
-        phq9[w] = likelihood.sample_score(X[Row.M_S], p.phq9_sd, 27, noise[0])
-        gad7[w] = likelihood.sample_score(X[Row.M_G], p.gad7_sd, 21, noise[1])
+        phq9[w] = likelihood.sample_score(X[Row.M_S], p.phq9_sd, 27, noise[0, 0, owner])
+        gad7[w] = likelihood.sample_score(X[Row.M_G], p.gad7_sd, 21, noise[0, 1, owner])
         severity[w] = X[Row.S]
     out: list[list[Draws]] = [[] for _ in states]
     for m, t in enumerate(owner):
