@@ -164,9 +164,10 @@ def test_the_particle_loop_is_vectorised_and_reads_draws_of_any_layout():
     change to the loop makes it scalar again. Draws in another memory layout (particle-major,
     as a caller might keep them) give the same bits as C-contiguous ones.
     """
-    kernel = day_kernel.compile_loop(cache=False)
-    ir = kernel.inspect_llvm(kernel.signatures[0])
-    assert "fmul <4 x double>" in ir and "fpext <4 x float>" in ir
+    for per_particle in (False, True):  # known inputs per twin, per particle
+        kernel = day_kernel.compile_loop(cache=False, per_particle=per_particle)
+        ir = kernel.inspect_llvm(kernel.signatures[0])
+        assert "fmul <4 x double>" in ir and "fpext <4 x float>" in ir
 
     rng = np.random.default_rng(9)
     twins, n = 4, 300
