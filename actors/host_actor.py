@@ -45,7 +45,8 @@ class TwinHostActor:
         self._host: TwinHost | None = None
         self._opening = asyncio.Lock()
         self._metrics: HostMetrics | None = None
-        # Compiled at actor start, not in a clinician's first forecast (~1-2 s each, cold).
+        # Compiled at actor start, not in a clinician's first forecast: the day step's two
+        # variants take ~3-4 s each to compile cold, ~2 s for all to load from numba's cache.
         day_kernel.load()
         counter_random.load()
 
