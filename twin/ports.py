@@ -45,6 +45,8 @@ __all__ = [
     "TableRows",
     "WrappedKey",
     "all_audit_entries",
+    "append_each",
+    "check_batches",
     "check_idempotency_key",
     "new_patient_id",
     "open_event",
@@ -179,6 +181,30 @@ class EventStore(Protocol):
         """
         ...
 
+    async def append_many(
+        self, batches: Sequence[tuple[str, Sequence[NewEvent]]]
+    ) -> list[list[AppendResult] | errors.EventOrderError]:
+        """Append several patients' batches, each by :meth:`append`'s rules, in one go.
+
+        Bulk writers use it to pay for one durable commit per group of patients instead of one
+        per patient (adapters that cannot group commit each batch alone). A batch refused for
+        its order writes nothing; the others are still appended.
+
+        Args:
+            batches: ``(patient_id, batch)`` pairs, one per patient.
+
+        Returns:
+            Per pair, in order: the batch's results, or the :class:`EventOrderError` that
+            refused it.
+
+        Raises:
+            InvalidInputError: A patient appears twice, or an idempotency key is invalid
+                (``ObservationRangeError``); nothing is appended.
+            StorageUnavailableError: The store cannot be reached (retryable; nothing of this
+                call is acknowledged).
+        """
+        ...
+
     async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
         """The patient's events with ``seq > after_seq``, in sequence order."""
         ...
@@ -186,6 +212,32 @@ class EventStore(Protocol):
     async def last_seq(self, patient_id: str) -> int:
         """The patient's latest sequence number (0 when none)."""
         ...
+
+
+def check_batches(batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> None:
+    """Refuse an :meth:`EventStore.append_many` call naming a patient twice or with a bad key.
+
+    Checked before anything is written: such a call appends nothing at all.
+    """
+    if len({patient_id for patient_id, _ in batches}) != len(batches):
+        raise errors.InvalidInputError("append_many: one batch per patient")
+    for _, batch in batches:
+        for item in batch:
+            check_idempotency_key(item.idempotency_key)
+
+
+async def append_each(
+    store: EventStore, batches: Sequence[tuple[str, Sequence[NewEvent]]]
+) -> list[list[AppendResult] | errors.EventOrderError]:
+    """:meth:`EventStore.append_many` for stores that commit each patient's batch alone."""
+    check_batches(batches)
+    results: list[list[AppendResult] | errors.EventOrderError] = []
+    for patient_id, batch in batches:
+        try:
+            results.append(await store.append(patient_id, batch))
+        except errors.EventOrderError as exc:
+            results.append(exc)
+    return results
 
 
 @dataclass(frozen=True, slots=True)

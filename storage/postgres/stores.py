@@ -1,9 +1,11 @@
 """PostgreSQL adapters of :class:`twin.ports.EventStore` and :class:`twin.ports.DataKeyStore`.
 
-Appends lock the patient's head row (an upsert that returns it) so concurrent writers for one
-patient serialise in the database, whatever process they run in; the batch is written with
-``COPY`` and committed with ``synchronous_commit = on`` before the call
-returns (the acknowledgement). Payloads are sealed (patient, ``"event"``, sequence) like the
+Appends lock the patients' head rows (an upsert that returns them, in patient order) so
+concurrent writers for one patient serialise in the database, whatever process they run in; the
+batch is written with ``COPY`` and committed with ``synchronous_commit = on`` before the call
+returns (the acknowledgement). ``append_many`` does this for many patients in one transaction:
+bulk ingest pays one commit per group of patients rather than one per patient. Payloads are
+sealed (patient, ``"event"``, sequence) like the
 SQLite adapter's. Server or network failures surface as
 :class:`twin.errors.StorageUnavailableError` within the pool's timeout (retryable).
 """
@@ -44,6 +46,39 @@ async def _connection(db: PostgresDatabase) -> AsyncIterator[Any]:
         ) from None
 
 
+async def _lock_heads(conn: Any, patient_ids: list[str]) -> dict[str, tuple[int, float]]:
+    """Create the patients' head rows if needed and lock them for the transaction.
+
+    One round trip; rows are locked in patient order, as every writer does, so two writers
+    never wait on each other in a cycle. Returns ``patient -> (last_seq, last_day)``.
+    """
+    rows = await conn.fetch(
+        "INSERT INTO patient_heads AS h (patient_id, last_seq, last_day) "
+        "SELECT p, 0, 0 FROM unnest($1::text[]) AS p ORDER BY p "
+        "ON CONFLICT (patient_id) DO UPDATE SET last_seq = h.last_seq "
+        "RETURNING patient_id, last_seq, last_day",
+        sorted(patient_ids),
+    )
+    return {str(r["patient_id"]): (int(r["last_seq"]), float(r["last_day"])) for r in rows}
+
+
+async def _known_keys(
+    conn: Any, patient_ids: list[str], keys: list[list[str]]
+) -> dict[str, dict[str, int]]:
+    """``patient -> key -> seq`` of the given keys already in the log (one round trip)."""
+    rows = await conn.fetch(
+        "SELECT e.patient_id, e.idempotency_key, e.seq FROM events AS e "
+        "JOIN unnest($1::text[], $2::text[]) AS k (patient_id, idempotency_key) "
+        "USING (patient_id, idempotency_key)",
+        [patient_id for patient_id, ks in zip(patient_ids, keys, strict=True) for _ in ks],
+        [key for ks in keys for key in ks],
+    )
+    known: dict[str, dict[str, int]] = {}
+    for r in rows:
+        known.setdefault(str(r["patient_id"]), {})[str(r["idempotency_key"])] = int(r["seq"])
+    return known
+
+
 class PostgresEventStore:
     """The event log in PostgreSQL."""
 
@@ -55,45 +90,55 @@ class PostgresEventStore:
         self, patient_id: str, batch: Sequence[ports.NewEvent]
     ) -> list[ports.AppendResult]:
         """Append atomically and durably; idempotent per key; refuses older events."""
-        keys = [ports.check_idempotency_key(item.idempotency_key) for item in batch]
+        (result,) = await self.append_many([(patient_id, batch)])
+        if isinstance(result, errors.EventOrderError):
+            raise result
+        return result
+
+    async def append_many(
+        self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
+    ) -> list[list[ports.AppendResult] | errors.EventOrderError]:
+        """Every patient's batch in one transaction, one ``COPY`` and one durable commit."""
+        ports.check_batches(batches)
+        if not batches:
+            return []
+        keys = [sorted({item.idempotency_key for item in batch}) for _, batch in batches]
+        results: list[list[ports.AppendResult] | errors.EventOrderError] = []
         async with _connection(self._db) as conn, conn.transaction():
-            # One round trip creates the head row if needed and locks it for this transaction.
-            head = await conn.fetchrow(
-                "INSERT INTO patient_heads AS h (patient_id, last_seq, last_day) VALUES ($1, 0, 0) "
-                "ON CONFLICT (patient_id) DO UPDATE SET last_seq = h.last_seq "
-                "RETURNING last_seq, last_day",
-                patient_id,
-            )
-            known = await conn.fetch(
-                "SELECT idempotency_key, seq FROM events "
-                "WHERE patient_id = $1 AND idempotency_key = ANY($2::text[])",
-                patient_id,
-                sorted(set(keys)),
-            )
-            results, planned = ports.plan_append(
-                batch,
-                known={str(r["idempotency_key"]): int(r["seq"]) for r in known},
-                head_seq=int(head["last_seq"]),
-                head_day=float(head["last_day"]),
-            )
-            rows = [
-                (patient_id, p.seq, p.idempotency_key, p.event.day,
-                 await ports.seal_event(self._sealer, patient_id, p))
-                for p in planned
-            ]  # fmt: skip
+            heads = await _lock_heads(conn, [patient_id for patient_id, _ in batches])
+            known = await _known_keys(conn, [patient_id for patient_id, _ in batches], keys)
+            rows: list[tuple[str, int, str, float, bytes]] = []
+            moved: list[tuple[str, int, float]] = []
+            for patient_id, batch in batches:
+                head_seq, head_day = heads[patient_id]
+                try:
+                    result, planned = ports.plan_append(
+                        batch, known=known.get(patient_id, {}), head_seq=head_seq, head_day=head_day
+                    )
+                except errors.EventOrderError as exc:
+                    results.append(exc)
+                    continue
+                results.append(result)
+                rows += [
+                    (patient_id, p.seq, p.idempotency_key, p.event.day,
+                     await ports.seal_event(self._sealer, patient_id, p))
+                    for p in planned
+                ]  # fmt: skip
+                if planned:
+                    moved.append((patient_id, planned[-1].seq, planned[-1].event.day))
             if rows:
-                # COPY inside the transaction: the head-row lock already excludes racing
-                # writers of this patient, and COPY is several times cheaper than INSERTs.
+                # COPY inside the transaction: the head-row locks already exclude racing
+                # writers of these patients, and COPY is several times cheaper than INSERTs.
                 await conn.copy_records_to_table(
                     "events",
                     records=rows,
                     columns=["patient_id", "seq", "idempotency_key", "day", "payload"],
                 )
                 await conn.execute(
-                    "UPDATE patient_heads SET last_seq = $2, last_day = $3 WHERE patient_id = $1",
-                    patient_id,
-                    planned[-1].seq,
-                    planned[-1].event.day,
+                    "UPDATE patient_heads AS h SET last_seq = m.seq, last_day = m.day "
+                    "FROM unnest($1::text[], $2::bigint[], $3::float8[]) "
+                    "AS m (patient_id, seq, day) WHERE h.patient_id = m.patient_id",
+                    *(list(column) for column in zip(*moved, strict=True)),
                 )
         return results
 

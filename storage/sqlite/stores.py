@@ -91,6 +91,12 @@ class SqliteEventStore:
                     return results
             raise errors.StorageUnavailableError("event log kept changing under this writer; retry")
 
+    async def append_many(
+        self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
+    ) -> list[list[ports.AppendResult] | errors.EventOrderError]:
+        """Each batch alone (SQLite has one writer at a time; local development)."""
+        return await ports.append_each(self, batches)
+
     async def _commit(
         self, patient_id: str, head_seq: int, rows: list[tuple[str, int, str, float, bytes]]
     ) -> bool:

@@ -65,3 +65,37 @@ async def test_patients_are_isolated(event_store):
     assert await event_store.last_seq("a") == 1
     assert await event_store.last_seq("b") == 2
     assert await event_store.read("nobody") == []
+
+
+async def test_append_many_applies_each_batch_by_the_rules_of_append(event_store):
+    await event_store.append("b", [new("b1", 5.0)])
+    await event_store.append("c", [new("c1", 1.0)])
+    results = await event_store.append_many(
+        [
+            ("a", [new("a1", 0.0), new("a2", 1.0), new("a2", 1.0)]),
+            ("b", [new("b2", 6.0), new("b3", 4.0)]),  # older than b's log: refused whole
+            ("c", [new("c1", 1.0), new("c2", 3.0)]),  # c1 is a retry
+            ("d", []),
+        ]
+    )
+    a, b, c, d = results
+    assert [(r.seq, r.duplicate) for r in a] == [(1, False), (2, False), (2, True)]
+    assert isinstance(b, errors.EventOrderError) and b.event_day == 4.0
+    assert [(r.seq, r.duplicate) for r in c] == [(1, True), (2, False)]
+    assert d == []
+    assert [e.day for e in await event_store.read("a")] == [0.0, 1.0]
+    assert [e.seq for e in await event_store.read("b")] == [1]  # nothing of the refused batch
+    assert [e.day for e in await event_store.read("c")] == [1.0, 3.0]
+    # Each batch is appended after the log's head, like append's: sequence numbers go on.
+    (more,) = await event_store.append_many([("a", [new("a3", 2.0)])])
+    assert [(r.seq, r.duplicate) for r in more] == [(3, False)]
+    assert await event_store.append_many([]) == []
+
+
+async def test_append_many_refuses_a_patient_named_twice_and_writes_nothing(event_store):
+    with pytest.raises(errors.InvalidInputError, match="one batch per patient"):
+        await event_store.append_many([("a", [new("k", 0.0)]), ("a", [new("k2", 1.0)])])
+    assert await event_store.last_seq("a") == 0
+    with pytest.raises(errors.ObservationRangeError, match="idempotency_key"):
+        await event_store.append_many([("a", [new("k", 0.0)]), ("b", [new("", 1.0)])])
+    assert await event_store.last_seq("a") == 0

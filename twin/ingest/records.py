@@ -15,6 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from twin import errors, ports
 from twin.domain import codec, events
@@ -60,14 +61,39 @@ def patient_id_of(reference: str | None) -> str | None:
     return pid if pid and "/" not in pid else None
 
 
-def _key(source: str, part: str, effective: datetime, payload: events.Payload) -> str:
-    """Deterministic idempotency key: the source identity, the part, and the fact itself."""
-    fact = json.dumps(
-        [source, part, effective.isoformat(), codec.encode(payload)],
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def _payload_json(payload: events.Payload) -> str:
+    """The codec's JSON of a payload: sorted keys, no spaces."""
+    return json.dumps(codec.encode(payload), sort_keys=True, separators=(",", ":"))
+
+
+def _key(source: str, part: str, effective: datetime, payload_json: str) -> str:
+    """Deterministic idempotency key: the source identity, the part, and the fact itself.
+
+    The digest of the compact JSON ``[source, part, effective, payload]`` (sorted keys). Built
+    around :func:`_payload_json`'s text, which is the same as dumping the list whole: the payload
+    is serialised once per record. The form must never change: keys of earlier jobs are in the
+    log, and a re-run must find them.
+    """
+    head = json.dumps([source, part, effective.isoformat()], separators=(",", ":"))
+    fact = f"{head[:-1]},{payload_json}]"
     return "ingest:" + hashlib.sha256(fact.encode()).hexdigest()[:48]
+
+
+def _place(record: Record, origin: datetime) -> tuple[str, float, events.Payload, datetime]:
+    """An accepted record's patient id, day, payload and time, or why it cannot be an event."""
+    if record.reason is not None or record.payload is None:
+        raise errors.InvalidInputError(record.reason or "no payload")
+    patient_id = patient_id_of(record.patient)
+    if patient_id is None:
+        raise errors.InvalidInputError("subject: a reference Patient/<patient id> is required")
+    if record.effective is None:
+        raise errors.InvalidInputError("effective time: missing")
+    if record.effective.tzinfo is None:
+        raise errors.InvalidInputError("effective time: a UTC offset is required")
+    day = (record.effective.astimezone(UTC) - origin).total_seconds() / _SECONDS_PER_DAY
+    if day < 0:
+        raise errors.InvalidInputError("effective time: before the ingest origin")
+    return patient_id, day, record.payload, record.effective
 
 
 def to_event(record: Record, origin: datetime) -> tuple[str, ports.NewEvent]:
@@ -84,56 +110,40 @@ def to_event(record: Record, origin: datetime) -> tuple[str, ports.NewEvent]:
         InvalidInputError: The record was refused, has no usable patient reference or time, or
             happened before ``origin``.
     """
-    if record.reason is not None or record.payload is None:
-        raise errors.InvalidInputError(record.reason or "no payload")
-    patient_id = patient_id_of(record.patient)
-    if patient_id is None:
-        raise errors.InvalidInputError("subject: a reference Patient/<patient id> is required")
-    if record.effective is None:
-        raise errors.InvalidInputError("effective time: missing")
-    if record.effective.tzinfo is None:
-        raise errors.InvalidInputError("effective time: a UTC offset is required")
-    day = (record.effective.astimezone(UTC) - origin).total_seconds() / _SECONDS_PER_DAY
-    if day < 0:
-        raise errors.InvalidInputError("effective time: before the ingest origin")
-    key = _key(record.source, record.part, record.effective, record.payload)
-    return patient_id, ports.NewEvent(key, day, record.payload)
+    patient_id, day, payload, effective = _place(record, origin)
+    key = _key(record.source, record.part, effective, _payload_json(payload))
+    return patient_id, ports.NewEvent(key, day, payload)
 
 
 #: Columns of a prepared row (the pipeline's schema between parsing and writing).
 ROW_COLUMNS = ("patient_id", "idempotency_key", "day", "payload", "source", "reason")
 
 
-def prepare(records: list[Record], origin: datetime) -> list[dict[str, object]]:
-    """Rows for the pipeline: an event's fields as JSON-able columns, or the refusal reason.
+def prepare(records: list[Record], origin: datetime) -> dict[str, list[Any]]:
+    """Columns for the pipeline (:data:`ROW_COLUMNS`): an event's fields, or the refusal reason.
 
-    Accepted rows have ``reason = None`` and ``payload`` as the codec's JSON; refused rows keep
-    ``source``, the patient id where known, and ``reason``.
+    Accepted rows have ``reason = None`` and ``payload`` as the codec's JSON (compact, sorted
+    keys); refused rows keep ``source``, the patient id where known, and ``reason``. Columns
+    rather than row dicts: the pipeline makes an Arrow table of them without a per-row step.
     """
-    rows: list[dict[str, object]] = []
+    columns: dict[str, list[Any]] = {name: [] for name in ROW_COLUMNS}
+    patient_ids, keys, days = columns["patient_id"], columns["idempotency_key"], columns["day"]
+    payloads, sources, reasons = columns["payload"], columns["source"], columns["reason"]
     for record in records:
+        sources.append(record.source)
         try:
-            patient_id, event = to_event(record, origin)
+            patient_id, day, payload, effective = _place(record, origin)
         except errors.InvalidInputError as exc:
-            rows.append(
-                {
-                    "patient_id": patient_id_of(record.patient),
-                    "idempotency_key": None,
-                    "day": None,
-                    "payload": None,
-                    "source": record.source,
-                    "reason": str(exc),
-                }
-            )
+            patient_ids.append(patient_id_of(record.patient))
+            keys.append(None)
+            days.append(None)
+            payloads.append(None)
+            reasons.append(str(exc))
             continue
-        rows.append(
-            {
-                "patient_id": patient_id,
-                "idempotency_key": event.idempotency_key,
-                "day": event.day,
-                "payload": json.dumps(codec.encode(event.payload), sort_keys=True),
-                "source": record.source,
-                "reason": None,
-            }
-        )
-    return rows
+        text = _payload_json(payload)
+        patient_ids.append(patient_id)
+        keys.append(_key(record.source, record.part, effective, text))
+        days.append(day)
+        payloads.append(text)
+        reasons.append(None)
+    return columns

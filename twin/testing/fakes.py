@@ -54,6 +54,11 @@ class MemoryEventStore:
             log.keys[p.idempotency_key] = p.seq
         return results
 
+    async def append_many(
+        self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
+    ) -> list[list[ports.AppendResult] | errors.EventOrderError]:
+        return await ports.append_each(self, batches)
+
     async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
         log = self.logs.get(patient_id)
         return [] if log is None else list(log.events[after_seq:])
