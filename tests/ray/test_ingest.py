@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow.fs import LocalFileSystem
 
-from deployments import ingest, jobs
+from deployments import ingest, jobs, ray_env
 from deployments.bootstrap import (
     build_host_ports,
     host_settings,
@@ -27,6 +27,8 @@ from deployments.ingest import IngestJob, run_ingest
 from twin import errors, schemas
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
+from twin.ingest.records import Record
+from twin.ports import NewEvent
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
 
@@ -255,3 +257,44 @@ def test_the_job_runner_runs_an_ingest_job_queued_through_the_api_path(
     assert status.report is not None and status.report.appended == 4
     report = Path(settings.data_dir).resolve() / "ingest" / job_id / "report.json"
     assert json.loads(report.read_text())["appended"] == 4
+
+
+def test_a_writer_commits_patients_together_and_keeps_each_rows_outcome(settings, monkeypatch):
+    """Several patients per call and per commit; a refused batch falls back event by event."""
+    # Rows are taken patient by patient in id order: the refused patient comes after the others.
+    fresh, other, late = sorted(asyncio.run(_patients(settings, 3)))
+
+    async def seed() -> None:
+        async with open_event_writer(settings) as (events, _):
+            await events.append(late, [NewEvent("seed", 5.0, E.Phq9(10))])
+
+    asyncio.run(seed())
+
+    def record(source: str, pid: str, day: float, total: int) -> Record:
+        return Record(source, f"Patient/{pid}", ORIGIN + timedelta(days=day), E.Phq9(total))
+
+    records = [
+        record("late-3", late, 3, 11),  # older than the log's day 5
+        record("late-7", late, 7, 12),
+        record("fresh-2", fresh, 2, 13),
+        record("fresh-1", fresh, 1, 14),
+        record("nobody", "pt_nobody", 1, 15),
+        record("other-4", other, 4, 16),
+        record("other-4", other, 4, 16),  # the same fact twice
+    ]
+    monkeypatch.setattr(ingest, "_COMMIT_EVENTS", 2)  # several commits within the call
+    writer = ingest._Writer(ray_env.worker_settings(settings))
+    table = writer(ingest._bucketed(ingest._prepared(records, ORIGIN), 1))
+    got = sorted(zip(*(table[c].to_pylist() for c in ("source", "outcome", "reason")), strict=True))
+    assert got == [
+        ("fresh-1", "appended", None),
+        ("fresh-2", "appended", None),
+        ("late-3", "quarantined", "effective time: older than the twin's newest event"),
+        ("late-7", "appended", None),
+        ("nobody", "quarantined", "patient: unknown or erased"),
+        ("other-4", "appended", None),
+        ("other-4", "duplicate", None),
+    ]
+    days = {pid: [day for _, day, _ in asyncio.run(_log(settings, pid))] for pid in
+            (late, fresh, other)}  # fmt: skip
+    assert days == {late: [5.0, 7.0], fresh: [1.0, 2.0], other: [4.0]}
