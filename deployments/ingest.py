@@ -144,7 +144,7 @@ def _parse_ndjson(batch: dict[str, Any], origin: datetime) -> pa.Table:
             continue
         # A resource with a type and an id is its own source; only others need a digest of
         # their text (no SHA-256 of every line).
-        named = isinstance(resource, dict) and resource.get("resourceType") and resource.get("id")
+        named = isinstance(resource, dict) and fhir.source_of(resource)
         where = "" if named else _where(str(path), str(line))
         records.extend(fhir.records_from_resource(resource, where=where))
     return _prepared(records, origin)

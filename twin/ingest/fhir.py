@@ -46,6 +46,7 @@ __all__ = [
     "RXNORM_INGREDIENTS",
     "records_from_bundle",
     "records_from_resource",
+    "source_of",
 ]
 
 LOINC_SYSTEM = "http://loinc.org"
@@ -245,6 +246,12 @@ _MAPPERS = {
 }
 
 
+def source_of(resource: dict[str, Any]) -> str | None:
+    """A resource's own identity, ``<resourceType>/<id>``; ``None`` when it lacks either."""
+    kind, rid = resource.get("resourceType"), resource.get("id")
+    return f"{kind}/{rid}" if kind and rid else None
+
+
 def records_from_resource(resource: dict[str, Any], *, where: str = "") -> list[Record]:
     """The records of one FHIR resource (JSON as a dict).
 
@@ -258,7 +265,7 @@ def records_from_resource(resource: dict[str, Any], *, where: str = "") -> list[
     if not isinstance(resource, dict):
         return [Record.refused(where or "?", "not a JSON object")]
     kind = resource.get("resourceType")
-    source = f"{kind}/{resource['id']}" if kind and resource.get("id") else (where or "?")
+    source = source_of(resource) or where or "?"
     subject = resource.get("subject")
     patient = subject.get("reference") if isinstance(subject, dict) else None
     if kind not in _MAPPERS:

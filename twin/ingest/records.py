@@ -79,8 +79,12 @@ def _key(source: str, part: str, effective: datetime, payload_json: str) -> str:
     return "ingest:" + hashlib.sha256(fact.encode()).hexdigest()[:48]
 
 
-def _place(record: Record, origin: datetime) -> tuple[str, float, events.Payload, datetime]:
-    """An accepted record's patient id, day, payload and time, or why it cannot be an event."""
+def _place(record: Record, origin: datetime) -> tuple[str, float, events.Payload, str, str]:
+    """An accepted record's patient id, day, payload, payload JSON and idempotency key.
+
+    Raises:
+        InvalidInputError: Why the record cannot become an event.
+    """
     if record.reason is not None or record.payload is None:
         raise errors.InvalidInputError(record.reason or "no payload")
     patient_id = patient_id_of(record.patient)
@@ -93,7 +97,14 @@ def _place(record: Record, origin: datetime) -> tuple[str, float, events.Payload
     day = (record.effective.astimezone(UTC) - origin).total_seconds() / _SECONDS_PER_DAY
     if day < 0:
         raise errors.InvalidInputError("effective time: before the ingest origin")
-    return patient_id, day, record.payload, record.effective
+    text = _payload_json(record.payload)
+    return (
+        patient_id,
+        day,
+        record.payload,
+        text,
+        _key(record.source, record.part, record.effective, text),
+    )
 
 
 def to_event(record: Record, origin: datetime) -> tuple[str, ports.NewEvent]:
@@ -110,8 +121,7 @@ def to_event(record: Record, origin: datetime) -> tuple[str, ports.NewEvent]:
         InvalidInputError: The record was refused, has no usable patient reference or time, or
             happened before ``origin``.
     """
-    patient_id, day, payload, effective = _place(record, origin)
-    key = _key(record.source, record.part, effective, _payload_json(payload))
+    patient_id, day, payload, _, key = _place(record, origin)
     return patient_id, ports.NewEvent(key, day, payload)
 
 
@@ -132,7 +142,7 @@ def prepare(records: list[Record], origin: datetime) -> dict[str, list[Any]]:
     for record in records:
         sources.append(record.source)
         try:
-            patient_id, day, payload, effective = _place(record, origin)
+            patient_id, day, _, text, key = _place(record, origin)
         except errors.InvalidInputError as exc:
             patient_ids.append(patient_id_of(record.patient))
             keys.append(None)
@@ -140,9 +150,8 @@ def prepare(records: list[Record], origin: datetime) -> dict[str, list[Any]]:
             payloads.append(None)
             reasons.append(str(exc))
             continue
-        text = _payload_json(payload)
         patient_ids.append(patient_id)
-        keys.append(_key(record.source, record.part, effective, text))
+        keys.append(key)
         days.append(day)
         payloads.append(text)
         reasons.append(None)
