@@ -7,6 +7,12 @@ started here), and in the same process COPYs the same number of rows into a tabl
 event log's shape (the ceiling: no parsing, validation, sealing or ordering). The last line is
 one JSON object: ``ingest_rows_per_s``, ``raw_copy_rows_per_s`` and their ratio (issue 6's goal:
 ``ingest_to_copy_ratio >= 0.3`` at 1,000,000 observations).
+
+It also measures, in the same process, what validating one of the file's resources with the FHIR
+library costs alone (``fhir_validate_us``: CPU microseconds per ``Observation.model_validate``,
+the median of five passes over 2,000 lines) and the ratio that cost alone caps the ingest at on
+this machine's CPUs: ``validation_ceiling_ratio = (cpus / fhir_validate_us) / raw_copy_rows_per_s``
+(every other step of the pipeline taken as free). The ingest cannot beat that ceiling here.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -65,6 +72,22 @@ def _write_ndjson(path: Path, pids: list[str], n: int) -> None:
                 written += 1
 
 
+def _validate_us(path: Path, lines: int = 2000, passes: int = 5) -> float:
+    """CPU microseconds per resource of the FHIR library's validation of ``path``'s first lines."""
+    from fhir.resources.R4B.observation import Observation
+
+    with path.open() as source:
+        resources = [json.loads(line) for _, line in zip(range(lines), source, strict=False)]
+    Observation.model_validate(resources[0])  # builds the library's validators once
+    costs = []
+    for _ in range(passes):
+        started = time.process_time()
+        for resource in resources:
+            Observation.model_validate(resource)
+        costs.append((time.process_time() - started) / len(resources) * 1e6)
+    return statistics.median(costs)
+
+
 async def _raw_copy(dsn: str, n: int) -> float:
     conn = await asyncpg.connect(dsn)
     try:
@@ -95,6 +118,7 @@ def main() -> None:
             pids = asyncio.run(_patients(settings, args.patients))
             source = root / "observations.ndjson"
             _write_ndjson(source, pids, args.observations)
+            validate_us = _validate_us(source)
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
             try:
                 job = IngestJob((str(source),), "fhir-ndjson", ORIGIN, str(root / "job"))
@@ -106,6 +130,7 @@ def main() -> None:
         pg.destroy()
     ingest_rate = report.appended / report.seconds
     copy_rate = args.observations / copy_s
+    cpus = os.cpu_count() or 1
     print(json.dumps({
         "observations": args.observations, "patients": args.patients, "writers": args.writers,
         "appended": report.appended, "quarantined": report.quarantined,
@@ -114,6 +139,8 @@ def main() -> None:
         "ingest_rows_per_s": round(ingest_rate, 1),
         "raw_copy_rows_per_s": round(copy_rate, 1),
         "ingest_to_copy_ratio": round(ingest_rate / copy_rate, 4),
+        "cpus": cpus, "fhir_validate_us": round(validate_us, 1),
+        "validation_ceiling_ratio": round(cpus / (validate_us * 1e-6) / copy_rate, 4),
     }))  # fmt: skip
 
 
