@@ -35,6 +35,8 @@ kuberay_app = typer.Typer(help="KubeRay manifests.", no_args_is_help=True)
 app.add_typer(kuberay_app, name="kuberay")
 priors_app = typer.Typer(help="Population prior sets (the model registry).", no_args_is_help=True)
 app.add_typer(priors_app, name="priors")
+model_app = typer.Typer(help="The twin model itself.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 console = Console()
 T = TypeVar("T")
 
@@ -358,6 +360,27 @@ def calibrate(
     )
 
 
+@model_app.command("targets")
+def model_targets(
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path(
+        "docs/model-targets.md"
+    ),
+    patients: Annotated[
+        int, typer.Option(help="Simulated patients per arm.", min=200, max=200_000)
+    ] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated cohorts.", min=0)] = 2026,
+) -> None:
+    """Run the literature battery and write every target's simulated value and band."""
+    from twin.model import validation
+
+    results = validation.run_battery(n=patients, seed=seed)
+    out.write_text(validation.targets_table(results, n=patients, seed=seed))
+    missed = [r for r in results if not r.passed]
+    console.print(f"{len(results) - len(missed)} of {len(results)} targets in band -> {out}")
+    for r in missed:
+        console.print(f"  [red]{r.target} {r.quantity} = {r.value:.3f} ({r.low:g} .. {r.high:g})")
+
+
 @priors_app.command("list")
 def priors_list() -> None:
     """The prior sets in the model registry and which one new twins take."""
@@ -371,7 +394,7 @@ def priors_list() -> None:
             return active, [PriorSetRecord.model_validate_json(d.body) for d in found]
 
     active, records = _run_job("listing", listing())
-    console.print(f"{'*' if active == 'builtin' else ' '} builtin  (twin-model.md defaults)")
+    console.print(f"{'*' if active == 'builtin' else ' '} builtin  (docs/model.md defaults)")
     for r in records:
         values = ", ".join(f"{k}={v:.4g}" for k, v in r.overrides.items())
         console.print(

@@ -153,7 +153,7 @@ def _shares(n_twins: int, workers: int) -> int:
 def _synthetic_twins(batch: dict[str, Any], run_json: str) -> pa.Table:
     """Simulate and assimilate blocks of a synthetic cohort, then forecast them (a Ray task).
 
-    Synthetic patients and their twins use the built-in priors (the defaults of twin-model.md).
+    Synthetic patients and their twins use the built-in priors (the defaults of docs/model.md §6).
     """
     run = schemas.CohortRunIn.model_validate_json(run_json)
     spec = run.synthetic

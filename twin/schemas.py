@@ -24,6 +24,7 @@ __all__ = [
     "CohortRunOut",
     "CohortRunPage",
     "ContrastOut",
+    "CovariatesIn",
     "ErasedOut",
     "FeedEventOut",
     "ForecastIn",
@@ -61,8 +62,41 @@ class Problem(BaseModel):
     detail: str | None = None
 
 
+class CovariatesIn(BaseModel):
+    """Patient characteristics that change the twin's expected course (each optional).
+
+    Baseline severity is not one of them: it is the first PHQ-9 observed. They become the
+    twin's ``covariates`` event (the payload of that name on the observations route).
+    """
+
+    model_config = _STRICT
+
+    episode_weeks: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1040.0,
+        allow_inf_nan=False,
+        description="duration of the current depressive episode, weeks",
+    )
+    prior_episodes: int | None = Field(
+        default=None, ge=0, le=50, description="depressive episodes before the current one"
+    )
+    anxiety_comorbid: bool | None = Field(
+        default=None, description="a comorbid anxiety disorder (GAD, panic, social phobia)"
+    )
+    age_years: float | None = Field(
+        default=None, ge=18.0, le=120.0, allow_inf_nan=False, description="age, years (adults)"
+    )
+
+    @model_validator(mode="after")
+    def _something_given(self) -> CovariatesIn:
+        if all(v is None for v in self.model_dump().values()):
+            raise ValueError("give at least one covariate, or leave covariates out")
+        return self
+
+
 class PatientCreate(BaseModel):
-    """A new patient: identifiers and the owning care team."""
+    """A new patient: identifiers, the owning care team and, optionally, covariates."""
 
     model_config = _STRICT
 
@@ -71,6 +105,7 @@ class PatientCreate(BaseModel):
     mrn: str = Field(min_length=1, max_length=64)
     contact: str | None = Field(default=None, max_length=200)
     care_team: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    covariates: CovariatesIn | None = None
 
 
 class PatientCreated(BaseModel):

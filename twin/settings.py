@@ -27,7 +27,7 @@ class TwinSettings(BaseSettings):
     Attributes:
         environment: Deployment environment; ``local`` allows the embedded defaults.
         data_dir: Folder for the embedded stores and demo outputs.
-        particles: Particles per twin (twin-model.md: 2000).
+        particles: Particles per twin (docs/model.md §7: 2000).
         forecast_weeks: Default forecast horizon, weeks.
         hosts: Number of TwinHost actors (twins spread by rendezvous hashing).
         checkpoint_every_events: Checkpoint a twin after this many applied events.

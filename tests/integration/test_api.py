@@ -256,3 +256,57 @@ async def test_break_glass_is_bounded_audited_and_single_patient(api_env):
         assert (await client.get(f"/v1/patients/{pid}", headers=OTHER_CLINICIAN)).status_code == 404
     finally:
         access.time.time = access_time  # type: ignore[attr-defined]
+
+
+async def test_care_settings_are_taken_by_interventions_and_scenarios(api_env):
+    client = api_env.http
+    pid = (await client.post("/v1/patients", json=ADA, headers=ADMIN)).json()["patient_id"]
+    items = [
+        {"idempotency_key": "c", "day": 0, "payload": {"type": "care_status", "active": True,
+                                                       "setting": "usual"}},
+    ]  # fmt: skip
+    url = f"/v1/patients/{pid}/interventions"
+    assert (await client.post(url, json={"items": items}, headers=CLINICIAN)).status_code == 200
+    bad = [{**items[0], "idempotency_key": "d", "payload": {**items[0]["payload"], "setting": "x"}}]
+    refused = await client.post(url, json={"items": bad}, headers=CLINICIAN)
+    assert refused.status_code == 422 and '"x"' not in refused.text
+    phq9 = [{"idempotency_key": "q", "day": 0.5, "payload": {"type": "phq9", "total": 18}}]
+    await client.post(f"/v1/patients/{pid}/observations", json={"items": phq9}, headers=CLINICIAN)
+    scenarios = [{"name": s, "care": s} for s in ("none", "usual", "collaborative", "trial")]
+    report = await client.post(
+        f"/v1/patients/{pid}/scenarios",
+        json={"title": "care", "weeks": 12, "scenarios": scenarios},
+        headers=CLINICIAN,
+    )
+    assert report.status_code == 201, report.text
+    forecasts = report.json()["forecasts"]
+    assert [f["scenario"] for f in forecasts] == [s["name"] for s in scenarios]
+    # Latent severity at week 12 (median): more contact, lower.
+    medians = [f["severity_quantiles"][-1][3] for f in forecasts]
+    assert medians[3] < medians[0]
+    weekly = await client.post(
+        f"/v1/patients/{pid}/scenarios",
+        json={"title": "care", "weeks": 2, "scenarios": [{"care": "weekly"}]},
+        headers=CLINICIAN,
+    )
+    assert weekly.status_code == 422
+
+
+async def test_covariates_given_at_registration_are_the_twins_first_event(api_env):
+    client = api_env.http
+    body = {**ADA, "covariates": {"episode_weeks": 40, "anxiety_comorbid": True}}
+    pid = (await client.post("/v1/patients", json=body, headers=ADMIN)).json()["patient_id"]
+    log = await api_env.services.events.read(pid)
+    assert [type(e.payload).__name__ for e in log] == ["Covariates"]
+    assert log[0].payload.episode_weeks == 40 and log[0].payload.anxiety_comorbid is True
+    twin = (await client.get(f"/v1/patients/{pid}/twin", headers=CLINICIAN)).json()
+    assert twin["last_seq"] == 1
+    # Refused covariates register nothing (they are checked before the patient exists).
+    before = (await client.get("/v1/patients?care_team=team-1", headers=ADMIN)).json()["items"]
+    for bad in ({"age_years": 15}, {}, {"prior_episodes": 1.5}, {"episode_weeks": -1}):
+        refused = await client.post(
+            "/v1/patients", json={**ADA, "mrn": "M9", "covariates": bad}, headers=ADMIN
+        )
+        assert refused.status_code == 422, bad
+    after = (await client.get("/v1/patients?care_team=team-1", headers=ADMIN)).json()["items"]
+    assert after == before

@@ -75,3 +75,21 @@ def test_cohort_and_calibrate_refuse_bad_arguments_before_starting_anything(tmp_
     assert bad.exit_code == 2 and "scenarios" in bad.output
     unselected = runner.invoke(app, ["calibrate"])
     assert unselected.exit_code == 2 and "--care-team" in unselected.output
+
+
+def test_model_targets_writes_every_target_with_its_value_and_band(tmp_path):
+    out = tmp_path / "targets.md"
+    result = CliRunner().invoke(
+        app, ["model", "targets", "--out", str(out), "--patients", "400", "--seed", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    from twin.model import validation
+
+    table = out.read_text().splitlines()
+    rows = table[table.index("|---|---|---|---|---|---|") + 1 :]
+    expected = validation.run_battery(n=400, seed=3)
+    assert len(rows) == len(expected)
+    # Each row carries the value the battery computes for the same cohorts.
+    assert f"| {expected[0].value:.3f} |" in rows[0]
+    assert "400 simulated patients per arm, seed 3" in out.read_text()
+    assert CliRunner().invoke(app, ["model", "targets", "--patients", "10"]).exit_code == 2

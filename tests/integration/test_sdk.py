@@ -158,3 +158,20 @@ async def test_an_ingest_job_is_queued_only_for_sources_under_the_ingest_root(ap
             "/v1/ingest/jobs", json=bad, headers=bearer("service", "etl")
         )
         assert response.status_code == 422
+
+
+async def test_sdk_registers_covariates_and_runs_care_scenarios(api_env):
+    async with api_env.sdk("clinician", "dr-a", ("team-1",)) as sdk:
+        pid = await sdk.create_patient(
+            name="Grace Canary", birth_date="1970-01-02", mrn="M-cov", care_team="team-1",
+            covariates=schemas.CovariatesIn(episode_weeks=60.0, prior_episodes=2),
+        )  # fmt: skip
+        await sdk.add_observations(pid, [observation(E.Phq9(17), day=0.5)])
+        assert (await sdk.twin(pid)).last_seq == 2
+        report = await sdk.compare_scenarios(
+            pid, title="care", weeks=8, scenarios=[Scenario(name="u", care="usual"),
+                                                   Scenario(name="t", care="trial")],
+        )  # fmt: skip
+        assert [f.scenario for f in report.forecasts] == ["u", "t"]
+        with pytest.raises(ValueError, match="age_years"):
+            schemas.CovariatesIn(age_years=12.0)

@@ -26,9 +26,23 @@ def test_a_course_takes_the_treatment_at_baseline_and_scores_near_each_week():
         )
     )
     assert isinstance(course, C.Course)
-    assert course.arm == ("episode", True, "sertraline", 50.0)
+    # No care status in the log: weekly assessments show a trial-like setting.
+    assert course.arm == ("episode", "trial", "sertraline", 50.0)
     assert course.phq9 == {0: 18, 1: 15, 2: 14, 4: 9}
     assert C.Course.from_dict(course.to_dict()) == course
+    # Documents written when care was a switch still read (true: the trial-calibrated setting).
+    assert C.Course.from_dict({**course.to_dict(), "care": True}).care == "trial"
+
+
+def test_a_course_takes_its_stated_setting_or_the_one_its_assessment_schedule_shows():
+    stated = log((0.0, E.CareStatus(True, "usual")), (0.3, E.Phq9(18)), (7.3, E.Phq9(15)))
+    assert C.course_of(stated).care == "usual"  # type: ignore[union-attr]
+    ended = log((0.0, E.CareStatus(False)), (0.3, E.Phq9(18)), (7.3, E.Phq9(15)))
+    assert C.course_of(ended).care == "none"  # type: ignore[union-attr]
+    fortnightly = log(*((14.0 * k + 0.3, E.Phq9(18 - k)) for k in range(5)))
+    assert C.course_of(fortnightly).care == "collaborative"  # type: ignore[union-attr]
+    monthly = log(*((28.0 * k + 0.3, E.Phq9(18 - k)) for k in range(5)))
+    assert C.course_of(monthly).care == "usual"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -49,7 +63,7 @@ def test_courses_a_fixed_design_cannot_reproduce_are_left_out_with_a_reason(item
     assert C.course_of(log(*items)) == reason
 
 
-def _courses(n: int, start: str, care: bool, drug: str | None) -> list[C.Course]:
+def _courses(n: int, start: str, care: str, drug: str | None) -> list[C.Course]:
     rng = np.random.default_rng(0)
     base = 16 if start == "episode" else 2
     return [
@@ -61,12 +75,18 @@ def _courses(n: int, start: str, care: bool, drug: str | None) -> list[C.Course]
 
 
 def test_arms_need_enough_patients_and_identify_what_their_designs_allow():
-    care = _courses(40, "episode", True, None)
-    drug = _courses(40, "episode", True, "sertraline")
-    found = C.arms_of(care + drug + _courses(10, "remitted", False, None))
+    care = _courses(40, "episode", "trial", None)
+    drug = _courses(40, "episode", "trial", "sertraline")
+    found = C.arms_of(care + drug + _courses(10, "remitted", "none", None))
     by_label = {a.label: a for a in found}
-    assert set(by_label) == {"episode, care, no drug", "episode, care, sertraline 50 mg"}
-    arms = [by_label["episode, care, no drug"], by_label["episode, care, sertraline 50 mg"]]
+    assert set(by_label) == {
+        "episode, trial care, no drug",
+        "episode, trial care, sertraline 50 mg",
+    }
+    arms = [
+        by_label["episode, trial care, no drug"],
+        by_label["episode, trial care, sertraline 50 mg"],
+    ]
     assert arms[0].weeks == (1, 2, 4, 8) and arms[0].names[:2] == ("mean@1", "below5@1")
     assert arms[0].covariance.shape == (8, 8)
     # The covariance's diagonal is the sampling variance of each moment.
@@ -75,4 +95,4 @@ def test_arms_need_enough_patients_and_identify_what_their_designs_allow():
     assert C.identified(arms) == ("pi_mean", "e_max")
     assert C.identified(arms[:1]) == ("pi_mean",)
     with pytest.raises(errors.InvalidInputError, match="identifies"):
-        C.fit(_courses(10, "episode", True, None))
+        C.fit(_courses(10, "episode", "trial", None))

@@ -22,6 +22,9 @@ PAYLOADS = [
     E.DoseTaken("sertraline", False),
     E.TherapySession("cbti"),
     E.CareStatus(True),
+    E.CareStatus(True, "usual"),
+    E.Covariates(episode_weeks=30.5, prior_episodes=2, anxiety_comorbid=True, age_years=67.0),
+    E.Covariates(prior_episodes=0),
 ]
 
 

@@ -14,7 +14,8 @@ from twin.model import day_kernel, dynamics, pharmacology
 from twin.model.dynamics import N_NORMALS, N_UNIFORMS, SLOTS, DayInputs, Row
 from twin.model.parameters import PopulationParameters
 
-P = PopulationParameters()
+# Course classes that differ, so the oracle checks which one each particle follows.
+P = PopulationParameters(rec_acute=2.0, rec_chronic=0.3)
 
 
 def _numpy_day_step(X, inp, p, normals, uniforms):
@@ -38,8 +39,11 @@ def _numpy_day_step(X, inp, p, normals, uniforms):
         taken = np.where(np.isnan(inp.taken[k]), uniforms[1 + k] < inp.p_adh, inp.taken[k])
         X[row] = pharmacology.pk_step(X[row], inp.dose_rel[k] * taken, inp.k_e[k])
     u_low = np.minimum(u, 1.0)
-    recovery = p.h10 * np.where(inp.care > 0.5, p.m_care, 1.0) * (1.0 + (p.m_drug - 1.0) * u_low)
-    relapse = p.h01 * np.exp(math.log(p.hr_drug) * u_low + p.beta_q * np.maximum(Q, 0.0))
+    rec = np.where(X[Row.CHRONIC] > 0.5, p.rec_chronic, p.rec_acute)
+    recovery = p.h10 * rec * (1.0 + (p.m_care - 1.0) * inp.care) * (1.0 + (p.m_drug - 1.0) * u_low)
+    relapse = p.h01 * np.exp(
+        math.log(p.hr_drug) * u_low + p.beta_q * np.maximum(Q, 0.0) + X[Row.LOG_RELAPSE]
+    )
     switch = uniforms[0] < 1.0 - np.exp(-np.where(episode, recovery, relapse))
     X[Row.W] = (
         W * math.exp(-1.0 / p.tau_w) + X[Row.OMEGA] * np.maximum(X[Row.U_PREV] - u, 0.0) * p.k_w
@@ -60,7 +64,7 @@ def _inputs(rng, twins: int, per_particle_taken: bool) -> DayInputs:
     if per_particle_taken:  # usual-care stops: some particles have stopped the drug
         taken = np.where(rng.random((SLOTS, twins, 500)) < 0.3, np.float32(0.0), taken)
     return DayInputs(
-        care=col(rng.integers(0, 2, twins)),
+        care=col(rng.uniform(0.0, 1.0, twins)),  # care intensities between none and trial
         dose_rel=rng.uniform(0.0, 3.0, (SLOTS, twins, 1)).astype(np.float32),
         taken=taken,
         p_adh=col(rng.uniform(0.5, 1.0, twins)),

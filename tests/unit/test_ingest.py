@@ -259,3 +259,38 @@ def test_rmssd_rows_become_the_twins_hrv_stream():
     for bad, reason in (({"unit": "s"}, "rmssd.unit"), ({"value": "0.5"}, "rmssd")):
         refused = tabular.record_from_row({**row, **bad}, where="x")
         assert refused.payload is None and reason in refused.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "value", "unit", "payload"),
+    [
+        ("episode_weeks", "30", "wk", E.Covariates(episode_weeks=30.0)),
+        ("episode_weeks", "14", "d", E.Covariates(episode_weeks=2.0)),
+        ("episode_weeks", "2", "a", E.Covariates(episode_weeks=2 * 365.25 / 7)),
+        ("prior_episodes", "3", "", E.Covariates(prior_episodes=3)),
+        ("anxiety_comorbid", "1", "", E.Covariates(anxiety_comorbid=True)),
+        ("anxiety_comorbid", "0", "", E.Covariates(anxiety_comorbid=False)),
+        ("age_years", "67", "a", E.Covariates(age_years=67.0)),
+    ],
+)
+def test_covariate_rows_become_the_twins_covariates(code, value, unit, payload):
+    row = {"patient": "pt_1", "code": code, "value": value, "unit": unit,
+           "effective": "2024-01-02T10:00:00Z"}  # fmt: skip
+    assert tabular.record_from_row(row, where="cov.csv:2").payload == payload
+
+
+@pytest.mark.parametrize(
+    ("code", "value", "unit", "reason"),
+    [
+        ("episode_weeks", "30", "h", "episode_weeks.unit"),
+        ("episode_weeks", "-3", "wk", "covariates.episode_weeks"),
+        ("prior_episodes", "2.5", "", "prior_episodes"),
+        ("anxiety_comorbid", "2", "", "anxiety_comorbid"),
+        ("age_years", "9", "a", "covariates.age_years"),
+    ],
+)
+def test_covariate_rows_outside_their_domain_are_refused_with_a_reason(code, value, unit, reason):
+    row = {"patient": "pt_1", "code": code, "value": value, "unit": unit,
+           "effective": "2024-01-02T10:00:00Z"}  # fmt: skip
+    refused = tabular.record_from_row(row, where="cov.csv:2")
+    assert refused.payload is None and reason in refused.reason

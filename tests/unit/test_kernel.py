@@ -123,7 +123,7 @@ def test_drug_exposure_builds_up_when_doses_are_taken():
 
 
 def test_wearables_alone_move_severity_only_a_little():
-    """twin-model.md §2.4: 28 days of wearables alone cut the posterior SD of S by < 20%."""
+    """docs/model.md §5.4: 28 days of wearables alone cut the posterior SD of S by < 20%."""
     ratios = []
     for seed in range(4):
         patient = synthetic_patient(seed, days=28, phq9_every=0, wearables=True)

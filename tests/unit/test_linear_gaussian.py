@@ -1,4 +1,4 @@
-"""twin-model.md §3.2: on the linear-Gaussian sub-model, PF, EnKF and Kalman agree."""
+"""docs/model.md §7.5: on the linear-Gaussian sub-model, PF, EnKF and Kalman agree."""
 
 import numpy as np
 

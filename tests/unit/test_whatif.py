@@ -78,7 +78,7 @@ def test_the_aggregate_is_the_mean_of_the_rows_and_identical_scenarios_do_not_di
     again = agg[("care again", 12)]
     assert again["diff_mean"] == 0.0 and again["p_better_by_5"] == 0.0
     assert again["diff_q05"] == again["diff_q95"] == 0
-    # The drug helps on average (twin-model.md: drug-placebo difference ~2 points).
+    # The drug helps on average (docs/model.md §4.2: drug-placebo difference ~2 points).
     drug = agg[("sertraline", 12)]
     assert -4.0 < drug["diff_mean"] < -0.5 and drug["remission_change"] > 0
     assert drug["remission_se"] is not None and 0 < drug["remission_se"] < 0.1

@@ -1,4 +1,4 @@
-"""The literature battery of twin-model.md §3, every target with its pass band.
+"""The literature battery of docs/model.md §10, every target with its pass band.
 
 20,000 simulated patients per arm keep Monte-Carlo error small against each band (a share near
 0.5 has SE 0.0035; an SMD ~0.3 has SE ~0.01).

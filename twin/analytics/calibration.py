@@ -2,7 +2,7 @@
 
 **Data.** Each patient's event log is reduced to a :class:`Course`: the first PHQ-9 is the
 baseline (day d0); the treatment in force at d0 (+1 day) defines the design cell (*arm*): start
-``episode`` (baseline >= 10) or ``remitted`` (baseline < 5), active care or not, one drug and dose
+``episode`` (baseline >= 10) or ``remitted`` (baseline < 5), the care setting, one drug and dose
 or none. Later PHQ-9 totals are assigned to week w when taken within ±2 days of d0 + 7w. Courses
 whose treatment changes during follow-up, with psychotherapy, or with a baseline of 5-9 are left
 out (counted by reason): their design is not one a fixed-arm simulation reproduces.
@@ -41,6 +41,7 @@ from scipy import optimize
 
 from twin import errors
 from twin.domain import events
+from twin.model.care import normalise_setting
 from twin.model.cohort import CohortSpec, DoseChange, simulate_cohort
 from twin.model.parameters import DRUGS, PopulationParameters
 from twin.model.priors import FITTABLE
@@ -53,6 +54,7 @@ __all__ = [
     "Course",
     "Fit",
     "arms_of",
+    "care_of",
     "course_of",
     "exclusions",
     "fit",
@@ -86,20 +88,21 @@ class Course:
 
     Attributes:
         start: ``episode`` or ``remitted`` (from the baseline PHQ-9).
-        care: Active clinical follow-up.
+        care: The care setting (``twin.model.care``): stated by the log's care status at
+            baseline, or inferred from how often the patient was assessed (:func:`care_of`).
         drug: The drug taken from baseline, or ``None``.
         mg_per_day: Its daily dose (0 without a drug).
         phq9: PHQ-9 total by week since baseline (week 0 = baseline).
     """
 
     start: str
-    care: bool
+    care: str
     drug: str | None
     mg_per_day: float
     phq9: dict[int, int]
 
     @property
-    def arm(self) -> tuple[str, bool, str | None, float]:
+    def arm(self) -> tuple[str, str, str | None, float]:
         """The design cell."""
         return self.start, self.care, self.drug, self.mg_per_day
 
@@ -118,7 +121,7 @@ class Course:
         """The inverse of :meth:`to_dict`."""
         return cls(
             str(data["start"]),
-            bool(data["care"]),
+            str(normalise_setting(data["care"])),  # documents from before settings held a bool
             None if data["drug"] is None else str(data["drug"]),
             float(data["mg_per_day"]),
             {int(w): int(v) for w, v in data["phq9"].items()},
@@ -137,7 +140,7 @@ def course_of(log: Sequence[events.Event]) -> Course | str:
         start = "remitted"
     else:
         return "baseline PHQ-9 5-9"
-    care = True
+    stated: str | None = None
     doses: dict[str, float] = {}
     for e in log:
         p = e.payload
@@ -147,7 +150,7 @@ def course_of(log: Sequence[events.Event]) -> Course | str:
         if isinstance(p, events.CareStatus):
             if not at_baseline:
                 return "treatment changed during follow-up"
-            care = p.active
+            stated = p.setting if p.active else "none"
         if isinstance(p, events.Prescription):
             if not at_baseline:
                 return "treatment changed during follow-up"
@@ -163,7 +166,23 @@ def course_of(log: Sequence[events.Event]) -> Course | str:
         week = round((day - d0) / 7.0)
         if week > 0 and abs(day - d0 - 7 * week) <= _WINDOW_DAYS:
             weekly.setdefault(week, int(total))
+    care = stated if stated is not None else care_of([day for day, _ in phq9])
     return Course(start, care, drug, float(mg), weekly)
+
+
+def care_of(assessment_days: Sequence[float]) -> str:
+    """The care setting a course's assessment schedule shows, where its log states none.
+
+    The median gap between assessments: up to 10 days is a trial-like weekly schedule, up to
+    21 days fortnightly collaborative care, longer usual care (``twin.model.care.PROFILES``).
+
+    Args:
+        assessment_days: Days of the course's PHQ-9 assessments (at least two), ascending.
+    """
+    gap = float(np.median(np.diff(np.asarray(assessment_days, dtype=np.float64))))
+    if gap <= 10.0:
+        return "trial"
+    return "collaborative" if gap <= 21.0 else "usual"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +202,7 @@ class Arm:
     """
 
     start: str
-    care: bool
+    care: str
     drug: str | None
     mg_per_day: float
     patients: int
@@ -198,7 +217,7 @@ class Arm:
     def label(self) -> str:
         """A readable name of the design."""
         treatment = f"{self.drug} {self.mg_per_day:g} mg" if self.drug else "no drug"
-        return f"{self.start}, {'care' if self.care else 'no care'}, {treatment}"
+        return f"{self.start}, {self.care} care, {treatment}"
 
 
 def _moments(
@@ -225,7 +244,7 @@ def _moments(
 
 def arms_of(courses: Sequence[Course]) -> list[Arm]:
     """Group courses into arms of at least :data:`MIN_ARM` patients, with their moments."""
-    cells: dict[tuple[str, bool, str | None, float], list[Course]] = {}
+    cells: dict[tuple[str, str, str | None, float], list[Course]] = {}
     for c in courses:
         cells.setdefault(c.arm, []).append(c)
     arms: list[Arm] = []
@@ -309,13 +328,13 @@ def simulate_arm_moments(
 
 def identified(arms: Sequence[Arm]) -> tuple[str, ...]:
     """The parameters these arms identify (see the module docstring)."""
-    episode_care = [a for a in arms if a.start == "episode" and a.care]
+    episode_care = [a for a in arms if a.start == "episode" and a.care != "none"]
     found = []
     if episode_care:
         found.append("pi_mean")
     if any(a.drug for a in episode_care) and any(not a.drug for a in episode_care):
         found.append("e_max")
-    if any(a.start == "episode" and not a.care for a in arms):
+    if any(a.start == "episode" and a.care == "none" for a in arms):
         found.append("h10")
     if any(a.start == "remitted" and not a.drug for a in arms):
         found.append("h01")

@@ -55,8 +55,8 @@ def history_events(spec: CohortSpec, phq9: list[int], obs_days: list[int]) -> li
         obs_days: Observation days.
     """
     timeline: list[tuple[float, events.Payload]] = []
-    if not spec.care:
-        timeline.append((0.0, events.CareStatus(False)))
+    active = spec.care != "none"
+    timeline.append((0.0, events.CareStatus(active, spec.care if active else None)))
     for change in spec.regimen:
         if change.day <= spec.days:
             timeline.append(

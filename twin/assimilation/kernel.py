@@ -14,7 +14,7 @@ reduction runs along the particle axis of one twin. The result per twin is there
 bit for bit, whether events arrive one by one or in batches, for one twin or many;
 :func:`apply_events_reference` (one twin, one event at a time) is the reference the tests compare.
 
-Per-particle bookkeeping of the particle filter (twin-model.md §2.6): bootstrap proposal (the
+Per-particle bookkeeping of the particle filter (docs/model.md §7): bootstrap proposal (the
 day step), weights × likelihood, systematic resampling when ESS < N/2, Liu-West (a = 0.98) on the
 static parameters.
 """
@@ -32,7 +32,7 @@ from twin import errors
 from twin.assimilation import alerts, resampling
 from twin.assimilation.state import TwinState, event_generator
 from twin.domain import events
-from twin.model import dynamics, likelihood
+from twin.model import care, covariates, dynamics, likelihood
 from twin.model.dynamics import Row
 from twin.model.parameters import PopulationParameters, drug
 
@@ -153,7 +153,7 @@ def day_inputs(states: Sequence[TwinState], p: PopulationParameters) -> dynamics
             logged = s.taken_today[k]
             taken[k][t] = math.nan if logged is None else logged
     return dynamics.DayInputs(
-        care=column([1.0 if s.care else 0.0 for s in states]),
+        care=column([s.care_intensity() for s in states]),
         dose_rel=np.stack([column(d) for d in dose]),
         taken=np.stack([column(d) for d in taken]),
         p_adh=column([s.p_adherence for s in states]),
@@ -168,6 +168,8 @@ def _end_day(s: TwinState, p: PopulationParameters) -> None:
     s.tracker.end_day(
         p, therapy_sessions=s.sessions_today, cbti_sessions=s.cbti_today, sleep_h=s.sleep_h
     )
+    s.contact_rate = care.contact_rate_step(s.contact_rate, s.contacts_today)
+    s.contacts_today = 0
     s.sessions_today = 0
     s.cbti_today = 0
     s.taken_today = [None] * dynamics.SLOTS
@@ -295,6 +297,8 @@ def _observe(
             )
         elif kind == "Phq9Item9":
             continue  # one item carries no evidence on severity (it only feeds the alert)
+        elif kind == "Covariates":
+            _observe_covariates(batch, [obs[i] for i in idx], idx, p, evidence)
         elif kind == "EmaAffect":
             n = batch.X.shape[-1]
             normal = np.stack([gens[i].standard_normal(n, dtype=np.float32) for i in idx])
@@ -313,6 +317,34 @@ def _observe(
             )
         else:
             _observe_wearables(batch, [obs[i] for i in idx], idx, p, evidence)
+
+
+def _observe_covariates(
+    batch: _Batch,
+    evs: list[events.Event],
+    idx: list[int],
+    p: PopulationParameters,
+    evidence: dict[int, float],
+) -> None:
+    """Patient covariates (:mod:`twin.model.covariates`).
+
+    Prior episodes are known exactly: every particle's relapse offset is set from them. Episode
+    duration and comorbid anxiety are evidence on the course class: each chronic particle's
+    weight is multiplied by the likelihood ratio P(covariates | chronic) / P(covariates | acute).
+    """
+    sub = batch.take(idx)
+    loglik = np.zeros((len(idx), sub.shape[-1]))
+    for k, ev in enumerate(evs):
+        given = ev.payload
+        assert isinstance(given, events.Covariates)
+        if given.prior_episodes is not None:
+            sub[Row.LOG_RELAPSE, k] = covariates.relapse_offset(p, given.prior_episodes)
+        llr = covariates.chronic_log_likelihood_ratio(
+            p, episode_weeks=given.episode_weeks, anxiety_comorbid=given.anxiety_comorbid
+        )
+        loglik[k] = np.where(sub[Row.CHRONIC, k] > 0.5, float(llr), 0.0)
+    batch.put(idx, sub)
+    _weigh(batch, idx, loglik, evidence)
 
 
 def _observe_wearables(
@@ -402,13 +434,19 @@ def _apply_intervention(s: TwinState, ev: events.Event) -> None:
             s.cbti_today += 1
         else:
             s.sessions_today += 1
+            s.contacts_today += 1
     elif isinstance(payload, events.CareStatus):
-        s.care = payload.active
+        setting = payload.setting if payload.active else "none"
+        if setting != s.care_setting:
+            s.care_setting = setting
+            s.care_since = s.day
 
 
 def _bookkeep_observation(s: TwinState, ev: events.Event) -> None:
     payload = ev.payload
     s.last_seen[type(payload).__name__] = ev.day
+    if isinstance(payload, events.Phq9 | events.Gad7):
+        s.contacts_today += 1  # an assessment is a clinical contact (counted once a day)
     if isinstance(payload, events.Phq9):
         s.remember_phq9(ev.day, payload.total)
     elif isinstance(payload, events.SleepDuration) and payload.usable:

@@ -1,4 +1,4 @@
-"""The linear-Gaussian sub-model and three filters that must agree on it (twin-model.md §3.2).
+"""The linear-Gaussian sub-model and three filters that must agree on it (docs/model.md §7.5).
 
 Sub-model (no regime, Gaussian observations), per twin and day t:
 

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from twin import errors
-from twin.model import dynamics
+from twin.model import care, dynamics
 from twin.model.inputs import DEFAULT_SLEEP_H, InputTracker
 from twin.model.parameters import MODEL_VERSION, PopulationParameters
 from twin.model.priors import BUILTIN_VERSION
@@ -80,7 +80,12 @@ class TwinState:
         slots: Drug name per slot, or ``None``.
         prescribed_mg: Prescribed daily dose per slot, mg/day.
         taken_today: Per slot: 1.0 logged taken, 0.0 logged missed, ``None`` not logged.
-        care: In active clinical follow-up.
+        care_setting: The stated care setting (``twin.model.care``), or ``None``: not stated,
+            so the care intensity is inferred from ``contact_rate``.
+        care_since: Day the stated setting began (its acute phase counts from there).
+        contact_rate: Contacts (assessments, psychotherapy sessions) per week, an exponential
+            average over about four weeks (``care.contact_rate_step``).
+        contacts_today: Contacts observed today (counted once at the end of the day).
         sessions_today: Psychotherapy sessions attended today.
         cbti_today: CBT-I sessions attended today.
         sleep_h: Habitual sleep from the latest usable night, hours.
@@ -110,7 +115,10 @@ class TwinState:
     slots: list[str | None] = field(default_factory=lambda: [None] * dynamics.SLOTS)
     prescribed_mg: list[float] = field(default_factory=lambda: [0.0] * dynamics.SLOTS)
     taken_today: list[float | None] = field(default_factory=lambda: [None] * dynamics.SLOTS)
-    care: bool = True
+    care_setting: str | None = None
+    care_since: int = 0
+    contact_rate: float = 0.0
+    contacts_today: int = 0
     sessions_today: int = 0
     cbti_today: int = 0
     sleep_h: float = DEFAULT_SLEEP_H
@@ -139,6 +147,19 @@ class TwinState:
         """Posterior mean of the daily adherence: Beta(8, 2) prior updated by logged doses."""
         return (self.doses_taken + 8.0) / (self.doses_logged + 10.0)
 
+    def care_intensity(self, days_ahead: int = 0) -> float:
+        """Care intensity c_d in [0, 1] ``days_ahead`` days after the twin's current day.
+
+        A stated setting follows its contact schedule from the day it began; otherwise the
+        intensity is the observed contact rate (per week, relative to weekly visits, at most 1),
+        held at its current value for days ahead: the patient is assumed to keep being seen as
+        they are now.
+        """
+        if self.care_setting is None:
+            return min(self.contact_rate, 1.0)
+        elapsed = self.day - self.care_since + days_ahead
+        return float(care.intensity(self.care_setting, elapsed))
+
     def remember_phq9(self, day: float, total: int) -> None:
         """Record a PHQ-9 total for the alert rules (bounded history)."""
         if self.baseline_phq9 is None:
@@ -166,7 +187,10 @@ class TwinState:
             "slots": self.slots,
             "prescribed_mg": self.prescribed_mg,
             "taken_today": self.taken_today,
-            "care": self.care,
+            "care_setting": self.care_setting,
+            "care_since": self.care_since,
+            "contact_rate": self.contact_rate,
+            "contacts_today": self.contacts_today,
             "sessions_today": self.sessions_today,
             "cbti_today": self.cbti_today,
             "sleep_h": self.sleep_h,
@@ -230,7 +254,10 @@ class TwinState:
             slots=h["slots"],
             prescribed_mg=h["prescribed_mg"],
             taken_today=h["taken_today"],
-            care=h["care"],
+            care_setting=h["care_setting"],
+            care_since=h["care_since"],
+            contact_rate=h["contact_rate"],
+            contacts_today=h["contacts_today"],
             sessions_today=h["sessions_today"],
             cbti_today=h["cbti_today"],
             sleep_h=h["sleep_h"],

@@ -369,12 +369,20 @@ class Client:
     # -- patients ------------------------------------------------------------------------
 
     def create_patient(
-        self, *, name: str, birth_date: str, mrn: str, care_team: str, contact: str | None = None
+        self,
+        *,
+        name: str,
+        birth_date: str,
+        mrn: str,
+        care_team: str,
+        contact: str | None = None,
+        covariates: schemas.CovariatesIn | None = None,
     ) -> str:
-        """Register a patient; returns the opaque patient id."""
+        """Register a patient, with covariates if known; returns the opaque patient id."""
         body = schemas.PatientCreate(
-            name=name, birth_date=birth_date, mrn=mrn, contact=contact, care_team=care_team
-        )
+            name=name, birth_date=birth_date, mrn=mrn, contact=contact, care_team=care_team,
+            covariates=covariates,
+        )  # fmt: skip
         return self._run(_Routes.create_patient(body)).patient_id
 
     def patient(self, patient_id: str) -> schemas.PatientOut:
@@ -602,12 +610,20 @@ class AsyncClient:
             after = page.next_after
 
     async def create_patient(
-        self, *, name: str, birth_date: str, mrn: str, care_team: str, contact: str | None = None
+        self,
+        *,
+        name: str,
+        birth_date: str,
+        mrn: str,
+        care_team: str,
+        contact: str | None = None,
+        covariates: schemas.CovariatesIn | None = None,
     ) -> str:
-        """Register a patient; returns the opaque patient id."""
+        """Register a patient, with covariates if known; returns the opaque patient id."""
         body = schemas.PatientCreate(
-            name=name, birth_date=birth_date, mrn=mrn, contact=contact, care_team=care_team
-        )
+            name=name, birth_date=birth_date, mrn=mrn, contact=contact, care_team=care_team,
+            covariates=covariates,
+        )  # fmt: skip
         return (await self._run(_Routes.create_patient(body))).patient_id
 
     async def patient(self, patient_id: str) -> schemas.PatientOut:

@@ -29,6 +29,7 @@ PAYLOAD_TYPES: dict[str, type[Any]] = {
     "dose_taken": events.DoseTaken,
     "therapy_session": events.TherapySession,
     "care_status": events.CareStatus,
+    "covariates": events.Covariates,
 }
 _NAMES = {cls: name for name, cls in PAYLOAD_TYPES.items()}
 # Field names per payload class, read once: ``dataclasses.fields`` rebuilds its tuple on every

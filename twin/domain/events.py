@@ -18,9 +18,11 @@ from typing import Literal, get_args
 from twin import errors
 
 __all__ = [
+    "CARE_SETTINGS",
     "INTERVENTION_TYPES",
     "OBSERVATION_TYPES",
     "CareStatus",
+    "Covariates",
     "DoseTaken",
     "EmaAffect",
     "Event",
@@ -126,7 +128,7 @@ class SleepDuration:
 
     @property
     def usable(self) -> bool:
-        """Nights with under 4 h of wear carry no information (twin-model.md §2.4)."""
+        """Nights with under 4 h of wear carry no information (docs/model.md §5.3)."""
         return self.wear_hours >= 4.0
 
 
@@ -165,6 +167,40 @@ class LnRmssd:
 
     def __post_init__(self) -> None:
         _real("hrv.ln_rmssd", self.value, 0.0, math.log(300.0), "ln ms")
+
+
+@dataclass(frozen=True, slots=True)
+class Covariates:
+    """Patient characteristics that change the expected course; any subset may be given.
+
+    Baseline severity is not among them: it is the first PHQ-9 observed.
+
+    Attributes:
+        episode_weeks: Duration of the current depressive episode when the twin's record
+            starts, weeks (0-1040; two years and more is a chronic episode).
+        prior_episodes: Depressive episodes before the current one (0-50).
+        anxiety_comorbid: A comorbid anxiety disorder (GAD, panic, social phobia, agoraphobia).
+        age_years: Age, years (18-120: the model describes adults).
+    """
+
+    episode_weeks: float | None = None
+    prior_episodes: int | None = None
+    anxiety_comorbid: bool | None = None
+    age_years: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.episode_weeks is not None:
+            _real("covariates.episode_weeks", self.episode_weeks, 0.0, 1040.0, "weeks")
+        if self.prior_episodes is not None:
+            _integer("covariates.prior_episodes", self.prior_episodes, 0, 50)
+        if self.anxiety_comorbid is not None and not isinstance(self.anxiety_comorbid, bool):
+            raise errors.ObservationRangeError(
+                "covariates.anxiety_comorbid", self.anxiety_comorbid, "true or false"
+            )
+        if self.age_years is not None:
+            _real("covariates.age_years", self.age_years, 18.0, 120.0, "years")
+        if all(getattr(self, name) is None for name in self.__slots__):
+            raise errors.ObservationRangeError("covariates", "empty", "at least one covariate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,15 +243,52 @@ class TherapySession:
             raise errors.ObservationRangeError("therapy.kind", self.kind, "psychotherapy or cbti")
 
 
+#: Care settings by contact intensity (``twin.model.care``): none, primary-care usual care,
+#: collaborative (care-manager) care, trial-like weekly assessments.
+CARE_SETTINGS = ("none", "usual", "collaborative", "trial")
+
+
 @dataclass(frozen=True, slots=True)
 class CareStatus:
-    """Start (``active=True``) or end of active clinical follow-up (the care effect c_d)."""
+    """Start (``active=True``) or end of clinical follow-up, and its setting (the care input c_d).
+
+    Attributes:
+        active: In clinical follow-up.
+        setting: The setting, one of :data:`CARE_SETTINGS`; ``None`` with ``active=True``: not
+            stated, so the twin infers its care intensity from the contacts it observes. An end
+            of follow-up (``active=False``) takes no setting other than ``"none"``.
+    """
 
     active: bool
+    setting: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.active, bool):
+            raise errors.ObservationRangeError("care_status.active", self.active, "true or false")
+        if self.setting is not None and self.setting not in CARE_SETTINGS:
+            raise errors.ObservationRangeError(
+                "care_status.setting", self.setting, f"one of {', '.join(CARE_SETTINGS)}"
+            )
+        if not self.active and self.setting not in (None, "none"):
+            raise errors.ObservationRangeError(
+                "care_status.setting", self.setting, "none (or absent) when active is false"
+            )
+        if self.active and self.setting == "none":
+            raise errors.ObservationRangeError(
+                "care_status.setting", self.setting, "a care setting other than none when active"
+            )
 
 
 Observation = (
-    Phq9 | Phq9Item9 | Gad7 | EmaAffect | SleepDuration | Steps | RestingHeartRate | LnRmssd
+    Phq9
+    | Phq9Item9
+    | Gad7
+    | EmaAffect
+    | SleepDuration
+    | Steps
+    | RestingHeartRate
+    | LnRmssd
+    | Covariates
 )
 Intervention = Prescription | DoseTaken | TherapySession | CareStatus
 Payload = Observation | Intervention

@@ -8,7 +8,7 @@ pairs advance together in one ``(rows, pairs, particles)`` matrix. The day step'
 counter-based (:mod:`twin.model.counter_random`, keyed by a stream key drawn from the twin's
 event-keyed generator): a function of the twin, its last event, the seed and the day only.
 
-Observable scores are drawn from the observation model each week (twin-model.md §4: the fan
+Observable scores are drawn from the observation model each week (docs/model.md §8: the fan
 chart shows the *observable* PHQ-9, latent + measurement noise).
 """
 
@@ -25,7 +25,7 @@ from twin import errors
 from twin.assimilation import resampling
 from twin.assimilation.state import FORECAST_SALT, TwinState, event_generator
 from twin.forecast.scenario import MAX_HORIZON_DAYS, Scenario
-from twin.model import counter_random, dynamics, likelihood
+from twin.model import care, counter_random, dynamics, likelihood
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
 from twin.model.parameters import PopulationParameters, drug
@@ -69,6 +69,17 @@ class _Plan:
     usual_care: bool
 
 
+def _care_plan(state: TwinState, scenario: Scenario, days: int) -> npt.NDArray[np.float32]:
+    """Care intensity c_d over the horizon (:mod:`twin.model.care`), shape ``(days,)``.
+
+    The twin's own setting (the scenario's ``care`` unset, or the same setting) continues its
+    schedule from the day it began; another setting begins on the forecast's first day.
+    """
+    if scenario.care is None or scenario.care == state.care_setting:
+        return np.array([state.care_intensity(d) for d in range(days)], np.float32)
+    return care.intensity(scenario.care, np.arange(days)).astype(np.float32)
+
+
 def _plan(state: TwinState, scenario: Scenario, days: int, p: PopulationParameters) -> _Plan:
     slots = list(state.slots)
     mg = list(state.prescribed_mg)
@@ -93,11 +104,10 @@ def _plan(state: TwinState, scenario: Scenario, days: int, p: PopulationParamete
     therapy[0] += state.sessions_today
     cbti[0] += state.cbti_today
     sleep_h = state.sleep_h if scenario.sleep_hours is None else scenario.sleep_hours
-    care = state.care if scenario.care is None else scenario.care
     plan = _Plan(
         dose_rel=np.zeros((days, dynamics.SLOTS), np.float32),
         k_e=np.zeros((days, dynamics.SLOTS), np.float32),
-        care=np.full(days, 1.0 if care else 0.0, np.float32),
+        care=_care_plan(state, scenario, days),
         psi=np.zeros(days, np.float32),
         cbti=np.zeros(days, np.float32),
         sleep_debt=np.zeros(days, np.float32),
@@ -137,7 +147,8 @@ def _plans(
     for state, scs in zip(states, scenarios, strict=True):
         inputs = (
             tuple(state.slots), tuple(state.prescribed_mg), state.tracker.as_tuple(),
-            state.sessions_today, state.cbti_today, state.sleep_h, state.care, state.p_adherence,
+            state.sessions_today, state.cbti_today, state.sleep_h, state.p_adherence,
+            state.care_setting, state.day - state.care_since, state.contact_rate,
         )  # fmt: skip
         for sc in scs:
             key = (id(sc), *inputs)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from twin.model.care import CareInput
 from twin.model.cohort import DrugName
 
 __all__ = ["Scenario", "ScenarioDose"]
@@ -39,7 +40,10 @@ class Scenario(BaseModel):
         therapy_session_days: Day offsets of psychotherapy sessions.
         cbti_session_days: Day offsets of CBT-I sessions.
         sleep_hours: Nightly sleep window, hours (``None``: the twin's habitual sleep).
-        care: Active clinical follow-up (``None``: as now).
+        care: The care setting from day 0 (``twin.model.care``: ``none``, ``usual``,
+            ``collaborative`` or ``trial``; ``true``/``false`` mean ``trial``/``none``).
+            ``None``: as now (the twin's stated setting continues its schedule, or its observed
+            contact rate is held).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -51,7 +55,7 @@ class Scenario(BaseModel):
     therapy_session_days: list[int] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS + 1)
     cbti_session_days: list[int] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS + 1)
     sleep_hours: float | None = Field(default=None, ge=0.0, le=16.0, allow_inf_nan=False)
-    care: bool | None = None
+    care: CareInput | None = None
 
     @field_validator("therapy_session_days", "cbti_session_days")
     @classmethod

@@ -1,4 +1,4 @@
-"""Forecast summaries and paired scenario contrasts (twin-model.md §4).
+"""Forecast summaries and paired scenario contrasts (docs/model.md §8).
 
 Probabilities are Monte-Carlo estimates over N equally weighted particles and carry their
 Monte-Carlo standard error √(p(1-p)/N). Questionnaire quantiles are of the *observable* score

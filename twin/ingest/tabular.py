@@ -4,9 +4,12 @@ One observation per row, in these columns (names are case-sensitive):
 
 ============  ==========================================================================
 ``patient``   ``Patient/<patient id>`` or the bare patient id
-``code``      a LOINC code of :mod:`twin.domain.loinc` (e.g. ``44261-6`` for a PHQ-9 total), or
+``code``      a LOINC code of :mod:`twin.domain.loinc` (e.g. ``44261-6`` for a PHQ-9 total),
               ``rmssd`` for heart-rate variability as RMSSD in ``ms`` (LOINC has no code for
-              it; the twin's stream is ln RMSSD)
+              it; the twin's stream is ln RMSSD), or a patient covariate (the twin's
+              ``Covariates``; optional, one per row): ``episode_weeks`` (duration of the
+              current episode; unit ``wk``, ``d``, ``mo`` or ``a``), ``prior_episodes``
+              (a count), ``anxiety_comorbid`` (1 or 0), ``age_years`` (unit ``a``)
 ``value``     the number
 ``unit``      its UCUM unit (optional: the code's canonical unit)
 ``effective`` ISO 8601 date-time with a UTC offset (``2024-01-02T10:00:00Z``)
@@ -26,7 +29,7 @@ from twin.domain import events
 from twin.domain.loinc import from_loinc
 from twin.ingest.records import Record
 
-__all__ = ["REQUIRED_COLUMNS", "RMSSD_CODE", "record_from_row"]
+__all__ = ["COVARIATE_CODES", "REQUIRED_COLUMNS", "RMSSD_CODE", "record_from_row"]
 
 REQUIRED_COLUMNS = ("patient", "code", "value", "effective")
 #: The ``code`` of an RMSSD row (heart-rate variability, ms).
@@ -40,6 +43,37 @@ def _rmssd(value: float, unit: str | None) -> events.LnRmssd:
     if not 1.0 <= value <= 300.0:
         raise errors.ObservationRangeError("rmssd", value, "1..300 ms")
     return events.LnRmssd(math.log(value))
+
+
+#: Covariate codes, each with its units and the factor to the twin's unit (weeks, years).
+COVARIATE_CODES: dict[str, dict[str | None, float]] = {
+    "episode_weeks": {None: 1.0, "wk": 1.0, "d": 1.0 / 7.0, "mo": 365.25 / 12.0 / 7.0,
+                      "a": 365.25 / 7.0},
+    "prior_episodes": {None: 1.0, "1": 1.0},
+    "anxiety_comorbid": {None: 1.0, "1": 1.0},
+    "age_years": {None: 1.0, "a": 1.0},
+}  # fmt: skip
+
+
+def _covariate(code: str, value: float, unit: str | None) -> events.Covariates:
+    """One covariate row as a ``Covariates`` payload (units converted, values checked there)."""
+    units = COVARIATE_CODES[code]
+    if unit not in units:
+        raise errors.ObservationRangeError(
+            f"{code}.unit", unit, ", ".join(u for u in units if u is not None)
+        )
+    scaled = value * units[unit]
+    if code in ("prior_episodes", "anxiety_comorbid"):
+        if not scaled.is_integer():
+            raise errors.ObservationRangeError(code, value, "a whole number")
+        if code == "anxiety_comorbid":
+            if scaled not in (0.0, 1.0):
+                raise errors.ObservationRangeError(code, value, "1 (yes) or 0 (no)")
+            return events.Covariates(anxiety_comorbid=scaled == 1.0)
+        return events.Covariates(prior_episodes=int(scaled))
+    if code == "episode_weeks":
+        return events.Covariates(episode_weeks=scaled)
+    return events.Covariates(age_years=scaled)
 
 
 def _missing(value: Any) -> bool:
@@ -71,8 +105,11 @@ def record_from_row(row: Mapping[str, Any], *, where: str) -> Record:
         return Record.refused(source, "value: not a number", patient)
     unit = None if _missing(row.get("unit")) else str(row["unit"])
     try:
-        if str(row["code"]) == RMSSD_CODE:
+        code = str(row["code"])
+        if code == RMSSD_CODE:
             payload: events.Payload = _rmssd(value, unit)
+        elif code in COVARIATE_CODES:
+            payload = _covariate(code, value, unit)
         else:
             payload = from_loinc(str(row["code"]), value, unit)
     except errors.InvalidInputError as exc:

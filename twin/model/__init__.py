@@ -1,1 +1,1 @@
-"""The twin model of ``twin-model.md``: parameters, pharmacology, latent dynamics, observations."""
+"""The twin model of ``docs/model.md``: parameters, pharmacology, latent dynamics, observations."""

@@ -24,7 +24,8 @@ from pydantic import (
 )
 
 from twin import errors
-from twin.model import dynamics, likelihood, pharmacology
+from twin.model import covariates, dynamics, likelihood, pharmacology
+from twin.model.care import CareInput, intensity
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
 from twin.model.parameters import PopulationParameters, drug, known_drug_name
@@ -64,6 +65,11 @@ class CohortSpec(BaseModel):
     With ``start="remitted"``, a regimen entry on day 0 is a maintenance dose the patients have
     taken to steady state (they remitted on it); a later entry with ``mg_per_day=0`` stops it.
     With ``start="episode"``, a day-0 entry starts a drug in drug-naive patients.
+
+    ``care`` is the setting of clinical contact (:mod:`twin.model.care`): ``trial`` (weekly
+    assessments, what randomised trials' arms describe), ``collaborative``, ``usual`` (primary
+    care follow-up) or ``none``; its contact schedule begins on day 0. ``true``/``false`` are
+    accepted as ``trial``/``none``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -73,7 +79,11 @@ class CohortSpec(BaseModel):
     seed: int = Field(default=0, ge=0)
     screen_phq9_min: int | None = Field(default=None, ge=0, le=27)
     start: Literal["episode", "remitted"] = "episode"
-    care: bool = True
+    care: CareInput = Field(default="trial", description="care setting (contact intensity)")
+    population: covariates.Population = Field(
+        default_factory=covariates.Population,
+        description="the patients' covariates (episode duration, anxiety, prior episodes)",
+    )
     regimen: list[DoseChange] = Field(default_factory=list)
     adherence: float = Field(default=1.0, ge=0.0, le=1.0, allow_inf_nan=False)
     therapy_session_days: list[int] = Field(default_factory=list)
@@ -202,6 +212,36 @@ def _enrol(
     )
 
 
+def _condition_on_population(
+    X: npt.NDArray[np.float32],
+    population: covariates.Population,
+    p: PopulationParameters,
+    rng: np.random.Generator,
+) -> None:
+    """Draw each patient's covariates, then their course class and relapse offset, in place.
+
+    The class is drawn from its posterior given the covariates (:mod:`twin.model.covariates`):
+    logit P(chronic) = logit(``chronic_share``) + ln LR(covariates). Covariates left ``None``
+    keep the population prior's draws.
+    """
+    n = X.shape[1]
+    weeks = None
+    if population.episode_weeks is not None:
+        median = max(population.episode_weeks, 1e-3)
+        weeks = np.exp(rng.normal(math.log(median), 1.0, n))
+    anxious = None
+    if population.anxiety_share is not None:
+        anxious = rng.random(n) < population.anxiety_share
+    if weeks is not None or anxious is not None:
+        llr = covariates.chronic_log_likelihood_ratio(
+            p, episode_weeks=weeks, anxiety_comorbid=anxious
+        )
+        X[Row.CHRONIC] = rng.random(n) < covariates.chronic_probability(p, llr)
+    if population.prior_episodes_mean is not None:
+        counts = covariates.draw_prior_episodes(population.prior_episodes_mean, rng, (n,))
+        X[Row.LOG_RELAPSE] = covariates.relapse_offset(p, counts)
+
+
 def simulate_cohort(
     spec: CohortSpec, *, params: PopulationParameters | None = None
 ) -> CohortResult:
@@ -209,7 +249,7 @@ def simulate_cohort(
 
     Args:
         spec: Who is enrolled and what is done to them.
-        params: Population parameters (defaults of ``twin-model.md`` §2.5).
+        params: Population parameters (defaults of ``docs/model.md`` §6).
 
     Returns:
         Observed PHQ-9 totals at ``obs_days`` and the latent trajectories.
@@ -218,6 +258,8 @@ def simulate_cohort(
     rng = np.random.Generator(np.random.Philox(key=spec.seed))
     X, baseline = _enrol(spec, p, rng)
     n = spec.n_patients
+    _condition_on_population(X, spec.population, p, rng)
+    care = intensity(spec.care, np.arange(spec.days + 1))
     names, dose = _schedule(spec)
     k_e = np.array([drug(d).k_e for d in names] + [0.0] * (dynamics.SLOTS - len(names)))
     k_e = k_e.reshape(dynamics.SLOTS, 1)
@@ -228,7 +270,7 @@ def simulate_cohort(
         u = pharmacology.drive(X[Row.C0] + X[Row.C1], p)
         X[Row.U_PREV] = u
         X[Row.E] = np.exp(X[Row.LOG_ETA]) * p.e_max * u
-        X[Row.P] = X[Row.PI] * float(spec.care)
+        X[Row.P] = X[Row.PI] * float(care[0])
 
     obs_days = np.arange(0, spec.days + 1, spec.observe_every_days, dtype=np.int64)
     phq9 = np.empty((n, obs_days.size), dtype=np.int64)
@@ -246,7 +288,6 @@ def simulate_cohort(
     cbti = np.bincount(spec.cbti_session_days, minlength=spec.days + 1)
     taken = np.full((dynamics.SLOTS, 1), 1.0 if spec.adherence >= 1.0 else math.nan)
     tracker = InputTracker()
-    care = 1.0 if spec.care else 0.0
     obs_index = 0
     for day in range(spec.days + 1):
         severity[:, day] = X[Row.S]
@@ -270,7 +311,7 @@ def simulate_cohort(
         if day == spec.days:
             break
         inputs = dynamics.DayInputs(
-            care=care,
+            care=float(care[day]),
             dose_rel=dose[:, day : day + 1],
             taken=taken,
             p_adh=spec.adherence,

@@ -38,7 +38,7 @@ __all__ = ["BLOCK", "KNOWN", "N_COEFFICIENTS", "compile_loop", "fused_days", "lo
 
 Array = npt.NDArray[Any]
 #: Length of the coefficient tuple ``fused_days`` unpacks.
-N_COEFFICIENTS = 27
+N_COEFFICIENTS = 29
 #: The known inputs of a day, in the order of ``fused_days``'s ``known`` (two drug slots).
 KNOWN = ("care", "p_adh", "psi", "cbti", "sleep_debt", "inflow0", "inflow1", "taken0", "taken1",
          "decay0", "decay1")  # fmt: skip
@@ -49,7 +49,7 @@ BLOCK = 256
 
 # Row indices, as in ``dynamics.Row`` (numba needs them as module constants, not attributes).
 _R, _S, _G, _Q, _E, _P, _W, _U_PREV, _M_S, _M_G, _C0, _C1 = 0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12
-_MU_EP, _MU_WELL, _PI, _G0, _Q0, _OMEGA = 14, 15, 16, 18, 20, 21
+_MU_EP, _MU_WELL, _PI, _G0, _Q0, _OMEGA, _CHRONIC, _LOG_RELAPSE = 14, 15, 16, 18, 20, 21, 22, 23
 _F32 = np.float32
 # LLVM options while the kernel compiles (see the module docstring), and their defaults after.
 _VECTOR_WIDTH = 4  # float64 lanes of a 256-bit register (AVX2)
@@ -164,8 +164,8 @@ def _make_loop(per_particle: bool) -> Callable[..., None]:
                 loop: NumPy's vectorised exp is several times cheaper than a scalar one).
             known: ``(D, N_KNOWN, 1 or B0, 1 or B1)`` float64, each day's known inputs stacked
                 in the order of :data:`KNOWN` (a length-1 axis is broadcast over the batch):
-                care c_d (1.0 or 0.0); p_adh, the probability an unlogged dose is taken; psi Ψ_d
-                (points); cbti I_d (z); sleep_debt L_d; per slot k, inflow_k = dose_k/D_min·
+                care intensity c_d in [0, 1]; p_adh, the probability an unlogged dose is taken;
+                psi Ψ_d (points); cbti I_d (z); sleep_debt L_d; per slot k, inflow_k = dose_k/D_min·
                 (1 - e^{-k_e}) (exposure gained if taken), taken_k (1.0, 0.0, NaN unknown) and
                 decay_k = e^{-k_e}.
             normals: ``(D, N_NORMALS, T, B1)`` float32 standard normals ξ_S, ξ_G (independent), ξ_Q.
@@ -188,8 +188,8 @@ def _make_loop(per_particle: bool) -> Callable[..., None]:
         """
         (
             a, s_innov, g_innov, rho, rho_c, c_q, g1, gamma_g, c_sq5, inv_tau_q, c_l, sigma_q,
-            occ_scale, ed50, u_cap, h10, m_care, m_drug1, ln_h01, ln_hr, beta_q,
-            w_decay, k_w, e_max, inv_tau_e, inv_tau_p, inv_recall,
+            occ_scale, ed50, u_cap, h10, m_care1, m_drug1, ln_h01, ln_hr, beta_q,
+            w_decay, k_w, e_max, inv_tau_e, inv_tau_p, inv_recall, rec_acute, rec_chronic,
         ) = coef  # fmt: skip
         n = X.shape[2]
         for i in range(X.shape[1]):
@@ -209,6 +209,7 @@ def _make_loop(per_particle: bool) -> Callable[..., None]:
                 mu_ep_, mu_well_ = X[_MU_EP, i, start:end], X[_MU_WELL, i, start:end]
                 pi_, g0_ = X[_PI, i, start:end], X[_G0, i, start:end]
                 q0_, omega_ = X[_Q0, i, start:end], X[_OMEGA, i, start:end]
+                chronic_, log_relapse_ = X[_CHRONIC, i, start:end], X[_LOG_RELAPSE, i, start:end]
                 eta_, stop_ = eta[i, start:end], stop_day[si, start:end]
                 # The day's known inputs: per particle, the block's slices; per twin, one value
                 # each, read once a day (a loop-invariant the vector loop broadcasts).
@@ -280,8 +281,9 @@ def _make_loop(per_particle: bool) -> Callable[..., None]:
                         took1 = 0.0 if stopped else (drawn1 if math.isnan(logged1) else logged1)
 
                         u_low = min(u, 1.0)
-                        recovery = h10 * (m_care if care > 0.5 else 1.0) * (1.0 + m_drug1 * u_low)
-                        relapse_z = ln_hr * u_low + beta_q * max(q, 0.0)
+                        rec = rec_chronic if chronic_[j] > 0.5 else rec_acute
+                        recovery = h10 * rec * (1.0 + m_care1 * care) * (1.0 + m_drug1 * u_low)
+                        relapse_z = ln_hr * u_low + beta_q * max(q, 0.0) + log_relapse_[j]
                         recovers = recovery > v_[j]
                         relapses = relapse_z > log_v_[j] - ln_h01
                         switch = recovers if episode else relapses

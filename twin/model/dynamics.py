@@ -1,4 +1,4 @@
-"""Latent dynamics of the twin (``twin-model.md`` §2.1-2.3), vectorised over particles.
+"""Latent dynamics of the twin (``docs/model.md`` §1-4), vectorised over particles.
 
 A population of latent states (particles of one twin, particles of many twins, or the patients
 of a simulated cohort) is one float32 matrix ``X`` of shape ``(N_ROWS, *batch)``; row ``k`` holds
@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from twin import errors
-from twin.model import day_kernel, pharmacology
+from twin.model import covariates, day_kernel, pharmacology
 from twin.model.parameters import PopulationParameters
 
 __all__ = [
@@ -57,8 +57,11 @@ SLOTS = 2
 DYNAMIC_ROWS = ("R", "S", "G", "A", "Q", "E", "P", "W", "U_PREV", "M_S", "M_G", "C0", "C1", "Z_REF")
 #: Static per-patient parameters θ_i (Liu-West shrinkage acts on them): mu_ep, mu_well, care
 #: effect pi, log drug sensitivity ln eta, anxiety baseline g0, EMA home base alpha, insomnia
-#: baseline q0, discontinuation susceptibility omega (0/1).
-STATIC_ROWS = ("MU_EP", "MU_WELL", "PI", "LOG_ETA", "G0", "ALPHA", "Q0", "OMEGA")
+#: baseline q0, discontinuation susceptibility omega (0/1), course class CHRONIC (0/1) and the
+#: relapse offset LOG_RELAPSE from prior episodes (:mod:`twin.model.covariates`).
+STATIC_ROWS = (
+    "MU_EP", "MU_WELL", "PI", "LOG_ETA", "G0", "ALPHA", "Q0", "OMEGA", "CHRONIC", "LOG_RELAPSE",
+)  # fmt: skip
 ROWS = DYNAMIC_ROWS + STATIC_ROWS
 N_ROWS = len(ROWS)
 #: Standard normals per particle per day: ξ_S, ξ_G (independent part), ξ_Q.
@@ -68,10 +71,10 @@ N_UNIFORMS = 1 + SLOTS
 
 
 class Row:
-    """Row indices into the particle matrix, named as in ``twin-model.md``."""
+    """Row indices into the particle matrix, named as in ``docs/model.md`` §1.2."""
 
     R, S, G, A, Q, E, P, W, U_PREV, M_S, M_G, C0, C1, Z_REF = range(14)
-    MU_EP, MU_WELL, PI, LOG_ETA, G0, ALPHA, Q0, OMEGA = range(14, 22)
+    MU_EP, MU_WELL, PI, LOG_ETA, G0, ALPHA, Q0, OMEGA, CHRONIC, LOG_RELAPSE = range(14, 24)
 
 
 @dataclass(slots=True)
@@ -79,7 +82,8 @@ class DayInputs:
     """Known inputs for one day, broadcastable against the batch shape.
 
     Attributes:
-        care: 1.0 while in active clinical follow-up (c_d), else 0.0.
+        care: Care intensity c_d in [0, 1]: the setting's contact rate relative to a trial's
+            weekly assessments (:mod:`twin.model.care`); 0 without clinical contact.
         dose_rel: Shape ``(SLOTS, ...)``: scheduled dose of each slot's drug / D_min.
         taken: Shape ``(SLOTS, ...)``: 1.0 taken, 0.0 missed, NaN unknown (then drawn
             as Bernoulli(``p_adh``)).
@@ -109,9 +113,9 @@ def day_coefficients(p: PopulationParameters) -> tuple[float, ...]:
         a, p.sigma_s * innov, p.sigma_g * innov, p.rho_sg, math.sqrt(1.0 - p.rho_sg**2),
         p.c_q, p.g1, p.gamma_g, p.c_sq / 5.0, 1.0 / p.tau_q, p.c_l, p.sigma_q,
         p.o_max / float(pharmacology.occupancy(1.0, p)), p.ed50_rel, p.u_cap,
-        p.h10, p.m_care, p.m_drug - 1.0, math.log(p.h01), math.log(p.hr_drug), p.beta_q,
+        p.h10, p.m_care - 1.0, p.m_drug - 1.0, math.log(p.h01), math.log(p.hr_drug), p.beta_q,
         math.exp(-1.0 / p.tau_w), p.k_w, p.e_max, 1.0 / p.tau_e, 1.0 / p.tau_p,
-        1.0 / p.recall_days,
+        1.0 / p.recall_days, p.rec_acute, p.rec_chronic,
     )  # fmt: skip
     assert len(coef) == day_kernel.N_COEFFICIENTS
     return coef
@@ -162,10 +166,13 @@ def advance_days(
     - G_{d+1}: the same OU form toward g0_i + g1(S_d - μ_well) - γ_G E_d, noise correlated ρ_SG
     - Q_{d+1} = Q_d + (q0_i + c_SQ(S_d - μ_well)/5 - I_d - Q_d)/τ_Q + c_L L_d + σ_Q ξ_Q
     - C_{k,d+1} = C_k e^{-k_e} + dose_k·taken_k·(1 - e^{-k_e}); u_d = min(O(ΣC)/O(1), u_cap)
-    - E_{d+1} = E_d + (η_i E_max u_d - E_d)/τ_E; P_{d+1} = P_d + (c_d π_i - P_d)/τ_P
+    - E_{d+1} = E_d + (η_i E_max u_d - E_d)/τ_E; P_{d+1} = P_d + (c_d π_i - P_d)/τ_P, with c_d
+      the care intensity in [0, 1] (:mod:`twin.model.care`)
     - W_{d+1} = W_d e^{-1/τ_W} + ω_i·max(0, u_{d-1} - u_d)·k_W
-    - R switches 1→0 with probability 1 - exp(-h10·m_care^{c_d}·(1 + (m_drug - 1)·min(u,1)))
-      and 0→1 with 1 - exp(-h01·HR_drug^{min(u,1)}·exp(β_Q max(Q,0)))
+    - R switches 1→0 with probability 1 - exp(-h10·r_i·(1 + (m_care - 1)·c_d)·(1 + (m_drug - 1)·u₁))
+      and 0→1 with 1 - exp(-h01·e^{ρ_i}·HR_drug^{u₁}·exp(β_Q max(Q,0))), u₁ = min(u, 1), where
+      r_i is the recovery multiplier of the patient's course class (r_acute or r_chronic) and
+      ρ_i their relapse offset from prior episodes (:mod:`twin.model.covariates`)
     - recall means M ← M + (X_{d+1} - M)/τ_recall (an EWMA with the mean age of a 14-day window)
 
     Compiled by :mod:`twin.model.day_kernel` (blocks of particles through all the days, four
@@ -287,12 +294,14 @@ def sample_prior(
     mu_ep_mean: float | F64 | None = None,
     mu_ep_sd: float | None = None,
 ) -> F32:
-    """Draw latent states from the population prior (§2.5).
+    """Draw latent states from the population prior (docs/model.md §2.6).
 
     Static parameters: μ_ep ~ N(mean, sd²) on [0, 27]; μ_well ~ N(2.5, 1.5²) on [0, 27];
     π ~ N(5, 4²)⁺; ln η ~ N(-σ²/2, σ²) with σ² = ln(1 + CV²) so E[η] = 1; g0 ~ N(3, 1.5²)⁺;
-    α ~ N(0, 0.5²); q0 ~ N(0, 0.8²); ω ~ Bernoulli(0.15). Dynamic states start at the
-    equilibrium of their regime with the OU's stationary spread; drug and care states at zero.
+    α ~ N(0, 0.5²); q0 ~ N(0, 0.8²); ω ~ Bernoulli(0.15); course class chronic ~
+    Bernoulli(``chronic_share``); relapse offset from K ~ Geometric prior episodes
+    (:mod:`twin.model.covariates`). Dynamic states start at the equilibrium of their regime with
+    the OU's stationary spread; drug and care states at zero.
 
     Args:
         p: Population parameters.
@@ -326,4 +335,8 @@ def sample_prior(
     X[Row.M_G] = np.clip(g_level + rng.normal(0.0, p.sigma_g * 0.5, shape), 0.0, 21.0)
     X[Row.Q] = X[Row.Q0] + (p.c_sq / 5.0) * (X[Row.S] - X[Row.MU_WELL])
     X[Row.A] = X[Row.ALPHA] + (p.beta_a / 5.0) * (X[Row.S] - X[Row.MU_WELL])
+    # Drawn last, so the draws above are those of a model without course classes.
+    X[Row.CHRONIC] = rng.random(shape) < p.chronic_share
+    episodes = covariates.draw_prior_episodes(p.prior_episodes_mean, rng, shape)
+    X[Row.LOG_RELAPSE] = covariates.relapse_offset(p, episodes)
     return X

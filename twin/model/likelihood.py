@@ -1,4 +1,4 @@
-"""Observation models of ``twin-model.md`` §2.4: log-likelihoods and generative samplers.
+"""Observation models of ``docs/model.md`` §5: log-likelihoods and generative samplers.
 
 Questionnaires use an interval-censored Gaussian (an ordered probit with unit-spaced cut-points):
 P(y = k) = Φ((k + ½ - m)/s) - Φ((k - ½ - m)/s), open at 0 and at the top score, so the mass over

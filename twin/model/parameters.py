@@ -1,7 +1,7 @@
-"""Population parameters of the twin model (``twin-model.md`` §2.5) and the drug table (§2.3).
+"""Population parameters of the twin model (``docs/model.md`` §6) and the drug table (§4.1).
 
 Every number carries its anchor; values marked *[assumption]* are not measured quantities and are
-listed as such in the model card. Parameters are plain Python floats on purpose: with NumPy 2's
+listed as such in docs/model.md §6. Parameters are plain Python floats on purpose: with NumPy 2's
 weak scalar promotion they keep float32 particle arrays in float32.
 """
 
@@ -16,7 +16,7 @@ __all__ = ["DRUGS", "MODEL_VERSION", "Drug", "PopulationParameters", "drug", "kn
 
 #: Version of the model's equations and state layout. Serialized state records it; a change in
 #: equations or layout bumps it so old checkpoints are refused rather than misread.
-MODEL_VERSION = "novamind-twin/1.0"
+MODEL_VERSION = "novamind-twin/1.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,7 @@ class Drug:
 
 # Half-lives: Ther Clin Risk Manag 2018;14:1799 Table 3 (midpoints); fluoxetine uses the active
 # moiety (fluoxetine + norfluoxetine) 7 d and venlafaxine its active metabolite ODV 11 h, both
-# [assumption] as in twin-model.md. Minimum doses: standard labels.
+# [assumption] (docs/model.md §4.1). Minimum doses: standard labels.
 DRUGS: dict[str, Drug] = {
     d.name: d
     for d in (
@@ -92,14 +92,23 @@ class PopulationParameters:
     Rates are per day unless the name says otherwise. Severity numbers are PHQ-9 points.
     """
 
-    # Regime switching (§2.2, §2.5).
+    # Regime switching (docs/model.md §2.2, §6).
     h10: float = 0.0026  # untreated recovery hazard /d (Whiteford 2013; range 0.0015-0.003)
-    m_care: float = 2.0  # active-care multiplier on h10 [assumption, calibrated: T1, T8]
+    # Recovery-hazard multiplier at trial-like care (c = 1) [assumption, calibrated: T1, T8].
+    m_care: float = 2.0
     m_drug: float = 1.2  # drug multiplier on the recovery hazard (calibrated: T2-T5)
     h01: float = 0.00145  # relapse hazard /d, recently remitted, off drug (Geddes 2003)
     hr_drug: float = 0.376  # maintenance hazard ratio (Geddes 2003; Kato 2021)
     beta_q: float = 0.45  # log-hazard of new episode per z of insomnia above 0 (T14, Baglioni 2011)
-    # Severity OU (§2.2).
+    # Course heterogeneity (twin.model.covariates): an acute and a chronic course class.
+    chronic_share: float = 0.25  # share of new episodes with a chronic course [calibrated]
+    rec_acute: float = 1.0  # recovery-hazard multiplier of the acute class [calibrated]
+    rec_chronic: float = 1.0  # recovery-hazard multiplier of the chronic class [calibrated]
+    p_anx_chronic: float = 0.5  # P(comorbid anxiety | chronic course) [calibrated: Penninx 2011]
+    p_anx_acute: float = 0.5  # P(comorbid anxiety | acute course) [calibrated: Penninx 2011]
+    hr_recurrence: float = 1.16  # relapse-hazard ratio per prior episode (Solomon 2000)
+    prior_episodes_mean: float = 1.5  # mean earlier episodes of a patient [assumption]
+    # Severity OU (docs/model.md §2.3).
     kappa_s: float = 1.0 / 3.0  # mean reversion /d
     sigma_s: float = 2.0  # stationary SD, points
     recall_days: float = 7.0  # EWMA time constant of the 14-day recall window (same mean age)
@@ -115,7 +124,7 @@ class PopulationParameters:
     beta_a: float = 0.5  # home-base shift per 5 PHQ-9 points above mu_well
     ema_noise: float = 0.5  # response noise of the ordinal item, z-units [assumption]
     ema_cuts: tuple[float, ...] = (-1.5, -0.9, -0.3, 0.3, 0.9, 1.5)  # 1..7 Likert thresholds
-    # Pharmacodynamics (§2.3).
+    # Pharmacodynamics (docs/model.md §4.2).
     o_max: float = 0.88  # maximal SERT occupancy (Meyer 2004; Voineskos 2007)
     ed50_rel: float = 0.10  # exposure at half-maximal occupancy, in D_min units
     u_cap: float = 1.1  # cap on the normalised drive u = O/O(1)
@@ -160,7 +169,7 @@ class PopulationParameters:
     g0_mean: float = 3.0
     g0_sd: float = 1.5
     alpha_sd: float = 0.5  # between-person SD of the EMA home base, z
-    # Observation noise (§2.4).
+    # Observation noise (docs/model.md §5).
     phq9_sd: float = 2.2  # Lowe 2004
     gad7_sd: float = 2.0  # [assumption]
     sleep_sd_h: float = 0.8

@@ -1,4 +1,4 @@
-"""Intervention sub-models of ``twin-model.md`` §2.3 as pure, vectorised functions.
+"""Intervention sub-models of ``docs/model.md`` §4 as pure, vectorised functions.
 
 Each function accepts scalars or NumPy arrays of any (broadcastable) shape and returns the same
 shape. Units: exposure ``C`` in minimum-therapeutic-dose equivalents at steady state (D_min

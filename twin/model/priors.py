@@ -1,7 +1,7 @@
 """Versioned population prior sets: which parameters a twin was created with.
 
 A prior set overrides some fields of :class:`PopulationParameters` (the calibrated ones, see
-:mod:`twin.analytics.calibration`); everything else keeps the defaults of twin-model.md §2.5.
+:mod:`twin.analytics.calibration`); everything else keeps the defaults of docs/model.md §6.
 ``builtin`` is the set of those defaults. A twin records the version it was created with and keeps
 using it for its whole life, so a new calibration never changes an existing twin's posterior
 retroactively; new twins take the registry's active version.
@@ -21,7 +21,7 @@ from twin.model.parameters import PopulationParameters
 __all__ = ["BUILTIN", "BUILTIN_VERSION", "FITTABLE", "PriorSet"]
 
 BUILTIN_VERSION = "builtin"
-#: The parameters a calibration may set (twin-model.md §2.5: care effect, drug effect scale,
+#: The parameters a calibration may set (docs/model.md §9: care effect, drug effect scale,
 #: untreated recovery and off-drug relapse hazards).
 FITTABLE = ("pi_mean", "e_max", "h10", "h01")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -1,4 +1,4 @@
-"""The literature battery of ``twin-model.md`` §3: simulated cohorts against published targets.
+"""The literature battery of ``docs/model.md`` §10: simulated cohorts against published targets.
 
 Each target is computed from cohorts simulated with :func:`twin.model.cohort.simulate_cohort`
 (or, for the EMA and wearable layers, with the same model functions) and compared with the pass
@@ -21,7 +21,7 @@ from twin.model.cohort import CohortResult, CohortSpec, DoseChange, simulate_coh
 from twin.model.dynamics import Row
 from twin.model.parameters import PopulationParameters
 
-__all__ = ["BATTERY", "TargetResult", "run_battery", "run_target"]
+__all__ = ["BATTERY", "TargetResult", "run_battery", "run_target", "targets_table"]
 
 SERTRALINE = [DoseChange(day=0, drug="sertraline", mg_per_day=50.0)]
 
@@ -56,7 +56,7 @@ def _odds_ratio(exposed: npt.NDArray[np.bool_], outcome: npt.NDArray[np.bool_]) 
 
 
 class _Trial:
-    """Placebo vs sertraline (D_min) in patients screened at observed PHQ-9 >= 15 (§2.7)."""
+    """Placebo vs sertraline (D_min), screened at observed PHQ-9 >= 15 (docs/model.md §10)."""
 
     def __init__(self, n: int, seed: int, p: PopulationParameters) -> None:
         self.placebo = simulate_cohort(
@@ -171,7 +171,7 @@ def _trial_targets(n: int, seed: int, p: PopulationParameters) -> list[TargetRes
 
 def _natural_history(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
     r = simulate_cohort(
-        CohortSpec(n_patients=n, days=364, seed=seed, care=False, screen_phq9_min=10), params=p
+        CohortSpec(n_patients=n, days=364, seed=seed, care="none", screen_phq9_min=10), params=p
     )
     out = []
     for months, week, published in ((3, 13, 0.23), (6, 26, 0.32), (12, 52, 0.53)):
@@ -296,7 +296,7 @@ def _cbti(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
 
 def _insomnia_risk(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
     spec = CohortSpec(
-        n_patients=n, days=365, seed=seed, start="remitted", care=False, detailed=True
+        n_patients=n, days=365, seed=seed, start="remitted", care="none", detailed=True
     )
     normal = simulate_cohort(spec, params=p)
     if normal.insomnia is None:
@@ -412,7 +412,7 @@ def _discontinuation(n: int, seed: int, p: PopulationParameters) -> list[TargetR
 
 def _retest(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
     # Primary-care patients of mixed severity (Kroenke 2001): 85% in an episode [assumption].
-    spec = CohortSpec(n_patients=17 * n // 20, days=7, seed=seed, care=False)
+    spec = CohortSpec(n_patients=17 * n // 20, days=7, seed=seed, care="none")
     remitted = {"seed": seed + 1, "start": "remitted", "n_patients": n - spec.n_patients}
     arms = [simulate_cohort(spec, params=p)]
     arms.append(simulate_cohort(spec.model_copy(update=remitted), params=p))
@@ -423,6 +423,70 @@ def _retest(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
     return [
         TargetResult("T19", "PHQ-9 1-week retest r", corr, 0.78, 0.90, "Kroenke 2001"),
         TargetResult("T19", "PHQ-9 SEM", sem, 2.0, 2.7, "Lowe 2004"),
+    ]
+
+
+def _usual_care(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
+    """Care as usual alone: primary-care contact, no drug, no psychotherapy (PHQ-9 >= 10)."""
+    r = simulate_cohort(
+        CohortSpec(n_patients=n, days=182, seed=seed, screen_phq9_min=10, care="usual"), params=p
+    )
+    relative = (r.phq9 - r.phq9[:, :1]) / r.phq9[:, :1]
+    response = float(np.mean(r.phq9[:, 8] <= 0.5 * r.phq9[:, 0]))
+    source = "Metapsy care-as-usual arms (pooled)"
+    return [
+        TargetResult(
+            "U1",
+            "usual care mean relative change at 2 months",
+            float(np.mean(relative[:, 9])),
+            -0.25,
+            -0.05,
+            source,
+        ),
+        TargetResult(
+            "U1",
+            "usual care mean relative change at 6 months",
+            float(np.mean(relative[:, 26])),
+            -0.35,
+            -0.15,
+            source,
+        ),
+        TargetResult("U2", "usual care response at 8 weeks", response, 0.12, 0.28, source),
+    ]
+
+
+def _visits(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]:
+    """Placebo arms: response over trial length, and the effect of assessment visits."""
+
+    def arm(setting: str, s: int) -> CohortResult:
+        spec = CohortSpec(n_patients=n, days=84, seed=s, screen_phq9_min=15, care=setting)
+        return simulate_cohort(spec, params=p)
+
+    weekly, fortnightly = arm("trial", seed), arm("collaborative", seed + 1)
+    response = {w: float(np.mean(_Trial.response(weekly, w))) for w in (6, 12)}
+    # By week 6 a weekly schedule has made 6 visits after baseline, a fortnightly one 3.
+    extra_visits = 3
+    per_visit = (
+        float(np.mean(_Trial.change(fortnightly, 6)) - np.mean(_Trial.change(weekly, 6)))
+        / extra_visits
+    )
+    return [
+        TargetResult(
+            "V1",
+            "placebo response week 12 - week 6",
+            response[12] - response[6],
+            0.0,
+            0.15,
+            "Furukawa 2016 (no fall with trial length)",
+        ),
+        TargetResult(
+            "V2",
+            "improvement per extra assessment visit, week 6 (PHQ-9 points)",
+            per_visit,
+            0.0,
+            2.0,
+            "Posternak & Zimmerman 2007",
+        ),
     ]
 
 
@@ -439,6 +503,8 @@ BATTERY: dict[str, Callable[[int, int, PopulationParameters], list[TargetResult]
     "ema": _ema,
     "discontinuation": _discontinuation,
     "retest": _retest,
+    "usual_care": _usual_care,
+    "visits": _visits,
 }
 
 
@@ -454,3 +520,30 @@ def run_battery(
 ) -> list[TargetResult]:
     """Run every target group with ``n`` patients per arm."""
     return [r for group in BATTERY for r in run_target(group, n=n, seed=seed, params=params)]
+
+
+def targets_table(results: list[TargetResult], *, n: int, seed: int) -> str:
+    """The battery's results as a Markdown table (``docs/model-targets.md`` is one).
+
+    Args:
+        results: From :func:`run_battery`.
+        n: Simulated patients per arm of the run.
+        seed: Its seed.
+    """
+    passed = sum(r.passed for r in results)
+    lines = [
+        "# The twin's literature targets: simulated values and bands",
+        "",
+        "Generated by `novamind model targets` (twin.model.validation.run_battery) with "
+        f"{n:,} simulated patients per arm, seed {seed}: {passed} of {len(results)} targets "
+        "inside their bands. The model and each target are described in docs/model.md.",
+        "",
+        "| target | quantity | simulated | band | source | in band |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.target} | {r.quantity} | {r.value:.3f} | {r.low:g} .. {r.high:g} "
+            f"| {r.source} | {'yes' if r.passed else '**no**'} |"
+        )
+    return "\n".join(lines) + "\n"

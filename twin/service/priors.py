@@ -9,7 +9,7 @@
   of the patient: erasure deletes it). The twin's state records it too; this copy lets a twin
   rebuilt from its log alone (every checkpoint lost) keep its set.
 
-The built-in set (the defaults of twin-model.md §2.5) is always available under ``builtin``.
+The built-in set (the defaults of docs/model.md §6) is always available under ``builtin``.
 """
 
 from __future__ import annotations

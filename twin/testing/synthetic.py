@@ -84,6 +84,8 @@ def synthetic_patient(
         timeline.append((day, payload))
 
     cuts27 = likelihood.score_cuts(27)
+    # The patient is seen in a trial-like setting (weekly contact): the care input of the truth.
+    emit(0.0, events.CareStatus(True, "trial"))
     for day in range(days + 1):
         out.severity[day] = X[Row.S, 0]
         out.phq9[day] = likelihood.sample_ordinal(

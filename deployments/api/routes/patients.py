@@ -16,10 +16,13 @@ from deployments.api.access import (
     record,
 )
 from deployments.api.errors import PROBLEMS
-from twin import errors, schemas
+from twin import errors, ports, schemas
+from twin.domain import events
 from twin.domain.patients import Identifiers
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"], responses=PROBLEMS)
+#: Idempotency key of the covariates given at registration (the twin's first event).
+REGISTRATION_KEY = "registration-covariates"
 
 
 @router.post("", status_code=201, response_model=schemas.PatientCreated)
@@ -32,7 +35,12 @@ async def create_patient(
     if not allowed:
         raise errors.AuthorizationError(f"role {who.role} may not create patients for this team")
     identifiers = Identifiers(body.name, body.birth_date, body.mrn, body.contact)
+    # Checked before the patient exists, so refused covariates register nothing.
+    given = None if body.covariates is None else events.Covariates(**body.covariates.model_dump())
     patient_id = await svc.registry.create(identifiers, care_team=body.care_team)
+    if given is not None:
+        # The twin's first event: the answer acknowledges it only once it is durably stored.
+        await svc.twins.ingest(patient_id, [ports.NewEvent(REGISTRATION_KEY, 0.0, given)])
     return schemas.PatientCreated(patient_id=patient_id)
 
 

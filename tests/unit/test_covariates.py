@@ -1,0 +1,121 @@
+"""Patient covariates: course classes, relapse offsets, the twin's update and cohorts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from tests.builders import Log, twin
+from twin import errors
+from twin.assimilation import kernel
+from twin.domain import events as E
+from twin.model import covariates
+from twin.model.cohort import CohortSpec, simulate_cohort
+from twin.model.dynamics import Row
+from twin.model.parameters import PopulationParameters
+
+# Classes that differ (the defaults are calibrated; these make every effect visible).
+P = PopulationParameters(rec_acute=3.0, rec_chronic=0.1, p_anx_chronic=0.6, p_anx_acute=0.2)
+
+
+def test_a_long_episode_and_comorbid_anxiety_are_evidence_of_a_chronic_course():
+    llr = covariates.chronic_log_likelihood_ratio
+    assert float(llr(P, episode_weeks=0.0)) == 0.0
+    weeks = np.array([4.0, 26.0, 104.0])
+    assert np.all(np.diff(llr(P, episode_weeks=weeks)) > 0)
+    # ln LR = -(h_chronic - h_acute)·7D exactly.
+    expected = -P.h10 * (P.rec_chronic - P.rec_acute) * 7.0 * 26.0
+    assert float(llr(P, episode_weeks=26.0)) == pytest.approx(expected)
+    assert float(llr(P, anxiety_comorbid=True)) == pytest.approx(math.log(0.6 / 0.2))
+    assert float(llr(P, anxiety_comorbid=False)) == pytest.approx(math.log(0.4 / 0.8))
+    # The prior share is the probability when nothing is known.
+    assert float(covariates.chronic_probability(P, 0.0)) == pytest.approx(P.chronic_share)
+
+
+def test_the_relapse_offset_rises_with_prior_episodes_and_averages_one_in_the_population():
+    k = np.arange(15)
+    offsets = covariates.relapse_offset(P, k)
+    assert np.all(np.diff(offsets[:11]) > 0) and np.all(np.diff(offsets[10:]) == 0)
+    assert offsets[3] - offsets[2] == pytest.approx(math.log(P.hr_recurrence))
+    rng = np.random.default_rng(0)
+    drawn = covariates.draw_prior_episodes(P.prior_episodes_mean, rng, (400_000,))
+    assert drawn.min() == 0 and drawn.mean() == pytest.approx(P.prior_episodes_mean, rel=0.02)
+    assert np.mean(np.exp(covariates.relapse_offset(P, drawn))) == pytest.approx(1.0, abs=0.01)
+
+
+def _posterior_chronic(state) -> float:
+    return float(np.sum(state.weights * (state.particles[Row.CHRONIC] > 0.5)))
+
+
+def test_a_twin_weighs_covariates_as_evidence_on_its_course_class():
+    plain, informed = twin("cov-a", particles=2000), twin("cov-a", particles=2000)
+    before = _posterior_chronic(plain)
+    log = Log().add(0.0, E.Covariates(episode_weeks=104.0, anxiety_comorbid=True))
+    kernel.apply_events([informed], [log.events], params=P)
+    assert _posterior_chronic(informed) > before + 0.3
+    new = twin("cov-b", particles=2000)
+    kernel.apply_events([new], [Log().add(0.0, E.Covariates(episode_weeks=0.5)).events], params=P)
+    assert abs(_posterior_chronic(new) - before) < 0.05
+    # Prior episodes are known exactly: every particle takes their offset.
+    known = twin("cov-c", particles=500)
+    kernel.apply_events([known], [Log().add(0.0, E.Covariates(prior_episodes=4)).events], params=P)
+    assert np.all(known.particles[Row.LOG_RELAPSE] == np.float32(covariates.relapse_offset(P, 4)))
+    # Age alone changes nothing about the course.
+    aged = twin("cov-d", particles=500)
+    untouched = aged.particles.copy()
+    kernel.apply_events([aged], [Log().add(0.0, E.Covariates(age_years=70.0)).events], params=P)
+    assert np.array_equal(aged.particles, untouched)
+
+
+def test_covariates_refuse_values_outside_their_domain():
+    for bad in (
+        {"episode_weeks": -1.0},
+        {"episode_weeks": math.inf},
+        {"prior_episodes": 2.5},
+        {"prior_episodes": 51},
+        {"anxiety_comorbid": "yes"},
+        {"age_years": 15.0},
+        {},
+    ):
+        with pytest.raises(errors.ObservationRangeError):
+            E.Covariates(**bad)
+    for bad in ({"episode_weeks": -2.0}, {"anxiety_share": 1.5}, {"prior_episodes_mean": math.nan}):
+        with pytest.raises(ValidationError):
+            CohortSpec(n_patients=1, days=0, population=bad)
+
+
+def _recovered_by(spec: CohortSpec, p: PopulationParameters, day: int) -> float:
+    r = simulate_cohort(spec, params=p)
+    return float(np.mean(~r.episode[:, : day + 1].all(axis=1)))
+
+
+def test_cohorts_of_long_episodes_and_comorbid_anxiety_recover_more_slowly():
+    base = CohortSpec(n_patients=4000, days=182, seed=3, care="none")
+    new = _recovered_by(
+        base.model_copy(update={"population": covariates.Population(episode_weeks=1.0)}), P, 182
+    )
+    chronic = _recovered_by(
+        base.model_copy(update={"population": covariates.Population(episode_weeks=104.0)}), P, 182
+    )
+    assert chronic < new - 0.2
+    anxious = _recovered_by(
+        base.model_copy(update={"population": covariates.Population(anxiety_share=1.0)}), P, 182
+    )
+    calm = _recovered_by(
+        base.model_copy(update={"population": covariates.Population(anxiety_share=0.0)}), P, 182
+    )
+    assert anxious < calm - 0.1
+
+
+def test_cohorts_with_more_prior_episodes_relapse_more():
+    def relapsed(mean: float) -> float:
+        spec = CohortSpec(
+            n_patients=6000, days=365, seed=4, start="remitted", care="none",
+            population={"prior_episodes_mean": mean},
+        )  # fmt: skip
+        return float(np.mean(simulate_cohort(spec, params=P).episode.any(axis=1)))
+
+    assert relapsed(0.0) < relapsed(1.5) < relapsed(5.0)
