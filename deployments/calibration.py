@@ -30,6 +30,7 @@ from deployments import jobs, ray_env
 from deployments.bootstrap import open_cohort_stores, open_documents, open_twin_reader
 from twin import errors, schemas
 from twin.analytics import calibration
+from twin.model import priors as prior_sets
 from twin.service.priors import DocumentPriorRegistry, PriorSetRecord
 from twin.settings import TwinSettings
 
@@ -164,17 +165,22 @@ def run_calibration(
                 courses.append(calibration.Course.from_dict(json.loads(course)))
             else:
                 excluded[str(reason)] += 1
+    # The courses refit what they identify on top of the current model (the shipped joint fit),
+    # whose other values the new set keeps.
+    base = prior_sets.LITERATURE
     result = calibration.fit(
-        courses, n_sim=n_sim, seed=seed, max_evaluations=max_evaluations, mapper=_ray_map
-    )
+        courses, start=base.parameters(), n_sim=n_sim, seed=seed,
+        max_evaluations=max_evaluations, mapper=_ray_map,
+    )  # fmt: skip
     job_id = jobs.new_job_id()
     record = PriorSetRecord(
         version=f"calib-{job_id}",
-        overrides=result.estimates,
+        overrides={**base.overrides, **result.estimates},
         estimator="smm",
         created_at=jobs.utc_now(),
         diagnostics={
             **result.diagnostics(),
+            "base": base.version,
             "courses": len(courses),
             "excluded": dict(excluded.most_common()),
             "selection": {

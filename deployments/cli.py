@@ -381,6 +381,48 @@ def model_targets(
         console.print(f"  [red]{r.target} {r.quantity} = {r.value:.3f} ({r.low:g} .. {r.high:g})")
 
 
+@model_app.command("fit")
+def model_fit(
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("docs/model-fit.md"),
+    patients: Annotated[
+        int, typer.Option(help="Simulated patients per arm.", min=500, max=100_000)
+    ] = 4000,
+    iterations: Annotated[int, typer.Option(help="Minimiser evaluations.", min=1)] = 30,
+    workers: Annotated[int, typer.Option(help="Processes for the Jacobian.", min=1)] = 2,
+    start: Annotated[
+        str | None, typer.Option(help="Prior set to start from (a shipped version).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated cohorts.", min=0)] = 2026,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Fit only this parameter (repeatable).")
+    ] = None,
+) -> None:
+    """Fit the model to every published target at once; write the table and the estimates."""
+    import json
+    from concurrent.futures import ProcessPoolExecutor
+
+    from twin.analytics import joint
+    from twin.model.priors import LITERATURE, SHIPPED
+
+    start = start or LITERATURE.version
+    if start not in SHIPPED:
+        raise typer.BadParameter(f"start: one of {', '.join(SHIPPED)}")
+    names = tuple(only or joint.PARAMETERS)
+    unknown = [name for name in names if name not in joint.PARAMETERS]
+    if unknown:
+        raise typer.BadParameter(f"only: one of {', '.join(joint.PARAMETERS)}")
+    base = SHIPPED[start].parameters()
+    with ProcessPoolExecutor(workers) as pool:
+        fit = joint.fit_targets(
+            base, names=names, n=patients, seed=seed, max_iterations=iterations,
+            mapper=lambda fn, jobs: list(pool.map(fn, jobs)),
+            progress=lambda done, j: console.print(f"  evaluation {done}: J = {j:.1f}"),
+        )  # fmt: skip
+    out.write_text(joint.fit_table(fit, version=start))
+    console.print(f"J = {fit.objective:.1f} ({fit.status}) -> {out}")
+    console.print(json.dumps({k: float(f"{v:.4g}") for k, v in fit.estimates.items()}))
+
+
 @priors_app.command("list")
 def priors_list() -> None:
     """The prior sets in the model registry and which one new twins take."""
@@ -393,8 +435,15 @@ def priors_list() -> None:
             found = await documents.list(COLLECTION, after=None, limit=1000)
             return active, [PriorSetRecord.model_validate_json(d.body) for d in found]
 
+    from twin.model.priors import BUILTIN, LITERATURE
+
     active, records = _run_job("listing", listing())
-    console.print(f"{'*' if active == 'builtin' else ' '} builtin  (docs/model.md defaults)")
+    shipped = {
+        BUILTIN.version: "shipped: the defaults of docs/model.md §6",
+        LITERATURE.version: "shipped: the joint fit of the published targets (docs/model-fit.md)",
+    }
+    for version, what in shipped.items():
+        console.print(f"{'*' if active == version else ' '} {version}  ({what})")
     for r in records:
         values = ", ".join(f"{k}={v:.4g}" for k, v in r.overrides.items())
         console.print(

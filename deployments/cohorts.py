@@ -38,6 +38,7 @@ from deployments.bootstrap import open_cohort_stores, open_documents, open_twin_
 from twin import errors, ports, schemas
 from twin.analytics import synthetic
 from twin.analytics.whatif import CohortTwin, Tally, aggregate_rows, simulate_batch
+from twin.model import priors as prior_sets
 from twin.model.parameters import PopulationParameters
 from twin.service.priors import PriorParameters
 from twin.service.restore import current_states
@@ -153,17 +154,18 @@ def _shares(n_twins: int, workers: int) -> int:
 def _synthetic_twins(batch: dict[str, Any], run_json: str) -> pa.Table:
     """Simulate and assimilate blocks of a synthetic cohort, then forecast them (a Ray task).
 
-    Synthetic patients and their twins use the built-in priors (the defaults of docs/model.md §6).
+    Synthetic patients and their twins use the current model (the shipped joint fit,
+    ``twin.model.priors.current``).
     """
     run = schemas.CohortRunIn.model_validate_json(run_json)
     spec = run.synthetic
     assert spec is not None  # the run was validated with a synthetic selection
-    params = PopulationParameters()
+    params = prior_sets.current()
     twins = [
         twin
         for block in batch["id"]
         for twin in synthetic.synthetic_twins(
-            spec, int(block), particles=run.particles, params=params
+            spec, int(block), particles=run.particles, prior=prior_sets.LITERATURE
         )
     ]
     return _forecast(run, twins, params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twin.assimilation import kernel
 from twin.assimilation.state import TwinState, new_twin
 from twin.domain import events as E
 from twin.model.cohort import CohortSpec, DoseChange
@@ -29,6 +30,16 @@ class Log:
 
 def twin(name: str = "patient-a", particles: int = 500) -> TwinState:
     return new_twin(name, n_particles=particles)
+
+
+def depressed_twin(name: str = "depressed", particles: int = 1000) -> TwinState:
+    """A twin that has seen three weekly PHQ-9 totals of a moderately severe episode."""
+    state = twin(name, particles=particles)
+    log = Log()
+    for week, total in enumerate([19, 18, 20]):
+        log.phq9(7 * week + 0.5, total)
+    kernel.apply_events([state], [log.events])
+    return state
 
 
 def calibration_design(

@@ -66,10 +66,11 @@ class CovariatesIn(BaseModel):
     """Patient characteristics that change the twin's expected course (each optional).
 
     Baseline severity is not one of them: it is the first PHQ-9 observed. They become the
-    twin's ``covariates`` event (the payload of that name on the observations route).
+    twin's ``covariates`` event (the payload of that name on the observations route). Strict
+    types, as the event codec: ``true`` is not a count and ``"yes"`` is not a boolean.
     """
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     episode_weeks: float | None = Field(
         default=None,

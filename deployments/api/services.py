@@ -21,8 +21,10 @@ __all__ = ["ApiServices", "Twins"]
 class Twins(Protocol):
     """What the API needs from the twin runtime (TwinHost in-process, TwinRuntime on Ray)."""
 
-    async def ingest(self, patient_id: str, batch: Sequence[ports.NewEvent]) -> IngestResult:
-        """Append durably and apply."""
+    async def ingest(
+        self, patient_id: str, batch: Sequence[ports.NewEvent], *, wait: bool = True
+    ) -> IngestResult:
+        """Append durably and apply (``wait=False``: apply in the background)."""
         ...
 
     async def summary(self, patient_id: str) -> TwinSummary:

@@ -303,7 +303,14 @@ async def test_covariates_given_at_registration_are_the_twins_first_event(api_en
     assert twin["last_seq"] == 1
     # Refused covariates register nothing (they are checked before the patient exists).
     before = (await client.get("/v1/patients?care_team=team-1", headers=ADMIN)).json()["items"]
-    for bad in ({"age_years": 15}, {}, {"prior_episodes": 1.5}, {"episode_weeks": -1}):
+    audit = [e.record for e in await api_env.services.audit.entries()]
+    assert any(r.action == "covariates.ingest" and r.patient_id == pid for r in audit)
+    bad_cases = (
+        {"age_years": 15}, {}, {"prior_episodes": 1.5}, {"episode_weeks": -1},
+        {"prior_episodes": True}, {"anxiety_comorbid": "yes"}, {"age_years": "70"},
+        {"episode_weeks": 10**400},
+    )  # fmt: skip
+    for bad in bad_cases:
         refused = await client.post(
             "/v1/patients", json={**ADA, "mrn": "M9", "covariates": bad}, headers=ADMIN
         )

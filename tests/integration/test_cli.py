@@ -47,6 +47,7 @@ def test_prior_sets_are_listed_and_activated(tmp_path, monkeypatch):
     import asyncio
 
     from deployments.bootstrap import open_documents
+    from twin.model.priors import LITERATURE
     from twin.service.priors import DocumentPriorRegistry, PriorSetRecord
 
     monkeypatch.setenv("NOVAMIND_DATA_DIR", str(tmp_path))
@@ -61,7 +62,9 @@ def test_prior_sets_are_listed_and_activated(tmp_path, monkeypatch):
     asyncio.run(register())
     runner = CliRunner()
     listed = runner.invoke(app, ["priors", "list"])
-    assert listed.exit_code == 0 and "* builtin" in listed.output and "h10=0.004" in listed.output
+    assert listed.exit_code == 0 and "h10=0.004" in listed.output
+    # Until another is activated, new twins take the shipped joint fit; builtin is listed too.
+    assert f"* {LITERATURE.version}" in listed.output and "  builtin" in listed.output
     assert runner.invoke(app, ["priors", "activate", "calib-x"]).exit_code == 0
     assert "* calib-x" in runner.invoke(app, ["priors", "list"]).output
     missing = runner.invoke(app, ["priors", "activate", "calib-y"])
@@ -93,3 +96,18 @@ def test_model_targets_writes_every_target_with_its_value_and_band(tmp_path):
     assert f"| {expected[0].value:.3f} |" in rows[0]
     assert "400 simulated patients per arm, seed 3" in out.read_text()
     assert CliRunner().invoke(app, ["model", "targets", "--patients", "10"]).exit_code == 2
+
+
+def test_model_fit_writes_the_table_of_parameters_and_targets(tmp_path):
+    out = tmp_path / "fit.md"
+    result = CliRunner().invoke(
+        app,
+        ["model", "fit", "--out", str(out), "--patients", "500", "--iterations", "1",
+         "--workers", "1", "--only", "pi_mean"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = out.read_text()
+    assert "| pi_mean |" in table and "| T1 |" in table and "degrees of freedom" in table
+    assert '"pi_mean"' in result.output
+    bad = CliRunner().invoke(app, ["model", "fit", "--only", "kappa_s", "--out", str(out)])
+    assert bad.exit_code == 2 and "only" in bad.output

@@ -19,7 +19,7 @@ from twin.analytics.synthetic import history_events
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
 from twin.model.cohort import simulate_cohort
-from twin.model.priors import BUILTIN_VERSION
+from twin.model.priors import BUILTIN_VERSION, LITERATURE
 from twin.service.host import TwinHost
 from twin.service.priors import DocumentPriorRegistry
 from twin.settings import TwinSettings
@@ -75,14 +75,19 @@ def test_a_calibration_job_fits_registers_and_activates_a_prior_set(ray_cluster,
     record = run_calibration(
         settings, care_teams=["study"], activate=True, n_sim=400, max_evaluations=12
     )
-    assert set(record.overrides) == {"pi_mean", "e_max", "h10", "h01"}
+    assert {"pi_mean", "e_max", "h10", "h01"} <= set(record.overrides)
+    # The other values of the current model (the shipped joint fit) are kept.
+    fitted = {"pi_mean", "e_max", "h10", "h01"}
+    assert {k: v for k, v in record.overrides.items() if k not in fitted} == {
+        k: v for k, v in LITERATURE.overrides.items() if k not in fitted
+    }
     stored = asyncio.run(_registry_record(settings, record.version))
     assert stored["active"] == record.version
     diagnostics = stored["diagnostics"]
     assert diagnostics["excluded"]["psychotherapy"] == 4
     assert diagnostics["courses"] + sum(diagnostics["excluded"].values()) == 240
     assert {a["arm"] for a in diagnostics["arms"]} == {
-        "episode, care, no drug", "episode, care, sertraline 100 mg",
+        "episode, trial care, no drug", "episode, trial care, sertraline 100 mg",
         "episode, no care, no drug", "remitted, no care, no drug",
     }  # fmt: skip
     assert diagnostics["evaluations"] >= 12 and diagnostics["standard_errors"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tests.builders import Log, twin
+from tests.builders import Log, depressed_twin, twin
 from twin import errors
 from twin.assimilation import kernel
 from twin.assimilation.state import TwinState
@@ -26,7 +26,8 @@ def test_settings_are_contact_rates_relative_to_weekly_visits():
     assert care.intensity("trial", days).tolist() == [1.0, 1.0, 1.0, 1.0]
     assert care.intensity("none", days).tolist() == [0.0, 0.0, 0.0, 0.0]
     usual = care.intensity("usual", days)
-    assert usual[0] == usual[1] == 0.25 and usual[2] == usual[3] == pytest.approx(1 / 13)
+    early, later = care.PROFILES["usual"].early_per_week, care.PROFILES["usual"].later_per_week
+    assert usual.tolist() == [early, early, later, later] and later < early < 0.25
     collaborative = care.intensity("collaborative", days)
     assert collaborative.tolist() == [0.5, 0.5, 0.25, 0.25]
     # More contact never means less care, at any time since the setting began.
@@ -89,8 +90,9 @@ def test_a_twin_infers_its_care_intensity_from_how_often_it_sees_the_patient():
     assert 0.1 <= monthly.care_intensity() <= 0.4
     # Days ahead keep the observed rate (the patient is seen as now).
     assert weekly.care_intensity(30) == weekly.care_intensity()
+    # Before any contact a patient is taken to be in usual care.
     unseen = twin("unseen", particles=200)
-    assert unseen.care_intensity() == 0.0
+    assert unseen.care_intensity() == care.PROFILES["usual"].early_per_week
 
 
 def test_a_stated_setting_follows_its_schedule_from_the_day_it_began():
@@ -98,8 +100,10 @@ def test_a_stated_setting_follows_its_schedule_from_the_day_it_began():
     log = Log().phq9(0.5, 17).add(10.2, E.CareStatus(True, "usual")).phq9(20.5, 16)
     kernel.apply_events([state], [log.events])
     assert state.care_setting == "usual" and state.care_since == 10
-    assert state.care_intensity() == 0.25  # day 20: in the acute phase
-    assert state.care_intensity(84 - 10) == pytest.approx(1 / 13)  # 84 days after it began
+    early, later = care.PROFILES["usual"].early_per_week, care.PROFILES["usual"].later_per_week
+    assert state.care_intensity() == early  # day 20: in the acute phase
+    assert state.care_intensity(84 - 10) == later  # 84 days after it began
+    assert state.care_intensity(84 - 11) == early
     # The same setting stated again does not restart its schedule; an end of care does.
     kernel.apply_events([state], [[E.Event(4, 30.0, E.CareStatus(True, "usual"))]])
     assert state.care_since == 10
@@ -110,11 +114,7 @@ def test_a_stated_setting_follows_its_schedule_from_the_day_it_began():
 
 
 def test_forecasts_improve_with_the_intensity_of_the_care_scenario():
-    state = twin("depressed-care", particles=1000)
-    log = Log()
-    for week, total in enumerate([19, 18, 20]):
-        log.phq9(7 * week + 0.5, total)
-    kernel.apply_events([state], [log.events])
+    state = depressed_twin("depressed-care")
     medians = {
         setting: forecast(state, Scenario(name=setting, care=setting), weeks=12).phq9_quantiles[-1][
             3

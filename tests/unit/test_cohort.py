@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from twin import CohortSpec, DoseChange, simulate_cohort
+from twin import CohortSpec, DoseChange, errors, simulate_cohort
+from twin.model.cohort import stop_days
+from twin.model.priors import current
 
 
 def test_shapes_and_observation_days():
@@ -72,3 +74,19 @@ def test_drug_lowers_severity_on_average():
         base.model_copy(update={"regimen": [DoseChange(day=0, drug="sertraline", mg_per_day=50.0)]})
     )
     assert drug.severity[:, -1].mean() < placebo.severity[:, -1].mean() - 0.5
+
+
+def test_a_screen_that_admits_too_few_patients_is_refused_not_run_for_hours():
+    with pytest.raises(errors.InvalidInputError, match="too few"):
+        simulate_cohort(CohortSpec(n_patients=100_000, days=7, screen_hamd17_min=45))
+
+
+def test_usual_care_persistence_counts_from_the_first_dose():
+    late = [DoseChange(day=30, drug="sertraline", mg_per_day=50.0)]
+    spec = CohortSpec(n_patients=20_000, days=40, regimen=late, persistence="usual_care")
+    stops = stop_days(spec, current(), np.random.default_rng(0))
+    assert isinstance(stops, np.ndarray) and stops.min() >= 30.0
+    # 42 % stop within 30 days of starting (Olfson et al. 2006).
+    assert np.mean(stops < 60.0) == pytest.approx(0.42, abs=0.02)
+    assert stop_days(spec.model_copy(update={"persistence": "as_scheduled"}), current(),
+                     np.random.default_rng(0)) == float("inf")  # fmt: skip

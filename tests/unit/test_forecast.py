@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tests.builders import Log, twin
+from tests.builders import Log, depressed_twin, twin
 from twin import errors
 from twin.assimilation import kernel
 from twin.assimilation.state import FORECAST_SALT
@@ -18,12 +18,7 @@ SERTRALINE = Scenario(
 
 @pytest.fixture(scope="module")
 def depressed():
-    state = twin("depressed", particles=1000)
-    log = Log()
-    for week, total in enumerate([19, 18, 20]):
-        log.phq9(7 * week + 0.5, total)
-    kernel.apply_events([state], [log.events])
-    return state
+    return depressed_twin()
 
 
 def test_forecast_shape_ranges_and_metadata(depressed):

@@ -9,7 +9,7 @@ from twin.assimilation.state import TwinState
 from twin.domain import events as E
 from twin.forecast.scenario import Scenario
 from twin.model.parameters import PopulationParameters
-from twin.model.priors import BUILTIN, BUILTIN_VERSION, PriorSet
+from twin.model.priors import BUILTIN, BUILTIN_VERSION, LITERATURE, SHIPPED, PriorSet, current
 from twin.service.host import HostPorts, HostSettings, TwinHost
 from twin.service.priors import DocumentPriorRegistry, PriorSetRecord
 from twin.testing import fakes
@@ -38,12 +38,15 @@ def test_a_prior_set_overrides_only_fitted_parameters_with_positive_values():
 
 async def test_the_registry_keeps_immutable_versions_and_an_active_pointer():
     registry = DocumentPriorRegistry(fakes.MemoryDocumentStore())
-    assert (await registry.active()).version == BUILTIN_VERSION
+    # Until another is activated, new twins take the shipped joint fit.
+    assert (await registry.active()) == LITERATURE
     await registry.save(_record("calib-1"))
     with pytest.raises(errors.InvalidInputError, match="already exists"):
         await registry.save(_record("calib-1"))
-    with pytest.raises(errors.InvalidInputError, match="already exists"):
-        await registry.save(_record(BUILTIN_VERSION))
+    for shipped in SHIPPED:
+        with pytest.raises(errors.InvalidInputError, match="already exists"):
+            await registry.save(_record(shipped))
+        assert await registry.get(shipped) == SHIPPED[shipped]
     with pytest.raises(errors.NotFoundError):
         await registry.activate("calib-2")
     await registry.activate("calib-1")
@@ -66,7 +69,7 @@ async def test_new_twins_take_the_active_set_and_existing_twins_keep_theirs():
     await host.ingest("new", [ports.NewEvent("n1", 0.3, E.Phq9(18))])
     await host.ingest("old", [ports.NewEvent("o2", 7.3, E.Phq9(16))])
     new, old = await host.state("new"), await host.state("old")
-    assert new.prior_version == "calib-1" and old.prior_version == BUILTIN_VERSION
+    assert new.prior_version == "calib-1" and old.prior_version == LITERATURE.version
     assert TwinState.from_bytes(new.to_bytes()).prior_version == "calib-1"
     # The new twin's particles were drawn from the fitted prior (care effect mean 3.5, not 5).
     fitted = PriorSet("calib-1", FITTED).parameters()
@@ -101,3 +104,25 @@ async def test_a_twin_rebuilt_from_its_log_alone_keeps_its_prior_set():
     assert rebuilt.prior_version == "calib-1"
     assert rebuilt.to_bytes() == before.to_bytes()
     assert (await registry.for_patient("brand-new")).version == BUILTIN_VERSION
+
+
+def test_the_current_model_is_the_shipped_joint_fit_and_builtin_is_unchanged():
+    assert current() == LITERATURE.parameters() != PopulationParameters()
+    assert BUILTIN.parameters() == PopulationParameters()
+    # A host without a registry takes its configured parameters; a twin of the joint fit
+    # resolves to the shipped set's parameters without one too.
+    assert LITERATURE.overrides
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("p_anx_acute", 1.0), ("p_anx_chronic", 1.5), ("chronic_share", 0.0),
+     ("hamd_care_share", -0.1), ("h10", 0.0), ("rec_chronic", float("nan"))],
+)  # fmt: skip
+def test_prior_sets_refuse_values_outside_each_parameters_domain(name, value):
+    with pytest.raises(errors.ObservationRangeError):
+        PriorSet("v1", {name: value})
+
+
+def test_a_rater_share_of_zero_is_the_self_report_view_and_allowed():
+    assert PriorSet("v1", {"hamd_care_share": 0.0}).parameters().hamd_care_share == 0.0

@@ -40,6 +40,7 @@ import numpy.typing as npt
 from scipy import optimize
 
 from twin import errors
+from twin.analytics import smm
 from twin.domain import events
 from twin.model.care import normalise_setting
 from twin.model.cohort import CohortSpec, DoseChange, simulate_cohort
@@ -217,7 +218,8 @@ class Arm:
     def label(self) -> str:
         """A readable name of the design."""
         treatment = f"{self.drug} {self.mg_per_day:g} mg" if self.drug else "no drug"
-        return f"{self.start}, {self.care} care, {treatment}"
+        care = "no care" if self.care == "none" else f"{self.care} care"
+        return f"{self.start}, {care}, {treatment}"
 
 
 def _moments(
@@ -469,23 +471,11 @@ def fit(
     )
     x = np.asarray(result.x, dtype=np.float64)
     fitted = moments(x)
-    # Numerical Jacobian of the moments in log θ (central differences, step 0.05).
-    step = 0.05
-    columns = []
-    for i in range(len(names)):
-        e = np.where(np.arange(len(names)) == i, step, 0.0)
-        columns.append((moments(x + e) - moments(x - e)) / (2 * step))
-    G = np.stack(columns, axis=1)
-    # Sandwich variance of SMM with a non-optimal (diagonal) weight W and moment covariance Ω
-    # (data, plus the simulation's share n/n_sim): (GᵀWG)⁻¹ GᵀWΩWG (GᵀWG)⁻¹.
+    G = smm.jacobian(lambda points: [moments(point) for point in points], x, step=0.05)
+    # Sandwich variance with a non-optimal (diagonal) weight W and moment covariance Ω (data,
+    # plus the simulation's share n/n_sim).
     omega = _block_diagonal([a.covariance * (1.0 + a.patients / n_sim) for a in arms])
-    WG = weight[:, None] * G
-    try:
-        bread = np.linalg.inv(G.T @ WG)
-        cov = bread @ (WG.T @ omega @ WG) @ bread
-        se_log = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    except np.linalg.LinAlgError:
-        se_log = np.full(len(names), math.nan)
+    se_log = smm.sandwich_standard_errors(G, weight, omega)
     estimates = {n: float(v) for n, v in zip(names, np.exp(x), strict=True)}
     z = (observed - fitted) * np.sqrt(weight)
     labels = [(a.label, name) for a in arms for name in a.names]

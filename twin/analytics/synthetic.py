@@ -28,7 +28,7 @@ from twin.assimilation import kernel
 from twin.assimilation.state import new_twin
 from twin.domain import events
 from twin.model.cohort import CohortSpec, require_maintenance_history, simulate_cohort
-from twin.model.parameters import PopulationParameters
+from twin.model.priors import LITERATURE, PriorSet
 
 __all__ = ["BLOCK", "blocks", "history_events", "synthetic_twins"]
 
@@ -79,7 +79,7 @@ def synthetic_twins(
     block: int,
     *,
     particles: int,
-    params: PopulationParameters | None = None,
+    prior: PriorSet | None = None,
 ) -> list[CohortTwin]:
     """The twins of one block of the spec's virtual cohort.
 
@@ -87,8 +87,8 @@ def synthetic_twins(
         spec: The cohort (a remitted one needs ``maintenance_history_days(spec)`` of history).
         block: Block index, 0 .. ``blocks(spec) - 1``.
         particles: Particles per twin.
-        params: Population parameters (the truth the patients are drawn from, and the twins'
-            prior).
+        prior: The prior set (the truth the patients are drawn from, and the twins' prior,
+            recorded in each twin); default the current model, ``priors.LITERATURE``.
 
     Returns:
         The block's twins, pseudonyms ``syn-<seed>-<index>``.
@@ -99,10 +99,15 @@ def synthetic_twins(
     first = block * BLOCK
     size = min(BLOCK, spec.n_patients - first)
     part = spec.model_copy(update={"n_patients": size, "seed": _block_seed(spec.seed, block)})
+    prior = prior or LITERATURE
+    params = prior.parameters()
     result = simulate_cohort(part, params=params)
     obs_days = [int(d) for d in result.obs_days]
     names = [f"syn-{spec.seed}-{first + i}" for i in range(size)]
-    states = [new_twin(name, n_particles=particles, params=params) for name in names]
+    states = [
+        new_twin(name, n_particles=particles, params=params, prior_version=prior.version)
+        for name in names
+    ]
     logs = [history_events(spec, [int(v) for v in result.phq9[i]], obs_days) for i in range(size)]
     kernel.apply_events(states, logs, params=params)
     return [CohortTwin(name, state) for name, state in zip(names, states, strict=True)]

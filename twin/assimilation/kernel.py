@@ -331,18 +331,36 @@ def _observe_covariates(
     Prior episodes are known exactly: every particle's relapse offset is set from them. Episode
     duration and comorbid anxiety are evidence on the course class: each chronic particle's
     weight is multiplied by the likelihood ratio P(covariates | chronic) / P(covariates | acute).
+    The twin keeps the latest value of each and the ratio it has applied, so a covariate stated
+    again (or corrected) changes the weights only by the difference. A duration is the
+    episode's as of the event's day; the days the twin has observed since its record started
+    are the course's own evidence, so they are taken off (the duration before the record).
     """
     sub = batch.take(idx)
     loglik = np.zeros((len(idx), sub.shape[-1]))
     for k, ev in enumerate(evs):
         given = ev.payload
         assert isinstance(given, events.Covariates)
+        state = batch.states[idx[k]]
         if given.prior_episodes is not None:
             sub[Row.LOG_RELAPSE, k] = covariates.relapse_offset(p, given.prior_episodes)
-        llr = covariates.chronic_log_likelihood_ratio(
-            p, episode_weeks=given.episode_weeks, anxiety_comorbid=given.anxiety_comorbid
+        known = dict(state.covariates)
+        if given.episode_weeks is not None:
+            start = ev.day if state.record_start is None else state.record_start
+            observed_weeks = (ev.day - start) / 7.0
+            known["episode_weeks"] = max(0.0, given.episode_weeks - observed_weeks)
+        if given.anxiety_comorbid is not None:
+            known["anxiety_comorbid"] = 1.0 if given.anxiety_comorbid else 0.0
+        anxiety = known.get("anxiety_comorbid")
+        total = float(
+            covariates.chronic_log_likelihood_ratio(
+                p,
+                episode_weeks=known.get("episode_weeks"),
+                anxiety_comorbid=None if anxiety is None else anxiety > 0.5,
+            )
         )
-        loglik[k] = np.where(sub[Row.CHRONIC, k] > 0.5, float(llr), 0.0)
+        loglik[k] = np.where(sub[Row.CHRONIC, k] > 0.5, total - state.chronic_llr, 0.0)
+        state.covariates, state.chronic_llr = known, total
     batch.put(idx, sub)
     _weigh(batch, idx, loglik, evidence)
 
@@ -538,6 +556,8 @@ def apply_events(
             _resample(batch, low, gens)
             for i, ev in round_events.items():
                 s = states[i]
+                if s.record_start is None:
+                    s.record_start = ev.day
                 if i in obs:
                     _bookkeep_observation(s, ev)
                 else:

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from twin import errors
-from twin.model import care, dynamics
+from twin.model import care, covariates, dynamics
 from twin.model.inputs import DEFAULT_SLEEP_H, InputTracker
 from twin.model.parameters import MODEL_VERSION, PopulationParameters
 from twin.model.priors import BUILTIN_VERSION
@@ -86,6 +86,12 @@ class TwinState:
         contact_rate: Contacts (assessments, psychotherapy sessions) per week, an exponential
             average over about four weeks (``care.contact_rate_step``).
         contacts_today: Contacts observed today (counted once at the end of the day).
+        record_start: Day of the twin's first event (``None`` before it).
+        covariates: The latest known covariates that are evidence on the course class:
+            ``episode_weeks`` (the episode's duration when the record started) and
+            ``anxiety_comorbid`` (1.0 or 0.0).
+        chronic_llr: The log-likelihood ratio (chronic against acute) of ``covariates`` already
+            applied to the weights, so a covariate stated again is not counted twice.
         sessions_today: Psychotherapy sessions attended today.
         cbti_today: CBT-I sessions attended today.
         sleep_h: Habitual sleep from the latest usable night, hours.
@@ -117,8 +123,11 @@ class TwinState:
     taken_today: list[float | None] = field(default_factory=lambda: [None] * dynamics.SLOTS)
     care_setting: str | None = None
     care_since: int = 0
-    contact_rate: float = 0.0
+    contact_rate: float = care.PROFILES["usual"].early_per_week
     contacts_today: int = 0
+    record_start: float | None = None
+    covariates: dict[str, float] = field(default_factory=dict)
+    chronic_llr: float = 0.0
     sessions_today: int = 0
     cbti_today: int = 0
     sleep_h: float = DEFAULT_SLEEP_H
@@ -191,6 +200,9 @@ class TwinState:
             "care_since": self.care_since,
             "contact_rate": self.contact_rate,
             "contacts_today": self.contacts_today,
+            "record_start": self.record_start,
+            "covariates": self.covariates,
+            "chronic_llr": self.chronic_llr,
             "sessions_today": self.sessions_today,
             "cbti_today": self.cbti_today,
             "sleep_h": self.sleep_h,
@@ -239,6 +251,8 @@ class TwinState:
             raise errors.StateCorruptError(f"not a twin state: {exc}") from None
         if h["model_version"] != MODEL_VERSION:
             raise errors.ModelVersionError(h["model_version"], MODEL_VERSION)
+        if h["care_setting"] not in (None, *care.PROFILES):
+            raise errors.StateCorruptError("not a twin state: unknown care setting")
         return cls(
             key=h["key"],
             particles=particles.reshape(rows, n).astype(np.float32),
@@ -258,6 +272,9 @@ class TwinState:
             care_since=h["care_since"],
             contact_rate=h["contact_rate"],
             contacts_today=h["contacts_today"],
+            record_start=h["record_start"],
+            covariates=h["covariates"],
+            chronic_llr=h["chronic_llr"],
             sessions_today=h["sessions_today"],
             cbti_today=h["cbti_today"],
             sleep_h=h["sleep_h"],
@@ -296,8 +313,16 @@ def new_twin(
         raise errors.ObservationRangeError("n_particles", n_particles, "integer >= 10")
     p = params or PopulationParameters()
     key = patient_key(patient_id)
-    X = dynamics.sample_prior(
-        p, (n_particles,), event_generator(key, 0), p_episode=NEW_TWIN_P_EPISODE
-    )
+    generator = event_generator(key, 0)
+    X = dynamics.sample_prior(p, (n_particles,), generator, p_episode=NEW_TWIN_P_EPISODE)
+    # A patient who comes to care has usually been in the episode for a while: the course class
+    # starts from its posterior after the typical clinical duration, held as an assumed
+    # covariate that a stated duration replaces (twin.model.covariates).
+    assumed = {"episode_weeks": covariates.CLINICAL_EPISODE_WEEKS}
+    llr = float(covariates.chronic_log_likelihood_ratio(p, episode_weeks=assumed["episode_weeks"]))
+    X[dynamics.Row.CHRONIC] = generator.random(n_particles) < covariates.chronic_probability(p, llr)
     log_w = np.full(n_particles, -math.log(n_particles))
-    return TwinState(key=key, particles=X, log_weights=log_w, prior_version=prior_version)
+    return TwinState(
+        key=key, particles=X, log_weights=log_w, prior_version=prior_version,
+        covariates=assumed, chronic_llr=llr,
+    )  # fmt: skip

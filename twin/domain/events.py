@@ -48,9 +48,13 @@ def _integer(field: str, value: object, lo: int, hi: int) -> int:
 
 def _real(field: str, value: object, lo: float, hi: float, unit: str) -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or not lo <= float(value) <= hi:  # type: ignore[arg-type]
+    try:
+        number = float(value) if ok else math.nan  # type: ignore[arg-type]
+    except OverflowError:  # an integer beyond any float
+        number = math.nan
+    if not math.isfinite(number) or not lo <= number <= hi:
         raise errors.ObservationRangeError(field, value, f"number {lo:g}..{hi:g} {unit}".rstrip())
-    return float(value)  # type: ignore[arg-type]
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +180,8 @@ class Covariates:
     Baseline severity is not among them: it is the first PHQ-9 observed.
 
     Attributes:
-        episode_weeks: Duration of the current depressive episode when the twin's record
-            starts, weeks (0-1040; two years and more is a chronic episode).
+        episode_weeks: Duration of the current depressive episode on the event's day, weeks
+            (0-1040; two years and more is a chronic episode).
         prior_episodes: Depressive episodes before the current one (0-50).
         anxiety_comorbid: A comorbid anxiety disorder (GAD, panic, social phobia, agoraphobia).
         age_years: Age, years (18-120: the model describes adults).

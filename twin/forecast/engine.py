@@ -25,7 +25,7 @@ from twin import errors
 from twin.assimilation import resampling
 from twin.assimilation.state import FORECAST_SALT, TwinState, event_generator
 from twin.forecast.scenario import MAX_HORIZON_DAYS, Scenario
-from twin.model import care, counter_random, dynamics, likelihood
+from twin.model import care, counter_random, dynamics, likelihood, pharmacology
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
 from twin.model.parameters import PopulationParameters, drug
@@ -172,18 +172,6 @@ def _stack_plans(plans: list[_Plan]) -> _Plan:
     )
 
 
-def _stop_day(u: npt.NDArray[np.float32], p: PopulationParameters) -> npt.NDArray[np.float64]:
-    """Day a patient stops the drug under usual-care persistence, by inverting the survival.
-
-    Piecewise-constant hazard: λ1 for 30 days, then λ2; S(t) = e^{-λ1 t} (t <= 30), else
-    e^{-30 λ1 - λ2 (t - 30)}; t = S^{-1}(u).
-    """
-    h = -np.log(np.maximum(u.astype(np.float64), 1e-300))
-    first = h / p.stop_hazard_first30
-    later = 30.0 + (h - 30.0 * p.stop_hazard_first30) / p.stop_hazard_after30
-    return np.where(first <= 30.0, first, later)
-
-
 def simulate_scenarios(
     states: Sequence[TwinState],
     scenarios: Sequence[Sequence[Scenario]],
@@ -228,7 +216,9 @@ def simulate_scenarios(
     X0 = resampling.gather(np.stack([s.particles for s in states], axis=1), indices)
     X = np.ascontiguousarray(X0[:, owner])
     gens = [event_generator(s.key, s.last_seq, salt=salt ^ 1) for s in states]
-    stop = np.stack([_stop_day(g.random(n, dtype=np.float32), p) for g in gens])[owner]
+    stop = np.stack(
+        [pharmacology.persistence_stop_day(g.random(n, dtype=np.float32), p) for g in gens]
+    )[owner]
     keys = np.array([counter_random.stream_key(g) for g in gens], np.uint64)
     # The observation noise: a stream of its own (a second key), one row per week.
     noise_keys = np.array([counter_random.stream_key(g) for g in gens], np.uint64)

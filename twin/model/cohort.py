@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from twin import errors
-from twin.model import covariates, dynamics, likelihood, pharmacology
+from twin.model import covariates, dynamics, likelihood, pharmacology, priors, scales
 from twin.model.care import CareInput, intensity
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
@@ -38,6 +38,7 @@ __all__ = [
     "maintenance_history_days",
     "require_maintenance_history",
     "simulate_cohort",
+    "stop_days",
 ]
 
 #: A drug name validated against the model's table (shared by cohorts and scenarios).
@@ -47,6 +48,8 @@ PHQ9_CUTS = likelihood.score_cuts(27)
 GAD7_CUTS = likelihood.score_cuts(21)
 # Patients screened per round while filling a cohort under a baseline screen.
 _SCREEN_BATCH = 8192
+# The second Philox key word of the clinician ratings' stream.
+_RATING_STREAM = 0x4A4D44
 
 
 class DoseChange(BaseModel):
@@ -78,14 +81,29 @@ class CohortSpec(BaseModel):
     days: int = Field(ge=0, le=3650)
     seed: int = Field(default=0, ge=0)
     screen_phq9_min: int | None = Field(default=None, ge=0, le=27)
+    screen_hamd17_min: int | None = Field(
+        default=None,
+        ge=0,
+        le=52,
+        description="enrol only patients rated at least this on the "
+        "17-item HAM-D at baseline (the clinician-rated screen of most drug trials)",
+    )
     start: Literal["episode", "remitted"] = "episode"
     care: CareInput = Field(default="trial", description="care setting (contact intensity)")
     population: covariates.Population = Field(
-        default_factory=covariates.Population,
-        description="the patients' covariates (episode duration, anxiety, prior episodes)",
+        default_factory=lambda: covariates.Population(
+            episode_weeks=covariates.CLINICAL_EPISODE_WEEKS
+        ),
+        description="the patients' covariates (episode duration, anxiety, prior episodes); "
+        "default: a clinical sample, in an episode for a median of 26 weeks",
     )
     regimen: list[DoseChange] = Field(default_factory=list)
     adherence: float = Field(default=1.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    persistence: Literal["as_scheduled", "usual_care"] = Field(
+        default="as_scheduled",
+        description="usual_care: patients stop their drugs at the rate of US usual care "
+        "(42 % by 30 days, 72 % by 90; Olfson et al. 2006)",
+    )
     therapy_session_days: list[int] = Field(default_factory=list)
     observe_every_days: int = Field(default=7, ge=1)
     # Beyond the issue's minimum: CBT-I sessions and a fixed nightly sleep window.
@@ -152,6 +170,8 @@ class CohortResult:
         obs_days: Observation days 0, k, 2k, ... <= days (k = ``observe_every_days``), int64.
         severity: Latent severity S, float32, shape (patients, days + 1), PHQ-9 points.
         episode: Regime R (True = depressive episode), shape (patients, days + 1).
+        hamd17: Clinician-rated 17-item HAM-D at ``obs_days`` (:mod:`twin.model.scales`); at
+            day 0 the rating the patients were screened on when the spec screens on it.
         gad7: Observed GAD-7 totals at ``obs_days`` (``detailed`` only).
         anxiety: Latent G, (patients, days + 1) (``detailed`` only).
         insomnia: Latent Q, z-units (``detailed`` only).
@@ -162,6 +182,7 @@ class CohortResult:
 
     phq9: npt.NDArray[np.int64]
     obs_days: npt.NDArray[np.int64]
+    hamd17: npt.NDArray[np.int64]
     severity: npt.NDArray[np.float32]
     episode: npt.NDArray[np.bool_]
     gad7: npt.NDArray[np.int64] | None = None
@@ -185,31 +206,50 @@ def _schedule(spec: CohortSpec) -> tuple[list[str], npt.NDArray[np.float64]]:
 
 
 def _enrol(
-    spec: CohortSpec, p: PopulationParameters, rng: np.random.Generator
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """Draw patients from the prior and apply the baseline screen, until ``n_patients``."""
+    spec: CohortSpec,
+    p: PopulationParameters,
+    rng: np.random.Generator,
+    rating_rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+    """Draw patients from the prior and apply the baseline screens, until ``n_patients``.
+
+    Returns:
+        The particle matrix, the baseline PHQ-9 and, with a HAM-D screen, the baseline HAM-D
+        the patients were selected on (``None`` without one).
+    """
     episode = 1.0 if spec.start == "episode" else 0.0
+    screened = spec.screen_phq9_min is not None or spec.screen_hamd17_min is not None
     kept: list[npt.NDArray[np.float32]] = []
     kept_y: list[npt.NDArray[np.int64]] = []
+    kept_h: list[npt.NDArray[np.int64]] = []
     have = 0
     rounds = 0
     while have < spec.n_patients:
-        batch = spec.n_patients if spec.screen_phq9_min is None else _SCREEN_BATCH
+        batch = _SCREEN_BATCH if screened else spec.n_patients
         X = dynamics.sample_prior(p, (batch,), rng, p_episode=episode)
         y = likelihood.sample_ordinal(X[Row.M_S], p.phq9_sd, PHQ9_CUTS, rng.standard_normal(batch))
+        keep = np.ones(batch, dtype=np.bool_)
         if spec.screen_phq9_min is not None:
-            keep = y >= spec.screen_phq9_min
-            X, y = X[:, keep], y[keep]
-        kept.append(X)
-        kept_y.append(y)
-        have += y.size
+            keep &= y >= spec.screen_phq9_min
+        if spec.screen_hamd17_min is not None:
+            noise = rating_rng.standard_normal(batch)
+            h = scales.hamd17(X[Row.M_S], X[Row.P], X[Row.E], p, noise)
+            keep &= h >= spec.screen_hamd17_min
+            kept_h.append(h[keep])
+        kept.append(X[:, keep])
+        kept_y.append(y[keep])
+        have += int(keep.sum())
         rounds += 1
-        if rounds > 1000 and have == 0:
-            raise errors.InvalidInputError("screen_phq9_min admits no simulated patient")
-    return (
-        np.concatenate(kept, axis=1)[:, : spec.n_patients].copy(),
-        np.concatenate(kept_y)[: spec.n_patients],
-    )
+        # Refuse a screen that would take more than a thousand rounds to fill the cohort.
+        if rounds >= 20 and have < spec.n_patients and spec.n_patients * rounds > 1000 * have:
+            raise errors.InvalidInputError(
+                f"the baseline screens admit {have} of {rounds * _SCREEN_BATCH} simulated "
+                "patients: too few to enrol the cohort (lower screen_phq9_min or "
+                "screen_hamd17_min)"
+            )
+    n = spec.n_patients
+    hamd = np.concatenate(kept_h)[:n] if kept_h else None
+    return np.concatenate(kept, axis=1)[:, :n].copy(), np.concatenate(kept_y)[:n], hamd
 
 
 def _condition_on_population(
@@ -242,6 +282,21 @@ def _condition_on_population(
         X[Row.LOG_RELAPSE] = covariates.relapse_offset(p, counts)
 
 
+def stop_days(
+    spec: CohortSpec, p: PopulationParameters, rng: np.random.Generator
+) -> float | npt.NDArray[np.float64]:
+    """Per patient, the day from which no dose is taken; +inf for every patient as scheduled.
+
+    Under usual-care persistence a patient stops at a day drawn from the usual-care survival
+    (:func:`twin.model.pharmacology.persistence_stop_day`), counted from the regimen's first
+    dose: nobody stops a drug before starting it.
+    """
+    if spec.persistence != "usual_care":
+        return math.inf
+    first_dose = min((c.day for c in spec.regimen if c.mg_per_day > 0.0), default=0)
+    return first_dose + pharmacology.persistence_stop_day(rng.random(spec.n_patients), p)
+
+
 def simulate_cohort(
     spec: CohortSpec, *, params: PopulationParameters | None = None
 ) -> CohortResult:
@@ -249,14 +304,17 @@ def simulate_cohort(
 
     Args:
         spec: Who is enrolled and what is done to them.
-        params: Population parameters (defaults of ``docs/model.md`` §6).
+        params: Population parameters (default: the current model, ``priors.current()``).
 
     Returns:
         Observed PHQ-9 totals at ``obs_days`` and the latent trajectories.
     """
-    p = params or PopulationParameters()
+    p = params or priors.current()
     rng = np.random.Generator(np.random.Philox(key=spec.seed))
-    X, baseline = _enrol(spec, p, rng)
+    # Clinician ratings draw from a stream of their own, so adding them changed no PHQ-9 course
+    # (a HAM-D screen still selects other patients).
+    rating_rng = np.random.Generator(np.random.Philox(key=[spec.seed, _RATING_STREAM]))
+    X, baseline, screened_hamd = _enrol(spec, p, rng, rating_rng)
     n = spec.n_patients
     _condition_on_population(X, spec.population, p, rng)
     care = intensity(spec.care, np.arange(spec.days + 1))
@@ -275,6 +333,12 @@ def simulate_cohort(
     obs_days = np.arange(0, spec.days + 1, spec.observe_every_days, dtype=np.int64)
     phq9 = np.empty((n, obs_days.size), dtype=np.int64)
     phq9[:, 0] = baseline
+    hamd = np.empty((n, obs_days.size), dtype=np.int64)
+    hamd[:, 0] = (
+        screened_hamd
+        if screened_hamd is not None
+        else scales.hamd17(X[Row.M_S], X[Row.P], X[Row.E], p, rating_rng.standard_normal(n))
+    )
     severity = np.empty((n, spec.days + 1), dtype=np.float32)
     episode = np.empty((n, spec.days + 1), dtype=np.bool_)
     detailed = spec.detailed
@@ -287,6 +351,7 @@ def simulate_cohort(
     therapy = np.bincount(spec.therapy_session_days, minlength=spec.days + 1)
     cbti = np.bincount(spec.cbti_session_days, minlength=spec.days + 1)
     taken = np.full((dynamics.SLOTS, 1), 1.0 if spec.adherence >= 1.0 else math.nan)
+    stop_day = stop_days(spec, p, rng)
     tracker = InputTracker()
     obs_index = 0
     for day in range(spec.days + 1):
@@ -307,6 +372,10 @@ def simulate_cohort(
                 gad7[:, obs_index] = likelihood.sample_ordinal(
                     X[Row.M_G], p.gad7_sd, GAD7_CUTS, noise
                 )
+            if day > 0:
+                hamd[:, obs_index] = scales.hamd17(
+                    X[Row.M_S], X[Row.P], X[Row.E], p, rating_rng.standard_normal(n)
+                )
             obs_index += 1
         if day == spec.days:
             break
@@ -322,7 +391,10 @@ def simulate_cohort(
         )
         normals = rng.standard_normal((dynamics.N_NORMALS, n), dtype=np.float32)
         uniforms = rng.random((dynamics.N_UNIFORMS, n), dtype=np.float32)
-        dynamics.day_step(X, inputs, p, normals=normals, uniforms=uniforms)
+        dynamics.advance_days(
+            X, [inputs], p, normals=normals[None], uniforms=uniforms[None], stop_day=stop_day,
+            first_day=day,
+        )  # fmt: skip
         tracker.end_day(
             p,
             therapy_sessions=int(therapy[day]),
@@ -332,6 +404,7 @@ def simulate_cohort(
     return CohortResult(
         phq9=phq9,
         obs_days=obs_days,
+        hamd17=hamd,
         severity=severity,
         episode=episode,
         gad7=gad7,

@@ -30,10 +30,12 @@ import math
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
+from scipy import special
 
 from twin.model.parameters import PopulationParameters
 
 __all__ = [
+    "CLINICAL_EPISODE_WEEKS",
     "MAX_COUNTED_EPISODES",
     "Population",
     "chronic_log_likelihood_ratio",
@@ -44,6 +46,11 @@ __all__ = [
 
 #: Prior episodes beyond this count add no further risk (the published gradient covers few).
 MAX_COUNTED_EPISODES = 10
+#: The episode duration assumed for a patient seen in a clinic when nothing says otherwise,
+#: weeks: STAR*D's 2,851 outpatients had been in their episode for a median of just over six
+#: months (46 % six months or less; Gilmer et al. 2008). New episodes in the population are much
+#: shorter; a patient who comes to care has usually been depressed for a while.
+CLINICAL_EPISODE_WEEKS = 26.0
 F64 = npt.NDArray[np.float64]
 
 
@@ -82,7 +89,7 @@ def chronic_log_likelihood_ratio(
 def chronic_probability(p: PopulationParameters, llr: npt.ArrayLike) -> F64:
     """P(chronic | covariates): logit = logit(``chronic_share``) + ``llr``."""
     prior = math.log(p.chronic_share / (1.0 - p.chronic_share))
-    out: F64 = 1.0 / (1.0 + np.exp(-(prior + np.asarray(llr, dtype=np.float64))))
+    out: F64 = special.expit(prior + np.asarray(llr, dtype=np.float64))
     return out
 
 
@@ -120,6 +127,10 @@ def draw_prior_episodes(
 
 class Population(BaseModel):
     """Covariates of a simulated cohort's patients (each ``None``: the population prior).
+
+    ``Population()`` describes new episodes in the population (the course classes at their
+    share of new episodes); a cohort spec's default is a clinical sample,
+    ``Population(episode_weeks=CLINICAL_EPISODE_WEEKS)``.
 
     Attributes:
         episode_weeks: Median duration of the current episode at baseline, weeks; each

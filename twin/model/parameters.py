@@ -16,7 +16,7 @@ __all__ = ["DRUGS", "MODEL_VERSION", "Drug", "PopulationParameters", "drug", "kn
 
 #: Version of the model's equations and state layout. Serialized state records it; a change in
 #: equations or layout bumps it so old checkpoints are refused rather than misread.
-MODEL_VERSION = "novamind-twin/1.1"
+MODEL_VERSION = "novamind-twin/1.2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +169,14 @@ class PopulationParameters:
     g0_mean: float = 3.0
     g0_sd: float = 1.5
     alpha_sd: float = 0.5  # between-person SD of the EMA home base, z
+    # The clinician-rated 17-item HAM-D as a second observation model (twin.model.scales).
+    # Linking through QIDS-SR16, which shares the PHQ-9's range and severity thresholds: QIDS-SR16
+    # 5/10/15/20 = HRSD-17 7/13/18.5/25 (Rush et al. 2003), a line of slope 1.2 through 7 at 5.
+    hamd_intercept: float = 1.0  # HAM-D points at PHQ-9 true score 0
+    hamd_slope: float = 1.2  # HAM-D points per PHQ-9 point
+    hamd_sd: float = 2.5  # rater error, HAM-D points [assumption]
+    hamd_care_share: float = 0.0  # extra share of the care effect seen by raters [calibrated]
+    hamd_drug_share: float = 0.0  # extra share of the drug effect seen by raters [calibrated]
     # Observation noise (docs/model.md §5).
     phq9_sd: float = 2.2  # Lowe 2004
     gad7_sd: float = 2.0  # [assumption]

@@ -20,6 +20,7 @@ __all__ = [
     "drive",
     "howard_fraction",
     "occupancy",
+    "persistence_stop_day",
     "pk_step",
     "process_s_day",
     "steady_state_fraction",
@@ -113,3 +114,23 @@ def process_s_day(h_wake: float, *, sleep_h: float, p: PopulationParameters) -> 
     """
     h_bed = 1.0 - (1.0 - h_wake) * math.exp(-(24.0 - sleep_h) / p.tau_rise_h)
     return h_bed, h_bed * math.exp(-sleep_h / p.tau_fall_h)
+
+
+def persistence_stop_day(u: npt.ArrayLike, p: PopulationParameters) -> npt.NDArray[np.float64]:
+    """Day a patient stops a drug under usual-care persistence, by inverting the survival.
+
+    Piecewise-constant hazard (Olfson et al. 2006: 42 % stopped by 30 days, 72 % by 90): λ1 for
+    30 days, then λ2; S(t) = e^{-λ1 t} (t <= 30), else e^{-30 λ1 - λ2 (t - 30)}; t = S^{-1}(u).
+
+    Args:
+        u: Uniform draws in [0, 1), any shape.
+        p: Population parameters (``stop_hazard_first30``, ``stop_hazard_after30``).
+
+    Returns:
+        The stop day (days from the start of the drug), float64, the shape of ``u``.
+    """
+    h = -np.log(np.maximum(np.asarray(u, dtype=np.float64), 1e-300))
+    first = h / p.stop_hazard_first30
+    later = 30.0 + (h - 30.0 * p.stop_hazard_first30) / p.stop_hazard_after30
+    out: npt.NDArray[np.float64] = np.where(first <= 30.0, first, later)
+    return out

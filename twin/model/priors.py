@@ -1,10 +1,17 @@
 """Versioned population prior sets: which parameters a twin was created with.
 
 A prior set overrides some fields of :class:`PopulationParameters` (the calibrated ones, see
-:mod:`twin.analytics.calibration`); everything else keeps the defaults of docs/model.md §6.
-``builtin`` is the set of those defaults. A twin records the version it was created with and keeps
-using it for its whole life, so a new calibration never changes an existing twin's posterior
-retroactively; new twins take the registry's active version.
+:mod:`twin.analytics.calibration` and :mod:`twin.analytics.joint`); everything else keeps the
+defaults of docs/model.md §6. Two sets ship with the code:
+
+- ``builtin``: the defaults themselves (the hand-calibrated model; the course classes and the
+  rater's share of the care effect neutral). Twins created before the joint fit keep it.
+- :data:`LITERATURE`: the joint fit of every published target (docs/model-fit.md), the set new
+  twins take unless the registry activates another, and the parameters of simulated cohorts
+  and of the literature battery by default (:func:`current`).
+
+A twin records the version it was created with and keeps using it for its whole life, so a new
+calibration never changes an existing twin's posterior retroactively.
 """
 
 from __future__ import annotations
@@ -18,13 +25,31 @@ from typing import Any
 from twin import errors
 from twin.model.parameters import PopulationParameters
 
-__all__ = ["BUILTIN", "BUILTIN_VERSION", "FITTABLE", "PriorSet"]
+__all__ = [
+    "BUILTIN",
+    "BUILTIN_VERSION",
+    "FITTABLE",
+    "LITERATURE",
+    "SHIPPED",
+    "PriorSet",
+    "current",
+]
 
 BUILTIN_VERSION = "builtin"
-#: The parameters a calibration may set (docs/model.md §9: care effect, drug effect scale,
-#: untreated recovery and off-drug relapse hazards).
-FITTABLE = ("pi_mean", "e_max", "h10", "h01")
+#: The parameters a calibration may set (docs/model.md §9): those the courses of patients
+#: identify (care effect, drug effect scale, untreated recovery and off-drug relapse hazards)
+#: and those the joint fit of the published targets sets.
+FITTABLE = (
+    "pi_mean", "e_max", "h10", "h01", "m_care", "tau_p", "hamd_care_share", "hamd_drug_share",
+    "hamd_sd", "m_drug", "eta_cv", "chronic_share", "rec_acute", "rec_chronic", "p_anx_chronic",
+    "p_anx_acute", "hr_drug", "psi_max", "gamma_g",
+)  # fmt: skip
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Probabilities and shares: strictly between 0 and 1 (the covariates' likelihood ratios divide
+#: by them and by their complements).
+_PROBABILITIES = frozenset({"chronic_share", "p_anx_chronic", "p_anx_acute"})
+#: The rater's extra shares of treatment effects: zero is the self-report view.
+_NON_NEGATIVE = frozenset({"hamd_care_share", "hamd_drug_share"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +70,13 @@ class PriorSet:
         for name, value in self.overrides.items():
             if name not in FITTABLE:
                 raise errors.InvalidInputError(f"prior set: {name!r} is not a fitted parameter")
-            if not isinstance(value, float) or not math.isfinite(value) or value <= 0.0:
+            if not isinstance(value, float) or not math.isfinite(value):
+                raise errors.ObservationRangeError(f"prior_set.{name}", value, "a finite number")
+            if name in _PROBABILITIES and not 0.0 < value < 1.0:
+                raise errors.ObservationRangeError(f"prior_set.{name}", value, "between 0 and 1")
+            if name in _NON_NEGATIVE and value < 0.0:
+                raise errors.ObservationRangeError(f"prior_set.{name}", value, "0 or more")
+            if name not in _PROBABILITIES | _NON_NEGATIVE and value <= 0.0:
                 raise errors.ObservationRangeError(f"prior_set.{name}", value, "a positive number")
 
     def parameters(self) -> PopulationParameters:
@@ -55,3 +86,36 @@ class PriorSet:
 
 
 BUILTIN = PriorSet(BUILTIN_VERSION)
+
+#: The joint fit of the literature battery (``novamind model fit``; docs/model-fit.md).
+LITERATURE = PriorSet(
+    "literature-2026.12",
+    {
+        "pi_mean": 0.6801,
+        "m_care": 1.003,
+        "tau_p": 10.15,
+        "hamd_care_share": 1.67,
+        "hamd_drug_share": 1.615,
+        "hamd_sd": 3.731,
+        "e_max": 1.806,
+        "m_drug": 1.295,
+        "eta_cv": 3.998,
+        "chronic_share": 0.2755,
+        "rec_acute": 3.806,
+        "rec_chronic": 0.3765,
+        "p_anx_chronic": 0.8021,
+        "p_anx_acute": 0.02473,
+        "h01": 0.001257,
+        "hr_drug": 0.3547,
+        "psi_max": 4.601,
+        "gamma_g": 1.29,
+    },
+)
+
+#: The sets that ship with the code, by version (the registry resolves them without a record).
+SHIPPED = {BUILTIN.version: BUILTIN, LITERATURE.version: LITERATURE}
+
+
+def current() -> PopulationParameters:
+    """The parameters of the current model: the shipped joint fit (:data:`LITERATURE`)."""
+    return LITERATURE.parameters()

@@ -3,13 +3,14 @@
 - ``prior_set/<version>``: a :class:`PriorSetRecord` (the fitted values, the estimator, its fit
   diagnostics and the data it was fitted on, as counts and moments, never a patient's value);
   immutable once written.
-- ``prior_set_active/active``: which version new twins take (``builtin`` when none was
-  activated).
+- ``prior_set_active/active``: which version new twins take (the shipped joint fit,
+  ``twin.model.priors.LITERATURE``, when none was activated).
 - ``prior_assignment/<patient id>``: the version a patient's twin was created with (a document
   of the patient: erasure deletes it). The twin's state records it too; this copy lets a twin
   rebuilt from its log alone (every checkpoint lost) keep its set.
 
-The built-in set (the defaults of docs/model.md §6) is always available under ``builtin``.
+The sets that ship with the code (``twin.model.priors.SHIPPED``: ``builtin``, the defaults of
+docs/model.md §6, and the joint fit of the published targets) are always available.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from twin import errors, ports
 from twin.model.parameters import PopulationParameters
-from twin.model.priors import BUILTIN, BUILTIN_VERSION, PriorSet
+from twin.model.priors import BUILTIN_VERSION, LITERATURE, SHIPPED, PriorSet
 
 __all__ = [
     "ACTIVE",
@@ -61,14 +62,12 @@ class DocumentPriorRegistry:
 
     def __init__(self, documents: ports.DocumentStore) -> None:
         self._documents = documents
-        self._cache: dict[str, PriorSet] = {BUILTIN_VERSION: BUILTIN}
+        self._cache: dict[str, PriorSet] = dict(SHIPPED)
 
     async def save(self, record: PriorSetRecord) -> None:
         """Store a new version (refused if the version exists: records are immutable)."""
         record.prior_set()  # validates the version and values
-        if record.version == BUILTIN_VERSION or await self._documents.get(
-            COLLECTION, record.version
-        ):
+        if record.version in SHIPPED or await self._documents.get(COLLECTION, record.version):
             raise errors.InvalidInputError(f"prior set {record.version!r} already exists")
         body = record.model_dump_json().encode()
         await self._documents.put(
@@ -79,7 +78,7 @@ class DocumentPriorRegistry:
         """The stored record of a version.
 
         Raises:
-            NotFoundError: No such version (``builtin`` has no record).
+            NotFoundError: No such version (the shipped sets have no record).
         """
         found = await self._documents.get(COLLECTION, version)
         if found is None:
@@ -108,7 +107,7 @@ class DocumentPriorRegistry:
         """The set new twins take."""
         found = await self._documents.get(ACTIVE, "active")
         if found is None:
-            return BUILTIN
+            return LITERATURE
         return await self.get(str(json.loads(found.body)["version"]))
 
     async def for_patient(self, patient_id: str) -> PriorSet:
@@ -128,7 +127,8 @@ class PriorParameters:
     """Prior versions resolved to parameters, cached (versions never change).
 
     Args:
-        registry: The model registry, or ``None`` (every twin then uses the built-in set).
+        registry: The model registry, or ``None`` (new twins then take the host's configured
+            parameters, recorded as ``builtin``).
         builtin: The parameters of the built-in set (the host's configured parameters).
     """
 
@@ -137,8 +137,9 @@ class PriorParameters:
     ) -> None:
         self._registry = registry
         self._params: dict[str, PopulationParameters] = {
-            BUILTIN_VERSION: builtin or PopulationParameters()
+            version: prior.parameters() for version, prior in SHIPPED.items()
         }
+        self._params[BUILTIN_VERSION] = builtin or PopulationParameters()
 
     async def of(self, version: str) -> PopulationParameters:
         """The parameters of ``version``.

@@ -22,7 +22,7 @@ from twin.domain.patients import Identifiers
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"], responses=PROBLEMS)
 #: Idempotency key of the covariates given at registration (the twin's first event).
-REGISTRATION_KEY = "registration-covariates"
+REGISTRATION_KEY = "novamind:registration:covariates"
 
 
 @router.post("", status_code=201, response_model=schemas.PatientCreated)
@@ -39,8 +39,11 @@ async def create_patient(
     given = None if body.covariates is None else events.Covariates(**body.covariates.model_dump())
     patient_id = await svc.registry.create(identifiers, care_team=body.care_team)
     if given is not None:
-        # The twin's first event: the answer acknowledges it only once it is durably stored.
-        await svc.twins.ingest(patient_id, [ports.NewEvent(REGISTRATION_KEY, 0.0, given)])
+        # The twin's first event, audited under the patient; the answer waits for its durable
+        # append (the twin applies it in the background, as bulk ingest does).
+        await record(svc, request, who, "covariates.ingest", patient_id, allowed=True)
+        event = ports.NewEvent(REGISTRATION_KEY, 0.0, given)
+        await svc.twins.ingest(patient_id, [event], wait=False)
     return schemas.PatientCreated(patient_id=patient_id)
 
 
