@@ -77,8 +77,9 @@ def test_drug_lowers_severity_on_average():
 
 
 def test_a_screen_that_admits_too_few_patients_is_refused_not_run_for_hours():
-    with pytest.raises(errors.InvalidInputError, match="too few"):
-        simulate_cohort(CohortSpec(n_patients=100_000, days=7, screen_hamd17_min=45))
+    # Refused after 20 rounds by the projection, not after hours of screening.
+    with pytest.raises(errors.InvalidInputError, match="screening rounds"):
+        simulate_cohort(CohortSpec(n_patients=2_000_000, days=7, screen_phq9_min=27))
 
 
 def test_usual_care_persistence_counts_from_the_first_dose():
@@ -90,3 +91,9 @@ def test_usual_care_persistence_counts_from_the_first_dose():
     assert np.mean(stops < 60.0) == pytest.approx(0.42, abs=0.02)
     assert stop_days(spec.model_copy(update={"persistence": "as_scheduled"}), current(),
                      np.random.default_rng(0)) == float("inf")  # fmt: skip
+
+
+def test_a_strict_screen_still_fills_a_small_cohort_whatever_the_seed():
+    for seed in range(4):
+        spec = CohortSpec(n_patients=1, days=0, seed=seed, screen_hamd17_min=30)
+        assert simulate_cohort(spec).hamd17[0, 0] >= 30

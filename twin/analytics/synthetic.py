@@ -104,10 +104,15 @@ def synthetic_twins(
     result = simulate_cohort(part, params=params)
     obs_days = [int(d) for d in result.obs_days]
     names = [f"syn-{spec.seed}-{first + i}" for i in range(size)]
+    # The twins assume the episode duration their cohort's patients were drawn with.
+    assumed = spec.population.episode_weeks
     states = [
-        new_twin(name, n_particles=particles, params=params, prior_version=prior.version)
+        new_twin(
+            name, n_particles=particles, params=params, prior_version=prior.version,
+            episode_weeks=assumed,
+        )
         for name in names
-    ]
+    ]  # fmt: skip
     logs = [history_events(spec, [int(v) for v in result.phq9[i]], obs_days) for i in range(size)]
     kernel.apply_events(states, logs, params=params)
     return [CohortTwin(name, state) for name, state in zip(names, states, strict=True)]

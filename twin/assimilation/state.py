@@ -300,6 +300,7 @@ def new_twin(
     n_particles: int = DEFAULT_PARTICLES,
     params: PopulationParameters | None = None,
     prior_version: str = BUILTIN_VERSION,
+    episode_weeks: float | None = covariates.CLINICAL_EPISODE_WEEKS,
 ) -> TwinState:
     """A new twin at day 0, particles drawn from the population prior.
 
@@ -308,9 +309,13 @@ def new_twin(
         n_particles: Number of particles N (>= 10).
         params: Population parameters (those of ``prior_version``).
         prior_version: The prior set ``params`` come from, recorded in the twin.
+        episode_weeks: The episode duration assumed until one is stated, weeks (default: the
+            typical clinical duration); ``None``: a new episode's class shares.
     """
     if not isinstance(n_particles, int) or n_particles < 10:
         raise errors.ObservationRangeError("n_particles", n_particles, "integer >= 10")
+    if episode_weeks is not None and not 0.0 <= episode_weeks <= 1040.0:
+        raise errors.ObservationRangeError("episode_weeks", episode_weeks, "0..1040 weeks")
     p = params or PopulationParameters()
     key = patient_key(patient_id)
     generator = event_generator(key, 0)
@@ -318,8 +323,8 @@ def new_twin(
     # A patient who comes to care has usually been in the episode for a while: the course class
     # starts from its posterior after the typical clinical duration, held as an assumed
     # covariate that a stated duration replaces (twin.model.covariates).
-    assumed = {"episode_weeks": covariates.CLINICAL_EPISODE_WEEKS}
-    llr = float(covariates.chronic_log_likelihood_ratio(p, episode_weeks=assumed["episode_weeks"]))
+    assumed = {} if episode_weeks is None else {"episode_weeks": episode_weeks}
+    llr = float(covariates.chronic_log_likelihood_ratio(p, episode_weeks=episode_weeks))
     X[dynamics.Row.CHRONIC] = generator.random(n_particles) < covariates.chronic_probability(p, llr)
     log_w = np.full(n_particles, -math.log(n_particles))
     return TwinState(

@@ -48,6 +48,8 @@ PHQ9_CUTS = likelihood.score_cuts(27)
 GAD7_CUTS = likelihood.score_cuts(21)
 # Patients screened per round while filling a cohort under a baseline screen.
 _SCREEN_BATCH = 8192
+# Screening rounds a cohort may take (about 41 million simulated patients screened).
+_MAX_SCREEN_ROUNDS = 5000
 # The second Philox key word of the clinician ratings' stream.
 _RATING_STREAM = 0x4A4D44
 
@@ -240,12 +242,17 @@ def _enrol(
         kept_y.append(y[keep])
         have += int(keep.sum())
         rounds += 1
-        # Refuse a screen that would take more than a thousand rounds to fill the cohort.
-        if rounds >= 20 and have < spec.n_patients and spec.n_patients * rounds > 1000 * have:
+        # Refuse a cohort whose screens would take more than _MAX_SCREEN_ROUNDS to fill: once a
+        # few patients are admitted, by the projected count; with none, at the cap itself.
+        projected = spec.n_patients * rounds / have if have >= 10 else rounds
+        if have < spec.n_patients and (
+            rounds >= _MAX_SCREEN_ROUNDS or (rounds >= 20 and projected > _MAX_SCREEN_ROUNDS)
+        ):
             raise errors.InvalidInputError(
                 f"the baseline screens admit {have} of {rounds * _SCREEN_BATCH} simulated "
-                "patients: too few to enrol the cohort (lower screen_phq9_min or "
-                "screen_hamd17_min)"
+                f"patients: filling {spec.n_patients} would take more than "
+                f"{_MAX_SCREEN_ROUNDS} screening rounds of {_SCREEN_BATCH} (lower n_patients, "
+                "screen_phq9_min or screen_hamd17_min)"
             )
     n = spec.n_patients
     hamd = np.concatenate(kept_h)[:n] if kept_h else None
