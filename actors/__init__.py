@@ -1,1 +1,1 @@
-"""Ray actor layer hosting twins (issue 3 fills this in)."""
+"""The Ray actor layer that hosts twins."""

@@ -1,1 +1,1 @@
-"""Storage adapters for the ports of ``twin`` (issue 3 fills this in)."""
+"""Storage adapters for the ports of ``twin``: one subpackage per backend."""

@@ -1,1 +1,1 @@
-"""The HTTP API (FastAPI); Ray Serve wraps it (issue 4)."""
+"""The HTTP API (FastAPI); Ray Serve wraps it."""

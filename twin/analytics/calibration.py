@@ -31,9 +31,9 @@ import dataclasses
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -63,9 +63,6 @@ __all__ = [
     "simulate_arm_moments",
 ]
 
-A = TypeVar("A")
-R = TypeVar("R")
-Mapper = Callable[[Callable[[A], R], Sequence[A]], list[R]]
 
 #: Weeks at which moments are taken.
 MARKS = (1, 2, 4, 6, 8, 12, 16, 20, 26, 39, 52)
@@ -401,10 +398,6 @@ def _block_diagonal(blocks: Sequence[npt.NDArray[np.float64]]) -> npt.NDArray[np
     return out
 
 
-def _serial(fn: Callable[[A], R], items: Sequence[A]) -> list[R]:
-    return [fn(item) for item in items]
-
-
 def fit(
     courses: Sequence[Course],
     *,
@@ -412,7 +405,7 @@ def fit(
     n_sim: int = 4000,
     seed: int = 0,
     max_evaluations: int = 300,
-    mapper: Mapper[Any, Any] | None = None,
+    mapper: smm.Mapper[Any, Any] | None = None,
 ) -> Fit:
     """Fit the identified parameters to the courses (see the module docstring).
 
@@ -429,7 +422,7 @@ def fit(
         InvalidInputError: No arm identifies any parameter.
     """
     base = start or PopulationParameters()
-    run = mapper or _serial
+    run = mapper or smm.serial
     arms = arms_of(courses)
     names = identified(arms)
     if not names:

@@ -107,10 +107,6 @@ def _values(job: tuple[PopulationParameters, int, int]) -> F64:
     return np.array([r.value for r in target_values(params, n=n, seed=seed)])
 
 
-def _serial(fn: Callable[[Any], F64], jobs: Sequence[Any]) -> list[F64]:
-    return [fn(job) for job in jobs]
-
-
 @dataclass(frozen=True, slots=True)
 class JointFit:
     """The joint calibration's result.
@@ -154,7 +150,7 @@ def fit_targets(
     n: int = 4000,
     seed: int = 2026,
     max_iterations: int = 30,
-    mapper: Callable[[Callable[[Any], F64], Sequence[Any]], list[F64]] | None = None,
+    mapper: smm.Mapper[Any, F64] | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> JointFit:
     """Fit ``names`` to every published target at once (see the module docstring).
@@ -186,7 +182,7 @@ def fit_targets(
         }
         return dataclasses.replace(start, **values)
 
-    run = mapper or _serial
+    run = mapper or smm.serial
 
     def moments(x: F64) -> F64:
         return _values((params_at(x), n, seed))

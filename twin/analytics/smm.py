@@ -15,13 +15,24 @@ is (GᵀWG)⁻¹). :func:`twin.analytics.calibration.fit` fits observed courses 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["jacobian", "sandwich_standard_errors"]
+__all__ = ["Mapper", "jacobian", "sandwich_standard_errors", "serial"]
 
 F64 = npt.NDArray[np.float64]
+A = TypeVar("A")
+R = TypeVar("R")
+#: Runs one function over several inputs (``map`` semantics): a process pool or Ray tasks may
+#: run the simulations of a fit apart.
+Mapper = Callable[[Callable[[A], R], Sequence[A]], list[R]]
+
+
+def serial(fn: Callable[[A], R], items: Sequence[A]) -> list[R]:
+    """The default :data:`Mapper`: one input after another, in this process."""
+    return [fn(item) for item in items]
 
 
 def jacobian(evaluate: Callable[[Sequence[F64]], list[F64]], x: F64, *, step: float = 0.05) -> F64:
