@@ -435,11 +435,12 @@ def priors_list() -> None:
             found = await documents.list(COLLECTION, after=None, limit=1000)
             return active, [PriorSetRecord.model_validate_json(d.body) for d in found]
 
-    from twin.model.priors import BUILTIN, LITERATURE
+    from twin.model.priors import BUILTIN, LITERATURE, LITERATURE_2026_12
 
     active, records = _run_job("listing", listing())
     shipped = {
         BUILTIN.version: "shipped: the defaults of docs/model.md §6",
+        LITERATURE_2026_12.version: "shipped: the first joint fit, for the twins created with it",
         LITERATURE.version: "shipped: the joint fit of the published targets (docs/model-fit.md)",
     }
     for version, what in shipped.items():

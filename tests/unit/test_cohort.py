@@ -97,3 +97,35 @@ def test_a_strict_screen_still_fills_a_small_cohort_whatever_the_seed():
     for seed in range(4):
         spec = CohortSpec(n_patients=1, days=0, seed=seed, screen_hamd17_min=30)
         assert simulate_cohort(spec).hamd17[0, 0] >= 30
+
+
+def test_stopping_a_drug_raises_the_relapse_hazard_for_months_only_when_m_stop_says_so():
+    import dataclasses
+
+    sertraline = [DoseChange(day=0, drug="sertraline", mg_per_day=50.0)]
+    stop = [*sertraline, DoseChange(day=1, drug="sertraline", mg_per_day=0.0)]
+
+    def relapsed(m_stop: float, regimen: list[DoseChange], days: int, **extra) -> float:
+        p = dataclasses.replace(current(), m_stop=m_stop)
+        spec = CohortSpec(
+            n_patients=6000, days=days, seed=3, start="remitted", regimen=regimen, **extra
+        )
+        return float(np.mean(simulate_cohort(spec, params=p).episode.any(axis=1)))
+
+    never = relapsed(3.0, [], 90)
+    # Without the term, stopping is no worse than never having taken the drug.
+    assert relapsed(1.0, stop, 90) == pytest.approx(never, abs=0.02)
+    # With it, the first three months after stopping bring clearly more relapses ...
+    assert relapsed(3.0, stop, 90) > never + 0.03
+    # ... and the excess fades: over two years it is a smaller share of all relapses.
+    early = relapsed(3.0, stop, 90) / never
+    late = relapsed(3.0, stop, 730) / relapsed(3.0, [], 730)
+    assert late < early
+    # Missed doses are not stopping: a patient who misses one dose in five, for a year, still
+    # relapses less than one off the drug, and little more than one who takes every dose (a
+    # drug with a short half-life dips further on a missed day).
+    for drug, mg in (("sertraline", 50.0), ("venlafaxine", 75.0)):
+        maintained = [DoseChange(day=0, drug=drug, mg_per_day=mg)]
+        partial = relapsed(4.0, maintained, 365, adherence=0.8)
+        assert partial < relapsed(4.0, [], 365) - 0.05
+        assert partial < relapsed(4.0, maintained, 365) + 0.04

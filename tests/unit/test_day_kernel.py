@@ -15,7 +15,7 @@ from twin.model.dynamics import N_NORMALS, N_UNIFORMS, SLOTS, DayInputs, Row
 from twin.model.parameters import PopulationParameters
 
 # Course classes that differ, so the oracle checks which one each particle follows.
-P = PopulationParameters(rec_acute=2.0, rec_chronic=0.3)
+P = PopulationParameters(rec_acute=2.0, rec_chronic=0.3, m_stop=3.0)
 
 
 def _numpy_day_step(X, inp, p, normals, uniforms):
@@ -42,7 +42,10 @@ def _numpy_day_step(X, inp, p, normals, uniforms):
     rec = np.where(X[Row.CHRONIC] > 0.5, p.rec_chronic, p.rec_acute)
     recovery = p.h10 * rec * (1.0 + (p.m_care - 1.0) * inp.care) * (1.0 + (p.m_drug - 1.0) * u_low)
     relapse = p.h01 * np.exp(
-        math.log(p.hr_drug) * u_low + p.beta_q * np.maximum(Q, 0.0) + X[Row.LOG_RELAPSE]
+        math.log(p.hr_drug) * u_low
+        + p.beta_q * np.maximum(Q, 0.0)
+        + X[Row.LOG_RELAPSE]
+        + math.log(p.m_stop) * np.maximum(X[Row.U_PEAK] - u_low, 0.0)
     )
     switch = uniforms[0] < 1.0 - np.exp(-np.where(episode, recovery, relapse))
     X[Row.W] = (
@@ -50,6 +53,7 @@ def _numpy_day_step(X, inp, p, normals, uniforms):
     )
     X[Row.E] = E + (np.exp(X[Row.LOG_ETA]) * p.e_max * u - E) / p.tau_e
     X[Row.P] = Pc + (inp.care * X[Row.PI] - Pc) / p.tau_p
+    X[Row.U_PEAK] = np.maximum(X[Row.U_PEAK], u_low) * math.exp(-1.0 / p.tau_stop)
     X[Row.U_PREV] = u
     X[Row.R] = np.where(switch, 1.0 - R, R)
     X[Row.S], X[Row.G], X[Row.Q] = s_new, g_new, q_new

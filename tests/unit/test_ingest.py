@@ -294,3 +294,146 @@ def test_covariate_rows_outside_their_domain_are_refused_with_a_reason(code, val
            "effective": "2024-01-02T10:00:00Z"}  # fmt: skip
     refused = tabular.record_from_row(row, where="cov.csv:2")
     assert refused.payload is None and reason in refused.reason
+
+
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+
+
+def condition(system=SNOMED, code="370143000", clinical="active", verification=None, **extra):
+    resource = {
+        "resourceType": "Condition",
+        "id": "c1",
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": "Patient/pt_1"},
+        "clinicalStatus": {"coding": [{"system": CLINICAL, "code": clinical}]},
+        "onsetDateTime": "2024-01-01T00:00:00Z",
+        "recordedDate": "2024-03-11T00:00:00Z",
+    }
+    if verification is not None:
+        resource["verificationStatus"] = {
+            "coding": [{"system": VERIFICATION, "code": verification}]
+        }
+    resource.update(extra)
+    return resource
+
+
+def test_an_active_depressive_episode_gives_its_duration_on_the_recorded_day():
+    (record,) = fhir.records_from_resource(condition())
+    assert record.payload == E.Covariates(episode_weeks=10.0)
+    assert record.effective == datetime(2024, 3, 11, tzinfo=UTC)
+    patient, event = to_event(record, ORIGIN)
+    assert patient == "pt_1" and event.day == 70.0
+    assert event.payload == E.Covariates(episode_weeks=10.0)
+    # ICD-10-CM, with or without the dot; a month-precision onset is taken at mid-month.
+    (icd,) = fhir.records_from_resource(
+        condition(ICD10CM, "F32.1", onsetDateTime="2023-12", verification="confirmed")
+    )
+    mid_december = datetime(2023, 12, 16, 12, tzinfo=UTC)
+    weeks = (datetime(2024, 3, 11, tzinfo=UTC) - mid_december).total_seconds() / 86_400 / 7
+    assert icd.payload.episode_weeks == pytest.approx(weeks)
+    (dotless,) = fhir.records_from_resource(condition(ICD10CM, "f329"))
+    assert dotless.payload == E.Covariates(episode_weeks=10.0)
+    # An onset in the recorded month: the middle of the part of the month before the record.
+    (same_month,) = fhir.records_from_resource(condition(onsetDateTime="2024-03"))
+    assert same_month.payload.episode_weeks == pytest.approx(5 / 7)
+    # Without a recorded date the onset's own day says the episode has just begun.
+    without = condition()
+    del without["recordedDate"]
+    (fresh,) = fhir.records_from_resource(without)
+    assert fresh.payload == E.Covariates(episode_weeks=0.0)
+    assert fresh.effective == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_anxiety_disorders_give_comorbid_anxiety_while_active_and_none_once_resolved():
+    (active,) = fhir.records_from_resource(condition(code="21897009"))
+    assert active.payload == E.Covariates(anxiety_comorbid=True)
+    assert active.effective == datetime(2024, 3, 11, tzinfo=UTC)
+    resolved = condition(ICD10CM, "F41.0", clinical="resolved",
+                         abatementDateTime="2024-05-01")  # fmt: skip
+    (ended,) = fhir.records_from_resource(resolved)
+    assert ended.payload == E.Covariates(anxiety_comorbid=False)
+    assert ended.effective == datetime(2024, 5, 1, tzinfo=UTC)
+    by_month = condition(code="371631005", clinical="remission", abatementPeriod={"end": "2024-06"})
+    (june,) = fhir.records_from_resource(by_month)
+    assert june.effective == datetime(2024, 6, 16, tzinfo=UTC)
+
+
+def test_a_condition_coded_as_an_episode_and_an_anxiety_disorder_gives_both():
+    both = condition()
+    both["code"]["coding"].append({"system": SNOMED, "code": "21897009"})
+    records = fhir.records_from_resource(both)
+    assert [r.payload for r in records] == [
+        E.Covariates(episode_weeks=10.0), E.Covariates(anxiety_comorbid=True),
+    ]  # fmt: skip
+    assert len({r.part for r in records}) == 2  # two facts, two idempotency keys
+
+
+def _coded(system, code):
+    return {"code": {"coding": [{"system": system, "code": code}]}}
+
+
+def _status(system, code):
+    return {"coding": [{"system": system, "code": code}]}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (_coded(SNOMED, "44054006"), "not a depressive"),
+        (_coded(SNOMED, "35489007"), "not a depressive"),  # depressive disorder: dysthymia too
+        (_coded(ICD10CM, "F40.21"), "not a depressive"),
+        (_coded(ICD10CM, "F41.2"), "not a depressive"),
+        (_coded(ICD10CM, "F32.5"), "not a depressive"),
+        (_coded(ICD10CM, "F32.A"), "not a depressive"),
+        (_coded(ICD10CM, "F32.81"), "not a depressive"),
+        (_coded(ICD10CM, "F3210000000"), "not a depressive"),
+        (_coded(ICD10CM, "F33.1"), "recurrent depression"),
+        (_coded(SNOMED, "66344007"), "recurrent depression"),
+        ({"verificationStatus": _status(VERIFICATION, "refuted")}, "verificationStatus refuted"),
+        (
+            {"verificationStatus": _status(VERIFICATION, "provisional")},
+            "verificationStatus provisional",
+        ),
+        ({"verificationStatus": {"text": "confirmed"}}, "verificationStatus: no code"),
+        (
+            {"verificationStatus": _status("http://example.org/local", "ok")},
+            "verificationStatus: no code",
+        ),
+        ({"clinicalStatus": _status(CLINICAL, "remission")}, "no current episode"),
+        ({"clinicalStatus": _status(CLINICAL, "recurrence")}, "dates the disorder"),
+        ({"clinicalStatus": {"text": "active"}}, "clinicalStatus: no code"),
+        ({"clinicalStatus": None}, "clinicalStatus None"),
+        ({"onsetDateTime": None}, "onset: a date"),
+        ({"onsetDateTime": "2024-04-01T00:00:00Z"}, "after recordedDate"),
+        ({"onsetDateTime": "1990-01-01T00:00:00Z"}, "episode_weeks"),
+        ({"onsetDateTime": "9999"}, "not a FHIR date"),
+        ({"recordedDate": "2024-03"}, "a day or an instant"),
+        ({"onsetDateTime": "2024-13"}, "not valid FHIR"),
+    ],
+)
+def test_conditions_the_twin_cannot_take_are_refused_with_a_reason(change, reason):
+    resource = condition()
+    for key, value in change.items():
+        if value is None:
+            resource.pop(key)
+        else:
+            resource[key] = value
+    (record,) = fhir.records_from_resource(resource)
+    assert record.payload is None and reason in record.reason
+
+
+@pytest.mark.parametrize("onset", ["9999", "9999-12"])
+def test_a_far_future_partial_onset_is_refused_not_a_crash(onset):
+    resource = condition(code="21897009", onsetDateTime=onset)
+    del resource["recordedDate"]
+    (record,) = fhir.records_from_resource(resource)
+    assert record.payload is None and "not a FHIR date" in record.reason
+
+
+def test_a_resolved_anxiety_disorder_without_an_end_date_is_refused():
+    resource = condition(code="371631005", clinical="inactive")
+    (record,) = fhir.records_from_resource(resource)
+    assert record.payload is None and "abatement" in record.reason

@@ -47,3 +47,32 @@ def test_a_parameter_the_moments_do_not_move_loses_only_its_own_standard_error()
     G = np.array([[1.0, 0.0], [2.0, 0.0], [0.5, 0.0]])
     se = smm.sandwich_standard_errors(G, np.ones(3), np.eye(3))
     assert math.isfinite(se[0]) and math.isnan(se[1])
+
+
+def test_the_monte_carlo_margin_narrows_each_band_to_at_most_half_its_width():
+    runs = [np.array([0.40, 1.0, 0.0]), np.array([0.42, 1.0, 0.2]), np.array([0.44, 1.0, np.nan])]
+    sd = joint.monte_carlo_sd(runs)
+    np.testing.assert_allclose(sd[:2], [0.02, 0.0])
+    assert sd[2] == 0.0  # a target that failed to compute in one run adds no margin
+    low, high = joint.inner_band(np.array([0.3, 0.0]), np.array([0.5, 0.1]), np.array([0.04, 0.2]))
+    np.testing.assert_allclose(low, [0.34, 0.025])
+    np.testing.assert_allclose(high, [0.46, 0.075])
+    with pytest.raises(ValueError, match="two replicate"):
+        joint.monte_carlo_sd([np.array([0.4])])
+
+
+def test_the_compass_search_finds_a_minimum_a_gradient_cannot_see():
+    # A staircase bowl: zero gradient almost everywhere, minimum at (0.3, -0.2), one bound active.
+    def staircase(points):
+        return [
+            float(np.sum((np.floor(np.asarray(p) * 40) / 40 - [0.3, -0.2]) ** 2)) for p in points
+        ]
+
+    start = np.array([0.0, 0.0])
+    low, high = np.array([-1.0, -0.1]), np.array([1.0, 1.0])
+    best = joint.compass_search(staircase, start, low, high, step=0.05, sweeps=40)
+    assert abs(best[0] - 0.3) < 0.05 and best[1] == pytest.approx(-0.1)
+    assert staircase([best])[0] < staircase([start])[0]
+    # Nothing better nearby: the start itself comes back.
+    at_minimum = np.array([0.3125, -0.1])
+    assert joint.compass_search(staircase, at_minimum, low, high, sweeps=3) is at_minimum

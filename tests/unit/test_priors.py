@@ -117,7 +117,8 @@ def test_the_current_model_is_the_shipped_joint_fit_and_builtin_is_unchanged():
 @pytest.mark.parametrize(
     ("name", "value"),
     [("p_anx_acute", 1.0), ("p_anx_chronic", 1.5), ("chronic_share", 0.0),
-     ("hamd_care_share", -0.1), ("h10", 0.0), ("rec_chronic", float("nan"))],
+     ("hamd_care_share", -0.1), ("h10", 0.0), ("rec_chronic", float("nan")),
+     ("m_stop", 0.5)],
 )  # fmt: skip
 def test_prior_sets_refuse_values_outside_each_parameters_domain(name, value):
     with pytest.raises(errors.ObservationRangeError):

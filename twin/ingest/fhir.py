@@ -23,6 +23,25 @@ Mapped:
   dose in mg and a daily timing: a ``Prescription`` at the start, and a stop (0 mg/day) at the
   end of a completed or stopped period.
 - ``MedicationAdministration`` (completed, not-done): ``DoseTaken`` (taken or missed).
+- ``Condition`` of a depressive episode or an anxiety disorder (SNOMED CT, ICD-10 or
+  ICD-10-CM codes; :data:`EPISODE_CODES`, :data:`RECURRENT_CODES`, :data:`ANXIETY_CODES`),
+  confirmed or without a verification status (one that cannot be read is refused), becomes
+  ``Covariates`` (docs/model.md §2.7):
+
+  - an active depressive episode with an onset gives the episode's duration,
+    ``episode_weeks = (recordedDate - onset) / 7 d``, on ``recordedDate`` (the day the duration
+    was known; without one, duration 0 at the onset). An onset given to the year or month is
+    taken at the middle of the part of that year or month before ``recordedDate``. A
+    recurrence, a relapse or a recurrent-depression code is refused: its onset dates the
+    disorder, not the current episode (and it does not say how many episodes came before, so
+    it gives no ``prior_episodes`` either);
+  - an anxiety disorder gives ``anxiety_comorbid``: true while it is active (or a recurrence
+    or relapse), on ``recordedDate`` (else its onset); false once it is inactive, in remission
+    or resolved, on its abatement date (required). A Condition coded as both gives both.
+
+  FHIR times: an instant is itself; a full date is that day's midnight UTC; a year or a year
+  and month places a record at its middle, and is refused where a record needs a day
+  (``recordedDate``).
 
 HRV: LOINC has no code for RMSSD, the measure the twin's HRV stream uses (ln RMSSD); SDNN
 (80404-7, what phones export) is refused with that reason. RMSSD reaches the twin through the
@@ -35,7 +54,8 @@ codes the twin has no payload for, values its payloads refuse.
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+import re
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -47,8 +67,11 @@ from twin.domain.loinc import from_loinc
 from twin.ingest.records import Record
 
 __all__ = [
+    "ANXIETY_CODES",
+    "EPISODE_CODES",
     "PHQ9_ITEM_CODES",
     "PHQ_ITEM_ANSWERS",
+    "RECURRENT_CODES",
     "RXNORM_INGREDIENTS",
     "records_from_bundle",
     "records_from_resource",
@@ -80,6 +103,47 @@ _SDNN_REASON = (
 #: LOINC answer list LL358-3 (PHQ-9 item frequencies) -> item score.
 PHQ_ITEM_ANSWERS = {"LA6568-5": 0, "LA6569-3": 1, "LA6570-1": 2, "LA6571-9": 3}
 _GTS_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
+SNOMED_SYSTEM = "http://snomed.info/sct"
+#: ICD-10 (WHO) and ICD-10-CM code systems; codes are compared upper-case, without their dot.
+ICD10_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm")
+#: A current depressive episode whose onset dates the episode: SNOMED CT concepts, and ICD-10
+#: F32 (single episode: F32, F32.0-F32.3, F32.9; not F32.4/F32.5 "in remission", F32.8x or
+#: ICD-10-CM's F32.A "depression, unspecified").
+EPISODE_CODES = {
+    SNOMED_SYSTEM: frozenset({
+        "370143000",  # major depressive disorder
+        "36923009",   # major depression, single episode
+        "87512008",   # mild major depression
+        "832007",     # moderate major depression
+        "76441001",   # severe major depression without psychotic features
+    }),
+    "icd10": re.compile(r"^F32[01239]?$"),
+}  # fmt: skip
+#: Recurrent depression: its onset dates the disorder, not the current episode.
+RECURRENT_CODES = {
+    SNOMED_SYSTEM: frozenset({"66344007"}),  # recurrent major depression
+    "icd10": re.compile(r"^F33[01239]?$"),
+}
+#: The anxiety disorders whose comorbidity changes the course (generalised anxiety, panic,
+#: social phobia, agoraphobia, and anxiety disorder unspecified): SNOMED CT concepts and ICD-10
+#: F40.0x, F40.1x, F41.0, F41.1, F41.9. Specific phobias (F40.2) and mixed anxiety and
+#: depressive disorder (F41.2) are not among them.
+ANXIETY_CODES = {
+    SNOMED_SYSTEM: frozenset({
+        "197480006",  # anxiety disorder
+        "21897009",   # generalized anxiety disorder
+        "371631005",  # panic disorder
+        "35607004",   # panic disorder with agoraphobia
+        "70691001",   # agoraphobia
+        "25501002",   # social phobia
+    }),
+    "icd10": re.compile(r"^F40[01]\d?$|^F41[019]$"),
+}  # fmt: skip
+_ACTIVE = {"active", "recurrence", "relapse"}
+_ENDED = {"inactive", "remission", "resolved"}
+_CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+_VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+_DAYS_PER_WEEK = 7.0
 _FINAL = {"final", "amended", "corrected"}
 _PERIOD_DAYS = {"h": 1 / 24, "d": 1.0, "wk": 7.0}
 
@@ -87,11 +151,13 @@ _PERIOD_DAYS = {"h": 1 / 24, "d": 1.0, "wk": 7.0}
 @functools.cache
 def _models() -> dict[str, Any]:
     # Imported on first use: loading the FHIR models takes a third of a second.
+    from fhir.resources.R4B.condition import Condition
     from fhir.resources.R4B.medicationadministration import MedicationAdministration
     from fhir.resources.R4B.medicationstatement import MedicationStatement
     from fhir.resources.R4B.observation import Observation
 
     return {
+        "Condition": Condition,
         "Observation": Observation,
         "MedicationStatement": MedicationStatement,
         "MedicationAdministration": MedicationAdministration,
@@ -245,7 +311,182 @@ def _administration(administration: Any, source: str, patient: str | None) -> li
     return [Record(source, patient, _effective(administration), events.DoseTaken(drug, taken))]
 
 
+def _matches(concept: Any, codes: dict[str, Any]) -> bool:
+    """Whether a CodeableConcept carries one of ``codes`` (SNOMED CT exactly, ICD-10 by pattern)."""
+    if concept is None:
+        return False
+    if any(code in codes[SNOMED_SYSTEM] for code in _codes(concept, SNOMED_SYSTEM)):
+        return True
+    pattern: re.Pattern[str] = codes["icd10"]
+    return any(
+        pattern.match(code.replace(".", "").strip().upper())
+        for system in ICD10_SYSTEMS
+        for code in _codes(concept, system)
+    )
+
+
+def _status(concept: Any, system: str, field: str) -> str | None:
+    """The code of a status concept; ``None`` when absent.
+
+    Raises:
+        InvalidInputError: The status is present but carries no code of ``system`` (text only,
+            or a local code system): it cannot be read, so it is not taken as absent.
+    """
+    if concept is None:
+        return None
+    codes = _codes(concept, system)
+    if not codes:
+        raise errors.InvalidInputError(f"{field}: no code of {system}")
+    return codes[0]
+
+
+def _period(value: Any, *, field: str) -> tuple[datetime, datetime]:
+    """The interval a FHIR date or dateTime denotes, as aware instants [start, end).
+
+    An instant is the point itself; a full date is that day in UTC; a year (``2023``) or a year
+    and month (``2023-06``) is that year or month in UTC.
+
+    Raises:
+        InvalidInputError: A value that is none of these (or beyond year 9999).
+    """
+    try:
+        if isinstance(value, datetime):
+            return value, value
+        if isinstance(value, date):
+            day = datetime(value.year, value.month, value.day, tzinfo=UTC)
+            return day, day + timedelta(days=1)
+        parts = str(value).split("-")
+        if 1 <= len(parts) <= 2 and all(p.isdigit() for p in parts):
+            year = int(parts[0])
+            if len(parts) == 1:
+                return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+            month = int(parts[1])
+            start = datetime(year, month, 1, tzinfo=UTC)
+            end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+            return start, end
+    except (ValueError, OverflowError):
+        pass  # month 13, year 0 or 10000: refused below
+    raise errors.InvalidInputError(f"{field}: not a FHIR date or dateTime")
+
+
+def _instant(value: Any, *, field: str) -> datetime:
+    """Where a record with this FHIR time is placed: an instant, or a full date's UTC midnight.
+
+    Raises:
+        InvalidInputError: A year or year-month (too coarse to place a record on a day).
+    """
+    start, end = _period(value, field=field)
+    if end - start > timedelta(days=1):
+        raise errors.InvalidInputError(f"{field}: a day or an instant required")
+    return start
+
+
+def _middle(start: datetime, end: datetime) -> datetime:
+    return start + (end - start) / 2
+
+
+def _placed(value: Any, *, field: str) -> datetime:
+    """Where a FHIR time places a record.
+
+    An instant or a day as :func:`_instant`; a year or month at its middle (the unbiased point
+    for a time known to that precision).
+    """
+    start, end = _period(value, field=field)
+    return start if end - start <= timedelta(days=1) else _middle(start, end)
+
+
+def _onset(condition: Any) -> Any:
+    period = condition.onsetPeriod
+    return condition.onsetDateTime or (period.start if period else None)
+
+
+def _abatement(condition: Any) -> Any:
+    period = condition.abatementPeriod
+    return condition.abatementDateTime or (
+        (period.start or period.end) if period is not None else None
+    )
+
+
+def _episode_duration(condition: Any, clinical: str, source: str, patient: str | None) -> Record:
+    """The current episode's duration on the day it was recorded (see the module docstring)."""
+    if clinical != "active":
+        reason = (
+            f"clinicalStatus {clinical}: its onset dates the disorder, not the current episode"
+            if clinical in _ACTIVE
+            else f"clinicalStatus {clinical}: no current episode"
+        )
+        return Record.refused(source, reason, patient)
+    onset = _onset(condition)
+    if onset is None:
+        return Record.refused(source, "onset: a date or dateTime required", patient)
+    start, end = _period(onset, field="onset")
+    if condition.recordedDate is not None:
+        when = _instant(condition.recordedDate, field="recordedDate")
+        if when < start:
+            raise errors.InvalidInputError("onset: after recordedDate")
+        # An onset known to a month or a year: the middle of that part of it before the record.
+        began = _middle(start, min(end, when))
+    else:
+        when = began = _middle(start, end)
+    weeks = (when - began).total_seconds() / 86_400.0 / _DAYS_PER_WEEK
+    return Record(source, patient, when, events.Covariates(episode_weeks=weeks), part="episode")
+
+
+def _anxiety(condition: Any, clinical: str, source: str, patient: str | None) -> Record:
+    """Comorbid anxiety: true while the disorder is active, false from its abatement on."""
+    when: datetime | None
+    if clinical in _ACTIVE:
+        if condition.recordedDate is not None:
+            when = _instant(condition.recordedDate, field="recordedDate")
+        else:
+            onset = _onset(condition)
+            when = _placed(onset, field="onset") if onset is not None else None
+        if when is None:
+            return Record.refused(source, "recordedDate or onset required", patient)
+    else:
+        abatement = _abatement(condition)
+        if abatement is None:
+            return Record.refused(source, "abatement: the date it ended required", patient)
+        when = _placed(abatement, field="abatement")
+    return Record(
+        source, patient, when, events.Covariates(anxiety_comorbid=clinical in _ACTIVE),
+        part="anxiety",
+    )  # fmt: skip
+
+
+def _condition(condition: Any, source: str, patient: str | None) -> list[Record]:
+    episode = _matches(condition.code, EPISODE_CODES)
+    recurrent = _matches(condition.code, RECURRENT_CODES)
+    anxiety = _matches(condition.code, ANXIETY_CODES)
+    if not (episode or recurrent or anxiety):
+        return [Record.refused(source, "code: not a depressive or anxiety disorder", patient)]
+    try:
+        verification = _status(
+            condition.verificationStatus, _VERIFICATION_SYSTEM, "verificationStatus"
+        )
+        if verification not in (None, "confirmed"):
+            return [Record.refused(source, f"verificationStatus {verification}: not ingested",
+                                   patient)]  # fmt: skip
+        clinical = _status(condition.clinicalStatus, _CLINICAL_SYSTEM, "clinicalStatus")
+        if clinical not in _ACTIVE | _ENDED:
+            return [Record.refused(source, f"clinicalStatus {clinical}: not ingested", patient)]
+        out: list[Record] = []
+        if episode:
+            out.append(_episode_duration(condition, clinical, source, patient))
+        elif recurrent:
+            out.append(Record.refused(
+                source, "recurrent depression: its onset dates the disorder, not the episode",
+                patient,
+            ))  # fmt: skip
+        if anxiety:
+            out.append(_anxiety(condition, clinical, source, patient))
+        return out
+    except errors.InvalidInputError as exc:
+        return [Record.refused(source, str(exc), patient)]
+
+
 _MAPPERS = {
+    "Condition": _condition,
     "Observation": _observation,
     "MedicationStatement": _statement,
     "MedicationAdministration": _administration,

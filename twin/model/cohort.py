@@ -334,6 +334,7 @@ def simulate_cohort(
             X[Row.C0 + k] = dose[k, 0]
         u = pharmacology.drive(X[Row.C0] + X[Row.C1], p)
         X[Row.U_PREV] = u
+        X[Row.U_PEAK] = np.minimum(u, 1.0)
         X[Row.E] = np.exp(X[Row.LOG_ETA]) * p.e_max * u
         X[Row.P] = X[Row.PI] * float(care[0])
 

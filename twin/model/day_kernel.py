@@ -38,18 +38,19 @@ __all__ = ["BLOCK", "KNOWN", "N_COEFFICIENTS", "compile_loop", "fused_days", "lo
 
 Array = npt.NDArray[Any]
 #: Length of the coefficient tuple ``fused_days`` unpacks.
-N_COEFFICIENTS = 29
+N_COEFFICIENTS = 31
 #: The known inputs of a day, in the order of ``fused_days``'s ``known`` (two drug slots).
 KNOWN = ("care", "p_adh", "psi", "cbti", "sleep_debt", "inflow0", "inflow1", "taken0", "taken1",
          "decay0", "decay1")  # fmt: skip
 _CARE, _P_ADH, _PSI, _CBTI, _SLEEP_DEBT, _INFLOW, _TAKEN, _DECAY = 0, 1, 2, 3, 4, 5, 7, 9
-#: Particles taken through the days together: their state (18 float32 rows, 18 KiB) and a day's
+#: Particles taken through the days together: their state (21 float32 rows, 21 KiB) and a day's
 #: draws stay in the core's cache from one day to the next.
 BLOCK = 256
 
 # Row indices, as in ``dynamics.Row`` (numba needs them as module constants, not attributes).
 _R, _S, _G, _Q, _E, _P, _W, _U_PREV, _M_S, _M_G, _C0, _C1 = 0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12
-_MU_EP, _MU_WELL, _PI, _G0, _Q0, _OMEGA, _CHRONIC, _LOG_RELAPSE = 14, 15, 16, 18, 20, 21, 22, 23
+_U_PEAK = 14
+_MU_EP, _MU_WELL, _PI, _G0, _Q0, _OMEGA, _CHRONIC, _LOG_RELAPSE = 15, 16, 17, 19, 21, 22, 23, 24
 _F32 = np.float32
 # LLVM options while the kernel compiles (see the module docstring), and their defaults after.
 _VECTOR_WIDTH = 4  # float64 lanes of a 256-bit register (AVX2)
@@ -190,6 +191,7 @@ def _make_loop(per_particle: bool) -> Callable[..., None]:
             a, s_innov, g_innov, rho, rho_c, c_q, g1, gamma_g, c_sq5, inv_tau_q, c_l, sigma_q,
             occ_scale, ed50, u_cap, h10, m_care1, m_drug1, ln_h01, ln_hr, beta_q,
             w_decay, k_w, e_max, inv_tau_e, inv_tau_p, inv_recall, rec_acute, rec_chronic,
+            ln_m_stop, stop_decay,
         ) = coef  # fmt: skip
         n = X.shape[2]
         for i in range(X.shape[1]):
@@ -204,6 +206,7 @@ def _make_loop(per_particle: bool) -> Callable[..., None]:
                 r_, s_, g_ = X[_R, i, start:end], X[_S, i, start:end], X[_G, i, start:end]
                 q_, e_, p_ = X[_Q, i, start:end], X[_E, i, start:end], X[_P, i, start:end]
                 w_, u_ = X[_W, i, start:end], X[_U_PREV, i, start:end]
+                peak_ = X[_U_PEAK, i, start:end]
                 ms_, mg_ = X[_M_S, i, start:end], X[_M_G, i, start:end]
                 c0_, c1_ = X[_C0, i, start:end], X[_C1, i, start:end]
                 mu_ep_, mu_well_ = X[_MU_EP, i, start:end], X[_MU_WELL, i, start:end]
@@ -258,6 +261,7 @@ def _make_loop(per_particle: bool) -> Callable[..., None]:
                         mu_well = np.float64(mu_well_[j])
                         q0 = np.float64(q0_[j])
                         u_prev = np.float64(u_[j])
+                        peak = np.float64(peak_[j])
                         m_s = np.float64(ms_[j])
                         m_g = np.float64(mg_[j])
                         episode = r > 0.5
@@ -283,13 +287,20 @@ def _make_loop(per_particle: bool) -> Callable[..., None]:
                         u_low = min(u, 1.0)
                         rec = rec_chronic if chronic_[j] > 0.5 else rec_acute
                         recovery = h10 * rec * (1.0 + m_care1 * care) * (1.0 + m_drug1 * u_low)
-                        relapse_z = ln_hr * u_low + beta_q * max(q, 0.0) + log_relapse_[j]
+                        # The fall below the recent peak: stopping, not a missed dose that the
+                        # next dose restores.
+                        fall = max(peak - u_low, 0.0)
+                        relapse_z = (
+                            ln_hr * u_low + beta_q * max(q, 0.0) + log_relapse_[j]
+                            + ln_m_stop * fall
+                        )  # fmt: skip
                         recovers = recovery > v_[j]
                         relapses = relapse_z > log_v_[j] - ln_h01
                         switch = recovers if episode else relapses
 
                         # Stored as float32: the state is rounded once a day.
                         w_[j] = w * w_decay + omega_[j] * max(u_prev - u, 0.0) * k_w
+                        peak_[j] = max(peak, u_low) * stop_decay
                         e_[j] = e + (eta_[j] * e_max * u - e) * inv_tau_e
                         p_[j] = pc + (care * pi_[j] - pc) * inv_tau_p
                         u_[j] = u

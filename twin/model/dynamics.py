@@ -52,9 +52,13 @@ SLOTS = 2
 #: Dynamic rows: regime R (1 = episode), severity S (PHQ-9 points), anxiety G (GAD-7 points),
 #: EMA negative affect A (z), insomnia Q (z), drug effect E, care effect P, discontinuation load W
 #: (points), previous-day drive U_PREV, recall means M_S and M_G of S and G, exposures C0, C1,
-#: and Z_REF, the particle's standardised severity when the wearable run-in ended (wearables
-#: then inform changes from that level, not the level itself, which the baseline absorbed).
-DYNAMIC_ROWS = ("R", "S", "G", "A", "Q", "E", "P", "W", "U_PREV", "M_S", "M_G", "C0", "C1", "Z_REF")
+#: Z_REF, the particle's standardised severity when the wearable run-in ended (wearables then
+#: inform changes from that level, not the level itself, which the baseline absorbed), and
+#: U_PEAK, the recent peak of the capped drug drive, decaying with τ_stop: how far today's drive
+#: lies below it is the fall that raises the relapse hazard after stopping a drug.
+DYNAMIC_ROWS = (
+    "R", "S", "G", "A", "Q", "E", "P", "W", "U_PREV", "M_S", "M_G", "C0", "C1", "Z_REF", "U_PEAK",
+)  # fmt: skip
 #: Static per-patient parameters θ_i (Liu-West shrinkage acts on them): mu_ep, mu_well, care
 #: effect pi, log drug sensitivity ln eta, anxiety baseline g0, EMA home base alpha, insomnia
 #: baseline q0, discontinuation susceptibility omega (0/1), course class CHRONIC (0/1) and the
@@ -73,8 +77,8 @@ N_UNIFORMS = 1 + SLOTS
 class Row:
     """Row indices into the particle matrix, named as in ``docs/model.md`` §1.2."""
 
-    R, S, G, A, Q, E, P, W, U_PREV, M_S, M_G, C0, C1, Z_REF = range(14)
-    MU_EP, MU_WELL, PI, LOG_ETA, G0, ALPHA, Q0, OMEGA, CHRONIC, LOG_RELAPSE = range(14, 24)
+    R, S, G, A, Q, E, P, W, U_PREV, M_S, M_G, C0, C1, Z_REF, U_PEAK = range(15)
+    MU_EP, MU_WELL, PI, LOG_ETA, G0, ALPHA, Q0, OMEGA, CHRONIC, LOG_RELAPSE = range(15, 25)
 
 
 @dataclass(slots=True)
@@ -115,7 +119,8 @@ def day_coefficients(p: PopulationParameters) -> tuple[float, ...]:
         p.o_max / float(pharmacology.occupancy(1.0, p)), p.ed50_rel, p.u_cap,
         p.h10, p.m_care - 1.0, p.m_drug - 1.0, math.log(p.h01), math.log(p.hr_drug), p.beta_q,
         math.exp(-1.0 / p.tau_w), p.k_w, p.e_max, 1.0 / p.tau_e, 1.0 / p.tau_p,
-        1.0 / p.recall_days, p.rec_acute, p.rec_chronic,
+        1.0 / p.recall_days, p.rec_acute, p.rec_chronic, math.log(p.m_stop),
+        math.exp(-1.0 / p.tau_stop),
     )  # fmt: skip
     assert len(coef) == day_kernel.N_COEFFICIENTS
     return coef
@@ -169,10 +174,13 @@ def advance_days(
     - E_{d+1} = E_d + (η_i E_max u_d - E_d)/τ_E; P_{d+1} = P_d + (c_d π_i - P_d)/τ_P, with c_d
       the care intensity in [0, 1] (:mod:`twin.model.care`)
     - W_{d+1} = W_d e^{-1/τ_W} + ω_i·max(0, u_{d-1} - u_d)·k_W
+    - K_{d+1} = max(K_d, u₁_d)·e^{-1/τ_stop}, the recent peak of the capped drive, and
+      D_d = max(0, K_d - u₁_d), how far today's drive lies below it
     - R switches 1→0 with probability 1 - exp(-h10·r_i·(1 + (m_care - 1)·c_d)·(1 + (m_drug - 1)·u₁))
-      and 0→1 with 1 - exp(-h01·e^{ρ_i}·HR_drug^{u₁}·exp(β_Q max(Q,0))), u₁ = min(u, 1), where
-      r_i is the recovery multiplier of the patient's course class (r_acute or r_chronic) and
-      ρ_i their relapse offset from prior episodes (:mod:`twin.model.covariates`)
+      and 0→1 with 1 - exp(-h01·e^{ρ_i}·HR_drug^{u₁}·m_stop^{D_d}·exp(β_Q max(Q,0))),
+      u₁ = min(u, 1), where r_i is the recovery multiplier of the patient's course class (r_acute
+      or r_chronic) and ρ_i their relapse offset from prior episodes
+      (:mod:`twin.model.covariates`)
     - recall means M ← M + (X_{d+1} - M)/τ_recall (an EWMA with the mean age of a 14-day window)
 
     Compiled by :mod:`twin.model.day_kernel` (blocks of particles through all the days, four

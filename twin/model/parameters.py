@@ -16,7 +16,7 @@ __all__ = ["DRUGS", "MODEL_VERSION", "Drug", "PopulationParameters", "drug", "kn
 
 #: Version of the model's equations and state layout. Serialized state records it; a change in
 #: equations or layout bumps it so old checkpoints are refused rather than misread.
-MODEL_VERSION = "novamind-twin/1.2"
+MODEL_VERSION = "novamind-twin/1.3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +99,10 @@ class PopulationParameters:
     m_drug: float = 1.2  # drug multiplier on the recovery hazard (calibrated: T2-T5)
     h01: float = 0.00145  # relapse hazard /d, recently remitted, off drug (Geddes 2003)
     hr_drug: float = 0.376  # maintenance hazard ratio (Geddes 2003; Kato 2021)
+    # Relapse-hazard multiplier just after the capped drive falls by 1 (stopping a drug taken at
+    # or above D_min); 1 = none (Andrews 2011; Viguera 1998) [calibrated: T8, T10].
+    m_stop: float = 1.0
+    tau_stop: float = 90.0  # days for that excess to fall by e [assumption: Viguera 1998]
     beta_q: float = 0.45  # log-hazard of new episode per z of insomnia above 0 (T14, Baglioni 2011)
     # Course heterogeneity (twin.model.covariates): an acute and a chronic course class.
     chronic_share: float = 0.25  # share of new episodes with a chronic course [calibrated]

@@ -2,13 +2,15 @@
 
 A prior set overrides some fields of :class:`PopulationParameters` (the calibrated ones, see
 :mod:`twin.analytics.calibration` and :mod:`twin.analytics.joint`); everything else keeps the
-defaults of docs/model.md §6. Two sets ship with the code:
+defaults of docs/model.md §6. Three sets ship with the code:
 
 - ``builtin``: the defaults themselves (the hand-calibrated model; the course classes and the
   rater's share of the care effect neutral). Twins created before the joint fit keep it.
-- :data:`LITERATURE`: the joint fit of every published target (docs/model-fit.md), the set new
-  twins take unless the registry activates another, and the parameters of simulated cohorts
-  and of the literature battery by default (:func:`current`).
+- :data:`LITERATURE_2026_12`: the first joint fit, without the excess relapse hazard after
+  stopping a drug (``m_stop`` = 1). Twins created with it keep it.
+- :data:`LITERATURE`: the current joint fit of every published target (docs/model-fit.md), the
+  set new twins take unless the registry activates another, and the parameters of simulated
+  cohorts and of the literature battery by default (:func:`current`).
 
 A twin records the version it was created with and keeps using it for its whole life, so a new
 calibration never changes an existing twin's posterior retroactively.
@@ -30,6 +32,7 @@ __all__ = [
     "BUILTIN_VERSION",
     "FITTABLE",
     "LITERATURE",
+    "LITERATURE_2026_12",
     "SHIPPED",
     "PriorSet",
     "current",
@@ -42,7 +45,7 @@ BUILTIN_VERSION = "builtin"
 FITTABLE = (
     "pi_mean", "e_max", "h10", "h01", "m_care", "tau_p", "hamd_care_share", "hamd_drug_share",
     "hamd_sd", "m_drug", "eta_cv", "chronic_share", "rec_acute", "rec_chronic", "p_anx_chronic",
-    "p_anx_acute", "hr_drug", "psi_max", "gamma_g",
+    "p_anx_acute", "hr_drug", "psi_max", "gamma_g", "m_stop",
 )  # fmt: skip
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: Probabilities and shares: strictly between 0 and 1 (the covariates' likelihood ratios divide
@@ -50,6 +53,8 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PROBABILITIES = frozenset({"chronic_share", "p_anx_chronic", "p_anx_acute"})
 #: The rater's extra shares of treatment effects: zero is the self-report view.
 _NON_NEGATIVE = frozenset({"hamd_care_share", "hamd_drug_share"})
+#: Multipliers that cannot fall below one: stopping a drug does not protect from relapse.
+_AT_LEAST_ONE = frozenset({"m_stop"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,8 @@ class PriorSet:
                 raise errors.ObservationRangeError(f"prior_set.{name}", value, "a finite number")
             if name in _PROBABILITIES and not 0.0 < value < 1.0:
                 raise errors.ObservationRangeError(f"prior_set.{name}", value, "between 0 and 1")
+            if name in _AT_LEAST_ONE and value < 1.0:
+                raise errors.ObservationRangeError(f"prior_set.{name}", value, "1 or more")
             if name in _NON_NEGATIVE and value < 0.0:
                 raise errors.ObservationRangeError(f"prior_set.{name}", value, "0 or more")
             if name not in _PROBABILITIES | _NON_NEGATIVE and value <= 0.0:
@@ -87,8 +94,9 @@ class PriorSet:
 
 BUILTIN = PriorSet(BUILTIN_VERSION)
 
-#: The joint fit of the literature battery (``novamind model fit``; docs/model-fit.md).
-LITERATURE = PriorSet(
+#: The first joint fit of the literature battery, before the excess relapse hazard after
+#: stopping a drug entered the model (its ``m_stop`` is the neutral default, 1).
+LITERATURE_2026_12 = PriorSet(
     "literature-2026.12",
     {
         "pi_mean": 0.6801,
@@ -112,8 +120,34 @@ LITERATURE = PriorSet(
     },
 )
 
+#: The joint fit of the literature battery (``novamind model fit``; docs/model-fit.md).
+LITERATURE = PriorSet(
+    "literature-2026.12.2",
+    {
+        "pi_mean": 0.6202,
+        "m_care": 1.144,
+        "tau_p": 10.89,
+        "hamd_care_share": 1.662,
+        "hamd_drug_share": 1.566,
+        "hamd_sd": 3.659,
+        "e_max": 1.695,
+        "m_drug": 1.394,
+        "eta_cv": 4.0,
+        "chronic_share": 0.2489,
+        "rec_acute": 3.718,
+        "rec_chronic": 0.3165,
+        "p_anx_chronic": 0.7846,
+        "p_anx_acute": 0.03842,
+        "h01": 0.0007393,
+        "hr_drug": 0.6098,
+        "m_stop": 4.749,
+        "psi_max": 4.154,
+        "gamma_g": 1.302,
+    },
+)
+
 #: The sets that ship with the code, by version (the registry resolves them without a record).
-SHIPPED = {BUILTIN.version: BUILTIN, LITERATURE.version: LITERATURE}
+SHIPPED = {s.version: s for s in (BUILTIN, LITERATURE_2026_12, LITERATURE)}
 
 
 def current() -> PopulationParameters:

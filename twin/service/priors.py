@@ -10,7 +10,8 @@
   rebuilt from its log alone (every checkpoint lost) keep its set.
 
 The sets that ship with the code (``twin.model.priors.SHIPPED``: ``builtin``, the defaults of
-docs/model.md §6, and the joint fit of the published targets) are always available.
+docs/model.md §6, the first joint fit and the current joint fit of the published targets) are
+always available.
 """
 
 from __future__ import annotations
