@@ -17,6 +17,9 @@ key folder's own escrow copy when embedded), otherwise nothing decrypts, by desi
 A restore needs an empty environment (migrated, no data): it verifies the manifest seal and
 every part's digest first, loads all tables in one transaction (all or nothing), puts documents
 and checkpoints, then recomputes the audit chain and compares its head with the backup's.
+Last, it erases again every patient the erasure ledger names (``ports.ErasureLedger``, kept
+with the keys and never in a backup): a backup made before an erasure holds that patient's
+wrapped data key, and must not bring them back.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments.bootstrap import BackupStores, open_backup_stores
+from deployments.erasure import apply_erasure_ledger
 from storage.sealed import ArchiveReader, ArchiveWriter
 from twin import errors, ports
 from twin.domain.audit import GENESIS, verify_chain
@@ -85,7 +89,8 @@ class RestoreReport:
         checkpoints_skipped: Checkpoints of patients erased before the snapshot (not restored).
         audit_entries: Entries in the verified audit chain.
         audit_head: Its head hash (equal to the backup's).
-        seconds: Wall time from opening the archive to the verified chain, s.
+        seconds: Wall time from opening the archive to the erasure ledger applied, s.
+        erasures_reapplied: Restored patients the erasure ledger names, erased again.
     """
 
     backup_id: str
@@ -96,6 +101,7 @@ class RestoreReport:
     audit_entries: int
     audit_head: str
     seconds: float
+    erasures_reapplied: int = 0
 
 
 async def _write_checkpoints(stores: BackupStores, archive: ArchiveWriter) -> tuple[int, int]:
@@ -250,6 +256,9 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
         reader.verify_digests()
         if not await stores.snapshot.is_empty():
             raise errors.ConfigurationError("restore needs an empty environment; it holds data")
+        # The ledger must be reachable before anything is loaded: a restore that could not
+        # apply it would leave revived patients live in an environment it cannot restore again.
+        await stores.erasures.erased()
         await _check_no_checkpoints(stores, reader)
         last_seq: dict[str, int] = {}
         tables = await stores.snapshot.import_all(_table_batches(reader, last_seq))
@@ -265,6 +274,10 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
             raise errors.BackupCorruptError(
                 f"the restored audit chain does not verify: {report.reason or report.entries}"
             )
+        reerased = await apply_erasure_ledger(
+            stores.erasures, stores.snapshot, stores.registry, stores.sealer, stores.documents,
+            stores.checkpoints,
+        )  # fmt: skip
     return RestoreReport(
         backup_id=str(manifest["backup_id"]),
         tables=tables,
@@ -274,4 +287,5 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
         audit_entries=report.entries,
         audit_head=report.head_hash,
         seconds=time.perf_counter() - started,
+        erasures_reapplied=reerased,
     )

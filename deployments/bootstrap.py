@@ -14,9 +14,12 @@ Settings outside ``local`` must name the production stores (``TwinSettings`` ref
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from deployments.api.audit_batch import GroupCommitAuditLog
@@ -24,8 +27,14 @@ from deployments.api.limiter import RateLimiter
 from deployments.api.observability import Metrics
 from deployments.api.services import ApiServices, Twins
 from deployments.auth import TokenVerifier
+from deployments.erasure import apply_erasure_ledger
 from storage.kms import KmsKeyProvider
-from storage.local import LocalCheckpointStore, LocalKeyProvider, local_secret
+from storage.local import (
+    LocalCheckpointStore,
+    LocalErasureLedger,
+    LocalKeyProvider,
+    local_secret,
+)
 from storage.memory import InProcessChangeFeed
 from storage.postgres import (
     PostgresAuditLog,
@@ -38,7 +47,7 @@ from storage.postgres import (
     PostgresTwinIndex,
 )
 from storage.redis import RedisChangeFeed
-from storage.s3 import S3CheckpointStore
+from storage.s3 import S3CheckpointStore, S3ErasureLedger
 from storage.sealed import EnvelopeSealer
 from storage.sqlite import (
     SqliteAuditLog,
@@ -50,7 +59,7 @@ from storage.sqlite import (
     SqliteSnapshot,
     SqliteTwinIndex,
 )
-from twin import ports
+from twin import errors, ports
 from twin.domain.deidentify import Deidentifier
 from twin.service.host import HostPorts, HostSettings
 from twin.service.priors import DocumentPriorRegistry
@@ -71,6 +80,8 @@ __all__ = [
     "open_twin_reader",
     "token_verifier",
 ]
+
+_LOG = logging.getLogger("novamind.bootstrap")
 
 
 def _aws(settings: TwinSettings, service: str) -> Any:
@@ -97,6 +108,21 @@ def _key_provider(settings: TwinSettings) -> ports.KeyProvider:
     if settings.kms_key_id:
         return KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
     return LocalKeyProvider(settings.data_dir / "keys")
+
+
+def erasure_ledger(settings: TwinSettings) -> ports.ErasureLedger:
+    """The erasure ledger: kept with the keys, never in a backup (docs/operations.md)."""
+    where = settings.erasure_ledger
+    if where is None and settings.s3_bucket:
+        # One ledger per environment, even where environments share a bucket.
+        where = f"s3://{settings.s3_bucket}/erasure-ledger/{settings.environment}"
+    if where is not None and where.startswith("s3://"):
+        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        return S3ErasureLedger(
+            _aws(settings, "s3"), bucket, prefix=prefix or "erasure-ledger",
+            kms_key_id=settings.s3_kms_key_id,
+        )  # fmt: skip
+    return LocalErasureLedger(Path(where) if where else settings.data_dir / "keys" / "erased")
 
 
 def _checkpoint_store(settings: TwinSettings) -> ports.CheckpointStore:
@@ -236,6 +262,9 @@ class BackupStores:
         checkpoints: The checkpoint store.
         keys: The key provider that wraps the archive key (KMS in production).
         audit: The audit trail (verified after a restore).
+        erasures: The erasure ledger (kept apart from backups; a restore applies it).
+        registry: The patient registry (a restore marks the ledger's patients erased again).
+        sealer: The envelope sealer (a restore shreds the ledger's patients' data keys again).
     """
 
     snapshot: ports.DatabaseSnapshot
@@ -243,6 +272,9 @@ class BackupStores:
     checkpoints: ports.CheckpointStore
     keys: ports.KeyProvider
     audit: ports.AuditLog
+    erasures: ports.ErasureLedger
+    registry: ports.PatientRegistry
+    sealer: ports.Sealer
 
 
 @asynccontextmanager
@@ -256,6 +288,9 @@ async def open_backup_stores(settings: TwinSettings) -> AsyncIterator[BackupStor
             _checkpoint_store(settings),
             stores.keys,
             stores.audit,
+            erasure_ledger(settings),
+            stores.registry,
+            stores.sealer,
         )
 
 
@@ -338,7 +373,10 @@ def _research_key(settings: TwinSettings) -> bytes:
 
 async def _rate_limiter(settings: TwinSettings, stack: AsyncExitStack) -> RateLimiter:
     if not settings.redis_url:
-        return RateLimiter(settings.rate_limit_per_minute)
+        return RateLimiter(
+            settings.rate_limit_per_minute,
+            failures_per_minute=settings.auth_failures_per_minute,
+        )
     import redis.asyncio as aioredis  # only when Redis is configured
     from limits.aio.storage import RedisStorage
 
@@ -353,6 +391,7 @@ async def _rate_limiter(settings: TwinSettings, stack: AsyncExitStack) -> RateLi
     return RateLimiter(
         settings.rate_limit_per_minute,
         RedisStorage(uri, implementation="redispy", connection_pool=pool),
+        failures_per_minute=settings.auth_failures_per_minute,
     )
 
 
@@ -367,8 +406,37 @@ async def open_api_services(
     """Open everything the API uses in this process; closes it on exit."""
     async with AsyncExitStack() as stack:
         stores = await _open_stores(settings, stack)
+        erasures = erasure_ledger(settings)
+        ledger_applied = asyncio.Event()
+
+        async def apply_ledger() -> None:
+            # Before anything is served, a restored database must not bring an erased patient
+            # back. The ledger's store being briefly out must not stop the service from
+            # starting either: then it keeps trying, and the service is not ready meanwhile.
+            delay = 1.0
+            while True:
+                try:
+                    await apply_erasure_ledger(
+                        erasures, stores.snapshot, stores.registry, stores.sealer,
+                        stores.documents, _checkpoint_store(settings),
+                    )  # fmt: skip
+                except errors.TwinError as exc:
+                    _LOG.warning("erasure ledger not applied yet (%s); retrying", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 60.0)
+                else:
+                    ledger_applied.set()
+                    return
+
+        try:
+            await asyncio.wait_for(asyncio.shield(first := asyncio.ensure_future(apply_ledger())),
+                                   timeout=30.0)  # fmt: skip
+        except TimeoutError:
+            stack.callback(first.cancel)
 
         async def ready() -> bool:
+            if not ledger_applied.is_set():
+                return False
             try:
                 await stores.registry.care_team("readiness-probe")
                 await stores.documents.get("readiness", "probe")
@@ -387,6 +455,7 @@ async def open_api_services(
             sealer=stores.sealer,
             deidentifier=Deidentifier(_research_key(settings)),
             limiter=await _rate_limiter(settings, stack),
+            erasures=erasures,
             metrics=metrics,
             ready=ready,
             break_glass_max_minutes=settings.break_glass_max_minutes,

@@ -4,6 +4,7 @@
 - ``novamind token``: mint a local token for a role (local HS256 secret only).
 - ``novamind audit verify``: recompute the audit chain.
 - ``novamind migrate``: apply schema migrations.
+- ``novamind erasures apply``: erase again the patients a database restore revived.
 - ``novamind demo``: the single-twin walkthrough on the runtime (no HTTP).
 - ``novamind kuberay serve-config DIR...``: generate (or ``--check``) the RayService's
   ``serveConfigV2`` from the Serve application's settings.
@@ -37,6 +38,8 @@ priors_app = typer.Typer(help="Population prior sets (the model registry).", no_
 app.add_typer(priors_app, name="priors")
 model_app = typer.Typer(help="The twin model itself.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+erasures_app = typer.Typer(help="The erasure ledger.", no_args_is_help=True)
+app.add_typer(erasures_app, name="erasures")
 console = Console()
 T = TypeVar("T")
 
@@ -224,6 +227,23 @@ def restore(
     console.print(
         f"  audit chain  intact: {report.audit_entries} entries, head {report.audit_head}"
     )
+    console.print(f"  erased again {report.erasures_reapplied} (named by the erasure ledger)")
+
+
+@erasures_app.command("apply")
+def erasures_apply() -> None:
+    """Erase again every patient the erasure ledger names that a database restore revived."""
+    from deployments.bootstrap import open_backup_stores
+    from deployments.erasure import apply_erasure_ledger
+
+    async def job() -> int:
+        async with open_backup_stores(TwinSettings()) as stores:
+            return await apply_erasure_ledger(
+                stores.erasures, stores.snapshot, stores.registry, stores.sealer,
+                stores.documents, stores.checkpoints,
+            )  # fmt: skip
+
+    console.print(f"erased again: {_run_job('erasures', job())} (named by the erasure ledger)")
 
 
 @app.command()

@@ -268,6 +268,11 @@ class _Writer:
     async def _one_by_one(self, patient_id: str, event: ports.NewEvent) -> tuple[str, str | None]:
         try:
             (ack,) = await self._events.append(patient_id, [event])
+        except errors.EventGapError:
+            return "quarantined", (
+                f"effective time: more than {ports.MAX_EVENT_GAP_DAYS:g} days after the "
+                "patient's latest event (check the origin)"
+            )
         except errors.EventOrderError:
             return "quarantined", "effective time: older than the twin's newest event"
         return ("duplicate" if ack.duplicate else "appended"), None

@@ -7,6 +7,7 @@
     │   ├── ObservationRangeError            a value outside its valid range
     │   ├── UnknownDrugError                 a drug not in the model's table
     │   └── EventOrderError                  an event older than the twin's clock
+    │       └── EventGapError                an event too far after the patient's last one
     ├── StateCorruptError                    serialized state that cannot be read back
     ├── ModelVersionError                    state written by an incompatible model
     ├── StorageUnavailableError              a store cannot be reached; retry (HTTP 503)
@@ -36,6 +37,7 @@ __all__ = [
     "BackupCorruptError",
     "CheckpointCorruptError",
     "ConfigurationError",
+    "EventGapError",
     "EventOrderError",
     "HostUnavailableError",
     "InvalidInputError",
@@ -116,6 +118,28 @@ class EventOrderError(InvalidInputError):
         return (
             f"event at day {self.event_day:g} is older than the twin's clock "
             f"(day {self.twin_day:g}); replay the log to insert it"
+        )
+
+
+class EventGapError(EventOrderError):
+    """An event lies further after the patient's latest event than one event may move a twin.
+
+    Args:
+        event_day: Time of the event, days since the twin's origin.
+        twin_day: Time of the patient's latest event (0 for a new patient).
+        limit_days: The most days one event may lie after the latest.
+    """
+
+    def __init__(self, event_day: float, twin_day: float, limit_days: float) -> None:
+        InvalidInputError.__init__(self, event_day, twin_day, limit_days)
+        self.event_day = event_day
+        self.twin_day = twin_day
+        self.limit_days = limit_days
+
+    def __str__(self) -> str:
+        return (
+            f"event at day {self.event_day:g} is more than {self.limit_days:g} days after the "
+            f"patient's latest (day {self.twin_day:g}): check the time axis (its origin)"
         )
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "DatabaseSnapshot",
     "Document",
     "DocumentStore",
+    "ErasureLedger",
     "EventStore",
     "KeyProvider",
     "NewEvent",
@@ -106,6 +107,11 @@ class PlannedEvent:
     event: NewEvent
 
 
+#: The time axis's bounds (:mod:`twin.domain.events`), which every append checks.
+MAX_DAY = events.MAX_DAY
+MAX_EVENT_GAP_DAYS = events.MAX_EVENT_GAP_DAYS
+
+
 def plan_append(
     batch: Sequence[NewEvent], *, known: dict[str, int], head_seq: int, head_day: float
 ) -> tuple[list[AppendResult], list[PlannedEvent]]:
@@ -113,11 +119,13 @@ def plan_append(
 
     Keys already ``known`` (key -> seq) return their original sequence as duplicates, a key
     repeated inside the batch applies once, and new events take consecutive sequence numbers
-    after ``head_seq``; an event older than the log's newest refuses the whole batch.
+    after ``head_seq``; an event older than the log's newest, or more than
+    :data:`MAX_EVENT_GAP_DAYS` after it (after day 0 for a new patient), refuses the whole batch.
 
     Raises:
-        ObservationRangeError: An invalid idempotency key.
+        ObservationRangeError: An invalid idempotency key, or a day outside 0..:data:`MAX_DAY`.
         EventOrderError: An event older than ``head_day`` or than an earlier one in the batch.
+        EventGapError: An event too far after the latest one.
     """
     seen = dict(known)
     results: list[AppendResult] = []
@@ -128,8 +136,11 @@ def plan_append(
         if key in seen:
             results.append(AppendResult(seen[key], True))
             continue
+        check_day(item.day)
         if item.day < day:
             raise errors.EventOrderError(item.day, day)
+        if item.day - day > MAX_EVENT_GAP_DAYS:
+            raise errors.EventGapError(item.day, day, MAX_EVENT_GAP_DAYS)
         seq, day = seq + 1, item.day
         seen[key] = seq
         planned.append(PlannedEvent(seq, key, item))
@@ -214,16 +225,29 @@ class EventStore(Protocol):
         ...
 
 
-def check_batches(batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> None:
-    """Refuse an :meth:`EventStore.append_many` call naming a patient twice or with a bad key.
+def check_day(day: float) -> float:
+    """``day`` if it lies on a twin's time axis (0 to :data:`MAX_DAY`), else an error.
 
-    Checked before anything is written: such a call appends nothing at all.
+    Raises:
+        ObservationRangeError: Outside the axis, or not a number.
+    """
+    if not isinstance(day, int | float) or not 0.0 <= day <= MAX_DAY:  # also refuses NaN
+        raise errors.ObservationRangeError("day", day, f"0 to {MAX_DAY:g} days since the origin")
+    return day
+
+
+def check_batches(batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> None:
+    """Refuse an :meth:`EventStore.append_many` call that cannot be right as a whole.
+
+    A call naming a patient twice, with a bad key or a day off the time axis is checked
+    before anything is written: such a call appends nothing at all.
     """
     if len({patient_id for patient_id, _ in batches}) != len(batches):
         raise errors.InvalidInputError("append_many: one batch per patient")
     for _, batch in batches:
         for item in batch:
             check_idempotency_key(item.idempotency_key)
+            check_day(item.day)
 
 
 async def append_each(
@@ -353,6 +377,25 @@ class Sealer(Protocol):
 
     async def shred(self, patient_id: str) -> bool:
         """Destroy the patient's data key: everything sealed for them becomes unreadable."""
+        ...
+
+
+@runtime_checkable
+class ErasureLedger(Protocol):
+    """The patients that were erased, kept apart from every store a backup restores.
+
+    A backup holds wrapped data keys; restoring one would bring an erased patient's data back
+    to life. The ledger lives with the key-encryption keys (the local key folder, or an object
+    prefix replicated to the recovery region), never in a backup, and every restore erases
+    again each patient it names before the service starts. It holds opaque patient ids only.
+    """
+
+    async def record(self, patient_id: str) -> None:
+        """Note the patient as erased, durably, before anything of theirs is destroyed."""
+        ...
+
+    async def erased(self) -> list[str]:
+        """Every erased patient id, sorted."""
         ...
 
 

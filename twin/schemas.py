@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from twin.domain.deidentify import PSEUDONYM_LENGTH, PSEUDONYM_PREFIX
+from twin.domain.events import MAX_DAY
 from twin.forecast.scenario import Scenario
 from twin.model.cohort import CohortSpec, require_maintenance_history
 
@@ -146,7 +147,11 @@ class ObservationIn(BaseModel):
     model_config = _STRICT
 
     idempotency_key: str = Field(min_length=1, max_length=128, pattern=r"^[\x20-\x7e]+$")
-    day: float = Field(ge=0.0, le=1e6, allow_inf_nan=False, description="days since origin")
+    day: float = Field(
+        ge=0.0, le=MAX_DAY, allow_inf_nan=False,
+        description="days since the twin's origin (at most 100 years; at most 10 years after "
+        "the patient's latest event)",
+    )  # fmt: skip
     payload: dict[str, Any] | None = Field(default=None, max_length=16)
     loinc: LoincValue | None = None
 
@@ -350,6 +355,20 @@ class BreakGlassIn(BaseModel):
 
     reason: str = Field(min_length=10, max_length=500)
     minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+    @field_validator("reason")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        # Line breaks, tabs and any other character a person types are fine (the audit trail
+        # records the reason on one line); NUL, other control characters and unpaired
+        # surrogates are not text, and databases refuse them.
+        if any(
+            (ord(ch) < 0x20 and ch not in "\t\n\r") or 0x7F <= ord(ch) < 0xA0
+            or 0xD800 <= ord(ch) < 0xE000
+            for ch in value
+        ):  # fmt: skip
+            raise ValueError("reason: text without control characters")
+        return value
 
 
 class BreakGlassOut(BaseModel):

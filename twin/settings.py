@@ -49,6 +49,8 @@ class TwinSettings(BaseSettings):
         jwks_url: JWKS endpoint of the identity provider (RS256/ES256; production).
         research_key: HMAC key of researcher pseudonyms (generated locally when unset).
         rate_limit_per_minute: Requests per caller and minute before 429.
+        auth_failures_per_minute: Failed authentications per client address and minute before
+            that address is refused with 429 without its token being checked.
         http_host: Address the HTTP API binds.
         http_port: Port of the HTTP API.
         api_min_replicas: Serve autoscaling lower bound of the API deployment.
@@ -95,6 +97,7 @@ class TwinSettings(BaseSettings):
     jwks_url: str | None = Field(default=None, description="IdP JWKS (RS256/ES256)")
     research_key: SecretStr | None = Field(default=None, description="pseudonym HMAC key")
     rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    auth_failures_per_minute: int = Field(default=30, ge=1, le=10_000)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     api_min_replicas: int = Field(default=1, ge=1, le=100)
@@ -106,6 +109,13 @@ class TwinSettings(BaseSettings):
     break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
     serve_haproxy: bool = True
     ingest_root: str | None = Field(default=None, max_length=1024, description="API ingest root")
+    erasure_ledger: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="where erased patients are listed, apart from backups: s3://bucket/prefix "
+        "or a folder (default: the checkpoint bucket's erasure-ledger/ prefix, else the key "
+        "folder's erased/)",
+    )
 
     @model_validator(mode="after")
     def _no_embedded_defaults_outside_local(self) -> TwinSettings:
@@ -120,6 +130,11 @@ class TwinSettings(BaseSettings):
                     f"environment {self.environment!r} needs {', '.join(missing)}: the embedded "
                     "SQLite store, local checkpoints, local key file and generated secrets "
                     "are for local use only"
+                )
+            if self.erasure_ledger is not None and not self.erasure_ledger.startswith("s3://"):
+                raise ValueError(
+                    f"environment {self.environment!r} keeps its erasure ledger in S3 "
+                    "(s3://bucket/prefix): a folder in a pod is lost with it"
                 )
             if self.jwt_secret is not None:
                 raise ValueError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ async def principal(request: Request, svc: Services) -> Principal:
     """The authenticated caller, from ``Authorization: Bearer``; counts the caller's budget.
 
     A refused credential is audited too (actor ``anonymous``, action ``authenticate``, the
-    addressed patient if any): the trail holds every attempt on patient data.
+    addressed patient if any), up to the source's budget of failed authentications per minute;
+    beyond it the attempt is refused with 429 and not audited.
     """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -67,12 +69,18 @@ async def principal(request: Request, svc: Services) -> Principal:
             raise errors.AuthenticationError("a bearer token is required")
         who = svc.verifier.verify(token.strip())
     except errors.AuthenticationError:
+        # Failures are budgeted per source; a valid token is never refused for others' failures.
+        # Past the budget the attempt gets 429 and is not audited, which bounds what one source
+        # can write to the trail.
+        await svc.limiter.count_failure(_source(request))
+        # The path is the client's text: only a well-formed patient id is recorded.
+        addressed = request.path_params.get("patient_id")
         await svc.audit.append(
             AuditRecord(
                 actor="anonymous",
                 role="none",
                 action="authenticate",
-                patient_id=(request.path_params.get("patient_id") or "")[:64] or None,
+                patient_id=addressed if _is_patient_id(addressed) else None,
                 outcome="denied",
                 purpose="none",
                 at=_now(),
@@ -83,6 +91,36 @@ async def principal(request: Request, svc: Services) -> Principal:
     await svc.limiter.check(f"{who.role}:{who.subject}")
     request.state.role = who.role
     return who
+
+
+_PATIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _source(request: Request) -> str:
+    """The client address a failed authentication counts against (IPv6 by its /64).
+
+    It is the address the ASGI server reports: behind proxies, the server must be told which
+    proxies to trust for ``X-Forwarded-For`` (docs/operations.md), or every client shares the
+    proxy's budget.
+    """
+    host = request.client.host if request.client is not None else "unknown"
+    if ":" in host:
+        return ":".join(host.split(":")[:4]) + "::/64"
+    return host
+
+
+def _is_patient_id(value: object) -> bool:
+    """Whether a path value has the form of a patient id (what :data:`PatientId` accepts)."""
+    return isinstance(value, str) and _PATIENT_ID.fullmatch(value) is not None
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, as the audit trail keeps it.
+
+    Every run of spaces, line breaks and other non-printing characters (format marks,
+    separators) becomes one space.
+    """
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
 
 
 def _now() -> str:
@@ -180,7 +218,7 @@ async def grant_break_glass(
         "break_glass.start",
         patient_id,
         allowed=allowed,
-        purpose=f"ETREAT: {reason}",
+        purpose=f"ETREAT: {_one_line(reason)}",
     )
     if who.role != "clinician":
         raise errors.AuthorizationError("only clinicians may request emergency access")

@@ -26,6 +26,7 @@ _STATUS: tuple[tuple[type[errors.TwinError], int, str], ...] = (
     (errors.AuthorizationError, 403, "Forbidden"),
     (errors.NotFoundError, 404, "Not Found"),
     (errors.KeyAccessError, 410, "Gone"),
+    (errors.EventGapError, 422, "Unprocessable Content"),
     (errors.EventOrderError, 409, "Conflict"),
     (errors.JobNotFinishedError, 409, "Conflict"),
     (errors.InvalidInputError, 422, "Unprocessable Content"),
@@ -72,6 +73,17 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def _detail(exc: errors.TwinError) -> str:
+    """The error's own message.
+
+    An error raised in a Ray actor arrives wrapped (``RayTaskError`` made an instance of its
+    cause), whose text is the remote traceback with process ids, addresses and file paths:
+    the client gets the cause's message instead.
+    """
+    cause = getattr(exc, "cause", None)
+    return str(cause if isinstance(cause, errors.TwinError) else exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to one problem+json response."""
 
@@ -80,7 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
         for cls, status, title in _STATUS:
             if isinstance(exc, cls):
                 return problem(
-                    status, title, str(exc), retry_after_s=getattr(exc, "retry_after_s", None)
+                    status, title, _detail(exc), retry_after_s=getattr(exc, "retry_after_s", None)
                 )
         return problem(500, "Internal Server Error")
 

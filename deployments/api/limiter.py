@@ -28,31 +28,38 @@ _LOG = logging.getLogger("novamind.limits")
 class RateLimiter:
     """Allows ``per_minute`` requests per caller in any 60-second window.
 
+    It also keeps a second budget, of failed authentications per source (client address):
+    once a source has failed ``failures_per_minute`` times in a window, its further failures
+    are refused with 429 (:meth:`count_failure`), so guessing tokens or flooding the audit trail
+    with refused attempts costs the source, not the service; a valid token is never refused
+    for them.
+
     Args:
         per_minute: Budget per caller.
         storage: A ``limits.aio`` storage (Redis for shared budgets); memory when ``None``.
+        failures_per_minute: Failed authentications a source may make per window.
     """
 
-    def __init__(self, per_minute: int, storage: Storage | None = None) -> None:
+    def __init__(
+        self, per_minute: int, storage: Storage | None = None, *, failures_per_minute: int = 30
+    ) -> None:
+        self._failures = RateLimitItemPerMinute(failures_per_minute)
         self._item = RateLimitItemPerMinute(per_minute)
         self._shared = MovingWindowRateLimiter(storage) if storage is not None else None
         self._local = MovingWindowRateLimiter(MemoryStorage())
         self.fallbacks = 0
 
-    async def _hit(self, limiter: MovingWindowRateLimiter, key: str) -> None:
-        if not await limiter.hit(self._item, "novamind", key):
-            stats = await limiter.get_window_stats(self._item, "novamind", key)
+    async def _hit(
+        self, limiter: MovingWindowRateLimiter, item: RateLimitItemPerMinute, key: str
+    ) -> None:
+        if not await limiter.hit(item, "novamind", key):
+            stats = await limiter.get_window_stats(item, "novamind", key)
             raise errors.RateLimitedError(max(1, math.ceil(stats.reset_time - time.time())))
 
-    async def check(self, caller: str) -> None:
-        """Count one request of ``caller``.
-
-        Raises:
-            RateLimitedError: The caller's budget is spent (with the seconds to wait).
-        """
+    async def _apply(self, item: RateLimitItemPerMinute, key: str) -> None:
         if self._shared is not None:
             try:
-                await self._hit(self._shared, caller)
+                await self._hit(self._shared, item, key)
                 return
             except errors.RateLimitedError:
                 raise
@@ -61,4 +68,20 @@ class RateLimiter:
                 _LOG.warning(
                     "rate-limit storage unavailable (%s); local budget", type(exc).__name__
                 )
-        await self._hit(self._local, caller)
+        await self._hit(self._local, item, key)
+
+    async def check(self, caller: str) -> None:
+        """Count one request of ``caller``.
+
+        Raises:
+            RateLimitedError: The caller's budget is spent (with the seconds to wait).
+        """
+        await self._apply(self._item, caller)
+
+    async def count_failure(self, source: str) -> None:
+        """Count one failed authentication of ``source``.
+
+        Raises:
+            RateLimitedError: This failure spent the source's budget.
+        """
+        await self._apply(self._failures, f"auth-failure:{source}")

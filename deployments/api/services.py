@@ -63,6 +63,7 @@ class ApiServices:
         sealer: Envelope encryption of document bodies under the patient's key.
         deidentifier: Pseudonyms for researchers.
         limiter: Per-caller request budget.
+        erasures: The erasure ledger (every erasure is noted there first).
         metrics: Request and twin metrics.
         ready: Checks every dependency; ``None`` means always ready.
         break_glass_max_minutes: Longest emergency-access grant.
@@ -80,6 +81,7 @@ class ApiServices:
     sealer: ports.Sealer
     deidentifier: Deidentifier
     limiter: RateLimiter
+    erasures: ports.ErasureLedger
     metrics: Metrics
     ready: Callable[[], Awaitable[bool]] | None = None
     break_glass_max_minutes: int = 60

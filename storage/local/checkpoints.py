@@ -18,6 +18,7 @@ import struct
 import uuid
 from pathlib import Path
 
+from storage.local.files import fsync_dir
 from twin import errors, ports
 
 __all__ = ["LocalCheckpointStore"]
@@ -29,14 +30,6 @@ _SUFFIX = ".ckpt"
 def _seq_of(path: Path) -> int | None:
     stem = path.name[: -len(_SUFFIX)]
     return int(stem) if path.name.endswith(_SUFFIX) and stem.isdigit() else None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalCheckpointStore:
@@ -84,7 +77,7 @@ class LocalCheckpointStore:
         finally:
             os.close(fd)
         os.replace(tmp, folder / f"{checkpoint.seq:020d}{_SUFFIX}")
-        _fsync_dir(folder)
+        fsync_dir(folder)
         for _, old in self._stored(folder)[self._keep :]:
             old.unlink(missing_ok=True)
         return True

@@ -21,7 +21,7 @@ from typing import Any
 from storage.postgres.database import UNAVAILABLE, PostgresDatabase
 from twin import errors, ports
 from twin.domain import events
-from twin.domain.audit import AuditEntry, AuditRecord, chain, record_from_json
+from twin.domain.audit import AuditEntry, AuditRecord, chain, check_writable, record_from_json
 from twin.domain.patients import Identifiers
 
 __all__ = [
@@ -319,6 +319,8 @@ class PostgresAuditLog:
         """Chain and insert in one transaction."""
         if not records:
             return []
+        for record in records:  # before the transaction: a refused record opens none
+            check_writable(record)
         async with _connection(self._db) as conn, conn.transaction():
             head = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
             new = chain(str(head["hash"]), int(head["seq"]), records)
@@ -408,14 +410,20 @@ class PostgresPatientRegistry:
         return [str(r["patient_id"]) for r in rows]
 
     async def erase(self, patient_id: str) -> bool:
-        """Shred the data key and mark the patient erased."""
+        """Mark the patient erased, then shred the data key.
+
+        In that order, a write that checks the registry after this call begins finds the
+        patient erased; one that checked before can still re-create a key, which the erasure
+        ledger's next application destroys (``deployments.erasure``).
+        """
         if await self._row(patient_id) is None:
             return False
-        await self._sealer.shred(patient_id)
         async with _connection(self._db) as conn:
             await conn.execute(
-                "UPDATE patients SET erased_at = now() WHERE patient_id = $1", patient_id
+                "UPDATE patients SET erased_at = now() WHERE patient_id = $1 AND erased_at IS NULL",
+                patient_id,
             )
+        await self._sealer.shred(patient_id)
         return True
 
 

@@ -13,12 +13,10 @@ Why boto3: the AWS SDK itself; calls run in a worker thread to keep the event lo
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from storage.s3.calls import run
 from twin import errors, ports
 
 __all__ = ["S3CheckpointStore"]
@@ -106,26 +104,16 @@ class S3CheckpointStore:
             self._s3.delete_object(Bucket=self._bucket, Key=key)
         return len(stored)
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False  # another writer stored this very sequence first
-            raise errors.StorageUnavailableError(f"S3 error {code}; retry") from None
-        except BotoCoreError as exc:
-            raise errors.StorageUnavailableError(f"S3 unavailable ({type(exc).__name__})") from None
-
     async def put(self, checkpoint: ports.Checkpoint) -> bool:
         """Write unless a checkpoint with an equal or higher sequence exists."""
-        return bool(await self._run(self._put, checkpoint))
+        # A conflict: another writer stored this very sequence first.
+        return (await run(self._put, checkpoint)) is True
 
     async def latest(self, patient_id: str) -> ports.Checkpoint | None:
         """The newest checkpoint, verified."""
-        result: ports.Checkpoint | None = await self._run(self._latest, patient_id)
+        result: ports.Checkpoint | None = await run(self._latest, patient_id)
         return result
 
     async def delete_all(self, patient_id: str) -> int:
         """Remove every checkpoint of a patient."""
-        return int(await self._run(self._delete_all, patient_id))
+        return int(await run(self._delete_all, patient_id))

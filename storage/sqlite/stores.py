@@ -22,7 +22,14 @@ import aiosqlite
 from storage.sqlite.database import SqliteDatabase
 from twin import errors, ports
 from twin.domain import events
-from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, chain, record_from_json
+from twin.domain.audit import (
+    GENESIS,
+    AuditEntry,
+    AuditRecord,
+    chain,
+    check_writable,
+    record_from_json,
+)
 from twin.domain.patients import Identifiers
 
 __all__ = [
@@ -307,6 +314,8 @@ class SqliteAuditLog:
         """Chain and insert in one write transaction (appends are serialised)."""
         if not records:
             return []
+        for record in records:  # before BEGIN: a refused record leaves no transaction open
+            check_writable(record)
         conn = self._db.conn
         async with self._db.lock:
             try:
@@ -395,16 +404,16 @@ class SqlitePatientRegistry:
         return [str(r[0]) for r in rows]
 
     async def erase(self, patient_id: str) -> bool:
-        """Shred the data key and mark the patient erased."""
+        """Mark the patient erased, then shred the data key (see the PostgreSQL registry)."""
         if await self._row(patient_id) is None:
             return False
-        await self._sealer.shred(patient_id)
         async with self._db.lock:
             await self._db.conn.execute(
                 "UPDATE patients SET erased_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
-                "WHERE patient_id = ?",
+                "WHERE patient_id = ? AND erased_at IS NULL",
                 (patient_id,),
             )
+        await self._sealer.shred(patient_id)
         return True
 
 

@@ -99,3 +99,27 @@ async def test_append_many_refuses_a_patient_named_twice_and_writes_nothing(even
     with pytest.raises(errors.ObservationRangeError, match="idempotency_key"):
         await event_store.append_many([("a", [new("k", 0.0)]), ("b", [new("", 1.0)])])
     assert await event_store.last_seq("a") == 0
+
+
+@pytest.mark.parametrize("day", [-1.0, float("nan"), float("inf"), 36_525.5, 999_999.0])
+async def test_a_day_off_the_time_axis_is_refused_before_anything_is_written(event_store, day):
+    with pytest.raises(errors.ObservationRangeError, match="day"):
+        await event_store.append(PATIENT, [new("ok", 1.0), new("bad", day)])
+    with pytest.raises(errors.ObservationRangeError, match="day"):
+        await event_store.append_many([("a", [new("k", 0.0)]), ("b", [new("k", day)])])
+    assert await event_store.last_seq(PATIENT) == await event_store.last_seq("a") == 0
+
+
+async def test_an_event_too_far_after_the_latest_refuses_its_batch_and_no_other(event_store):
+    # One event ten years and more after the last would make the twin advance through every
+    # day between (and a new patient's first event counts from day 0).
+    with pytest.raises(errors.EventGapError):
+        await event_store.append(PATIENT, [new("far", 3_653.5)])
+    await event_store.append(PATIENT, [new("a", 3_653.0)])
+    results = await event_store.append_many(
+        [(PATIENT, [new("b", 3_653.0 + 3_654.0)]), ("other", [new("c", 10.0)])]
+    )
+    assert isinstance(results[0], errors.EventGapError)
+    assert "check the time axis" in str(results[0])
+    assert [r.seq for r in results[1]] == [1]
+    assert await event_store.last_seq(PATIENT) == 1

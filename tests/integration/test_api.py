@@ -317,3 +317,22 @@ async def test_covariates_given_at_registration_are_the_twins_first_event(api_en
         assert refused.status_code == 422, bad
     after = (await client.get("/v1/patients?care_team=team-1", headers=ADMIN)).json()["items"]
     assert after == before
+
+
+async def test_a_day_off_the_time_axis_or_far_past_the_latest_event_stores_nothing(api_env):
+    client = api_env.http
+    pid = (await client.post("/v1/patients", json=ADA, headers=ADMIN)).json()["patient_id"]
+    url = f"/v1/patients/{pid}/observations"
+
+    def item(key: str, day: float) -> dict:
+        return {"items": [{"idempotency_key": key, "day": day,
+                           "payload": {"type": "phq9", "total": 12}}]}  # fmt: skip
+
+    far = await client.post(url, json=item("far", 999_999), headers=SERVICE)
+    assert far.status_code == 422
+    gap = await client.post(url, json=item("gap", 5_000), headers=SERVICE)
+    assert gap.status_code == 422 and "check the time axis" in gap.json()["detail"]
+    assert await api_env.services.events.last_seq(pid) == 0
+    ok = await client.post(url, json=item("ok", 3.0), headers=SERVICE)
+    assert ok.status_code in (200, 201, 202)
+    assert (await client.get(f"/v1/patients/{pid}/twin", headers=CLINICIAN)).status_code == 200

@@ -153,3 +153,19 @@ async def test_bad_tokens_get_401_with_a_generic_problem(api_env):
         assert response.status_code == 401, name
         assert response.headers["www-authenticate"] == "Bearer"
         assert response.json()["detail"] in ("invalid bearer token", "a bearer token is required")
+
+
+async def test_failed_authentications_are_budgeted_per_source_and_never_block_valid_tokens(
+    tmp_path,
+):
+    from tests.integration.conftest import api_settings, bearer, open_env
+
+    async with open_env(api_settings(tmp_path, auth_failures_per_minute=3)) as env:
+        bad = {"Authorization": "Bearer not-a-token"}
+        codes = [(await env.http.get("/v1/twins", headers=bad)).status_code for _ in range(6)]
+        assert codes == [401, 401, 401, 429, 429, 429]
+        # The source's budget is spent; a valid token from it is still served.
+        ok = await env.http.get("/v1/twins", headers=bearer("admin", "ops"))
+        assert ok.status_code == 200
+        entries = await env.services.audit.entries()
+        assert sum(e.record.actor == "anonymous" for e in entries) == 3  # refused ones only

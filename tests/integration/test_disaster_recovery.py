@@ -259,6 +259,68 @@ async def test_backup_during_ingest_is_consistent(tmp_path):
     assert verify_chain(entries, expected_head=made.audit_head).ok
 
 
+async def _erased_after_the_backup_stays_erased(make: Callable[[str], TwinSettings], tmp_path):
+    source = make("source")
+    async with open_env(source) as env, env.sdk("clinician", "dr-a", TEAM) as sdk:
+        pids = [
+            await sdk.create_patient(
+                name=f"Canary {i}", birth_date="1970-01-02", mrn=f"MRN-{i}", care_team=TEAM[0]
+            )
+            for i in range(2)
+        ]
+        for pid in pids:
+            await sdk.add_observations(pid, [observation(E.Phq9(14), day=0.0)])
+    archive = tmp_path / "archive"
+    await backup(source, archive)
+    async with open_env(source) as env, env.sdk("admin", "ops") as admin:
+        await admin.erase_patient(pids[0])
+    target = make("target")
+    _escrow_keys(source, target)  # the embedded ledger travels with the key folder's escrow
+    restored = await restore(target, archive)
+    assert restored.erasures_reapplied == 1
+    async with open_backup_stores(target) as stores:
+        assert await stores.snapshot.patient_ids() == [pids[1]]
+        with pytest.raises((errors.KeyAccessError, errors.NotFoundError)):
+            await stores.registry.identifiers(pids[0])
+    async with open_env(target) as env, env.sdk("clinician", "dr-a", TEAM) as sdk:
+        with pytest.raises(errors.NotFoundError):
+            await sdk.patient(pids[0])
+        assert (await sdk.patient(pids[1])).name == "Canary 1"
+
+
+async def test_a_patient_erased_after_the_backup_is_not_restored_embedded(tmp_path):
+    await _erased_after_the_backup_stays_erased(_embedded(tmp_path), tmp_path)
+
+
+async def test_a_patient_erased_after_the_backup_is_not_restored_postgres_s3(
+    tmp_path, aws, aws_credentials
+):
+    # The ledger is one replicated prefix that the source and the recovery region both name.
+    ledger = f"ledger-{uuid.uuid4().hex[:8]}"
+    aws["moto"].client("s3").create_bucket(Bucket=ledger)
+    production = _production(tmp_path, aws)
+
+    def make(name: str) -> TwinSettings:
+        return production(name).model_copy(update={"erasure_ledger": f"s3://{ledger}/erased"})
+
+    await _erased_after_the_backup_stays_erased(make, tmp_path)
+
+
+async def test_the_service_erases_a_patient_a_database_restore_revived(tmp_path):
+    # A point-in-time restore of the database brings back a patient erased later: the ledger
+    # names them, and the API's services erase them again before serving anything.
+    settings = api_settings(tmp_path / "live")
+    async with open_env(settings) as env, env.sdk("clinician", "dr-a", TEAM) as sdk:
+        pid = await sdk.create_patient(
+            name="Canary", birth_date="1970-01-02", mrn="MRN-R", care_team=TEAM[0]
+        )
+        await env.services.erasures.record(pid)  # erased later, in the database's future
+    async with open_env(settings) as env, env.sdk("clinician", "dr-a", TEAM) as sdk:
+        with pytest.raises(errors.NotFoundError):
+            await sdk.patient(pid)
+        assert await env.services.registry.care_team(pid) is None
+
+
 def test_cli_backup_and_restore(tmp_path):
     source_dir, target_dir, archive = tmp_path / "a", tmp_path / "b", tmp_path / "archive"
     asyncio.run(_populate(api_settings(source_dir), patients=2))

@@ -100,3 +100,42 @@ async def test_no_plaintext_clinical_values_in_the_database_files(server, tmp_pa
     server.stop("fast")
     leaked = [p for p in server.data.rglob("*") if p.is_file() and b"citalopram" in p.read_bytes()]
     assert leaked == []
+
+
+async def test_a_refused_credential_with_a_nul_in_the_path_fails_no_other_callers_audit(
+    server, tmp_path
+):
+    # A failed authentication is audited; a NUL from the path used to reach PostgreSQL's JSONB,
+    # which refused it and failed the whole group commit, turning clinicians' reads into 500s.
+    from tests.integration.conftest import api_settings, bearer, open_env
+
+    settings = api_settings(tmp_path, database_url=server.dsn, auth_failures_per_minute=10_000)
+    clinician = bearer("clinician", "dr-a", ("team-1",))
+    async with open_env(settings) as env:
+        body = {"name": "Ada Canary", "birth_date": "1980-12-10", "mrn": "M-1",
+                "care_team": "team-1"}  # fmt: skip
+        pid = (await env.http.post("/v1/patients", json=body, headers=clinician)).json()[
+            "patient_id"
+        ]
+
+        async def attack() -> int:
+            return (await env.http.get("/v1/patients/%00x/twin")).status_code
+
+        async def read() -> int:
+            return (await env.http.get(f"/v1/patients/{pid}", headers=clinician)).status_code
+
+        for _ in range(3):
+            codes = await asyncio.gather(
+                *[attack() for _ in range(15)], *[read() for _ in range(15)]
+            )
+            assert codes[:15] == [401] * 15 and codes[15:] == [200] * 15
+        entries = await env.services.audit.entries()
+        refused = [e.record for e in entries if e.record.actor == "anonymous"]
+        assert len(refused) == 45 and {r.patient_id for r in refused} == {None}
+        # The break-glass reason is the other free text that reaches the trail.
+        reason = {"reason": "unconscious\x00 in the ED", "minutes": 5}
+        response = await env.http.post(
+            f"/v1/patients/{pid}/break-glass", json=reason, headers=bearer("clinician", "dr-b")
+        )
+        assert response.status_code == 422
+        assert (await env.http.get(f"/v1/patients/{pid}", headers=clinician)).status_code == 200

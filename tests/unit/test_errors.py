@@ -9,6 +9,7 @@ SAMPLE_ARGS = {
     errors.ObservationRangeError: ("phq9.total", 30, "integer 0..27"),
     errors.UnknownDrugError: ("aspirin", ("sertraline",)),
     errors.EventOrderError: (1.5, 2.0),
+    errors.EventGapError: (5000.0, 10.0, 3653.0),
     errors.ModelVersionError: ("old", "new"),
     errors.RateLimitedError: (7,),
     errors.OverloadedError: (1,),

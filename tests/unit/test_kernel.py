@@ -142,3 +142,21 @@ def test_wearables_alone_move_severity_only_a_little():
 def test_deepcopy_and_equality_helpers():
     state = twin()
     assert copy.deepcopy(state).equals(state)
+
+
+def test_a_long_gap_advances_the_twin_in_bounded_memory():
+    import tracemalloc
+
+    from twin.ports import MAX_EVENT_GAP_DAYS
+
+    state = new_twin("far", n_particles=2000)
+    kernel.apply_events([state], [[E.Event(1, 0.0, E.Phq9(15))]])
+    tracemalloc.start()
+    try:
+        kernel.apply_events([state], [[E.Event(2, MAX_EVENT_GAP_DAYS, E.Phq9(6))]])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert state.day == int(MAX_EVENT_GAP_DAYS)
+    # All ten years' draws at once were 3,653 days x 6 float32 x 2,000 particles = 175 MB.
+    assert peak < 40e6

@@ -200,6 +200,11 @@ class _Batch:
             s.log_weights = self.log_w[t].copy()
 
 
+#: Days of random draws made at once when a twin advances (bounds the draws' memory to
+#: 64 days x 6 float32 x particles: 3 MB for 2,000 particles).
+DRAW_BLOCK_DAYS = 64
+
+
 def _advance(
     batch: _Batch,
     idx: list[int],
@@ -207,31 +212,36 @@ def _advance(
     gens: dict[int, np.random.Generator],
     p: PopulationParameters,
 ) -> None:
-    """Run each twin in ``idx`` forward ``steps[i]`` days, all twins of a day in one call."""
+    """Run each twin in ``idx`` forward ``steps[i]`` days, all twins of a day in one call.
+
+    The day draws are made :data:`DRAW_BLOCK_DAYS` days at a time (normals, then uniforms, for
+    each block), so memory stays bounded however far an event moves a twin.
+    """
     n = batch.X.shape[-1]
-    normals = {
-        i: gens[i].standard_normal((steps[i], dynamics.N_NORMALS, n), dtype=np.float32)
-        for i in idx
-        if steps[i]
-    }
-    uniforms = {
-        i: gens[i].random((steps[i], dynamics.N_UNIFORMS, n), dtype=np.float32)
-        for i in idx
-        if steps[i]
-    }
-    for j in range(max((steps[i] for i in idx), default=0)):
-        part = [i for i in idx if steps[i] > j]
-        sub = batch.take(part)
-        dynamics.day_step(
-            sub,
-            day_inputs([batch.states[i] for i in part], p),
-            p,
-            normals=np.stack([normals[i][j] for i in part], axis=1),
-            uniforms=np.stack([uniforms[i][j] for i in part], axis=1),
-        )
-        batch.put(part, sub)
-        for i in part:
-            _end_day(batch.states[i], p)
+    total = max((steps[i] for i in idx), default=0)
+    for block in range(0, total, DRAW_BLOCK_DAYS):
+        length = {i: min(steps[i] - block, DRAW_BLOCK_DAYS) for i in idx if steps[i] > block}
+        normals = {
+            i: gens[i].standard_normal((k, dynamics.N_NORMALS, n), dtype=np.float32)
+            for i, k in length.items()
+        }
+        uniforms = {
+            i: gens[i].random((k, dynamics.N_UNIFORMS, n), dtype=np.float32)
+            for i, k in length.items()
+        }
+        for j in range(max(length.values())):
+            part = [i for i in length if length[i] > j]
+            sub = batch.take(part)
+            dynamics.day_step(
+                sub,
+                day_inputs([batch.states[i] for i in part], p),
+                p,
+                normals=np.stack([normals[i][j] for i in part], axis=1),
+                uniforms=np.stack([uniforms[i][j] for i in part], axis=1),
+            )
+            batch.put(part, sub)
+            for i in part:
+                _end_day(batch.states[i], p)
 
 
 def _wearable_mean(

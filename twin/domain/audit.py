@@ -16,12 +16,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from twin import errors
+
 __all__ = [
     "GENESIS",
     "AuditEntry",
     "AuditRecord",
     "ChainReport",
     "chain",
+    "check_writable",
     "entry_hash",
     "record_from_json",
     "verify_chain",
@@ -29,6 +32,11 @@ __all__ = [
 
 #: The "previous hash" of the first entry.
 GENESIS = "0" * 64
+#: Longest value of each text field a new record may carry (characters).
+FIELD_LIMITS = {
+    "actor": 256, "role": 32, "action": 64, "patient_id": 64, "outcome": 16, "purpose": 600,
+    "at": 40, "request_id": 64,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +74,38 @@ class AuditEntry:
     hash: str
 
 
+def check_writable(record: AuditRecord) -> AuditRecord:
+    """``record`` if every field may be stored, else an error naming the field (never its value).
+
+    Every text field must be printable (no control characters such as NUL, no unpaired
+    surrogates: PostgreSQL's JSONB refuses ``\u0000`` and lone surrogates, and one refused row
+    would fail the whole transaction it shares with other requests' records) and within
+    :data:`FIELD_LIMITS`. Records already stored are read as they are (:func:`record_from_json`):
+    the check applies to new records only, so an old entry never stops verifying.
+
+    Raises:
+        InvalidInputError: A field is not text, too long, or holds a character that is refused.
+    """
+    for name, limit in FIELD_LIMITS.items():
+        value = getattr(record, name)
+        if value is None and name == "patient_id":
+            continue
+        if not isinstance(value, str) or not value or len(value) > limit:
+            raise errors.InvalidInputError(f"audit {name}: 1-{limit} characters of text")
+        if not value.isprintable():
+            raise errors.InvalidInputError(f"audit {name}: control or unpaired characters")
+    return record
+
+
 def chain(prev_hash: str, last_seq: int, records: Sequence[AuditRecord]) -> list[AuditEntry]:
-    """Entries for ``records`` appended after the entry ``(last_seq, prev_hash)``."""
+    """Entries for ``records`` appended after the entry ``(last_seq, prev_hash)``.
+
+    Raises:
+        InvalidInputError: A record that may not be stored (:func:`check_writable`).
+    """
     out: list[AuditEntry] = []
     for record in records:
+        check_writable(record)
         last_seq += 1
         digest = entry_hash(prev_hash, last_seq, record)
         out.append(AuditEntry(last_seq, record, prev_hash, digest))

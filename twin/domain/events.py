@@ -20,6 +20,8 @@ from twin import errors
 __all__ = [
     "CARE_SETTINGS",
     "INTERVENTION_TYPES",
+    "MAX_DAY",
+    "MAX_EVENT_GAP_DAYS",
     "OBSERVATION_TYPES",
     "CareStatus",
     "Covariates",
@@ -38,6 +40,12 @@ __all__ = [
     "Steps",
     "TherapySession",
 ]
+
+#: The latest day on a twin's time axis: 100 years after its origin.
+MAX_DAY = 36_525.0
+#: The most days one event may lie after the patient's latest event (10 years): a twin advances
+#: through every day between, and a later date is a wrong origin or a typing error, not care.
+MAX_EVENT_GAP_DAYS = 3_653.0
 
 
 def _integer(field: str, value: object, lo: int, hi: int) -> int:
@@ -318,4 +326,5 @@ class Event:
 
     def __post_init__(self) -> None:
         _integer("event.seq", self.seq, 1, 2**62)
+        # Read back as stored: logs written before the time axis was bounded went up to 1e6.
         _real("event.day", self.day, 0.0, 1e6, "days")

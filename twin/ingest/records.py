@@ -97,6 +97,10 @@ def _place(record: Record, origin: datetime) -> tuple[str, float, events.Payload
     day = (record.effective.astimezone(UTC) - origin).total_seconds() / _SECONDS_PER_DAY
     if day < 0:
         raise errors.InvalidInputError("effective time: before the ingest origin")
+    if day > ports.MAX_DAY:
+        raise errors.InvalidInputError(
+            f"effective time: more than {ports.MAX_DAY:g} days after the origin"
+        )
     text = _payload_json(record.payload)
     return (
         patient_id,

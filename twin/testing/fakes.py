@@ -267,8 +267,8 @@ class MemoryPatientRegistry:
         row = self.rows.get(patient_id)
         if row is None:
             return False
-        await self._sealer.shred(patient_id)
         self.rows[patient_id] = (row[0], row[1], True)
+        await self._sealer.shred(patient_id)
         return True
 
 

@@ -201,6 +201,22 @@ data "aws_iam_policy_document" "tls_only" {
       values   = ["1.2"]
     }
   }
+
+  # The erasure ledger (docs/operations.md §7) only grows: an erasure, once noted, stays, or a
+  # restore could bring the patient back. Lifecycle rules are not subject to bucket policies.
+  dynamic "statement" {
+    for_each = each.key == "checkpoints" ? [each.value] : []
+    content {
+      sid       = "KeepTheErasureLedger"
+      effect    = "Deny"
+      actions   = ["s3:DeleteObject", "s3:DeleteObjectVersion"]
+      resources = ["${statement.value}/erasure-ledger/*"]
+      principals {
+        type        = "AWS"
+        identifiers = ["*"]
+      }
+    }
+  }
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "checkpoints" {

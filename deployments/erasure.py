@@ -1,0 +1,42 @@
+"""Applying the erasure ledger: erase again every patient it names who still has a data key.
+
+A database restored from a backup or to a point in time holds the wrapped data keys and
+registry rows of patients erased since; the erasure ledger (``ports.ErasureLedger``) is kept
+apart from both and names them. A write that raced an erasure (it passed its access check just
+before) can also have sealed something under a fresh key. Every restore (``novamind restore``),
+every start of the API's services, and ``novamind erasures apply`` (after a point-in-time
+restore of the database) erase each named patient who has a data key again.
+"""
+
+from __future__ import annotations
+
+from twin import ports
+
+__all__ = ["apply_erasure_ledger"]
+
+
+async def apply_erasure_ledger(
+    ledger: ports.ErasureLedger,
+    snapshot: ports.DatabaseSnapshot,
+    registry: ports.PatientRegistry,
+    sealer: ports.Sealer,
+    documents: ports.DocumentStore,
+    checkpoints: ports.CheckpointStore,
+) -> int:
+    """Erase again each ledger patient who has a data key; returns how many.
+
+    Their registry row is marked erased, their data key destroyed (their events, identifiers
+    and documents can no longer be opened), and their documents and checkpoints deleted. A
+    patient whose erasure stopped half-way (the ledger written, a crash before the rest) is
+    completed the same way. Idempotent; costs one listing of the keyed patients.
+    """
+    erased = await ledger.erased()
+    if not erased:
+        return 0
+    revived = sorted(set(erased) & set(await snapshot.patient_ids()))
+    for patient_id in revived:
+        await registry.erase(patient_id)
+        await sealer.shred(patient_id)
+        await documents.delete_patient(patient_id)
+        await checkpoints.delete_all(patient_id)
+    return len(revived)

@@ -1,0 +1,57 @@
+"""The erasure ledger in a local folder: one empty file per erased patient.
+
+It lives in the key folder, next to the key-encryption keys, so that it goes wherever the
+embedded KEK is escrowed and never into a backup (docs/operations.md). A file per patient is
+created exclusively and synced with its folder, so a recorded erasure survives a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+
+from storage.local.files import fsync_dir
+from twin import errors
+
+__all__ = ["LocalErasureLedger"]
+
+_PATIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class LocalErasureLedger:
+    """A :class:`twin.ports.ErasureLedger` in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+
+    def _record(self, patient_id: str) -> None:
+        if not _PATIENT_ID.fullmatch(patient_id):
+            raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
+        if not self._dir.is_dir():
+            self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fsync_dir(self._dir.parent)  # the new folder's entry survives a crash too
+        path = self._dir / patient_id
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self._dir)
+
+    def _erased(self) -> list[str]:
+        if not self._dir.is_dir():
+            return []
+        return sorted(p.name for p in self._dir.iterdir() if _PATIENT_ID.fullmatch(p.name))
+
+    async def record(self, patient_id: str) -> None:
+        """Note the patient as erased (idempotent; synced before it returns)."""
+        await asyncio.to_thread(self._record, patient_id)
+
+    async def erased(self) -> list[str]:
+        """Every erased patient id, sorted."""
+        return await asyncio.to_thread(self._erased)
