@@ -276,7 +276,7 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
             )
         reerased = await apply_erasure_ledger(
             stores.erasures, stores.snapshot, stores.registry, stores.sealer, stores.documents,
-            stores.checkpoints,
+            stores.checkpoints, stores.index,
         )  # fmt: skip
     return RestoreReport(
         backup_id=str(manifest["backup_id"]),

@@ -265,6 +265,7 @@ class BackupStores:
         erasures: The erasure ledger (kept apart from backups; a restore applies it).
         registry: The patient registry (a restore marks the ledger's patients erased again).
         sealer: The envelope sealer (a restore shreds the ledger's patients' data keys again).
+        index: The twin index (a restore deletes the ledger's patients' entries).
     """
 
     snapshot: ports.DatabaseSnapshot
@@ -275,6 +276,7 @@ class BackupStores:
     erasures: ports.ErasureLedger
     registry: ports.PatientRegistry
     sealer: ports.Sealer
+    index: ports.TwinIndex
 
 
 @asynccontextmanager
@@ -291,6 +293,7 @@ async def open_backup_stores(settings: TwinSettings) -> AsyncIterator[BackupStor
             erasure_ledger(settings),
             stores.registry,
             stores.sealer,
+            stores.index,
         )
 
 
@@ -418,7 +421,7 @@ async def open_api_services(
                 try:
                     await apply_erasure_ledger(
                         erasures, stores.snapshot, stores.registry, stores.sealer,
-                        stores.documents, _checkpoint_store(settings),
+                        stores.documents, _checkpoint_store(settings), stores.index,
                     )  # fmt: skip
                 except errors.TwinError as exc:
                     _LOG.warning("erasure ledger not applied yet (%s); retrying", exc)

@@ -240,7 +240,7 @@ def erasures_apply() -> None:
         async with open_backup_stores(TwinSettings()) as stores:
             return await apply_erasure_ledger(
                 stores.erasures, stores.snapshot, stores.registry, stores.sealer,
-                stores.documents, stores.checkpoints,
+                stores.documents, stores.checkpoints, stores.index,
             )  # fmt: skip
 
     console.print(f"erased again: {_run_job('erasures', job())} (named by the erasure ledger)")

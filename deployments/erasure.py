@@ -22,11 +22,13 @@ async def apply_erasure_ledger(
     sealer: ports.Sealer,
     documents: ports.DocumentStore,
     checkpoints: ports.CheckpointStore,
+    index: ports.TwinIndex,
 ) -> int:
     """Erase again each ledger patient who has a data key; returns how many.
 
     Their registry row is marked erased, their data key destroyed (their events, identifiers
-    and documents can no longer be opened), and their documents and checkpoints deleted. A
+    and documents can no longer be opened), and their documents, checkpoints and twin-index
+    entry deleted. A
     patient whose erasure stopped half-way (the ledger written, a crash before the rest) is
     completed the same way. Idempotent; costs one listing of the keyed patients.
     """
@@ -34,9 +36,16 @@ async def apply_erasure_ledger(
     if not erased:
         return 0
     revived = sorted(set(erased) & set(await snapshot.patient_ids()))
+    # An erasure that stopped after the key was shredded leaves its index entry (plain text):
+    # one search per thousand ledger entries finds those.
+    for start in range(0, len(erased), 1000):
+        chunk = erased[start : start + 1000]
+        for entry in await index.search(patient_ids=chunk, limit=len(chunk)):
+            await index.delete(entry.patient_id)
     for patient_id in revived:
         await registry.erase(patient_id)
         await sealer.shred(patient_id)
         await documents.delete_patient(patient_id)
         await checkpoints.delete_all(patient_id)
+        await index.delete(patient_id)
     return len(revived)

@@ -254,6 +254,10 @@ class _Writer:
             return
         results = await self._events.append_many([(pid, batch) for pid, _, batch in pending])
         for (patient_id, start, batch), result in zip(pending, results, strict=True):
+            if isinstance(result, errors.KeyAccessError):  # erased since the job checked
+                outcomes[start : start + len(batch)] = ["quarantined"] * len(batch)
+                reasons[start : start + len(batch)] = ["patient: unknown or erased"] * len(batch)
+                continue
             if isinstance(result, errors.EventOrderError):
                 # Some events are older than the patient's log: each alone, those quarantined.
                 for i, event in enumerate(batch):
@@ -275,6 +279,8 @@ class _Writer:
             )
         except errors.EventOrderError:
             return "quarantined", "effective time: older than the twin's newest event"
+        except errors.KeyAccessError:
+            return "quarantined", "patient: unknown or erased"
         return ("duplicate" if ack.duplicate else "appended"), None
 
     def __del__(self) -> None:

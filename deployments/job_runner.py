@@ -26,7 +26,7 @@ from typing import Any
 import ray
 
 from deployments import cohorts, ingest, jobs, ray_env
-from deployments.bootstrap import open_documents
+from deployments.bootstrap import ingest_root, open_documents
 from twin import errors, ports, schemas
 from twin.settings import TwinSettings
 
@@ -111,6 +111,18 @@ class JobRunner:
         )
 
     def _run_ingest(self, status: schemas.IngestJobOut, request: schemas.IngestJobIn) -> None:
+        # Again at run time: a link under the root may have changed since the job was queued.
+        # A refusal is the job's failure, recorded (not left queued to be tried for ever).
+        try:
+            jobs.check_sources(ingest_root(self._settings), list(request.paths))
+        except errors.InvalidInputError as exc:
+            refused = exc
+
+            def fail(_: schemas.IngestJobOut) -> schemas.IngestJobOut:
+                raise refused
+
+            running = status.model_copy(update={"status": "running", "started_at": jobs.utc_now()})
+            jobs.INGEST.tracked(self._settings, running, fail)
         job = ingest.IngestJob(
             tuple(request.paths),
             request.format,

@@ -27,6 +27,7 @@ __all__ = [
     "COHORT",
     "COHORT_RESULTS",
     "INGEST",
+    "MAX_SOURCE_ENTRIES",
     "PROGRESS_EVERY_S",
     "JobKind",
     "check_sources",
@@ -215,18 +216,56 @@ async def enqueue_ingest(
     return await INGEST.enqueue(documents, request, queued)
 
 
+#: Entries a folder named as a source may hold (the check walks them all).
+MAX_SOURCE_ENTRIES = 100_000
+
+
 def check_sources(root: str, paths: list[str]) -> None:
     """Refuse any path outside ``root`` (an API caller names files, never arbitrary ones).
 
+    A local path is judged by where it really leads: a symbolic link under the root that points
+    outside it (the path itself or a folder on the way) is outside, and a folder named as a
+    source may hold no link to a folder at all (a reader would follow it) and no link to a
+    file outside the root. Called when a job is queued and again when it runs (links may
+    change between; what remains is a link swapped in after the run-time check, and hard
+    links, which no path check can see).
+
     Raises:
-        InvalidInputError: A path is outside the ingest root.
+        InvalidInputError: A path is outside the ingest root, or a folder holds more than
+            :data:`MAX_SOURCE_ENTRIES` entries.
     """
+    import os
     from pathlib import PurePosixPath
 
-    for path in paths:
+    def under(real: str, top: str) -> bool:
+        return real == top or real.startswith(top.rstrip("/") + "/")
+
+    def refuse() -> None:
+        raise errors.InvalidInputError(f"paths: every source must be under {root}")
+
+    seen = 0
+    for path in dict.fromkeys(paths):  # each distinct path once
         if root.startswith("s3://"):
-            inside = path.startswith(root.rstrip("/") + "/")
-        else:
-            inside = PurePosixPath(path).is_absolute() and PurePosixPath(path).is_relative_to(root)
-        if not inside:
-            raise errors.InvalidInputError(f"paths: every source must be under {root}")
+            if not path.startswith(root.rstrip("/") + "/"):
+                refuse()
+            continue
+        if not (PurePosixPath(path).is_absolute() and PurePosixPath(path).is_relative_to(root)):
+            refuse()
+        top = os.path.realpath(root)
+        real = os.path.realpath(path)
+        if not under(real, top):
+            refuse()
+        if not os.path.isdir(real):
+            continue
+        for folder, names, files in os.walk(real):  # links are listed, never descended
+            for name in (*names, *files):
+                seen += 1
+                if seen > MAX_SOURCE_ENTRIES:
+                    raise errors.InvalidInputError(
+                        f"paths: at most {MAX_SOURCE_ENTRIES} files and folders in all"
+                    )
+                entry = os.path.join(folder, name)
+                if os.path.islink(entry) and (
+                    os.path.isdir(entry) or not under(os.path.realpath(entry), top)
+                ):
+                    refuse()

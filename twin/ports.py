@@ -26,7 +26,9 @@ from twin.domain.patients import Identifiers
 from twin.model.priors import PriorSet
 
 __all__ = [
+    "ERASED",
     "MAX_SEQ",
+    "AppendRefusal",
     "AppendResult",
     "AuditLog",
     "Checkpoint",
@@ -179,6 +181,12 @@ async def open_identifiers(sealer: Sealer, patient_id: str, sealed: bytes) -> Id
     return Identifiers(**json.loads(plain))
 
 
+#: Why an append for an erased patient is refused (a ``KeyAccessError``, HTTP 410).
+ERASED = "the patient was erased: nothing more is stored for them"
+#: Why :meth:`EventStore.append_many` refused one patient's batch (the others stand).
+AppendRefusal = errors.EventOrderError | errors.KeyAccessError
+
+
 @runtime_checkable
 class EventStore(Protocol):
     """Append-only per-patient event log (the truth; RPO 0 for acknowledged events)."""
@@ -188,25 +196,28 @@ class EventStore(Protocol):
 
         Raises:
             EventOrderError: An event is older than the patient's latest event.
+            KeyAccessError: The patient was erased (checked in the append's own transaction
+                where the store keeps the registry: an erasure and an append never interleave).
             StorageUnavailableError: The store cannot be reached (retryable).
         """
         ...
 
     async def append_many(
         self, batches: Sequence[tuple[str, Sequence[NewEvent]]]
-    ) -> list[list[AppendResult] | errors.EventOrderError]:
+    ) -> list[list[AppendResult] | AppendRefusal]:
         """Append several patients' batches, each by :meth:`append`'s rules, in one go.
 
         Bulk writers use it to pay for one durable commit per group of patients instead of one
         per patient (adapters that cannot group commit each batch alone). A batch refused for
-        its order writes nothing; the others are still appended.
+        its order, or because its patient was erased, writes nothing; the others are still
+        appended.
 
         Args:
             batches: ``(patient_id, batch)`` pairs, one per patient.
 
         Returns:
-            Per pair, in order: the batch's results, or the :class:`EventOrderError` that
-            refused it.
+            Per pair, in order: the batch's results, or the error that refused it
+            (:data:`AppendRefusal`).
 
         Raises:
             InvalidInputError: A patient appears twice, or an idempotency key is invalid
@@ -252,14 +263,14 @@ def check_batches(batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> None:
 
 async def append_each(
     store: EventStore, batches: Sequence[tuple[str, Sequence[NewEvent]]]
-) -> list[list[AppendResult] | errors.EventOrderError]:
+) -> list[list[AppendResult] | AppendRefusal]:
     """:meth:`EventStore.append_many` for stores that commit each patient's batch alone."""
     check_batches(batches)
-    results: list[list[AppendResult] | errors.EventOrderError] = []
+    results: list[list[AppendResult] | AppendRefusal] = []
     for patient_id, batch in batches:
         try:
             results.append(await store.append(patient_id, batch))
-        except errors.EventOrderError as exc:
+        except (errors.EventOrderError, errors.KeyAccessError) as exc:
             results.append(exc)
     return results
 
@@ -438,6 +449,10 @@ class TwinIndex(Protocol):
         """One twin's entry."""
         ...
 
+    async def delete(self, patient_id: str) -> bool:
+        """Remove a twin's entry (erasure); True when there was one."""
+        ...
+
     async def search(
         self,
         *,
@@ -477,6 +492,10 @@ class ChangeFeed(Protocol):
 
     async def cached_summary(self, patient_id: str) -> bytes | None:
         """A cached summary, or ``None`` (a miss)."""
+        ...
+
+    async def forget(self, patient_id: str) -> None:
+        """Drop the patient's cached summary (erasure)."""
         ...
 
 

@@ -91,25 +91,40 @@ class PostgresEventStore:
     ) -> list[ports.AppendResult]:
         """Append atomically and durably; idempotent per key; refuses older events."""
         (result,) = await self.append_many([(patient_id, batch)])
-        if isinstance(result, errors.EventOrderError):
+        if isinstance(result, errors.EventOrderError | errors.KeyAccessError):
             raise result
         return result
 
     async def append_many(
         self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
-    ) -> list[list[ports.AppendResult] | errors.EventOrderError]:
+    ) -> list[list[ports.AppendResult] | ports.AppendRefusal]:
         """Every patient's batch in one transaction, one ``COPY`` and one durable commit."""
         ports.check_batches(batches)
         if not batches:
             return []
         keys = [sorted({item.idempotency_key for item in batch}) for _, batch in batches]
-        results: list[list[ports.AppendResult] | errors.EventOrderError] = []
+        results: list[list[ports.AppendResult] | ports.AppendRefusal] = []
         async with _connection(self._db) as conn, conn.transaction():
             heads = await _lock_heads(conn, [patient_id for patient_id, _ in batches])
+            # The erasure tombstone, read under a share lock on the registry rows: an erasure
+            # (which updates the row before it shreds the key) waits for this transaction, or
+            # this transaction sees it and writes (and seals) nothing for that patient.
+            erased = {
+                str(r["patient_id"])
+                for r in await conn.fetch(
+                    "SELECT patient_id, erased_at FROM patients WHERE patient_id = ANY($1) "
+                    "ORDER BY patient_id FOR SHARE",
+                    [patient_id for patient_id, _ in batches],
+                )
+                if r["erased_at"] is not None
+            }
             known = await _known_keys(conn, [patient_id for patient_id, _ in batches], keys)
             rows: list[tuple[str, int, str, float, bytes]] = []
             moved: list[tuple[str, int, float]] = []
             for patient_id, batch in batches:
+                if patient_id in erased:
+                    results.append(errors.KeyAccessError(ports.ERASED))
+                    continue
                 head_seq, head_day = heads[patient_id]
                 try:
                     result, planned = ports.plan_append(
@@ -187,18 +202,26 @@ class PostgresDataKeyStore:
         return None if row is None else ports.WrappedKey(str(row["kek_id"]), bytes(row["blob"]))
 
     async def put_if_absent(self, patient_id: str, key: ports.WrappedKey) -> ports.WrappedKey:
-        """Insert unless present; return what is stored (race-safe in one statement pair)."""
+        """Insert unless present; return what is stored (race-safe in one statement pair).
+
+        Never for an erased patient (the registry's tombstone, read in the same statement):
+        nothing sealed for them can be made readable again.
+
+        Raises:
+            KeyAccessError: The patient was erased.
+        """
         async with _connection(self._db) as conn:
             await conn.execute(
-                "INSERT INTO data_keys (patient_id, kek_id, blob) VALUES ($1, $2, $3) "
-                "ON CONFLICT (patient_id) DO NOTHING",
+                "INSERT INTO data_keys (patient_id, kek_id, blob) SELECT $1, $2, $3 "
+                "WHERE NOT EXISTS (SELECT 1 FROM patients WHERE patient_id = $1 "
+                "AND erased_at IS NOT NULL) ON CONFLICT (patient_id) DO NOTHING",
                 patient_id,
                 key.kek_id,
                 key.blob,
             )
         stored = await self.get(patient_id)
-        if stored is None:
-            raise errors.StorageUnavailableError("data key vanished while being created")
+        if stored is None:  # erased, or deleted between the two statements
+            raise errors.KeyAccessError(ports.ERASED)
         return stored
 
     async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
@@ -238,6 +261,12 @@ class PostgresTwinIndex:
 
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
+
+    async def delete(self, patient_id: str) -> bool:
+        """Remove a twin's entry (erasure)."""
+        async with _connection(self._db) as conn:
+            status = await conn.execute("DELETE FROM twin_index WHERE patient_id = $1", patient_id)
+        return str(status) != "DELETE 0"
 
     async def upsert(self, entry: ports.IndexEntry) -> bool:
         """Insert or update unless the stored entry is newer.
@@ -413,8 +442,7 @@ class PostgresPatientRegistry:
         """Mark the patient erased, then shred the data key.
 
         In that order, a write that checks the registry after this call begins finds the
-        patient erased; one that checked before can still re-create a key, which the erasure
-        ledger's next application destroys (``deployments.erasure``).
+        patient erased, and no data key can be created for them again (``put_if_absent``).
         """
         if await self._row(patient_id) is None:
             return False

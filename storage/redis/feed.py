@@ -57,3 +57,7 @@ class RedisChangeFeed:
         """The cached summary, or ``None``."""
         value = await self._call("get", f"novamind:summary:{patient_digest(patient_id)}")
         return None if value is None else bytes(value)
+
+    async def forget(self, patient_id: str) -> None:
+        """Drop the cached summary."""
+        await self._call("delete", f"novamind:summary:{patient_digest(patient_id)}")

@@ -12,6 +12,7 @@ rather than left in free pages, and a WAL checkpoint after deletions.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import aiosqlite
@@ -53,6 +54,12 @@ class SqliteDatabase:
                 "PRAGMA busy_timeout=5000",
             ):
                 await conn.execute(pragma)
+            # Owner-only whatever the umask (the folder is too): the file and its -wal and -shm
+            # hold sealed PHI and the wrapped data keys. Set once SQLite has made them, since
+            # several processes may be opening the same new database at once.
+            for part in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                if part.exists():
+                    os.chmod(part, 0o600)
         except (OSError, aiosqlite.Error) as exc:
             raise errors.StorageUnavailableError(f"SQLite store unavailable: {exc}") from None
         return cls(conn, path)

@@ -82,6 +82,8 @@ class SqliteEventStore:
         lock = self._patient_locks.setdefault(patient_id, asyncio.Lock())
         async with lock:
             for _ in range(_RETRIES):
+                if await self._erased(patient_id):  # before sealing: no key is re-created
+                    raise errors.KeyAccessError(ports.ERASED)
                 head_seq, head_day = await self._head(patient_id)
                 known = await self._known_keys(patient_id, sorted(set(keys)))
                 results, planned = ports.plan_append(
@@ -98,9 +100,17 @@ class SqliteEventStore:
                     return results
             raise errors.StorageUnavailableError("event log kept changing under this writer; retry")
 
+    async def _erased(self, patient_id: str) -> bool:
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "SELECT 1 FROM patients WHERE patient_id = ? AND erased_at IS NOT NULL",
+                (patient_id,),
+            )
+            return await cursor.fetchone() is not None
+
     async def append_many(
         self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
-    ) -> list[list[ports.AppendResult] | errors.EventOrderError]:
+    ) -> list[list[ports.AppendResult] | ports.AppendRefusal]:
         """Each batch alone (SQLite has one writer at a time; local development)."""
         return await ports.append_each(self, batches)
 
@@ -118,6 +128,15 @@ class SqliteEventStore:
                 if row is None or int(row[0]) != head_seq:
                     await conn.execute("ROLLBACK")
                     return False
+                # The erasure tombstone, in the write transaction itself (SQLite has one
+                # writer): an erasure that came after the check above refuses the append.
+                cursor = await conn.execute(
+                    "SELECT 1 FROM patients WHERE patient_id = ? AND erased_at IS NOT NULL",
+                    (patient_id,),
+                )
+                if await cursor.fetchone() is not None:
+                    await conn.execute("ROLLBACK")
+                    raise errors.KeyAccessError(ports.ERASED)
                 await conn.executemany(
                     "INSERT INTO events (patient_id, seq, idempotency_key, day, payload) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -165,15 +184,24 @@ class SqliteDataKeyStore:
         return None if row is None else ports.WrappedKey(str(row[0]), bytes(row[1]))
 
     async def put_if_absent(self, patient_id: str, key: ports.WrappedKey) -> ports.WrappedKey:
-        """Insert unless present; return what is stored."""
+        """Insert unless present; return what is stored.
+
+        Never for an erased patient (the registry's tombstone, read in the same statement):
+        nothing sealed for them can be made readable again.
+
+        Raises:
+            KeyAccessError: The patient was erased.
+        """
         async with self._db.lock:
             await self._db.conn.execute(
-                "INSERT OR IGNORE INTO data_keys (patient_id, kek_id, blob) VALUES (?, ?, ?)",
-                (patient_id, key.kek_id, key.blob),
+                "INSERT OR IGNORE INTO data_keys (patient_id, kek_id, blob) SELECT ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM patients WHERE patient_id = ? "
+                "AND erased_at IS NOT NULL)",
+                (patient_id, key.kek_id, key.blob, patient_id),
             )
         stored = await self.get(patient_id)
-        if stored is None:  # deleted between the two statements: the caller retries
-            raise errors.StorageUnavailableError("data key vanished while being created")
+        if stored is None:  # erased, or deleted between the two statements
+            raise errors.KeyAccessError(ports.ERASED)
         return stored
 
     async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
@@ -236,6 +264,14 @@ class SqliteTwinIndex:
                 cursor = await self._upsert(entry)
             finally:
                 await self._db.conn.execute("PRAGMA synchronous=FULL")
+            return bool(cursor.rowcount > 0)
+
+    async def delete(self, patient_id: str) -> bool:
+        """Remove a twin's entry (erasure)."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "DELETE FROM twin_index WHERE patient_id = ?", (patient_id,)
+            )
             return bool(cursor.rowcount > 0)
 
     async def _upsert(self, entry: ports.IndexEntry) -> Any:

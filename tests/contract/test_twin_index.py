@@ -41,3 +41,13 @@ async def test_search_within_a_scope_and_by_update_time(twin_index):
     await twin_index.upsert(risky)
     assert await twin_index.search(min_p_severe=0.5) == [risky]
     assert len(await twin_index.search(min_p_severe=0.4)) == 4
+
+
+async def test_delete_removes_an_entry_for_good(twin_index):
+    await twin_index.upsert(entry("a", 3, 19.0, ("safety_item9",)))
+    await twin_index.upsert(entry("b", 1, 9.0))
+    assert await twin_index.delete("a")
+    assert await twin_index.get("a") is None
+    assert [e.patient_id for e in await twin_index.search(alert="safety_item9")] == []
+    assert not await twin_index.delete("a")
+    assert await twin_index.get("b") is not None

@@ -336,3 +336,29 @@ async def test_a_day_off_the_time_axis_or_far_past_the_latest_event_stores_nothi
     ok = await client.post(url, json=item("ok", 3.0), headers=SERVICE)
     assert ok.status_code in (200, 201, 202)
     assert (await client.get(f"/v1/patients/{pid}/twin", headers=CLINICIAN)).status_code == 200
+
+
+async def test_nothing_is_stored_for_an_erased_patient(api_env):
+    client = api_env.http
+    pid = (await client.post("/v1/patients", json=ADA, headers=ADMIN)).json()["patient_id"]
+    url = f"/v1/patients/{pid}/observations"
+    item = {"idempotency_key": "a", "day": 0, "payload": {"type": "phq9", "total": 12}}
+    assert (await client.post(url, json={"items": [item]}, headers=SERVICE)).status_code < 300
+    await client.get(f"/v1/patients/{pid}/twin", headers=CLINICIAN)  # the twin is indexed
+    assert await api_env.services.index.get(pid) is not None
+    assert (await client.delete(f"/v1/patients/{pid}", headers=ADMIN)).status_code == 200
+    # Its severity, risk and alert flags are gone from the index and the twins list.
+    assert await api_env.services.index.get(pid) is None
+    listed = (await client.get("/v1/twins", headers=ADMIN)).json()
+    assert pid not in str(listed)
+    before = await api_env.services.events.last_seq(pid)
+    # Straight to the event log, past the API's access check (a write that checked earlier).
+    import pytest
+
+    from twin import errors
+    from twin.domain import events as E
+    from twin.ports import NewEvent
+
+    with pytest.raises(errors.KeyAccessError, match="erased"):
+        await api_env.services.events.append(pid, [NewEvent("late", 1.0, E.Phq9(9))])
+    assert await api_env.services.events.last_seq(pid) == before

@@ -139,3 +139,46 @@ async def test_a_refused_credential_with_a_nul_in_the_path_fails_no_other_caller
         )
         assert response.status_code == 422
         assert (await env.http.get(f"/v1/patients/{pid}", headers=clinician)).status_code == 200
+
+
+async def test_appends_that_race_an_erasure_store_nothing_after_it_and_no_new_key(server, tmp_path):
+    import asyncpg
+
+    from tests.integration.conftest import api_settings, open_env
+    from twin.domain.patients import Identifiers
+    from twin.ports import NewEvent as New
+
+    settings = api_settings(tmp_path, database_url=server.dsn)
+    async with open_env(settings) as env:
+        svc = env.services
+        pid = await svc.registry.create(
+            Identifiers("Ada Canary", "1980-12-10", "M-1", None), care_team="t"
+        )
+        await svc.events.append(pid, [New("first", 0.0, E.Phq9(12))])
+
+        async def write(i: int) -> str:
+            try:
+                await svc.events.append(pid, [New(f"k{i}", 1.0, E.Phq9(10))])
+            except errors.KeyAccessError:
+                return "refused"
+            return "appended"
+
+        async def erase() -> str:
+            await asyncio.sleep(0.005)
+            await svc.registry.erase(pid)
+            return "erased"
+
+        outcomes = await asyncio.gather(*(write(i) for i in range(30)), erase())
+        assert "refused" in outcomes  # the race happened
+        with pytest.raises(errors.KeyAccessError, match="erased"):
+            await svc.events.append(pid, [New("late", 99.0, E.Phq9(9))])
+    conn = await asyncpg.connect(server.dsn)
+    try:
+        keys = await conn.fetchval("SELECT count(*) FROM data_keys WHERE patient_id = $1", pid)
+        stored = await conn.fetchval("SELECT count(*) FROM events WHERE patient_id = $1", pid)
+    finally:
+        await conn.close()
+    # No key came back (whatever was stored is unreadable), and the log ends where it stood
+    # when the erasure began.
+    assert keys == 0
+    assert stored == 1 + outcomes.count("appended")

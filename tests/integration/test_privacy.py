@@ -87,3 +87,23 @@ async def test_logs_metrics_and_errors_carry_no_phi(api_env):
     for canary in ("Zelda", "Canarynova", "MRN-ZZ-CANARY", "zelda.canary", "1966-06-16", pid):
         assert canary not in logged, canary
         assert canary not in metrics, canary
+
+
+async def test_the_embedded_database_files_are_owner_only_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    from storage.sqlite.database import SqliteDatabase
+
+    old = os.umask(0o022)
+    try:
+        db = await SqliteDatabase.open(tmp_path / "db" / "novamind.sqlite3")
+        await db.conn.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+        await db.conn.execute("INSERT INTO probe VALUES (1)")
+        files = [p for p in (tmp_path / "db").iterdir() if p.name.startswith("novamind.sqlite3")]
+        assert {p.name for p in files} >= {"novamind.sqlite3", "novamind.sqlite3-wal"}
+        for p in files:
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p.name
+        await db.close()
+    finally:
+        os.umask(old)

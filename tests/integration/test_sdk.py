@@ -175,3 +175,28 @@ async def test_sdk_registers_covariates_and_runs_care_scenarios(api_env):
         assert [f.scenario for f in report.forecasts] == ["u", "t"]
         with pytest.raises(ValueError, match="age_years"):
             schemas.CovariatesIn(age_years=12.0)
+
+
+async def test_a_link_under_the_ingest_root_that_leads_outside_is_refused(api_env, tmp_path):
+    import os
+
+    root = api_env.services.ingest_root
+    os.makedirs(root, exist_ok=True)
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "notes.csv").write_text("patient_id,code,value\n")
+    os.symlink(secret / "notes.csv", f"{root}/linked.csv")
+    os.symlink(secret, f"{root}/linked-folder")
+    folder = f"{root}/batch"
+    os.makedirs(folder)
+    os.symlink(secret / "notes.csv", f"{folder}/inside.csv")
+    # A chain: a folder link that stays under the root, into a folder with a link outside.
+    chain, other = f"{root}/chain", f"{root}/other"
+    os.makedirs(chain)
+    os.makedirs(other)
+    os.symlink(secret / "notes.csv", f"{other}/x.csv")
+    os.symlink(other, f"{chain}/inner")
+    async with api_env.sdk("service", "etl") as etl:
+        for path in (f"{root}/linked.csv", f"{root}/linked-folder", folder, chain):
+            with pytest.raises(errors.InvalidInputError, match="under"):
+                await etl.submit_ingest_job([path], format="csv", origin="2024-01-01T00:00:00Z")

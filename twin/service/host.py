@@ -23,6 +23,7 @@ A Ray actor (``actors/``) wraps this class; everything here runs and is tested w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import OrderedDict
@@ -429,11 +430,21 @@ class TwinHost:
         return compare_many(state, list(scenarios), weeks=weeks, params=params)
 
     async def erase(self, patient_id: str) -> None:
-        """Crypto-shred the patient: drop the twin, destroy the data key, delete checkpoints."""
+        """Crypto-shred the patient: drop the twin, destroy the data key, delete checkpoints.
+
+        The twin's index entry (its severity, risk and alert flags, kept in plain text for
+        search) and its cached summary go too.
+        """
         async with self._flush_lock:
             self._active.pop(patient_id, None)
-            await self._ports.sealer.shred(patient_id)
             await self._ports.checkpoints.delete_all(patient_id)
+            if self._ports.index is not None:
+                await self._ports.index.delete(patient_id)
+            if self._ports.feed is not None:
+                # Best effort: the summary is sealed and expires within the hour.
+                with contextlib.suppress(errors.TwinError):
+                    await self._ports.feed.forget(patient_id)
+            await self._ports.sealer.shred(patient_id)
 
     def active_count(self) -> int:
         """Twins currently in memory."""

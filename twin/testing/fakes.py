@@ -56,7 +56,7 @@ class MemoryEventStore:
 
     async def append_many(
         self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
-    ) -> list[list[ports.AppendResult] | errors.EventOrderError]:
+    ) -> list[list[ports.AppendResult] | ports.AppendRefusal]:
         return await ports.append_each(self, batches)
 
     async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
@@ -163,6 +163,9 @@ class MemoryTwinIndex:
     async def get(self, patient_id: str) -> ports.IndexEntry | None:
         return self.entries.get(patient_id)
 
+    async def delete(self, patient_id: str) -> bool:
+        return self.entries.pop(patient_id, None) is not None
+
     async def search(
         self,
         *,
@@ -209,6 +212,9 @@ class MemoryChangeFeed:
 
     async def cached_summary(self, patient_id: str) -> bytes | None:
         return self.cache.get(patient_id)
+
+    async def forget(self, patient_id: str) -> None:
+        self.cache.pop(patient_id, None)
 
 
 class MemoryAuditLog:

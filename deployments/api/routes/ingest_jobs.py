@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -45,5 +46,6 @@ async def submit_job(
 ) -> schemas.IngestJobOut:
     """Queue a bulk-ingest job over files under the ingest root (admins, services)."""
     await require_role(svc, request, who, "ingest.submit", SUBMIT)
-    jobs.check_sources(svc.ingest_root, body.paths)
+    # A walk of the named folders: off the event loop.
+    await asyncio.to_thread(jobs.check_sources, svc.ingest_root, body.paths)
     return await jobs.enqueue_ingest(svc.documents, body)

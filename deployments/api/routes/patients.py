@@ -87,11 +87,12 @@ async def erase_patient(
 ) -> schemas.ErasedOut:
     """Erase a patient (admin): destroy the data key, twin state, checkpoints and documents."""
     await patient_access(svc, request, who, "patient.erase", patient_id, ("admin",))
-    # First: a restore from a backup made before now must not bring the patient back.
+    # First: a restore from a backup made before now must not bring the patient back. Then
+    # the tombstone (no write, no new data key from here on), then everything derived.
     await svc.erasures.record(patient_id)
+    erased = await svc.registry.erase(patient_id)
     await svc.twins.erase(patient_id)
     documents = await svc.documents.delete_patient(patient_id)
-    erased = await svc.registry.erase(patient_id)
     return schemas.ErasedOut(patient_id=patient_id, erased=erased, documents_deleted=documents)
 
 
