@@ -82,8 +82,6 @@ class SqliteEventStore:
         lock = self._patient_locks.setdefault(patient_id, asyncio.Lock())
         async with lock:
             for _ in range(_RETRIES):
-                if await self._erased(patient_id):  # before sealing: no key is re-created
-                    raise errors.KeyAccessError(ports.ERASED)
                 head_seq, head_day = await self._head(patient_id)
                 known = await self._known_keys(patient_id, sorted(set(keys)))
                 results, planned = ports.plan_append(
@@ -99,14 +97,6 @@ class SqliteEventStore:
                 if await self._commit(patient_id, head_seq, rows):
                     return results
             raise errors.StorageUnavailableError("event log kept changing under this writer; retry")
-
-    async def _erased(self, patient_id: str) -> bool:
-        async with self._db.lock:
-            cursor = await self._db.conn.execute(
-                "SELECT 1 FROM patients WHERE patient_id = ? AND erased_at IS NOT NULL",
-                (patient_id,),
-            )
-            return await cursor.fetchone() is not None
 
     async def append_many(
         self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
@@ -129,7 +119,8 @@ class SqliteEventStore:
                     await conn.execute("ROLLBACK")
                     return False
                 # The erasure tombstone, in the write transaction itself (SQLite has one
-                # writer): an erasure that came after the check above refuses the append.
+                # writer). Sealing before it cannot re-create an erased patient's key either:
+                # the key store refuses that (``put_if_absent``).
                 cursor = await conn.execute(
                     "SELECT 1 FROM patients WHERE patient_id = ? AND erased_at IS NOT NULL",
                     (patient_id,),
