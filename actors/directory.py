@@ -74,7 +74,7 @@ class RayTwinDirectory:
                     max_concurrency=1000,
                     num_cpus=0,
                 )
-                .remote(self._settings, self._open_ports, self._host_settings)
+                .remote(self._settings.for_workers(), self._open_ports, self._host_settings)
             )
             self._handles[name] = handle
         return handle

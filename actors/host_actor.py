@@ -1,6 +1,7 @@
 """``TwinHostActor``: a plain class that :mod:`actors.directory` runs as an async Ray actor.
 
-It wraps :class:`twin.service.host.TwinHost`. Its constructor arguments pickle: the settings and
+It wraps :class:`twin.service.host.TwinHost`. Its constructor arguments pickle: the settings
+(without secrets, :meth:`twin.settings.TwinSettings.for_workers`) and
 an importable coroutine function that opens the stores inside the actor process (so this layer
 never imports ``storage`` or ``deployments``). Ray saves no actor state: a restarted actor runs
 ``__init__`` again and its twins come back lazily from checkpoints and the log.
@@ -13,6 +14,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
+from typing import Any
 
 import ray
 
@@ -35,11 +37,13 @@ class TwinHostActor:
 
     def __init__(
         self,
-        settings: TwinSettings,
+        settings_values: dict[str, Any],
         open_ports: PortsFactory,
         host_settings: HostSettings,
     ) -> None:
-        self._settings = settings
+        # Values without secrets (TwinSettings.for_workers): Ray keeps constructor arguments
+        # in its GCS; what was withheld comes from this process's environment or secret files.
+        self._settings = TwinSettings(**settings_values)
         self._open_ports = open_ports
         self._host_settings = host_settings
         self._host: TwinHost | None = None

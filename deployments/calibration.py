@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import ray
 
-from deployments import jobs, ray_env
+from deployments import jobs
 from deployments.bootstrap import open_cohort_stores, open_documents, open_twin_reader
 from twin import errors, schemas
 from twin.analytics import calibration
@@ -153,7 +153,7 @@ def run_calibration(
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, readers)),
         num_cpus=0.5,
-        fn_constructor_kwargs={"settings_values": ray_env.worker_settings(settings)},
+        fn_constructor_kwargs={"settings_values": settings.for_workers()},
     )
     courses: list[calibration.Course] = []
     excluded: Counter[str] = Counter()

@@ -359,7 +359,7 @@ def _run(
         ds = ray.data.from_items(items, override_num_blocks=n_shares).map_batches(
             _stored_twins,
             fn_kwargs={
-                "run_json": run_json, "settings_values": ray_env.worker_settings(settings)
+                "run_json": run_json, "settings_values": settings.for_workers()
             },
             **tasks(n_shares, None),
         )  # fmt: skip

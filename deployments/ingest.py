@@ -389,7 +389,7 @@ def _run(
     refused = prepared.filter(expr=col("reason").is_not_null())
     written = accepted.groupby("bucket", num_partitions=8 * writers).map_groups(
         _Writer,
-        fn_constructor_kwargs={"settings_values": ray_env.worker_settings(settings)},
+        fn_constructor_kwargs={"settings_values": settings.for_workers()},
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=writers),
         # The writers wait on the database, not the CPU: a quarter CPU each leaves the parse

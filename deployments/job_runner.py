@@ -25,7 +25,7 @@ from typing import Any
 
 import ray
 
-from deployments import cohorts, ingest, jobs, ray_env
+from deployments import cohorts, ingest, jobs
 from deployments.bootstrap import ingest_root, open_documents
 from twin import errors, ports, schemas
 from twin.settings import TwinSettings
@@ -190,4 +190,4 @@ def ensure_runner(settings: TwinSettings, *, workers: int = 2) -> Any:
         num_cpus=0,
         max_restarts=-1,
     )
-    return actor.remote(ray_env.worker_settings(settings), workers=workers)
+    return actor.remote(settings.for_workers(), workers=workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,37 +13,20 @@ __all__ = [
     "output_root",
     "settings_env",
     "strip_scheme",
-    "worker_settings",
 ]
-
-_SECRET_FIELDS = {"jwt_secret", "research_key", "config"}
-_URL_FIELDS = ("database_url", "redis_url", "mongo_url")
 
 
 def settings_env(settings: TwinSettings) -> dict[str, str]:
-    """The non-secret settings as ``NOVAMIND_*`` variables (absolute data directory).
+    """The settings Ray may hold, as ``NOVAMIND_*`` variables for a ``runtime_env``.
 
-    A store URL that carries a password is left out: ``runtime_env`` is kept in the GCS and shown
-    by the dashboard. Replicas then read it from their own environment (in Kubernetes the pod's,
-    from a Secret), which Ray workers inherit.
+    ``runtime_env`` is kept in the GCS and shown by the dashboard, so this is
+    :meth:`TwinSettings.for_workers`: no secret, no credential-bearing store URL (replicas read
+    those from their own environment, which Ray workers inherit from the node).
     """
-    values = settings.model_dump(exclude_none=True, exclude=_SECRET_FIELDS)
-    values["data_dir"] = str(settings.data_dir.resolve())
-    for name in _URL_FIELDS:
-        if name in values and urlsplit(str(values[name])).password:
-            del values[name]
-    return {f"NOVAMIND_{name.upper()}": str(value) for name, value in values.items()}
-
-
-def worker_settings(settings: TwinSettings) -> dict[str, Any]:
-    """Settings for Ray Data workers and job actors as Serve replicas get them (no secrets).
-
-    Constructor arguments live in Ray's object store, so no secret and no password-bearing URL
-    goes there; credentials reach the workers from their own environment (in Kubernetes the
-    mounted Secret), which the settings read as well.
-    """
-    prefix = len("NOVAMIND_")
-    return {name[prefix:].lower(): value for name, value in settings_env(settings).items()}
+    return {
+        f"NOVAMIND_{name.upper()}": value if isinstance(value, str) else json.dumps(value)
+        for name, value in settings.for_workers().items()
+    }
 
 
 def arrow_filesystem(settings: TwinSettings, paths: tuple[str, ...]) -> Any:

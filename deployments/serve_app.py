@@ -27,7 +27,7 @@ from deployments.api.observability import RayMetrics, configure_json_logging
 from deployments.bootstrap import build_host_ports, host_settings, open_api_services
 from deployments.job_runner import ensure_runner
 from deployments.ray_env import settings_env
-from twin.settings import TwinSettings
+from twin.settings import SECRET_FIELDS, URL_FIELDS, TwinSettings, url_carries_secret
 
 __all__ = [
     "API_DEPLOYMENT",
@@ -100,5 +100,23 @@ def build_app(settings: TwinSettings) -> Application:
 
 
 def app_builder(args: dict[str, str]) -> Application:
-    """Serve's application-builder entry point: ``args`` override settings by field name."""
+    """Serve's application-builder entry point: ``args`` override settings by field name.
+
+    Serve keeps ``args`` in its config in the GCS (and KubeRay in the RayService resource), so
+    a secret or a credential-bearing store URL there is refused: those come from the pods'
+    environment (a Kubernetes Secret).
+
+    Raises:
+        ValueError: ``args`` names a secret or a URL with a credential.
+    """
+    secret = sorted(
+        name
+        for name, value in args.items()
+        if name in SECRET_FIELDS or (name in URL_FIELDS and url_carries_secret(str(value)))
+    )
+    if secret:
+        raise ValueError(
+            f"{', '.join(secret)} must not be a Serve application argument (Ray stores those "
+            "in its GCS): set it in the pods' environment from a Secret"
+        )
     return build_app(TwinSettings(**args))  # type: ignore[arg-type]

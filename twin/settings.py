@@ -7,7 +7,8 @@ Precedence: environment (``NOVAMIND_*``) > TOML config file (``NOVAMIND_CONFIG``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -18,7 +19,35 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["TwinSettings"]
+__all__ = ["SECRET_FIELDS", "URL_FIELDS", "TwinSettings", "url_carries_secret"]
+
+#: Fields that are secrets themselves (``config`` names a file that may hold them).
+SECRET_FIELDS = frozenset({"jwt_secret", "research_key", "config"})
+#: Store URLs that may carry a password (in the user part or the query string).
+URL_FIELDS = ("database_url", "redis_url", "mongo_url")
+#: Query parameters of a DSN that hold credentials (libpq, redis-py, MongoDB drivers).
+_CREDENTIAL_WORDS = ("pass", "secret", "token", "credential", "key")
+
+
+def url_carries_secret(url: str) -> bool:
+    """Whether a store URL holds a credential: ``user:password@`` or ``?password=...``.
+
+    Args:
+        url: A DSN such as ``postgresql://u:p@host/db`` or ``redis://host/0?password=p``.
+
+    Returns:
+        True when the URL must not leave this process (Ray keeps task and actor arguments and
+        ``runtime_env`` in its GCS, which the dashboard shows and GCS fault tolerance writes
+        to Redis).
+    """
+    parts = urlsplit(url)
+    if parts.password:
+        return True
+    return any(
+        word in name.lower()
+        for name, _ in parse_qsl(parts.query, keep_blank_values=True)
+        for word in _CREDENTIAL_WORDS
+    )
 
 
 class TwinSettings(BaseSettings):
@@ -65,6 +94,10 @@ class TwinSettings(BaseSettings):
             ``s3://bucket/prefix/``); ``None``: ``data_dir/inbox``.
         serve_haproxy: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``) instead of the
             Python proxy; measured faster here (``bench/api.py``).
+        withheld: Store URLs the process that built these settings held back from Ray
+            (:meth:`for_workers`); this process must read each from its own environment or
+            secret files, and refuses to start without them rather than fall back to the
+            embedded stores.
 
     Outside ``local``, the service refuses to start on the embedded defaults.
     """
@@ -117,6 +150,19 @@ class TwinSettings(BaseSettings):
         "folder's erased/)",
     )
 
+    withheld: tuple[Literal["database_url", "redis_url", "mongo_url"], ...] = ()
+
+    @model_validator(mode="after")
+    def _withheld_urls_supplied(self) -> TwinSettings:
+        missing = [name for name in self.withheld if getattr(self, name) is None]
+        if missing:
+            names = ", ".join(f"NOVAMIND_{name.upper()}" for name in missing)
+            raise ValueError(
+                f"{', '.join(missing)} carries a credential and is not passed through Ray: "
+                f"this process must read it from its own environment or secret files ({names})"
+            )
+        return self
+
     @model_validator(mode="after")
     def _no_embedded_defaults_outside_local(self) -> TwinSettings:
         if self.environment != "local":
@@ -146,6 +192,28 @@ class TwinSettings(BaseSettings):
         return self
 
     config: Path = Path("novamind.toml")
+
+    def for_workers(self) -> dict[str, Any]:
+        """These settings as other Ray processes may receive them: no secret in them.
+
+        Secrets (``jwt_secret``, ``research_key``) are left out, and so is a store URL that
+        carries a credential; its name goes into ``withheld`` so that the receiving process
+        insists on its own copy (in Kubernetes the pod's Secret, which every Ray worker on the
+        node inherits). The data directory is made absolute: workers have other working
+        directories.
+
+        Returns:
+            Field values, JSON-serializable, that ``TwinSettings(**values)`` accepts.
+        """
+        values = self.model_dump(mode="json", exclude_none=True, exclude=set(SECRET_FIELDS))
+        values["data_dir"] = str(self.data_dir.resolve())
+        withheld: set[str] = set(self.withheld)
+        for name in URL_FIELDS:
+            if name in values and url_carries_secret(str(values[name])):
+                del values[name]
+                withheld.add(name)
+        values["withheld"] = sorted(withheld)
+        return values
 
     @classmethod
     def settings_customise_sources(

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow.fs import LocalFileSystem
 
-from deployments import ingest, jobs, ray_env
+from deployments import ingest, jobs
 from deployments.bootstrap import (
     build_host_ports,
     host_settings,
@@ -283,7 +283,7 @@ def test_a_writer_commits_patients_together_and_keeps_each_rows_outcome(settings
         record("other-4", other, 4, 16),  # the same fact twice
     ]
     monkeypatch.setattr(ingest, "_COMMIT_EVENTS", 2)  # several commits within the call
-    writer = ingest._Writer(ray_env.worker_settings(settings))
+    writer = ingest._Writer(settings.for_workers())
     table = writer(ingest._bucketed(ingest._prepared(records, ORIGIN), 1))
     got = sorted(zip(*(table[c].to_pylist() for c in ("source", "outcome", "reason")), strict=True))
     assert got == [

@@ -185,3 +185,7 @@ def test_the_serve_config_entry_point_builds_the_bounded_autoscaling_app():
     assert deployment._deployment_config.autoscaling_config.max_replicas == 4
     env = settings_env(TwinSettings(jwt_secret="s" * 48))  # type: ignore[arg-type]
     assert "NOVAMIND_JWT_SECRET" not in env and env["NOVAMIND_DATA_DIR"].startswith("/")
+    with pytest.raises(ValueError, match="research_key must not be a Serve application argument"):
+        app_builder({"research_key": "k" * 48})
+    with pytest.raises(ValueError, match="database_url must not be"):
+        app_builder({"database_url": "postgresql://u:pw@db/novamind"})
