@@ -424,6 +424,8 @@ class IndexEntry:
         p_severe: Posterior probability that latent severity is >= 15 (moderately severe+).
         alert_flags: Rules that fired in the last 28 days, sorted.
         updated_at: Unix time of the update, seconds.
+        record_start: Day of the twin's first event, whole days (research outputs count days
+            from it); ``None`` for entries written before it was kept.
     """
 
     patient_id: str
@@ -435,6 +437,7 @@ class IndexEntry:
     p_severe: float
     alert_flags: tuple[str, ...]
     updated_at: float
+    record_start: int | None = None
 
 
 @runtime_checkable

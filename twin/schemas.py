@@ -334,7 +334,10 @@ class ResearchTwinOut(BaseModel):
     """A de-identified twin summary: keyed pseudonym, no identifiers, no patient id."""
 
     pseudonym: str
-    day: int
+    record_day: int | None = Field(
+        description="days since the patient's first event (never a day on the ingest "
+        "origin's calendar); null for a twin not updated since record days were kept"
+    )
     severity_mean: float
     severity_sd: float
     p_episode: float

@@ -244,7 +244,7 @@ class PostgresDataKeyStore:
 
 _INDEX_COLUMNS = (
     "patient_id, last_seq, day, severity_mean, severity_sd, p_episode, p_severe, alert_flags, "
-    "updated_at"
+    "updated_at, record_start"
 )
 
 
@@ -253,6 +253,7 @@ def _index_entry(row: Any) -> ports.IndexEntry:
         str(row["patient_id"]), int(row["last_seq"]), int(row["day"]),
         float(row["severity_mean"]), float(row["severity_sd"]), float(row["p_episode"]),
         float(row["p_severe"]), tuple(row["alert_flags"]), float(row["updated_at"]),
+        None if row["record_start"] is None else int(row["record_start"]),
     )  # fmt: skip
 
 
@@ -279,15 +280,16 @@ class PostgresTwinIndex:
             await conn.execute("SET LOCAL synchronous_commit TO OFF")
             status = await conn.execute(
                 f"INSERT INTO twin_index ({_INDEX_COLUMNS}) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
                 "ON CONFLICT (patient_id) DO UPDATE SET last_seq = excluded.last_seq, "
                 "day = excluded.day, severity_mean = excluded.severity_mean, "
                 "severity_sd = excluded.severity_sd, p_episode = excluded.p_episode, "
                 "p_severe = excluded.p_severe, alert_flags = excluded.alert_flags, "
-                "updated_at = excluded.updated_at WHERE excluded.last_seq >= twin_index.last_seq",
+                "updated_at = excluded.updated_at, record_start = excluded.record_start "
+                "WHERE excluded.last_seq >= twin_index.last_seq",
                 entry.patient_id, entry.last_seq, entry.day, entry.severity_mean,
                 entry.severity_sd, entry.p_episode, entry.p_severe, list(entry.alert_flags),
-                entry.updated_at,
+                entry.updated_at, entry.record_start,
             )  # fmt: skip
         return str(status).endswith(" 1")
 

@@ -216,7 +216,7 @@ class SqliteDataKeyStore:
 
 _INDEX_COLUMNS = (
     "patient_id, last_seq, day, severity_mean, severity_sd, p_episode, p_severe, alert_flags, "
-    "updated_at"
+    "updated_at, record_start"
 )
 
 
@@ -224,7 +224,7 @@ def _index_row(entry: ports.IndexEntry) -> tuple[object, ...]:
     flags = "," + ",".join(entry.alert_flags) + "," if entry.alert_flags else ""
     return (
         entry.patient_id, entry.last_seq, entry.day, entry.severity_mean, entry.severity_sd,
-        entry.p_episode, entry.p_severe, flags, entry.updated_at,
+        entry.p_episode, entry.p_severe, flags, entry.updated_at, entry.record_start,
     )  # fmt: skip
 
 
@@ -233,6 +233,7 @@ def _index_entry(row: Any) -> ports.IndexEntry:
     return ports.IndexEntry(
         str(row[0]), int(row[1]), int(row[2]), float(row[3]), float(row[4]),
         float(row[5]), float(row[6]), flags, float(row[8]),
+        None if row[9] is None else int(row[9]),
     )  # fmt: skip
 
 
@@ -267,12 +268,13 @@ class SqliteTwinIndex:
 
     async def _upsert(self, entry: ports.IndexEntry) -> Any:
         return await self._db.conn.execute(
-            f"INSERT INTO twin_index ({_INDEX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO twin_index ({_INDEX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (patient_id) DO UPDATE SET last_seq = excluded.last_seq, "
             "day = excluded.day, severity_mean = excluded.severity_mean, "
             "severity_sd = excluded.severity_sd, p_episode = excluded.p_episode, "
             "p_severe = excluded.p_severe, alert_flags = excluded.alert_flags, "
-            "updated_at = excluded.updated_at WHERE excluded.last_seq >= twin_index.last_seq",
+            "updated_at = excluded.updated_at, record_start = excluded.record_start "
+            "WHERE excluded.last_seq >= twin_index.last_seq",
             _index_row(entry),
         )
 

@@ -4,7 +4,7 @@ from twin.ports import IndexEntry
 
 
 def entry(pid: str, seq: int, severity: float, flags: tuple[str, ...] = ()) -> IndexEntry:
-    return IndexEntry(pid, seq, seq, severity, 2.0, 0.8, 0.4, flags, 1.0e9 + seq)
+    return IndexEntry(pid, seq, 1400 + seq, severity, 2.0, 0.8, 0.4, flags, 1.0e9 + seq, 1399)
 
 
 async def test_upsert_keeps_the_newest(twin_index):

@@ -34,7 +34,13 @@ async def test_identifier_canaries_of_1000_patients_never_reach_a_researcher(tmp
         for start in range(0, 1000, 100):
             await asyncio.gather(
                 *(
-                    twins.ingest(pid, [NewEvent("q", 0.0, E.Phq9(5 + j % 20))])
+                    twins.ingest(
+                        pid,
+                        [  # one feed's origin: each patient's days are calendar dates
+                            NewEvent("q", 1400.0 + j, E.Phq9(5 + j % 20)),
+                            NewEvent("r", 1410.5 + j, E.Phq9(4 + j % 20)),
+                        ],
+                    )
                     for j, pid in enumerate(pids[start : start + 100])
                 )
             )
@@ -49,9 +55,11 @@ async def test_identifier_canaries_of_1000_patients_never_reach_a_researcher(tmp
         leaked = [c for c in canaries if c in text]
         assert leaked == []
         assert set(rows[0]) == {
-            "pseudonym", "day", "severity_mean", "severity_sd", "p_episode", "p_severe",
+            "pseudonym", "record_day", "severity_mean", "severity_sd", "p_episode", "p_severe",
             "alert_flags",
         }  # fmt: skip
+        # Days from each patient's own first event: nothing of the feed's calendar.
+        assert {r["record_day"] for r in rows} == {10}
 
 
 async def test_logs_metrics_and_errors_carry_no_phi(api_env):

@@ -64,6 +64,11 @@ def test_rows_match_the_single_twin_forecast_with_the_same_random_numbers(twins)
     assert drug["remission_change"] == pytest.approx(contrasts[0].remission_risk_change[12])
     assert drug["diff_mean"] == pytest.approx(contrasts[0].mean_difference[-1])
     assert care["diff_mean"] is None
+    # Days from the twin's own first event, never the origin-based day (a calendar date).
+    assert "as_of_day" not in care
+    start = twins[1].state.record_start
+    assert start is not None
+    assert care["as_of_record_day"] == twins[1].state.day - int(start) >= 0
 
 
 def test_the_aggregate_is_the_mean_of_the_rows_and_identical_scenarios_do_not_differ(twins):

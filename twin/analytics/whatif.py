@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from twin import errors
 from twin.assimilation.state import TwinState
+from twin.domain.deidentify import record_day
 from twin.forecast.engine import Draws, simulate_scenarios
 from twin.forecast.scenario import Scenario
 from twin.forecast.summary import RELIABLE_CHANGE, REMISSION_BELOW
@@ -174,7 +175,7 @@ def _row(twin: CohortTwin, draws: Draws, first: Draws, index: int, weeks: int) -
         "scenario_index": index,
         "week": weeks,
         "particles": n,
-        "as_of_day": twin.state.day,
+        "as_of_record_day": record_day(twin.state.day, twin.state.record_start),
         "baseline_phq9": baseline,
         "phq9_mean": float(final.mean()),
         **{f"phq9_q{round(p * 100):02d}": int(v) for p, v in zip(_ROW_QUANTILES, q, strict=True)},

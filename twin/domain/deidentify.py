@@ -1,25 +1,25 @@
-"""What researchers see: keyed pseudonyms, shifted dates, no identifiers.
+"""What researchers see: keyed pseudonyms, days counted from each patient's own record.
 
 - Pseudonym: ``rs_`` + HMAC-SHA256(research key, patient id), truncated to 96 bits. Stable per
   patient for one key, unlinkable to the patient id without the key; rotating the key re-keys
   every study.
-- Dates: shifted by a per-patient offset of 1..365 days (sign included) derived from the same
-  HMAC, so intervals within a patient are preserved and calendar dates are not.
-- Ages: years, with ages over 89 aggregated as ``"90+"`` (HIPAA Safe Harbor).
+- Time: a twin's day counts from the ingest origin, which is one calendar date for a whole
+  feed, so a day is a date. Researchers get :func:`record_day` instead: days since the
+  patient's first event. Intervals within a patient are kept; nothing ties a day to the
+  calendar.
 - Direct identifiers (name, birth date, MRN, contact) and the patient id itself never appear:
-  :func:`research_record` builds its output from an allow-list of fields.
+  research outputs are built from allow-listed model outputs.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
-from typing import Any
+import math
 
 from twin import errors
 
-__all__ = ["PSEUDONYM_LENGTH", "PSEUDONYM_PREFIX", "Deidentifier"]
+__all__ = ["PSEUDONYM_LENGTH", "PSEUDONYM_PREFIX", "Deidentifier", "record_day"]
 
 MIN_KEY_BYTES = 32
 #: A pseudonym is this prefix and 96 bits of the HMAC in hex.
@@ -46,46 +46,19 @@ class Deidentifier:
         """The patient's research pseudonym."""
         return PSEUDONYM_PREFIX + self._mac("pseudonym", patient_id)[:12].hex()
 
-    def date_shift_days(self, patient_id: str) -> int:
-        """The patient's date offset, ±1..365 days."""
-        raw = int.from_bytes(self._mac("date-shift", patient_id)[:4], "big")
-        magnitude = 1 + raw % 365
-        return magnitude if raw & (1 << 31) else -magnitude
 
-    def shift(self, patient_id: str, day: dt.date) -> dt.date:
-        """A date as the researcher sees it."""
-        return day + dt.timedelta(days=self.date_shift_days(patient_id))
+def record_day(day: int, record_start: float | None) -> int | None:
+    """A twin's day as researchers see it: whole days since the patient's first event.
 
-    @staticmethod
-    def age(birth_date: dt.date, on: dt.date) -> int | str:
-        """Age in whole years on ``on``; ``"90+"`` beyond 89 (Safe Harbor)."""
-        years = (
-            on.year - birth_date.year - ((on.month, on.day) < (birth_date.month, birth_date.day))
-        )
-        return "90+" if years > 89 else years
+    Args:
+        day: The twin's day, days since the ingest origin (a calendar date in disguise).
+        record_start: Day of the patient's first event, days since the origin; ``None`` when
+            unknown.
 
-    def research_record(
-        self,
-        patient_id: str,
-        *,
-        birth_date: dt.date,
-        enrolled_on: dt.date,
-        measures: dict[str, float | int | str | None],
-    ) -> dict[str, Any]:
-        """One de-identified row: pseudonym, age, shifted enrolment date and the given measures.
-
-        ``measures`` must hold model outputs only (severity, probabilities, flags); keys that
-        look like identifiers are refused.
-        """
-        forbidden = {"patient_id", "name", "mrn", "contact", "birth_date", "email", "phone"}
-        leaked = forbidden & set(measures)
-        if leaked:
-            raise errors.InvalidInputError(
-                f"identifier fields in research measures: {sorted(leaked)}"
-            )
-        return {
-            "pseudonym": self.pseudonym(patient_id),
-            "age": self.age(birth_date, enrolled_on),
-            "enrolled_on": self.shift(patient_id, enrolled_on).isoformat(),
-            **measures,
-        }
+    Returns:
+        ``day - floor(record_start)`` (>= 0), or ``None`` when the record's start is unknown
+        (never the origin-based day).
+    """
+    if record_start is None:
+        return None
+    return max(0, day - math.floor(record_start))

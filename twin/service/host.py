@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -313,6 +314,9 @@ class TwinHost:
             p_severe=summary.p_severe,
             alert_flags=tuple(summary.alert_flags),
             updated_at=time.time(),
+            record_start=(
+                None if (start := active.state.record_start) is None else math.floor(start)
+            ),
         )
 
     async def _publish(self, patient_id: str, active: _Active) -> None:

@@ -1,6 +1,7 @@
 """Researcher access: de-identified twin summaries only.
 
-Keyed pseudonyms, no identifiers, no patient ids, no dates beyond the twin's own day counter.
+Keyed pseudonyms, no identifiers, no patient ids, and days counted from each patient's own
+first event (``record_day``), never the twin's day, which counts from the ingest origin.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from deployments.api.access import Caller, Services, require_role
 from deployments.api.errors import PROBLEMS
 from twin import schemas
+from twin.domain.deidentify import record_day
 
 router = APIRouter(prefix="/v1/research", tags=["research"], responses=PROBLEMS)
 
@@ -32,7 +34,7 @@ async def research_twins(
         items=[
             schemas.ResearchTwinOut(
                 pseudonym=svc.deidentifier.pseudonym(e.patient_id),
-                day=e.day,
+                record_day=record_day(e.day, e.record_start),
                 severity_mean=e.severity_mean,
                 severity_sd=e.severity_sd,
                 p_episode=e.p_episode,
