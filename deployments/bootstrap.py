@@ -60,6 +60,7 @@ from storage.sqlite import (
     SqliteTwinIndex,
 )
 from twin import errors, ports
+from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
 from twin.service.host import HostPorts, HostSettings
 from twin.service.priors import DocumentPriorRegistry
@@ -460,7 +461,12 @@ async def open_api_services(
             limiter=await _rate_limiter(settings, stack),
             erasures=erasures,
             metrics=metrics,
+            cohort_budget=CohortBudget(settings.cohort_max_particle_days, settings.cohort_max_rows),
+            stored_particles=settings.particles,
             ready=ready,
             break_glass_max_minutes=settings.break_glass_max_minutes,
             ingest_root=ingest_root(settings),
+            jobs_per_caller=settings.jobs_per_caller,
+            streams_per_caller=settings.streams_per_caller,
+            stream_recheck_s=settings.stream_recheck_s,
         )

@@ -37,6 +37,7 @@ from deployments import jobs, ray_env
 from deployments.bootstrap import open_cohort_stores, open_documents, open_twin_reader
 from twin import errors, ports, schemas
 from twin.analytics import synthetic
+from twin.analytics.budget import CohortBudget, cohort_cost
 from twin.analytics.whatif import CohortTwin, Tally, aggregate_rows, simulate_batch
 from twin.model import priors as prior_sets
 from twin.model.parameters import PopulationParameters
@@ -333,6 +334,10 @@ def _run(
     output: str | None, workers: int, started: float,
 ) -> schemas.CohortRunOut:  # fmt: skip
     pre_skipped: Counter[str] = Counter()
+    # Again where it runs (the CLI queues nothing, and settings may have changed since).
+    CohortBudget(settings.cohort_max_particle_days, settings.cohort_max_rows).check(
+        cohort_cost(run, settings.particles)
+    )
 
     # Tasks with a bounded concurrency (never more than there are blocks); half a CPU each so
     # that a small cluster whose CPUs are partly held by Serve replicas still runs them.

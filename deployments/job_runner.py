@@ -7,7 +7,10 @@ job, one at a time: cohort runs with :func:`deployments.cohorts.run_cohort`, bul
 :func:`deployments.ingest.run_ingest`. A job found ``running`` when the runner (re)starts was
 interrupted by a crash: it is run again from the start, which is safe because cohort results
 are deterministic (their documents are overwritten under the same ids) and ingest appends are
-idempotent (the deterministic keys make a second pass all duplicates).
+idempotent (the deterministic keys make a second pass all duplicates). Each start counts in the
+job's ``attempts``; a job interrupted :data:`deployments.jobs.MAX_ATTEMPTS` times (a run that
+exhausts the runner's memory kills it each time) is failed instead of started again. A job
+cancelled before it starts is not started.
 
 The actor is named (``novamind-job-runner`` in the platform's namespace) and created with
 ``get_if_exists``, so every API replica can ensure it without starting a second one; Ray
@@ -19,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,10 @@ from deployments.bootstrap import ingest_root, open_documents
 from twin import errors, ports, schemas
 from twin.settings import TwinSettings
 
-__all__ = ["RUNNER_NAME", "JobRunner", "ensure_runner", "output_for", "pending_jobs"]
+__all__ = ["RUNNER_NAME", "JobRunner", "ensure_runner", "output_for"]
 
 RUNNER_NAME = "novamind-job-runner"
 _POLL_S = 1.0
-_SETTLE = timedelta(minutes=10)
-_FINISHED = ("succeeded", "failed")
 _log = logging.getLogger(__name__)
 
 
@@ -46,36 +46,60 @@ def output_for(settings: TwinSettings, folder: str, job_id: str) -> str:
     return str(Path(settings.data_dir).resolve() / folder / job_id)
 
 
-async def pending_jobs(
-    documents: ports.DocumentStore,
-    kind: jobs.JobKind[Any, Any],
-    wanted: tuple[str, ...],
-    settled: dict[str, str],
-    *,
-    now: datetime | None = None,
-) -> list[Any]:
-    """The jobs of ``kind`` in one of the ``wanted`` states, in id (submission) order.
+async def _refusal(
+    documents: ports.DocumentStore, kind: jobs.JobKind[Any, Any], status: Any
+) -> Any | None:
+    """The final status of a pending job that must not start, or ``None`` to run it.
 
-    ``settled`` maps a collection to the id after which scans start: the last of an unbroken
-    run of finished jobs older than :data:`_SETTLE` (ids sort by submission time; the margin
-    covers clock skew between the API replicas that minted them). It is advanced in place, so a
-    poll reads only the recent part of a long job history.
+    Not started: a job whose cancellation is on record, one interrupted
+    :data:`deployments.jobs.MAX_ATTEMPTS` times (each start is counted before it runs), and one
+    whose request is missing.
     """
-    found: list[Any] = []
-    after = settled.get(kind.collection)
-    unbroken = True
-    horizon = jobs.new_job_id((now or datetime.now(UTC)) - _SETTLE)
-    while True:
-        page, next_after = await kind.page(documents, after=after, limit=200)
-        for job in page:
-            if job.status in wanted:
-                found.append(job)
-            unbroken = unbroken and job.status in _FINISHED and job.job_id < horizon
-            if unbroken:
-                settled[kind.collection] = job.job_id
-        if next_after is None:
-            return found
-        after = next_after
+    reason: tuple[str, str] | None = None
+    if await documents.get(jobs.CANCELS, status.job_id) is not None:
+        reason = ("cancelled", "cancelled")
+    elif status.attempts >= jobs.MAX_ATTEMPTS:
+        reason = (
+            "failed",
+            f"ResourceExhausted: the job runner stopped {status.attempts} times while running "
+            "this job (killed, e.g. out of memory); it is not run again",
+        )
+    else:
+        try:
+            await kind.request(documents, status.job_id)
+        except errors.NotFoundError:
+            reason = ("failed", "NotFoundError: the job's request is missing")
+        except ValueError:  # a request this version cannot read must not stall the queue
+            reason = ("failed", "InvalidInputError: the job's request cannot be read")
+    if reason is None:
+        return None
+    return status.model_copy(
+        update={"status": reason[0], "finished_at": jobs.utc_now(), "error": reason[1]}
+    )
+
+
+async def _settle(
+    documents: ports.DocumentStore, kind: jobs.JobKind[Any, Any], job_id: str
+) -> None:
+    """Give a job the runner has left a final status if it has none (no job stays pending).
+
+    A job can stop before its own bookkeeping ran (refused before it started, its last status
+    write failed): it is then ``cancelled`` if that was requested, else ``failed``.
+    """
+    job = await kind.get(documents, job_id)
+    if job.status in jobs.FINISHED:
+        return
+    cancelled = await documents.get(jobs.CANCELS, job_id) is not None
+    await kind.save(
+        documents,
+        job.model_copy(
+            update={
+                "status": "cancelled" if cancelled else "failed",
+                "finished_at": jobs.utc_now(),
+                "error": "cancelled" if cancelled else "the job stopped without a result",
+            }
+        ),
+    )
 
 
 class JobRunner:
@@ -99,7 +123,7 @@ class JobRunner:
     ) -> list[Any]:
         # A job left "running" is resumed only at start: afterwards "running" is ours.
         wanted = ("queued", "running") if resume else ("queued",)
-        return await pending_jobs(documents, kind, wanted, self._settled)
+        return await jobs.pending_jobs(documents, kind, wanted, self._settled)
 
     def _run_cohort(self, status: schemas.CohortRunOut, request: schemas.CohortRunIn) -> None:
         cohorts.run_cohort(
@@ -134,24 +158,22 @@ class JobRunner:
 
     async def poll_once(self, documents: ports.DocumentStore) -> int:
         """Run every pending job (cohort runs, then ingests); returns how many were run."""
-        resume, self._resumed = not self._resumed, True
-        queues: list[tuple[jobs.JobKind[Any, Any], Any]] = [
-            (jobs.COHORT, self._run_cohort),
-            (jobs.INGEST, self._run_ingest),
-        ]
+        resume = not self._resumed
+        runners = {
+            jobs.COHORT.collection: self._run_cohort,
+            jobs.INGEST.collection: self._run_ingest,
+        }
         ran = 0
-        for kind, run in queues:
+        for kind in jobs.KINDS:
+            run = runners[kind.collection]
             for status in await self._pending(documents, kind, resume):
                 ran += 1
-                try:
-                    request = await kind.request(documents, status.job_id)
-                except errors.NotFoundError:
-                    failed = status.model_copy(
-                        update={"status": "failed", "finished_at": jobs.utc_now(),
-                                "error": "NotFoundError: the job's request is missing"}
-                    )  # fmt: skip
-                    await kind.save(documents, failed)
+                refusal = await _refusal(documents, kind, status)
+                if refusal is not None:
+                    await kind.save(documents, refusal)
                     continue
+                request = await kind.request(documents, status.job_id)
+                status = status.model_copy(update={"attempts": status.attempts + 1})
                 try:
                     # The job drives Ray Data and its own event loops: off this loop's thread.
                     await asyncio.to_thread(run, status, request)
@@ -159,6 +181,8 @@ class JobRunner:
                     _log.warning("job %s failed: %s", status.job_id, type(exc).__name__)
                 except Exception:  # a bug in one job must not stop the runner
                     _log.exception("job %s failed", status.job_id)
+                await _settle(documents, kind, status.job_id)
+        self._resumed = True  # interrupted jobs are resumed by the first poll that completes
         return ran
 
     def _main(self) -> None:

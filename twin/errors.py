@@ -19,7 +19,10 @@
     ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
     ├── BackupCorruptError                   a backup archive is torn, truncated or tampered with
     ├── KeyAccessError                       a data key cannot be unwrapped or was shredded
+    ├── JobNotFinishedError                  a job's results before it succeeded (HTTP 409)
+    ├── JobCancelledError                    a batch job stopped on request
     ├── RateLimitedError                     the caller's request budget is spent (HTTP 429)
+    │   └── ConcurrencyLimitError            as many jobs or live streams as allowed (HTTP 429)
     ├── OverloadedError                      the service's queues are full; retry (HTTP 503)
     └── ApiError                             any other HTTP error (the SDK's fallback)
 
@@ -36,11 +39,13 @@ __all__ = [
     "AuthorizationError",
     "BackupCorruptError",
     "CheckpointCorruptError",
+    "ConcurrencyLimitError",
     "ConfigurationError",
     "EventGapError",
     "EventOrderError",
     "HostUnavailableError",
     "InvalidInputError",
+    "JobCancelledError",
     "JobNotFinishedError",
     "KeyAccessError",
     "ModelVersionError",
@@ -213,6 +218,22 @@ class RateLimitedError(TwinError):
 
     def __str__(self) -> str:
         return f"rate limit exceeded; retry after {self.retry_after_s} s"
+
+
+class ConcurrencyLimitError(RateLimitedError):
+    """The caller already holds as many of something (jobs, live streams) as it may."""
+
+    def __init__(self, retry_after_s: int, what: str) -> None:
+        TwinError.__init__(self, retry_after_s, what)
+        self.retry_after_s = retry_after_s
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"{self.what}; retry after {self.retry_after_s} s"
+
+
+class JobCancelledError(TwinError):
+    """A batch job stopped because its cancellation was requested."""
 
 
 class OverloadedError(TwinError):

@@ -227,8 +227,13 @@ class EventStore(Protocol):
         """
         ...
 
-    async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
-        """The patient's events with ``seq > after_seq``, in sequence order."""
+    async def read(
+        self, patient_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[events.Event]:
+        """The patient's events with ``seq > after_seq``, in sequence order.
+
+        ``limit`` caps how many are read (the first ones); ``None`` reads them all.
+        """
         ...
 
     async def last_seq(self, patient_id: str) -> int:

@@ -459,7 +459,11 @@ class IngestJobOut(BaseModel):
     """A bulk-ingest job: its state, and its report once finished."""
 
     job_id: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    submitted_by: str | None = Field(default=None, description="the submitter's token subject")
+    attempts: int = Field(
+        default=0, description="times the job runner started it (a run cut short is re-run once)"
+    )
     format: str
     sources: int = Field(description="how many paths the job was given")
     submitted_at: str | None = Field(default=None, description="UTC, ISO 8601 (API jobs)")
@@ -541,7 +545,11 @@ class CohortRunOut(BaseModel):
     """
 
     job_id: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    submitted_by: str | None = Field(default=None, description="the submitter's token subject")
+    attempts: int = Field(
+        default=0, description="times the job runner started it (a run cut short is re-run once)"
+    )
     selection: Literal["filter", "pseudonyms", "synthetic"]
     scenarios: list[str]
     weeks: int

@@ -90,6 +90,13 @@ class TwinSettings(BaseSettings):
         api_max_replicas_per_node: At most this many API replicas on one Ray node (spreads
             them over nodes for availability); ``None`` leaves placement to Ray.
         break_glass_max_minutes: Longest emergency-access grant.
+        jobs_per_caller: Queued or running batch jobs (cohort runs, ingests) one caller may hold.
+        streams_per_caller: Open change-feed streams one caller may hold (per API replica).
+        stream_recheck_s: An open change-feed stream re-checks its caller's access at least
+            this often (and when an emergency grant or the token ends).
+        cohort_max_particle_days: Work one cohort run may ask for, particle-days
+            (``twin.analytics.budget``).
+        cohort_max_rows: Result rows (twins × scenarios) one cohort run may produce.
         ingest_root: Where ingest jobs submitted through the API may read (a folder or an
             ``s3://bucket/prefix/``); ``None``: ``data_dir/inbox``.
         serve_haproxy: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``) instead of the
@@ -140,6 +147,11 @@ class TwinSettings(BaseSettings):
     api_max_queued_requests: int = Field(default=256, ge=1, le=100_000)
     api_max_replicas_per_node: int | None = Field(default=None, ge=1, le=100)
     break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    jobs_per_caller: int = Field(default=2, ge=1, le=100)
+    streams_per_caller: int = Field(default=4, ge=1, le=1000)
+    stream_recheck_s: float = Field(default=60.0, ge=0.5, le=60.0)
+    cohort_max_particle_days: float = Field(default=5e10, gt=0, le=1e15)
+    cohort_max_rows: int = Field(default=500_000, ge=1, le=10_000_000)
     serve_haproxy: bool = True
     ingest_root: str | None = Field(default=None, max_length=1024, description="API ingest root")
     erasure_ledger: str | None = Field(

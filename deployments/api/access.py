@@ -201,6 +201,20 @@ async def _active_grant(svc: ApiServices, patient_id: str, subject: str) -> Gran
     return grant if grant.subject == subject and grant.expires_at > time.time() else None
 
 
+async def grant_ends_at(svc: ApiServices, who: Principal, patient_id: str) -> float | None:
+    """When ``who``'s access to the patient ends by itself: an emergency grant's expiry.
+
+    ``None`` when the access does not rest on a grant (care team, admin) or there is none.
+    """
+    if who.role != "clinician":
+        return None
+    team = await svc.registry.care_team(patient_id)
+    if team is None or team in who.care_team:
+        return None
+    grant = await _active_grant(svc, patient_id, who.subject)
+    return None if grant is None else grant.expires_at
+
+
 async def grant_break_glass(
     svc: ApiServices, request: Request, who: Principal, patient_id: str, reason: str, minutes: int
 ) -> float:

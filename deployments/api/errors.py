@@ -48,6 +48,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         (403, "The caller's role may not do this"),
         (404, "No such resource (or not visible to the caller)"),
         (409, "Conflict with the resource's state (event order, a job not finished)"),
+        (410, "The patient was erased"),
         (413, "Request body too large"),
         (422, "Invalid input"),
         (429, "Rate limit exceeded (Retry-After)"),

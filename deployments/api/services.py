@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from deployments.api.limiter import RateLimiter
 from deployments.api.observability import Metrics
 from deployments.auth import TokenVerifier
 from twin import ports
+from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
 from twin.forecast.scenario import Scenario
 from twin.forecast.summary import Contrast, Forecast
@@ -65,10 +66,16 @@ class ApiServices:
         limiter: Per-caller request budget.
         erasures: The erasure ledger (every erasure is noted there first).
         metrics: Request and twin metrics.
+        cohort_budget: The most one cohort run may ask for.
+        stored_particles: Particles of a stored twin (the cost of a stored cohort).
         ready: Checks every dependency; ``None`` means always ready.
         break_glass_max_minutes: Longest emergency-access grant.
         ingest_root: Where ingest jobs submitted through the API may read.
         feed_poll_s: How often an open change feed looks for new events.
+        jobs_per_caller: Queued or running jobs one caller may hold.
+        streams_per_caller: Open change-feed streams one caller may hold in this replica.
+        stream_recheck_s: How often an open stream re-checks its caller's access.
+        open_streams: Open change-feed streams per caller in this replica (mutable).
     """
 
     verifier: TokenVerifier
@@ -83,7 +90,13 @@ class ApiServices:
     limiter: RateLimiter
     erasures: ports.ErasureLedger
     metrics: Metrics
+    cohort_budget: CohortBudget
+    stored_particles: int
     ready: Callable[[], Awaitable[bool]] | None = None
     break_glass_max_minutes: int = 60
     ingest_root: str = "/nonexistent"
     feed_poll_s: float = 0.5
+    jobs_per_caller: int = 2
+    streams_per_caller: int = 4
+    stream_recheck_s: float = 60.0
+    open_streams: dict[str, int] = field(default_factory=dict)

@@ -157,14 +157,17 @@ class PostgresEventStore:
                 )
         return results
 
-    async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
-        """Events after ``after_seq``, opened and validated."""
+    async def read(
+        self, patient_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[events.Event]:
+        """Events after ``after_seq`` (at most ``limit``), opened and validated."""
         async with _connection(self._db) as conn:
             rows = await conn.fetch(
                 "SELECT seq, day, payload FROM events WHERE patient_id = $1 AND seq > $2 "
-                "ORDER BY seq",
+                "ORDER BY seq LIMIT $3",
                 patient_id,
                 after_seq,
+                limit,
             )
         return [
             await ports.open_event(

@@ -140,13 +140,15 @@ class SqliteEventStore:
                 raise errors.StorageUnavailableError(f"event append failed: {exc}") from None
         return True
 
-    async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
-        """Events after ``after_seq``, opened and validated."""
+    async def read(
+        self, patient_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[events.Event]:
+        """Events after ``after_seq`` (at most ``limit``), opened and validated."""
         async with self._db.lock:
             cursor = await self._db.conn.execute(
                 "SELECT seq, day, payload FROM events WHERE patient_id = ? AND seq > ? "
-                "ORDER BY seq",
-                (patient_id, after_seq),
+                "ORDER BY seq LIMIT ?",
+                (patient_id, after_seq, -1 if limit is None else limit),
             )
             rows = await cursor.fetchall()
         return [

@@ -79,6 +79,8 @@ MATRIX = [
     ("GET", "/v1/cohorts/runs", None, _RUNS),
     ("GET", "/v1/cohorts/runs/{job_id}", None, _RUNS),
     ("GET", "/v1/cohorts/runs/{job_id}/patients", None, _RUNS),
+    ("POST", "/v1/cohorts/runs/{job_id}/cancel", None, {**_ONLY, "researcher": 202, "admin": 202}),
+    ("POST", "/v1/ingest/jobs/{job_id}/cancel", None, {**_ONLY, "service": 202, "admin": 202}),
 ]
 OPEN = {("GET", "/health/liveness"), ("GET", "/health/readiness")}
 
@@ -134,7 +136,9 @@ async def test_route_role_owner_matrix(api_env, method, template, body, expected
 
 async def finished_cohort_run(documents):
     """A succeeded cohort run with one result page, as the job runner leaves it."""
-    queued = await jobs.enqueue_cohort(documents, schemas.CohortRunIn.model_validate(COHORT))
+    queued = await jobs.enqueue_cohort(
+        documents, schemas.CohortRunIn.model_validate(COHORT), by="res"
+    )
     done = queued.model_copy(update={"status": "succeeded", "result_pages": 1, "aggregate": []})
     await jobs.COHORT.save(documents, done)
     page = ports.Document(jobs.COHORT_RESULTS, f"{done.job_id}.000000", None, b"[]", 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from deployments import jobs
-from deployments.job_runner import pending_jobs
+from deployments.jobs import pending_jobs
 from twin import schemas
 from twin.testing import fakes
 

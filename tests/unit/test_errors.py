@@ -12,6 +12,7 @@ SAMPLE_ARGS = {
     errors.EventGapError: (5000.0, 10.0, 3653.0),
     errors.ModelVersionError: ("old", "new"),
     errors.RateLimitedError: (7,),
+    errors.ConcurrencyLimitError: (30, "at most 2 open streams"),
     errors.OverloadedError: (1,),
     errors.ApiError: (418, "I'm a teapot", "short and stout"),
 }

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CohortJob", "Cohorts"]
 
-_FINISHED = ("succeeded", "failed")
+_FINISHED = ("succeeded", "failed", "cancelled")
 
 
 class CohortJob:
@@ -60,7 +60,7 @@ class CohortJob:
         """Poll until the run has finished; returns its final status.
 
         Raises:
-            TwinError: The run failed (the message is the run's error).
+            TwinError: The run failed or was cancelled (the message says which, and why).
             OverloadedError: Not finished within ``timeout_s`` (poll again later).
         """
         deadline = time.monotonic() + timeout_s
@@ -68,8 +68,8 @@ class CohortJob:
             now = self.status()
             if on_progress is not None:
                 on_progress(now)
-            if now.status == "failed":
-                raise errors.TwinError(f"cohort run {self.job_id} failed: {now.error}")
+            if now.status in ("failed", "cancelled"):
+                raise errors.TwinError(f"cohort run {self.job_id} {now.status}: {now.error}")
             if now.status == "succeeded":
                 return now
             if time.monotonic() >= deadline:

@@ -215,6 +215,16 @@ class _Routes:
         return _Call("GET", f"/v1/cohorts/runs/{job_id}", TypeAdapter(schemas.CohortRunOut))
 
     @staticmethod
+    def cancel_cohort_run(job_id: str) -> _Call[schemas.CohortRunOut]:
+        path = f"/v1/cohorts/runs/{job_id}/cancel"
+        return _Call("POST", path, TypeAdapter(schemas.CohortRunOut))
+
+    @staticmethod
+    def cancel_ingest_job(job_id: str) -> _Call[schemas.IngestJobOut]:
+        path = f"/v1/ingest/jobs/{job_id}/cancel"
+        return _Call("POST", path, TypeAdapter(schemas.IngestJobOut))
+
+    @staticmethod
     def cohort_patients(job_id: str, page: int) -> _Call[schemas.CohortPatientPage]:
         return _Call(
             "GET",
@@ -250,6 +260,9 @@ def raise_for_problem(response: httpx.Response) -> None:
     if status in (429, 503):
         retry_after = response.headers.get("retry-after", "1")
         wait = int(retry_after) if retry_after.isdigit() else 1
+        if status == 429 and detail is not None and detail.startswith("at most"):
+            # A limit on what the caller holds (jobs, streams): retrying soon will not help.
+            raise errors.ConcurrencyLimitError(wait, detail.split("; retry after")[0])
         raise (errors.RateLimitedError if status == 429 else errors.OverloadedError)(wait)
     if status in _STATUS_ERRORS:
         raise _STATUS_ERRORS[status](message)
@@ -259,6 +272,8 @@ def raise_for_problem(response: httpx.Response) -> None:
 
 
 def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, errors.ConcurrencyLimitError):
+        return False
     return isinstance(exc, errors.RateLimitedError | errors.OverloadedError | httpx.TransportError)
 
 
@@ -536,6 +551,14 @@ class Client:
         """A cohort run's status, progress and (once finished) aggregate."""
         return self._run(_Routes.cohort_run(job_id))
 
+    def cancel_cohort_run(self, job_id: str) -> schemas.CohortRunOut:
+        """Cancel one of your cohort runs (a running one stops at its next progress update)."""
+        return self._run(_Routes.cancel_cohort_run(job_id))
+
+    def cancel_ingest_job(self, job_id: str) -> schemas.IngestJobOut:
+        """Cancel a bulk-ingest job (admins, services); appended records stay."""
+        return self._run(_Routes.cancel_ingest_job(job_id))
+
     def iter_cohort_runs(self, *, page_size: int = 50) -> Iterator[schemas.CohortRunOut]:
         """Every cohort run, oldest first."""
         return self._pages(lambda after: _Routes.cohort_runs(after, page_size))
@@ -767,6 +790,14 @@ class AsyncClient:
     async def cohort_run(self, job_id: str) -> schemas.CohortRunOut:
         """A cohort run's status, progress and (once finished) aggregate."""
         return await self._run(_Routes.cohort_run(job_id))
+
+    async def cancel_cohort_run(self, job_id: str) -> schemas.CohortRunOut:
+        """Cancel one of your cohort runs (a running one stops at its next progress update)."""
+        return await self._run(_Routes.cancel_cohort_run(job_id))
+
+    async def cancel_ingest_job(self, job_id: str) -> schemas.IngestJobOut:
+        """Cancel a bulk-ingest job (admins, services); appended records stay."""
+        return await self._run(_Routes.cancel_ingest_job(job_id))
 
     def iter_cohort_runs(self, *, page_size: int = 50) -> AsyncIterator[schemas.CohortRunOut]:
         """Every cohort run, oldest first."""

@@ -59,9 +59,12 @@ class MemoryEventStore:
     ) -> list[list[ports.AppendResult] | ports.AppendRefusal]:
         return await ports.append_each(self, batches)
 
-    async def read(self, patient_id: str, *, after_seq: int = 0) -> list[events.Event]:
+    async def read(
+        self, patient_id: str, *, after_seq: int = 0, limit: int | None = None
+    ) -> list[events.Event]:
         log = self.logs.get(patient_id)
-        return [] if log is None else list(log.events[after_seq:])
+        end = None if limit is None else after_seq + limit
+        return [] if log is None else list(log.events[after_seq:end])
 
     async def last_seq(self, patient_id: str) -> int:
         log = self.logs.get(patient_id)

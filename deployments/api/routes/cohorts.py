@@ -1,8 +1,9 @@
-"""Cohort what-if runs for researchers: submit, follow, read de-identified results.
+"""Cohort what-if runs for researchers: submit, follow, cancel, read de-identified results.
 
-A submission is queued durably (request + ``queued`` status) and answered 202; the cluster's
-job runner (:mod:`deployments.job_runner`) runs it on Ray Data. Results carry research
-pseudonyms only.
+A submission within the run budget (:mod:`twin.analytics.budget`) and the caller's job limit is
+queued durably (request + ``queued`` status) and answered 202; the cluster's job runner
+(:mod:`deployments.job_runner`) runs it on Ray Data. Results carry research pseudonyms only. A
+researcher sees and cancels their own runs; admins see and cancel every run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from fastapi import APIRouter, Query, Request
 from deployments import jobs
 from deployments.api.access import Caller, DocumentId, Services, require_role
 from deployments.api.errors import PROBLEMS
+from deployments.api.services import ApiServices
+from deployments.auth import Principal
 from twin import errors, schemas
+from twin.analytics.budget import cohort_cost
 
 router = APIRouter(prefix="/v1/cohorts/runs", tags=["cohorts"], responses=PROBLEMS)
 SUBMIT = ("researcher",)
@@ -28,7 +32,27 @@ async def submit_run(
 ) -> schemas.CohortRunOut:
     """Queue a cohort what-if run (researchers); poll it with ``GET .../{job_id}``."""
     await require_role(svc, request, who, "cohorts.submit", SUBMIT)
-    return await jobs.enqueue_cohort(svc.documents, body)
+    svc.cohort_budget.check(cohort_cost(body, svc.stored_particles))
+    await jobs.admit(svc.documents, who.subject, svc.jobs_per_caller)
+    return await jobs.enqueue_cohort(svc.documents, body, who.subject)
+
+
+async def _visible(svc: ApiServices, who: Principal, job_id: str) -> schemas.CohortRunOut:
+    """A run the caller may see: a researcher's own, or any run for an admin (else 404)."""
+    run = await jobs.COHORT.get(svc.documents, job_id)
+    if who.role != "admin" and run.submitted_by != who.subject:
+        raise errors.NotFoundError("no such job in cohort_run")
+    return run
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=schemas.CohortRunOut)
+async def cancel_run(
+    job_id: DocumentId, who: Caller, svc: Services, request: Request
+) -> schemas.CohortRunOut:
+    """Cancel a run: a queued one at once, a running one at its next progress update."""
+    await require_role(svc, request, who, "cohorts.cancel", READ)
+    await _visible(svc, who, job_id)
+    return await jobs.cancel(svc.documents, jobs.COHORT, job_id, who.subject)
 
 
 @router.get("", response_model=schemas.CohortRunPage)
@@ -42,6 +66,8 @@ async def list_runs(
     """Runs, oldest first."""
     await require_role(svc, request, who, "cohorts.runs", READ)
     items, next_after = await jobs.COHORT.page(svc.documents, after=after, limit=limit)
+    if who.role != "admin":  # a page may hold fewer items; next_after still continues
+        items = [run for run in items if run.submitted_by == who.subject]
     return schemas.CohortRunPage(items=items, next_after=next_after)
 
 
@@ -51,7 +77,7 @@ async def read_run(
 ) -> schemas.CohortRunOut:
     """One run: status, progress and, once finished, the aggregate."""
     await require_role(svc, request, who, "cohorts.run", READ)
-    return await jobs.COHORT.get(svc.documents, job_id)
+    return await _visible(svc, who, job_id)
 
 
 @router.get("/{job_id}/patients", response_model=schemas.CohortPatientPage)
@@ -64,7 +90,7 @@ async def read_patients(
 ) -> schemas.CohortPatientPage:
     """One page of per-(patient, scenario) rows of a finished run, by pseudonym."""
     await require_role(svc, request, who, "cohorts.patients", READ)
-    run = await jobs.COHORT.get(svc.documents, job_id)
+    run = await _visible(svc, who, job_id)
     if run.status != "succeeded":
         raise errors.JobNotFinishedError(f"the run is {run.status}")
     if page >= max(run.result_pages, 1):

@@ -1,4 +1,4 @@
-"""Bulk-ingest jobs: queue one (run by the job runner), follow their status and reports."""
+"""Bulk-ingest jobs: queue one (run by the job runner), follow or cancel it, read its report."""
 
 from __future__ import annotations
 
@@ -48,4 +48,17 @@ async def submit_job(
     await require_role(svc, request, who, "ingest.submit", SUBMIT)
     # A walk of the named folders: off the event loop.
     await asyncio.to_thread(jobs.check_sources, svc.ingest_root, body.paths)
-    return await jobs.enqueue_ingest(svc.documents, body)
+    await jobs.admit(svc.documents, who.subject, svc.jobs_per_caller)
+    return await jobs.enqueue_ingest(svc.documents, body, who.subject)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=schemas.IngestJobOut)
+async def cancel_job(
+    job_id: DocumentId, who: Caller, svc: Services, request: Request
+) -> schemas.IngestJobOut:
+    """Cancel a job (admins, services): a queued one at once, a running one when it next reports.
+
+    Records appended before it stopped stay: each was acknowledged.
+    """
+    await require_role(svc, request, who, "ingest.cancel", SUBMIT)
+    return await jobs.cancel(svc.documents, jobs.INGEST, job_id, who.subject)
