@@ -275,9 +275,8 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
                 f"the restored audit chain does not verify: {report.reason or report.entries}"
             )
         reerased = await apply_erasure_ledger(
-            stores.erasures, stores.snapshot, stores.registry, stores.sealer, stores.documents,
-            stores.checkpoints, stores.index,
-        )  # fmt: skip
+            stores.erasures, stores.snapshot, stores.index, stores.eraser
+        )
     return RestoreReport(
         backup_id=str(manifest["backup_id"]),
         tables=tables,

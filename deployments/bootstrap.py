@@ -62,6 +62,7 @@ from storage.sqlite import (
 from twin import errors, ports
 from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
+from twin.service.erasure import Eraser, Place
 from twin.service.host import HostPorts, HostSettings
 from twin.service.priors import DocumentPriorRegistry
 from twin.settings import TwinSettings
@@ -267,6 +268,8 @@ class BackupStores:
         registry: The patient registry (a restore marks the ledger's patients erased again).
         sealer: The envelope sealer (a restore shreds the ledger's patients' data keys again).
         index: The twin index (a restore deletes the ledger's patients' entries).
+        eraser: Erasure over every place patient data lives (a restore erases the ledger's
+            patients again).
     """
 
     snapshot: ports.DatabaseSnapshot
@@ -278,6 +281,7 @@ class BackupStores:
     registry: ports.PatientRegistry
     sealer: ports.Sealer
     index: ports.TwinIndex
+    eraser: Eraser
 
 
 @asynccontextmanager
@@ -295,6 +299,7 @@ async def open_backup_stores(settings: TwinSettings) -> AsyncIterator[BackupStor
             stores.registry,
             stores.sealer,
             stores.index,
+            build_eraser(settings, stores),
         )
 
 
@@ -369,6 +374,55 @@ def token_verifier(settings: TwinSettings) -> TokenVerifier:
     )
 
 
+def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = None) -> Eraser:
+    """The registry of every place patient data lives, in erasure order (docs/operations.md §7).
+
+    The tombstone first (no write, no new data key from then on), then the twin in memory when
+    a runtime is given, then everything derived and stored, and the data key last (what is
+    sealed under it is unreadable even where a copy survives: backups, replicas).
+    """
+    from deployments.cohort_erasure import erase_from_cohort_results
+
+    deidentifier = Deidentifier(_research_key(settings))
+    checkpoints = _checkpoint_store(settings)
+
+    async def registry(pid: str) -> int:
+        return int(await stores.registry.erase(pid))
+
+    async def twin(pid: str) -> int:
+        if twins is not None:
+            await twins.erase(pid)
+        return int(twins is not None)
+
+    async def index(pid: str) -> int:
+        return int(await stores.index.delete(pid))
+
+    async def cohort_results(pid: str) -> int:
+        return await erase_from_cohort_results(
+            settings, stores.documents, deidentifier.pseudonym(pid)
+        )
+
+    async def data_key(pid: str) -> int:
+        await stores.sealer.shred(pid)
+        return 1
+
+    places = [
+        Place("registry", "identifiers, care team (a tombstone stays)", ("patients",), registry),
+        Place("twin", "the twin in memory, its cached summary and change feed", (), twin),
+        Place("checkpoints", "sealed twin states", (), checkpoints.delete_all),
+        Place("twin index", "severity, risk and alert flags (plain text)", ("twin_index",), index),
+        Place("event log", "sealed events, idempotency keys, days", ("events", "patient_heads"),
+              stores.events.forget),
+        Place("documents", "scenario reports, emergency-access grants", ("documents",),
+              stores.documents.delete_patient),
+        Place("cohort results", "result pages and patients.parquet rows (by pseudonym)", (),
+              cohort_results),
+        Place("data key", "the key every sealed copy needs (backups included)", ("data_keys",),
+              data_key),
+    ]  # fmt: skip
+    return Eraser(erasure_ledger(settings), places)
+
+
 def _research_key(settings: TwinSettings) -> bytes:
     if settings.research_key is not None:
         return settings.research_key.get_secret_value().encode()
@@ -411,6 +465,7 @@ async def open_api_services(
     async with AsyncExitStack() as stack:
         stores = await _open_stores(settings, stack)
         erasures = erasure_ledger(settings)
+        eraser = build_eraser(settings, stores, twins)
         ledger_applied = asyncio.Event()
 
         async def apply_ledger() -> None:
@@ -420,10 +475,7 @@ async def open_api_services(
             delay = 1.0
             while True:
                 try:
-                    await apply_erasure_ledger(
-                        erasures, stores.snapshot, stores.registry, stores.sealer,
-                        stores.documents, _checkpoint_store(settings), stores.index,
-                    )  # fmt: skip
+                    await apply_erasure_ledger(erasures, stores.snapshot, stores.index, eraser)
                 except errors.TwinError as exc:
                     _LOG.warning("erasure ledger not applied yet (%s); retrying", exc)
                     await asyncio.sleep(delay)
@@ -460,6 +512,7 @@ async def open_api_services(
             deidentifier=Deidentifier(_research_key(settings)),
             limiter=await _rate_limiter(settings, stack),
             erasures=erasures,
+            eraser=eraser,
             metrics=metrics,
             cohort_budget=CohortBudget(settings.cohort_max_particle_days, settings.cohort_max_rows),
             stored_particles=settings.particles,

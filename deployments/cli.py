@@ -239,9 +239,8 @@ def erasures_apply() -> None:
     async def job() -> int:
         async with open_backup_stores(TwinSettings()) as stores:
             return await apply_erasure_ledger(
-                stores.erasures, stores.snapshot, stores.registry, stores.sealer,
-                stores.documents, stores.checkpoints, stores.index,
-            )  # fmt: skip
+                stores.erasures, stores.snapshot, stores.index, stores.eraser
+            )
 
     console.print(f"erased again: {_run_job('erasures', job())} (named by the erasure ledger)")
 

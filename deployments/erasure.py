@@ -11,6 +11,7 @@ restore of the database) erase each named patient who has a data key again.
 from __future__ import annotations
 
 from twin import ports
+from twin.service.erasure import Eraser
 
 __all__ = ["apply_erasure_ledger"]
 
@@ -18,17 +19,12 @@ __all__ = ["apply_erasure_ledger"]
 async def apply_erasure_ledger(
     ledger: ports.ErasureLedger,
     snapshot: ports.DatabaseSnapshot,
-    registry: ports.PatientRegistry,
-    sealer: ports.Sealer,
-    documents: ports.DocumentStore,
-    checkpoints: ports.CheckpointStore,
     index: ports.TwinIndex,
+    eraser: Eraser,
 ) -> int:
     """Erase again each ledger patient who has a data key; returns how many.
 
-    Their registry row is marked erased, their data key destroyed (their events, identifiers
-    and documents can no longer be opened), and their documents, checkpoints and twin-index
-    entry deleted. A
+    Each is erased from every registered place (:class:`twin.service.erasure.Eraser`): a
     patient whose erasure stopped half-way (the ledger written, a crash before the rest) is
     completed the same way. Idempotent; costs one listing of the keyed patients.
     """
@@ -43,9 +39,5 @@ async def apply_erasure_ledger(
         for entry in await index.search(patient_ids=chunk, limit=len(chunk)):
             await index.delete(entry.patient_id)
     for patient_id in revived:
-        await registry.erase(patient_id)
-        await sealer.shred(patient_id)
-        await documents.delete_patient(patient_id)
-        await checkpoints.delete_all(patient_id)
-        await index.delete(patient_id)
+        await eraser.erase(patient_id, record=False)
     return len(revived)

@@ -240,6 +240,14 @@ class EventStore(Protocol):
         """The patient's latest sequence number (0 when none)."""
         ...
 
+    async def forget(self, patient_id: str) -> int:
+        """Delete an erased patient's events (erasure); returns how many.
+
+        The payloads are sealed under a key erasure destroys; their idempotency keys (which
+        clients may build from identifiers), days and sequence numbers are not, so the rows go.
+        """
+        ...
+
 
 def check_day(day: float) -> float:
     """``day`` if it lies on a twin's time axis (0 to :data:`MAX_DAY`), else an error.

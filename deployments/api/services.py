@@ -14,6 +14,7 @@ from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
 from twin.forecast.scenario import Scenario
 from twin.forecast.summary import Contrast, Forecast
+from twin.service.erasure import Eraser
 from twin.service.host import IngestResult, TwinSummary
 
 __all__ = ["ApiServices", "Twins"]
@@ -65,6 +66,7 @@ class ApiServices:
         deidentifier: Pseudonyms for researchers.
         limiter: Per-caller request budget.
         erasures: The erasure ledger (every erasure is noted there first).
+        eraser: Erasure of a patient from every place patient data lives.
         metrics: Request and twin metrics.
         cohort_budget: The most one cohort run may ask for.
         stored_particles: Particles of a stored twin (the cost of a stored cohort).
@@ -89,6 +91,7 @@ class ApiServices:
     deidentifier: Deidentifier
     limiter: RateLimiter
     erasures: ports.ErasureLedger
+    eraser: Eraser
     metrics: Metrics
     cohort_budget: CohortBudget
     stored_particles: int

@@ -184,6 +184,13 @@ class PostgresEventStore:
             )
         return 0 if value is None else int(value)
 
+    async def forget(self, patient_id: str) -> int:
+        """Delete the patient's events and head row."""
+        async with _connection(self._db) as conn, conn.transaction():
+            status = await conn.execute("DELETE FROM events WHERE patient_id = $1", patient_id)
+            await conn.execute("DELETE FROM patient_heads WHERE patient_id = $1", patient_id)
+        return int(str(status).split()[-1])
+
 
 class PostgresDataKeyStore:
     """Wrapped per-patient data keys in PostgreSQL.

@@ -160,6 +160,14 @@ class SqliteEventStore:
         """The patient's latest sequence number."""
         return (await self._head(patient_id))[0]
 
+    async def forget(self, patient_id: str) -> int:
+        """Delete the patient's events (overwritten on disk: ``secure_delete``)."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "DELETE FROM events WHERE patient_id = ?", (patient_id,)
+            )
+            return int(cursor.rowcount)
+
 
 class SqliteDataKeyStore:
     """Wrapped per-patient data keys in SQLite (deleted rows are overwritten: secure_delete)."""

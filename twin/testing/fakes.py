@@ -70,6 +70,10 @@ class MemoryEventStore:
         log = self.logs.get(patient_id)
         return 0 if log is None else len(log.events)
 
+    async def forget(self, patient_id: str) -> int:
+        log = self.logs.pop(patient_id, None)
+        return 0 if log is None else len(log.events)
+
 
 class MemoryCheckpointStore:
     """A :class:`~twin.ports.CheckpointStore` keeping the newest checkpoint per patient."""

@@ -87,13 +87,13 @@ async def erase_patient(
 ) -> schemas.ErasedOut:
     """Erase a patient (admin): destroy the data key, twin state, checkpoints and documents."""
     await patient_access(svc, request, who, "patient.erase", patient_id, ("admin",))
-    # First: a restore from a backup made before now must not bring the patient back. Then
-    # the tombstone (no write, no new data key from here on), then everything derived.
-    await svc.erasures.record(patient_id)
-    erased = await svc.registry.erase(patient_id)
-    await svc.twins.erase(patient_id)
-    documents = await svc.documents.delete_patient(patient_id)
-    return schemas.ErasedOut(patient_id=patient_id, erased=erased, documents_deleted=documents)
+    # The ledger first (no restore brings the patient back), then every registered place.
+    removed = await svc.eraser.erase(patient_id)
+    return schemas.ErasedOut(
+        patient_id=patient_id,
+        erased=removed["registry"] > 0,
+        documents_deleted=removed["documents"],
+    )
 
 
 @router.post("/{patient_id}/break-glass", status_code=201, response_model=schemas.BreakGlassOut)

@@ -1,0 +1,128 @@
+"""Erasure walks the registry of every place patient data lives, and the registry is complete.
+
+A patient is given data in every registered place (registry, twin in memory, checkpoints, twin
+index, event log with identifier-bearing idempotency keys, documents, a cohort run's result
+pages and ``patients.parquet``, the data key); one erasure later, each place is read back and
+holds nothing of them. Every table of the database schema is either a place's or declared to
+hold no patient data: a table added without either fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from deployments import jobs
+from deployments.bootstrap import open_backup_stores
+from tests.integration.conftest import api_settings, bearer, open_env
+from twin import ports, schemas
+from twin.domain import events as E
+from twin.service.erasure import TABLES_WITHOUT_PATIENT_DATA
+
+NEW = {
+    "name": "Erasure Canary",
+    "birth_date": "1970-07-07",
+    "mrn": "ER-CANARY-1",
+    "care_team": "t1",
+}
+ADMIN = bearer("admin", "adm")
+
+
+def _sqlite_tables(path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows if not name.startswith("sqlite_")}
+
+
+async def test_every_table_is_a_place_of_the_registry_or_holds_no_patient_data(tmp_path):
+    async with open_env(api_settings(tmp_path)) as env:
+        claimed = {table for place in env.services.eraser.places for table in place.tables}
+        tables = _sqlite_tables(tmp_path / "novamind.db")
+        assert tables - claimed - set(TABLES_WITHOUT_PATIENT_DATA) == set()
+        assert not claimed & set(TABLES_WITHOUT_PATIENT_DATA)
+
+
+async def test_one_erasure_leaves_nothing_of_the_patient_in_any_registered_place(tmp_path):
+    async with open_env(api_settings(tmp_path)) as env:
+        svc, http = env.services, env.http
+        pid = (await http.post("/v1/patients", json=NEW, headers=ADMIN)).json()["patient_id"]
+        other = (await http.post("/v1/patients", json={**NEW, "mrn": "ER-2"}, headers=ADMIN)).json()
+        batch = [ports.NewEvent(f"ER-CANARY-1/phq9/{d}", float(d), E.Phq9(14)) for d in range(5)]
+        await svc.twins.ingest(pid, batch)
+        others = [ports.NewEvent(f"ER-2/phq9/{d}", float(d), E.Phq9(14)) for d in range(5)]
+        await svc.twins.ingest(other["patient_id"], others)
+        assert await svc.twins.passivate(pid)  # a checkpoint
+        await svc.twins.summary(pid)  # back in memory
+        report = await http.post(
+            f"/v1/patients/{pid}/scenarios",
+            json={"title": "t", "weeks": 1, "scenarios": [{}, {"care": True}]},
+            headers=ADMIN,
+        )
+        assert report.status_code == 201
+        pseudonym = svc.deidentifier.pseudonym(pid)
+        kept = svc.deidentifier.pseudonym(other["patient_id"])
+        output = tmp_path / "cohorts" / "run-1"
+        output.mkdir(parents=True)
+        rows = [
+            {"pseudonym": pseudonym, "remission_p": 0.3},
+            {"pseudonym": kept, "remission_p": 0.4},
+        ]
+        pq.write_table(pa.Table.from_pylist(rows), output / "patients.parquet")
+        run = await jobs.enqueue_cohort(
+            svc.documents,
+            schemas.CohortRunIn.model_validate(
+                {"synthetic": {"n_patients": 2, "days": 0}, "scenarios": [{}], "weeks": 1}
+            ),
+            by="res",
+        )
+        run = run.model_copy(
+            update={"status": "succeeded", "result_pages": 1, "output": str(output)}
+        )
+        await jobs.COHORT.save(svc.documents, run)
+        page_id = f"{run.job_id}.000000"
+        await svc.documents.put(
+            ports.Document(jobs.COHORT_RESULTS, page_id, None, json.dumps(rows).encode(), 0.0)
+        )
+        assert await svc.index.get(pid) is not None
+
+        erased = await http.delete(f"/v1/patients/{pid}", headers=ADMIN)
+        assert erased.status_code == 200 and erased.json()["erased"] is True
+
+        checked: dict[str, bool] = {}
+        checked["registry"] = await svc.registry.care_team(pid) is None
+        checked["twin"] = svc.twins.active_count() == 1  # only the other patient's twin
+        checkpoints = svc.eraser.places[[p.name for p in svc.eraser.places].index("checkpoints")]
+        checked["checkpoints"] = await checkpoints.erase(pid) == 0  # nothing left to remove
+        checked["twin index"] = await svc.index.get(pid) is None
+        with sqlite3.connect(tmp_path / "novamind.db") as conn:
+            raw = conn.execute(
+                "SELECT count(*) FROM events WHERE patient_id = ?", (pid,)
+            ).fetchone()
+            keys = conn.execute(
+                "SELECT count(*) FROM data_keys WHERE patient_id = ?", (pid,)
+            ).fetchone()
+            dump = "\n".join(conn.iterdump())
+        # Not a trace of the identifier-bearing idempotency keys anywhere in the database.
+        checked["event log"] = raw == (0,) and "ER-CANARY-1" not in dump and "ER-2/phq9" in dump
+        checked["documents"] = await svc.documents.delete_patient(pid) == 0
+        page = await svc.documents.get(jobs.COHORT_RESULTS, page_id)
+        parquet = pq.read_table(output / "patients.parquet").to_pylist()
+        checked["cohort results"] = [r["pseudonym"] for r in json.loads(page.body)] == [kept] and [
+            r["pseudonym"] for r in parquet
+        ] == [kept]
+        checked["data key"] = keys == (0,)
+        assert checked == dict.fromkeys((p.name for p in svc.eraser.places), True)
+        # The other patient is untouched.
+        assert len(await svc.events.read(other["patient_id"])) == 5
+
+
+async def test_restores_erase_through_the_same_registry(tmp_path):
+    settings = api_settings(tmp_path)
+    async with open_env(settings) as env:
+        online = [place.name for place in env.services.eraser.places]
+    async with open_backup_stores(settings) as stores:
+        assert [place.name for place in stores.eraser.places] == online
+    assert online[0] == "registry" and online[-1] == "data key"
