@@ -8,8 +8,11 @@ is a mean over many twins and stays. Cost: one pass over every run's pages (eras
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 from deployments import jobs, ray_env
@@ -22,49 +25,64 @@ __all__ = ["erase_from_cohort_results"]
 async def erase_from_cohort_results(
     settings: TwinSettings, documents: ports.DocumentStore, pseudonym: str
 ) -> int:
-    """Remove the rows of ``pseudonym`` from every run's pages and Parquet file; returns how many.
+    """Remove the rows of ``pseudonym`` from every result page and Parquet file; returns how many.
 
-    Idempotent: a second call finds nothing to remove.
+    Every page of the collection is read (not only those a finished run counts: a failed or
+    cancelled run may have written pages). Idempotent: a second call finds nothing to remove.
     """
     removed = 0
     after: str | None = None
     while True:
-        runs, after = await jobs.COHORT.page(documents, after=after, limit=200)
+        pages = await documents.list(jobs.COHORT_RESULTS, after=after, limit=200)
+        for found in pages:
+            rows: list[dict[str, Any]] = json.loads(found.body)
+            kept = [row for row in rows if row.get("pseudonym") != pseudonym]
+            if len(kept) != len(rows):
+                removed += len(rows) - len(kept)
+                body = json.dumps(kept).encode()
+                await documents.put(
+                    ports.Document(jobs.COHORT_RESULTS, found.doc_id, None, body, time.time())
+                )
+        if len(pages) < 200:
+            break
+        after = pages[-1].doc_id
+    run_after: str | None = None
+    while True:
+        runs, run_after = await jobs.COHORT.page(documents, after=run_after, limit=200)
         for run in runs:
-            for page in range(run.result_pages):
-                doc_id = f"{run.job_id}.{page:06d}"
-                found = await documents.get(jobs.COHORT_RESULTS, doc_id)
-                if found is None:
-                    continue
-                rows: list[dict[str, Any]] = json.loads(found.body)
-                kept = [row for row in rows if row.get("pseudonym") != pseudonym]
-                if len(kept) != len(rows):
-                    removed += len(rows) - len(kept)
-                    body = json.dumps(kept).encode()
-                    await documents.put(
-                        ports.Document(jobs.COHORT_RESULTS, doc_id, None, body, time.time())
-                    )
             if run.output:
-                _rewrite_parquet(settings, run.output, pseudonym)
-        if after is None:
+                removed += await asyncio.to_thread(
+                    _rewrite_parquet, settings, run.output, pseudonym
+                )
+        if run_after is None:
             return removed
 
 
-def _rewrite_parquet(settings: TwinSettings, output: str, pseudonym: str) -> None:
+def _rewrite_parquet(settings: TwinSettings, output: str, pseudonym: str) -> int:
+    """Rewrite ``output/patients.parquet`` without the pseudonym's rows; returns how many."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from pyarrow import fs
 
-    filesystem, root = ray_env.output_root(settings, output)
+    filesystem = ray_env.arrow_filesystem(settings, (output,))
+    if filesystem is None:  # never created here: a folder that is gone stays gone
+        local = "://" not in output
+        filesystem, root = fs.FileSystem.from_uri(
+            f"file://{Path(output).resolve()}" if local else output
+        )
+    else:
+        root = ray_env.strip_scheme(output, filesystem)
     path = f"{root}/patients.parquet"
     if filesystem.get_file_info(path).type == fs.FileType.NotFound:
-        return
+        return 0
     table = pq.read_table(path, filesystem=filesystem)
     if "pseudonym" not in table.column_names:
-        return
-    keep = pc.invert(pc.equal(table["pseudonym"], pseudonym))
-    kept = table.filter(pc.fill_null(keep, True))
-    if kept.num_rows != table.num_rows:
-        temporary = f"{path}.erasing"
-        pq.write_table(kept, temporary, filesystem=filesystem)
-        filesystem.move(temporary, path)
+        return 0
+    keep = pc.fill_null(pc.invert(pc.equal(table["pseudonym"], pseudonym)), True)
+    kept = table.filter(keep)
+    if kept.num_rows == table.num_rows:
+        return 0
+    temporary = f"{path}.{uuid.uuid4().hex}.erasing"
+    pq.write_table(kept, temporary, filesystem=filesystem)
+    filesystem.move(temporary, path)
+    return table.num_rows - kept.num_rows

@@ -201,8 +201,9 @@ async def test_erasure_crypto_shreds_identifiers_reports_and_events(api_env):
     assert (await client.get(f"/v1/patients/{pid}", headers=ADMIN)).status_code == 404
     for collection in ("scenario", "prior_assignment"):
         assert await api_env.services.documents.list(collection, patient_id=pid) == []
-    # The log is still there (append-only) but unreadable: its data key is gone.
-    assert (await api_env.services.events.last_seq(pid)) == 1
+    # The log's rows go too: their idempotency keys and days are not sealed.
+    assert (await api_env.services.events.last_seq(pid)) == 0
+    assert await api_env.services.events.read(pid) == []
     actions = [e.record.action for e in await api_env.services.audit.entries()]
     assert actions.count("patient.erase") == 2
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from twin import ports
+from twin import errors, ports
 
 __all__ = ["TABLES_WITHOUT_PATIENT_DATA", "Eraser", "Place"]
 
@@ -76,7 +76,23 @@ class Eraser:
             patient_id: The opaque patient id.
             record: Write the ledger first (``False`` when completing an erasure the ledger
                 already names).
+
+        Raises:
+            StorageUnavailableError: A place could not be erased; every other place was (the
+                data key included), and the message names the ones that failed.
         """
         if record:
             await self._ledger.record(patient_id)
-        return {place.name: await place.erase(patient_id) for place in self._places}
+        removed: dict[str, int] = {}
+        failed: list[str] = []
+        for place in self._places:
+            # One place failing must not keep the others (the data key last) from erasing.
+            try:
+                removed[place.name] = await place.erase(patient_id)
+            except Exception as exc:
+                failed.append(f"{place.name} ({type(exc).__name__})")
+        if failed:
+            raise errors.StorageUnavailableError(
+                f"erasure incomplete: {', '.join(failed)} could not be erased; the others were"
+            )
+        return removed
