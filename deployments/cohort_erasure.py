@@ -12,7 +12,6 @@ import asyncio
 import json
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from deployments import jobs, ray_env
@@ -64,14 +63,8 @@ def _rewrite_parquet(settings: TwinSettings, output: str, pseudonym: str) -> int
     import pyarrow.parquet as pq
     from pyarrow import fs
 
-    filesystem = ray_env.arrow_filesystem(settings, (output,))
-    if filesystem is None:  # never created here: a folder that is gone stays gone
-        local = "://" not in output
-        filesystem, root = fs.FileSystem.from_uri(
-            f"file://{Path(output).resolve()}" if local else output
-        )
-    else:
-        root = ray_env.strip_scheme(output, filesystem)
+    # Never created here: a folder that is gone stays gone.
+    filesystem, root = ray_env.output_root(settings, output, create=False)
     path = f"{root}/patients.parquet"
     if filesystem.get_file_info(path).type == fs.FileType.NotFound:
         return 0

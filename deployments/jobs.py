@@ -68,8 +68,6 @@ MAX_ATTEMPTS = 2
 #: States a job does not leave.
 FINISHED = ("succeeded", "failed", "cancelled")
 _SETTLE = timedelta(minutes=10)
-#: Per open document store: where scans for unfinished jobs start (see :func:`pending_jobs`).
-_SETTLED_BY_STORE: dict[int, dict[str, str]] = {}
 
 
 def new_job_id(now: datetime | None = None) -> str:
@@ -255,9 +253,13 @@ async def pending_jobs(
         after = next_after
 
 
-async def active_jobs_of(documents: ports.DocumentStore, subject: str) -> int:
-    """How many jobs (of every kind) ``subject`` submitted that are queued or running."""
-    settled = _SETTLED_BY_STORE.setdefault(id(documents), {})
+async def active_jobs_of(
+    documents: ports.DocumentStore, subject: str, settled: dict[str, str]
+) -> int:
+    """How many jobs (of every kind) ``subject`` submitted that are queued or running.
+
+    ``settled`` is the caller's scan cursor over ``documents`` (see :func:`pending_jobs`).
+    """
     count = 0
     for kind in KINDS:
         pending = await pending_jobs(documents, kind, ("queued", "running"), settled)
@@ -265,8 +267,13 @@ async def active_jobs_of(documents: ports.DocumentStore, subject: str) -> int:
     return count
 
 
-async def admit(documents: ports.DocumentStore, subject: str, limit: int) -> None:
+async def admit(
+    documents: ports.DocumentStore, subject: str, limit: int, settled: dict[str, str]
+) -> None:
     """Let ``subject`` queue one more job unless it already holds ``limit`` unfinished ones.
+
+    ``settled``: the caller's scan cursor over ``documents`` (kept between calls, so a count
+    reads only the recent part of the job history).
 
     Two submissions racing each other may both pass (the count is not a lock): the limit
     bounds a caller's share of the one job runner, not an exact number.
@@ -274,7 +281,7 @@ async def admit(documents: ports.DocumentStore, subject: str, limit: int) -> Non
     Raises:
         ConcurrencyLimitError: ``subject`` holds ``limit`` queued or running jobs.
     """
-    if await active_jobs_of(documents, subject) >= limit:
+    if await active_jobs_of(documents, subject, settled) >= limit:
         raise errors.ConcurrencyLimitError(
             30, f"at most {limit} queued or running jobs per caller: wait for one or cancel it"
         )

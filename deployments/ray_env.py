@@ -52,10 +52,11 @@ def strip_scheme(path: str, filesystem: Any) -> str:
     return path.removeprefix("s3://") if filesystem is not None else path
 
 
-def output_root(settings: TwinSettings, uri: str) -> tuple[Any, str]:
+def output_root(settings: TwinSettings, uri: str, *, create: bool = True) -> tuple[Any, str]:
     """A job's output folder (local path, ``file://`` or ``s3://``) as (Arrow filesystem, path).
 
-    The folder is created when missing (object stores have no folders: nothing to do there).
+    With ``create`` the folder is created when missing (object stores have no folders: nothing
+    to do there).
     """
     from pathlib import Path
 
@@ -67,5 +68,6 @@ def output_root(settings: TwinSettings, uri: str) -> tuple[Any, str]:
         filesystem, root = fs.FileSystem.from_uri(f"file://{Path(uri).resolve()}" if local else uri)
     else:
         root = strip_scheme(uri, filesystem)
-    filesystem.create_dir(root, recursive=True)
+    if create:
+        filesystem.create_dir(root, recursive=True)
     return filesystem, root

@@ -78,6 +78,8 @@ class ApiServices:
         streams_per_caller: Open change-feed streams one caller may hold in this replica.
         stream_recheck_s: How often an open stream re-checks its caller's access.
         open_streams: Open change-feed streams per caller in this replica (mutable).
+        job_scan: Where this replica's scans for a caller's unfinished jobs start (mutable,
+            :func:`deployments.jobs.pending_jobs`).
     """
 
     verifier: TokenVerifier
@@ -103,3 +105,4 @@ class ApiServices:
     streams_per_caller: int = 4
     stream_recheck_s: float = 60.0
     open_streams: dict[str, int] = field(default_factory=dict)
+    job_scan: dict[str, str] = field(default_factory=dict)

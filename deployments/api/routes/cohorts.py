@@ -33,7 +33,7 @@ async def submit_run(
     """Queue a cohort what-if run (researchers); poll it with ``GET .../{job_id}``."""
     await require_role(svc, request, who, "cohorts.submit", SUBMIT)
     svc.cohort_budget.check(cohort_cost(body, svc.stored_particles))
-    await jobs.admit(svc.documents, who.subject, svc.jobs_per_caller)
+    await jobs.admit(svc.documents, who.subject, svc.jobs_per_caller, svc.job_scan)
     return await jobs.enqueue_cohort(svc.documents, body, who.subject)
 
 

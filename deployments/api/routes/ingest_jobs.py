@@ -48,7 +48,7 @@ async def submit_job(
     await require_role(svc, request, who, "ingest.submit", SUBMIT)
     # A walk of the named folders: off the event loop.
     await asyncio.to_thread(jobs.check_sources, svc.ingest_root, body.paths)
-    await jobs.admit(svc.documents, who.subject, svc.jobs_per_caller)
+    await jobs.admit(svc.documents, who.subject, svc.jobs_per_caller, svc.job_scan)
     return await jobs.enqueue_ingest(svc.documents, body, who.subject)
 
 
