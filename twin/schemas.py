@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from twin.domain.deidentify import PSEUDONYM_LENGTH, PSEUDONYM_PREFIX
 from twin.domain.events import MAX_DAY
+from twin.domain.text import Line, Text
 from twin.forecast.scenario import Scenario
 from twin.model.cohort import CohortSpec, require_maintenance_history
 
@@ -52,6 +60,19 @@ __all__ = [
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+#: A research pseudonym as the research endpoints show it.
+Pseudonym = Annotated[
+    str,
+    StringConstraints(
+        min_length=PSEUDONYM_LENGTH,
+        max_length=PSEUDONYM_LENGTH,
+        pattern=f"^{PSEUDONYM_PREFIX}[0-9a-f]{{{PSEUDONYM_LENGTH - len(PSEUDONYM_PREFIX)}}}$",
+    ),
+]
+#: A path under the ingest root: printable characters, no NUL.
+IngestPath = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 
 
 class Problem(BaseModel):
@@ -102,10 +123,10 @@ class PatientCreate(BaseModel):
 
     model_config = _STRICT
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Line = Field(min_length=1, max_length=200)
     birth_date: str = Field(min_length=10, max_length=10, description="YYYY-MM-DD")
-    mrn: str = Field(min_length=1, max_length=64)
-    contact: str | None = Field(default=None, max_length=200)
+    mrn: Line = Field(min_length=1, max_length=64)
+    contact: Line | None = Field(default=None, max_length=200)
     care_team: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     covariates: CovariatesIn | None = None
 
@@ -133,8 +154,10 @@ class LoincValue(BaseModel):
     model_config = _STRICT
 
     code: str = Field(min_length=3, max_length=16, pattern=r"^[0-9]{1,8}-[0-9]$")
-    value: float = Field(allow_inf_nan=False)
-    unit: str | None = Field(default=None, max_length=16)
+    # Wider than any supported code's range (steps/day is the largest); each code's own
+    # range is checked when the value is mapped (twin.domain.loinc).
+    value: float = Field(ge=-1e6, le=1e6, allow_inf_nan=False)
+    unit: str | None = Field(default=None, max_length=16, pattern=r"^[\x20-\x7e]*$")
 
 
 class ObservationIn(BaseModel):
@@ -175,6 +198,11 @@ class AckOut(BaseModel):
 
     seq: int
     duplicate: bool
+    rejected: str | None = Field(
+        default=None,
+        description="stored, but the twin could not apply it (e.g. a dose of a drug that is "
+        "not prescribed): why; it changed nothing in the estimate",
+    )
 
 
 class AlertOut(BaseModel):
@@ -287,7 +315,7 @@ class ScenarioReportIn(BaseModel):
 
     model_config = _STRICT
 
-    title: str = Field(min_length=1, max_length=120)
+    title: Line = Field(min_length=1, max_length=120)
     weeks: int = Field(default=12, ge=1, le=26)
     scenarios: list[Scenario] = Field(min_length=2, max_length=6)
 
@@ -356,22 +384,9 @@ class BreakGlassIn(BaseModel):
 
     model_config = _STRICT
 
-    reason: str = Field(min_length=10, max_length=500)
+    # The audit trail records the reason on one line.
+    reason: Text = Field(min_length=10, max_length=500)
     minutes: int = Field(default=30, ge=1, le=24 * 60)
-
-    @field_validator("reason")
-    @classmethod
-    def _text(cls, value: str) -> str:
-        # Line breaks, tabs and any other character a person types are fine (the audit trail
-        # records the reason on one line); NUL, other control characters and unpaired
-        # surrogates are not text, and databases refuse them.
-        if any(
-            (ord(ch) < 0x20 and ch not in "\t\n\r") or 0x7F <= ord(ch) < 0xA0
-            or 0xD800 <= ord(ch) < 0xE000
-            for ch in value
-        ):  # fmt: skip
-            raise ValueError("reason: text without control characters")
-        return value
 
 
 class BreakGlassOut(BaseModel):
@@ -443,15 +458,15 @@ class IngestJobIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    paths: list[str] = Field(min_length=1, max_length=1000)
+    paths: list[IngestPath] = Field(min_length=1, max_length=1000)
     format: Literal["fhir-ndjson", "fhir-bundle", "csv", "parquet"]
     origin: AwareDatetime
 
     @model_validator(mode="after")
     def _plain_paths(self) -> IngestJobIn:
         for path in self.paths:
-            if not 1 <= len(path) <= 1024 or "\x00" in path or ".." in path.split("/"):
-                raise ValueError("paths: 1-1024 characters, no '..' segment")
+            if ".." in path.split("/"):
+                raise ValueError("paths: no '..' segment")
         return self
 
 
@@ -511,7 +526,8 @@ class CohortRunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     filter: CohortFilter | None = None
-    pseudonyms: list[str] | None = Field(default=None, min_length=1, max_length=1_000_000)
+    # As many as a request body can carry (1 MiB at ~30 bytes each).
+    pseudonyms: list[Pseudonym] | None = Field(default=None, min_length=1, max_length=30_000)
     synthetic: CohortSpec | None = None
     scenarios: list[Scenario] = Field(min_length=1, max_length=8)
     weeks: int = Field(default=12, ge=1, le=26)
@@ -523,11 +539,6 @@ class CohortRunIn(BaseModel):
         chosen = [self.filter is not None, self.pseudonyms is not None, self.synthetic is not None]
         if sum(chosen) != 1:
             raise ValueError("give exactly one of filter, pseudonyms, synthetic")
-        if self.pseudonyms is not None and any(
-            not (p.startswith(PSEUDONYM_PREFIX) and len(p) == PSEUDONYM_LENGTH)
-            for p in self.pseudonyms
-        ):
-            raise ValueError("pseudonyms look like rs_ followed by 24 hex digits")
         if self.synthetic is not None:
             require_maintenance_history(self.synthetic)  # an InvalidInputError is a ValueError
         names = [s.name for s in self.scenarios]

@@ -104,6 +104,21 @@ async def test_concurrent_ingests_for_many_twins_share_kernel_calls(stores):
         assert (await alone.state(pid)).last_seq == len(log)
 
 
+async def test_an_event_the_twin_cannot_apply_stops_neither_it_nor_its_batch(stores):
+    host = stores.host()
+    bad = [NewEvent("dose", 0.0, E.DoseTaken("sertraline", True))]
+    good = [NewEvent("phq", 0.0, E.Phq9(12))]
+    # Both twins join one flush; the dose without a prescription is stored and reported.
+    first, second = await asyncio.gather(host.ingest("p-bad", bad), host.ingest("p-ok", good))
+    assert "without a prescription" in first.rejected[first.appended[0].seq]
+    assert second.rejected == {} and second.last_seq == 1
+    after = await host.ingest("p-bad", [NewEvent("phq-2", 1.0, E.Phq9(15))])
+    assert after.rejected == {} and after.last_seq == 2
+    assert (await host.summary("p-bad")).last_seq == 2
+    # A fresh host replays the log to the same place (the rejected event is skipped again).
+    assert (await stores.host().summary("p-bad")).last_seq == 2
+
+
 async def test_a_tampered_checkpoint_is_rejected_and_the_log_rebuilds_the_twin(stores, tmp_path):
     host = stores.host()
     await _ingest_in_batches(host, "p4", _log(4), 40)

@@ -84,28 +84,40 @@ def test_events_out_of_order_are_refused_without_touching_the_twin():
     assert state.to_bytes() == before
 
 
-def test_unknown_drug_dose_without_prescription_and_third_drug_are_refused():
-    state = twin()
-    with pytest.raises(errors.UnknownDrugError):
-        kernel.apply_events([state], [Log().add(0.0, E.Prescription("aspirin", 100.0)).events])
-    with pytest.raises(errors.InvalidInputError, match="without a prescription"):
-        kernel.apply_events([state], [Log().add(0.0, E.DoseTaken("sertraline", True)).events])
+def test_an_unknown_drug_is_refused_before_it_becomes_an_event():
+    with pytest.raises(errors.ObservationRangeError, match=r"prescription\.drug"):
+        E.Prescription("aspirin", 100.0)
+    with pytest.raises(errors.ObservationRangeError, match=r"dose\.drug"):
+        E.DoseTaken("x" * 1000, True)
+
+
+def test_events_a_twin_cannot_apply_are_skipped_and_reported_not_raised():
+    state, other = twin(), twin()
+    before = state.to_bytes()
+    dose = Log().add(0.0, E.DoseTaken("sertraline", True)).add(0.5, E.Phq9(12))
+    # The other twin of the batch is not held up by this one's rejected event.
+    done, done_other = kernel.apply_events([state, other], [dose.events, Log().phq9(0.5, 9).events])
+    assert "without a prescription" in (done[0].rejected or "")
+    assert done[1].rejected is None and done[1].assimilated  # the twin's next event applies
+    assert done_other[0].assimilated and state.last_seq == 2
     log = (
-        Log()
-        .add(0.0, E.Prescription("sertraline", 50.0))
-        .add(0.1, E.Prescription("fluoxetine", 20.0))
+        Log(start_seq=3)
+        .add(1.0, E.Prescription("sertraline", 50.0))
+        .add(1.1, E.Prescription("fluoxetine", 20.0))
     )
     kernel.apply_events([state], [log.events])
-    before = state.to_bytes()
-    with pytest.raises(errors.InvalidInputError, match="two other drugs"):
-        kernel.apply_events(
-            [state], [Log(start_seq=3).add(1.0, E.Prescription("duloxetine", 60.0)).events]
-        )
-    assert state.to_bytes() == before
+    kept = state.to_bytes()
+    (third,) = kernel.apply_events(
+        [state], [Log(start_seq=5).add(2.0, E.Prescription("duloxetine", 60.0)).events]
+    )
+    assert "two other drugs" in (third[0].rejected or "")
+    assert state.last_seq == 5 and state.slots == ["sertraline", "fluoxetine"]
+    assert state.to_bytes() != kept  # only its position in the log moved
+    assert state.to_bytes() != before
     stop = (
-        Log(start_seq=3)
-        .add(1.0, E.Prescription("sertraline", 0.0))
-        .add(1.1, E.Prescription("duloxetine", 60.0))
+        Log(start_seq=6)
+        .add(2.0, E.Prescription("sertraline", 0.0))
+        .add(2.1, E.Prescription("duloxetine", 60.0))
     )
     kernel.apply_events([state], [stop.events])
     assert state.slots == ["duloxetine", "fluoxetine"]
@@ -160,3 +172,9 @@ def test_a_long_gap_advances_the_twin_in_bounded_memory():
     assert state.day == int(MAX_EVENT_GAP_DAYS)
     # All ten years' draws at once were 3,653 days x 6 float32 x 2,000 particles = 175 MB.
     assert peak < 40e6
+
+
+def test_the_domain_and_the_model_know_the_same_drugs():
+    from twin.model.parameters import DRUGS
+
+    assert set(DRUGS) == E.DRUG_NAMES

@@ -76,6 +76,9 @@ class EventResult:
         ess: Effective sample size after the update (before any resampling).
         resampled: Whether the particles were resampled.
         alerts: Alert rules that fired or lacked data on this update.
+        rejected: Why the event could not be applied to this twin (a dose of a drug that is not
+            prescribed, a third concurrent drug); it stays in the log and changed nothing but
+            the twin's position in it. ``None`` when it was applied.
     """
 
     seq: int
@@ -84,6 +87,7 @@ class EventResult:
     ess: float
     resampled: bool
     alerts: tuple[alerts.Alert, ...]
+    rejected: str | None = None
 
 
 def posterior_mean(state: TwinState, row: int) -> float:
@@ -491,6 +495,20 @@ def _check_order(s: TwinState, ev: events.Event) -> int:
     return math.floor(ev.day) - s.day
 
 
+def _refusal(state: TwinState, payload: events.Payload) -> str | None:
+    """Why ``payload`` cannot be applied to ``state`` (``None``: it can)."""
+    try:
+        if isinstance(payload, events.Prescription):
+            _slot_for(state, payload.drug)
+        elif isinstance(payload, events.DoseTaken):
+            drug(payload.drug)
+            if payload.drug not in state.slots:
+                return f"dose of {payload.drug} logged without a prescription"
+    except errors.InvalidInputError as exc:
+        return str(exc)
+    return None
+
+
 def apply_events(
     states: Sequence[TwinState],
     pending: Sequence[Sequence[events.Event]],
@@ -510,10 +528,12 @@ def apply_events(
     Returns:
         Per twin, one :class:`EventResult` per applied event.
 
+    Events the twin cannot apply (a dose without a prescription, a third concurrent drug) are
+    skipped and reported in their :attr:`EventResult.rejected`.
+
     Raises:
-        InvalidInputError: Events out of sequence, an unknown drug, a dose without a
-            prescription, or a third concurrent drug. Rounds before the offending one stand;
-            the offending round is checked before anything of it is applied.
+        InvalidInputError: Events out of sequence. Rounds before the offending one stand; the
+            offending round is checked before anything of it is applied.
     """
     if len(states) != len(pending):
         raise errors.InvalidInputError("one list of events per twin is required")
@@ -535,16 +555,25 @@ def apply_events(
         for r in range(max(len(evs) for evs in pending)):
             round_events = {i: evs[r] for i, evs in enumerate(pending) if r < len(evs)}
             steps = {i: _check_order(states[i], ev) for i, ev in round_events.items()}
-            for i, ev in round_events.items():
-                # Validate before advancing, so a rejected event leaves its twin untouched.
-                if isinstance(ev.payload, events.Prescription):
-                    _slot_for(states[i], ev.payload.drug)
-                elif isinstance(ev.payload, events.DoseTaken):
-                    drug(ev.payload.drug)
-                    if ev.payload.drug not in states[i].slots:
-                        raise errors.InvalidInputError(
-                            f"dose of {ev.payload.drug} logged without a prescription"
-                        )
+            # Checked before advancing: a rejected event leaves its twin untouched, and neither
+            # stops this twin's later events nor the other twins of the batch (it is in the log
+            # already; refusing it for ever would stop the twin for ever).
+            refused = {
+                i: why
+                for i, ev in round_events.items()
+                if (why := _refusal(states[i], ev.payload)) is not None
+            }
+            if refused:
+                ess_now = resampling.effective_sample_size(batch.log_w)
+                for i, why in refused.items():
+                    ev = round_events.pop(i)
+                    del steps[i]
+                    states[i].last_seq = ev.seq
+                    results[i].append(
+                        EventResult(ev.seq, False, None, float(ess_now[i]), False, (), why)
+                    )
+                if not round_events:
+                    continue
             gens = {i: event_generator(states[i].key, ev.seq) for i, ev in round_events.items()}
             _advance(batch, list(round_events), steps, gens, p)
             obs = {

@@ -215,20 +215,36 @@ class Covariates:
             raise errors.ObservationRangeError("covariates", "empty", "at least one covariate")
 
 
+#: The antidepressants the platform knows, by generic name. Their pharmacology is the model's
+#: (``twin.model.parameters.DRUGS`` names the same drugs); an event naming another drug is
+#: refused when it is built, so it is never stored and can never stop a twin from applying its log.
+DRUG_NAMES = frozenset(
+    {
+        "citalopram",
+        "duloxetine",
+        "escitalopram",
+        "fluoxetine",
+        "paroxetine",
+        "sertraline",
+        "venlafaxine",
+    }
+)
+
+
+def _drug(field: str, value: object) -> None:
+    if not isinstance(value, str) or value not in DRUG_NAMES:
+        raise errors.ObservationRangeError(field, value, f"one of {', '.join(sorted(DRUG_NAMES))}")
+
+
 @dataclass(frozen=True, slots=True)
 class Prescription:
-    """A change of the prescribed daily dose from this day on; ``mg_per_day = 0`` stops.
-
-    The drug name is checked against the model's table where the event is applied (the domain
-    layer does not know the pharmacology).
-    """
+    """A change of the prescribed daily dose from this day on; ``mg_per_day = 0`` stops."""
 
     drug: str
     mg_per_day: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.drug, str) or not self.drug or self.drug != self.drug.lower():
-            raise errors.ObservationRangeError("prescription.drug", self.drug, "lower-case name")
+        _drug("prescription.drug", self.drug)
         _real("prescription.mg_per_day", self.mg_per_day, 0.0, 1000.0, "mg/day")
 
 
@@ -240,6 +256,7 @@ class DoseTaken:
     taken: bool
 
     def __post_init__(self) -> None:
+        _drug("dose.drug", self.drug)
         if not isinstance(self.taken, bool):
             raise errors.ObservationRangeError("dose.taken", self.taken, "true or false")
 

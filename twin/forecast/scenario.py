@@ -6,16 +6,19 @@ twin's current day). Fields left ``None`` keep the twin's current value.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from twin.domain.text import Line
 from twin.model.care import CareInput
 from twin.model.cohort import DrugName
 
 __all__ = ["Scenario", "ScenarioDose"]
 
 MAX_HORIZON_DAYS = 26 * 7
+#: A day offset of a scenario's schedule (0 = the forecast's first day).
+HorizonDay = Annotated[int, Field(ge=0, le=MAX_HORIZON_DAYS)]
 
 
 class ScenarioDose(BaseModel):
@@ -48,18 +51,15 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(default="as now", max_length=80)
+    name: Line = Field(default="as now", max_length=80)
     doses: list[ScenarioDose] = Field(default_factory=list, max_length=100)
     adherence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     persistence: Literal["as_scheduled", "usual_care"] = "as_scheduled"
-    therapy_session_days: list[int] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS + 1)
-    cbti_session_days: list[int] = Field(default_factory=list, max_length=MAX_HORIZON_DAYS + 1)
+    therapy_session_days: list[HorizonDay] = Field(
+        default_factory=list, max_length=MAX_HORIZON_DAYS + 1
+    )
+    cbti_session_days: list[HorizonDay] = Field(
+        default_factory=list, max_length=MAX_HORIZON_DAYS + 1
+    )
     sleep_hours: float | None = Field(default=None, ge=0.0, le=16.0, allow_inf_nan=False)
     care: CareInput | None = None
-
-    @field_validator("therapy_session_days", "cbti_session_days")
-    @classmethod
-    def _in_future(cls, value: list[int]) -> list[int]:
-        if any(not 0 <= d <= MAX_HORIZON_DAYS for d in value):
-            raise ValueError(f"session days must be in 0..{MAX_HORIZON_DAYS}")
-        return value

@@ -19,7 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    field_validator,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -28,7 +28,7 @@ from twin.model import covariates, dynamics, likelihood, pharmacology, priors, s
 from twin.model.care import CareInput, intensity
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
-from twin.model.parameters import PopulationParameters, drug, known_drug_name
+from twin.model.parameters import DRUGS, PopulationParameters, drug, known_drug_name
 
 __all__ = [
     "CohortResult",
@@ -41,8 +41,17 @@ __all__ = [
     "stop_days",
 ]
 
-#: A drug name validated against the model's table (shared by cohorts and scenarios).
-DrugName = Annotated[str, AfterValidator(known_drug_name)]
+#: A drug name validated against the model's table (shared by cohorts and scenarios); the
+#: schema lists the names, so clients see the choices and nothing unbounded is accepted.
+DrugName = Annotated[
+    str,
+    AfterValidator(known_drug_name),
+    WithJsonSchema({"type": "string", "enum": sorted(DRUGS), "maxLength": 32}),
+]
+#: The longest cohort a spec may describe, days (ten years).
+MAX_COHORT_DAYS = 3650
+#: A day of a cohort's schedule, days since cohort start.
+CohortDay = Annotated[int, Field(ge=0, le=MAX_COHORT_DAYS)]
 
 PHQ9_CUTS = likelihood.score_cuts(27)
 GAD7_CUTS = likelihood.score_cuts(21)
@@ -59,7 +68,7 @@ class DoseChange(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    day: int = Field(ge=0, description="day of the change, days since cohort start")
+    day: CohortDay = Field(description="day of the change, days since cohort start")
     drug: DrugName = Field(description="lower-case generic name from the model's drug table")
     mg_per_day: float = Field(ge=0.0, le=1000.0, allow_inf_nan=False)
 
@@ -80,8 +89,8 @@ class CohortSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     n_patients: int = Field(ge=1, le=2_000_000)
-    days: int = Field(ge=0, le=3650)
-    seed: int = Field(default=0, ge=0)
+    days: int = Field(ge=0, le=MAX_COHORT_DAYS)
+    seed: int = Field(default=0, ge=0, lt=2**62)
     screen_phq9_min: int | None = Field(default=None, ge=0, le=27)
     screen_hamd17_min: int | None = Field(
         default=None,
@@ -99,26 +108,21 @@ class CohortSpec(BaseModel):
         description="the patients' covariates (episode duration, anxiety, prior episodes); "
         "default: a clinical sample, in an episode for a median of 26 weeks",
     )
-    regimen: list[DoseChange] = Field(default_factory=list)
+    regimen: list[DoseChange] = Field(default_factory=list, max_length=100)
     adherence: float = Field(default=1.0, ge=0.0, le=1.0, allow_inf_nan=False)
     persistence: Literal["as_scheduled", "usual_care"] = Field(
         default="as_scheduled",
         description="usual_care: patients stop their drugs at the rate of US usual care "
         "(42 % by 30 days, 72 % by 90; Olfson et al. 2006)",
     )
-    therapy_session_days: list[int] = Field(default_factory=list)
-    observe_every_days: int = Field(default=7, ge=1)
+    therapy_session_days: list[CohortDay] = Field(
+        default_factory=list, max_length=MAX_COHORT_DAYS + 1
+    )
+    observe_every_days: int = Field(default=7, ge=1, le=MAX_COHORT_DAYS)
     # Beyond the issue's minimum: CBT-I sessions and a fixed nightly sleep window.
-    cbti_session_days: list[int] = Field(default_factory=list)
+    cbti_session_days: list[CohortDay] = Field(default_factory=list, max_length=MAX_COHORT_DAYS + 1)
     sleep_hours: float = Field(default=8.0, ge=0.0, le=16.0, allow_inf_nan=False)
     detailed: bool = Field(default=False, description="also return G, Q, W and u traces")
-
-    @field_validator("therapy_session_days", "cbti_session_days")
-    @classmethod
-    def _non_negative_days(cls, value: list[int]) -> list[int]:
-        if any(d < 0 for d in value):
-            raise ValueError("session days must be >= 0")
-        return value
 
     @model_validator(mode="after")
     def _at_most_two_drugs(self) -> CohortSpec:

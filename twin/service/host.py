@@ -93,6 +93,8 @@ class IngestResult:
     appended: tuple[ports.AppendResult, ...]
     alerts: tuple[Alert, ...]
     last_seq: int
+    #: Sequence number -> why the twin could not apply that event (it is stored all the same).
+    rejected: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +104,7 @@ class _Active:
     checkpoint_at: float
     used_at: float
     alerts: dict[int, tuple[Alert, ...]] = field(default_factory=dict)
+    rejected: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -263,6 +266,8 @@ class TwinHost:
             for r in applied:
                 if r.alerts:
                     active.alerts[r.seq] = r.alerts
+                if r.rejected is not None:
+                    active.rejected[r.seq] = r.rejected
             due = (
                 active.state.last_seq - active.checkpoint_seq
                 >= self._settings.checkpoint_every_events
@@ -397,13 +402,18 @@ class TwinHost:
         await self._catch_up(patient_id)
         active = self._active.get(patient_id)
         alerts: list[Alert] = []
+        rejected: dict[int, str] = {}
         if active is not None:
             for r in appended:
                 alerts.extend(active.alerts.get(r.seq, ()))
-            for seq in [s for s in active.alerts if s < active.state.last_seq - 1000]:
-                del active.alerts[seq]  # bounded memory
+                if r.seq in active.rejected:
+                    rejected[r.seq] = active.rejected[r.seq]
+            oldest = active.state.last_seq - 1000
+            for kept in (active.alerts, active.rejected):
+                for seq in [s for s in kept if s < oldest]:
+                    del kept[seq]  # bounded memory
         last = active.state.last_seq if active is not None else max(r.seq for r in appended)
-        return IngestResult(tuple(appended), tuple(alerts), last)
+        return IngestResult(tuple(appended), tuple(alerts), last, rejected)
 
     async def state(self, patient_id: str) -> TwinState:
         """The twin's state, caught up with the log (a copy: callers cannot change the twin)."""

@@ -41,7 +41,9 @@ async def verify_audit(
     who: Caller,
     svc: Services,
     request: Request,
-    expected_head: Annotated[str | None, Query(pattern=r"^[0-9a-f]{64}$")] = None,
+    expected_head: Annotated[
+        str | None, Query(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")
+    ] = None,
 ) -> schemas.AuditVerifyOut:
     """Recompute the whole chain (auditors); ``expected_head`` checks an anchored head."""
     await require_role(svc, request, who, "audit.verify", ("auditor",))

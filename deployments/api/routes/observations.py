@@ -42,7 +42,10 @@ async def _ingest(
     fired = [a.rule for a in result.alerts if a.status == "fired"]
     svc.metrics.ingested(sum(not r.duplicate for r in result.appended), fired)
     return schemas.IngestOut(
-        acknowledged=[schemas.AckOut(seq=r.seq, duplicate=r.duplicate) for r in result.appended],
+        acknowledged=[
+            schemas.AckOut(seq=r.seq, duplicate=r.duplicate, rejected=result.rejected.get(r.seq))
+            for r in result.appended
+        ],
         alerts=[
             schemas.AlertOut(
                 rule=a.rule, status=a.status, severity=a.severity, seq=a.seq, detail=a.detail

@@ -53,7 +53,7 @@ async def list_patients(
     svc: Services,
     request: Request,
     care_team: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = None,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> schemas.PatientPage:
     """Patient ids of a care team, in pages (clinicians: their own teams only)."""

@@ -65,7 +65,7 @@ async def list_scenarios(
     who: Caller,
     svc: Services,
     request: Request,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> schemas.ScenarioReportPage:
     """The patient's saved reports (ids, titles, times)."""

@@ -54,7 +54,9 @@ async def search_twins(
     request: Request,
     min_severity: Annotated[float | None, Query(ge=0.0, le=27.0)] = None,
     alert: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_]+$")] = None,
-    updated_since: Annotated[float | None, Query(ge=0.0, description="Unix seconds")] = None,
+    updated_since: Annotated[
+        float | None, Query(ge=0.0, le=1e10, description="Unix seconds")
+    ] = None,
     min_p_severe: Annotated[
         float | None, Query(ge=0.0, le=1.0, description="risk: P(severity >= 15)")
     ] = None,
