@@ -422,6 +422,14 @@ class ErasureLedger(Protocol):
         """Every erased patient id, sorted."""
         ...
 
+    async def complete(self, patient_id: str) -> None:
+        """Note that every place erased the patient (idempotent, durable)."""
+        ...
+
+    async def incomplete(self) -> list[str]:
+        """Patients whose erasure began and was never marked complete, sorted."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class IndexEntry:

@@ -1,5 +1,8 @@
 """The erasure ledger in a local folder: one empty file per erased patient.
 
+A second empty file, ``<patient id>.done``, marks an erasure that every place completed; an
+erasure without it is redone by the next ledger apply.
+
 It lives in the key folder, next to the key-encryption keys, so that it goes wherever the
 embedded KEK is escrowed and never into a backup (docs/operations.md). A file per patient is
 created exclusively and synced with its folder, so a recorded erasure survives a crash.
@@ -18,6 +21,7 @@ from twin import errors
 __all__ = ["LocalErasureLedger"]
 
 _PATIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DONE = ".done"
 
 
 class LocalErasureLedger:
@@ -26,13 +30,13 @@ class LocalErasureLedger:
     def __init__(self, directory: Path) -> None:
         self._dir = directory
 
-    def _record(self, patient_id: str) -> None:
+    def _record(self, patient_id: str, suffix: str = "") -> None:
         if not _PATIENT_ID.fullmatch(patient_id):
             raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
         if not self._dir.is_dir():
             self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             fsync_dir(self._dir.parent)  # the new folder's entry survives a crash too
-        path = self._dir / patient_id
+        path = self._dir / f"{patient_id}{suffix}"
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -55,3 +59,17 @@ class LocalErasureLedger:
     async def erased(self) -> list[str]:
         """Every erased patient id, sorted."""
         return await asyncio.to_thread(self._erased)
+
+    async def complete(self, patient_id: str) -> None:
+        """Mark the patient's erasure complete (idempotent; synced before it returns)."""
+        await asyncio.to_thread(self._record, patient_id, _DONE)
+
+    def _incomplete(self) -> list[str]:
+        if not self._dir.is_dir():
+            return []
+        names = {p.name for p in self._dir.iterdir()}
+        return sorted(n for n in names if _PATIENT_ID.fullmatch(n) and n + _DONE not in names)
+
+    async def incomplete(self) -> list[str]:
+        """Patients whose erasure was never marked complete, sorted."""
+        return await asyncio.to_thread(self._incomplete)

@@ -429,6 +429,8 @@ class PostgresPatientRegistry:
         row = await self._row(patient_id)
         if row is None:
             raise errors.InvalidInputError("no such patient")
+        if row["erased_at"] is not None:
+            raise errors.KeyAccessError("the patient was erased")
         return await ports.open_identifiers(self._sealer, patient_id, bytes(row["identifiers"]))
 
     async def care_team(self, patient_id: str) -> str | None:
@@ -460,7 +462,9 @@ class PostgresPatientRegistry:
             return False
         async with _connection(self._db) as conn:
             await conn.execute(
-                "UPDATE patients SET erased_at = now() WHERE patient_id = $1 AND erased_at IS NULL",
+                # The row stays as the tombstone (id, team, time); the sealed identifiers go.
+                "UPDATE patients SET erased_at = now(), identifiers = ''::bytea "
+                "WHERE patient_id = $1 AND erased_at IS NULL",
                 patient_id,
             )
         await self._sealer.shred(patient_id)

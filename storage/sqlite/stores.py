@@ -422,6 +422,8 @@ class SqlitePatientRegistry:
         row = await self._row(patient_id)
         if row is None:
             raise errors.InvalidInputError("no such patient")
+        if row[2] is not None:
+            raise errors.KeyAccessError("the patient was erased")
         return await ports.open_identifiers(self._sealer, patient_id, bytes(row[1]))
 
     async def care_team(self, patient_id: str) -> str | None:
@@ -448,8 +450,9 @@ class SqlitePatientRegistry:
             return False
         async with self._db.lock:
             await self._db.conn.execute(
-                "UPDATE patients SET erased_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
-                "WHERE patient_id = ? AND erased_at IS NULL",
+                # The row stays as the tombstone (id, team, time); the sealed identifiers go.
+                "UPDATE patients SET erased_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
+                "identifiers = X'' WHERE patient_id = ? AND erased_at IS NULL",
                 (patient_id,),
             )
         await self._sealer.shred(patient_id)

@@ -123,3 +123,16 @@ async def test_an_event_too_far_after_the_latest_refuses_its_batch_and_no_other(
     assert "check the time axis" in str(results[0])
     assert [r.seq for r in results[1]] == [1]
     assert await event_store.last_seq(PATIENT) == 1
+
+
+async def test_forget_removes_every_event_and_key_of_one_patient_and_no_other(event_store):
+    await event_store.append(PATIENT, [new("MRN-77/a", 0.0), new("MRN-77/b", 1.0)])
+    await event_store.append("other", [new("o", 0.0)])
+    assert await event_store.forget(PATIENT) == 2
+    assert await event_store.read(PATIENT) == []
+    assert await event_store.last_seq(PATIENT) == 0
+    assert await event_store.forget(PATIENT) == 0  # idempotent
+    assert [e.seq for e in await event_store.read("other")] == [1]
+    # The keys are gone with the events: the same key is new again, not a duplicate.
+    again = await event_store.append(PATIENT, [new("MRN-77/a", 0.0)])
+    assert (again[0].seq, again[0].duplicate) == (1, False)

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
+from pathlib import Path
 
+import asyncpg
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from deployments import jobs
 from deployments.bootstrap import open_backup_stores
 from tests.integration.conftest import api_settings, bearer, open_env
+from tests.servers import PostgresServer
 from twin import ports, schemas
 from twin.domain import events as E
 from twin.service.erasure import TABLES_WITHOUT_PATIENT_DATA
+from twin.settings import TwinSettings
 
 NEW = {
     "name": "Erasure Canary",
@@ -31,22 +37,51 @@ NEW = {
 ADMIN = bearer("admin", "adm")
 
 
-def _sqlite_tables(path) -> set[str]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-    return {name for (name,) in rows if not name.startswith("sqlite_")}
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> TwinSettings:
+    if request.param == "sqlite":
+        return api_settings(tmp_path)
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return api_settings(tmp_path, database_url=server.create_database(f"e_{uuid.uuid4().hex[:12]}"))
 
 
-async def test_every_table_is_a_place_of_the_registry_or_holds_no_patient_data(tmp_path):
-    async with open_env(api_settings(tmp_path)) as env:
+async def _tables(settings: TwinSettings) -> dict[str, list[str]]:
+    """Every table of the relational store with its rows as text (a dump to search)."""
+    if settings.database_url is None:
+        with sqlite3.connect(settings.data_dir / "novamind.db") as conn:
+            names = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            return {
+                name: [repr(row) for row in conn.execute(f'SELECT * FROM "{name}"')]
+                for (name,) in names
+                if not name.startswith("sqlite_")
+            }
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        names = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        return {
+            row["table_name"]: [
+                r[0] for r in await conn.fetch(f'SELECT t::text FROM "{row["table_name"]}" t')
+            ]
+            for row in names
+        }
+    finally:
+        await conn.close()
+
+
+async def test_every_table_is_a_place_of_the_registry_or_holds_no_patient_data(settings):
+    async with open_env(settings) as env:
         claimed = {table for place in env.services.eraser.places for table in place.tables}
-        tables = _sqlite_tables(tmp_path / "novamind.db")
+        tables = set(await _tables(settings))
         assert tables - claimed - set(TABLES_WITHOUT_PATIENT_DATA) == set()
         assert not claimed & set(TABLES_WITHOUT_PATIENT_DATA)
 
 
-async def test_one_erasure_leaves_nothing_of_the_patient_in_any_registered_place(tmp_path):
-    async with open_env(api_settings(tmp_path)) as env:
+async def test_one_erasure_leaves_nothing_of_the_patient_in_any_registered_place(
+    settings, tmp_path
+):
+    async with open_env(settings) as env:
         svc, http = env.services, env.http
         pid = (await http.post("/v1/patients", json=NEW, headers=ADMIN)).json()["patient_id"]
         other = (await http.post("/v1/patients", json={**NEW, "mrn": "ER-2"}, headers=ADMIN)).json()
@@ -97,23 +132,29 @@ async def test_one_erasure_leaves_nothing_of_the_patient_in_any_registered_place
         checkpoints = svc.eraser.places[[p.name for p in svc.eraser.places].index("checkpoints")]
         checked["checkpoints"] = await checkpoints.erase(pid) == 0  # nothing left to remove
         checked["twin index"] = await svc.index.get(pid) is None
-        with sqlite3.connect(tmp_path / "novamind.db") as conn:
-            raw = conn.execute(
-                "SELECT count(*) FROM events WHERE patient_id = ?", (pid,)
-            ).fetchone()
-            keys = conn.execute(
-                "SELECT count(*) FROM data_keys WHERE patient_id = ?", (pid,)
-            ).fetchone()
-            dump = "\n".join(conn.iterdump())
-        # Not a trace of the identifier-bearing idempotency keys anywhere in the database.
-        checked["event log"] = raw == (0,) and "ER-CANARY-1" not in dump and "ER-2/phq9" in dump
+        tables = await _tables(settings)
+        dump = "\n".join(row for rows in tables.values() for row in rows)
+        # Not a trace of the identifier-bearing idempotency keys anywhere in the database, and
+        # outside the audit trail no row of the patient's but the registry's tombstone, which
+        # holds no sealed data (b"NMS1" is the envelope's magic, 4e4d5331 in PostgreSQL's hex).
+        left = {
+            table: mine
+            for table, rows in tables.items()
+            if table != "audit_log" and (mine := [r for r in rows if pid in r])
+        }
+        checked["event log"] = (
+            "ER-CANARY-1" not in dump
+            and "ER-2/phq9" in dump
+            and set(left) == {"patients"}
+            and not any("NMS1" in r or "4e4d5331" in r for r in left["patients"])
+        )
         checked["documents"] = await svc.documents.delete_patient(pid) == 0
         page = await svc.documents.get(jobs.COHORT_RESULTS, page_id)
         parquet = pq.read_table(output / "patients.parquet").to_pylist()
         checked["cohort results"] = [r["pseudonym"] for r in json.loads(page.body)] == [kept] and [
             r["pseudonym"] for r in parquet
         ] == [kept]
-        checked["data key"] = keys == (0,)
+        checked["data key"] = not any(pid in row for row in tables["data_keys"])
         assert checked == dict.fromkeys((p.name for p in svc.eraser.places), True)
         # The other patient is untouched.
         assert len(await svc.events.read(other["patient_id"])) == 5
@@ -126,3 +167,49 @@ async def test_restores_erase_through_the_same_registry(tmp_path):
     async with open_backup_stores(settings) as stores:
         assert [place.name for place in stores.eraser.places] == online
     assert online[0] == "registry" and online[-1] == "data key"
+
+
+async def test_an_erasure_that_failed_part_way_is_completed_by_a_retry_and_by_every_start(
+    tmp_path,
+):
+    settings = api_settings(tmp_path)
+    async with open_env(settings) as env:
+        svc, http = env.services, env.http
+        first = (await http.post("/v1/patients", json=NEW, headers=ADMIN)).json()["patient_id"]
+        second = (
+            await http.post("/v1/patients", json={**NEW, "mrn": "ER-3"}, headers=ADMIN)
+        ).json()
+        second = second["patient_id"]
+        for pid in (first, second):
+            await svc.twins.ingest(pid, [ports.NewEvent(f"{pid}/0", 0.0, E.Phq9(12))])
+        # A damaged Parquet file in a run's output: the cohort-results place cannot be erased.
+        output = tmp_path / "cohorts" / "damaged"
+        output.mkdir(parents=True)
+        (output / "patients.parquet").write_bytes(b"not parquet")
+        run = await jobs.enqueue_cohort(
+            svc.documents,
+            schemas.CohortRunIn.model_validate(
+                {"synthetic": {"n_patients": 2, "days": 0}, "scenarios": [{}], "weeks": 1}
+            ),
+            by="res",
+        )
+        await jobs.COHORT.save(svc.documents, run.model_copy(update={"output": str(output)}))
+        for pid in (first, second):
+            failed = await http.delete(f"/v1/patients/{pid}", headers=ADMIN)
+            assert failed.status_code == 503 and "cohort results" in failed.json()["detail"]
+            assert await svc.registry.care_team(pid) is None  # the other places were erased
+        assert await svc.erasures.incomplete() == sorted([first, second])
+
+        pq.write_table(pa.Table.from_pylist([{"pseudonym": "rs_x"}]), output / "patients.parquet")
+        # The admin's retry completes the first; a clinician cannot use it to probe.
+        probe = await http.delete(
+            f"/v1/patients/{first}", headers=bearer("clinician", "c", ("t1",))
+        )
+        assert probe.status_code in (403, 404)
+        retried = await http.delete(f"/v1/patients/{first}", headers=ADMIN)
+        assert retried.status_code == 200 and retried.json()["erased"] is True
+        assert await svc.erasures.incomplete() == [second]
+    # The next start of the service completes the other.
+    async with open_env(settings) as env:
+        assert await env.services.erasures.incomplete() == []
+        assert await env.services.erasures.erased() == sorted([first, second])

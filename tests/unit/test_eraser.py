@@ -9,12 +9,19 @@ from twin.service.erasure import Eraser, Place
 class _Ledger:
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.done: set[str] = set()
 
     async def record(self, patient_id: str) -> None:
         self.names.append(patient_id)
 
     async def erased(self) -> list[str]:
         return list(self.names)
+
+    async def complete(self, patient_id: str) -> None:
+        self.done.add(patient_id)
+
+    async def incomplete(self) -> list[str]:
+        return sorted(set(self.names) - self.done)
 
 
 async def test_a_failing_place_does_not_keep_the_data_key_from_being_destroyed():
@@ -36,5 +43,6 @@ async def test_a_failing_place_does_not_keep_the_data_key_from_being_destroyed()
     with pytest.raises(errors.StorageUnavailableError, match=r"cohort results \(OSError\)"):
         await eraser.erase("p1")
     assert ledger.names == ["p1"] and done == ["registry", "data key"]
+    assert await ledger.incomplete() == ["p1"]  # not marked complete: it will be redone
     with pytest.raises(ValueError, match="distinct"):
         Eraser(ledger, [place("a"), place("a")])

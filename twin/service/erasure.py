@@ -4,7 +4,8 @@ The composition root lists the places (:class:`Place`) in the order they are era
 :class:`Eraser` writes the erasure ledger first (so that no restore of a backup made before
 can bring the patient back), then erases the patient from each place in turn. Each place's
 ``erase`` is idempotent, so an erasure that stopped half-way is completed by running it again
-(the ledger names every patient whose erasure began; see ``deployments.erasure``).
+(the ledger names every patient whose erasure began, and marks those every place completed;
+see ``deployments.erasure``).
 
 A place that holds patient data and is not registered is a defect: the registry also names the
 tables that hold none (:data:`TABLES_WITHOUT_PATIENT_DATA`), and a test compares both with the
@@ -92,7 +93,10 @@ class Eraser:
             except Exception as exc:
                 failed.append(f"{place.name} ({type(exc).__name__})")
         if failed:
+            # Not marked complete: the next ledger apply (every service start, every restore,
+            # ``novamind erasures apply``, or the admin's DELETE again) redoes it.
             raise errors.StorageUnavailableError(
                 f"erasure incomplete: {', '.join(failed)} could not be erased; the others were"
             )
+        await self._ledger.complete(patient_id)
         return removed
