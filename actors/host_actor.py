@@ -1,10 +1,12 @@
 """``TwinHostActor``: a plain class that :mod:`actors.directory` runs as an async Ray actor.
 
-It wraps :class:`twin.service.host.TwinHost`. Its constructor arguments pickle: the settings
-(without secrets, :meth:`twin.settings.TwinSettings.for_workers`) and
-an importable coroutine function that opens the stores inside the actor process (so this layer
-never imports ``storage`` or ``deployments``). Ray saves no actor state: a restarted actor runs
-``__init__`` again and its twins come back lazily from checkpoints and the log.
+It wraps :class:`twin.service.host.TwinHost` and receives the twin operations
+(:class:`twin.service.operations.TwinOperations`) generically, as ``call(operation, patient id,
+arguments)``: the operations are defined once, in ``twin.service.operations``. Its constructor
+arguments pickle: the settings (without secrets, :meth:`twin.settings.TwinSettings.for_workers`)
+and an importable coroutine function that opens the stores inside the actor process (so this
+layer never imports ``storage`` or ``deployments``). Ray saves no actor state: a restarted actor
+runs ``__init__`` again and its twins come back lazily from checkpoints and the log.
 """
 
 from __future__ import annotations
@@ -12,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
 import ray
 
 from actors.host_metrics import HostMetrics
-from twin import ports
-from twin.forecast.scenario import Scenario
-from twin.forecast.summary import Contrast, Forecast
 from twin.model import counter_random, day_kernel
-from twin.service.host import HostPorts, HostSettings, IngestResult, TwinHost, TwinSummary
+from twin.service.host import HostPorts, HostSettings, TwinHost
+from twin.service.operations import invoke
 from twin.settings import TwinSettings
 
 __all__ = ["PortsFactory", "TwinHostActor"]
@@ -66,48 +66,20 @@ class TwinHostActor:
                         )
         return self._host
 
-    async def ingest(
-        self, patient_id: str, batch: Sequence[ports.NewEvent], wait: bool = True
-    ) -> IngestResult:
-        """Append durably, then apply (see :meth:`TwinHost.ingest`)."""
+    async def call(
+        self, operation: str, patient_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run one twin operation on this host (see :mod:`twin.service.operations`)."""
         host = await self._ready()
         started = time.perf_counter()
-        result = await host.ingest(patient_id, batch, wait=wait)
-        if self._metrics is not None:
+        result = await invoke(host, operation, patient_id, args, kwargs)
+        if self._metrics is not None and operation == "ingest":
             self._metrics.observe(host.stats, host.active_count(), time.perf_counter() - started)
         return result
-
-    async def state_bytes(self, patient_id: str) -> bytes:
-        """The caught-up twin state, serialized."""
-        return (await (await self._ready()).state(patient_id)).to_bytes()
-
-    async def summary(self, patient_id: str) -> TwinSummary:
-        """Posterior summary of the twin."""
-        return await (await self._ready()).summary(patient_id)
-
-    async def forecast(
-        self, patient_id: str, scenarios: Sequence[Scenario], weeks: int
-    ) -> list[Forecast]:
-        """Forecasts under each scenario."""
-        return await (await self._ready()).forecast(patient_id, scenarios, weeks=weeks)
-
-    async def compare(
-        self, patient_id: str, scenarios: Sequence[Scenario], weeks: int
-    ) -> tuple[list[Forecast], list[Contrast]]:
-        """Forecasts and paired contrasts against the first scenario."""
-        return await (await self._ready()).compare(patient_id, scenarios, weeks=weeks)
-
-    async def passivate(self, patient_id: str) -> bool:
-        """Checkpoint and drop the twin."""
-        return await (await self._ready()).passivate(patient_id)
 
     async def passivate_idle(self) -> int:
         """Passivate idle twins."""
         return await (await self._ready()).passivate_idle()
-
-    async def erase(self, patient_id: str) -> None:
-        """Crypto-shred the patient."""
-        await (await self._ready()).erase(patient_id)
 
     async def stats(self) -> dict[str, int]:
         """Counters and the number of active twins."""

@@ -1,6 +1,8 @@
-"""``TwinRuntime``: the facade the API and batch jobs use to reach twins on Ray.
+"""``TwinRuntime``: the twin operations, forwarded to each patient's host on Ray.
 
-Every call goes to the patient's host (see :mod:`actors.directory`). When a host dies mid-call,
+The operations themselves (ingest, summary, forecast, ...) are defined once, in
+:class:`twin.service.operations.TwinOperations`; this runtime only knows how to deliver one
+(see :mod:`actors.directory` for which host a patient lives on). When a host dies mid-call,
 Ray restarts it; the runtime retries until ``retry_for_s`` has passed and then raises
 :class:`twin.errors.HostUnavailableError` (retryable). Retrying an ingest is safe: the event
 store's idempotency keys make the second append a no-op that returns the original sequence
@@ -11,16 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ray import exceptions as ray_errors
 
 from actors.directory import RayTwinDirectory
-from twin import errors, ports
-from twin.forecast.scenario import Scenario
-from twin.forecast.summary import Contrast, Forecast
-from twin.service.host import IngestResult, TwinSummary
+from twin import errors
+from twin.service.operations import Forwarding
 
 __all__ = ["TwinRuntime"]
 
@@ -28,8 +28,8 @@ T = TypeVar("T")
 _RETRYABLE = (ray_errors.RayActorError, ray_errors.ActorUnavailableError)
 
 
-class TwinRuntime:
-    """Ingest, read, forecast and manage twins wherever they live.
+class TwinRuntime(Forwarding):
+    """Every twin operation, wherever the twin lives; plus the hosts' own controls.
 
     Args:
         directory: Maps patients to host actors.
@@ -55,45 +55,13 @@ class TwinRuntime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    async def ingest(
-        self, patient_id: str, batch: Sequence[ports.NewEvent], *, wait: bool = True
-    ) -> IngestResult:
-        """Append durably and apply (``wait=False``: apply in the background).
-
-        Safe to retry with the same idempotency keys.
-        """
-        items = list(batch)
-        return await self._call(patient_id, lambda h: h.ingest.remote(patient_id, items, wait))
-
-    async def state_bytes(self, patient_id: str) -> bytes:
-        """The twin's serialized state, caught up with the log."""
-        return await self._call(patient_id, lambda h: h.state_bytes.remote(patient_id))
-
-    async def summary(self, patient_id: str) -> TwinSummary:
-        """Posterior summary of the twin."""
-        return await self._call(patient_id, lambda h: h.summary.remote(patient_id))
-
-    async def forecast(
-        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
-    ) -> list[Forecast]:
-        """Forecast under each scenario (common random numbers)."""
-        items = list(scenarios)
-        return await self._call(patient_id, lambda h: h.forecast.remote(patient_id, items, weeks))
-
-    async def compare(
-        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
-    ) -> tuple[list[Forecast], list[Contrast]]:
-        """Forecasts under each scenario and contrasts against the first (common random numbers)."""
-        items = list(scenarios)
-        return await self._call(patient_id, lambda h: h.compare.remote(patient_id, items, weeks))
-
-    async def passivate(self, patient_id: str) -> bool:
-        """Checkpoint and drop the twin from memory."""
-        return await self._call(patient_id, lambda h: h.passivate.remote(patient_id))
-
-    async def erase(self, patient_id: str) -> None:
-        """Crypto-shred the patient."""
-        await self._call(patient_id, lambda h: h.erase.remote(patient_id))
+    async def forward(
+        self, operation: str, patient_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Deliver one twin operation to the patient's host (retried while it restarts)."""
+        return await self._call(
+            patient_id, lambda h: h.call.remote(operation, patient_id, args, kwargs)
+        )
 
     def dedicate(self, patient_id: str) -> str:
         """Give the patient its own host actor; returns the host's name."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from deployments.api.limiter import RateLimiter
 from deployments.api.observability import Metrics
@@ -12,42 +11,13 @@ from deployments.auth import TokenVerifier
 from twin import ports
 from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
-from twin.forecast.scenario import Scenario
-from twin.forecast.summary import Contrast, Forecast
 from twin.service.erasure import Eraser
-from twin.service.host import IngestResult, TwinSummary
+from twin.service.operations import TwinOperations
 
 __all__ = ["ApiServices", "Twins"]
 
-
-class Twins(Protocol):
-    """What the API needs from the twin runtime (TwinHost in-process, TwinRuntime on Ray)."""
-
-    async def ingest(
-        self, patient_id: str, batch: Sequence[ports.NewEvent], *, wait: bool = True
-    ) -> IngestResult:
-        """Append durably and apply (``wait=False``: apply in the background)."""
-        ...
-
-    async def summary(self, patient_id: str) -> TwinSummary:
-        """The twin's estimate."""
-        ...
-
-    async def forecast(
-        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
-    ) -> list[Forecast]:
-        """Forecasts per scenario."""
-        ...
-
-    async def compare(
-        self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
-    ) -> tuple[list[Forecast], list[Contrast]]:
-        """Forecasts and contrasts against the first scenario."""
-        ...
-
-    async def erase(self, patient_id: str) -> None:
-        """Crypto-shred the twin (state, checkpoints, data key)."""
-        ...
+#: The twin runtime the API uses (TwinHost in-process, TwinRuntime on Ray).
+Twins = TwinOperations
 
 
 @dataclass(frozen=True, slots=True)

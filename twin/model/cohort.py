@@ -90,7 +90,7 @@ class CohortSpec(BaseModel):
 
     n_patients: int = Field(ge=1, le=2_000_000)
     days: int = Field(ge=0, le=MAX_COHORT_DAYS)
-    seed: int = Field(default=0, ge=0, lt=2**62)
+    seed: int = Field(default=0, ge=0, lt=2**63)
     screen_phq9_min: int | None = Field(default=None, ge=0, le=27)
     screen_hamd17_min: int | None = Field(
         default=None,

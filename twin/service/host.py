@@ -17,7 +17,8 @@ seconds, and before passivation (idle time, or least recently used beyond
 ``max_active_twins``). Activations are rate-limited (``max_concurrent_activations``) so a
 restarted host brings twins back lazily, never as a stampede.
 
-A Ray actor (``actors/``) wraps this class; everything here runs and is tested without Ray.
+It implements :class:`twin.service.operations.TwinOperations`. A Ray actor (``actors/``) wraps
+this class and forwards those operations to it; everything here runs and is tested without Ray.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from twin.model.parameters import PopulationParameters
 from twin.schemas import TwinOut as TwinSummary
 from twin.service import restore
 from twin.service.priors import PriorParameters
+from twin.service.results import IngestResult
 
 __all__ = ["HostPorts", "HostSettings", "IngestResult", "TwinHost", "TwinSummary"]
 
@@ -84,17 +86,6 @@ class HostPorts:
         """Release connections (idempotent where the adapters are)."""
         if self.close is not None:
             await self.close()
-
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    """The acknowledgement of an ingest, and what applying it raised."""
-
-    appended: tuple[ports.AppendResult, ...]
-    alerts: tuple[Alert, ...]
-    last_seq: int
-    #: Sequence number -> why the twin could not apply that event (it is stored all the same).
-    rejected: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -419,6 +410,11 @@ class TwinHost:
         """The twin's state, caught up with the log (a copy: callers cannot change the twin)."""
         await self._catch_up(patient_id)
         return TwinState.from_bytes(self._active[patient_id].state.to_bytes())
+
+    async def state_bytes(self, patient_id: str) -> bytes:
+        """The caught-up twin's state, serialized (:meth:`TwinState.to_bytes`)."""
+        await self._catch_up(patient_id)
+        return self._active[patient_id].state.to_bytes()
 
     async def summary(self, patient_id: str) -> TwinSummary:
         """Posterior summary of the caught-up twin."""
