@@ -20,6 +20,7 @@ _COUNTERS = {
     "activations": "Twins activated (checkpoint + replay)",
     "passivations": "Twins checkpointed and dropped from memory",
     "applied_events": "Events applied to twins",
+    "rejected_events": "Stored events a twin could not apply (e.g. a dose without a prescription)",
     "replayed_events": "Events replayed on activation",
     "checkpoints_written": "Checkpoints written",
 }

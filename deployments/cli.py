@@ -280,7 +280,7 @@ def ingest(
     try:
         report = run_ingest(TwinSettings(), job, writers=writers)
     except TwinError as exc:
-        console.print(f"[red]ingest failed: {exc}")
+        console.print(f"ingest failed: {exc}", style="red", markup=False)
         raise typer.Exit(1) from None
     finally:
         ray.shutdown()
@@ -289,7 +289,7 @@ def ingest(
     console.print(f"  duplicates   {report.duplicates}")
     console.print(f"  quarantined  {report.quarantined} -> {out / 'quarantine'}")
     for reason, count in list(report.reasons.items())[:10]:
-        console.print(f"    {count:>8}  {reason}")
+        console.print(f"    {count:>8}  {reason}", markup=False)
 
 
 @app.command()
@@ -328,7 +328,7 @@ def cohort(
         f"in {final.seconds} s -> {out}"
     )
     for reason, count in final.skipped.items():
-        console.print(f"  skipped {count:>8}  {reason}")
+        console.print(f"  skipped {count:>8}  {reason}", markup=False)
 
 
 @app.command()

@@ -192,6 +192,12 @@ def _bucketed(batch: pa.Table, buckets: int) -> pa.Table:
     return batch.append_column("bucket", bucket)
 
 
+def _is_stop(payload_json: str) -> bool:
+    """Whether an encoded payload stops a drug (a prescription of 0 mg/day)."""
+    payload = json.loads(payload_json)
+    return payload.get("type") == "prescription" and payload.get("mg_per_day") == 0
+
+
 class _Writer:
     """A Ray Data actor holding open stores; appends the events of a bucket of patients per call.
 
@@ -209,10 +215,17 @@ class _Writer:
         return await self._stack.enter_async_context(open_event_writer(self._settings))
 
     def __call__(self, group: pa.Table) -> pa.Table:
-        # Each patient's events in time order (ties by key): the log refuses an event older
-        # than its newest.
-        rows = group.sort_by(
-            [("patient_id", "ascending"), ("day", "ascending"), ("idempotency_key", "ascending")]
+        # Each patient's events in time order: the log refuses an event older than its newest.
+        # At one instant a drug's stop goes before any start (a switch written as a stop and a
+        # start with the same time must not be a third concurrent drug); other ties by key.
+        stops = [_is_stop(payload) for payload in group["payload"].to_pylist()]
+        rows = group.append_column("_start", pa.array([not s for s in stops])).sort_by(
+            [
+                ("patient_id", "ascending"),
+                ("day", "ascending"),
+                ("_start", "ascending"),
+                ("idempotency_key", "ascending"),
+            ]
         )
         outcomes, reasons = self._loop.run_until_complete(self._write(rows))
         return _outcomes(rows, outcomes, reasons)

@@ -69,10 +69,8 @@ Pseudonym = Annotated[
         pattern=f"^{PSEUDONYM_PREFIX}[0-9a-f]{{{PSEUDONYM_LENGTH - len(PSEUDONYM_PREFIX)}}}$",
     ),
 ]
-#: A path under the ingest root: printable characters, no NUL.
-IngestPath = Annotated[
-    str, StringConstraints(min_length=1, max_length=1024, pattern=r"^[^\x00-\x1f\x7f]+$")
-]
+#: A path under the ingest root: one line of text.
+IngestPath = Annotated[Line, StringConstraints(min_length=1, max_length=1024)]
 
 
 class Problem(BaseModel):
@@ -124,7 +122,12 @@ class PatientCreate(BaseModel):
     model_config = _STRICT
 
     name: Line = Field(min_length=1, max_length=200)
-    birth_date: str = Field(min_length=10, max_length=10, description="YYYY-MM-DD")
+    birth_date: str = Field(
+        min_length=10,
+        max_length=10,
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        description="YYYY-MM-DD",
+    )
     mrn: Line = Field(min_length=1, max_length=64)
     contact: Line | None = Field(default=None, max_length=200)
     care_team: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")

@@ -437,3 +437,31 @@ def test_a_resolved_anxiety_disorder_without_an_end_date_is_refused():
     resource = condition(code="371631005", clinical="inactive")
     (record,) = fhir.records_from_resource(resource)
     assert record.payload is None and "abatement" in record.reason
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [{"x": 1}, ["Patient/pt_1"], 7, "Patient/a\x00b", "Patient/" + "a" * 65, "Patient/\ud800", ""],
+)
+def test_a_reference_that_is_not_a_patient_id_refers_to_no_one(reference):
+    assert patient_id_of(reference) is None
+    # The record is refused with a reason (quarantined), never a crash of the whole job.
+    for record in fhir.records_from_resource(observation(subject={"reference": reference})):
+        if record.payload is not None:
+            with pytest.raises(errors.InvalidInputError, match="subject"):
+                to_event(record, origin=datetime(2024, 1, 1, tzinfo=UTC))
+        else:
+            assert record.reason
+
+
+@pytest.mark.parametrize("kind", [["Observation"], {"a": 1}, 3, "Obs\x1b[31m", "x" * 10_000])
+def test_a_malformed_resource_type_is_refused_without_repeating_it(kind):
+    (record,) = fhir.records_from_resource({**observation(), "resourceType": kind})
+    assert record.payload is None and record.reason == "resourceType ?: not ingested"
+
+
+def test_refusal_reasons_never_repeat_invented_keys_or_codes():
+    (record,) = fhir.records_from_resource(observation(**{"x\x00" + "y" * 500: 1}))
+    assert "\x00" not in (record.reason or "") and len(record.reason or "") < 200
+    (record,) = fhir.records_from_resource(observation(status="\x1b]0;pwn\x07" * 50))
+    assert record.reason == "status ?: only final results"

@@ -178,3 +178,46 @@ def test_the_domain_and_the_model_know_the_same_drugs():
     from twin.model.parameters import DRUGS
 
     assert set(DRUGS) == E.DRUG_NAMES
+
+
+def test_a_switch_takes_the_same_slot_applied_at_once_or_one_event_at_a_time():
+    log = (
+        Log()
+        .add(0.0, E.Prescription("sertraline", 50.0))
+        .add(0.1, E.Prescription("fluoxetine", 20.0))
+        .phq9(1.0, 14)
+        .add(30.0, E.Prescription("fluoxetine", 0.0))  # the long half-life stopped first
+        .add(40.0, E.Prescription("sertraline", 0.0))
+        .phq9(41.0, 12)
+        .add(41.5, E.Prescription("duloxetine", 60.0))  # both stopped: the least exposed slot
+        .phq9(60.0, 10)
+    )
+    batched, stepwise = twin(particles=200), twin(particles=200)
+    kernel.apply_events([batched], [log.events])
+    for event in log.events:
+        kernel.apply_events([stepwise], [[event]])
+    # The least-exposed stopped slot is judged on the particles as they are at that event.
+    assert batched.slots == stepwise.slots
+    assert batched.to_bytes() == stepwise.to_bytes()
+
+
+def test_a_stop_of_a_drug_never_prescribed_is_rejected_with_that_reason():
+    state = twin()
+    (done,) = kernel.apply_events(
+        [state], [Log().add(0.0, E.Prescription("sertraline", 0.0)).events]
+    )
+    assert done[0].rejected == "stop of sertraline, which is not prescribed"
+    assert state.record_start == 0.0  # the record starts with its first event all the same
+
+
+def test_a_stored_event_naming_a_drug_no_longer_known_is_read_and_rejected_not_fatal():
+    from twin.domain import codec
+
+    stored = codec.decode(
+        {"type": "prescription", "drug": "aspirin", "mg_per_day": 100.0}, stored=True
+    )
+    assert stored.drug == "aspirin"
+    state = twin()
+    log = Log().add(0.0, stored).add(1.0, E.Phq9(12))
+    (done,) = kernel.apply_events([state], [log.events])
+    assert "aspirin" in (done[0].rejected or "") and done[1].assimilated

@@ -107,8 +107,14 @@ def posterior_sd(state: TwinState, row: int) -> float:
     return math.sqrt(max(float(((values - mean) ** 2) @ state.weights), 0.0))
 
 
-def _slot_for(state: TwinState, name: str) -> int:
+def _slot_for(state: TwinState, name: str, particles: F32 | None = None) -> int:
     """The slot ``name`` would take: its own, a free one, else the stopped drug with least exposure.
+
+    Args:
+        state: The twin.
+        name: The drug.
+        particles: The twin's current particles, ``(rows, n)`` (default ``state.particles``;
+            inside a batch the current values are the batch's, not yet written back).
 
     Raises:
         UnknownDrugError: ``name`` is not in the drug table.
@@ -124,16 +130,17 @@ def _slot_for(state: TwinState, name: str) -> int:
         raise errors.InvalidInputError(
             f"cannot start {name}: two other drugs are still prescribed; stop one first"
         )
-    return min(stopped, key=lambda k: float(np.max(state.particles[Row.C0 + k])))
+    current = state.particles if particles is None else particles
+    return min(stopped, key=lambda k: float(np.max(current[Row.C0 + k])))
 
 
-def assign_slot(state: TwinState, name: str) -> int:
+def assign_slot(state: TwinState, name: str, particles: F32 | None = None) -> int:
     """Give ``name`` a drug slot (see :func:`_slot_for`) and return it.
 
     A reused slot keeps the stopped drug's residual exposure, which then decays at the new
     drug's rate: an approximation that avoids a spurious discontinuation step at the switch.
     """
-    k = _slot_for(state, name)
+    k = _slot_for(state, name, particles)
     state.slots[k] = name
     return k
 
@@ -451,10 +458,10 @@ def _resample(batch: _Batch, rows: list[int], gens: dict[int, np.random.Generato
     batch.log_w[rows] = -math.log(n)
 
 
-def _apply_intervention(s: TwinState, ev: events.Event) -> None:
+def _apply_intervention(s: TwinState, ev: events.Event, particles: F32) -> None:
     payload = ev.payload
     if isinstance(payload, events.Prescription):
-        k = assign_slot(s, payload.drug)
+        k = assign_slot(s, payload.drug, particles)
         s.prescribed_mg[k] = payload.mg_per_day
     elif isinstance(payload, events.DoseTaken):
         s.taken_today[s.slots.index(payload.drug)] = 1.0 if payload.taken else 0.0
@@ -495,11 +502,13 @@ def _check_order(s: TwinState, ev: events.Event) -> int:
     return math.floor(ev.day) - s.day
 
 
-def _refusal(state: TwinState, payload: events.Payload) -> str | None:
+def _refusal(state: TwinState, payload: events.Payload, particles: F32) -> str | None:
     """Why ``payload`` cannot be applied to ``state`` (``None``: it can)."""
     try:
         if isinstance(payload, events.Prescription):
-            _slot_for(state, payload.drug)
+            if payload.mg_per_day == 0.0 and payload.drug not in state.slots:
+                return f"stop of {payload.drug}, which is not prescribed"
+            _slot_for(state, payload.drug, particles)
         elif isinstance(payload, events.DoseTaken):
             drug(payload.drug)
             if payload.drug not in state.slots:
@@ -561,7 +570,7 @@ def apply_events(
             refused = {
                 i: why
                 for i, ev in round_events.items()
-                if (why := _refusal(states[i], ev.payload)) is not None
+                if (why := _refusal(states[i], ev.payload, batch.X[:, i])) is not None
             }
             if refused:
                 ess_now = resampling.effective_sample_size(batch.log_w)
@@ -569,6 +578,8 @@ def apply_events(
                     ev = round_events.pop(i)
                     del steps[i]
                     states[i].last_seq = ev.seq
+                    if states[i].record_start is None:  # the record starts with it all the same
+                        states[i].record_start = ev.day
                     results[i].append(
                         EventResult(ev.seq, False, None, float(ess_now[i]), False, (), why)
                     )
@@ -600,7 +611,7 @@ def apply_events(
                 if i in obs:
                     _bookkeep_observation(s, ev)
                 else:
-                    _apply_intervention(s, ev)
+                    _apply_intervention(s, ev, batch.X[:, i])
                 s.clock = ev.day
                 s.last_seq = ev.seq
                 results[i].append(

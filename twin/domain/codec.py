@@ -7,7 +7,7 @@ same way as one built in code. Unknown types and fields are refused, never ignor
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any
 
 from twin import errors
@@ -48,8 +48,16 @@ def encode(payload: events.Payload) -> dict[str, Any]:
     return out
 
 
-def decode(data: dict[str, Any]) -> events.Payload:
+def decode(data: dict[str, Any], *, stored: bool = False) -> events.Payload:
     """Rebuild and validate a payload from :func:`encode`'s form.
+
+    Args:
+        data: The encoded payload.
+        stored: The payload comes from the event log: it was validated by the rules of the day
+            it was appended and its integrity is authenticated by its seal, so it is rebuilt
+            without being judged again. A rule tightened later (a drug no longer offered, a
+            narrower range) must not make a stored log unreadable; the twin decides what it can
+            apply (``twin.assimilation.kernel``).
 
     Raises:
         ObservationRangeError: Unknown type, unknown or missing fields, or invalid values.
@@ -64,8 +72,25 @@ def decode(data: dict[str, Any]) -> events.Payload:
     kwargs = {k: v for k, v in data.items() if k != "type"}
     if isinstance(kwargs.get("items"), list):
         kwargs["items"] = tuple(kwargs["items"])
+    if stored:
+        return _rebuilt(cls, kind, kwargs)
     try:
         payload: events.Payload = cls(**kwargs)
     except TypeError as exc:  # a missing required field
         raise errors.ObservationRangeError(kind, "incomplete", str(exc)) from None
     return payload
+
+
+def _rebuilt(cls: type[Any], kind: str, values: dict[str, Any]) -> events.Payload:
+    """An instance of ``cls`` with ``values`` (defaults for absent fields), not re-validated."""
+    payload = object.__new__(cls)
+    for field in fields(cls):
+        if field.name in values:
+            value = values[field.name]
+        elif field.default is not MISSING:
+            value = field.default
+        else:
+            raise errors.ObservationRangeError(kind, "incomplete", f"{field.name} is missing")
+        object.__setattr__(payload, field.name, value)  # frozen dataclasses: set once, here
+    built: events.Payload = payload
+    return built

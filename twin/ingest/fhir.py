@@ -199,7 +199,7 @@ def _drug_or_refusal(
 ) -> str | Record:
     """The table drug of a medication resource in one of ``statuses``, or why it is refused."""
     if resource.status not in statuses:
-        return Record.refused(source, f"status {resource.status}: not ingested", patient)
+        return Record.refused(source, f"status {_code(resource.status)}: not ingested", patient)
     drug = _drug(resource.medicationCodeableConcept)
     if drug is None:
         return Record.refused(source, "medication: not a drug of the model's table", patient)
@@ -208,7 +208,7 @@ def _drug_or_refusal(
 
 def _observation(obs: Any, source: str, patient: str | None) -> list[Record]:
     if obs.status not in _FINAL:
-        return [Record.refused(source, f"status {obs.status}: only final results", patient)]
+        return [Record.refused(source, f"status {_code(obs.status)}: only final results", patient)]
     codes = _codes(obs.code, LOINC_SYSTEM)
     if not codes:
         return [Record.refused(source, "code: no LOINC coding", patient)]
@@ -411,9 +411,10 @@ def _episode_duration(condition: Any, clinical: str, source: str, patient: str |
     """The current episode's duration on the day it was recorded (see the module docstring)."""
     if clinical != "active":
         reason = (
-            f"clinicalStatus {clinical}: its onset dates the disorder, not the current episode"
+            f"clinicalStatus {_code(clinical)}: its onset dates the disorder, "
+            "not the current episode"
             if clinical in _ACTIVE
-            else f"clinicalStatus {clinical}: no current episode"
+            else f"clinicalStatus {_code(clinical)}: no current episode"
         )
         return Record.refused(source, reason, patient)
     onset = _onset(condition)
@@ -465,11 +466,12 @@ def _condition(condition: Any, source: str, patient: str | None) -> list[Record]
             condition.verificationStatus, _VERIFICATION_SYSTEM, "verificationStatus"
         )
         if verification not in (None, "confirmed"):
-            return [Record.refused(source, f"verificationStatus {verification}: not ingested",
-                                   patient)]  # fmt: skip
+            shown = _code(verification)
+            return [Record.refused(source, f"verificationStatus {shown}: not ingested", patient)]
         clinical = _status(condition.clinicalStatus, _CLINICAL_SYSTEM, "clinicalStatus")
         if clinical not in _ACTIVE | _ENDED:
-            return [Record.refused(source, f"clinicalStatus {clinical}: not ingested", patient)]
+            shown = _code(clinical)
+            return [Record.refused(source, f"clinicalStatus {shown}: not ingested", patient)]
         out: list[Record] = []
         if episode:
             out.append(_episode_duration(condition, clinical, source, patient))
@@ -493,10 +495,35 @@ _MAPPERS = {
 }
 
 
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_\[\]]{0,63}|[0-9]{1,6}")
+
+
+_CODE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")
+
+
+def _code(value: object) -> str:
+    """A status code as a refusal reason shows it (an unexpected text is not repeated)."""
+    if value is None:
+        return "None"  # absent
+    return value if isinstance(value, str) and _CODE.fullmatch(value) else "?"
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """A validation error's location, with anything that is not a field name hidden."""
+    return ".".join(str(p) if _FIELD.fullmatch(str(p)) else "?" for p in loc)
+
+
 def source_of(resource: dict[str, Any]) -> str | None:
     """A resource's own identity, ``<resourceType>/<id>``; ``None`` when it lacks either."""
     kind, rid = resource.get("resourceType"), resource.get("id")
-    return f"{kind}/{rid}" if kind and rid else None
+    # FHIR's own rules for both (R4 §2.24 "id"): anything else is not an identity to report.
+    if not (isinstance(kind, str) and _RESOURCE_TYPE.fullmatch(kind)):
+        return None
+    if not (isinstance(rid, str) and _FHIR_ID.fullmatch(rid)):
+        return None
+    return f"{kind}/{rid}"
 
 
 def records_from_resource(resource: dict[str, Any], *, where: str = "") -> list[Record]:
@@ -515,12 +542,14 @@ def records_from_resource(resource: dict[str, Any], *, where: str = "") -> list[
     source = source_of(resource) or where or "?"
     subject = resource.get("subject")
     patient = subject.get("reference") if isinstance(subject, dict) else None
-    if kind not in _MAPPERS:
-        return [Record.refused(source, f"resourceType {kind}: not ingested", patient)]
+    if not isinstance(kind, str) or kind not in _MAPPERS:
+        shown = kind if isinstance(kind, str) and _RESOURCE_TYPE.fullmatch(kind) else "?"
+        return [Record.refused(source, f"resourceType {shown}: not ingested", patient)]
     try:
         model = _models()[kind].model_validate(resource)
     except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})[:5]
+        # Locations name fields; a key the source invented is shown by its position only.
+        fields = sorted({_location(e["loc"]) for e in exc.errors()})[:5]
         return [Record.refused(source, f"not valid FHIR {kind}: {', '.join(fields)}", patient)]
     return _MAPPERS[kind](model, source, patient)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ __all__ = ["PATIENT_PREFIX", "ROW_COLUMNS", "Record", "patient_id_of", "prepare"
 
 #: FHIR references name Novamind patients as ``Patient/<patient id>``.
 PATIENT_PREFIX = "Patient/"
+_PATIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SECONDS_PER_DAY = 86_400.0
 
 
@@ -53,12 +55,16 @@ class Record:
         return cls(source, patient, None, None, reason)
 
 
-def patient_id_of(reference: str | None) -> str | None:
-    """The Novamind patient id of a reference (``Patient/<id>`` or a bare id), or ``None``."""
-    if not reference:
+def patient_id_of(reference: object) -> str | None:
+    """The Novamind patient id of a reference (``Patient/<id>`` or a bare id), or ``None``.
+
+    Only the form the registry issues is an id (1-64 letters, digits, ``_`` or ``-``): anything
+    else in a source (a number, an object, control characters, a long text) refers to no one.
+    """
+    if not isinstance(reference, str) or not reference:
         return None
     pid = reference[len(PATIENT_PREFIX) :] if reference.startswith(PATIENT_PREFIX) else reference
-    return pid if pid and "/" not in pid else None
+    return pid if _PATIENT_ID.fullmatch(pid) else None
 
 
 def _payload_json(payload: events.Payload) -> str:

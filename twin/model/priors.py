@@ -70,7 +70,7 @@ class PriorSet:
     overrides: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.version, str) or not _VERSION.match(self.version):
+        if not isinstance(self.version, str) or not _VERSION.fullmatch(self.version):
             raise errors.ObservationRangeError("prior_set.version", self.version, "a short name")
         for name, value in self.overrides.items():
             if name not in FITTABLE:

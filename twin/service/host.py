@@ -110,6 +110,7 @@ class HostStats:
     checkpoints_rejected: int = 0
     passivations: int = 0
     derived_update_failures: int = 0
+    rejected_events: int = 0
 
 
 class TwinHost:
@@ -253,8 +254,11 @@ class TwinHost:
         results = await restore.apply_by_prior(states, pending, self._priors, in_thread=True)
         now = self._clock()
         for pid, active, applied in zip(ids, actives, results, strict=True):
-            self.stats.applied_events += len(applied)
             for r in applied:
+                if r.rejected is None:
+                    self.stats.applied_events += 1
+                else:
+                    self.stats.rejected_events += 1
                 if r.alerts:
                     active.alerts[r.seq] = r.alerts
                 if r.rejected is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 import weakref
@@ -33,6 +34,8 @@ from deployments.auth import Principal
 from twin import errors
 from twin.domain import codec
 from twin.ports import MAX_SEQ
+
+_LOG = logging.getLogger("novamind.feed")
 
 router = APIRouter(tags=["feed"], responses=PROBLEMS)
 
@@ -107,6 +110,10 @@ async def _stream(
                 yield b": keep-alive\n\n"
                 last_sent = time.monotonic()
             await asyncio.sleep(svc.feed_poll_s)
+    except errors.TwinError as exc:
+        # The answer has started: an error can only end the stream (the client reconnects
+        # with Last-Event-ID), never become a problem response.
+        _LOG.warning("event stream ended early: %s", type(exc).__name__)
     finally:
         slot.release()
 
@@ -124,13 +131,13 @@ async def event_feed(
     after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     follow: bool = False,
     max_s: Annotated[float, Query(gt=0, le=3600)] = 300.0,
-    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=20, pattern=r"^[0-9]{1,20}$")] = None,
 ) -> StreamingResponse:
     """A patient's events after ``Last-Event-ID`` (or ``after``) as ``text/event-stream``."""
     await patient_access(svc, request, who, "events.read", patient_id, ("clinician", "admin"))
     start = after or 0
     if last_event_id is not None:
-        if not last_event_id.isdigit() or int(last_event_id) > MAX_SEQ:
+        if int(last_event_id) > MAX_SEQ:
             raise errors.ObservationRangeError("Last-Event-ID", "<invalid>", "an event sequence")
         start = max(start, int(last_event_id))
     slot = _Slot(svc.open_streams, who.subject, svc.streams_per_caller)
