@@ -39,6 +39,7 @@ from twin import errors, ports, schemas
 from twin.analytics import synthetic
 from twin.analytics.budget import CohortBudget, cohort_cost
 from twin.analytics.whatif import CohortTwin, Tally, aggregate_rows, simulate_batch
+from twin.forecast.engine import scenario_refusal
 from twin.model import priors as prior_sets
 from twin.model.parameters import PopulationParameters
 from twin.service.priors import PriorParameters
@@ -69,10 +70,12 @@ def _out(rows: list[dict[str, object]], tally: Tally, skipped: Iterable[str]) ->
 def _forecast(
     run: schemas.CohortRunIn, twins: list[CohortTwin], params: PopulationParameters
 ) -> pa.Table:
-    rows, tally = simulate_batch(
-        twins, run.scenarios, weeks=run.weeks, seed=run.seed, params=params
-    )
-    return _out(rows, tally, [])
+    # A twin the scenarios cannot apply to (one starts a third concurrent drug) is left out
+    # with the reason; the batch's other twins go on.
+    refusals = [scenario_refusal(t.state, run.scenarios) for t in twins]
+    able = [t for t, why in zip(twins, refusals, strict=True) if why is None]
+    rows, tally = simulate_batch(able, run.scenarios, weeks=run.weeks, seed=run.seed, params=params)
+    return _out(rows, tally, [f"scenario: {why}" for why in refusals if why is not None])
 
 
 def _stored_twins(

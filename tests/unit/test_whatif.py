@@ -130,3 +130,72 @@ def test_a_remitted_cohort_needs_history_for_its_maintenance_drug():
         CohortRunIn(synthetic=spec, scenarios=[CARE])
     with pytest.raises(errors.InvalidInputError, match="need 35 days"):
         synthetic.synthetic_twins(spec, 0, particles=10)
+
+
+def test_a_twin_a_scenario_cannot_apply_to_is_left_out_with_its_reason_not_the_batch():
+    from tests.builders import Log, twin
+    from twin.assimilation import kernel
+    from twin.domain import events as E
+    from twin.forecast.engine import scenario_refusal
+
+    busy, free = twin("busy", particles=100), twin("free", particles=100)
+    two = (
+        Log()
+        .add(0.0, E.Prescription("sertraline", 50.0))
+        .add(0.1, E.Prescription("fluoxetine", 20.0))
+    )
+    kernel.apply_events([busy], [two.events])
+    kernel.apply_events([free], [Log().phq9(0.1, 14).events])
+    start = [
+        Scenario(name="as now"),
+        Scenario(name="add", doses=[ScenarioDose(day=0, drug="duloxetine", mg_per_day=60)]),
+    ]
+    assert "two other drugs" in (
+        scenario_refusal(busy.state if hasattr(busy, "state") else busy, start) or ""
+    )
+    assert scenario_refusal(free, start) is None
+    stop = ScenarioDose(day=0, drug="fluoxetine", mg_per_day=0)
+    switch = [
+        Scenario(name="switch", doses=[stop, ScenarioDose(day=0, drug="duloxetine", mg_per_day=60)])
+    ]
+    assert scenario_refusal(busy, switch) is None
+
+    from deployments import cohorts
+    from twin import schemas
+
+    run = schemas.CohortRunIn.model_validate(
+        {"pseudonyms": ["rs_" + "0" * 24], "scenarios": [s.model_dump() for s in start], "weeks": 1}
+    )
+    table = cohorts._forecast(run, [CohortTwin("rs_busy", busy), CohortTwin("rs_free", free)], None)
+    kinds = table["kind"].to_pylist()
+    bodies = table["body"].to_pylist()
+    assert kinds.count("row") == 2  # the free twin under both scenarios
+    assert [b for k, b in zip(kinds, bodies, strict=True) if k == "skipped"] == [
+        "scenario: scenario starts duloxetine while two other drugs are prescribed"
+    ]
+
+
+def test_a_switch_later_in_the_horizon_keeps_the_old_drug_until_its_day():
+    from tests.builders import Log, twin
+    from twin.assimilation import kernel
+    from twin.domain import events as E
+    from twin.forecast import engine
+    from twin.model.parameters import PopulationParameters, drug
+
+    state = twin("switch", particles=100)
+    two = (
+        Log()
+        .add(0.0, E.Prescription("sertraline", 50.0))
+        .add(0.1, E.Prescription("fluoxetine", 20.0))
+    )
+    kernel.apply_events([state], [two.events])
+    k = state.slots.index("fluoxetine")
+    start = ScenarioDose(day=10, drug="duloxetine", mg_per_day=60)
+    switch = Scenario(
+        name="switch", doses=[start, ScenarioDose(day=10, drug="fluoxetine", mg_per_day=0)]
+    )
+    plan = engine._plan(state, switch, 20, PopulationParameters())
+    assert plan.k_e[5, k] == pytest.approx(drug("fluoxetine").k_e)
+    assert plan.dose_rel[5, k] == pytest.approx(20.0 / drug("fluoxetine").min_dose_mg)
+    assert plan.k_e[12, k] == pytest.approx(drug("duloxetine").k_e)
+    assert plan.dose_rel[12, k] == pytest.approx(1.0)

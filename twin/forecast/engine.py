@@ -80,24 +80,54 @@ def _care_plan(state: TwinState, scenario: Scenario, days: int) -> npt.NDArray[n
     return care.intensity(scenario.care, np.arange(days)).astype(np.float32)
 
 
-def _plan(state: TwinState, scenario: Scenario, days: int, p: PopulationParameters) -> _Plan:
+def _dose_changes(state: TwinState, scenario: Scenario) -> dict[int, list[tuple[int, str, float]]]:
+    """The scenario's dose changes by day, as (drug slot, drug, mg/day).
+
+    A drug started in a stopped drug's slot takes the slot from its day on (the residual
+    exposure then decays at the new drug's rate, as when a twin applies a switch).
+
+    Raises:
+        InvalidInputError: The scenario starts a drug while two others are prescribed.
+    """
     slots = list(state.slots)
-    mg = list(state.prescribed_mg)
-    changes: dict[int, list[tuple[int, float]]] = {}
-    for change in sorted(scenario.doses, key=lambda c: c.day):
+    planned = list(state.prescribed_mg)  # the doses as the scenario's changes take effect
+    changes: dict[int, list[tuple[int, str, float]]] = {}
+    # On one day, stops before starts: a switch frees its slot for the new drug.
+    for change in sorted(scenario.doses, key=lambda c: (c.day, c.mg_per_day > 0)):
         if change.drug in slots:
             k = slots.index(change.drug)
         elif None in slots:
             k = slots.index(None)
         else:
-            stopped = [k for k in range(dynamics.SLOTS) if mg[k] == 0.0]
+            stopped = [k for k in range(dynamics.SLOTS) if planned[k] == 0.0]
             if not stopped:
                 raise errors.InvalidInputError(
                     f"scenario starts {change.drug} while two other drugs are prescribed"
                 )
             k = stopped[0]
         slots[k] = change.drug
-        changes.setdefault(change.day, []).append((k, change.mg_per_day))
+        planned[k] = change.mg_per_day
+        changes.setdefault(change.day, []).append((k, change.drug, change.mg_per_day))
+    return changes
+
+
+def scenario_refusal(state: TwinState, scenarios: Sequence[Scenario]) -> str | None:
+    """Why the scenarios cannot be forecast for this twin (``None``: they can).
+
+    A cohort leaves such a twin out with this reason rather than failing for every twin.
+    """
+    for scenario in scenarios:
+        try:
+            _dose_changes(state, scenario)
+        except errors.InvalidInputError as exc:
+            return str(exc)
+    return None
+
+
+def _plan(state: TwinState, scenario: Scenario, days: int, p: PopulationParameters) -> _Plan:
+    changes = _dose_changes(state, scenario)
+    slots = list(state.slots)
+    mg = list(state.prescribed_mg)
     tracker = InputTracker(*state.tracker.as_tuple())
     therapy = np.bincount(scenario.therapy_session_days, minlength=days + 1)
     cbti = np.bincount(scenario.cbti_session_days, minlength=days + 1)
@@ -115,7 +145,8 @@ def _plan(state: TwinState, scenario: Scenario, days: int, p: PopulationParamete
         usual_care=scenario.persistence == "usual_care",
     )
     for d in range(days):
-        for k, dose in changes.get(d, []):
+        for k, started, dose in changes.get(d, []):
+            slots[k] = started
             mg[k] = dose
         for k, name in enumerate(slots):
             if name is not None:
