@@ -14,36 +14,17 @@ client; none of it is hand-written here.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import jwt
 
 from twin import errors
+from twin.service.access import ROLES, Principal, Role
 
-__all__ = ["ROLES", "Principal", "TokenVerifier", "mint_token"]
+__all__ = ["ROLES", "Principal", "Role", "TokenVerifier", "mint_token"]
 
-Role = Literal["clinician", "researcher", "admin", "service", "auditor"]
-ROLES: tuple[Role, ...] = ("clinician", "researcher", "admin", "service", "auditor")
 MAX_TOKEN_BYTES = 8192
 MIN_SECRET_BYTES = 32
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The authenticated caller.
-
-    Attributes:
-        subject: The token's ``sub``.
-        role: One of :data:`ROLES`.
-        care_team: Care-team ids a clinician belongs to (their patients' teams).
-        expires_at: Unix time the token expires.
-    """
-
-    subject: str
-    role: Role
-    care_team: tuple[str, ...]
-    expires_at: int
 
 
 class TokenVerifier:

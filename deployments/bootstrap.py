@@ -62,6 +62,8 @@ from storage.sqlite import (
 from twin import errors, ports
 from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
+from twin.service.access import AccessPolicy
+from twin.service.application import TwinService
 from twin.service.erasure import Eraser, Place
 from twin.service.host import HostPorts, HostSettings
 from twin.service.priors import DocumentPriorRegistry
@@ -500,24 +502,44 @@ async def open_api_services(
                 return False
             return twins_ready is None or await twins_ready()
 
+        audit = GroupCommitAuditLog(stores.audit)
+        deidentifier = Deidentifier(_research_key(settings))
+        policy = AccessPolicy(
+            audit,
+            stores.registry,
+            stores.documents,
+            stores.sealer,
+            break_glass_max_minutes=settings.break_glass_max_minutes,
+        )
+        app = TwinService(
+            policy=policy,
+            registry=stores.registry,
+            twins=twins,
+            documents=stores.documents,
+            sealer=stores.sealer,
+            index=stores.index,
+            erasures=erasures,
+            eraser=eraser,
+            deidentifier=deidentifier,
+        )
         yield ApiServices(
             verifier=token_verifier(settings),
             registry=stores.registry,
-            audit=GroupCommitAuditLog(stores.audit),
+            audit=audit,
             twins=twins,
             events=stores.events,
             index=stores.index,
             documents=stores.documents,
             sealer=stores.sealer,
-            deidentifier=Deidentifier(_research_key(settings)),
+            deidentifier=deidentifier,
             limiter=await _rate_limiter(settings, stack),
             erasures=erasures,
             eraser=eraser,
+            app=app,
             metrics=metrics,
             cohort_budget=CohortBudget(settings.cohort_max_particle_days, settings.cohort_max_rows),
             stored_particles=settings.particles,
             ready=ready,
-            break_glass_max_minutes=settings.break_glass_max_minutes,
             ingest_root=ingest_root(settings),
             jobs_per_caller=settings.jobs_per_caller,
             streams_per_caller=settings.streams_per_caller,

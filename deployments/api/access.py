@@ -1,44 +1,37 @@
-"""Who may do what: authentication, the per-route rules, break-glass, and the audit of each.
+"""HTTP's side of access: authentication, the caller of a request, and the route helpers.
 
-Every route that touches patient data calls :func:`patient_access` (or :func:`record`) before
-doing anything else; the decision, allowed or denied, is appended to the audit trail first.
-A clinician outside the patient's care team gets 404 (the API does not reveal that the patient
-exists, OWASP API1) unless they hold an unexpired emergency-access grant, in which case the
-access is allowed and audited with purpose ``ETREAT`` (HL7 purpose of use for emergency
-treatment).
+The rules themselves (who may do what to which patient, emergency access, the audit entry of
+every decision) are the application's, :mod:`twin.service.access`; the helpers here only give
+them the request's caller. Failed authentication is audited here (there is no caller yet).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import re
-import time
 import uuid
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
 from deployments.api.services import ApiServices
 from deployments.auth import Principal, Role
-from twin import errors, ports
+from twin import errors
 from twin.domain.audit import AuditRecord
+from twin.service.access import Caller as AppCaller
 
 __all__ = [
-    "BREAK_GLASS",
     "Caller",
     "DocumentId",
     "PatientId",
     "Services",
-    "grant_break_glass",
+    "caller",
+    "grant_ends_at",
     "patient_access",
     "record",
+    "require_role",
     "services",
 ]
-
-BREAK_GLASS = "break_glass"
 
 #: An opaque patient id in a path (``pt_`` + 32 hex digits when issued by the registry).
 PatientId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -114,15 +107,6 @@ def _is_patient_id(value: object) -> bool:
     return isinstance(value, str) and _PATIENT_ID.fullmatch(value) is not None
 
 
-def _one_line(text: str) -> str:
-    """``text`` on one line, as the audit trail keeps it.
-
-    Every run of spaces, line breaks and other non-printing characters (format marks,
-    separators) becomes one space.
-    """
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-
-
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -135,6 +119,11 @@ def _request_id(request: Request) -> str:
 Caller = Annotated[Principal, Depends(principal)]
 
 
+def caller(request: Request, who: Principal) -> AppCaller:
+    """The use cases' view of the caller: who, and the request's audit correlation id."""
+    return AppCaller(who, _request_id(request))
+
+
 async def record(
     svc: ApiServices,
     request: Request,
@@ -145,19 +134,9 @@ async def record(
     allowed: bool,
     purpose: str | None = None,
 ) -> None:
-    """Append the decision to the audit trail."""
-    default_purpose = {"clinician": "TREAT", "researcher": "HRESCH"}.get(who.role, who.role)
-    await svc.audit.append(
-        AuditRecord(
-            actor=who.subject,
-            role=who.role,
-            action=action,
-            patient_id=patient_id,
-            outcome="allowed" if allowed else "denied",
-            purpose=purpose or default_purpose,
-            at=_now(),
-            request_id=_request_id(request),
-        )
+    """Append the decision to the audit trail (:meth:`AccessPolicy.record`)."""
+    await svc.app.policy.record(
+        caller(request, who), action, patient_id, allowed=allowed, purpose=purpose
     )
 
 
@@ -170,83 +149,7 @@ async def require_role(
     patient_id: str | None = None,
 ) -> None:
     """Audit and refuse (403) callers whose role is not in ``roles``."""
-    allowed = who.role in roles
-    await record(svc, request, who, action, patient_id, allowed=allowed)
-    if not allowed:
-        raise errors.AuthorizationError(f"role {who.role} may not {action}")
-
-
-def _grant_id(patient_id: str, subject: str) -> str:
-    return f"{patient_id}:{hashlib.sha256(subject.encode()).hexdigest()[:24]}"
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """An emergency-access grant (stored sealed under the patient's key)."""
-
-    subject: str
-    reason: str
-    expires_at: float
-
-
-async def _active_grant(svc: ApiServices, patient_id: str, subject: str) -> Grant | None:
-    doc = await svc.documents.get(BREAK_GLASS, _grant_id(patient_id, subject))
-    if doc is None:
-        return None
-    try:
-        body = await svc.sealer.open(patient_id, kind=BREAK_GLASS, version=0, sealed=doc.body)
-    except errors.KeyAccessError:
-        return None
-    grant = Grant(**json.loads(body))
-    return grant if grant.subject == subject and grant.expires_at > time.time() else None
-
-
-async def grant_ends_at(svc: ApiServices, who: Principal, patient_id: str) -> float | None:
-    """When ``who``'s access to the patient ends by itself: an emergency grant's expiry.
-
-    ``None`` when the access does not rest on a grant (care team, admin) or there is none.
-    """
-    if who.role != "clinician":
-        return None
-    team = await svc.registry.care_team(patient_id)
-    if team is None or team in who.care_team:
-        return None
-    grant = await _active_grant(svc, patient_id, who.subject)
-    return None if grant is None else grant.expires_at
-
-
-async def grant_break_glass(
-    svc: ApiServices, request: Request, who: Principal, patient_id: str, reason: str, minutes: int
-) -> float:
-    """Grant a clinician emergency access to one patient; returns the expiry (Unix seconds).
-
-    The grant start is audited as ``break_glass.start`` with the stated reason as the purpose.
-    """
-    team = await svc.registry.care_team(patient_id)
-    allowed = who.role == "clinician" and team is not None
-    minutes = min(minutes, svc.break_glass_max_minutes)
-    await record(
-        svc,
-        request,
-        who,
-        "break_glass.start",
-        patient_id,
-        allowed=allowed,
-        purpose=f"ETREAT: {_one_line(reason)}",
-    )
-    if who.role != "clinician":
-        raise errors.AuthorizationError("only clinicians may request emergency access")
-    if team is None:
-        raise errors.NotFoundError("no such patient")
-    expires_at = time.time() + 60.0 * minutes
-    body = json.dumps({"subject": who.subject, "reason": reason, "expires_at": expires_at})
-    sealed = await svc.sealer.seal(patient_id, kind=BREAK_GLASS, version=0, plaintext=body.encode())
-    await svc.documents.put(
-        ports.Document(
-            BREAK_GLASS, _grant_id(patient_id, who.subject), patient_id, sealed, time.time()
-        )
-    )
-    return expires_at
+    await svc.app.policy.require_role(caller(request, who), action, roles, patient_id)
 
 
 async def patient_access(
@@ -259,29 +162,11 @@ async def patient_access(
 ) -> str:
     """Decide, audit, and raise unless ``who`` may do ``action`` on the patient.
 
-    Returns:
-        The patient's care team.
-
-    Raises:
-        AuthorizationError: The role may not do this at all (403).
-        NotFoundError: No such patient, or a clinician outside the care team without an
-            emergency-access grant (404: existence is not revealed).
+    See :meth:`twin.service.access.AccessPolicy.patient_access`; returns the care team.
     """
-    team = await svc.registry.care_team(patient_id)
-    purpose: str | None = None
-    if who.role not in roles:
-        allowed = False
-    elif who.role != "clinician":
-        allowed = team is not None
-    elif team is not None and team in who.care_team:
-        allowed = True
-    else:
-        grant = None if team is None else await _active_grant(svc, patient_id, who.subject)
-        allowed = grant is not None
-        purpose = "ETREAT" if allowed else None
-    await record(svc, request, who, action, patient_id, allowed=allowed, purpose=purpose)
-    if who.role not in roles:
-        raise errors.AuthorizationError(f"role {who.role} may not {action}")
-    if not allowed or team is None:
-        raise errors.NotFoundError("no such patient")
-    return team
+    return await svc.app.policy.patient_access(caller(request, who), action, patient_id, roles)
+
+
+async def grant_ends_at(svc: ApiServices, who: Principal, patient_id: str) -> float | None:
+    """When ``who``'s access to the patient ends by itself (an emergency grant's expiry)."""
+    return await svc.app.policy.grant_ends_at(who, patient_id)

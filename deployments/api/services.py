@@ -11,6 +11,7 @@ from deployments.auth import TokenVerifier
 from twin import ports
 from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
+from twin.service.application import TwinService
 from twin.service.erasure import Eraser
 from twin.service.operations import TwinOperations
 
@@ -37,11 +38,11 @@ class ApiServices:
         limiter: Per-caller request budget.
         erasures: The erasure ledger (every erasure is noted there first).
         eraser: Erasure of a patient from every place patient data lives.
+        app: The use cases (access rules and their audit included).
         metrics: Request and twin metrics.
         cohort_budget: The most one cohort run may ask for.
         stored_particles: Particles of a stored twin (the cost of a stored cohort).
         ready: Checks every dependency; ``None`` means always ready.
-        break_glass_max_minutes: Longest emergency-access grant.
         ingest_root: Where ingest jobs submitted through the API may read.
         feed_poll_s: How often an open change feed looks for new events.
         jobs_per_caller: Queued or running jobs one caller may hold.
@@ -64,11 +65,11 @@ class ApiServices:
     limiter: RateLimiter
     erasures: ports.ErasureLedger
     eraser: Eraser
+    app: TwinService
     metrics: Metrics
     cohort_budget: CohortBudget
     stored_particles: int
     ready: Callable[[], Awaitable[bool]] | None = None
-    break_glass_max_minutes: int = 60
     ingest_root: str = "/nonexistent"
     feed_poll_s: float = 0.5
     jobs_per_caller: int = 2

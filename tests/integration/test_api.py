@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from tests.integration.conftest import bearer
@@ -247,9 +248,13 @@ async def test_break_glass_is_bounded_audited_and_single_patient(api_env):
         if e.record.purpose.startswith("ETREAT") and e.record.outcome == "allowed"
     ]
     assert [r.action for r in emergency] == ["break_glass.start", "patient.read"]
-    assert emergency[0].purpose == "ETREAT: unconscious in the ED, needs history"
+    # The reason is bound by digest; its text stays sealed with the patient (erased with them).
+    reason = "unconscious in the ED, needs history"
+    digest = hashlib.sha256(reason.encode()).hexdigest()[:32]
+    assert emergency[0].purpose == f"ETREAT reason-sha256:{digest}"
+    assert reason not in str([e.record for e in entries])
     # Expiry: a grant whose time has passed no longer opens the record.
-    from deployments.api import access
+    from twin.service import access
 
     access_time = time.time
     try:
@@ -363,3 +368,25 @@ async def test_nothing_is_stored_for_an_erased_patient(api_env):
     with pytest.raises(errors.KeyAccessError, match="erased"):
         await api_env.services.events.append(pid, [NewEvent("late", 1.0, E.Phq9(9))])
     assert await api_env.services.events.last_seq(pid) == before
+
+
+async def test_every_patient_a_listing_discloses_is_audited_by_name(api_env):
+    client = api_env.http
+    created = []
+    for i in range(3):
+        body = {**ADA, "mrn": f"DISC-{i}"}
+        pid = (await client.post("/v1/patients", json=body, headers=ADMIN)).json()["patient_id"]
+        phq9 = [{"idempotency_key": f"d{i}", "day": 0.0, "payload": {"type": "phq9", "total": 12}}]
+        await client.post(f"/v1/patients/{pid}/observations", json={"items": phq9}, headers=ADMIN)
+        created.append(pid)
+    research = bearer("researcher", "res-d")
+    listed = await client.get("/v1/research/twins?limit=2", headers=research)
+    assert listed.status_code == 200 and len(listed.json()["items"]) == 2
+    searched = await client.get("/v1/twins?limit=500", headers=ADMIN)
+    assert len(searched.json()["items"]) == 3
+    entries = [e.record for e in await api_env.services.audit.entries()]
+    to_researcher = [r.patient_id for r in entries if r.action == "research.twins.disclose"]
+    assert len(to_researcher) == 2 and set(to_researcher) <= set(created)
+    assert all(r.actor == "res-d" and r.purpose == "HRESCH" for r in entries if r.actor == "res-d")
+    to_admin = {r.patient_id for r in entries if r.action == "twin.search.disclose"}
+    assert to_admin == set(created)

@@ -10,10 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from deployments.api.access import Caller, Services, require_role
+from deployments.api.access import Caller, Services, caller
 from deployments.api.errors import PROBLEMS
 from twin import schemas
-from twin.domain.deidentify import record_day
 
 router = APIRouter(prefix="/v1/research", tags=["research"], responses=PROBLEMS)
 
@@ -28,19 +27,7 @@ async def research_twins(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> schemas.ResearchTwinPage:
     """De-identified twin summaries, most severe first (researchers)."""
-    await require_role(svc, request, who, "research.twins", ("researcher",))
-    entries = await svc.index.search(min_severity=min_severity, alert=alert, limit=limit)
-    return schemas.ResearchTwinPage(
-        items=[
-            schemas.ResearchTwinOut(
-                pseudonym=svc.deidentifier.pseudonym(e.patient_id),
-                record_day=record_day(e.day, e.record_start),
-                severity_mean=e.severity_mean,
-                severity_sd=e.severity_sd,
-                p_episode=e.p_episode,
-                p_severe=e.p_severe,
-                alert_flags=list(e.alert_flags),
-            )
-            for e in entries
-        ]
+    items = await svc.app.research_twins(
+        caller(request, who), min_severity=min_severity, alert=alert, limit=limit
     )
+    return schemas.ResearchTwinPage(items=items)

@@ -7,20 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from deployments.api.access import Caller, PatientId, Services, patient_access, record
+from deployments.api.access import Caller, PatientId, Services, caller
 from deployments.api.errors import PROBLEMS
-from twin import errors, schemas
-from twin.forecast.summary import QUANTILES, Forecast
+from twin import schemas
+from twin.service.application import TwinQuery
 
 router = APIRouter(tags=["twins"], responses=PROBLEMS)
-
-#: Search scope of a clinician: patients of their teams, at most this many.
-MAX_SCOPE = 10_000
-
-
-def forecast_out(fc: Forecast) -> schemas.ForecastOut:
-    """The wire form of a forecast."""
-    return schemas.ForecastOut.model_validate({**asdict(fc), "quantile_levels": list(QUANTILES)})
 
 
 @router.get("/v1/patients/{patient_id}/twin", response_model=schemas.TwinOut)
@@ -28,8 +20,7 @@ async def twin_state(
     patient_id: PatientId, who: Caller, svc: Services, request: Request
 ) -> schemas.TwinOut:
     """The twin's estimate: latent severity with its SD, P(episode), P(severe), alerts."""
-    await patient_access(svc, request, who, "twin.read", patient_id, ("clinician", "admin"))
-    return await svc.twins.summary(patient_id)
+    return await svc.app.read_twin(caller(request, who), patient_id)
 
 
 @router.post("/v1/patients/{patient_id}/forecast", response_model=schemas.ForecastOut)
@@ -41,10 +32,7 @@ async def forecast(
     body: schemas.ForecastIn | None = None,
 ) -> schemas.ForecastOut:
     """Forecast ``weeks`` ahead under a scenario (default: continue as now)."""
-    await patient_access(svc, request, who, "twin.forecast", patient_id, ("clinician", "admin"))
-    spec = body or schemas.ForecastIn()
-    (result,) = await svc.twins.forecast(patient_id, [spec.scenario], weeks=spec.weeks)
-    return forecast_out(result)
+    return await svc.app.forecast(caller(request, who), patient_id, body or schemas.ForecastIn())
 
 
 @router.get("/v1/twins", response_model=schemas.TwinPage)
@@ -63,21 +51,6 @@ async def search_twins(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> schemas.TwinPage:
     """Twins by severity, risk, alert flag and last update, most severe first (my patients)."""
-    allowed = who.role in ("clinician", "admin")
-    await record(svc, request, who, "twin.search", None, allowed=allowed)
-    if not allowed:
-        raise errors.AuthorizationError(f"role {who.role} may not search twins")
-    scope: list[str] | None = None
-    if who.role == "clinician":
-        scope = []
-        for team in who.care_team:
-            scope.extend(await svc.registry.list_for_team(team, limit=MAX_SCOPE))
-    entries = await svc.index.search(
-        min_severity=min_severity,
-        alert=alert,
-        patient_ids=scope,
-        updated_since=updated_since,
-        min_p_severe=min_p_severe,
-        limit=limit,
-    )
+    query = TwinQuery(min_severity, alert, updated_since, min_p_severe, limit)
+    entries = await svc.app.search_twins(caller(request, who), query)
     return schemas.TwinPage(items=[schemas.TwinIndexOut.model_validate(asdict(e)) for e in entries])

@@ -1,0 +1,358 @@
+"""The clinical use cases, each once: what the HTTP routes (and any other front end) call.
+
+A use case takes a :class:`twin.service.access.Caller` and its input as a wire model of
+:mod:`twin.schemas` (validated and bounded where it entered), asks :class:`AccessPolicy`
+(which audits the decision first), then does the work over the ports and the twin operations
+(:class:`twin.service.operations.TwinOperations`, wherever the twins run). Front ends only
+translate: a route turns HTTP into a call here and the result into HTTP; the error classes of
+:mod:`twin.errors` become HTTP statuses in one place, outside this layer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from twin import errors, ports, schemas
+from twin.domain import codec, events, loinc
+from twin.domain.deidentify import Deidentifier, record_day
+from twin.domain.patients import Identifiers
+from twin.forecast.summary import QUANTILES, Forecast
+from twin.service.access import AccessPolicy, Caller
+from twin.service.erasure import Eraser
+from twin.service.operations import TwinOperations
+from twin.service.results import IngestResult
+
+__all__ = [
+    "EVENT_KINDS",
+    "MAX_SCOPE",
+    "REGISTRATION_KEY",
+    "SCENARIO_REPORTS",
+    "EventKind",
+    "TwinQuery",
+    "TwinService",
+    "forecast_out",
+]
+
+#: Idempotency key of the covariates given at registration (the twin's first event).
+REGISTRATION_KEY = "novamind:registration:covariates"
+#: The document collection of saved scenario reports.
+SCENARIO_REPORTS = "scenario"
+#: Search scope of a clinician: patients of their teams, at most this many.
+MAX_SCOPE = 10_000
+
+EventKind = Literal["observations", "interventions"]
+#: What each kind of ingest accepts, and how a refused item is described.
+EVENT_KINDS: dict[EventKind, tuple[tuple[type[events.Payload], ...], str]] = {
+    "observations": (events.OBSERVATION_TYPES, "an observation"),
+    "interventions": (events.INTERVENTION_TYPES, "an intervention"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TwinQuery:
+    """A search over twin summaries (each ``None``: no condition).
+
+    Attributes:
+        min_severity: Posterior mean latent severity at least this (PHQ-9 points, 0..27).
+        alert: An alert flag the twin carries.
+        updated_since: Updated at or after this time (Unix seconds).
+        min_p_severe: P(severity >= 15) at least this.
+        limit: At most this many, most severe first.
+    """
+
+    min_severity: float | None = None
+    alert: str | None = None
+    updated_since: float | None = None
+    min_p_severe: float | None = None
+    limit: int = 100
+
+
+def forecast_out(fc: Forecast) -> schemas.ForecastOut:
+    """The wire form of a forecast."""
+    return schemas.ForecastOut.model_validate({**asdict(fc), "quantile_levels": list(QUANTILES)})
+
+
+def _payload(item: schemas.ObservationIn) -> events.Payload:
+    if item.loinc is not None:
+        return loinc.from_loinc(item.loinc.code, item.loinc.value, item.loinc.unit)
+    assert item.payload is not None  # the schema requires exactly one form
+    return codec.decode(item.payload)
+
+
+class TwinService:
+    """The use cases of clinicians and administrators over patients and their twins.
+
+    Args:
+        policy: The access rules (audits every decision).
+        registry: Patients and their identifiers.
+        twins: The twin operations.
+        documents: Saved reports (sealed under the patient's key).
+        sealer: Envelope encryption of report bodies.
+        index: Twin summaries for search.
+        erasures: The erasure ledger.
+        eraser: Erasure from every place patient data lives.
+        deidentifier: Research pseudonyms.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: AccessPolicy,
+        registry: ports.PatientRegistry,
+        twins: TwinOperations,
+        documents: ports.DocumentStore,
+        sealer: ports.Sealer,
+        index: ports.TwinIndex,
+        erasures: ports.ErasureLedger,
+        eraser: Eraser,
+        deidentifier: Deidentifier,
+    ) -> None:
+        self.policy = policy
+        self._registry = registry
+        self._twins = twins
+        self._documents = documents
+        self._sealer = sealer
+        self._index = index
+        self._erasures = erasures
+        self._eraser = eraser
+        self._deidentifier = deidentifier
+
+    # -- patients -------------------------------------------------------------------------
+
+    async def register(self, caller: Caller, body: schemas.PatientCreate) -> str:
+        """Register a patient (admin, or a clinician of the owning care team); returns its id.
+
+        Covariates given at registration become the twin's first event; the answer waits for
+        its durable append (the twin applies it in the background, as bulk ingest does).
+        """
+        who = caller.who
+        allowed = who.role == "admin" or (
+            who.role == "clinician" and body.care_team in who.care_team
+        )
+        await self.policy.record(caller, "patient.create", None, allowed=allowed)
+        if not allowed:
+            raise errors.AuthorizationError(
+                f"role {who.role} may not create patients for this team"
+            )
+        identifiers = Identifiers(body.name, body.birth_date, body.mrn, body.contact)
+        # Checked before the patient exists, so refused covariates register nothing.
+        given = (
+            None if body.covariates is None else events.Covariates(**body.covariates.model_dump())
+        )
+        patient_id = await self._registry.create(identifiers, care_team=body.care_team)
+        if given is not None:
+            await self.policy.record(caller, "covariates.ingest", patient_id, allowed=True)
+            event = ports.NewEvent(REGISTRATION_KEY, 0.0, given)
+            await self._twins.ingest(patient_id, [event], wait=False)
+        return patient_id
+
+    async def list_patients(
+        self, caller: Caller, care_team: str | None, *, after: str | None, limit: int
+    ) -> list[str]:
+        """Patient ids of a care team (clinicians: their own teams only; default their first)."""
+        who = caller.who
+        team = care_team or (
+            who.care_team[0] if who.role == "clinician" and who.care_team else None
+        )
+        allowed = (who.role == "admin" and team is not None) or (
+            who.role == "clinician" and team in who.care_team
+        )
+        await self.policy.record(caller, "patient.list", None, allowed=allowed)
+        if not allowed:
+            raise errors.AuthorizationError(f"role {who.role} may not list this care team")
+        assert team is not None  # allowed implies a team
+        return await self._registry.list_for_team(team, after=after, limit=limit)
+
+    async def read_patient(self, caller: Caller, patient_id: str) -> schemas.PatientOut:
+        """The patient's identifiers (their care team, or emergency access)."""
+        team = await self.policy.patient_access(
+            caller, "patient.read", patient_id, ("clinician", "admin")
+        )
+        ident = await self._registry.identifiers(patient_id)
+        return schemas.PatientOut(patient_id=patient_id, care_team=team, **asdict(ident))
+
+    async def erase(self, caller: Caller, patient_id: str) -> schemas.ErasedOut:
+        """Erase a patient everywhere (admin), the ledger first.
+
+        Asked again after an erasure that did not complete (a place failed), it completes it.
+        """
+        if caller.who.role == "admin" and patient_id in await self._erasures.incomplete():
+            # The patient is gone from the registry already; the other places are retried.
+            await self.policy.record(caller, "patient.erase", patient_id, allowed=True)
+            removed = await self._eraser.erase(patient_id, record=False)
+            return schemas.ErasedOut(
+                patient_id=patient_id, erased=True, documents_deleted=removed["documents"]
+            )
+        await self.policy.patient_access(caller, "patient.erase", patient_id, ("admin",))
+        removed = await self._eraser.erase(patient_id)
+        return schemas.ErasedOut(
+            patient_id=patient_id,
+            erased=removed["registry"] > 0,
+            documents_deleted=removed["documents"],
+        )
+
+    async def break_glass(
+        self, caller: Caller, patient_id: str, body: schemas.BreakGlassIn
+    ) -> float:
+        """Emergency access for a clinician outside the care team; returns its expiry."""
+        return await self.policy.grant_break_glass(caller, patient_id, body.reason, body.minutes)
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def ingest(
+        self,
+        caller: Caller,
+        patient_id: str,
+        kind: EventKind,
+        body: schemas.ObservationBatch,
+    ) -> IngestResult:
+        """Append events of one kind, acknowledged once durable, and apply them."""
+        await self.policy.patient_access(
+            caller, f"{kind}.ingest", patient_id, ("clinician", "admin", "service")
+        )
+        allowed, what = EVENT_KINDS[kind]
+        batch: list[ports.NewEvent] = []
+        for i, item in enumerate(body.items):
+            payload = _payload(item)
+            if not isinstance(payload, allowed):
+                raise errors.ObservationRangeError(f"items.{i}.type", type(payload).__name__, what)
+            batch.append(ports.NewEvent(item.idempotency_key, item.day, payload))
+        return await self._twins.ingest(patient_id, batch)
+
+    # -- twins ----------------------------------------------------------------------------
+
+    async def read_twin(self, caller: Caller, patient_id: str) -> schemas.TwinOut:
+        """The twin's estimate: latent severity with its SD, P(episode), P(severe), alerts."""
+        await self.policy.patient_access(caller, "twin.read", patient_id, ("clinician", "admin"))
+        return await self._twins.summary(patient_id)
+
+    async def forecast(
+        self, caller: Caller, patient_id: str, body: schemas.ForecastIn
+    ) -> schemas.ForecastOut:
+        """Forecast ``weeks`` ahead under one scenario."""
+        await self.policy.patient_access(
+            caller, "twin.forecast", patient_id, ("clinician", "admin")
+        )
+        (result,) = await self._twins.forecast(patient_id, [body.scenario], weeks=body.weeks)
+        return forecast_out(result)
+
+    async def search_twins(self, caller: Caller, query: TwinQuery) -> list[ports.IndexEntry]:
+        """Twins by severity, risk, alert flag and update time (clinicians: their teams')."""
+        who = caller.who
+        allowed = who.role in ("clinician", "admin")
+        await self.policy.record(caller, "twin.search", None, allowed=allowed)
+        if not allowed:
+            raise errors.AuthorizationError(f"role {who.role} may not search twins")
+        scope: list[str] | None = None
+        if who.role == "clinician":
+            scope = []
+            for team in who.care_team:
+                scope.extend(await self._registry.list_for_team(team, limit=MAX_SCOPE))
+        found = await self._index.search(
+            min_severity=query.min_severity,
+            alert=query.alert,
+            patient_ids=scope,
+            updated_since=query.updated_since,
+            min_p_severe=query.min_p_severe,
+            limit=query.limit,
+        )
+        await self.policy.record_disclosures(
+            caller, "twin.search.disclose", [e.patient_id for e in found]
+        )
+        return found
+
+    async def research_twins(
+        self, caller: Caller, *, min_severity: float | None, alert: str | None, limit: int
+    ) -> list[schemas.ResearchTwinOut]:
+        """De-identified twin summaries, most severe first (researchers).
+
+        Keyed pseudonyms, no identifiers, and days counted from each patient's own first event
+        (``record_day``), never the twin's day, which counts from the ingest origin. Every
+        patient disclosed is audited (by opaque id, which researchers never see).
+        """
+        await self.policy.require_role(caller, "research.twins", ("researcher",))
+        found = await self._index.search(min_severity=min_severity, alert=alert, limit=limit)
+        await self.policy.record_disclosures(
+            caller, "research.twins.disclose", [e.patient_id for e in found]
+        )
+        return [
+            schemas.ResearchTwinOut(
+                pseudonym=self._deidentifier.pseudonym(e.patient_id),
+                record_day=record_day(e.day, e.record_start),
+                severity_mean=e.severity_mean,
+                severity_sd=e.severity_sd,
+                p_episode=e.p_episode,
+                p_severe=e.p_severe,
+                alert_flags=list(e.alert_flags),
+            )
+            for e in found
+        ]
+
+    # -- scenario reports -----------------------------------------------------------------
+
+    async def compare_scenarios(
+        self, caller: Caller, patient_id: str, body: schemas.ScenarioReportIn
+    ) -> schemas.ScenarioReportOut:
+        """Forecast 2..6 scenarios on one posterior, contrast them with the first, save it.
+
+        The report is sealed under the patient's data key: erasing the patient erases it.
+        """
+        await self.policy.patient_access(
+            caller, "scenario.create", patient_id, ("clinician", "admin")
+        )
+        forecasts, contrasts = await self._twins.compare(
+            patient_id, body.scenarios, weeks=body.weeks
+        )
+        report = schemas.ScenarioReportOut(
+            report_id=uuid.uuid4().hex,
+            patient_id=patient_id,
+            title=body.title,
+            created_at=time.time(),
+            forecasts=[forecast_out(f) for f in forecasts],
+            contrasts=[schemas.ContrastOut.model_validate(asdict(c)) for c in contrasts],
+        )
+        plain = report.model_dump_json().encode()
+        sealed = await self._sealer.seal(
+            patient_id, kind=SCENARIO_REPORTS, version=0, plaintext=plain
+        )
+        await self._documents.put(
+            ports.Document(
+                SCENARIO_REPORTS, report.report_id, patient_id, sealed, report.created_at
+            )
+        )
+        return report
+
+    async def _open_report(self, patient_id: str, doc: ports.Document) -> schemas.ScenarioReportOut:
+        plain = await self._sealer.open(
+            patient_id, kind=SCENARIO_REPORTS, version=0, sealed=doc.body
+        )
+        return schemas.ScenarioReportOut.model_validate(json.loads(plain))
+
+    async def list_reports(
+        self, caller: Caller, patient_id: str, *, after: str | None, limit: int
+    ) -> tuple[list[schemas.ScenarioReportOut], str | None]:
+        """The patient's saved reports, and the cursor of the next page (``None``: the last)."""
+        await self.policy.patient_access(
+            caller, "scenario.list", patient_id, ("clinician", "admin")
+        )
+        docs = await self._documents.list(
+            SCENARIO_REPORTS, patient_id=patient_id, after=after, limit=limit
+        )
+        reports = [await self._open_report(patient_id, doc) for doc in docs]
+        return reports, (docs[-1].doc_id if len(docs) == limit else None)
+
+    async def read_report(
+        self, caller: Caller, patient_id: str, report_id: str
+    ) -> schemas.ScenarioReportOut:
+        """One saved report."""
+        await self.policy.patient_access(
+            caller, "scenario.read", patient_id, ("clinician", "admin")
+        )
+        doc = await self._documents.get(SCENARIO_REPORTS, report_id)
+        if doc is None or doc.patient_id != patient_id:
+            raise errors.NotFoundError("no such report")
+        return await self._open_report(patient_id, doc)
