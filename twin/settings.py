@@ -162,7 +162,9 @@ class TwinSettings(BaseSettings):
         "folder's erased/)",
     )
 
-    withheld: tuple[Literal["database_url", "redis_url", "mongo_url"], ...] = ()
+    withheld: tuple[
+        Literal["database_url", "redis_url", "mongo_url", "jwt_secret", "research_key"], ...
+    ] = ()
 
     @model_validator(mode="after")
     def _withheld_urls_supplied(self) -> TwinSettings:
@@ -170,8 +172,9 @@ class TwinSettings(BaseSettings):
         if missing:
             names = ", ".join(f"NOVAMIND_{name.upper()}" for name in missing)
             raise ValueError(
-                f"{', '.join(missing)} carries a credential and is not passed through Ray: "
-                f"this process must read it from its own environment or secret files ({names})"
+                f"{', '.join(missing)} is a secret or carries one and is not passed through "
+                f"Ray: this process must read it from its own environment or secret files "
+                f"({names})"
             )
         return self
 
@@ -209,8 +212,8 @@ class TwinSettings(BaseSettings):
         """These settings as other Ray processes may receive them: no secret in them.
 
         Secrets (``jwt_secret``, ``research_key``) are left out, and so is a store URL that
-        carries a credential; its name goes into ``withheld`` so that the receiving process
-        insists on its own copy (in Kubernetes the pod's Secret, which every Ray worker on the
+        carries a credential; the name of each such field that is set goes into ``withheld``
+        so that the receiving process insists on its own copy (in Kubernetes the pod's Secret, which every Ray worker on the
         node inherits). The data directory is made absolute: workers have other working
         directories.
 
@@ -220,6 +223,9 @@ class TwinSettings(BaseSettings):
         values = self.model_dump(mode="json", exclude_none=True, exclude=set(SECRET_FIELDS))
         values["data_dir"] = str(self.data_dir.resolve())
         withheld: set[str] = set(self.withheld)
+        # A configured secret must be the receiving process's own copy, never a stand-in: a
+        # worker that generated its own research key would give other pseudonyms.
+        withheld.update(name for name in ("jwt_secret", "research_key") if getattr(self, name))
         for name in URL_FIELDS:
             if name in values and url_carries_secret(str(values[name])):
                 del values[name]

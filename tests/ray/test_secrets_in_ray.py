@@ -173,10 +173,14 @@ def test_settings_for_ray_leave_out_secrets_and_credential_urls() -> None:
     values = settings.for_workers()
     assert CANARY_PASSWORD not in repr(values) and CANARY_JWT not in repr(values)
     assert CANARY_RESEARCH not in repr(values)
-    assert values["withheld"] == ["database_url", "redis_url"]
+    assert values["withheld"] == ["database_url", "jwt_secret", "redis_url", "research_key"]
     assert values["mongo_url"] == "mongodb://docs.internal/novamind"
-    # A receiving process without its own copy refuses to start (never the embedded stores).
-    with pytest.raises(ValueError, match="database_url, redis_url carries a credential"):
+    # A receiving process without its own copy refuses to start (never the embedded stores,
+    # never a research key of its own, which would give other pseudonyms).
+    with pytest.raises(ValueError, match="database_url, jwt_secret, redis_url, research_key is"):
         TwinSettings(**values)
+    # Secrets that were not configured (generated locally, shared through the key folder) are
+    # not withheld.
+    assert TwinSettings().for_workers()["withheld"] == []
     assert url_carries_secret("postgresql://u@h/db?PassWord=x")
     assert not url_carries_secret("postgresql://u@h/db?sslmode=require")
