@@ -18,7 +18,7 @@ from deployments import jobs, ray_env
 from twin import ports
 from twin.settings import TwinSettings
 
-__all__ = ["erase_from_cohort_results"]
+__all__ = ["erase_from_cohort_results", "erase_from_parquet"]
 
 
 async def erase_from_cohort_results(
@@ -51,13 +51,13 @@ async def erase_from_cohort_results(
         for run in runs:
             if run.output:
                 removed += await asyncio.to_thread(
-                    _rewrite_parquet, settings, run.output, pseudonym
+                    erase_from_parquet, settings, run.output, pseudonym
                 )
         if run_after is None:
             return removed
 
 
-def _rewrite_parquet(settings: TwinSettings, output: str, pseudonym: str) -> int:
+def erase_from_parquet(settings: TwinSettings, output: str, pseudonym: str) -> int:
     """Rewrite ``output/patients.parquet`` without the pseudonym's rows; returns how many."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq

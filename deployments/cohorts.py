@@ -34,7 +34,13 @@ import pyarrow.parquet as pq
 import ray
 
 from deployments import jobs, ray_env
-from deployments.bootstrap import open_cohort_stores, open_documents, open_twin_reader
+from deployments.bootstrap import (
+    erasure_ledger,
+    open_cohort_stores,
+    open_documents,
+    open_twin_reader,
+)
+from deployments.cohort_erasure import erase_from_cohort_results, erase_from_parquet
 from twin import errors, ports, schemas
 from twin.analytics import synthetic
 from twin.analytics.budget import CohortBudget, cohort_cost
@@ -402,4 +408,26 @@ def _run(
         report = final.model_dump(exclude={"aggregate"})
         report["run"] = json.loads(run.model_dump_json(exclude={"pseudonyms"}))
         _write_files(settings, output, got, aggregate, report, run.weeks)
+    if run.synthetic is None:
+        asyncio.run(_forget_erased(settings, items, output))
     return final
+
+
+async def _forget_erased(
+    settings: TwinSettings, items: list[dict[str, str]], output: str | None
+) -> None:
+    """Remove the rows of twins erased while the run ran from what it wrote.
+
+    An erasure removes a patient's rows from every result page and Parquet file it finds; one
+    that ran while this run was forecasting found none of this run's, which were written after.
+    The aggregate is a mean over many twins and stays.
+    """
+    erased = set(await erasure_ledger(settings).erased())
+    gone = [item["pseudonym"] for item in items if item["patient_id"] in erased]
+    if not gone:
+        return
+    async with open_documents(settings) as documents:
+        for pseudonym in gone:
+            await erase_from_cohort_results(settings, documents, pseudonym)
+            if output is not None:
+                await asyncio.to_thread(erase_from_parquet, settings, output, pseudonym)

@@ -213,9 +213,9 @@ class TwinSettings(BaseSettings):
 
         Secrets (``jwt_secret``, ``research_key``) are left out, and so is a store URL that
         carries a credential; the name of each such field that is set goes into ``withheld``
-        so that the receiving process insists on its own copy (in Kubernetes the pod's Secret, which every Ray worker on the
-        node inherits). The data directory is made absolute: workers have other working
-        directories.
+        so that the receiving process insists on its own copy (in Kubernetes the pod's Secret,
+        which every Ray worker on the node inherits). The data directory is made absolute:
+        workers have other working directories.
 
         Returns:
             Field values, JSON-serializable, that ``TwinSettings(**values)`` accepts.

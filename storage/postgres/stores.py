@@ -118,6 +118,11 @@ class PostgresEventStore:
                 )
                 if r["erased_at"] is not None
             }
+            if erased:
+                # Locking created their head rows again: nothing of an erased patient stays.
+                await conn.execute(
+                    "DELETE FROM patient_heads WHERE patient_id = ANY($1)", sorted(erased)
+                )
             known = await _known_keys(conn, [patient_id for patient_id, _ in batches], keys)
             rows: list[tuple[str, int, str, float, bytes]] = []
             moved: list[tuple[str, int, float]] = []

@@ -213,3 +213,35 @@ async def test_an_erasure_that_failed_part_way_is_completed_by_a_retry_and_by_ev
     async with open_env(settings) as env:
         assert await env.services.erasures.incomplete() == []
         assert await env.services.erasures.erased() == sorted([first, second])
+
+
+async def test_a_cohort_run_that_finishes_after_an_erasure_leaves_no_row_of_that_patient(tmp_path):
+    from deployments.cohorts import _forget_erased
+
+    settings = api_settings(tmp_path)
+    async with open_env(settings) as env:
+        svc = env.services
+        erased, kept = "pt_erased_during_run", "pt_kept"
+        rows = [
+            {"pseudonym": svc.deidentifier.pseudonym(pid), "scenario_index": 0}
+            for pid in (erased, kept)
+        ]
+        # What the run wrote after the erasure had already passed every place.
+        output = tmp_path / "cohorts" / "late"
+        output.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), output / "patients.parquet")
+        await svc.documents.put(
+            ports.Document(jobs.COHORT_RESULTS, "late.000000", None, json.dumps(rows).encode(), 0.0)
+        )
+        await svc.erasures.record(erased)
+        items = [
+            {"patient_id": pid, "pseudonym": svc.deidentifier.pseudonym(pid)}
+            for pid in (erased, kept)
+        ]
+        await _forget_erased(settings, items, str(output))
+        page = await svc.documents.get(jobs.COHORT_RESULTS, "late.000000")
+        left = [r["pseudonym"] for r in json.loads(page.body)]
+        assert left == [svc.deidentifier.pseudonym(kept)]
+        assert [
+            r["pseudonym"] for r in pq.read_table(output / "patients.parquet").to_pylist()
+        ] == left

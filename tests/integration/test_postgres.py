@@ -176,8 +176,11 @@ async def test_appends_that_race_an_erasure_store_nothing_after_it_and_no_new_ke
     try:
         keys = await conn.fetchval("SELECT count(*) FROM data_keys WHERE patient_id = $1", pid)
         stored = await conn.fetchval("SELECT count(*) FROM events WHERE patient_id = $1", pid)
+        # A refused append leaves no head row of the erased patient behind.
+        heads = await conn.fetchval("SELECT count(*) FROM patient_heads WHERE patient_id = $1", pid)
     finally:
         await conn.close()
+    assert heads == 0
     # No key came back (whatever was stored is unreadable), and the log ends where it stood
     # when the erasure began.
     assert keys == 0
