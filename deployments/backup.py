@@ -274,9 +274,11 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
             raise errors.BackupCorruptError(
                 f"the restored audit chain does not verify: {report.reason or report.entries}"
             )
-        reerased = await apply_erasure_ledger(
-            stores.erasures, stores.snapshot, stores.index, stores.eraser
-        )
+        reerased = (
+            await apply_erasure_ledger(
+                stores.erasures, stores.snapshot, stores.index, stores.eraser
+            )
+        ).revived
     return RestoreReport(
         backup_id=str(manifest["backup_id"]),
         tables=tables,

@@ -15,6 +15,7 @@ Settings outside ``local`` must name the production stores (``TwinSettings`` ref
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -392,17 +393,22 @@ def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = 
         return int(await stores.registry.erase(pid))
 
     async def twin(pid: str) -> int:
-        if twins is not None:
-            await twins.erase(pid)
-        return int(twins is not None)
+        assert twins is not None  # the place is unreachable without a runtime
+        await twins.erase(pid)
+        return 1
 
     async def index(pid: str) -> int:
         return int(await stores.index.delete(pid))
 
+    # Erasures rewrite shared result pages: two at once would each write back the other's
+    # patient (a lost update), so in one process they take turns.
+    rewriting = asyncio.Lock()
+
     async def cohort_results(pid: str) -> int:
-        return await erase_from_cohort_results(
-            settings, stores.documents, deidentifier.pseudonym(pid)
-        )
+        async with rewriting:
+            return await erase_from_cohort_results(
+                settings, stores.documents, deidentifier.pseudonym(pid)
+            )
 
     async def data_key(pid: str) -> int:
         await stores.sealer.shred(pid)
@@ -410,7 +416,8 @@ def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = 
 
     places = [
         Place("registry", "identifiers, care team (a tombstone stays)", ("patients",), registry),
-        Place("twin", "the twin in memory, its cached summary and change feed", (), twin),
+        Place("twin", "the twin in memory, its cached summary and change feed", (), twin,
+              reachable=twins is not None),
         Place("checkpoints", "sealed twin states", (), checkpoints.delete_all),
         Place("twin index", "severity, risk and alert flags (plain text)", ("twin_index",), index),
         Place("event log", "sealed events, idempotency keys, days", ("events", "patient_heads"),
@@ -477,20 +484,32 @@ async def open_api_services(
             delay = 1.0
             while True:
                 try:
-                    await apply_erasure_ledger(erasures, stores.snapshot, stores.index, eraser)
+                    await apply_erasure_ledger(
+                        erasures, stores.snapshot, stores.index, eraser, incomplete=False
+                    )
                 except errors.TwinError as exc:
                     _LOG.warning("erasure ledger not applied yet (%s); retrying", exc)
                     await asyncio.sleep(delay)
                     delay = min(2 * delay, 60.0)
                 else:
                     ledger_applied.set()
-                    return
+                    break
+            # Then, while serving, erasures that stopped half-way (their data key is gone, so
+            # nothing sealed is readable) are completed; one that fails again stays incomplete
+            # for the next start, `novamind erasures apply` or the admin's DELETE.
+            try:
+                done = await apply_erasure_ledger(erasures, stores.snapshot, stores.index, eraser)
+            except errors.TwinError as exc:
+                _LOG.warning("unfinished erasures not completed (%s)", exc)
+            else:
+                if done.failed:
+                    _LOG.warning("%d unfinished erasure(s) failed again", len(done.failed))
 
-        try:
-            await asyncio.wait_for(asyncio.shield(first := asyncio.ensure_future(apply_ledger())),
-                                   timeout=30.0)  # fmt: skip
-        except TimeoutError:
-            stack.callback(first.cancel)
+        first = asyncio.ensure_future(apply_ledger())
+        stack.callback(first.cancel)
+        # Not ready until it is applied; past 30 s the service starts and the task keeps trying.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(ledger_applied.wait()), timeout=30.0)
 
         async def ready() -> bool:
             if not ledger_applied.is_set():

@@ -234,15 +234,20 @@ def restore(
 def erasures_apply() -> None:
     """Erase again every patient the erasure ledger names that a database restore revived."""
     from deployments.bootstrap import open_backup_stores
-    from deployments.erasure import apply_erasure_ledger
+    from deployments.erasure import LedgerApplied, apply_erasure_ledger
 
-    async def job() -> int:
+    async def job() -> LedgerApplied:
         async with open_backup_stores(TwinSettings()) as stores:
             return await apply_erasure_ledger(
                 stores.erasures, stores.snapshot, stores.index, stores.eraser
             )
 
-    console.print(f"erased again: {_run_job('erasures', job())} (named by the erasure ledger)")
+    done = _run_job("erasures", job())
+    console.print(f"erased again: {done.revived} (named by the erasure ledger, with a data key)")
+    console.print(f"completed:    {done.completed} (erasures that had stopped half-way)")
+    if done.failed:
+        console.print(f"failed again: {len(done.failed)} (still incomplete; retry later)")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -13,10 +13,32 @@ restore of the database) erase each named patient who has a data key again.
 
 from __future__ import annotations
 
-from twin import ports
+import logging
+from dataclasses import dataclass
+
+from twin import errors, ports
 from twin.service.erasure import Eraser
 
-__all__ = ["apply_erasure_ledger"]
+__all__ = ["LedgerApplied", "apply_erasure_ledger"]
+
+_LOG = logging.getLogger("novamind.erasure")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerApplied:
+    """What applying the ledger did.
+
+    Attributes:
+        revived: Ledger patients who had a data key (a restore revived them, or a write raced
+            the erasure) and were erased again.
+        completed: Erasures that had not completed and now have.
+        failed: Patients whose erasure failed again (a place is still failing); each stays
+            incomplete in the ledger and is retried by the next apply.
+    """
+
+    revived: int
+    completed: int
+    failed: tuple[str, ...]
 
 
 async def apply_erasure_ledger(
@@ -24,28 +46,47 @@ async def apply_erasure_ledger(
     snapshot: ports.DatabaseSnapshot,
     index: ports.TwinIndex,
     eraser: Eraser,
-) -> int:
-    """Erase again each ledger patient who has a data key or whose erasure is incomplete.
+    *,
+    incomplete: bool = True,
+) -> LedgerApplied:
+    """Erase again each ledger patient who has a data key, and complete unfinished erasures.
 
-    Each is erased from every registered place (:class:`twin.service.erasure.Eraser`): a
-    patient whose erasure stopped half-way (the ledger written, a crash or a failing place
-    before the rest, even after the data key was destroyed) is completed the same way, and
-    marked complete. Idempotent; costs one listing of the keyed patients.
+    Each is erased from every registered place (:class:`twin.service.erasure.Eraser`) and
+    marked complete when every place succeeded. One patient failing stops no other.
 
-    Returns:
-        How many patients were erased again.
+    Args:
+        ledger: The erasure ledger.
+        snapshot: The relational store (who has a data key).
+        index: The twin index (entries an interrupted erasure left in plain text).
+        eraser: Erasure over every place.
+        incomplete: Also complete erasures that stopped half-way (after the data key was
+            destroyed nothing sealed is readable; what is left is derived data).
+
+    Raises:
+        StorageUnavailableError: A patient who has a data key could not be erased again: the
+            service must not serve them (the others were done).
     """
     erased = await ledger.erased()
     if not erased:
-        return 0
-    unfinished = set(await ledger.incomplete())
-    revived = sorted((set(erased) & set(await snapshot.patient_ids())) | unfinished)
+        return LedgerApplied(0, 0, ())
+    keyed = set(erased) & set(await snapshot.patient_ids())
+    unfinished = set(await ledger.incomplete()) - keyed if incomplete else set()
     # An erasure that stopped after the key was shredded leaves its index entry (plain text):
     # one search per thousand ledger entries finds those.
     for start in range(0, len(erased), 1000):
         chunk = erased[start : start + 1000]
         for entry in await index.search(patient_ids=chunk, limit=len(chunk)):
             await index.delete(entry.patient_id)
-    for patient_id in revived:
-        await eraser.erase(patient_id, record=False)
-    return len(revived)
+    failed: list[str] = []
+    for patient_id in sorted(keyed | unfinished):
+        try:
+            await eraser.erase(patient_id, record=False)
+        except errors.TwinError as exc:
+            _LOG.warning("erasure of a ledger patient failed again: %s", exc)
+            failed.append(patient_id)
+    if keyed & set(failed):
+        raise errors.StorageUnavailableError(
+            f"{len(keyed & set(failed))} patient(s) the ledger names still have a data key and "
+            "could not be erased again; retry"
+        )
+    return LedgerApplied(len(keyed), len(unfinished - set(failed)), tuple(sorted(set(failed))))

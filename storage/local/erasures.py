@@ -37,10 +37,9 @@ class LocalErasureLedger:
             self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             fsync_dir(self._dir.parent)  # the new folder's entry survives a crash too
         path = self._dir / f"{patient_id}{suffix}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
+        # Synced even when it exists: an earlier attempt may have crashed before its sync, and
+        # the caller destroys the data key once this returns.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             os.fsync(fd)
         finally:

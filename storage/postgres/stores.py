@@ -467,9 +467,10 @@ class PostgresPatientRegistry:
             return False
         async with _connection(self._db) as conn:
             await conn.execute(
-                # The row stays as the tombstone (id, team, time); the sealed identifiers go.
-                "UPDATE patients SET erased_at = now(), identifiers = ''::bytea "
-                "WHERE patient_id = $1 AND erased_at IS NULL",
+                # The row stays as the tombstone (id, team, time); the sealed identifiers go
+                # (also from a tombstone written before they were blanked).
+                "UPDATE patients SET erased_at = coalesce(erased_at, now()), "
+                "identifiers = ''::bytea WHERE patient_id = $1",
                 patient_id,
             )
         await self._sealer.shred(patient_id)

@@ -450,9 +450,10 @@ class SqlitePatientRegistry:
             return False
         async with self._db.lock:
             await self._db.conn.execute(
-                # The row stays as the tombstone (id, team, time); the sealed identifiers go.
-                "UPDATE patients SET erased_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), "
-                "identifiers = X'' WHERE patient_id = ? AND erased_at IS NULL",
+                # The row stays as the tombstone (id, team, time); the sealed identifiers go
+                # (also from a tombstone written before they were blanked).
+                "UPDATE patients SET erased_at = coalesce(erased_at, "
+                "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), identifiers = X'' WHERE patient_id = ?",
                 (patient_id,),
             )
         await self._sealer.shred(patient_id)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 from tests.integration.conftest import bearer
 from twin.domain.audit import verify_chain
+from twin.service.access import DISCLOSURES, reason_digest
 
 ADA = {
     "name": "Ada Canary",
@@ -248,11 +250,17 @@ async def test_break_glass_is_bounded_audited_and_single_patient(api_env):
         if e.record.purpose.startswith("ETREAT") and e.record.outcome == "allowed"
     ]
     assert [r.action for r in emergency] == ["break_glass.start", "patient.read"]
-    # The reason is bound by digest; its text stays sealed with the patient (erased with them).
+    # The reason is bound by a salted digest; its text and salt stay sealed in the grant, with
+    # the patient (erased with them), so the trail alone confirms no guess.
     reason = "unconscious in the ED, needs history"
-    digest = hashlib.sha256(reason.encode()).hexdigest()[:32]
-    assert emergency[0].purpose == f"ETREAT reason-sha256:{digest}"
     assert reason not in str([e.record for e in entries])
+    svc = api_env.services
+    (grant,) = await svc.documents.list("break_glass", patient_id=pid, after=None, limit=10)
+    body = json.loads(await svc.sealer.open(pid, kind="break_glass", version=0, sealed=grant.body))
+    (kept,) = body["history"]
+    assert kept["reason"] == reason
+    assert emergency[0].purpose == f"ETREAT reason-hmac:{reason_digest(reason, kept['salt'])}"
+    assert hashlib.sha256(reason.encode()).hexdigest()[:32] not in emergency[0].purpose
     # Expiry: a grant whose time has passed no longer opens the record.
     from twin.service import access
 
@@ -384,9 +392,19 @@ async def test_every_patient_a_listing_discloses_is_audited_by_name(api_env):
     assert listed.status_code == 200 and len(listed.json()["items"]) == 2
     searched = await client.get("/v1/twins?limit=500", headers=ADMIN)
     assert len(searched.json()["items"]) == 3
+    # One audit entry per listing, bound by digest to a manifest that names every patient.
     entries = [e.record for e in await api_env.services.audit.entries()]
-    to_researcher = [r.patient_id for r in entries if r.action == "research.twins.disclose"]
+    documents = api_env.services.documents
+
+    async def disclosed(action: str) -> list[str]:
+        (entry,) = [r for r in entries if r.action == action]
+        digest = entry.purpose.rsplit("manifest-sha256:", 1)[1]
+        manifest = await documents.get(DISCLOSURES, digest[:32])
+        assert hashlib.sha256(manifest.body).hexdigest() == digest
+        return json.loads(manifest.body)["patients"]
+
+    to_researcher = await disclosed("research.twins.disclose")
     assert len(to_researcher) == 2 and set(to_researcher) <= set(created)
-    assert all(r.actor == "res-d" and r.purpose == "HRESCH" for r in entries if r.actor == "res-d")
-    to_admin = {r.patient_id for r in entries if r.action == "twin.search.disclose"}
-    assert to_admin == set(created)
+    assert set(await disclosed("twin.search.disclose")) == set(created)
+    research = [r for r in entries if r.actor == "res-d"]
+    assert all(r.purpose.startswith("HRESCH") for r in research) and len(research) == 2

@@ -199,3 +199,25 @@ def test_a_switch_later_in_the_horizon_keeps_the_old_drug_until_its_day():
     assert plan.dose_rel[5, k] == pytest.approx(20.0 / drug("fluoxetine").min_dose_mg)
     assert plan.k_e[12, k] == pytest.approx(drug("duloxetine").k_e)
     assert plan.dose_rel[12, k] == pytest.approx(1.0)
+
+
+def test_a_scenario_that_stops_a_drug_the_twin_does_not_take_changes_nothing():
+    from tests.builders import Log, twin
+    from twin.assimilation import kernel
+    from twin.domain import events as E
+    from twin.forecast import engine
+    from twin.model.parameters import PopulationParameters
+
+    state = twin("two", particles=100)
+    two = (
+        Log()
+        .add(0.0, E.Prescription("sertraline", 50.0))
+        .add(0.1, E.Prescription("fluoxetine", 20.0))
+    )
+    kernel.apply_events([state], [two.events])
+    stop = Scenario(name="stop", doses=[ScenarioDose(day=3, drug="duloxetine", mg_per_day=0)])
+    assert engine.scenario_refusal(state, [stop]) is None
+    params = PopulationParameters()
+    same = engine._plan(state, Scenario(name="as now"), 10, params)
+    plan = engine._plan(state, stop, 10, params)
+    assert (plan.k_e == same.k_e).all() and (plan.dose_rel == same.dose_rel).all()

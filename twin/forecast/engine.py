@@ -96,6 +96,8 @@ def _dose_changes(state: TwinState, scenario: Scenario) -> dict[int, list[tuple[
     for change in sorted(scenario.doses, key=lambda c: (c.day, c.mg_per_day > 0)):
         if change.drug in slots:
             k = slots.index(change.drug)
+        elif change.mg_per_day == 0.0:
+            continue  # a stop of a drug the twin does not take changes nothing
         elif None in slots:
             k = slots.index(None)
         else:
@@ -104,7 +106,8 @@ def _dose_changes(state: TwinState, scenario: Scenario) -> dict[int, list[tuple[
                 raise errors.InvalidInputError(
                     f"scenario starts {change.drug} while two other drugs are prescribed"
                 )
-            k = stopped[0]
+            # The twin's own rule (twin.assimilation.kernel): the least exposed stopped slot.
+            k = min(stopped, key=lambda j: float(np.max(state.particles[Row.C0 + j])))
         slots[k] = change.drug
         planned[k] = change.mg_per_day
         changes.setdefault(change.day, []).append((k, change.drug, change.mg_per_day))

@@ -14,17 +14,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from twin import errors, ports
 from twin.domain.audit import AuditRecord
 
 __all__ = [
     "BREAK_GLASS",
+    "DISCLOSURES",
     "ROLES",
     "AccessPolicy",
     "Caller",
@@ -38,6 +41,10 @@ Role = Literal["clinician", "researcher", "admin", "service", "auditor"]
 ROLES: tuple[Role, ...] = ("clinician", "researcher", "admin", "service", "auditor")
 #: The document collection of emergency-access grants.
 BREAK_GLASS = "break_glass"
+#: Emergency-access reasons a grant keeps (the newest).
+GRANT_HISTORY = 50
+#: The document collection of disclosure manifests (the patients a listing disclosed).
+DISCLOSURES = "disclosure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +81,13 @@ class Grant:
     expires_at: float
 
 
-def reason_digest(reason: str) -> str:
-    """The digest an audit entry binds an emergency-access reason by (SHA-256, 32 hex digits)."""
-    return hashlib.sha256(reason.encode()).hexdigest()[:32]
+def reason_digest(reason: str, salt: str) -> str:
+    """The digest an audit entry binds an emergency-access reason by.
+
+    HMAC-SHA-256 under a random salt kept only in the sealed grant (32 hex digits): the trail
+    alone cannot be used to confirm a guessed reason, and it goes with an erasure of the grant.
+    """
+    return hmac.new(salt.encode(), reason.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _now() -> str:
@@ -141,30 +152,31 @@ class AccessPolicy:
     async def record_disclosures(
         self, caller: Caller, action: str, patient_ids: Sequence[str]
     ) -> None:
-        """Audit a disclosure of many patients' data: one entry per patient disclosed.
+        """Audit a disclosure of many patients' data: one entry, and a manifest naming them.
 
-        A listing is audited once as a decision (:meth:`record`); what it then disclosed is
-        audited per patient, so an accounting of disclosures for one patient is complete.
+        The manifest (document collection :data:`DISCLOSURES`, the patients' opaque ids in
+        order) is bound to the entry by its SHA-256 in the entry's purpose, so the hash chain
+        covers it; an accounting of disclosures for one patient reads the manifests. One entry
+        per request, whatever the page size: a listing cannot flood the trail that every
+        other request waits to append to.
         """
         if not patient_ids:
             return
         who = caller.who
+        ids = list(dict.fromkeys(patient_ids))
+        body = json.dumps(
+            {"action": action, "request_id": caller.request_id, "patients": ids},
+            separators=(",", ":"),
+        ).encode()
+        digest = hashlib.sha256(body).hexdigest()
+        await self._documents.put(ports.Document(DISCLOSURES, digest[:32], None, body, time.time()))
         purpose = {"clinician": "TREAT", "researcher": "HRESCH"}.get(who.role, who.role)
-        at = _now()
-        await self._audit.append_many(
-            [
-                AuditRecord(
-                    actor=who.subject,
-                    role=who.role,
-                    action=action,
-                    patient_id=patient_id,
-                    outcome="allowed",
-                    purpose=purpose,
-                    at=at,
-                    request_id=caller.request_id,
-                )
-                for patient_id in dict.fromkeys(patient_ids)
-            ]
+        await self.record(
+            caller,
+            action,
+            None,
+            allowed=True,
+            purpose=f"{purpose} patients:{len(ids)} manifest-sha256:{digest}",
         )
 
     async def require_role(
@@ -217,15 +229,23 @@ class AccessPolicy:
             raise errors.NotFoundError("no such patient")
         return team
 
-    async def _active_grant(self, patient_id: str, subject: str) -> Grant | None:
+    async def _grant_body(self, patient_id: str, subject: str) -> dict[str, Any]:
+        """The stored grant of ``subject`` for the patient, opened (empty when none)."""
         doc = await self._documents.get(BREAK_GLASS, _grant_id(patient_id, subject))
         if doc is None:
-            return None
+            return {}
         try:
             body = await self._sealer.open(patient_id, kind=BREAK_GLASS, version=0, sealed=doc.body)
         except errors.KeyAccessError:
+            return {}
+        found: dict[str, Any] = json.loads(body)
+        return found
+
+    async def _active_grant(self, patient_id: str, subject: str) -> Grant | None:
+        body = await self._grant_body(patient_id, subject)
+        if not body:
             return None
-        grant = Grant(**json.loads(body))
+        grant = Grant(body["subject"], body["reason"], body["expires_at"])
         return grant if grant.subject == subject and grant.expires_at > time.time() else None
 
     async def grant_ends_at(self, who: Principal, patient_id: str) -> float | None:
@@ -257,6 +277,7 @@ class AccessPolicy:
         team = await self._registry.care_team(patient_id)
         allowed = who.role == "clinician" and team is not None
         minutes = min(minutes, self._break_glass_max_minutes)
+        salt = secrets.token_hex(16)
         # The reason may name the patient or their condition: the audit trail (kept six years,
         # declared free of patient data, never erased) binds it by digest; the text itself is
         # kept in the grant, sealed under the patient's key, and goes with an erasure.
@@ -265,14 +286,25 @@ class AccessPolicy:
             "break_glass.start",
             patient_id,
             allowed=allowed,
-            purpose=f"ETREAT reason-sha256:{reason_digest(reason)}",
+            purpose=f"ETREAT reason-hmac:{reason_digest(reason, salt)}",
         )
         if who.role != "clinician":
             raise errors.AuthorizationError("only clinicians may request emergency access")
         if team is None:
             raise errors.NotFoundError("no such patient")
         expires_at = time.time() + 60.0 * minutes
-        body = json.dumps({"subject": who.subject, "reason": reason, "expires_at": expires_at})
+        # Earlier grants' reasons stay with the new one (the audit entries name each by its
+        # digest), the newest GRANT_HISTORY of them.
+        earlier = await self._grant_body(patient_id, who.subject)
+        history = [*earlier.get("history", []), {"reason": reason, "salt": salt, "at": time.time()}]
+        body = json.dumps(
+            {
+                "subject": who.subject,
+                "reason": reason,
+                "expires_at": expires_at,
+                "history": history[-GRANT_HISTORY:],
+            }
+        )
         sealed = await self._sealer.seal(
             patient_id, kind=BREAK_GLASS, version=0, plaintext=body.encode()
         )

@@ -42,12 +42,16 @@ class Place:
         tables: Relational tables whose patient rows this place removes or makes unreadable.
         erase: Removes the patient's data there (or destroys the key it is sealed under);
             idempotent; returns how many items it removed.
+        reachable: Whether this process can reach the place (an operator's command cannot
+            reach the twins in the service's memory). An erasure that skipped a place is not
+            marked complete: the next ledger apply where it is reachable finishes it.
     """
 
     name: str
     holds: str
     tables: tuple[str, ...]
     erase: Callable[[str], Awaitable[int]]
+    reachable: bool = True
 
 
 class Eraser:
@@ -86,7 +90,11 @@ class Eraser:
             await self._ledger.record(patient_id)
         removed: dict[str, int] = {}
         failed: list[str] = []
+        skipped = False
         for place in self._places:
+            if not place.reachable:
+                removed[place.name], skipped = 0, True
+                continue
             # One place failing must not keep the others (the data key last) from erasing.
             try:
                 removed[place.name] = await place.erase(patient_id)
@@ -98,5 +106,6 @@ class Eraser:
             raise errors.StorageUnavailableError(
                 f"erasure incomplete: {', '.join(failed)} could not be erased; the others were"
             )
-        await self._ledger.complete(patient_id)
+        if not skipped:
+            await self._ledger.complete(patient_id)
         return removed
