@@ -7,6 +7,8 @@ JWT secret, the research key and a password in the change feed's Redis URL), cre
 hosts and the job runner the way the platform does, ingests an event (so the host must really
 reach its password-protected Redis, with the password from its own environment), and then reads
 every key of the GCS's Redis: no canary may be there, while the host actor's spec must be.
+It runs on the embedded SQLite store and on PostgreSQL, whose URL then carries a canary
+password that the host must take from its own environment to write the event.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import RedisServer, free_port
+from tests.servers import PostgresServer, RedisServer, free_port
 from twin.settings import TwinSettings, url_carries_secret
 
 pytestmark = pytest.mark.ray
@@ -30,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 CANARY_JWT = "canary-jwt-7c1d9e5a3b2f4e6d8a0b1c2d3e4f5a6b"
 CANARY_RESEARCH = "canary-research-0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c"
 CANARY_PASSWORD = "canary-redis-pw-5e4d3c2b1a"
+CANARY_DB_PASSWORD = "canary-db-pw-9a8b7c6d5e"
 
 _DRIVER = """
 import asyncio, os, time
@@ -110,7 +113,20 @@ def _everything_in(redis_port: int) -> bytes:
     return b"\n".join(parts)
 
 
-def test_actor_specs_and_runtime_envs_in_the_gcs_hold_no_secret(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_actor_specs_and_runtime_envs_in_the_gcs_hold_no_secret(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    database: dict[str, str] = {}
+    if store == "postgres":
+        # The server trusts local connections, so the canary password is carried, not checked:
+        # what matters is that the URL holding it never reaches the GCS.
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        name = f"secrets_{os.getpid()}"
+        url = server.create_database(name)
+        database["NOVAMIND_DATABASE_URL"] = url.replace(
+            "postgres@", f"postgres:{CANARY_DB_PASSWORD}@", 1
+        )
     gcs_redis = RedisServer()
     feed_redis = RedisServer(password=CANARY_PASSWORD)
     gcs_redis.start()
@@ -127,6 +143,7 @@ def test_actor_specs_and_runtime_envs_in_the_gcs_hold_no_secret(tmp_path: Path) 
         "NOVAMIND_JWT_SECRET": CANARY_JWT,
         "NOVAMIND_RESEARCH_KEY": CANARY_RESEARCH,
         "NOVAMIND_REDIS_URL": feed_redis.url,  # the node's environment, as a pod's Secret
+        **database,
     }
     try:
         with _head(gcs_redis, env, temp) as address:
@@ -146,10 +163,28 @@ def test_actor_specs_and_runtime_envs_in_the_gcs_hold_no_secret(tmp_path: Path) 
         gcs_redis.stop()
         feed_redis.stop()
     assert b"TwinHostActor" in gcs and b"JobRunner" in gcs  # the specs were there to read
-    for canary in (CANARY_JWT, CANARY_RESEARCH, CANARY_PASSWORD):
+    for canary in (CANARY_JWT, CANARY_RESEARCH, CANARY_PASSWORD, CANARY_DB_PASSWORD):
         assert canary.encode() not in gcs, canary
     # The host published the event to the password-protected Redis: it had the password.
     assert feed_redis_keys > 0
+    if store == "postgres":
+        # ... and wrote it to PostgreSQL through the URL of its own environment.
+        assert _events_in(database["NOVAMIND_DATABASE_URL"]) == 1
+
+
+def _events_in(url: str) -> int:
+    import asyncio
+
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(url)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM events"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
 
 
 def _count_keys(server: RedisServer) -> int:
