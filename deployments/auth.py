@@ -24,6 +24,10 @@ from twin.service.access import ROLES, Principal, Role
 __all__ = ["ROLES", "Principal", "Role", "TokenVerifier", "mint_token"]
 
 MAX_TOKEN_BYTES = 8192
+#: Seconds a fetched JWKS is used before it is fetched again.
+JWKS_REFRESH_S = 300.0
+#: Seconds a JWKS fetch may take.
+JWKS_TIMEOUT_S = 5.0
 MIN_SECRET_BYTES = 32
 
 
@@ -48,6 +52,7 @@ class TokenVerifier:
         jwks_url: str | None = None,
         max_lifetime_s: int = 12 * 3600,
         leeway_s: int = 30,
+        jwks_refresh_s: float = JWKS_REFRESH_S,
     ) -> None:
         if (secret is None) == (jwks_url is None):
             raise errors.ConfigurationError("configure exactly one of a secret or a JWKS URL")
@@ -56,10 +61,29 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._secret = secret
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_keys=True) if jwks_url else None
+        # The key set is fetched again every jwks_refresh_s (a key the IdP removed stops being
+        # accepted then, a new one is accepted without a restart), and for an unknown kid at
+        # most every 30 s (PyJWKClient's cooldown, which also spares the IdP from forged kids).
+        # No per-key cache: PyJWKClient's keeps a key for as long as the process lives.
+        self._jwks = (
+            jwt.PyJWKClient(
+                jwks_url,
+                cache_keys=False,
+                cache_jwk_set=True,
+                lifespan=jwks_refresh_s,
+                timeout=JWKS_TIMEOUT_S,
+            )
+            if jwks_url
+            else None
+        )
         self._algorithms = ["HS256"] if secret is not None else ["RS256", "ES256"]
         self._max_lifetime_s = max_lifetime_s
         self._leeway_s = leeway_s
+
+    @property
+    def fetches_keys(self) -> bool:
+        """Whether verifying may fetch the key set over the network (call it off the loop)."""
+        return self._jwks is not None
 
     def _key(self, token: str) -> Any:
         if self._jwks is None:

@@ -7,6 +7,7 @@ them the request's caller. Failed authentication is audited here (there is no ca
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import uuid
@@ -60,7 +61,13 @@ async def principal(request: Request, svc: Services) -> Principal:
     try:
         if scheme.lower() != "bearer" or not token:
             raise errors.AuthenticationError("a bearer token is required")
-        who = svc.verifier.verify(token.strip())
+        verify = svc.verifier.verify
+        # A JWKS fetch (every few minutes, or for a new kid) must not stall the event loop.
+        who = (
+            await asyncio.to_thread(verify, token.strip())
+            if svc.verifier.fetches_keys
+            else verify(token.strip())
+        )
     except errors.AuthenticationError:
         # Failures are budgeted per source; a valid token is never refused for others' failures.
         # Past the budget the attempt gets 429 and is not audited, which bounds what one source

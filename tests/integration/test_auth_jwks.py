@@ -24,28 +24,60 @@ def _jwk(key, kid: str, alg: str) -> dict:
     return {**data, "kid": kid, "alg": alg, "use": "sig"}
 
 
+class _IdP:
+    """A JWKS endpoint whose published keys the test changes, counting fetches."""
+
+    def __init__(self, keys: list[dict]) -> None:
+        self.keys = keys
+        self.fetches = 0
+        idp = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                idp.fetches += 1
+                body = json.dumps({"keys": idp.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def jwks_url():
-    body = json.dumps(
-        {"keys": [_jwk(RSA_KEY, "rsa-1", "RS256"), _jwk(EC_KEY, "ec-1", "ES256")]}
-    ).encode()
+    idp = _IdP([_jwk(RSA_KEY, "rsa-1", "RS256"), _jwk(EC_KEY, "ec-1", "ES256")])
+    yield idp.url
+    idp.close()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-    server.shutdown()
-    server.server_close()
+def test_a_removed_key_stops_working_and_a_new_one_works_without_a_restart():
+    idp = _IdP([_jwk(RSA_KEY, "rsa-1", "RS256")])
+    try:
+        verifier = TokenVerifier(issuer=ISS, audience=AUD, jwks_url=idp.url, jwks_refresh_s=0.3)
+        old = jwt.encode(_claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})
+        assert verifier.verify(old).subject == "svc-etl"
+        assert verifier.verify(old) and idp.fetches == 1  # the set is cached meanwhile
+        # The IdP rotates: the old key is withdrawn, a new one published. Once the cached set
+        # has aged out, the new key is accepted and the old one refused, without a restart.
+        idp.keys = [_jwk(EC_KEY, "ec-2", "ES256")]
+        time.sleep(0.4)
+        new = jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-2"})
+        assert verifier.verify(new).subject == "svc-etl"
+        with pytest.raises(errors.AuthenticationError):
+            verifier.verify(old)
+        assert idp.fetches == 2
+    finally:
+        idp.close()
 
 
 def _claims() -> dict:
