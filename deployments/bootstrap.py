@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ from twin import errors, ports
 from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
 from twin.service.access import AccessPolicy
-from twin.service.application import TwinService
+from twin.service.application import JobLimits, TwinService
 from twin.service.erasure import Eraser, Place
 from twin.service.host import HostPorts, HostSettings
 from twin.service.priors import DocumentPriorRegistry
@@ -377,6 +378,13 @@ def token_verifier(settings: TwinSettings) -> TokenVerifier:
     )
 
 
+async def _check_sources(root: str, paths: list[str]) -> None:
+    """The API's check of ingest source paths: under the ingest root (a walk: off the loop)."""
+    from deployments.jobs import check_sources
+
+    await asyncio.to_thread(check_sources, root, paths)
+
+
 def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = None) -> Eraser:
     """The registry of every place patient data lives, in erasure order (docs/operations.md §7).
 
@@ -540,6 +548,12 @@ async def open_api_services(
             erasures=erasures,
             eraser=eraser,
             deidentifier=deidentifier,
+            job_limits=JobLimits(
+                budget=CohortBudget(settings.cohort_max_particle_days, settings.cohort_max_rows),
+                stored_particles=settings.particles,
+                per_caller=settings.jobs_per_caller,
+                check_sources=partial(_check_sources, ingest_root(settings)),
+            ),
         )
         yield ApiServices(
             verifier=token_verifier(settings),
@@ -556,11 +570,8 @@ async def open_api_services(
             eraser=eraser,
             app=app,
             metrics=metrics,
-            cohort_budget=CohortBudget(settings.cohort_max_particle_days, settings.cohort_max_rows),
-            stored_particles=settings.particles,
             ready=ready,
             ingest_root=ingest_root(settings),
-            jobs_per_caller=settings.jobs_per_caller,
             streams_per_caller=settings.streams_per_caller,
             stream_recheck_s=settings.stream_recheck_s,
         )

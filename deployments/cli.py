@@ -342,12 +342,17 @@ def calibrate(
         list[str] | None, typer.Option(help="Use every patient of this care team (repeatable).")
     ] = None,
     min_severity: Annotated[
-        float | None, typer.Option(help="Use indexed twins with mean severity >= this.")
+        float | None,
+        typer.Option(help="Use indexed twins with mean severity >= this.", min=0.0, max=27.0),
     ] = None,
-    limit: Annotated[int, typer.Option(help="Most twins used.", min=1)] = 1_000_000,
+    limit: Annotated[int, typer.Option(help="Most twins used.", min=1, max=1_000_000)] = 1_000_000,
     activate: Annotated[bool, typer.Option(help="New twins take the fitted prior set.")] = False,
-    n_sim: Annotated[int, typer.Option(help="Simulated patients per arm.", min=200)] = 4000,
-    max_evaluations: Annotated[int, typer.Option(help="Objective evaluations.", min=5)] = 300,
+    n_sim: Annotated[
+        int, typer.Option(help="Simulated patients per arm.", min=200, max=200_000)
+    ] = 4000,
+    max_evaluations: Annotated[
+        int, typer.Option(help="Objective evaluations.", min=5, max=10_000)
+    ] = 300,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: start a local one).")
     ] = None,
@@ -392,7 +397,9 @@ def model_targets(
     patients: Annotated[
         int, typer.Option(help="Simulated patients per arm.", min=200, max=200_000)
     ] = 20_000,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated cohorts.", min=0)] = 2026,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the simulated cohorts.", min=0, max=2**62 - 1)
+    ] = 2026,
 ) -> None:
     """Run the literature battery and write every target's simulated value and band."""
     from twin.model import validation
@@ -411,12 +418,14 @@ def model_fit(
     patients: Annotated[
         int, typer.Option(help="Simulated patients per arm.", min=500, max=100_000)
     ] = 4000,
-    iterations: Annotated[int, typer.Option(help="Minimiser evaluations.", min=1)] = 30,
-    workers: Annotated[int, typer.Option(help="Processes for the Jacobian.", min=1)] = 2,
+    iterations: Annotated[int, typer.Option(help="Minimiser evaluations.", min=1, max=10_000)] = 30,
+    workers: Annotated[int, typer.Option(help="Processes for the Jacobian.", min=1, max=256)] = 2,
     start: Annotated[
         str | None, typer.Option(help="Prior set to start from (a shipped version).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated cohorts.", min=0)] = 2026,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the simulated cohorts.", min=0, max=2**62 - 1)
+    ] = 2026,
     only: Annotated[
         list[str] | None, typer.Option(help="Fit only this parameter (repeatable).")
     ] = None,

@@ -333,8 +333,11 @@ def run_cohort(
         update={"status": "running", "output": output}
     )
     started = time.perf_counter()
-    return jobs.COHORT.tracked(
-        settings, running, lambda status: _run(settings, run, status, output, workers, started)
+    return jobs.tracked(
+        jobs.COHORT,
+        settings,
+        running,
+        lambda status: _run(settings, run, status, output, workers, started),
     )
 
 
@@ -387,7 +390,7 @@ def _run(
     ds.context.op_resource_reservation_enabled = False
     ds.context.downstream_capacity_backpressure_ratio = None
     status = status.model_copy(update={"patients_total": total})
-    with jobs.COHORT.progress(settings) as save:
+    with jobs.progress(jobs.COHORT, settings) as save:
         save(status)
         got = _collect(ds, run, status, save)
     got.skipped.update(pre_skipped)

@@ -360,7 +360,7 @@ def run_ingest(
     reports: list[IngestReport] = []
 
     def work(status: schemas.IngestJobOut) -> schemas.IngestJobOut:
-        with jobs.INGEST.progress(settings) as save:
+        with jobs.progress(jobs.INGEST, settings) as save:
             reports.append(_run(settings, job, writers, (filesystem, root), status, save))
         return status.model_copy(
             update={
@@ -372,7 +372,7 @@ def run_ingest(
             }
         )
 
-    jobs.INGEST.tracked(settings, running, work)
+    jobs.tracked(jobs.INGEST, settings, running, work)
     return reports[0]
 
 

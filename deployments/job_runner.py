@@ -146,7 +146,7 @@ class JobRunner:
                 raise refused
 
             running = status.model_copy(update={"status": "running", "started_at": jobs.utc_now()})
-            jobs.INGEST.tracked(self._settings, running, fail)
+            jobs.tracked(jobs.INGEST, self._settings, running, fail)
         job = ingest.IngestJob(
             tuple(request.paths),
             request.format,

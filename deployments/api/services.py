@@ -9,7 +9,6 @@ from deployments.api.limiter import RateLimiter
 from deployments.api.observability import Metrics
 from deployments.auth import TokenVerifier
 from twin import ports
-from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
 from twin.service.application import TwinService
 from twin.service.erasure import Eraser
@@ -40,17 +39,12 @@ class ApiServices:
         eraser: Erasure of a patient from every place patient data lives.
         app: The use cases (access rules and their audit included).
         metrics: Request and twin metrics.
-        cohort_budget: The most one cohort run may ask for.
-        stored_particles: Particles of a stored twin (the cost of a stored cohort).
         ready: Checks every dependency; ``None`` means always ready.
         ingest_root: Where ingest jobs submitted through the API may read.
         feed_poll_s: How often an open change feed looks for new events.
-        jobs_per_caller: Queued or running jobs one caller may hold.
         streams_per_caller: Open change-feed streams one caller may hold in this replica.
         stream_recheck_s: How often an open stream re-checks its caller's access.
         open_streams: Open change-feed streams per caller in this replica (mutable).
-        job_scan: Where this replica's scans for a caller's unfinished jobs start (mutable,
-            :func:`deployments.jobs.pending_jobs`).
     """
 
     verifier: TokenVerifier
@@ -67,13 +61,9 @@ class ApiServices:
     eraser: Eraser
     app: TwinService
     metrics: Metrics
-    cohort_budget: CohortBudget
-    stored_particles: int
     ready: Callable[[], Awaitable[bool]] | None = None
     ingest_root: str = "/nonexistent"
     feed_poll_s: float = 0.5
-    jobs_per_caller: int = 2
     streams_per_caller: int = 4
     stream_recheck_s: float = 60.0
     open_streams: dict[str, int] = field(default_factory=dict)
-    job_scan: dict[str, str] = field(default_factory=dict)

@@ -78,6 +78,22 @@ def test_cohort_and_calibrate_refuse_bad_arguments_before_starting_anything(tmp_
     assert bad.exit_code == 2 and "scenarios" in bad.output
     unselected = runner.invoke(app, ["calibrate"])
     assert unselected.exit_code == 2 and "--care-team" in unselected.output
+    # Every number an operator gives has a range: past it, a usage error before any work.
+    for args in (
+        ["calibrate", "--min-severity", "1e9"],
+        ["calibrate", "--min-severity", "nan"],
+        ["calibrate", "--care-team", "t", "--n-sim", "100000000"],
+        ["calibrate", "--care-team", "t", "--max-evaluations", "10000000"],
+        ["calibrate", "--care-team", "t", "--limit", "10000000"],
+        ["model", "fit", "--iterations", "1000000", "--workers", "1"],
+        ["model", "fit", "--workers", "100000"],
+        ["model", "targets", "--seed", str(2**70)],
+        ["cohort", str(tmp_path / "run.json"), "--out", "o", "--workers", "100000"],
+        ["ingest", "x", "--format", "csv", "--origin=2024-01-01", "--out=o", "--writers=0"],
+        ["token", "--ttl", "99999999"],
+    ):
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2, (args, refused.output)
 
 
 def test_model_targets_writes_every_target_with_its_value_and_band(tmp_path):

@@ -96,7 +96,7 @@ def test_a_running_job_stops_at_its_next_progress_update_once_cancelled(tmp_path
     steps: list[int] = []
 
     def work(status: schemas.CohortRunOut) -> schemas.CohortRunOut:
-        with jobs.COHORT.progress(settings) as save:
+        with jobs.progress(jobs.COHORT, settings) as save:
             for step in range(100):
                 if step == 3:  # the API's cancellation, written apart from the status
                     asyncio.run(_put_cancel(settings, running.job_id))
@@ -105,7 +105,7 @@ def test_a_running_job_stops_at_its_next_progress_update_once_cancelled(tmp_path
         return status.model_copy(update={"status": "succeeded"})
 
     with pytest.raises(errors.JobCancelledError):
-        jobs.COHORT.tracked(settings, running, work)
+        jobs.tracked(jobs.COHORT, settings, running, work)
     assert steps == [0, 1, 2]
     final = asyncio.run(_status(settings, running.job_id))
     assert final.status == "cancelled" and final.finished_at is not None

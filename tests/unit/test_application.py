@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from twin import errors, schemas
+from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
 from twin.service.access import AccessPolicy, Caller, Principal
-from twin.service.application import TwinService
+from twin.service.application import JobLimits, TwinService
 from twin.service.erasure import Eraser, Place
 from twin.service.host import HostPorts, HostSettings, TwinHost
 from twin.testing import fakes
@@ -29,6 +30,10 @@ class _Ledger:
 
     async def incomplete(self) -> list[str]:
         return sorted(set(self.names) - self.done)
+
+
+async def _no_sources(paths: list[str]) -> None:
+    raise errors.InvalidInputError("paths: every source must be under the ingest root")
 
 
 def _service() -> tuple[TwinService, fakes.MemoryAuditLog]:
@@ -66,6 +71,7 @@ def _service() -> tuple[TwinService, fakes.MemoryAuditLog]:
         erasures=ledger,
         eraser=eraser,
         deidentifier=Deidentifier(b"k" * 32),
+        job_limits=JobLimits(CohortBudget(1e9, 10_000), 100, 1, _no_sources),
     )
     return service, audit
 
@@ -109,3 +115,30 @@ async def test_a_clinicians_use_cases_without_http():
     assert ("twin.read", "denied") in actions and ("scenario.create", "allowed") in actions
     erased = await app.erase(_as("admin"), pid)
     assert erased.erased and erased.documents_deleted == 1
+
+
+async def test_job_use_cases_without_http():
+    app, _ = _service()
+    run = schemas.CohortRunIn.model_validate(
+        {"synthetic": {"n_patients": 2, "days": 0}, "scenarios": [{}], "weeks": 1}
+    )
+    with pytest.raises(errors.AuthorizationError):
+        await app.submit_cohort_run(_as("clinician", "t1"), run)
+    queued = await app.submit_cohort_run(_as("researcher"), run)
+    assert queued.status == "queued" and queued.submitted_by == "researcher-1"
+    with pytest.raises(errors.ConcurrencyLimitError):  # one unfinished job per caller here
+        await app.submit_cohort_run(_as("researcher"), run)
+    big = run.model_copy(
+        update={"synthetic": run.synthetic.model_copy(update={"n_patients": 10**6})}
+    )
+    with pytest.raises(errors.InvalidInputError):  # over the run budget
+        await app.submit_cohort_run(Caller(Principal("r-2", "researcher", (), 2**31), "q"), big)
+    other = Caller(Principal("r-3", "researcher", (), 2**31), "q")
+    with pytest.raises(errors.NotFoundError):  # another researcher's run does not exist for them
+        await app.cohort_run(other, queued.job_id)
+    assert (await app.cancel_cohort_run(_as("researcher"), queued.job_id)).status == "cancelled"
+    ingest = schemas.IngestJobIn(
+        paths=["/elsewhere/x.csv"], format="csv", origin="2024-01-01T00:00:00Z"
+    )
+    with pytest.raises(errors.InvalidInputError, match="ingest root"):
+        await app.submit_ingest_job(_as("admin"), ingest)

@@ -13,15 +13,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 from twin import errors, ports, schemas
+from twin.analytics.budget import CohortBudget, cohort_cost
 from twin.domain import codec, events, loinc
 from twin.domain.deidentify import Deidentifier, record_day
 from twin.domain.patients import Identifiers
 from twin.forecast.summary import QUANTILES, Forecast
-from twin.service.access import AccessPolicy, Caller
+from twin.service import jobs
+from twin.service.access import AccessPolicy, Caller, Role
 from twin.service.erasure import Eraser
 from twin.service.operations import TwinOperations
 from twin.service.results import IngestResult
@@ -32,6 +35,7 @@ __all__ = [
     "REGISTRATION_KEY",
     "SCENARIO_REPORTS",
     "EventKind",
+    "JobLimits",
     "TwinQuery",
     "TwinService",
     "forecast_out",
@@ -43,6 +47,11 @@ REGISTRATION_KEY = "novamind:registration:covariates"
 SCENARIO_REPORTS = "scenario"
 #: Search scope of a clinician: patients of their teams, at most this many.
 MAX_SCOPE = 10_000
+#: Who may submit, and who may read and cancel, each kind of batch job.
+COHORT_SUBMIT: tuple[Role, ...] = ("researcher",)
+COHORT_READ: tuple[Role, ...] = ("researcher", "admin")
+INGEST_SUBMIT: tuple[Role, ...] = ("admin", "service")
+INGEST_READ: tuple[Role, ...] = ("admin", "service", "researcher")
 
 EventKind = Literal["observations", "interventions"]
 #: What each kind of ingest accepts, and how a refused item is described.
@@ -50,6 +59,24 @@ EVENT_KINDS: dict[EventKind, tuple[tuple[type[events.Payload], ...], str]] = {
     "observations": (events.OBSERVATION_TYPES, "an observation"),
     "interventions": (events.INTERVENTION_TYPES, "an intervention"),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """What one caller's batch jobs may ask for.
+
+    Attributes:
+        budget: The most one cohort run may cost.
+        stored_particles: Particles of a stored twin (the cost of a stored cohort).
+        per_caller: Queued or running jobs one caller may hold.
+        check_sources: Refuses ingest source paths outside the ingest root (the platform's
+            file systems; raises :class:`twin.errors.InvalidInputError`).
+    """
+
+    budget: CohortBudget
+    stored_particles: int
+    per_caller: int
+    check_sources: Callable[[list[str]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +123,7 @@ class TwinService:
         erasures: The erasure ledger.
         eraser: Erasure from every place patient data lives.
         deidentifier: Research pseudonyms.
+        job_limits: What one caller's batch jobs may ask for.
     """
 
     def __init__(
@@ -110,6 +138,7 @@ class TwinService:
         erasures: ports.ErasureLedger,
         eraser: Eraser,
         deidentifier: Deidentifier,
+        job_limits: JobLimits,
     ) -> None:
         self.policy = policy
         self._registry = registry
@@ -120,6 +149,9 @@ class TwinService:
         self._erasures = erasures
         self._eraser = eraser
         self._deidentifier = deidentifier
+        self._job_limits = job_limits
+        # Where this process's scans for a caller's unfinished jobs start (jobs.pending_jobs).
+        self._job_scan: dict[str, str] = {}
 
     # -- patients -------------------------------------------------------------------------
 
@@ -356,3 +388,98 @@ class TwinService:
         if doc is None or doc.patient_id != patient_id:
             raise errors.NotFoundError("no such report")
         return await self._open_report(patient_id, doc)
+
+    # -- batch jobs -------------------------------------------------------------------------
+
+    async def submit_cohort_run(
+        self, caller: Caller, body: schemas.CohortRunIn
+    ) -> schemas.CohortRunOut:
+        """Queue a cohort what-if run (researchers), within the cost budget and job limit."""
+        await self.policy.require_role(caller, "cohorts.submit", COHORT_SUBMIT)
+        limits = self._job_limits
+        limits.budget.check(cohort_cost(body, limits.stored_particles))
+        await jobs.admit(self._documents, caller.who.subject, limits.per_caller, self._job_scan)
+        return await jobs.enqueue_cohort(self._documents, body, caller.who.subject)
+
+    async def _visible_run(self, caller: Caller, job_id: str) -> schemas.CohortRunOut:
+        """A run the caller may see: a researcher's own, or any run for an admin (else 404)."""
+        run: schemas.CohortRunOut = await jobs.COHORT.get(self._documents, job_id)
+        if caller.who.role != "admin" and run.submitted_by != caller.who.subject:
+            raise errors.NotFoundError("no such job in cohort_run")
+        return run
+
+    async def cohort_run(self, caller: Caller, job_id: str) -> schemas.CohortRunOut:
+        """One run: status, progress and, once finished, the aggregate."""
+        await self.policy.require_role(caller, "cohorts.run", COHORT_READ)
+        return await self._visible_run(caller, job_id)
+
+    async def cancel_cohort_run(self, caller: Caller, job_id: str) -> schemas.CohortRunOut:
+        """Cancel a run: a queued one at once, a running one at its next progress update."""
+        await self.policy.require_role(caller, "cohorts.cancel", COHORT_READ)
+        await self._visible_run(caller, job_id)
+        run: schemas.CohortRunOut = await jobs.cancel(
+            self._documents, jobs.COHORT, job_id, caller.who.subject
+        )
+        return run
+
+    async def cohort_runs(
+        self, caller: Caller, *, after: str | None, limit: int
+    ) -> tuple[list[schemas.CohortRunOut], str | None]:
+        """Runs, oldest first (a researcher's own), and the cursor of the next page."""
+        await self.policy.require_role(caller, "cohorts.runs", COHORT_READ)
+        items, next_after = await jobs.COHORT.page(self._documents, after=after, limit=limit)
+        if caller.who.role != "admin":  # a page may hold fewer items; next_after continues
+            items = [run for run in items if run.submitted_by == caller.who.subject]
+        return items, next_after
+
+    async def cohort_patients(
+        self, caller: Caller, job_id: str, page: int
+    ) -> schemas.CohortPatientPage:
+        """One page of a finished run's per-(patient, scenario) rows, by pseudonym."""
+        await self.policy.require_role(caller, "cohorts.patients", COHORT_READ)
+        run = await self._visible_run(caller, job_id)
+        if run.status != "succeeded":
+            raise errors.JobNotFinishedError(f"the run is {run.status}")
+        if page >= max(run.result_pages, 1):
+            raise errors.NotFoundError("no such result page")
+        rows = await self._documents.get(jobs.COHORT_RESULTS, f"{job_id}.{page:06d}")
+        return schemas.CohortPatientPage(
+            items=json.loads(rows.body) if rows is not None else [],
+            page=page,
+            next_page=page + 1 if page + 1 < run.result_pages else None,
+        )
+
+    async def submit_ingest_job(
+        self, caller: Caller, body: schemas.IngestJobIn
+    ) -> schemas.IngestJobOut:
+        """Queue a bulk-ingest job over files under the ingest root (admins, services)."""
+        await self.policy.require_role(caller, "ingest.submit", INGEST_SUBMIT)
+        await self._job_limits.check_sources(body.paths)
+        await jobs.admit(
+            self._documents, caller.who.subject, self._job_limits.per_caller, self._job_scan
+        )
+        return await jobs.enqueue_ingest(self._documents, body, caller.who.subject)
+
+    async def ingest_jobs(
+        self, caller: Caller, *, after: str | None, limit: int
+    ) -> tuple[list[schemas.IngestJobOut], str | None]:
+        """Bulk-ingest jobs, oldest first, and the cursor of the next page."""
+        await self.policy.require_role(caller, "ingest.jobs", INGEST_READ)
+        found: tuple[list[schemas.IngestJobOut], str | None] = await jobs.INGEST.page(
+            self._documents, after=after, limit=limit
+        )
+        return found
+
+    async def ingest_job(self, caller: Caller, job_id: str) -> schemas.IngestJobOut:
+        """One bulk-ingest job: its status, and its report once finished."""
+        await self.policy.require_role(caller, "ingest.job", INGEST_READ)
+        job: schemas.IngestJobOut = await jobs.INGEST.get(self._documents, job_id)
+        return job
+
+    async def cancel_ingest_job(self, caller: Caller, job_id: str) -> schemas.IngestJobOut:
+        """Cancel a bulk-ingest job (admins, services); what it appended before stays."""
+        await self.policy.require_role(caller, "ingest.cancel", INGEST_SUBMIT)
+        job: schemas.IngestJobOut = await jobs.cancel(
+            self._documents, jobs.INGEST, job_id, caller.who.subject
+        )
+        return job
