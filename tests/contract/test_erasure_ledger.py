@@ -1,4 +1,4 @@
-"""The erasure ledger's contract, on a local folder and on S3 (moto's server over HTTP)."""
+"""The erasure ledger's contract: the in-memory fake, a local folder, S3 (moto's server, HTTP)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from storage.local import LocalErasureLedger
 from storage.s3 import S3ErasureLedger
 from tests.servers import MotoServer
 from twin import errors, ports
+from twin.testing import fakes
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["memory", "local", "s3"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> ports.ErasureLedger:
+    if request.param == "memory":
+        return fakes.MemoryErasureLedger()
     if request.param == "local":
         return LocalErasureLedger(tmp_path / "keys" / "erased")
     server: MotoServer = request.getfixturevalue("moto_server")

@@ -13,23 +13,7 @@ from twin.service.erasure import Eraser, Place
 from twin.service.host import HostPorts, HostSettings, TwinHost
 from twin.testing import fakes
 
-
-class _Ledger:
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.done: set[str] = set()
-
-    async def record(self, patient_id: str) -> None:
-        self.names.append(patient_id)
-
-    async def erased(self) -> list[str]:
-        return list(self.names)
-
-    async def complete(self, patient_id: str) -> None:
-        self.done.add(patient_id)
-
-    async def incomplete(self) -> list[str]:
-        return sorted(set(self.names) - self.done)
+_Ledger = fakes.MemoryErasureLedger
 
 
 async def _no_sources(paths: list[str]) -> None:

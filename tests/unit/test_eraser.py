@@ -4,24 +4,9 @@ import pytest
 
 from twin import errors
 from twin.service.erasure import Eraser, Place
+from twin.testing import fakes
 
-
-class _Ledger:
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.done: set[str] = set()
-
-    async def record(self, patient_id: str) -> None:
-        self.names.append(patient_id)
-
-    async def erased(self) -> list[str]:
-        return list(self.names)
-
-    async def complete(self, patient_id: str) -> None:
-        self.done.add(patient_id)
-
-    async def incomplete(self) -> list[str]:
-        return sorted(set(self.names) - self.done)
+_Ledger = fakes.MemoryErasureLedger
 
 
 async def test_a_failing_place_does_not_keep_the_data_key_from_being_destroyed():

@@ -175,20 +175,27 @@ def test_a_twin_a_scenario_cannot_apply_to_is_left_out_with_its_reason_not_the_b
     ]
 
 
-def test_a_switch_later_in_the_horizon_keeps_the_old_drug_until_its_day():
+def _on_two_drugs(name: str):
+    """A twin taking sertraline 50 mg and fluoxetine 20 mg."""
     from tests.builders import Log, twin
     from twin.assimilation import kernel
     from twin.domain import events as E
-    from twin.forecast import engine
-    from twin.model.parameters import PopulationParameters, drug
 
-    state = twin("switch", particles=100)
+    state = twin(name, particles=100)
     two = (
         Log()
         .add(0.0, E.Prescription("sertraline", 50.0))
         .add(0.1, E.Prescription("fluoxetine", 20.0))
     )
     kernel.apply_events([state], [two.events])
+    return state
+
+
+def test_a_switch_later_in_the_horizon_keeps_the_old_drug_until_its_day():
+    from twin.forecast import engine
+    from twin.model.parameters import PopulationParameters, drug
+
+    state = _on_two_drugs("switch")
     k = state.slots.index("fluoxetine")
     start = ScenarioDose(day=10, drug="duloxetine", mg_per_day=60)
     switch = Scenario(
@@ -202,19 +209,10 @@ def test_a_switch_later_in_the_horizon_keeps_the_old_drug_until_its_day():
 
 
 def test_a_scenario_that_stops_a_drug_the_twin_does_not_take_changes_nothing():
-    from tests.builders import Log, twin
-    from twin.assimilation import kernel
-    from twin.domain import events as E
     from twin.forecast import engine
     from twin.model.parameters import PopulationParameters
 
-    state = twin("two", particles=100)
-    two = (
-        Log()
-        .add(0.0, E.Prescription("sertraline", 50.0))
-        .add(0.1, E.Prescription("fluoxetine", 20.0))
-    )
-    kernel.apply_events([state], [two.events])
+    state = _on_two_drugs("two")
     stop = Scenario(name="stop", doses=[ScenarioDose(day=3, drug="duloxetine", mg_per_day=0)])
     assert engine.scenario_refusal(state, [stop]) is None
     params = PopulationParameters()

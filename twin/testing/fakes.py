@@ -7,6 +7,7 @@ They implement the same contracts as the real adapters (the contract suites in
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ __all__ = [
     "MemoryCheckpointStore",
     "MemoryDataKeyStore",
     "MemoryDocumentStore",
+    "MemoryErasureLedger",
     "MemoryEventStore",
     "MemoryPatientRegistry",
     "MemoryTwinIndex",
@@ -325,3 +327,31 @@ class MemoryDocumentStore:
         for k in gone:
             del self.documents[k]
         return len(gone)
+
+
+class MemoryErasureLedger:
+    """A :class:`~twin.ports.ErasureLedger` in a list and a set."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.done: set[str] = set()
+
+    @staticmethod
+    def _check(patient_id: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", patient_id):
+            raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
+
+    async def record(self, patient_id: str) -> None:
+        self._check(patient_id)
+        if patient_id not in self.names:
+            self.names.append(patient_id)
+
+    async def erased(self) -> list[str]:
+        return sorted(self.names)
+
+    async def complete(self, patient_id: str) -> None:
+        self._check(patient_id)
+        self.done.add(patient_id)
+
+    async def incomplete(self) -> list[str]:
+        return sorted(set(self.names) - self.done)
