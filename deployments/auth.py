@@ -28,6 +28,12 @@ MAX_TOKEN_BYTES = 8192
 JWKS_REFRESH_S = 300.0
 #: Seconds a JWKS fetch may take.
 JWKS_TIMEOUT_S = 5.0
+#: While the IdP is unreachable: seconds between attempts, and how long (seconds since the IdP
+#: last published it) a known key keeps working.
+JWKS_RETRY_S = 30.0
+JWKS_MAX_STALE_S = 6 * 3600.0
+#: Signing keys remembered for an IdP outage.
+MAX_KNOWN_KEYS = 32
 MIN_SECRET_BYTES = 32
 
 
@@ -76,6 +82,9 @@ class TokenVerifier:
             if jwks_url
             else None
         )
+        # kid -> (key, when the IdP last published it), newest last.
+        self._known: dict[str, tuple[Any, float]] = {}
+        self._idp_down_until = 0.0
         self._algorithms = ["HS256"] if secret is not None else ["RS256", "ES256"]
         self._max_lifetime_s = max_lifetime_s
         self._leeway_s = leeway_s
@@ -88,7 +97,38 @@ class TokenVerifier:
     def _key(self, token: str) -> Any:
         if self._jwks is None:
             return self._secret
-        return self._jwks.get_signing_key_from_jwt(token).key
+        kid = jwt.get_unverified_header(token).get("kid")
+        kid = kid if isinstance(kid, str) else None
+        if time.monotonic() < self._idp_down_until:
+            return self._last_known(kid)
+        try:
+            key = self._jwks.get_signing_key_from_jwt(token).key
+        except (jwt.PyJWKClientConnectionError, OSError):
+            # The IdP is unreachable: the keys it published last keep working for a while,
+            # and it is not asked again for JWKS_RETRY_S (every request would wait on it).
+            self._idp_down_until = time.monotonic() + JWKS_RETRY_S
+            return self._last_known(kid)
+        except jwt.PyJWKClientError:
+            self._known.pop(kid or "", None)  # the IdP answered without it: withdrawn
+            raise
+        if kid is not None:
+            self._known.pop(kid, None)
+            self._known[kid] = (key, time.monotonic())
+            while len(self._known) > MAX_KNOWN_KEYS:
+                self._known.pop(next(iter(self._known)))
+        return key
+
+    def _last_known(self, kid: str | None) -> Any:
+        """A key the IdP published recently, while it cannot be reached.
+
+        Raises:
+            StorageUnavailableError: No such key, or it is older than ``JWKS_MAX_STALE_S``
+                (503: the credential may be valid; nothing is counted against the caller).
+        """
+        found = self._known.get(kid) if kid is not None else None
+        if found is None or time.monotonic() - found[1] > JWKS_MAX_STALE_S:
+            raise errors.StorageUnavailableError("the identity provider is unreachable; retry")
+        return found[0]
 
     def verify(self, token: str) -> Principal:
         """Verify and decode a bearer token.

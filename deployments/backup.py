@@ -91,6 +91,8 @@ class RestoreReport:
         audit_head: Its head hash (equal to the backup's).
         seconds: Wall time from opening the archive to the erasure ledger applied, s.
         erasures_reapplied: Restored patients the erasure ledger names, erased again.
+        erasures_failed: Erasures that stopped half-way and failed again (still incomplete:
+            the service's next start, or ``novamind erasures apply``, retries them).
     """
 
     backup_id: str
@@ -102,6 +104,7 @@ class RestoreReport:
     audit_head: str
     seconds: float
     erasures_reapplied: int = 0
+    erasures_failed: int = 0
 
 
 async def _write_checkpoints(stores: BackupStores, archive: ArchiveWriter) -> tuple[int, int]:
@@ -274,11 +277,9 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
             raise errors.BackupCorruptError(
                 f"the restored audit chain does not verify: {report.reason or report.entries}"
             )
-        reerased = (
-            await apply_erasure_ledger(
-                stores.erasures, stores.snapshot, stores.index, stores.eraser
-            )
-        ).revived
+        applied = await apply_erasure_ledger(
+            stores.erasures, stores.snapshot, stores.index, stores.eraser
+        )
     return RestoreReport(
         backup_id=str(manifest["backup_id"]),
         tables=tables,
@@ -288,5 +289,6 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
         audit_entries=report.entries,
         audit_head=report.head_hash,
         seconds=time.perf_counter() - started,
-        erasures_reapplied=reerased,
+        erasures_reapplied=applied.revived,
+        erasures_failed=len(applied.failed),
     )

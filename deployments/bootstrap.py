@@ -61,7 +61,7 @@ from storage.sqlite import (
     SqliteSnapshot,
     SqliteTwinIndex,
 )
-from twin import errors, ports
+from twin import ports
 from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
 from twin.service.access import AccessPolicy
@@ -87,6 +87,8 @@ __all__ = [
     "token_verifier",
 ]
 
+#: Seconds between attempts to complete erasures that failed part-way (while one fails).
+ERASURE_RETRY_S = 600.0
 _LOG = logging.getLogger("novamind.bootstrap")
 
 
@@ -485,6 +487,12 @@ async def open_api_services(
         eraser = build_eraser(settings, stores, twins)
         ledger_applied = asyncio.Event()
 
+        async def twins_up() -> bool:
+            try:
+                return twins_ready is None or await twins_ready()
+            except Exception:  # not up yet
+                return False
+
         async def apply_ledger() -> None:
             # Before anything is served, a restored database must not bring an erased patient
             # back. The ledger's store being briefly out must not stop the service from
@@ -495,29 +503,44 @@ async def open_api_services(
                     await apply_erasure_ledger(
                         erasures, stores.snapshot, stores.index, eraser, incomplete=False
                     )
-                except errors.TwinError as exc:
-                    _LOG.warning("erasure ledger not applied yet (%s); retrying", exc)
+                except Exception as exc:  # whatever it is, not ready, logged, tried again
+                    _LOG.warning("erasure ledger not applied yet (%r); retrying", exc)
                     await asyncio.sleep(delay)
                     delay = min(2 * delay, 60.0)
                 else:
                     ledger_applied.set()
                     break
-            # Then, while serving, erasures that stopped half-way (their data key is gone, so
-            # nothing sealed is readable) are completed; one that fails again stays incomplete
-            # for the next start, `novamind erasures apply` or the admin's DELETE.
-            try:
-                done = await apply_erasure_ledger(erasures, stores.snapshot, stores.index, eraser)
-            except errors.TwinError as exc:
-                _LOG.warning("unfinished erasures not completed (%s)", exc)
-            else:
-                if done.failed:
-                    _LOG.warning("%d unfinished erasure(s) failed again", len(done.failed))
+            # Then, while serving and once the twins are up (erasure reaches them too),
+            # erasures that stopped half-way (their data key is gone, so nothing sealed is
+            # readable) are completed, and tried again every ERASURE_RETRY_S while one fails.
+            while True:
+                if await twins_up():
+                    try:
+                        done = await apply_erasure_ledger(
+                            erasures, stores.snapshot, stores.index, eraser
+                        )
+                    except Exception as exc:
+                        _LOG.warning("unfinished erasures not completed (%r)", exc)
+                    else:
+                        if not done.failed:
+                            return
+                        _LOG.warning("%d unfinished erasure(s) failed again", len(done.failed))
+                    await asyncio.sleep(ERASURE_RETRY_S)
+                else:
+                    await asyncio.sleep(5.0)
 
-        first = asyncio.ensure_future(apply_ledger())
-        stack.callback(first.cancel)
+        ledger_task = asyncio.ensure_future(apply_ledger())
+
+        async def stop_ledger_task() -> None:
+            # Before the stores close (the exit stack runs this first): cancel and wait.
+            ledger_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ledger_task
+
+        stack.push_async_callback(stop_ledger_task)
         # Not ready until it is applied; past 30 s the service starts and the task keeps trying.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(ledger_applied.wait()), timeout=30.0)
+            await asyncio.wait_for(ledger_applied.wait(), timeout=30.0)
 
         async def ready() -> bool:
             if not ledger_applied.is_set():

@@ -177,6 +177,15 @@ def kuberay_serve_config(
         raise typer.Exit(1)
 
 
+def _finite(value: float | None) -> float | None:
+    """A float option's value, refused when it is not a finite number (NaN passes ranges)."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter("a finite number is required")
+    return value
+
+
 def _run_job(label: str, job: Coroutine[Any, Any, T]) -> T:
     """Run an async job with a spinner; a Novamind error is printed and exits 1."""
     import asyncio
@@ -228,6 +237,11 @@ def restore(
         f"  audit chain  intact: {report.audit_entries} entries, head {report.audit_head}"
     )
     console.print(f"  erased again {report.erasures_reapplied} (named by the erasure ledger)")
+    if report.erasures_failed:
+        console.print(
+            f"  {report.erasures_failed} unfinished erasure(s) failed again: run "
+            "`novamind erasures apply` once the failing place is back"
+        )
 
 
 @erasures_app.command("apply")
@@ -343,7 +357,12 @@ def calibrate(
     ] = None,
     min_severity: Annotated[
         float | None,
-        typer.Option(help="Use indexed twins with mean severity >= this.", min=0.0, max=27.0),
+        typer.Option(
+            help="Use indexed twins with mean severity >= this.",
+            min=0.0,
+            max=27.0,
+            callback=_finite,
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(help="Most twins used.", min=1, max=1_000_000)] = 1_000_000,
     activate: Annotated[bool, typer.Option(help="New twins take the fitted prior set.")] = False,

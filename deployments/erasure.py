@@ -89,4 +89,7 @@ async def apply_erasure_ledger(
             f"{len(keyed & set(failed))} patient(s) the ledger names still have a data key and "
             "could not be erased again; retry"
         )
-    return LedgerApplied(len(keyed), len(unfinished - set(failed)), tuple(sorted(set(failed))))
+    # Completed: those the ledger now marks complete (an erasure that skipped a place this
+    # process cannot reach stays incomplete, and is not counted).
+    still = set(await ledger.incomplete())
+    return LedgerApplied(len(keyed), len(unfinished - still), tuple(sorted(set(failed))))

@@ -119,3 +119,16 @@ def test_unknown_kid_foreign_key_jku_and_hmac_are_refused(jwks_url):
     for token in forged:
         with pytest.raises(errors.AuthenticationError):
             verifier.verify(token)
+
+
+def test_an_idp_outage_keeps_known_keys_working_and_is_no_authentication_failure():
+    idp = _IdP([_jwk(RSA_KEY, "rsa-1", "RS256")])
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, jwks_url=idp.url, jwks_refresh_s=0.2)
+    known = jwt.encode(_claims(), RSA_KEY, algorithm="RS256", headers={"kid": "rsa-1"})
+    assert verifier.verify(known).subject == "svc-etl"
+    idp.close()  # the IdP goes away
+    time.sleep(0.3)  # past the cached set's lifespan: the next verify must fetch
+    assert verifier.verify(known).subject == "svc-etl"  # the last published key still works
+    stranger = jwt.encode(_claims(), EC_KEY, algorithm="ES256", headers={"kid": "ec-9"})
+    with pytest.raises(errors.StorageUnavailableError, match="unreachable"):
+        verifier.verify(stranger)  # cannot be checked now: 503, not a failed authentication

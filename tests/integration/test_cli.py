@@ -80,8 +80,8 @@ def test_cohort_and_calibrate_refuse_bad_arguments_before_starting_anything(tmp_
     assert unselected.exit_code == 2 and "--care-team" in unselected.output
     # Every number an operator gives has a range: past it, a usage error before any work.
     for args in (
-        ["calibrate", "--min-severity", "1e9"],
-        ["calibrate", "--min-severity", "nan"],
+        ["calibrate", "--care-team", "t", "--min-severity", "1e9"],
+        ["calibrate", "--care-team", "t", "--min-severity", "nan"],
         ["calibrate", "--care-team", "t", "--n-sim", "100000000"],
         ["calibrate", "--care-team", "t", "--max-evaluations", "10000000"],
         ["calibrate", "--care-team", "t", "--limit", "10000000"],

@@ -236,10 +236,10 @@ class AccessPolicy:
             return {}
         try:
             body = await self._sealer.open(patient_id, kind=BREAK_GLASS, version=0, sealed=doc.body)
-        except errors.KeyAccessError:
-            return {}
-        found: dict[str, Any] = json.loads(body)
-        return found
+            found: dict[str, Any] = json.loads(body)
+        except (errors.KeyAccessError, errors.CheckpointCorruptError, ValueError):
+            return {}  # no readable grant: as if there were none (a new one replaces it)
+        return found if isinstance(found, dict) else {}
 
     async def _active_grant(self, patient_id: str, subject: str) -> Grant | None:
         body = await self._grant_body(patient_id, subject)
@@ -296,7 +296,10 @@ class AccessPolicy:
         # Earlier grants' reasons stay with the new one (the audit entries name each by its
         # digest), the newest GRANT_HISTORY of them.
         earlier = await self._grant_body(patient_id, who.subject)
-        history = [*earlier.get("history", []), {"reason": reason, "salt": salt, "at": time.time()}]
+        kept = earlier.get("history")
+        if not isinstance(kept, list):  # a grant from before reasons were kept in a history
+            kept = [{"reason": earlier["reason"]}] if isinstance(earlier.get("reason"), str) else []
+        history = [*kept, {"reason": reason, "salt": salt, "at": time.time()}]
         body = json.dumps(
             {
                 "subject": who.subject,
