@@ -398,6 +398,7 @@ def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = 
 
     deidentifier = Deidentifier(_research_key(settings))
     checkpoints = _checkpoint_store(settings)
+    ledger = erasure_ledger(settings)
 
     async def registry(pid: str) -> int:
         return int(await stores.registry.erase(pid))
@@ -416,8 +417,9 @@ def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = 
 
     async def cohort_results(pid: str) -> int:
         async with rewriting:
+            erased = {pid, *await ledger.erased()}
             return await erase_from_cohort_results(
-                settings, stores.documents, deidentifier.pseudonym(pid)
+                settings, stores.documents, frozenset(map(deidentifier.pseudonym, erased))
             )
 
     async def data_key(pid: str) -> int:
@@ -439,7 +441,7 @@ def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = 
         Place("data key", "the key every sealed copy needs (backups included)", ("data_keys",),
               data_key),
     ]  # fmt: skip
-    return Eraser(erasure_ledger(settings), places)
+    return Eraser(ledger, places)
 
 
 def _research_key(settings: TwinSettings) -> bytes:

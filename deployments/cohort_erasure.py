@@ -22,12 +22,15 @@ __all__ = ["erase_from_cohort_results", "erase_from_parquet"]
 
 
 async def erase_from_cohort_results(
-    settings: TwinSettings, documents: ports.DocumentStore, pseudonym: str
+    settings: TwinSettings, documents: ports.DocumentStore, pseudonyms: frozenset[str]
 ) -> int:
-    """Remove the rows of ``pseudonym`` from every result page and Parquet file; returns how many.
+    """Remove the rows of ``pseudonyms`` from every result page and Parquet file; returns how many.
 
     Every page of the collection is read (not only those a finished run counts: a failed or
     cancelled run may have written pages). Idempotent: a second call finds nothing to remove.
+    Callers pass every erased patient's pseudonym, not only the one being erased: a page that
+    another erasure rewrote concurrently (and so wrote an erased row back) is cleaned by the
+    next erasure that passes.
     """
     removed = 0
     after: str | None = None
@@ -35,7 +38,7 @@ async def erase_from_cohort_results(
         pages = await documents.list(jobs.COHORT_RESULTS, after=after, limit=200)
         for found in pages:
             rows: list[dict[str, Any]] = json.loads(found.body)
-            kept = [row for row in rows if row.get("pseudonym") != pseudonym]
+            kept = [row for row in rows if row.get("pseudonym") not in pseudonyms]
             if len(kept) != len(rows):
                 removed += len(rows) - len(kept)
                 body = json.dumps(kept).encode()
@@ -51,14 +54,15 @@ async def erase_from_cohort_results(
         for run in runs:
             if run.output:
                 removed += await asyncio.to_thread(
-                    erase_from_parquet, settings, run.output, pseudonym
+                    erase_from_parquet, settings, run.output, pseudonyms
                 )
         if run_after is None:
             return removed
 
 
-def erase_from_parquet(settings: TwinSettings, output: str, pseudonym: str) -> int:
-    """Rewrite ``output/patients.parquet`` without the pseudonym's rows; returns how many."""
+def erase_from_parquet(settings: TwinSettings, output: str, pseudonyms: frozenset[str]) -> int:
+    """Rewrite ``output/patients.parquet`` without the pseudonyms' rows; returns how many."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
     from pyarrow import fs
@@ -71,7 +75,8 @@ def erase_from_parquet(settings: TwinSettings, output: str, pseudonym: str) -> i
     table = pq.read_table(path, filesystem=filesystem)
     if "pseudonym" not in table.column_names:
         return 0
-    keep = pc.fill_null(pc.invert(pc.equal(table["pseudonym"], pseudonym)), True)
+    erased = pa.array(sorted(pseudonyms), pa.string())
+    keep = pc.fill_null(pc.invert(pc.is_in(table["pseudonym"], value_set=erased)), True)
     kept = table.filter(keep)
     if kept.num_rows == table.num_rows:
         return 0

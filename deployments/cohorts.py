@@ -430,7 +430,6 @@ async def _forget_erased(
     if not gone:
         return
     async with open_documents(settings) as documents:
-        for pseudonym in gone:
-            await erase_from_cohort_results(settings, documents, pseudonym)
-            if output is not None:
-                await asyncio.to_thread(erase_from_parquet, settings, output, pseudonym)
+        await erase_from_cohort_results(settings, documents, frozenset(gone))
+        if output is not None:
+            await asyncio.to_thread(erase_from_parquet, settings, output, frozenset(gone))

@@ -250,3 +250,19 @@ async def test_a_cohort_run_that_finishes_after_an_erasure_leaves_no_row_of_that
         assert [
             r["pseudonym"] for r in pq.read_table(output / "patients.parquet").to_pylist()
         ] == left
+
+
+async def test_a_row_a_concurrent_erasure_wrote_back_goes_with_the_next_erasure(tmp_path):
+    async with open_env(api_settings(tmp_path)) as env:
+        svc, http = env.services, env.http
+        pid = (await http.post("/v1/patients", json=NEW, headers=ADMIN)).json()["patient_id"]
+        earlier = "pt_erased_before"
+        await svc.erasures.record(earlier)  # erased; a concurrent rewrite put its row back
+        rows = [{"pseudonym": svc.deidentifier.pseudonym(p)} for p in (earlier, pid, "pt_kept")]
+        await svc.documents.put(
+            ports.Document(jobs.COHORT_RESULTS, "run.000000", None, json.dumps(rows).encode(), 0.0)
+        )
+        assert (await http.delete(f"/v1/patients/{pid}", headers=ADMIN)).status_code == 200
+        page = await svc.documents.get(jobs.COHORT_RESULTS, "run.000000")
+        left = [r["pseudonym"] for r in json.loads(page.body)]
+        assert left == [svc.deidentifier.pseudonym("pt_kept")]
