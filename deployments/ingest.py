@@ -182,11 +182,29 @@ def _outcomes(rows: pa.Table, outcomes: list[str], reasons: list[str | None]) ->
 
 
 def _quarantine_rows(batch: pa.Table) -> pa.Table:
+    if batch.num_rows == 0:  # an empty block may come without its columns
+        batch = _PREPARED.empty_table()
     return _outcomes(batch, ["quarantined"] * batch.num_rows, batch["reason"].to_pylist())
 
 
+#: The patient id of a placeholder row (no patient has it): see :func:`_bucketed`.
+_PLACEHOLDER = ""
+
+
 def _bucketed(batch: pa.Table, buckets: int) -> pa.Table:
-    """``batch`` plus ``bucket``: a stable hash (CRC-32) of the patient id, mod ``buckets``."""
+    """The accepted rows of ``batch``, each with its bucket (CRC-32 of the patient id, mod n).
+
+    ``buckets`` is n. A block with no accepted row becomes one placeholder row (patient id
+    ``""``) that the writers skip, so that no block reaches the shuffle empty and without its
+    columns.
+    """
+    if batch.num_rows > 0:
+        batch = batch.filter(pc.is_null(batch["reason"]))
+    if batch.num_rows == 0:
+        batch = pa.table(
+            {name: [_PLACEHOLDER if name == "patient_id" else None] for name in _PREPARED.names},
+            schema=_PREPARED,
+        )
     ids = batch["patient_id"].to_pylist()
     bucket = pa.array([zlib.crc32(str(pid).encode()) % buckets for pid in ids], pa.int64())
     return batch.append_column("bucket", bucket)
@@ -215,6 +233,9 @@ class _Writer:
         return await self._stack.enter_async_context(open_event_writer(self._settings))
 
     def __call__(self, group: pa.Table) -> pa.Table:
+        group = group.filter(pc.not_equal(group["patient_id"], _PLACEHOLDER))
+        if group.num_rows == 0:
+            return _OUTCOMES.empty_table()
         # Each patient's events in time order: the log refuses an event older than its newest.
         # At one instant a drug's stop goes before any start (a switch written as a stop and a
         # start with the same time must not be a third concurrent drug); other ties by key.
@@ -396,20 +417,28 @@ def _run(
     # hands partitions out as writers free up, so no writer is left with a last large share
     # (with four, one writer of two ran alone for the last third of the write phase).
     buckets = max(8 * writers, -(-records_read // _BUCKET_ROWS))
-    accepted = prepared.filter(expr=col("reason").is_null()).map_batches(
-        _bucketed, fn_kwargs={"buckets": buckets}, batch_format="pyarrow"
-    )
     refused = prepared.filter(expr=col("reason").is_not_null())
-    written = accepted.groupby("bucket", num_partitions=8 * writers).map_groups(
-        _Writer,
-        fn_constructor_kwargs={"settings_values": settings.for_workers()},
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=writers),
-        # The writers wait on the database, not the CPU: a quarter CPU each leaves the parse
-        # and quarantine tasks room to run (whole CPUs starve them on a small cluster).
-        num_cpus=0.25,
-    )
-    outcomes = written.union(refused.map_batches(_quarantine_rows, batch_format="pyarrow"))
+    outcomes = refused.map_batches(_quarantine_rows, batch_format="pyarrow")
+    # A job in which no record is accepted has nothing to write: no shuffle over no rows.
+    if prepared.filter(expr=col("reason").is_null()).count() > 0:
+        # Accepted rows with their bucket by a map, not a filter: a filter leaves blocks whose
+        # rows were all refused empty and without columns, and a shuffle partition that gets
+        # only such blocks cannot sort them by bucket (see _bucketed).
+        written = (
+            prepared.map_batches(_bucketed, fn_kwargs={"buckets": buckets}, batch_format="pyarrow")
+            .groupby("bucket", num_partitions=8 * writers)
+            .map_groups(
+                _Writer,
+                fn_constructor_kwargs={"settings_values": settings.for_workers()},
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=writers),
+                # The writers wait on the database, not the CPU: a quarter CPU each leaves the
+                # parse and quarantine tasks room to run (whole CPUs starve them on a small
+                # cluster).
+                num_cpus=0.25,
+            )
+        )
+        outcomes = written.union(outcomes)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     patients: set[str] = set()

@@ -298,3 +298,27 @@ def test_a_writer_commits_patients_together_and_keeps_each_rows_outcome(settings
     days = {pid: [day for _, day, _ in asyncio.run(_log(settings, pid))] for pid in
             (late, fresh, other)}  # fmt: skip
     assert days == {late: [5.0, 7.0], fresh: [1.0, 2.0], other: [4.0]}
+
+
+def test_jobs_with_empty_refused_or_date_only_records_finish_with_a_report(
+    ray_cluster, settings, tmp_path
+):
+    (pid,) = asyncio.run(_patients(settings, 1))
+    empty, refused, mixed = tmp_path / "empty", tmp_path / "refused", tmp_path / "mixed"
+    for folder in (empty, refused, mixed):
+        folder.mkdir()
+    (empty / "none.ndjson").write_text("")
+    (refused / "bad.ndjson").write_text("not json\n" * 40 + '{"resourceType": "Patient"}\n')
+    (mixed / "bad.ndjson").write_text("not json\n" * 40)
+    # A date without a time (as US Core's own examples give it) is that day, in UTC.
+    dated = {**_observation("o-date", pid, 2, 14), "effectiveDateTime": "2024-01-02"}
+    (mixed / "good.ndjson").write_text(json.dumps(dated) + "\n")
+    outcome = {}
+    for folder in (empty, refused, mixed):
+        job = IngestJob((str(folder),), "fhir-ndjson", ORIGIN, str(tmp_path / f"out-{folder.name}"))
+        outcome[folder.name] = run_ingest(settings, job, writers=1)
+    assert outcome["empty"].records == 0
+    assert outcome["refused"].quarantined == 41 and outcome["refused"].appended == 0
+    assert outcome["mixed"].appended == 1 and outcome["mixed"].quarantined == 40
+    ((_, day, _),) = asyncio.run(_log(settings, pid))
+    assert day == (datetime(2024, 1, 2, tzinfo=UTC) - ORIGIN).days

@@ -465,3 +465,17 @@ def test_refusal_reasons_never_repeat_invented_keys_or_codes():
     assert "\x00" not in (record.reason or "") and len(record.reason or "") < 200
     (record,) = fhir.records_from_resource(observation(status="\x1b]0;pwn\x07" * 50))
     assert record.reason == "status ?: only final results"
+
+
+def test_fhir_partial_dates_place_a_day_or_are_refused_never_crash():
+    (day,) = fhir.records_from_resource(observation(effectiveDateTime="1999-07-02"))
+    assert day.effective == datetime(1999, 7, 2, tzinfo=UTC) and day.payload is not None
+    for coarse in ("1999", "1999-07"):
+        (record,) = fhir.records_from_resource(observation(effectiveDateTime=coarse))
+        assert record.payload is None
+        assert record.reason == "effective time: a day or an instant required"
+    period = {"start": "2024-03-05"}
+    (started,) = fhir.records_from_resource(
+        {k: v for k, v in observation(effectivePeriod=period).items() if k != "effectiveDateTime"}
+    )
+    assert started.effective == datetime(2024, 3, 5, tzinfo=UTC)

@@ -188,10 +188,16 @@ def _drug(concept: Any) -> str | None:
 
 
 def _effective(resource: Any) -> datetime | None:
-    """``effectiveDateTime``, else the start of ``effectivePeriod``."""
+    """``effectiveDateTime``, else the start of ``effectivePeriod``, as an aware instant.
+
+    A full date (``1999-07-02``, as US Core's own examples give) is that day's UTC midnight.
+
+    Raises:
+        InvalidInputError: A year or year-month only: too coarse to place a record on a day.
+    """
     period = resource.effectivePeriod
-    when: datetime | None = resource.effectiveDateTime or (period.start if period else None)
-    return when
+    when = resource.effectiveDateTime or (period.start if period else None)
+    return None if when is None else _instant(when, field="effective time")
 
 
 def _drug_or_refusal(
@@ -551,7 +557,10 @@ def records_from_resource(resource: dict[str, Any], *, where: str = "") -> list[
         # Locations name fields; a key the source invented is shown by its position only.
         fields = sorted({_location(e["loc"]) for e in exc.errors()})[:5]
         return [Record.refused(source, f"not valid FHIR {kind}: {', '.join(fields)}", patient)]
-    return _MAPPERS[kind](model, source, patient)
+    try:
+        return _MAPPERS[kind](model, source, patient)
+    except errors.InvalidInputError as exc:  # the reason names fields and rules, never values
+        return [Record.refused(source, str(exc), patient)]
 
 
 def records_from_bundle(bundle: dict[str, Any], *, where: str = "") -> list[Record]:
