@@ -14,6 +14,7 @@ suite (``tests/contract/``) that runs on every adapter.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from twin.model.priors import PriorSet
 __all__ = [
     "ERASED",
     "MAX_SEQ",
+    "PATIENT_ID",
     "AppendRefusal",
     "AppendResult",
     "AuditLog",
@@ -51,6 +53,7 @@ __all__ = [
     "append_each",
     "check_batches",
     "check_idempotency_key",
+    "is_patient_id",
     "new_patient_id",
     "open_event",
     "open_identifiers",
@@ -170,6 +173,15 @@ async def open_event(
 def new_patient_id() -> str:
     """A new opaque patient id (random, reveals nothing about the patient)."""
     return "pt_" + uuid.uuid4().hex
+
+
+#: The form of a patient id (what the registry issues, and what any store accepts as one).
+PATIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_patient_id(value: object) -> bool:
+    """Whether ``value`` has the form of a patient id (1-64 letters, digits, ``_``, ``-``)."""
+    return isinstance(value, str) and PATIENT_ID.fullmatch(value) is not None
 
 
 async def seal_identifiers(sealer: Sealer, patient_id: str, identifiers: Identifiers) -> bytes:

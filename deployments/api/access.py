@@ -8,8 +8,6 @@ them the request's caller. Failed authentication is audited here (there is no ca
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import re
 import uuid
 from typing import Annotated
 
@@ -17,8 +15,9 @@ from fastapi import Depends, Path, Request
 
 from deployments.api.services import ApiServices
 from deployments.auth import Principal, Role
-from twin import errors
+from twin import errors, ports
 from twin.domain.audit import AuditRecord
+from twin.domain.audit import now as audit_now
 from twin.service.access import Caller as AppCaller
 
 __all__ = [
@@ -80,10 +79,10 @@ async def principal(request: Request, svc: Services) -> Principal:
                 actor="anonymous",
                 role="none",
                 action="authenticate",
-                patient_id=addressed if _is_patient_id(addressed) else None,
+                patient_id=addressed if ports.is_patient_id(addressed) else None,
                 outcome="denied",
                 purpose="none",
-                at=_now(),
+                at=audit_now(),
                 request_id=_request_id(request),
             )
         )
@@ -91,9 +90,6 @@ async def principal(request: Request, svc: Services) -> Principal:
     await svc.limiter.check(f"{who.role}:{who.subject}")
     request.state.role = who.role
     return who
-
-
-_PATIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def _source(request: Request) -> str:
@@ -107,15 +103,6 @@ def _source(request: Request) -> str:
     if ":" in host:
         return ":".join(host.split(":")[:4]) + "::/64"
     return host
-
-
-def _is_patient_id(value: object) -> bool:
-    """Whether a path value has the form of a patient id (what :data:`PatientId` accepts)."""
-    return isinstance(value, str) and _PATIENT_ID.fullmatch(value) is not None
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _request_id(request: Request) -> str:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from pathlib import Path
 
 from storage.local.files import fsync_dir
-from twin import errors
+from twin import errors, ports
 
 __all__ = ["LocalErasureLedger"]
 
-_PATIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DONE = ".done"
 
 
@@ -31,7 +29,7 @@ class LocalErasureLedger:
         self._dir = directory
 
     def _record(self, patient_id: str, suffix: str = "") -> None:
-        if not _PATIENT_ID.fullmatch(patient_id):
+        if not ports.is_patient_id(patient_id):
             raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
         if not self._dir.is_dir():
             self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -49,7 +47,7 @@ class LocalErasureLedger:
     def _erased(self) -> list[str]:
         if not self._dir.is_dir():
             return []
-        return sorted(p.name for p in self._dir.iterdir() if _PATIENT_ID.fullmatch(p.name))
+        return sorted(p.name for p in self._dir.iterdir() if ports.is_patient_id(p.name))
 
     async def record(self, patient_id: str) -> None:
         """Note the patient as erased (idempotent; synced before it returns)."""
@@ -67,7 +65,7 @@ class LocalErasureLedger:
         if not self._dir.is_dir():
             return []
         names = {p.name for p in self._dir.iterdir()}
-        return sorted(n for n in names if _PATIENT_ID.fullmatch(n) and n + _DONE not in names)
+        return sorted(n for n in names if ports.is_patient_id(n) and n + _DONE not in names)
 
     async def incomplete(self) -> list[str]:
         """Patients whose erasure was never marked complete, sorted."""

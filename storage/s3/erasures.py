@@ -11,15 +11,12 @@ Why boto3: the AWS SDK itself; calls run in a worker thread to keep the event lo
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from storage.s3.calls import run
-from twin import errors
+from twin import errors, ports
 
 __all__ = ["S3ErasureLedger"]
-
-_PATIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class S3ErasureLedger:
@@ -52,13 +49,13 @@ class S3ErasureLedger:
         for page in paginator.paginate(Bucket=self._bucket, Prefix=f"{prefix}/"):
             for item in page.get("Contents", []):
                 name = item["Key"].rsplit("/", 1)[-1]
-                if _PATIENT_ID.fullmatch(name):
+                if ports.is_patient_id(name):
                     found.append(name)
         return sorted(found)
 
     async def record(self, patient_id: str) -> None:
         """Note the patient as erased (idempotent: the object is the same)."""
-        if not _PATIENT_ID.fullmatch(patient_id):
+        if not ports.is_patient_id(patient_id):
             raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
         await run(self._record, patient_id, self._prefix)
 
@@ -69,7 +66,7 @@ class S3ErasureLedger:
 
     async def complete(self, patient_id: str) -> None:
         """Mark the patient's erasure complete (idempotent)."""
-        if not _PATIENT_ID.fullmatch(patient_id):
+        if not ports.is_patient_id(patient_id):
             raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
         await run(self._record, patient_id, f"{self._prefix}.done")
 

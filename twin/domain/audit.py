@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from twin import errors
@@ -26,9 +27,16 @@ __all__ = [
     "chain",
     "check_writable",
     "entry_hash",
+    "now",
     "record_from_json",
     "verify_chain",
 ]
+
+
+def now() -> str:
+    """The time of an audit record: UTC, ISO 8601 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
 
 #: The "previous hash" of the first entry.
 GENESIS = "0" * 64

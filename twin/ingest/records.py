@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +24,6 @@ __all__ = ["PATIENT_PREFIX", "ROW_COLUMNS", "Record", "patient_id_of", "prepare"
 
 #: FHIR references name Novamind patients as ``Patient/<patient id>``.
 PATIENT_PREFIX = "Patient/"
-_PATIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SECONDS_PER_DAY = 86_400.0
 
 
@@ -64,7 +62,7 @@ def patient_id_of(reference: object) -> str | None:
     if not isinstance(reference, str) or not reference:
         return None
     pid = reference[len(PATIENT_PREFIX) :] if reference.startswith(PATIENT_PREFIX) else reference
-    return pid if _PATIENT_ID.fullmatch(pid) else None
+    return pid if ports.is_patient_id(pid) else None
 
 
 def _payload_json(payload: events.Payload) -> str:

@@ -12,7 +12,6 @@ Nothing here knows HTTP: the caller's identity and the request id arrive as a :c
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -24,6 +23,7 @@ from typing import Any, Literal
 
 from twin import errors, ports
 from twin.domain.audit import AuditRecord
+from twin.domain.audit import now as audit_now
 
 __all__ = [
     "BREAK_GLASS",
@@ -90,8 +90,9 @@ def reason_digest(reason: str, salt: str) -> str:
     return hmac.new(salt.encode(), reason.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+def _purpose_of(role: str) -> str:
+    """The purpose of use a role acts under (HL7: treatment, health research; else the role)."""
+    return {"clinician": "TREAT", "researcher": "HRESCH"}.get(role, role)
 
 
 def _grant_id(patient_id: str, subject: str) -> str:
@@ -135,7 +136,7 @@ class AccessPolicy:
     ) -> None:
         """Append the decision to the audit trail."""
         who = caller.who
-        default_purpose = {"clinician": "TREAT", "researcher": "HRESCH"}.get(who.role, who.role)
+        default_purpose = _purpose_of(who.role)
         await self._audit.append(
             AuditRecord(
                 actor=who.subject,
@@ -144,7 +145,7 @@ class AccessPolicy:
                 patient_id=patient_id,
                 outcome="allowed" if allowed else "denied",
                 purpose=purpose or default_purpose,
-                at=_now(),
+                at=audit_now(),
                 request_id=caller.request_id,
             )
         )
@@ -170,7 +171,7 @@ class AccessPolicy:
         ).encode()
         digest = hashlib.sha256(body).hexdigest()
         await self._documents.put(ports.Document(DISCLOSURES, digest[:32], None, body, time.time()))
-        purpose = {"clinician": "TREAT", "researcher": "HRESCH"}.get(who.role, who.role)
+        purpose = _purpose_of(who.role)
         await self.record(
             caller,
             action,

@@ -10,6 +10,7 @@ refused by both ends.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -93,18 +94,18 @@ async def invoke(
     return await getattr(target, operation)(patient_id, *args, **(kwargs or {}))
 
 
-class Forwarding:
+class Forwarding(abc.ABC):
     """A :class:`TwinOperations` whose every operation goes through :meth:`forward`.
 
     Subclasses implement :meth:`forward` (how a call reaches the twin's host); the operations
     are not restated.
     """
 
+    @abc.abstractmethod
     async def forward(
         self, operation: str, patient_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Deliver one operation call to the patient's twin and return its result."""
-        raise NotImplementedError
 
     def __getattr__(self, operation: str) -> Any:
         if operation not in OPERATIONS:

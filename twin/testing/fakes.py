@@ -7,7 +7,6 @@ They implement the same contracts as the real adapters (the contract suites in
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -338,7 +337,7 @@ class MemoryErasureLedger:
 
     @staticmethod
     def _check(patient_id: str) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", patient_id):
+        if not ports.is_patient_id(patient_id):
             raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
 
     async def record(self, patient_id: str) -> None:
