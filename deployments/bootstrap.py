@@ -427,7 +427,8 @@ def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = 
         return 1
 
     places = [
-        Place("registry", "identifiers, care team (a tombstone stays)", ("patients",), registry),
+        Place("registry", "identifiers, identifier links, care team (a tombstone stays)",
+              ("patients", "patient_links"), registry),
         Place("twin", "the twin in memory, its cached summary and change feed", (), twin,
               reachable=twins is not None),
         Place("checkpoints", "sealed twin states", (), checkpoints.delete_all),

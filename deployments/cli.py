@@ -264,40 +264,78 @@ def erasures_apply() -> None:
         raise typer.Exit(1)
 
 
+def _instant(value: str | None, option: str) -> str | None:
+    """An ISO date (UTC midnight) or date-time as the API takes it (with an offset)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{option}: an ISO 8601 date or date-time") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="Files or folders (local or s3://).")],
     source_format: Annotated[
         str, typer.Option("--format", help="fhir-ndjson, fhir-bundle, csv or parquet.")
     ],
-    origin: Annotated[
-        str, typer.Option(help="Start of the twins' time axis: ISO date (UTC) or date-time.")
-    ],
     out: Annotated[Path, typer.Option(help="Folder for report.json and quarantine/.")],
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            help="Time origin (ISO date = UTC midnight, or date-time) of registered patients "
+            "without a stored enrolment."
+        ),
+    ] = None,
+    care_team: Annotated[
+        str | None,
+        typer.Option(help="Register the sources' Patient resources in this care team."),
+    ] = None,
+    enrolled_at: Annotated[
+        str | None,
+        typer.Option(
+            help="Enrolment of the patients the job registers (default: each one's first record)."
+        ),
+    ] = None,
     writers: Annotated[int, typer.Option(help="Writer actors.", min=1, max=256)] = 2,
     address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
+        str | None,
+        typer.Option(
+            help="Ray cluster address (default: the ray_address setting, a new local one)."
+        ),
     ] = None,
 ) -> None:
     """Bulk-ingest FHIR or tabular records into the event log (Ray Data); report and quarantine."""
-    from datetime import UTC, datetime
-
     import ray
 
+    from deployments import ray_env
     from deployments.ingest import FORMATS, IngestJob, run_ingest
     from twin.errors import TwinError
+    from twin.schemas import IngestJobIn
 
     if source_format not in FORMATS:
         raise typer.BadParameter(f"--format: one of {', '.join(FORMATS)}")
     try:
-        start = datetime.fromisoformat(origin)
-    except ValueError:
-        raise typer.BadParameter("--origin: an ISO 8601 date or date-time") from None
-    start = start if start.tzinfo else start.replace(tzinfo=UTC)
-    job = IngestJob(tuple(paths), source_format, start, str(out))  # type: ignore[arg-type]
-    ray.init(address=address, log_to_driver=False)
+        # The API's own rules for the job's fields (bounds, care-team form).
+        request = IngestJobIn.model_validate(
+            {"paths": ["cli"], "format": source_format, "care_team": care_team,
+             "origin": _instant(origin, "--origin"),
+             "enrolled_at": _instant(enrolled_at, "--enrolled-at")}
+        )  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc).splitlines()[-1][:300]) from None
+    job = IngestJob(
+        tuple(paths), source_format, request.origin, str(out),  # type: ignore[arg-type]
+        care_team=request.care_team, enrolled_at=request.enrolled_at,
+    )  # fmt: skip
+    settings = TwinSettings()
+    ray_env.connect(settings, address, log_to_driver=False)
     try:
-        report = run_ingest(TwinSettings(), job, writers=writers)
+        report = run_ingest(settings, job, writers=writers)
     except TwinError as exc:
         console.print(f"ingest failed: {exc}", style="red", markup=False)
         raise typer.Exit(1) from None
@@ -305,6 +343,7 @@ def ingest(
         ray.shutdown()
     console.print(f"job {report.job_id}: {report.records} records in {report.seconds:.1f} s")
     console.print(f"  appended     {report.appended} (patients {report.patients})")
+    console.print(f"  registered   {report.registered}")
     console.print(f"  duplicates   {report.duplicates}")
     console.print(f"  quarantined  {report.quarantined} -> {out / 'quarantine'}")
     for reason, count in list(report.reasons.items())[:10]:
@@ -319,13 +358,17 @@ def cohort(
     out: Annotated[str, typer.Option(help="Folder (local or s3://) for the Parquet files.")],
     workers: Annotated[int, typer.Option(help="Forecast tasks run at once.", min=1, max=256)] = 2,
     address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
+        str | None,
+        typer.Option(
+            help="Ray cluster address (default: the ray_address setting, a new local one).",
+        ),
     ] = None,
 ) -> None:
     """Run a cohort what-if now (Ray Data): de-identified per-patient and aggregate results."""
     import ray
     from pydantic import ValidationError
 
+    from deployments import ray_env
     from deployments.cohorts import run_cohort
     from twin.errors import TwinError
     from twin.schemas import CohortRunIn
@@ -334,9 +377,10 @@ def cohort(
         run = CohortRunIn.model_validate_json(request.read_bytes())
     except (OSError, ValidationError) as exc:
         raise typer.BadParameter(f"{request}: {str(exc)[:300]}") from None
-    ray.init(address=address, log_to_driver=False)
+    settings = TwinSettings()
+    ray_env.connect(settings, address, log_to_driver=False)
     try:
-        final = run_cohort(TwinSettings(), run, output=out, workers=workers)
+        final = run_cohort(settings, run, output=out, workers=workers)
     except TwinError as exc:
         console.print(f"[red]cohort run failed: {exc}")
         raise typer.Exit(1) from None
@@ -373,12 +417,16 @@ def calibrate(
         int, typer.Option(help="Objective evaluations.", min=5, max=10_000)
     ] = 300,
     address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: start a local one).")
+        str | None,
+        typer.Option(
+            help="Ray cluster address (default: the ray_address setting, a new local one).",
+        ),
     ] = None,
 ) -> None:
     """Fit the population priors to the twins' logs (SMM on Ray) into the model registry."""
     import ray
 
+    from deployments import ray_env
     from deployments.calibration import run_calibration
     from twin.errors import TwinError
     from twin.schemas import CohortFilter
@@ -388,10 +436,11 @@ def calibrate(
     selection = (
         CohortFilter(min_severity=min_severity, limit=limit) if min_severity is not None else None
     )
-    ray.init(address=address, log_to_driver=False)
+    settings = TwinSettings()
+    ray_env.connect(settings, address, log_to_driver=False)
     try:
         record = run_calibration(
-            TwinSettings(), selection, care_teams=care_team or (), activate=activate,
+            settings, selection, care_teams=care_team or (), activate=activate,
             n_sim=n_sim, max_evaluations=max_evaluations,
         )  # fmt: skip
     except TwinError as exc:

@@ -14,6 +14,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from deployments import ray_env
 from deployments.bootstrap import build_host_ports, host_settings
 from twin import ports
 from twin.assimilation.state import TwinState
@@ -97,7 +98,9 @@ async def _run(settings: TwinSettings) -> int:
         drug_from_day=14,
         p_episode=1.0,
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_env.connect(
+        settings, num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
     try:
         directory = RayTwinDirectory(settings, build_host_ports, host_settings(settings))
         hosts = directory.start()

@@ -4,7 +4,11 @@ Pipeline::
 
     read (NDJSON lines | Bundle files | CSV | Parquet; local paths or s3://)
       -> map_batches: parse + validate (twin.ingest: the twin's own observation rules)
-                      -> rows with an event (deterministic idempotency key) or a reason
+                      -> rows with an event (deterministic idempotency key), a Patient, or a
+                         reason
+      -> driver: the job's Patients matched by identifier or registered, every subject
+                 resolved to a patient and their enrolment (twin.ingest.enrolment)
+      -> map_batches: each row placed on its patient's time axis (or refused)
       -> accepted rows: groupby(bucket of patient ids).map_groups(writer actors)
                       -> the patient must exist and not be erased; each patient's events
                          appended in time order, several patients per durable commit
@@ -12,16 +16,18 @@ Pipeline::
       -> every row ends as appended | duplicate | quarantined (with its reason)
       -> quarantine/ (Parquet) and report.json in the job's output folder
 
-Nothing is dropped silently: the report's counts add up to the records read, and each
+Nothing is dropped silently: the report's counts add up to the records read (a Patient is a
+record: appended when it registers a patient, duplicate when it matches one), and each
 quarantined row keeps its source, patient (when known) and reason; never a value. Running the
-same job again appends nothing (every key is already in the log: all rows come back as
-duplicates). Events are written to the log only; twins fold them in when next activated, exactly
-as after any other append (the log is the truth).
+same job again appends nothing (every key is already in the log, every Patient matches: all
+rows come back as duplicates). Events are written to the log only; twins fold them in when next
+activated, exactly as after any other append (the log is the truth).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import json
@@ -31,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,11 +49,12 @@ from pyarrow import fs as pa_fs
 from ray.data.expressions import col
 
 from deployments import jobs, ray_env
-from deployments.bootstrap import open_event_writer
+from deployments.bootstrap import open_cohort_stores, open_event_writer
 from twin import errors, ports, schemas
 from twin.domain import codec
 from twin.ingest import fhir, tabular
-from twin.ingest.records import Record, prepare
+from twin.ingest.enrolment import JobPatients, PatientMatcher, Subject
+from twin.ingest.records import PatientFacts, Record, day_of, prepare
 from twin.settings import TwinSettings
 
 __all__ = ["FORMATS", "IngestJob", "IngestReport", "run_ingest"]
@@ -58,7 +65,19 @@ FORMATS: tuple[Format, ...] = ("fhir-ndjson", "fhir-bundle", "csv", "parquet")
 _COMMIT_EVENTS = 2_000
 #: Rows per writer call (one bucket of patients, so that commits can group them).
 _BUCKET_ROWS = 10_000
+_UTC = pa.timestamp("us", tz="UTC")
 _PREPARED = pa.schema(
+    [
+        ("subject", pa.string()),
+        ("effective", _UTC),
+        ("idempotency_key", pa.string()),
+        ("payload", pa.string()),
+        ("source", pa.string()),
+        ("reason", pa.string()),
+        ("patient", pa.string()),
+    ]
+)
+_RESOLVED = pa.schema(
     [
         ("patient_id", pa.string()),
         ("idempotency_key", pa.string()),
@@ -86,16 +105,22 @@ class IngestJob:
         paths: Files or folders (local, or ``s3://`` with the pod's IAM role).
         format: ``fhir-ndjson`` (one resource per line), ``fhir-bundle`` (one Bundle per
             file), ``csv`` or ``parquet`` (:mod:`twin.ingest.tabular` columns).
-        origin: Start of the twins' time axis (aware); records before it are quarantined.
+        origin: Time origin (aware) of registered patients without a stored enrolment; each
+            other patient's time axis starts at their own enrolment.
         output: Folder for ``report.json`` and ``quarantine/`` (local or ``s3://``).
         job_id: The job's id (generated).
+        care_team: The team the job's new patients are registered to; ``None`` registers none.
+        enrolled_at: Enrolment (aware) of the patients the job registers; ``None``: each
+            one's earliest record in the job.
     """
 
     paths: tuple[str, ...]
     format: Format
-    origin: datetime
+    origin: datetime | None
     output: str
     job_id: str = field(default_factory=jobs.new_job_id)
+    care_team: str | None = None
+    enrolled_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +135,7 @@ class IngestReport:
         quarantined: Records refused; ``reasons`` counts them by reason.
         reasons: Refusals by reason.
         patients: Patients that received at least one new event.
+        registered: Patients the job registered from its Patient resources.
         seconds: Wall time, s.
         output: Where the report and the quarantine dataset are.
     """
@@ -121,6 +147,7 @@ class IngestReport:
     quarantined: int
     reasons: dict[str, int]
     patients: int
+    registered: int
     seconds: float
     output: str
 
@@ -130,16 +157,16 @@ def _where(path: str, text: str) -> str:
     return f"{Path(path).name}@{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
-def _prepared(records: list[Record], origin: datetime) -> pa.Table:
-    return pa.table(prepare(records, origin), schema=_PREPARED)
+def _prepared(records: list[Record]) -> pa.Table:
+    return pa.table(prepare(records), schema=_PREPARED)
 
 
-def _parse_ndjson(batch: dict[str, Any], origin: datetime) -> pa.Table:
+def _parse_ndjson(batch: dict[str, Any]) -> pa.Table:
     records: list[Record] = []
     for line, path in zip(batch["text"], batch["path"], strict=True):
         try:
             resource = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting deeper than the stack is no record
             records.append(Record.refused(_where(str(path), str(line)), "not a JSON line"))
             continue
         # A resource with a type and an id is its own source; only others need a digest of
@@ -147,29 +174,31 @@ def _parse_ndjson(batch: dict[str, Any], origin: datetime) -> pa.Table:
         named = isinstance(resource, dict) and fhir.source_of(resource)
         where = "" if named else _where(str(path), str(line))
         records.extend(fhir.records_from_resource(resource, where=where))
-    return _prepared(records, origin)
+    return _prepared(records)
 
 
-def _parse_bundles(batch: dict[str, Any], origin: datetime) -> pa.Table:
+def _parse_bundles(batch: dict[str, Any]) -> pa.Table:
     records: list[Record] = []
     for data, path in zip(batch["bytes"], batch["path"], strict=True):
-        name = Path(str(path)).name
+        # Entries without an id are named by a digest of the file's path, not by its name:
+        # exporters name Bundle files after the patient (Synthea: Given_Family_<uuid>.json).
+        name = "bundle-" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
         try:
             bundle = json.loads(bytes(data))
-        except ValueError:
+        except (ValueError, RecursionError):
             records.append(Record.refused(name, "not a JSON file"))
             continue
         records.extend(fhir.records_from_bundle(bundle, where=name))
-    return _prepared(records, origin)
+    return _prepared(records)
 
 
-def _parse_rows(batch: Any, origin: datetime) -> pa.Table:
+def _parse_rows(batch: Any) -> pa.Table:
     records = []
     for row in batch.to_dict(orient="records"):
         path = str(row.pop("path", ""))
         where = _where(path, json.dumps(row, sort_keys=True, default=str))
         records.append(tabular.record_from_row(row, where=where))
-    return _prepared(records, origin)
+    return _prepared(records)
 
 
 def _outcomes(rows: pa.Table, outcomes: list[str], reasons: list[str | None]) -> pa.Table:
@@ -183,7 +212,7 @@ def _outcomes(rows: pa.Table, outcomes: list[str], reasons: list[str | None]) ->
 
 def _quarantine_rows(batch: pa.Table) -> pa.Table:
     if batch.num_rows == 0:  # an empty block may come without its columns
-        batch = _PREPARED.empty_table()
+        batch = _RESOLVED.empty_table()
     return _outcomes(batch, ["quarantined"] * batch.num_rows, batch["reason"].to_pylist())
 
 
@@ -202,8 +231,8 @@ def _bucketed(batch: pa.Table, buckets: int) -> pa.Table:
         batch = batch.filter(pc.is_null(batch["reason"]))
     if batch.num_rows == 0:
         batch = pa.table(
-            {name: [_PLACEHOLDER if name == "patient_id" else None] for name in _PREPARED.names},
-            schema=_PREPARED,
+            {name: [_PLACEHOLDER if name == "patient_id" else None] for name in _RESOLVED.names},
+            schema=_RESOLVED,
         )
     ids = batch["patient_id"].to_pylist()
     bucket = pa.array([zlib.crc32(str(pid).encode()) % buckets for pid in ids], pa.int64())
@@ -309,7 +338,7 @@ class _Writer:
         except errors.EventGapError:
             return "quarantined", (
                 f"effective time: more than {ports.MAX_EVENT_GAP_DAYS:g} days after the "
-                "patient's latest event (check the origin)"
+                "patient's latest event"
             )
         except errors.EventOrderError:
             return "quarantined", "effective time: older than the twin's newest event"
@@ -325,7 +354,6 @@ class _Writer:
 
 def _read(job: IngestJob, filesystem: Any) -> Any:
     paths = [ray_env.strip_scheme(p, filesystem) for p in job.paths]
-    origin = {"origin": job.origin}
     if job.format == "fhir-ndjson":
         # A few blocks per CPU: one NDJSON file is otherwise split into blocks of ~3,400 lines,
         # and every later step pays a task per block (on 2 CPUs, 88 blocks for 300k lines cost
@@ -334,13 +362,13 @@ def _read(job: IngestJob, filesystem: Any) -> Any:
         ds = ray.data.read_text(
             paths, include_paths=True, filesystem=filesystem, override_num_blocks=blocks
         )
-        return ds.map_batches(_parse_ndjson, fn_kwargs=origin, batch_format="numpy")
+        return ds.map_batches(_parse_ndjson, batch_format="numpy")
     if job.format == "fhir-bundle":
         ds = ray.data.read_binary_files(paths, include_paths=True, filesystem=filesystem)
-        return ds.map_batches(_parse_bundles, fn_kwargs=origin, batch_format="numpy")
+        return ds.map_batches(_parse_bundles, batch_format="numpy")
     reader = ray.data.read_csv if job.format == "csv" else ray.data.read_parquet
     ds = reader(paths, include_paths=True, filesystem=filesystem)
-    return ds.map_batches(_parse_rows, fn_kwargs=origin, batch_format="pandas")
+    return ds.map_batches(_parse_rows, batch_format="pandas")
 
 
 def run_ingest(
@@ -367,8 +395,10 @@ def run_ingest(
     """
     if job.format not in FORMATS:
         raise errors.InvalidInputError(f"format: one of {', '.join(FORMATS)}")
-    if job.origin.tzinfo is None:
-        raise errors.InvalidInputError("origin: a UTC offset is required")
+    for name in ("origin", "enrolled_at"):
+        when = getattr(job, name)
+        if when is not None and when.tzinfo is None:
+            raise errors.InvalidInputError(f"{name}: a UTC offset is required")
     filesystem, root = ray_env.output_root(settings, job.output)
     if filesystem.get_file_info(f"{root}/report.json").type != pa_fs.FileType.NotFound:
         raise errors.ConfigurationError(f"{job.output} already holds a report")
@@ -397,6 +427,109 @@ def run_ingest(
     return reports[0]
 
 
+def _first_seen(records: Any) -> dict[str, datetime]:
+    """Subject key -> the time of its earliest accepted record."""
+    accepted = records.filter(expr=col("reason").is_null() & col("subject").is_not_null())
+    if accepted.count() == 0:  # no groupby over no rows (its blocks may lack columns)
+        return {}
+    firsts: dict[str, datetime] = {}
+    for row in accepted.groupby("subject").min("effective").iter_rows():
+        when = row["min(effective)"]
+        firsts[str(row["subject"])] = (
+            when.to_pydatetime() if hasattr(when, "to_pydatetime") else when
+        )
+    return firsts
+
+
+def _match_patients(
+    settings: TwinSettings, job: IngestJob, prepared: Any
+) -> tuple[JobPatients, list[str]]:
+    """Match or register the job's Patients; resolve every subject (twin.ingest.enrolment).
+
+    Returns:
+        What matching found, and the source of each Patient in the order of its outcomes.
+    """
+    records = prepared.filter(expr=col("patient").is_null())
+    firsts = _first_seen(records)
+    # One pass for facts and sources: two passes may read the blocks in different orders.
+    rows = [
+        (str(row["source"]), PatientFacts.from_json(str(row["patient"])))
+        for row in prepared.filter(expr=col("patient").is_not_null())
+        .select_columns(["source", "patient"])
+        .iter_rows()
+    ]
+    sources, facts = [s for s, _ in rows], [f for _, f in rows]
+
+    async def match() -> JobPatients:
+        async with open_cohort_stores(settings) as stores:
+            matcher = PatientMatcher(stores.registry, stores.deidentifier.identifier_link)
+            return await matcher.resolve(
+                facts, firsts, firsts, care_team=job.care_team, enrolled_at=job.enrolled_at,
+                origin=job.origin, now=datetime.now(UTC),
+            )  # fmt: skip
+
+    return asyncio.run(match()), sources
+
+
+def _patient_outcomes(sources: list[str], matched: JobPatients) -> pa.Table:
+    """The outcome of each Patient resource (``sources`` in the order of the outcomes)."""
+    outcomes = [o for o, _, _ in matched.outcomes]
+    reasons = [r for _, r, _ in matched.outcomes]
+    patient_ids = [p for _, _, p in matched.outcomes]
+    return pa.table(
+        [pa.array(patient_ids, pa.string()), pa.array(sources, pa.string()),
+         pa.array(outcomes, pa.string()), pa.array(reasons, pa.string())],
+        schema=_OUTCOMES,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _subjects_of(ref: Any) -> dict[str, Subject | str]:
+    # One fetch per worker process and job (every block reads the table); only the latest
+    # job's is kept.
+    mapping: dict[str, Subject | str] = ray.get(ref)
+    return mapping
+
+
+def _resolved(batch: pa.Table, subjects: list[Any]) -> pa.Table:
+    """:func:`_placed` with the job's subjects (``[ObjectRef]`` of the table)."""
+    if batch.num_rows == 0:  # an empty block may come without its columns
+        return _RESOLVED.empty_table()
+    return _placed(batch, _subjects_of(subjects[0]))
+
+
+def _placed(batch: pa.Table, mapping: dict[str, Subject | str]) -> pa.Table:
+    """Rows with their patient id and day, or the reason their subject or time is refused."""
+    patient_ids: list[str | None] = []
+    days: list[float | None] = []
+    reasons: list[str | None] = batch["reason"].to_pylist()
+    times = batch["effective"].to_pylist()
+    for i, key in enumerate(batch["subject"].to_pylist()):
+        found = mapping.get(key) if key is not None else None
+        patient_ids.append(found.patient_id if isinstance(found, Subject) else None)
+        days.append(None)
+        if reasons[i] is not None:
+            continue
+        if key is None:
+            reasons[i] = "subject: a reference to the patient is required"
+        elif not isinstance(found, Subject):
+            reasons[i] = found or "subject: the reference names no Patient of the job"
+        else:
+            try:
+                days[i] = day_of(times[i], found.origin)
+            except errors.InvalidInputError as exc:
+                reasons[i] = str(exc)
+    accepted = pa.array([r is None for r in reasons])
+    return pa.table(
+        [pa.array(patient_ids, pa.string()),
+         pc.if_else(accepted, batch["idempotency_key"], None),
+         pa.array(days, pa.float64()),
+         pc.if_else(accepted, batch["payload"], None),
+         batch["source"], pa.array(reasons, pa.string())],
+        schema=_RESOLVED,
+    )  # fmt: skip
+
+
 def _value_counts(values: Any) -> dict[str, int]:
     """How often each value of an Arrow column occurs."""
     return {str(c["values"]): int(c["counts"]) for c in pc.value_counts(values).to_pylist()}
@@ -417,15 +550,21 @@ def _run(
     # hands partitions out as writers free up, so no writer is left with a last large share
     # (with four, one writer of two ran alone for the last third of the write phase).
     buckets = max(8 * writers, -(-records_read // _BUCKET_ROWS))
-    refused = prepared.filter(expr=col("reason").is_not_null())
+    matched, patient_sources = _match_patients(settings, job, prepared)
+    records = prepared.filter(expr=col("patient").is_null())
+    # Materialised: both the refused and the accepted rows are read from it.
+    resolved = records.map_batches(
+        _resolved, fn_kwargs={"subjects": [ray.put(matched.subjects)]}, batch_format="pyarrow"
+    ).materialize()
+    refused = resolved.filter(expr=col("reason").is_not_null())
     outcomes = refused.map_batches(_quarantine_rows, batch_format="pyarrow")
     # A job in which no record is accepted has nothing to write: no shuffle over no rows.
-    if prepared.filter(expr=col("reason").is_null()).count() > 0:
+    if resolved.filter(expr=col("reason").is_null()).count() > 0:
         # Accepted rows with their bucket by a map, not a filter: a filter leaves blocks whose
         # rows were all refused empty and without columns, and a shuffle partition that gets
         # only such blocks cannot sort them by bucket (see _bucketed).
         written = (
-            prepared.map_batches(_bucketed, fn_kwargs={"buckets": buckets}, batch_format="pyarrow")
+            resolved.map_batches(_bucketed, fn_kwargs={"buckets": buckets}, batch_format="pyarrow")
             .groupby("bucket", num_partitions=8 * writers)
             .map_groups(
                 _Writer,
@@ -451,14 +590,21 @@ def _run(
         filesystem.open_output_stream(f"{root}/quarantine/part-00000.parquet") as stream,
         pq.ParquetWriter(stream, _OUTCOMES) as quarantine,
     ):
-        for batch in outcomes.iter_batches(batch_format="pyarrow", batch_size=None):
+
+        def tally(batch: pa.Table, *, events: bool = True) -> None:
             # Counted in Arrow columns, not row by row in Python.
             counts.update(_value_counts(batch["outcome"]))
             is_bad = pc.equal(batch["outcome"], "quarantined")
-            is_new = pc.equal(batch["outcome"], "appended")
             reasons.update(_value_counts(batch.filter(is_bad)["reason"]))
-            patients.update(pc.unique(batch.filter(is_new)["patient_id"]).to_pylist())
+            if events:  # a registration is no new event
+                is_new = pc.equal(batch["outcome"], "appended")
+                patients.update(pc.unique(batch.filter(is_new)["patient_id"]).to_pylist())
             quarantine.write_table(batch.filter(is_bad).select(_OUTCOMES.names).cast(_OUTCOMES))
+
+        if matched.outcomes:  # the Patients' outcomes, known on the driver already
+            tally(_patient_outcomes(patient_sources, matched), events=False)
+        for batch in outcomes.iter_batches(batch_format="pyarrow", batch_size=None):
+            tally(batch)
             if time.monotonic() - last >= jobs.PROGRESS_EVERY_S:
                 last = time.monotonic()
                 save(status.model_copy(update={"records_done": sum(counts.values())}))
@@ -470,6 +616,7 @@ def _run(
         quarantined=counts["quarantined"],
         reasons=dict(reasons.most_common()),
         patients=len(patients),
+        registered=sum(outcome == "appended" for outcome, _, _ in matched.outcomes),
         seconds=time.perf_counter() - started,
         output=str(job.output),
     )

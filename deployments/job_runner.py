@@ -153,6 +153,8 @@ class JobRunner:
             request.origin,
             output_for(self._settings, "ingest", status.job_id),
             job_id=status.job_id,
+            care_team=request.care_team,
+            enrolled_at=request.enrolled_at,
         )
         ingest.run_ingest(self._settings, job, writers=self._workers, queued=status)
 

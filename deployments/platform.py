@@ -122,14 +122,15 @@ def start_platform(
     ready_timeout_s: float = 180.0,
 ) -> Platform:
     """Start local Ray, the TwinHost actors and the Serve app; wait until it is ready."""
-    import ray
     from ray import serve
 
+    from deployments import ray_env
     from deployments.serve_app import build_app
 
     if settings.serve_haproxy:  # read by the Serve controller, which inherits Ray's environment
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-    context: Any = ray.init(
+    context: Any = ray_env.connect(
+        settings,
         num_cpus=num_cpus,
         include_dashboard=dashboard,
         namespace=settings.ray_namespace,

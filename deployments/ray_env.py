@@ -10,10 +10,27 @@ from twin.settings import TwinSettings
 
 __all__ = [
     "arrow_filesystem",
+    "connect",
     "output_root",
     "settings_env",
     "strip_scheme",
 ]
+
+
+def connect(settings: TwinSettings, address: str | None = None, **options: Any) -> Any:
+    """``ray.init`` on exactly the cluster the settings name (``address`` overrides them).
+
+    ``local`` starts a new cluster even when one is running on the machine or ``RAY_ADDRESS``
+    names one; any other address joins that cluster, whose resources are its own (``num_cpus``
+    and ``include_dashboard`` apply only to a cluster started here).
+    """
+    import ray
+
+    target = address or settings.ray_address
+    if target != "local":
+        options.pop("num_cpus", None)
+        options.pop("include_dashboard", None)
+    return ray.init(address=target, **options)
 
 
 def settings_env(settings: TwinSettings) -> dict[str, str]:

@@ -20,6 +20,7 @@
     ├── BackupCorruptError                   a backup archive is torn, truncated or tampered with
     ├── KeyAccessError                       a data key cannot be unwrapped or was shredded
     ├── JobNotFinishedError                  a job's results before it succeeded (HTTP 409)
+    ├── IdentifierTakenError                 an identifier already names another patient (409)
     ├── JobCancelledError                    a batch job stopped on request
     ├── RateLimitedError                     the caller's request budget is spent (HTTP 429)
     │   └── ConcurrencyLimitError            as many jobs or live streams as allowed (HTTP 429)
@@ -44,6 +45,7 @@ __all__ = [
     "EventGapError",
     "EventOrderError",
     "HostUnavailableError",
+    "IdentifierTakenError",
     "InvalidInputError",
     "JobCancelledError",
     "JobNotFinishedError",
@@ -203,6 +205,10 @@ class BackupCorruptError(TwinError):
 
 class JobNotFinishedError(TwinError):
     """A batch job's results were asked for before it succeeded (queued, running or failed)."""
+
+
+class IdentifierTakenError(TwinError):
+    """An external identifier (system and value) already names another registered patient."""
 
 
 class KeyAccessError(TwinError):

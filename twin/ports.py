@@ -567,8 +567,34 @@ async def all_audit_entries(log: AuditLog, *, page: int = 10_000) -> list[AuditE
 class PatientRegistry(Protocol):
     """Patients, their care team and their identifiers (stored sealed only)."""
 
-    async def create(self, identifiers: Identifiers, *, care_team: str) -> str:
-        """Register a patient; returns a new opaque patient id."""
+    async def create(
+        self, identifiers: Identifiers, *, care_team: str, links: Sequence[str] = ()
+    ) -> str:
+        """Register a patient; returns a new opaque patient id.
+
+        Args:
+            identifiers: Sealed under the patient's new data key.
+            care_team: The owning team.
+            links: Keyed digests of the patient's external identifiers
+                (:meth:`twin.domain.deidentify.Deidentifier.identifier_link`), stored in the
+                same transaction.
+
+        Raises:
+            IdentifierTakenError: A link already names another patient (nothing is stored).
+        """
+        ...
+
+    async def find(self, links: Sequence[str]) -> dict[str, str]:
+        """The live patients that ``links`` name: link -> patient id (erased ones never)."""
+        ...
+
+    async def link(self, patient_id: str, links: Sequence[str]) -> None:
+        """Add identifier links to a live patient (links it already holds are kept).
+
+        Raises:
+            IdentifierTakenError: A link names another patient (none is added).
+            KeyAccessError: The patient is unknown or erased.
+        """
         ...
 
     async def identifiers(self, patient_id: str) -> Identifiers:
@@ -594,7 +620,7 @@ class PatientRegistry(Protocol):
         ...
 
     async def erase(self, patient_id: str) -> bool:
-        """Crypto-shred the patient (data key destroyed) and mark them erased."""
+        """Crypto-shred the patient (data key destroyed), mark them erased, drop their links."""
         ...
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -116,6 +118,26 @@ class CovariatesIn(BaseModel):
         return self
 
 
+def _plausible_enrolment(when: datetime) -> datetime:
+    # A twin's day 0: not before the registry's earliest birth date, not in the future.
+    if not datetime(1900, 1, 1, tzinfo=UTC) <= when <= datetime.now(UTC) + timedelta(days=1):
+        raise ValueError("an instant between 1900 and now")
+    return when
+
+
+#: An enrolment instant (day 0 of a patient's time axis), with a UTC offset.
+Enrolment = Annotated[AwareDatetime, AfterValidator(_plausible_enrolment)]
+
+
+class IdentifierIn(BaseModel):
+    """An external identifier, as FHIR's ``Identifier``: a namespace and a value in it."""
+
+    model_config = _STRICT
+
+    system: Line = Field(min_length=1, max_length=255, description="namespace URI, e.g. the MRN's")
+    value: Line = Field(min_length=1, max_length=255)
+
+
 class PatientCreate(BaseModel):
     """A new patient: identifiers, the owning care team and, optionally, covariates."""
 
@@ -132,6 +154,17 @@ class PatientCreate(BaseModel):
     contact: Line | None = Field(default=None, max_length=200)
     care_team: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     covariates: CovariatesIn | None = None
+    enrolled_at: Enrolment | None = Field(
+        default=None,
+        description="day 0 of the patient's time axis, with a UTC offset, between 1900 and "
+        "now (default: now)",
+    )
+    identifiers: list[IdentifierIn] = Field(
+        default_factory=list,
+        max_length=32,
+        description="external identifiers (e.g. the MRN with its system) bulk ingest matches "
+        "the patient's records by; each may name one patient",
+    )
 
 
 class PatientCreated(BaseModel):
@@ -149,6 +182,12 @@ class PatientOut(BaseModel):
     birth_date: str
     mrn: str
     contact: str | None
+    enrolled_at: str | None = Field(
+        default=None, description="day 0 of the patient's time axis (ISO 8601 with offset)"
+    )
+    identifiers: list[IdentifierIn] = Field(
+        default_factory=list, description="external identifiers the patient is matched by"
+    )
 
 
 class LoincValue(BaseModel):
@@ -449,21 +488,30 @@ class IngestReportOut(BaseModel):
     quarantined: int
     reasons: dict[str, int] = Field(description="quarantined records by reason")
     patients: int = Field(description="patients that received new events")
+    registered: int = Field(default=0, description="patients registered from Patient resources")
     seconds: float
 
 
 class IngestJobIn(BaseModel):
     """A bulk-ingest job to queue.
 
-    ``paths`` must lie under the service's ingest root; ``origin`` (with a UTC offset) is the
-    start of the twins' time axis.
+    ``paths`` must lie under the service's ingest root. Each patient's time axis starts at their
+    enrolment; ``origin`` (with a UTC offset) serves patients registered without one. Patient
+    resources register patients in ``care_team`` (none without it), enrolled at
+    ``enrolled_at`` or, by default, at their earliest record in the job.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     paths: list[IngestPath] = Field(min_length=1, max_length=1000)
     format: Literal["fhir-ndjson", "fhir-bundle", "csv", "parquet"]
-    origin: AwareDatetime
+    origin: AwareDatetime | None = None
+    care_team: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    enrolled_at: Enrolment | None = Field(
+        default=None, description="enrolment of the patients the job registers (1900 to now)"
+    )
 
     @model_validator(mode="after")
     def _plain_paths(self) -> IngestJobIn:

@@ -65,6 +65,10 @@ class TwinSettings(BaseSettings):
         max_active_twins: Active twins per host before least-recently-used passivation.
         max_concurrent_activations: Activations in flight per host (no stampede on restart).
         ray_namespace: Ray namespace of the named host actors.
+        ray_address: The Ray cluster every command uses: ``local`` starts a new one (never one
+            left running on the machine, whatever ``RAY_ADDRESS`` says); ``auto`` joins the
+            machine's cluster (inside a KubeRay pod); ``host:port`` or ``ray://host:port`` that
+            one.
         database_url: PostgreSQL DSN for the event log, data keys and index.
         s3_bucket: Bucket for checkpoints; ``s3_prefix`` and ``s3_kms_key_id`` refine it.
         kms_key_id: AWS KMS key that wraps per-patient data keys.
@@ -122,6 +126,12 @@ class TwinSettings(BaseSettings):
     max_active_twins: int = Field(default=5000, ge=1, description="per host, LRU beyond")
     max_concurrent_activations: int = Field(default=8, ge=1)
     ray_namespace: str = "novamind"
+    ray_address: str = Field(
+        default="local",
+        max_length=255,
+        pattern=r"^(local|auto|(ray://)?[A-Za-z0-9.\-]+:[0-9]{1,5})$",
+        description="local (a new cluster), auto, or host:port",
+    )
     database_url: str | None = Field(default=None, description="postgresql://... (else SQLite)")
     s3_bucket: str | None = Field(default=None, description="checkpoints in S3 (else local)")
     s3_prefix: str = "checkpoints"

@@ -29,6 +29,7 @@ _STATUS: tuple[tuple[type[errors.TwinError], int, str], ...] = (
     (errors.EventGapError, 422, "Unprocessable Content"),
     (errors.EventOrderError, 409, "Conflict"),
     (errors.JobNotFinishedError, 409, "Conflict"),
+    (errors.IdentifierTakenError, 409, "Conflict"),
     (errors.InvalidInputError, 422, "Unprocessable Content"),
     (errors.StorageUnavailableError, 503, "Service Unavailable"),
     (errors.HostUnavailableError, 503, "Service Unavailable"),

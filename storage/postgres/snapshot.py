@@ -19,6 +19,7 @@ __all__ = ["PostgresSnapshot"]
 #: (backed up through the DocumentStore port, which may be MongoDB).
 TABLES = {
     "patients": "patient_id",
+    "patient_links": "link",
     "data_keys": "patient_id",
     "patient_heads": "patient_id",
     "events": "patient_id, seq",

@@ -402,6 +402,23 @@ class PostgresAuditLog:
         ]
 
 
+async def _insert_links(conn: Any, patient_id: str, links: Sequence[str]) -> None:
+    """Insert links in the open transaction; one another patient holds refuses them all.
+
+    In sorted order: two transactions linking the same identifiers lock them in one order, so
+    they wait for each other instead of deadlocking.
+    """
+    for link in sorted(set(links)):
+        holder = await conn.fetchval(
+            "INSERT INTO patient_links (link, patient_id) VALUES ($1, $2) "
+            "ON CONFLICT (link) DO UPDATE SET link = EXCLUDED.link RETURNING patient_id",
+            link,
+            patient_id,
+        )
+        if holder != patient_id:
+            raise errors.IdentifierTakenError("an identifier already names another patient")
+
+
 class PostgresPatientRegistry:
     """The patient registry in PostgreSQL (identifiers sealed)."""
 
@@ -409,18 +426,44 @@ class PostgresPatientRegistry:
         self._db = db
         self._sealer = sealer
 
-    async def create(self, identifiers: Identifiers, *, care_team: str) -> str:
-        """Register; returns the new opaque id."""
+    async def create(
+        self, identifiers: Identifiers, *, care_team: str, links: Sequence[str] = ()
+    ) -> str:
+        """Register with ``links`` in one transaction; returns the new opaque id."""
         patient_id = ports.new_patient_id()
         sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
-        async with _connection(self._db) as conn:
+        async with _connection(self._db) as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO patients (patient_id, care_team, identifiers) VALUES ($1, $2, $3)",
                 patient_id,
                 care_team,
                 sealed,
             )
+            await _insert_links(conn, patient_id, links)
         return patient_id
+
+    async def find(self, links: Sequence[str]) -> dict[str, str]:
+        """Live patients named by ``links``: link -> patient id."""
+        async with _connection(self._db) as conn:
+            rows = await conn.fetch(
+                "SELECT l.link, l.patient_id FROM patient_links l JOIN patients p "
+                "ON p.patient_id = l.patient_id WHERE p.erased_at IS NULL "
+                "AND l.link = ANY($1::text[])",
+                list(dict.fromkeys(links)),
+            )
+        return {str(r["link"]): str(r["patient_id"]) for r in rows}
+
+    async def link(self, patient_id: str, links: Sequence[str]) -> None:
+        """Add links to a live patient (ones it holds are kept)."""
+        async with _connection(self._db) as conn, conn.transaction():
+            # Under a share lock: an erasure (which deletes the links) waits, or is seen.
+            live = await conn.fetchval(
+                "SELECT 1 FROM patients WHERE patient_id = $1 AND erased_at IS NULL FOR SHARE",
+                patient_id,
+            )
+            if live is None:
+                raise errors.KeyAccessError(ports.ERASED)
+            await _insert_links(conn, patient_id, links)
 
     async def _row(self, patient_id: str) -> Any:
         async with _connection(self._db) as conn:
@@ -465,7 +508,7 @@ class PostgresPatientRegistry:
         """
         if await self._row(patient_id) is None:
             return False
-        async with _connection(self._db) as conn:
+        async with _connection(self._db) as conn, conn.transaction():
             await conn.execute(
                 # The row stays as the tombstone (id, team, time); the sealed identifiers go
                 # (also from a tombstone written before they were blanked).
@@ -473,6 +516,7 @@ class PostgresPatientRegistry:
                 "identifiers = ''::bytea WHERE patient_id = $1",
                 patient_id,
             )
+            await conn.execute("DELETE FROM patient_links WHERE patient_id = $1", patient_id)
         await self._sealer.shred(patient_id)
         return True
 

@@ -18,6 +18,7 @@ __all__ = ["SqliteSnapshot"]
 #: (backed up through the DocumentStore port, which may be MongoDB).
 TABLES = {
     "patients": "patient_id",
+    "patient_links": "link",
     "data_keys": "patient_id",
     "events": "patient_id, seq",
     "twin_index": "patient_id",

@@ -398,16 +398,60 @@ class SqlitePatientRegistry:
         self._db = db
         self._sealer = sealer
 
-    async def create(self, identifiers: Identifiers, *, care_team: str) -> str:
-        """Register; returns the new opaque id."""
+    async def create(
+        self, identifiers: Identifiers, *, care_team: str, links: Sequence[str] = ()
+    ) -> str:
+        """Register with ``links`` in one transaction; returns the new opaque id."""
         patient_id = ports.new_patient_id()
         sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
-        async with self._db.lock:
-            await self._db.conn.execute(
+        async with self._db.write() as conn:
+            await conn.execute(
                 "INSERT INTO patients (patient_id, care_team, identifiers) VALUES (?, ?, ?)",
                 (patient_id, care_team, sealed),
             )
+            await self._insert_links(patient_id, links)
         return patient_id
+
+    async def _insert_links(self, patient_id: str, links: Sequence[str]) -> None:
+        """Insert links in the open transaction; one another patient holds refuses them all."""
+        conn = self._db.conn
+        for link in sorted(set(links)):
+            cursor = await conn.execute(
+                "SELECT patient_id FROM patient_links WHERE link = ?", (link,)
+            )
+            row = await cursor.fetchone()
+            if row is not None and str(row[0]) != patient_id:
+                raise errors.IdentifierTakenError("an identifier already names another patient")
+            if row is None:
+                await conn.execute(
+                    "INSERT INTO patient_links (link, patient_id) VALUES (?, ?)", (link, patient_id)
+                )
+
+    async def find(self, links: Sequence[str]) -> dict[str, str]:
+        """Live patients named by ``links``: link -> patient id."""
+        wanted = list(dict.fromkeys(links))
+        found: dict[str, str] = {}
+        async with self._db.lock:
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
+                cursor = await self._db.conn.execute(
+                    "SELECT l.link, l.patient_id FROM patient_links l JOIN patients p "
+                    "ON p.patient_id = l.patient_id WHERE p.erased_at IS NULL AND l.link IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update((str(r[0]), str(r[1])) for r in await cursor.fetchall())
+        return found
+
+    async def link(self, patient_id: str, links: Sequence[str]) -> None:
+        """Add links to a live patient (ones it holds are kept)."""
+        async with self._db.write() as conn:
+            cursor = await conn.execute(
+                "SELECT 1 FROM patients WHERE patient_id = ? AND erased_at IS NULL", (patient_id,)
+            )
+            if await cursor.fetchone() is None:
+                raise errors.KeyAccessError(ports.ERASED)
+            await self._insert_links(patient_id, links)
 
     async def _row(self, patient_id: str) -> Any:
         async with self._db.lock:
@@ -448,14 +492,17 @@ class SqlitePatientRegistry:
         """Mark the patient erased, then shred the data key (see the PostgreSQL registry)."""
         if await self._row(patient_id) is None:
             return False
-        async with self._db.lock:
-            await self._db.conn.execute(
+        # One transaction: links are never left on an erased patient (they would keep the
+        # identifiers taken for ever).
+        async with self._db.write() as conn:
+            await conn.execute(
                 # The row stays as the tombstone (id, team, time); the sealed identifiers go
                 # (also from a tombstone written before they were blanked).
                 "UPDATE patients SET erased_at = coalesce(erased_at, "
                 "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), identifiers = X'' WHERE patient_id = ?",
                 (patient_id,),
             )
+            await conn.execute("DELETE FROM patient_links WHERE patient_id = ?", (patient_id,))
         await self._sealer.shred(patient_id)
         return True
 

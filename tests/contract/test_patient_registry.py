@@ -71,3 +71,35 @@ async def test_team_listing_pages_by_id(patient_registry):
     third = await patient_registry.list_for_team("t", after=second[-1], limit=2)
     assert first + second + third == ids
     assert await patient_registry.list_for_team("t", after=ids[-1]) == []
+
+
+async def test_identifier_links_find_one_live_patient_and_go_with_erasure(patient_registry):
+    enrolled = Identifiers("D", "1985-05-05", "MRN-4", enrolled_at="2024-03-01T09:00:00+01:00")
+    pid = await patient_registry.create(enrolled, care_team="team-1", links=["il_a", "il_b"])
+    other = await patient_registry.create(ADA, care_team="team-1", links=["il_c"])
+    assert (await patient_registry.identifiers(pid)).enrolled_at == "2024-03-01T09:00:00+01:00"
+    assert await patient_registry.find(["il_a", "il_c", "il_x"]) == {"il_a": pid, "il_c": other}
+    # An identifier names one patient: a second registration with it stores nothing.
+    before = await patient_registry.list_for_team("team-2")
+    with pytest.raises(errors.IdentifierTakenError):
+        await patient_registry.create(ADA, care_team="team-2", links=["il_new", "il_b"])
+    assert await patient_registry.list_for_team("team-2") == before
+    assert await patient_registry.find(["il_new"]) == {}
+    with pytest.raises(errors.IdentifierTakenError):
+        await patient_registry.link(other, ["il_d", "il_a"])
+    assert await patient_registry.find(["il_d"]) == {}
+    await patient_registry.link(pid, ["il_a", "il_d"])  # held ones are kept, new ones added
+    assert await patient_registry.find(["il_d"]) == {"il_d": pid}
+    assert await patient_registry.erase(pid)
+    assert await patient_registry.find(["il_a", "il_b", "il_d"]) == {}
+    with pytest.raises(errors.KeyAccessError):
+        await patient_registry.link(pid, ["il_e"])
+    # Once erased, the identifiers are free: a new registration may take them.
+    again = await patient_registry.create(ADA, care_team="team-1", links=["il_a"])
+    assert await patient_registry.find(["il_a"]) == {"il_a": again}
+
+
+@pytest.mark.parametrize("when", ["2024-03-01", "2024-03-01T09:00:00", "yesterday"])
+def test_an_enrolment_needs_an_offset(when):
+    with pytest.raises(errors.ObservationRangeError, match="enrolled_at"):
+        Identifiers("X", "1980-01-01", "M", enrolled_at=when)

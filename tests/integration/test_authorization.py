@@ -74,6 +74,14 @@ MATRIX = [
     ("GET", "/v1/ingest/jobs", None, _JOBS),
     ("POST", "/v1/ingest/jobs", "INGEST", {**_ONLY, "service": 202, "admin": 202}),
     ("GET", "/v1/ingest/jobs/{job_id}", None, _JOBS),
+    # The job is running: its status URL answers 202 (Bulk Data polling).
+    (
+        "GET",
+        "/v1/ingest/jobs/{job_id}/status",
+        None,
+        {k: 202 if v == 200 else v for k, v in _JOBS.items()},
+    ),
+    ("DELETE", "/v1/ingest/jobs/{job_id}/status", None, {**_ONLY, "service": 202, "admin": 202}),
     ("GET", "/v1/audit/verify", None, {**_ONLY, "auditor": 200}),
     ("POST", "/v1/cohorts/runs", COHORT, {**_ONLY, "researcher": 202}),
     ("GET", "/v1/cohorts/runs", None, _RUNS),

@@ -256,6 +256,8 @@ def _requests(
                 "mrn": "BND-1",
                 "contact": "+1 555 0100",
                 "care_team": TEAM,
+                "enrolled_at": "2024-01-01T00:00:00Z",
+                "identifiers": [{"system": "http://clinic.example.org/mrn", "value": "BND-1"}],
                 "covariates": {
                     "episode_weeks": 12.0,
                     "prior_episodes": 1,
@@ -344,9 +346,13 @@ def _requests(
                 "paths": [source],
                 "format": "fhir-ndjson",
                 "origin": "2024-01-01T00:00:00Z",
+                "care_team": TEAM,
+                "enrolled_at": "2024-01-01T00:00:00Z",
             },
         ),
         ("get", "/v1/ingest/jobs/{job_id}"): make(admin, path={"job_id": job}),
+        ("get", "/v1/ingest/jobs/{job_id}/status"): make(admin, path={"job_id": job}),
+        ("delete", "/v1/ingest/jobs/{job_id}/status"): make(admin, path={"job_id": job}),
         ("post", "/v1/ingest/jobs/{job_id}/cancel"): make(admin, path={"job_id": job}),
         # One valid request per selection, so each selection's fields are reached.
         ("post", "/v1/cohorts/runs"): [

@@ -160,6 +160,79 @@ async def test_an_ingest_job_is_queued_only_for_sources_under_the_ingest_root(ap
         assert response.status_code == 422
 
 
+async def test_an_ingest_job_follows_the_fhir_bulk_data_async_pattern(api_env):
+    from deployments import jobs
+    from tests.integration.conftest import bearer
+
+    root, etl = api_env.services.ingest_root, bearer("service", "etl")
+    kickoff = await api_env.http.post(
+        "/v1/ingest/jobs",
+        json={"paths": [f"{root}/export"], "format": "fhir-ndjson", "care_team": "team-1"},
+        headers={**etl, "Prefer": "respond-async"},
+    )
+    assert kickoff.status_code == 202
+    status_url = kickoff.headers["Content-Location"]
+    job_id = kickoff.json()["job_id"]
+    assert status_url.endswith(f"/v1/ingest/jobs/{job_id}/status")
+    polled = await api_env.http.get(status_url, headers=etl)
+    assert polled.status_code == 202 and polled.headers["X-Progress"] == "queued"
+    assert int(polled.headers["Retry-After"]) > 0
+    queued = jobs.INGEST.load(await api_env.services.documents.get(jobs.INGEST.collection, job_id))
+    running = queued.model_copy(
+        update={"status": "running", "records_read": 40, "records_done": 10}
+    )
+    await jobs.INGEST.save(api_env.services.documents, running)
+    polled = await api_env.http.get(status_url, headers=etl)
+    assert (polled.status_code, polled.headers["X-Progress"]) == (
+        202, "running: 10 of 40 records"
+    )  # fmt: skip
+    report = schemas.IngestReportOut(
+        records=40, appended=30, duplicates=0, quarantined=10, reasons={"code 1-1: x": 10},
+        patients=3, registered=3, seconds=2.0,
+    )  # fmt: skip
+    done = running.model_copy(update={"status": "succeeded", "report": report})
+    await jobs.INGEST.save(api_env.services.documents, done)
+    final = await api_env.http.get(status_url, headers=etl)
+    assert final.status_code == 200 and "Retry-After" not in final.headers
+    assert schemas.IngestJobOut.model_validate(final.json()).report == report
+    # DELETE on the status URL cancels a job (Bulk Data's cancellation).
+    other = await api_env.http.post(
+        "/v1/ingest/jobs", json={"paths": [f"{root}/x.ndjson"], "format": "fhir-ndjson"},
+        headers=etl,
+    )  # fmt: skip
+    cancelled = await api_env.http.delete(other.headers["Content-Location"], headers=etl)
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    assert (
+        await api_env.http.get(other.headers["Content-Location"], headers=etl)
+    ).status_code == 200
+
+
+async def test_a_patient_is_registered_with_an_enrolment_and_identifiers_one_person_each(api_env):
+    mrn = ("http://clinic.example.org/mrn", "M-enrol-1")
+    async with api_env.sdk("clinician", "dr-a", ("team-1",)) as sdk:
+        pid = await sdk.create_patient(
+            name="Enid Canary", birth_date="1975-03-04", mrn="M-enrol-1", care_team="team-1",
+            enrolled_at="2024-01-15T08:00:00+01:00", identifiers=[mrn],
+        )  # fmt: skip
+        seen = await sdk.patient(pid)
+        assert seen.enrolled_at == "2024-01-15T08:00:00+01:00"
+        assert [(i.system, i.value) for i in seen.identifiers] == [mrn]
+        # The identifier names one patient: a second registration with it stores nobody.
+        before = [p async for p in sdk.iter_patients("team-1")]
+        with pytest.raises(errors.InvalidInputError, match="identifier already names"):
+            await sdk.create_patient(
+                name="Other", birth_date="1980-01-01", mrn="M-2", care_team="team-1",
+                identifiers=[(mrn[0], f" {mrn[1]} ")],  # the same identifier, spaced
+            )  # fmt: skip
+        assert [p async for p in sdk.iter_patients("team-1")] == before
+        for when in ("2999-01-01T00:00:00Z", "1850-01-01T00:00:00Z", "2024-01-15T08:00:00"):
+            with pytest.raises(ValueError, match="enrolled_at"):  # refused before it is sent
+                await sdk.create_patient(
+                    name="Late", birth_date="1980-01-01", mrn="M-3", care_team="team-1",
+                    enrolled_at=when,
+                )  # fmt: skip
+
+
 async def test_sdk_registers_covariates_and_runs_care_scenarios(api_env):
     async with api_env.sdk("clinician", "dr-a", ("team-1",)) as sdk:
         pid = await sdk.create_patient(

@@ -27,6 +27,7 @@ from deployments.ingest import IngestJob, run_ingest
 from twin import errors, schemas
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
+from twin.ingest.enrolment import Subject
 from twin.ingest.records import Record
 from twin.ports import NewEvent
 from twin.service.host import TwinHost
@@ -96,9 +97,10 @@ def test_fhir_ndjson_job_appends_quarantines_and_reruns_as_duplicates(
     assert report.quarantined == 5 and report.patients == 3
     assert report.reasons == {
         "patient: unknown or erased": 1,
-        "effective time: before the ingest origin": 1,
+        "effective time: before the patient's enrolment": 1,
         "phq9.total is invalid: expected integer 0..27": 1,
-        "resourceType Patient: not ingested": 1,
+        "identifier: a record identifier (system and value; not a national or document "
+        "number, not old) is required to match the patient": 1,
         "not a JSON line": 1,
     }
     assert json.loads((tmp_path / "run1" / "report.json").read_text())["appended"] == 9
@@ -284,7 +286,9 @@ def test_a_writer_commits_patients_together_and_keeps_each_rows_outcome(settings
     ]
     monkeypatch.setattr(ingest, "_COMMIT_EVENTS", 2)  # several commits within the call
     writer = ingest._Writer(settings.for_workers())
-    table = writer(ingest._bucketed(ingest._prepared(records, ORIGIN), 1))
+    subjects = {f"Patient/{pid}": Subject(pid, ORIGIN) for pid in (fresh, other, late)}
+    subjects["Patient/pt_nobody"] = Subject("pt_nobody", ORIGIN)  # erased after resolving
+    table = writer(ingest._bucketed(ingest._placed(ingest._prepared(records), subjects), 1))
     got = sorted(zip(*(table[c].to_pylist() for c in ("source", "outcome", "reason")), strict=True))
     assert got == [
         ("fresh-1", "appended", None),

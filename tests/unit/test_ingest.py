@@ -13,7 +13,7 @@ import pytest
 from twin import errors
 from twin.domain import events as E
 from twin.ingest import fhir, tabular
-from twin.ingest.records import ROW_COLUMNS, Record, patient_id_of, prepare, to_event
+from twin.ingest.records import ROW_COLUMNS, Record, day_of, patient_id_of, prepare, to_event
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
 LOINC = "http://loinc.org"
@@ -87,7 +87,7 @@ def test_phq9_items_come_from_the_panel_components():
     (record,) = fhir.records_from_resource(observation(value=11, component=components))
     assert record.payload == E.Phq9(11, tuple(items))
     (partial,) = fhir.records_from_resource(observation(value=11, component=components[:8]))
-    assert partial.payload is None and "all nine or none" in partial.reason
+    assert partial.payload is None and "all of them or none" in partial.reason
 
 
 @pytest.mark.parametrize(
@@ -96,11 +96,14 @@ def test_phq9_items_come_from_the_panel_components():
         ({"status": "preliminary"}, "status preliminary"),
         ({"code": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}}, "no LOINC"),
         ({"code": {"coding": [{"system": LOINC, "code": "80404-7"}]}}, "SDNN"),
-        ({"code": {"coding": [{"system": LOINC, "code": "2339-0"}]}}, "loinc.code"),
+        ({"code": {"coding": [{"system": LOINC, "code": "2339-0"}]}}, "code 2339-0: not supported"),
+        ({"code": {"coding": [{"system": LOINC, "code": "8867-4"}]}}, "spot value"),
+        ({"code": {"coding": [{"system": LOINC, "code": "44250-9"}]}}, "an item alone"),
         ({"valueQuantity": {"value": 30, "code": "{score}"}}, "phq9.total"),
         ({"valueQuantity": {"value": 14.5, "code": "{score}"}}, "whole number"),
         ({"valueQuantity": {"value": 14, "code": "kg"}}, "unit"),
-        ({"valueQuantity": None, "valueString": "fourteen"}, "valueQuantity required"),
+        ({"valueQuantity": None, "valueString": "fourteen"}, "a number required"),
+        ({"valueQuantity": None, "valueString": "1e1"}, "a number required"),
         ({"effectiveDateTime": "last tuesday"}, "not valid FHIR Observation: effectiveDateTime"),
     ],
 )
@@ -164,14 +167,14 @@ def test_bundles_and_other_resources():
     }  # fmt: skip
     records = fhir.records_from_bundle(bundle, where="b.json")
     assert [r.reason is None for r in records] == [True, False, False]
-    assert "resourceType Patient" in records[1].reason and records[2].source == "b.json#entry2"
+    assert "identifier" in records[1].reason and records[2].source == "b.json#entry2"
     assert "not a FHIR Bundle" in fhir.records_from_bundle({"resourceType": "Patient"})[0].reason
 
 
 def test_time_and_patient_rules():
     record = fhir.records_from_resource(observation())[0]
     early = Record(record.source, record.patient, datetime(2023, 12, 31, tzinfo=UTC), E.Phq9(3))
-    with pytest.raises(errors.InvalidInputError, match="before the ingest origin"):
+    with pytest.raises(errors.InvalidInputError, match="before the patient's enrolment"):
         to_event(early, ORIGIN)
     naive = Record(record.source, record.patient, datetime(2024, 2, 1), E.Phq9(3))
     with pytest.raises(errors.InvalidInputError, match="UTC offset"):
@@ -201,14 +204,18 @@ def test_table_rows():
 
 def test_prepare_gives_pipeline_rows():
     records = [*fhir.records_from_resource(observation()),
-               *fhir.records_from_resource(observation(value=99))]  # fmt: skip
-    columns = prepare(records, ORIGIN)
+               *fhir.records_from_resource(observation(value=99)),
+               Record("row/1", "pt_2", datetime(2024, 1, 2, 6, tzinfo=UTC), E.Phq9(3))]  # fmt: skip
+    columns = prepare(records)
     assert tuple(columns) == ROW_COLUMNS
-    good, bad = ({name: values[i] for name, values in columns.items()} for i in range(2))
-    assert good["reason"] is None and good["patient_id"] == "pt_1" and good["day"] == 1.5
+    good, bad, row = ({name: values[i] for name, values in columns.items()} for i in range(3))
+    assert good["reason"] is None and good["subject"] == "Patient/pt_1"
+    assert good["effective"] == datetime(2024, 1, 2, 12, tzinfo=UTC)
     assert good["payload"] == '{"items":null,"total":14,"type":"phq9"}'
     assert good["idempotency_key"] == to_event(records[0], ORIGIN)[1].idempotency_key
-    assert bad["payload"] is None and bad["reason"] and bad["patient_id"] == "pt_1"
+    assert bad["payload"] is None and bad["reason"] and bad["subject"] == "Patient/pt_1"
+    assert row["subject"] == "Patient/pt_2"  # a bare id of a table row
+    assert day_of(good["effective"], ORIGIN) == 1.5
 
 
 def test_idempotency_keys_never_change_form():
@@ -248,7 +255,7 @@ def test_item9_alone_becomes_the_safety_screen_payload(value):
 def test_item9_with_an_unknown_answer_code_is_refused():
     other = {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": "LA9999-9"}]}}
     (record,) = fhir.records_from_resource(observation(code="44260-8", valueQuantity=None, **other))
-    assert record.payload is None and "valueQuantity required" in record.reason
+    assert record.payload is None and "LOINC answer code" in record.reason
 
 
 def test_rmssd_rows_become_the_twins_hrv_stream():

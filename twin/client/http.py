@@ -80,6 +80,23 @@ class _Routes:
     """One :class:`_Call` per API route (paths, parameters, response types)."""
 
     @staticmethod
+    def patient_body(
+        name: str,
+        birth_date: str,
+        mrn: str,
+        care_team: str,
+        contact: str | None,
+        covariates: schemas.CovariatesIn | None,
+        enrolled_at: str | None,
+        identifiers: Sequence[tuple[str, str]],
+    ) -> schemas.PatientCreate:
+        return schemas.PatientCreate.model_validate(
+            {"name": name, "birth_date": birth_date, "mrn": mrn, "contact": contact,
+             "care_team": care_team, "covariates": covariates, "enrolled_at": enrolled_at,
+             "identifiers": [{"system": system, "value": value} for system, value in identifiers]}
+        )  # fmt: skip
+
+    @staticmethod
     def create_patient(body: schemas.PatientCreate) -> _Call[schemas.PatientCreated]:
         return _Call(
             "POST", "/v1/patients", TypeAdapter(schemas.PatientCreated), body=body, retry=False
@@ -190,6 +207,19 @@ class _Routes:
     @staticmethod
     def ingest_job(job_id: str) -> _Call[schemas.IngestJobOut]:
         return _Call("GET", f"/v1/ingest/jobs/{job_id}", TypeAdapter(schemas.IngestJobOut))
+
+    @staticmethod
+    def ingest_request(
+        paths: Sequence[str],
+        format: str,
+        origin: str | None,
+        care_team: str | None,
+        enrolled_at: str | None,
+    ) -> schemas.IngestJobIn:
+        return schemas.IngestJobIn.model_validate(
+            {"paths": list(paths), "format": format, "origin": origin, "care_team": care_team,
+             "enrolled_at": enrolled_at}
+        )  # fmt: skip
 
     @staticmethod
     def submit_ingest_job(body: schemas.IngestJobIn) -> _Call[schemas.IngestJobOut]:
@@ -392,12 +422,18 @@ class Client:
         care_team: str,
         contact: str | None = None,
         covariates: schemas.CovariatesIn | None = None,
+        enrolled_at: str | None = None,
+        identifiers: Sequence[tuple[str, str]] = (),
     ) -> str:
-        """Register a patient, with covariates if known; returns the opaque patient id."""
-        body = schemas.PatientCreate(
-            name=name, birth_date=birth_date, mrn=mrn, contact=contact, care_team=care_team,
-            covariates=covariates,
-        )  # fmt: skip
+        """Register a patient; returns the opaque patient id.
+
+        ``covariates`` if known; ``enrolled_at`` (ISO 8601 with offset) is day 0 of the
+        patient's time axis (default: now); ``identifiers`` are ``(system, value)`` pairs bulk
+        ingest matches the patient's records by.
+        """
+        body = _Routes.patient_body(
+            name, birth_date, mrn, care_team, contact, covariates, enrolled_at, identifiers
+        )
         return self._run(_Routes.create_patient(body)).patient_id
 
     def patient(self, patient_id: str) -> schemas.PatientOut:
@@ -531,16 +567,22 @@ class Client:
         return self._pages(lambda after: _Routes.ingest_jobs(after, page_size))
 
     def submit_ingest_job(
-        self, paths: Sequence[str], *, format: str, origin: str
+        self,
+        paths: Sequence[str],
+        *,
+        format: str,
+        origin: str | None = None,
+        care_team: str | None = None,
+        enrolled_at: str | None = None,
     ) -> schemas.IngestJobOut:
         """Queue a bulk ingest of files under the service's ingest root (admins, services).
 
-        ``format``: ``fhir-ndjson``, ``fhir-bundle``, ``csv`` or ``parquet``; ``origin``: ISO
-        8601 date-time with a UTC offset (day 0 of the twins). Follow it with :meth:`ingest_job`.
+        ``format``: ``fhir-ndjson``, ``fhir-bundle``, ``csv`` or ``parquet``. Patient resources
+        register patients in ``care_team`` (enrolled at ``enrolled_at``, default their first
+        record); ``origin`` is day 0 of patients registered without an enrolment (ISO 8601
+        date-times with a UTC offset). Follow it with :meth:`ingest_job`.
         """
-        request = schemas.IngestJobIn.model_validate(
-            {"paths": list(paths), "format": format, "origin": origin}
-        )
+        request = _Routes.ingest_request(paths, format, origin, care_team, enrolled_at)
         return self._run(_Routes.submit_ingest_job(request))
 
     def submit_cohort_run(self, run: schemas.CohortRunIn) -> schemas.CohortRunOut:
@@ -641,12 +683,18 @@ class AsyncClient:
         care_team: str,
         contact: str | None = None,
         covariates: schemas.CovariatesIn | None = None,
+        enrolled_at: str | None = None,
+        identifiers: Sequence[tuple[str, str]] = (),
     ) -> str:
-        """Register a patient, with covariates if known; returns the opaque patient id."""
-        body = schemas.PatientCreate(
-            name=name, birth_date=birth_date, mrn=mrn, contact=contact, care_team=care_team,
-            covariates=covariates,
-        )  # fmt: skip
+        """Register a patient; returns the opaque patient id.
+
+        ``covariates`` if known; ``enrolled_at`` (ISO 8601 with offset) is day 0 of the
+        patient's time axis (default: now); ``identifiers`` are ``(system, value)`` pairs bulk
+        ingest matches the patient's records by.
+        """
+        body = _Routes.patient_body(
+            name, birth_date, mrn, care_team, contact, covariates, enrolled_at, identifiers
+        )
         return (await self._run(_Routes.create_patient(body))).patient_id
 
     async def patient(self, patient_id: str) -> schemas.PatientOut:
@@ -775,12 +823,16 @@ class AsyncClient:
         return self._pages(lambda after: _Routes.ingest_jobs(after, page_size))
 
     async def submit_ingest_job(
-        self, paths: Sequence[str], *, format: str, origin: str
+        self,
+        paths: Sequence[str],
+        *,
+        format: str,
+        origin: str | None = None,
+        care_team: str | None = None,
+        enrolled_at: str | None = None,
     ) -> schemas.IngestJobOut:
         """Queue a bulk ingest of files under the service's ingest root (admins, services)."""
-        request = schemas.IngestJobIn.model_validate(
-            {"paths": list(paths), "format": format, "origin": origin}
-        )
+        request = _Routes.ingest_request(paths, format, origin, care_team, enrolled_at)
         return await self._run(_Routes.submit_ingest_job(request))
 
     async def submit_cohort_run(self, run: schemas.CohortRunIn) -> schemas.CohortRunOut:

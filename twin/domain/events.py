@@ -83,9 +83,7 @@ class Phq9:
             for i, item in enumerate(self.items, start=1):
                 _integer(f"phq9.item{i}", item, 0, 3)
             if sum(self.items) != self.total:
-                raise errors.ObservationRangeError(
-                    "phq9.total", self.total, f"the sum of the items ({sum(self.items)})"
-                )
+                raise errors.ObservationRangeError("phq9.total", self.total, "the sum of the items")
 
     @property
     def item9(self) -> int | None:

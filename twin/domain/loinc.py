@@ -9,14 +9,13 @@ code       LOINC long name (short)                   units               payload
 44260-8    PHQ-9 item 9 (thoughts of self-harm)      ``{score}``         :class:`Phq9Item9`
 70274-6    GAD-7 total score [Reported.PHQ]          ``{score}``         :class:`Gad7`
 40443-4    Heart rate --resting                      ``/min``            :class:`RestingHeartRate`
-8867-4     Heart rate                                ``/min``            :class:`RestingHeartRate`
 93832-4    Sleep duration                            ``h``, ``min``      :class:`SleepDuration`
 41950-7    Number of steps in 24 hour Measured       ``/(24.h)``         :class:`Steps`
 55423-8    Number of steps in unspecified time       ``{steps}``         :class:`Steps`
 =========  ========================================  ==================  =====================
 
-8867-4 is taken as the *daily resting* rate because that is what wearables' daily summaries
-send under it; a spot exercise rate must not be sent to the twin. Values are validated by the
+8867-4 (Heart rate) is refused: it is a spot value (clinic vitals, a monitor, exercise), and the
+twin's channel is the daily resting rate, 40443-4. Values are validated by the
 payload constructors (out-of-range values raise, never clip); a fractional count or score is
 refused rather than rounded.
 """
@@ -29,7 +28,10 @@ from dataclasses import dataclass
 from twin import errors
 from twin.domain import events
 
-__all__ = ["LOINC", "from_loinc"]
+__all__ = ["LOINC", "SPOT_HEART_RATE", "from_loinc"]
+
+#: LOINC "Heart rate": a spot value, never taken for the daily resting rate.
+SPOT_HEART_RATE = "8867-4"
 
 
 def _whole(code: str, value: float) -> int:
@@ -51,9 +53,6 @@ LOINC: dict[str, _Code] = {
     "70274-6": _Code("GAD-7 total score", {"{score}": 1.0}, lambda c, v: events.Gad7(_whole(c, v))),
     "40443-4": _Code(
         "Heart rate --resting", {"/min": 1.0}, lambda c, v: events.RestingHeartRate(v)
-    ),
-    "8867-4": _Code(
-        "Heart rate (daily resting)", {"/min": 1.0}, lambda c, v: events.RestingHeartRate(v)
     ),
     "93832-4": _Code(
         "Sleep duration", {"h": 1.0, "min": 1 / 60}, lambda c, v: events.SleepDuration(v)
@@ -80,6 +79,10 @@ def from_loinc(code: str, value: float, unit: str | None = None) -> events.Paylo
             payload refuses.
     """
     spec = LOINC.get(code)
+    if code == SPOT_HEART_RATE:
+        raise errors.ObservationRangeError(
+            "loinc.code", code, "40443-4 for the daily resting heart rate (8867-4 is a spot value)"
+        )
     if spec is None:
         raise errors.ObservationRangeError("loinc.code", code, f"one of {', '.join(LOINC)}")
     if isinstance(value, bool) or not isinstance(value, int | float):

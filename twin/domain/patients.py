@@ -31,14 +31,29 @@ class Identifiers:
         birth_date: ISO date ``YYYY-MM-DD``, not in the future.
         mrn: Medical record number.
         contact: Phone or e-mail, optional.
+        enrolled_at: The instant the patient's twin starts (ISO 8601 with a UTC offset): day 0
+            of their time axis. ``None`` for a patient registered before enrolment was kept.
+        external: External identifiers ``(system, value)`` the registry links the patient by
+            (kept sealed so that the links can be rebuilt under a new key), at most 32.
     """
 
     name: str
     birth_date: str
     mrn: str
     contact: str | None = None
+    enrolled_at: str | None = None
+    external: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        # Opened from JSON, the pairs come back as lists.
+        object.__setattr__(self, "external", tuple(tuple(pair) for pair in self.external))
+        if len(self.external) > 32 or any(
+            len(pair) != 2 or not all(isinstance(p, str) and 0 < len(p) <= 255 for p in pair)
+            for pair in self.external
+        ):
+            raise errors.ObservationRangeError(
+                "patient.external", "<redacted>", "at most 32 (system, value) pairs of 1..255"
+            )
         _text("patient.name", self.name, 200)
         _text("patient.mrn", self.mrn, 64)
         _text("patient.contact", self.contact, 200, optional=True)
@@ -52,3 +67,23 @@ class Identifiers:
             raise errors.ObservationRangeError(
                 "patient.birth_date", "<redacted>", "a date between 1900 and today"
             )
+        if self.enrolled_at is not None:
+            self.enrolment()
+
+    def enrolment(self) -> dt.datetime | None:
+        """``enrolled_at`` as an aware instant (UTC), or ``None``.
+
+        Raises:
+            ObservationRangeError: Not an ISO 8601 date-time with a UTC offset.
+        """
+        if self.enrolled_at is None:
+            return None
+        try:
+            when = dt.datetime.fromisoformat(self.enrolled_at)
+        except (TypeError, ValueError):
+            when = None
+        if when is None or when.tzinfo is None:
+            raise errors.ObservationRangeError(
+                "patient.enrolled_at", "<redacted>", "ISO 8601 date-time with a UTC offset"
+            )
+        return when.astimezone(dt.UTC)

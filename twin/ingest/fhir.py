@@ -13,16 +13,18 @@ but it is a first release and accepts an ``id`` of ``"a b"``, which R4's id type
 
 Mapped:
 
+- ``Patient``: matched to a registered patient by identifier, or registered
+  (:mod:`twin.ingest.subjects`); every resource's ``subject`` is resolved through it.
 - ``Observation`` (status final/amended/corrected) with a LOINC code of
-  :mod:`twin.domain.loinc` and a ``valueQuantity`` (units checked). A PHQ-9 total (44261-6)
-  carrying the nine item answers as components (LOINC 44250-9 ... 44260-8, item 9 = 44260-8,
-  the suicidality item the alerts watch) keeps them: ``Phq9(total, items)``. Item 9 on its own
-  (44260-8, as a quantity, an integer or a LOINC answer code LA6568-5 ... LA6571-9) becomes
+  :mod:`twin.domain.loinc` and a number (units checked). PHQ-9 and GAD-7 in every shape of
+  :mod:`twin.ingest.questionnaires` (totals, panels with the score or with components, items);
+  item 9 on its own (44260-8, as a number or a LOINC answer code LA6568-5 ... LA6571-9) becomes
   ``Phq9Item9`` (it fires the safety alert; it is no severity evidence).
-- ``MedicationStatement`` (active, completed, stopped) of a drug in the model's table, with a
-  dose in mg and a daily timing: a ``Prescription`` at the start, and a stop (0 mg/day) at the
-  end of a completed or stopped period.
-- ``MedicationAdministration`` (completed, not-done): ``DoseTaken`` (taken or missed).
+- ``QuestionnaireResponse`` (completed, amended) of the PHQ-9 or the GAD-7 with LOINC-coded
+  items: ``Phq9(total, items)`` or ``Gad7``, at ``authored``.
+- ``MedicationStatement``, ``MedicationRequest``, ``MedicationDispense`` and
+  ``MedicationAdministration`` of a drug in the model's table: doses and doses taken
+  (:mod:`twin.ingest.medications`).
 - ``Condition`` of a depressive episode or an anxiety disorder (SNOMED CT, ICD-10 or
   ICD-10-CM codes; :data:`EPISODE_CODES`, :data:`RECURRENT_CODES`, :data:`ANXIETY_CODES`),
   confirmed or without a verification status (one that cannot be read is refused), becomes
@@ -39,9 +41,12 @@ Mapped:
     or relapse), on ``recordedDate`` (else its onset); false once it is inactive, in remission
     or resolved, on its abatement date (required). A Condition coded as both gives both.
 
-  FHIR times: an instant is itself; a full date is that day's midnight UTC; a year or a year
-  and month places a record at its middle, and is refused where a record needs a day
-  (``recordedDate``).
+  FHIR times: see :mod:`twin.ingest.fhir_common`.
+
+Heart rate: the twin's channel is the *daily resting* rate (40443-4 "Heart rate --resting").
+A heart rate under 8867-4 is a spot value (clinic vitals at an encounter, a monitor reading,
+an exercise rate); its resource says nothing that makes it a resting rate, so it is refused
+with that reason rather than fed to the resting channel.
 
 HRV: LOINC has no code for RMSSD, the measure the twin's HRV stream uses (ln RMSSD); SDNN
 (80404-7, what phones export) is refused with that reason. RMSSD reaches the twin through the
@@ -55,16 +60,32 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from twin import errors
 from twin.domain import events
-from twin.domain.loinc import from_loinc
+from twin.domain.loinc import LOINC, SPOT_HEART_RATE, from_loinc
+from twin.ingest import medications, questionnaires
+from twin.ingest.fhir_common import (
+    LOINC_SYSTEM,
+    SNOMED_SYSTEM,
+    codes,
+    effective,
+    instant,
+    middle,
+    period,
+    placed,
+    shown,
+    shown_loinc,
+)
+from twin.ingest.medications import RXNORM_INGREDIENTS
+from twin.ingest.questionnaires import PHQ9_ITEM_CODES, PHQ_ITEM_ANSWERS
 from twin.ingest.records import Record
+from twin.ingest.subjects import patient_facts, subject_key
 
 __all__ = [
     "ANXIETY_CODES",
@@ -78,32 +99,11 @@ __all__ = [
     "source_of",
 ]
 
-LOINC_SYSTEM = "http://loinc.org"
-RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-#: PHQ-9 item answers in order (LOINC panel 44249-1); item 9 is 44260-8.
-PHQ9_ITEM_CODES = (
-    "44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3",
-    "44260-8",
-)  # fmt: skip
-#: RxNorm ingredient concepts (RXCUI) of the drugs in the model's table.
-RXNORM_INGREDIENTS = {
-    "36437": "sertraline",
-    "321988": "escitalopram",
-    "2556": "citalopram",
-    "32937": "paroxetine",
-    "4493": "fluoxetine",
-    "39786": "venlafaxine",
-    "72625": "duloxetine",
-}
 #: LOINC "R-R interval.standard deviation (Heart rate variability)": SDNN, as wearables export.
 SDNN_CODE = "80404-7"
 _SDNN_REASON = (
     "HRV as SDNN (80404-7): the twin's HRV stream is ln RMSSD, which SDNN does not convert to"
 )
-#: LOINC answer list LL358-3 (PHQ-9 item frequencies) -> item score.
-PHQ_ITEM_ANSWERS = {"LA6568-5": 0, "LA6569-3": 1, "LA6570-1": 2, "LA6571-9": 3}
-_GTS_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-GTSAbbreviation"
-SNOMED_SYSTEM = "http://snomed.info/sct"
 #: ICD-10 (WHO) and ICD-10-CM code systems; codes are compared upper-case, without their dot.
 ICD10_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm")
 #: A current depressive episode whose onset dates the episode: SNOMED CT concepts, and ICD-10
@@ -145,7 +145,14 @@ _CLINICAL_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 _VERIFICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 _DAYS_PER_WEEK = 7.0
 _FINAL = {"final", "amended", "corrected"}
-_PERIOD_DAYS = {"h": 1 / 24, "d": 1.0, "wk": 7.0}
+_SPOT_REASON = (
+    f"heart rate {SPOT_HEART_RATE}: a spot value (clinic, monitor or exercise), not the daily "
+    "resting rate the twin takes (40443-4)"
+)
+#: The LOINC codes an Observation is read by, first found first: the table's, then the ones
+#: refused with their own reason.
+_PANELS = {questionnaires.PHQ9_PANEL: "44261-6", questionnaires.GAD7_PANEL: "70274-6"}
+_ITEMS = frozenset(PHQ9_ITEM_CODES[:8]) | frozenset(questionnaires.GAD7_ITEM_CODES)
 
 
 @functools.cache
@@ -153,181 +160,125 @@ def _models() -> dict[str, Any]:
     # Imported on first use: loading the FHIR models takes a third of a second.
     from fhir.resources.R4B.condition import Condition
     from fhir.resources.R4B.medicationadministration import MedicationAdministration
+    from fhir.resources.R4B.medicationdispense import MedicationDispense
+    from fhir.resources.R4B.medicationrequest import MedicationRequest
     from fhir.resources.R4B.medicationstatement import MedicationStatement
     from fhir.resources.R4B.observation import Observation
+    from fhir.resources.R4B.patient import Patient
+    from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 
     return {
         "Condition": Condition,
         "Observation": Observation,
         "MedicationStatement": MedicationStatement,
+        "MedicationRequest": MedicationRequest,
+        "MedicationDispense": MedicationDispense,
         "MedicationAdministration": MedicationAdministration,
+        "Patient": Patient,
+        "QuestionnaireResponse": QuestionnaireResponse,
     }
 
 
-def _number(value: Decimal | float | int | None) -> float | None:
-    return None if value is None else float(value)
+def _loincshown(found: list[str]) -> str:
+    """The code an Observation is read by.
 
-
-def _codes(concept: Any, system: str) -> list[str]:
-    return [c.code for c in (concept.coding or []) if c.system == system and c.code]
-
-
-def _drug(concept: Any) -> str | None:
-    """A table drug from RxNorm ingredient codes, or the first word of the text or display."""
-    if concept is None:
-        return None
-    for code in _codes(concept, RXNORM_SYSTEM):
-        if code in RXNORM_INGREDIENTS:
-            return RXNORM_INGREDIENTS[code]
-    names = [concept.text, *(c.display for c in (concept.coding or []))]
-    for name in names:
-        first = (name or "").strip().split(" ")[0].lower()
-        if first in RXNORM_INGREDIENTS.values():
-            return first
-    return None
-
-
-def _effective(resource: Any) -> datetime | None:
-    """``effectiveDateTime``, else the start of ``effectivePeriod``, as an aware instant.
-
-    A full date (``1999-07-02``, as US Core's own examples give) is that day's UTC midnight.
-
-    Raises:
-        InvalidInputError: A year or year-month only: too coarse to place a record on a day.
+    The first the twin takes, else the first a rule here names, else the first.
     """
-    period = resource.effectivePeriod
-    when = resource.effectiveDateTime or (period.start if period else None)
-    return None if when is None else _instant(when, field="effective time")
-
-
-def _drug_or_refusal(
-    resource: Any, source: str, patient: str | None, statuses: tuple[str, ...]
-) -> str | Record:
-    """The table drug of a medication resource in one of ``statuses``, or why it is refused."""
-    if resource.status not in statuses:
-        return Record.refused(source, f"status {_code(resource.status)}: not ingested", patient)
-    drug = _drug(resource.medicationCodeableConcept)
-    if drug is None:
-        return Record.refused(source, "medication: not a drug of the model's table", patient)
-    return drug
+    taken = LOINC.keys() | _PANELS.keys()
+    named = _ITEMS | {SDNN_CODE, SPOT_HEART_RATE}
+    return next(
+        (code for code in found if code in taken),
+        next((code for code in found if code in named), found[0]),
+    )
 
 
 def _observation(obs: Any, source: str, patient: str | None) -> list[Record]:
     if obs.status not in _FINAL:
-        return [Record.refused(source, f"status {_code(obs.status)}: only final results", patient)]
-    codes = _codes(obs.code, LOINC_SYSTEM)
-    if not codes:
+        return [Record.refused(source, f"status {shown(obs.status)}: only final results", patient)]
+    found = codes(obs.code, LOINC_SYSTEM)
+    if not found:
         return [Record.refused(source, "code: no LOINC coding", patient)]
-    if codes[0] == SDNN_CODE:
-        return [Record.refused(source, _SDNN_REASON, patient)]
-    quantity = obs.valueQuantity
-    answer = _answer(obs) if codes[0] == PHQ9_ITEM_CODES[8] else None
-    if answer is None and (quantity is None or quantity.value is None):
-        return [Record.refused(source, "value: valueQuantity required", patient)]
-    try:
-        if answer is not None:  # item 9 alone, as a coded answer or an integer
-            payload = from_loinc(codes[0], answer)
-        else:
-            payload = from_loinc(codes[0], float(quantity.value), quantity.code or quantity.unit)
+    code = _loincshown(found)
+    refusal = _observation_refusal(obs, code)
+    if refusal is not None:
+        return [Record.refused(source, refusal, patient)]
+    code = _PANELS.get(code, code)  # a panel carrying its score is its total
+    if code == PHQ9_ITEM_CODES[8]:
+        answer = questionnaires.item_answer(obs)
+        if answer is None:
+            return [Record.refused(source, "value: a number or a LOINC answer code", patient)]
+        payload = from_loinc(code, answer)
+    else:
+        value = questionnaires.value_of(obs)
+        if value is None:
+            reason = "value: a number required (valueQuantity, valueInteger or digits)"
+            return [Record.refused(source, reason, patient)]
+        number, unit = value
+        if code in questionnaires.SCORE_CODES:
+            if not questionnaires.is_score_unit(unit):
+                return [Record.refused(source, f"unit: a score unit for {code}", patient)]
+            unit = None  # the code's own score unit
+        payload = from_loinc(code, number, unit)
         if isinstance(payload, events.Phq9) and obs.component:
-            payload = events.Phq9(payload.total, _phq9_items(obs.component))
-    except errors.InvalidInputError as exc:
-        return [Record.refused(source, str(exc), patient)]
-    return [Record(source, patient, _effective(obs), payload)]
+            payload = events.Phq9(payload.total, questionnaires.phq9_items(obs.component))
+    return [Record(source, patient, effective(obs), payload)]
 
 
-def _answer(element: Any) -> float | None:
-    """A PHQ item answer: ``valueQuantity``, ``valueInteger`` or a LOINC answer code (LL358-3)."""
-    quantity = element.valueQuantity
-    if quantity is not None:
-        return _number(quantity.value)
-    if element.valueInteger is not None:
-        return _number(element.valueInteger)
-    concept = element.valueCodeableConcept
-    if concept is not None:
-        for code in _codes(concept, LOINC_SYSTEM):
-            if code in PHQ_ITEM_ANSWERS:
-                return float(PHQ_ITEM_ANSWERS[code])
+def _observation_refusal(obs: Any, code: str) -> str | None:
+    """Why an Observation read by ``code`` is refused before its value is read, if it is."""
+    if code == SDNN_CODE:
+        return _SDNN_REASON
+    if code == SPOT_HEART_RATE:
+        return _SPOT_REASON
+    if code in _ITEMS:
+        return (
+            f"item {code}: an item alone is no score (the total, its items as components, "
+            "and PHQ-9 item 9 are ingested)"
+        )
+    if code in _PANELS and obs.hasMember:
+        return f"panel {code}: its member Observations are ingested on their own"
+    derived = [d.reference or "" for d in obs.derivedFrom or []]
+    if any(r.startswith("QuestionnaireResponse/") or "/QuestionnaireResponse/" in r
+           for r in derived):  # fmt: skip
+        return (
+            "derivedFrom a QuestionnaireResponse: the response is ingested (one score per "
+            "administration)"
+        )
+    if code not in LOINC and code not in _PANELS:
+        return f"code {shown_loinc(code)}: not supported"
     return None
 
 
-def _phq9_items(components: list[Any]) -> tuple[int, ...] | None:
-    answers: dict[str, float | None] = {}
-    for component in components:
-        for code in _codes(component.code, LOINC_SYSTEM):
-            if code in PHQ9_ITEM_CODES:
-                answers[code] = _answer(component)
-    if not answers:
-        return None
-    if set(answers) != set(PHQ9_ITEM_CODES) or any(v is None for v in answers.values()):
-        raise errors.InvalidInputError("component: the PHQ-9 items come as all nine or none")
-    values = [answers[code] for code in PHQ9_ITEM_CODES]
-    if any(v is None or not float(v).is_integer() for v in values):
-        raise errors.InvalidInputError("component: PHQ-9 item answers are whole numbers 0..3")
-    return tuple(int(v) for v in values if v is not None)
+def _response(response: Any, source: str, patient: str | None) -> list[Record]:
+    """A PHQ-9 and/or GAD-7 QuestionnaireResponse, at ``authored``: a record per instrument."""
+    if response.status not in ("completed", "amended"):
+        reason = f"status {shown(response.status)}: only completed responses"
+        return [Record.refused(source, reason, patient)]
+    scores = questionnaires.scores_from_response(response)
+    if response.authored is None:
+        return [Record.refused(source, "authored: required", patient)]
+    when = instant(response.authored, field="authored")
+    # One instrument keeps the response's own key form (part ""); two are told apart.
+    several = len(scores) > 1
+    return [
+        Record(source, patient, None, None, str(score), part if several else "")
+        if isinstance(score, errors.InvalidInputError)
+        else Record(source, patient, when, score, part=part if several else "")
+        for part, score in scores
+    ]
 
 
-def _daily_mg(dosage: Any) -> float:
-    """mg/day of a Dosage: ``doseQuantity`` (mg) x ``frequency`` / ``period``."""
-    dose = None
-    for rate in dosage.doseAndRate or []:
-        if rate.doseQuantity is not None:
-            dose = rate.doseQuantity
-    if dose is None or dose.value is None or (dose.code or dose.unit) != "mg":
-        raise errors.InvalidInputError("dosage: doseQuantity in mg required")
-    timing = dosage.timing
-    repeat = timing.repeat if timing else None
-    timing_codes = _codes(timing.code, _GTS_SYSTEM) if timing and timing.code else []
-    if repeat is not None and repeat.frequency and repeat.period:
-        days = _PERIOD_DAYS.get(repeat.periodUnit or "")
-        if days is None:
-            raise errors.InvalidInputError("dosage: timing period unit must be h, d or wk")
-        return float(dose.value) * float(repeat.frequency) / (float(repeat.period) * days)
-    if "QD" in timing_codes:
-        return float(dose.value)
-    raise errors.InvalidInputError(
-        "dosage: a daily timing (repeat frequency/period or QD) required"
-    )
-
-
-def _statement(statement: Any, source: str, patient: str | None) -> list[Record]:
-    drug = _drug_or_refusal(statement, source, patient, ("active", "completed", "stopped"))
-    if isinstance(drug, Record):
-        return [drug]
-    try:
-        if not statement.dosage:
-            raise errors.InvalidInputError("dosage: required")
-        start_dose = events.Prescription(drug, _daily_mg(statement.dosage[0]))
-    except errors.InvalidInputError as exc:
-        return [Record.refused(source, str(exc), patient)]
-    records = [Record(source, patient, _effective(statement), start_dose, part="start")]
-    period = statement.effectivePeriod
-    if statement.status in ("completed", "stopped") and period and period.end:
-        records.append(
-            Record(source, patient, period.end, events.Prescription(drug, 0.0), part="stop")
-        )
-    return records
-
-
-def _administration(administration: Any, source: str, patient: str | None) -> list[Record]:
-    drug = _drug_or_refusal(administration, source, patient, ("completed", "not-done"))
-    if isinstance(drug, Record):
-        return [drug]
-    taken = administration.status == "completed"
-    return [Record(source, patient, _effective(administration), events.DoseTaken(drug, taken))]
-
-
-def _matches(concept: Any, codes: dict[str, Any]) -> bool:
-    """Whether a CodeableConcept carries one of ``codes`` (SNOMED CT exactly, ICD-10 by pattern)."""
+def _matches(concept: Any, wanted: dict[str, Any]) -> bool:
+    """Whether a CodeableConcept carries one of ``wanted`` (SNOMED CT as is, ICD-10 by pattern)."""
     if concept is None:
         return False
-    if any(code in codes[SNOMED_SYSTEM] for code in _codes(concept, SNOMED_SYSTEM)):
+    if any(code in wanted[SNOMED_SYSTEM] for code in codes(concept, SNOMED_SYSTEM)):
         return True
-    pattern: re.Pattern[str] = codes["icd10"]
+    pattern: re.Pattern[str] = wanted["icd10"]
     return any(
         pattern.match(code.replace(".", "").strip().upper())
         for system in ICD10_SYSTEMS
-        for code in _codes(concept, system)
+        for code in codes(concept, system)
     )
 
 
@@ -340,65 +291,10 @@ def _status(concept: Any, system: str, field: str) -> str | None:
     """
     if concept is None:
         return None
-    codes = _codes(concept, system)
-    if not codes:
+    found = codes(concept, system)
+    if not found:
         raise errors.InvalidInputError(f"{field}: no code of {system}")
-    return codes[0]
-
-
-def _period(value: Any, *, field: str) -> tuple[datetime, datetime]:
-    """The interval a FHIR date or dateTime denotes, as aware instants [start, end).
-
-    An instant is the point itself; a full date is that day in UTC; a year (``2023``) or a year
-    and month (``2023-06``) is that year or month in UTC.
-
-    Raises:
-        InvalidInputError: A value that is none of these (or beyond year 9999).
-    """
-    try:
-        if isinstance(value, datetime):
-            return value, value
-        if isinstance(value, date):
-            day = datetime(value.year, value.month, value.day, tzinfo=UTC)
-            return day, day + timedelta(days=1)
-        parts = str(value).split("-")
-        if 1 <= len(parts) <= 2 and all(p.isdigit() for p in parts):
-            year = int(parts[0])
-            if len(parts) == 1:
-                return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
-            month = int(parts[1])
-            start = datetime(year, month, 1, tzinfo=UTC)
-            end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-            return start, end
-    except (ValueError, OverflowError):
-        pass  # month 13, year 0 or 10000: refused below
-    raise errors.InvalidInputError(f"{field}: not a FHIR date or dateTime")
-
-
-def _instant(value: Any, *, field: str) -> datetime:
-    """Where a record with this FHIR time is placed: an instant, or a full date's UTC midnight.
-
-    Raises:
-        InvalidInputError: A year or year-month (too coarse to place a record on a day).
-    """
-    start, end = _period(value, field=field)
-    if end - start > timedelta(days=1):
-        raise errors.InvalidInputError(f"{field}: a day or an instant required")
-    return start
-
-
-def _middle(start: datetime, end: datetime) -> datetime:
-    return start + (end - start) / 2
-
-
-def _placed(value: Any, *, field: str) -> datetime:
-    """Where a FHIR time places a record.
-
-    An instant or a day as :func:`_instant`; a year or month at its middle (the unbiased point
-    for a time known to that precision).
-    """
-    start, end = _period(value, field=field)
-    return start if end - start <= timedelta(days=1) else _middle(start, end)
+    return found[0]
 
 
 def _onset(condition: Any) -> Any:
@@ -417,24 +313,24 @@ def _episode_duration(condition: Any, clinical: str, source: str, patient: str |
     """The current episode's duration on the day it was recorded (see the module docstring)."""
     if clinical != "active":
         reason = (
-            f"clinicalStatus {_code(clinical)}: its onset dates the disorder, "
+            f"clinicalStatus {shown(clinical)}: its onset dates the disorder, "
             "not the current episode"
             if clinical in _ACTIVE
-            else f"clinicalStatus {_code(clinical)}: no current episode"
+            else f"clinicalStatus {shown(clinical)}: no current episode"
         )
         return Record.refused(source, reason, patient)
     onset = _onset(condition)
     if onset is None:
         return Record.refused(source, "onset: a date or dateTime required", patient)
-    start, end = _period(onset, field="onset")
+    start, end = period(onset, field="onset")
     if condition.recordedDate is not None:
-        when = _instant(condition.recordedDate, field="recordedDate")
+        when = instant(condition.recordedDate, field="recordedDate")
         if when < start:
             raise errors.InvalidInputError("onset: after recordedDate")
         # An onset known to a month or a year: the middle of that part of it before the record.
-        began = _middle(start, min(end, when))
+        began = middle(start, min(end, when))
     else:
-        when = began = _middle(start, end)
+        when = began = middle(start, end)
     weeks = (when - began).total_seconds() / 86_400.0 / _DAYS_PER_WEEK
     return Record(source, patient, when, events.Covariates(episode_weeks=weeks), part="episode")
 
@@ -444,17 +340,17 @@ def _anxiety(condition: Any, clinical: str, source: str, patient: str | None) ->
     when: datetime | None
     if clinical in _ACTIVE:
         if condition.recordedDate is not None:
-            when = _instant(condition.recordedDate, field="recordedDate")
+            when = instant(condition.recordedDate, field="recordedDate")
         else:
             onset = _onset(condition)
-            when = _placed(onset, field="onset") if onset is not None else None
+            when = placed(onset, field="onset") if onset is not None else None
         if when is None:
             return Record.refused(source, "recordedDate or onset required", patient)
     else:
         abatement = _abatement(condition)
         if abatement is None:
             return Record.refused(source, "abatement: the date it ended required", patient)
-        when = _placed(abatement, field="abatement")
+        when = placed(abatement, field="abatement")
     return Record(
         source, patient, when, events.Covariates(anxiety_comorbid=clinical in _ACTIVE),
         part="anxiety",
@@ -472,12 +368,12 @@ def _condition(condition: Any, source: str, patient: str | None) -> list[Record]
             condition.verificationStatus, _VERIFICATION_SYSTEM, "verificationStatus"
         )
         if verification not in (None, "confirmed"):
-            shown = _code(verification)
-            return [Record.refused(source, f"verificationStatus {shown}: not ingested", patient)]
+            seen = shown(verification)
+            return [Record.refused(source, f"verificationStatus {seen}: not ingested", patient)]
         clinical = _status(condition.clinicalStatus, _CLINICAL_SYSTEM, "clinicalStatus")
         if clinical not in _ACTIVE | _ENDED:
-            shown = _code(clinical)
-            return [Record.refused(source, f"clinicalStatus {shown}: not ingested", patient)]
+            seen = shown(clinical)
+            return [Record.refused(source, f"clinicalStatus {seen}: not ingested", patient)]
         out: list[Record] = []
         if episode:
             out.append(_episode_duration(condition, clinical, source, patient))
@@ -493,32 +389,42 @@ def _condition(condition: Any, source: str, patient: str | None) -> list[Record]
         return [Record.refused(source, str(exc), patient)]
 
 
-_MAPPERS = {
-    "Condition": _condition,
-    "Observation": _observation,
-    "MedicationStatement": _statement,
-    "MedicationAdministration": _administration,
+Mapper = Callable[[Any, str, "str | None", Mapping[str, dict[str, Any]]], list[Record]]
+
+
+def _without_bundle(
+    mapper: Callable[[Any, str, str | None], list[Record]],
+) -> Mapper:
+    return lambda model, source, patient, bundled: mapper(model, source, patient)
+
+
+_MAPPERS: dict[str, Mapper] = {
+    "Condition": _without_bundle(_condition),
+    "Observation": _without_bundle(_observation),
+    "QuestionnaireResponse": _without_bundle(_response),
+    "MedicationStatement": medications.statement,
+    "MedicationRequest": medications.request,
+    "MedicationDispense": medications.dispense,
+    "MedicationAdministration": medications.administration,
 }
-
-
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_\[\]]{0,63}|[0-9]{1,6}")
+#: Bundle entries of these types are read where a resource refers to them, not ingested.
+_REFERRED = frozenset({"Medication"})
 
 
-_CODE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")
+def _location(loc: tuple[Any, ...], model: Any) -> str:
+    """A validation error's element: a top-level element of the resource, else ``?``.
 
-
-def _code(value: object) -> str:
-    """A status code as a refusal reason shows it (an unexpected text is not repeated)."""
-    if value is None:
-        return "None"  # absent
-    return value if isinstance(value, str) and _CODE.fullmatch(value) else "?"
-
-
-def _location(loc: tuple[Any, ...]) -> str:
-    """A validation error's location, with anything that is not a field name hidden."""
-    return ".".join(str(p) if _FIELD.fullmatch(str(p)) else "?" for p in loc)
+    Only the model's own element names are shown: a key the source invented (which may be a
+    name) is not repeated, and nested paths are not walked to tell the two apart.
+    """
+    head = str(loc[0]) if loc else ""
+    fields = {name for name, info in model.model_fields.items()} | {
+        info.alias for info in model.model_fields.values() if info.alias
+    }
+    return head if head in fields and _FIELD.fullmatch(head) else "?"
 
 
 def source_of(resource: dict[str, Any]) -> str | None:
@@ -532,12 +438,21 @@ def source_of(resource: dict[str, Any]) -> str | None:
     return f"{kind}/{rid}"
 
 
-def records_from_resource(resource: dict[str, Any], *, where: str = "") -> list[Record]:
+def records_from_resource(
+    resource: dict[str, Any],
+    *,
+    where: str = "",
+    full_url: str | None = None,
+    bundled: Mapping[str, dict[str, Any]] | None = None,
+) -> list[Record]:
     """The records of one FHIR resource (JSON as a dict).
 
     Args:
         resource: The resource.
         where: Its position in the input (e.g. ``file.ndjson:12``), used when it has no id.
+        full_url: Its Bundle entry's ``fullUrl`` (a Patient is also known by it).
+        bundled: The Medication resources of its Bundle by ``fullUrl`` and
+            ``Medication/<id>`` (what a ``medicationReference`` may point at).
 
     Returns:
         One or more records; refused ones carry the reason.
@@ -546,32 +461,70 @@ def records_from_resource(resource: dict[str, Any], *, where: str = "") -> list[
         return [Record.refused(where or "?", "not a JSON object")]
     kind = resource.get("resourceType")
     source = source_of(resource) or where or "?"
-    subject = resource.get("subject")
-    patient = subject.get("reference") if isinstance(subject, dict) else None
-    if not isinstance(kind, str) or kind not in _MAPPERS:
-        shown = kind if isinstance(kind, str) and _RESOURCE_TYPE.fullmatch(kind) else "?"
-        return [Record.refused(source, f"resourceType {shown}: not ingested", patient)]
+    patient = subject_key(resource.get("subject"))
+    if not isinstance(kind, str) or (kind not in _MAPPERS and kind != "Patient"):
+        seen = kind if isinstance(kind, str) and _RESOURCE_TYPE.fullmatch(kind) else "?"
+        return [Record.refused(source, f"resourceType {seen}: not ingested", patient)]
+    schema = _models()[kind]
     try:
-        model = _models()[kind].model_validate(resource)
+        model = schema.model_validate(resource)
     except ValidationError as exc:
-        # Locations name fields; a key the source invented is shown by its position only.
-        fields = sorted({_location(e["loc"]) for e in exc.errors()})[:5]
+        fields = sorted({_location(e["loc"], schema) for e in exc.errors()})[:5]
         return [Record.refused(source, f"not valid FHIR {kind}: {', '.join(fields)}", patient)]
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        # The FHIR models raise these for what they cannot read at all (a contained resource
+        # of a type R4B lacks, nesting deeper than Python's stack): one record, not the job.
+        reason = f"not valid FHIR {kind}: unreadable ({type(exc).__name__})"
+        return [Record.refused(source, reason, patient)]
     try:
-        return _MAPPERS[kind](model, source, patient)
+        if kind == "Patient":
+            facts = patient_facts(resource, full_url=full_url)
+            return [Record(source, None, None, enrolee=facts)]
+        return _MAPPERS[kind](model, source, patient, bundled or {})
     except errors.InvalidInputError as exc:  # the reason names fields and rules, never values
         return [Record.refused(source, str(exc), patient)]
+    except (ArithmeticError, ValueError, TypeError, RecursionError) as exc:
+        # A value no rule above foresaw (an overflow, an underflow to zero): this record is
+        # refused by the error's kind; the job goes on.
+        return [Record.refused(source, f"unreadable value ({type(exc).__name__})", patient)]
+
+
+def _bundled(entries: list[Any]) -> dict[str, dict[str, Any]]:
+    """The Bundle's referable resources by ``fullUrl`` and ``<type>/<id>``."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") not in _REFERRED:
+            continue
+        identity = source_of(resource)
+        if identity is not None:
+            out[identity] = resource
+        if isinstance(entry.get("fullUrl"), str):
+            out[entry["fullUrl"]] = resource
+    return out
 
 
 def records_from_bundle(bundle: dict[str, Any], *, where: str = "") -> list[Record]:
     """The records of every entry of a Bundle (any type: collection, transaction, ...)."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         return [Record.refused(where or "?", "not a FHIR Bundle")]
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        entries = []
+    bundled = _bundled(entries)
     out: list[Record] = []
-    for index, entry in enumerate(bundle.get("entry") or []):
+    for index, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
-        if resource is None:
+        if not isinstance(resource, dict):
             out.append(Record.refused(f"{where}#entry{index}", "entry without a resource"))
             continue
-        out.extend(records_from_resource(resource, where=f"{where}#entry{index}"))
+        full_url = entry.get("fullUrl")
+        out.extend(
+            records_from_resource(
+                resource,
+                where=f"{where}#entry{index}",
+                full_url=full_url if isinstance(full_url, str) else None,
+                bundled=bundled,
+            )
+        )
     return out

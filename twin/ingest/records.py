@@ -1,12 +1,13 @@
 """Bulk-ingest records: what a source row says, and the event it becomes (or why it cannot).
 
 A source (a FHIR resource, a CSV or Parquet row) yields :class:`Record` s: one clinical fact
-with its patient, time and payload, or the reason it was refused. :func:`to_event` places an
-accepted record on the twin's time axis and gives it a deterministic idempotency key, so
-running the same job again appends nothing twice.
+with its subject, time and payload, a patient to match or register (:class:`PatientFacts`), or
+the reason it was refused. :func:`prepare` gives each accepted record a deterministic
+idempotency key, so running the same job again appends nothing twice; :func:`day_of` places it
+on its patient's time axis once the job knows who the subject is.
 
-Time axis: ``day = (effective - origin) / 86,400 s``, with ``origin`` the job's start of time
-(UTC). The same origin must be used for every job feeding the same twins.
+Time axis: ``day = (effective - origin) / 86,400 s``, with ``origin`` the patient's enrolment
+instant (docs/ingest.md).
 """
 
 from __future__ import annotations
@@ -20,11 +21,54 @@ from typing import Any
 from twin import errors, ports
 from twin.domain import codec, events
 
-__all__ = ["PATIENT_PREFIX", "ROW_COLUMNS", "Record", "patient_id_of", "prepare", "to_event"]
+__all__ = [
+    "PATIENT_PREFIX",
+    "ROW_COLUMNS",
+    "PatientFacts",
+    "Record",
+    "day_of",
+    "patient_id_of",
+    "prepare",
+    "to_event",
+]
 
 #: FHIR references name Novamind patients as ``Patient/<patient id>``.
 PATIENT_PREFIX = "Patient/"
 _SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class PatientFacts:
+    """A patient as a source describes them (a FHIR Patient): how to match or register them.
+
+    Attributes:
+        keys: The subject keys naming this patient in the job (``Patient/<id>``, its Bundle
+            ``fullUrl``); see :mod:`twin.ingest.subjects`.
+        identifiers: ``(system, value)`` pairs, matched against the registry's.
+        name: Full name, if given.
+        birth_date: ISO date, if given.
+        mrn: The medical record number (the identifier typed MR, else the first).
+    """
+
+    keys: tuple[str, ...]
+    identifiers: tuple[tuple[str, str], ...]
+    name: str | None
+    birth_date: str | None
+    mrn: str
+
+    def to_json(self) -> str:
+        """Compact JSON (the pipeline carries facts as text)."""
+        return json.dumps(
+            [list(self.keys), [list(i) for i in self.identifiers], self.name, self.birth_date,
+             self.mrn],
+            separators=(",", ":"),
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> PatientFacts:
+        """The inverse of :meth:`to_json`."""
+        keys, identifiers, name, birth_date, mrn = json.loads(text)
+        return cls(tuple(keys), tuple((s, v) for s, v in identifiers), name, birth_date, mrn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +77,13 @@ class Record:
 
     Attributes:
         source: Where it came from, e.g. ``Observation/abc`` or ``rows.csv:17`` (no values).
-        patient: The patient reference as given (``Patient/<id>`` or a bare id), if known.
+        patient: The subject: a key of :mod:`twin.ingest.subjects` (``Patient/<id>``, a
+            ``urn:uuid:``, an identifier), if known.
         effective: When it happened (aware datetime), if known.
         payload: The twin payload, validated by its constructor.
         reason: Why the record was refused (names fields and rules, never values).
         part: Distinguishes several records of one source (e.g. a start and a stop dose).
+        enrolee: The patient a Patient resource describes (no payload, no reason).
     """
 
     source: str
@@ -46,6 +92,7 @@ class Record:
     payload: events.Payload | None = None
     reason: str | None = None
     part: str = ""
+    enrolee: PatientFacts | None = None
 
     @classmethod
     def refused(cls, source: str, reason: str, patient: str | None = None) -> Record:
@@ -83,32 +130,44 @@ def _key(source: str, part: str, effective: datetime, payload_json: str) -> str:
     return "ingest:" + hashlib.sha256(fact.encode()).hexdigest()[:48]
 
 
-def _place(record: Record, origin: datetime) -> tuple[str, float, events.Payload, str, str]:
-    """An accepted record's patient id, day, payload, payload JSON and idempotency key.
+def day_of(effective: datetime, origin: datetime) -> float:
+    """Days from ``origin`` (the patient's enrolment) to ``effective``, both aware.
+
+    Raises:
+        InvalidInputError: Before the origin, or more than :data:`twin.ports.MAX_DAY` after it.
+    """
+    try:
+        day = (effective.astimezone(UTC) - origin).total_seconds() / _SECONDS_PER_DAY
+    except OverflowError:  # no UTC instant (year 1 at +14:00, year 9999 at -14:00)
+        raise errors.InvalidInputError("effective time: outside the years 1-9999 in UTC") from None
+    if day < 0:
+        raise errors.InvalidInputError("effective time: before the patient's enrolment")
+    if day > ports.MAX_DAY:
+        raise errors.InvalidInputError(
+            f"effective time: more than {ports.MAX_DAY:g} days after the patient's enrolment"
+        )
+    return day
+
+
+def _accepted(record: Record) -> tuple[datetime, events.Payload, str, str]:
+    """An accepted record's time, payload, payload JSON and idempotency key.
 
     Raises:
         InvalidInputError: Why the record cannot become an event.
     """
     if record.reason is not None or record.payload is None:
         raise errors.InvalidInputError(record.reason or "no payload")
-    patient_id = patient_id_of(record.patient)
-    if patient_id is None:
-        raise errors.InvalidInputError("subject: a reference Patient/<patient id> is required")
     if record.effective is None:
         raise errors.InvalidInputError("effective time: missing")
     if record.effective.tzinfo is None:
         raise errors.InvalidInputError("effective time: a UTC offset is required")
-    day = (record.effective.astimezone(UTC) - origin).total_seconds() / _SECONDS_PER_DAY
-    if day < 0:
-        raise errors.InvalidInputError("effective time: before the ingest origin")
-    if day > ports.MAX_DAY:
-        raise errors.InvalidInputError(
-            f"effective time: more than {ports.MAX_DAY:g} days after the origin"
-        )
+    try:
+        record.effective.astimezone(UTC)
+    except OverflowError:  # no UTC instant (year 1 at +14:00, year 9999 at -14:00)
+        raise errors.InvalidInputError("effective time: outside the years 1-9999 in UTC") from None
     text = _payload_json(record.payload)
     return (
-        patient_id,
-        day,
+        record.effective,
         record.payload,
         text,
         _key(record.source, record.part, record.effective, text),
@@ -116,51 +175,70 @@ def _place(record: Record, origin: datetime) -> tuple[str, float, events.Payload
 
 
 def to_event(record: Record, origin: datetime) -> tuple[str, ports.NewEvent]:
-    """The patient id and the event of an accepted record.
+    """The patient id and the event of an accepted record about a registered patient.
 
     Args:
-        record: An accepted record.
-        origin: The job's time origin (aware, UTC).
+        record: An accepted record whose subject is ``Patient/<patient id>`` (or the bare id).
+        origin: The patient's time origin (aware).
 
     Returns:
         ``(patient_id, NewEvent)`` with a deterministic idempotency key.
 
     Raises:
-        InvalidInputError: The record was refused, has no usable patient reference or time, or
-            happened before ``origin``.
+        InvalidInputError: The record was refused, has no patient id or time, or happened
+            before ``origin``.
     """
-    patient_id, day, payload, _, key = _place(record, origin)
-    return patient_id, ports.NewEvent(key, day, payload)
+    effective, payload, _, key = _accepted(record)
+    patient_id = patient_id_of(record.patient)
+    if patient_id is None:
+        raise errors.InvalidInputError("subject: a reference Patient/<patient id> is required")
+    return patient_id, ports.NewEvent(key, day_of(effective, origin), payload)
 
 
-#: Columns of a prepared row (the pipeline's schema between parsing and writing).
-ROW_COLUMNS = ("patient_id", "idempotency_key", "day", "payload", "source", "reason")
+#: Columns of a prepared row (the pipeline's schema between parsing and resolving subjects).
+ROW_COLUMNS = ("subject", "effective", "idempotency_key", "payload", "source", "reason", "patient")
 
 
-def prepare(records: list[Record], origin: datetime) -> dict[str, list[Any]]:
-    """Columns for the pipeline (:data:`ROW_COLUMNS`): an event's fields, or the refusal reason.
+def _subject(record: Record) -> str | None:
+    """The record's subject key; a bare patient id (tabular sources) as ``Patient/<id>``."""
+    patient_id = patient_id_of(record.patient)
+    if patient_id is not None and not str(record.patient).startswith(PATIENT_PREFIX):
+        return PATIENT_PREFIX + patient_id
+    return record.patient
 
-    Accepted rows have ``reason = None`` and ``payload`` as the codec's JSON (compact, sorted
-    keys); refused rows keep ``source``, the patient id where known, and ``reason``. Columns
-    rather than row dicts: the pipeline makes an Arrow table of them without a per-row step.
+
+def prepare(records: list[Record]) -> dict[str, list[Any]]:
+    """Columns for the pipeline (:data:`ROW_COLUMNS`).
+
+    An accepted record has its subject, ``effective`` (aware), idempotency key and payload as
+    the codec's JSON (compact, sorted keys), and ``reason = None``; a refused one its source,
+    subject and reason; a Patient its facts as JSON in ``patient``. Columns rather than row
+    dicts: the pipeline makes an Arrow table of them without a per-row step.
     """
     columns: dict[str, list[Any]] = {name: [] for name in ROW_COLUMNS}
-    patient_ids, keys, days = columns["patient_id"], columns["idempotency_key"], columns["day"]
+    subjects, times, keys = columns["subject"], columns["effective"], columns["idempotency_key"]
     payloads, sources, reasons = columns["payload"], columns["source"], columns["reason"]
+    patients = columns["patient"]
     for record in records:
         sources.append(record.source)
-        try:
-            patient_id, day, _, text, key = _place(record, origin)
-        except errors.InvalidInputError as exc:
-            patient_ids.append(patient_id_of(record.patient))
+        subjects.append(_subject(record))
+        patients.append(None if record.enrolee is None else record.enrolee.to_json())
+        if record.enrolee is not None:
+            times.append(None)
             keys.append(None)
-            days.append(None)
+            payloads.append(None)
+            reasons.append(None)
+            continue
+        try:
+            effective, _, text, key = _accepted(record)
+        except errors.InvalidInputError as exc:
+            times.append(None)
+            keys.append(None)
             payloads.append(None)
             reasons.append(str(exc))
             continue
-        patient_ids.append(patient_id)
+        times.append(effective.astimezone(UTC))
         keys.append(key)
-        days.append(day)
         payloads.append(text)
         reasons.append(None)
     return columns

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from twin import errors, ports, schemas
@@ -170,12 +171,20 @@ class TwinService:
             raise errors.AuthorizationError(
                 f"role {who.role} may not create patients for this team"
             )
-        identifiers = Identifiers(body.name, body.birth_date, body.mrn, body.contact)
+        enrolled = body.enrolled_at or datetime.now(UTC)
+        external = tuple(
+            dict.fromkeys((i.system.strip(), i.value.strip()) for i in body.identifiers)
+        )
+        identifiers = Identifiers(
+            body.name, body.birth_date, body.mrn, body.contact, enrolled_at=enrolled.isoformat(),
+            external=external,
+        )  # fmt: skip
+        links = [self._deidentifier.identifier_link(system, value) for system, value in external]
         # Checked before the patient exists, so refused covariates register nothing.
         given = (
             None if body.covariates is None else events.Covariates(**body.covariates.model_dump())
         )
-        patient_id = await self._registry.create(identifiers, care_team=body.care_team)
+        patient_id = await self._registry.create(identifiers, care_team=body.care_team, links=links)
         if given is not None:
             await self.policy.record(caller, "covariates.ingest", patient_id, allowed=True)
             event = ports.NewEvent(REGISTRATION_KEY, 0.0, given)
@@ -205,7 +214,11 @@ class TwinService:
             caller, "patient.read", patient_id, ("clinician", "admin")
         )
         ident = await self._registry.identifiers(patient_id)
-        return schemas.PatientOut(patient_id=patient_id, care_team=team, **asdict(ident))
+        return schemas.PatientOut(
+            patient_id=patient_id, care_team=team, name=ident.name, birth_date=ident.birth_date,
+            mrn=ident.mrn, contact=ident.contact, enrolled_at=ident.enrolled_at,
+            identifiers=[schemas.IdentifierIn(system=s, value=v) for s, v in ident.external],
+        )  # fmt: skip
 
     async def erase(self, caller: Caller, patient_id: str) -> schemas.ErasedOut:
         """Erase a patient everywhere (admin), the ledger first.
@@ -303,7 +316,7 @@ class TwinService:
         """De-identified twin summaries, most severe first (researchers).
 
         Keyed pseudonyms, no identifiers, and days counted from each patient's own first event
-        (``record_day``), never the twin's day, which counts from the ingest origin. Every
+        (``record_day``), never the twin's day, which counts from the enrolment. Every
         patient disclosed is audited (by opaque id, which researchers never see).
         """
         await self.policy.require_role(caller, "research.twins", ("researcher",))

@@ -251,12 +251,35 @@ class MemoryPatientRegistry:
     def __init__(self, sealer: ports.Sealer) -> None:
         self._sealer = sealer
         self.rows: dict[str, tuple[str, bytes, bool]] = {}  # id -> (team, sealed, erased)
+        self.links: dict[str, str] = {}  # identifier link -> patient id
 
-    async def create(self, identifiers: Identifiers, *, care_team: str) -> str:
+    async def create(
+        self, identifiers: Identifiers, *, care_team: str, links: Sequence[str] = ()
+    ) -> str:
         patient_id = ports.new_patient_id()
+        self._check_links(patient_id, links)
         sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
         self.rows[patient_id] = (care_team, sealed, False)
+        self.links.update(dict.fromkeys(links, patient_id))
         return patient_id
+
+    def _check_links(self, patient_id: str, links: Sequence[str]) -> None:
+        if any(self.links.get(link, patient_id) != patient_id for link in links):
+            raise errors.IdentifierTakenError("an identifier already names another patient")
+
+    async def find(self, links: Sequence[str]) -> dict[str, str]:
+        return {
+            link: self.links[link]
+            for link in links
+            if link in self.links and not self.rows[self.links[link]][2]
+        }
+
+    async def link(self, patient_id: str, links: Sequence[str]) -> None:
+        row = self.rows.get(patient_id)
+        if row is None or row[2]:
+            raise errors.KeyAccessError(ports.ERASED)
+        self._check_links(patient_id, links)
+        self.links.update(dict.fromkeys(links, patient_id))
 
     async def identifiers(self, patient_id: str) -> Identifiers:
         row = self.rows.get(patient_id)
@@ -282,6 +305,7 @@ class MemoryPatientRegistry:
         if row is None:
             return False
         self.rows[patient_id] = (row[0], row[1], True)
+        self.links = {link: pid for link, pid in self.links.items() if pid != patient_id}
         await self._sealer.shred(patient_id)
         return True
 

@@ -1,19 +1,45 @@
 """Bulk-ingest jobs: queue one (run by the job runner), follow or cancel it, read its report.
 
 Each route translates HTTP to one use case of :class:`twin.service.application.TwinService`.
+
+The FHIR Bulk Data flow (its export's asynchronous request pattern, which its import drafts
+reuse): the kick-off (``POST``, with ``Prefer: respond-async``; every kick-off here is
+asynchronous) answers 202 with ``Content-Location``, the job's status URL. Polling that URL
+answers 202 with ``Retry-After`` and ``X-Progress`` while the job is queued or running, and 200
+with the job and its report once it has finished (succeeded, failed or cancelled). ``DELETE``
+on it cancels the job.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from deployments.api.access import Caller, DocumentId, Services, caller
 from deployments.api.errors import PROBLEMS
 from twin import schemas
 
 router = APIRouter(prefix="/v1/ingest/jobs", tags=["ingest"], responses=PROBLEMS)
+#: Seconds a poller waits before asking again while a job runs.
+POLL_AFTER_S = 5
+_IN_PROGRESS = {
+    202: {
+        "model": schemas.IngestJobOut,
+        "description": "queued or running; poll again after Retry-After seconds",
+        "headers": {
+            "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"},
+            "X-Progress": {"schema": {"type": "string"}, "description": "status and records"},
+        },
+    }
+}
+
+
+def _progress(job: schemas.IngestJobOut) -> str:
+    """The job's progress as ``X-Progress`` states it (no values, only counts)."""
+    if job.records_read is None:
+        return job.status
+    return f"{job.status}: {job.records_done or 0} of {job.records_read} records"
 
 
 @router.get("", response_model=schemas.IngestJobPage)
@@ -37,12 +63,45 @@ async def read_job(
     return await svc.app.ingest_job(caller(request, who), job_id)
 
 
-@router.post("", status_code=202, response_model=schemas.IngestJobOut)
-async def submit_job(
-    body: schemas.IngestJobIn, who: Caller, svc: Services, request: Request
+@router.get("/{job_id}/status", response_model=schemas.IngestJobOut, responses=_IN_PROGRESS)
+async def job_status(
+    job_id: DocumentId, who: Caller, svc: Services, request: Request, response: Response
 ) -> schemas.IngestJobOut:
-    """Queue a bulk-ingest job over files under the ingest root (admins, services)."""
-    return await svc.app.submit_ingest_job(caller(request, who), body)
+    """Bulk Data status polling: 202 while the job runs, 200 with its report once finished."""
+    job = await svc.app.ingest_job(caller(request, who), job_id)
+    if job.status in ("queued", "running"):
+        response.status_code = 202
+        response.headers["Retry-After"] = str(POLL_AFTER_S)
+        response.headers["X-Progress"] = _progress(job)
+    return job
+
+
+@router.delete("/{job_id}/status", status_code=202, response_model=schemas.IngestJobOut)
+async def delete_job_status(
+    job_id: DocumentId, who: Caller, svc: Services, request: Request
+) -> schemas.IngestJobOut:
+    """Bulk Data cancellation: cancel the job (as ``POST .../cancel``)."""
+    return await svc.app.cancel_ingest_job(caller(request, who), job_id)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=schemas.IngestJobOut,
+    responses={202: {"headers": {"Content-Location": {"schema": {"type": "string"},
+                                                      "description": "the job's status URL"}}}},
+)  # fmt: skip
+async def submit_job(
+    body: schemas.IngestJobIn, who: Caller, svc: Services, request: Request, response: Response
+) -> schemas.IngestJobOut:
+    """Queue a bulk-ingest job over files under the ingest root (admins, services).
+
+    Asynchronous, as a FHIR Bulk Data kick-off (``Prefer: respond-async``): 202 with
+    ``Content-Location``, the job's status URL to poll.
+    """
+    job = await svc.app.submit_ingest_job(caller(request, who), body)
+    response.headers["Content-Location"] = str(request.url_for("job_status", job_id=job.job_id))
+    return job
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=schemas.IngestJobOut)

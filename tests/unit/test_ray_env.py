@@ -1,0 +1,41 @@
+"""Every command starts or joins exactly the Ray cluster the settings name."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+from pydantic import ValidationError
+
+from deployments import ray_env
+from twin.settings import TwinSettings
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    seen: list[dict[str, object]] = []
+    monkeypatch.setattr(ray, "init", lambda **options: seen.append(options))
+    monkeypatch.setenv("RAY_ADDRESS", "10.9.9.9:6379")  # a cluster the environment names
+    return seen
+
+
+def test_the_default_starts_a_new_local_cluster_whatever_is_running(calls, tmp_path):
+    ray_env.connect(TwinSettings(data_dir=tmp_path), num_cpus=2, include_dashboard=False)
+    # "local" is Ray's own word for "start one here": RAY_ADDRESS and a cluster left by
+    # `ray start` are both ignored (only None and "auto" read them).
+    assert calls == [{"address": "local", "num_cpus": 2, "include_dashboard": False}]
+
+
+def test_a_configured_or_given_address_joins_that_cluster_with_its_own_resources(calls, tmp_path):
+    settings = TwinSettings(data_dir=tmp_path, ray_address="auto")
+    ray_env.connect(settings, num_cpus=2, include_dashboard=True, log_to_driver=False)
+    ray_env.connect(settings, "10.0.0.5:6379", num_cpus=2)
+    assert calls == [
+        {"address": "auto", "log_to_driver": False},
+        {"address": "10.0.0.5:6379"},
+    ]
+
+
+@pytest.mark.parametrize("address", ["", "local; rm -rf /", "http://x:1", "host"])
+def test_an_address_that_is_no_cluster_is_refused(address, tmp_path):
+    with pytest.raises(ValidationError, match="ray_address"):
+        TwinSettings(data_dir=tmp_path, ray_address=address)
