@@ -311,6 +311,7 @@ def ingest(
 ) -> None:
     """Bulk-ingest FHIR or tabular records into the event log (Ray Data); report and quarantine."""
     import ray
+    from pydantic import ValidationError
 
     from deployments import ray_env
     from deployments.ingest import FORMATS, IngestJob, run_ingest
@@ -326,8 +327,10 @@ def ingest(
              "origin": _instant(origin, "--origin"),
              "enrolled_at": _instant(enrolled_at, "--enrolled-at")}
         )  # fmt: skip
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc).splitlines()[-1][:300]) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]).replace("_", "-")
+        raise typer.BadParameter(f"--{where}: {first['msg']}"[:300]) from None
     job = IngestJob(
         tuple(paths), source_format, request.origin, str(out),  # type: ignore[arg-type]
         care_team=request.care_team, enrolled_at=request.enrolled_at,

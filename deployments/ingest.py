@@ -49,11 +49,13 @@ from pyarrow import fs as pa_fs
 from ray.data.expressions import col
 
 from deployments import jobs, ray_env
-from deployments.bootstrap import open_cohort_stores, open_event_writer
+from deployments.bootstrap import open_audit_log, open_cohort_stores, open_event_writer
 from twin import errors, ports, schemas
 from twin.domain import codec
+from twin.domain.audit import AuditRecord
+from twin.domain.audit import now as audit_time
 from twin.ingest import fhir, tabular
-from twin.ingest.enrolment import JobPatients, PatientMatcher, Subject
+from twin.ingest.enrolment import JobPatients, PatientMatcher, Subject, record_start
 from twin.ingest.records import PatientFacts, Record, day_of, prepare
 from twin.settings import TwinSettings
 
@@ -110,8 +112,10 @@ class IngestJob:
         output: Folder for ``report.json`` and ``quarantine/`` (local or ``s3://``).
         job_id: The job's id (generated).
         care_team: The team the job's new patients are registered to; ``None`` registers none.
-        enrolled_at: Enrolment (aware) of the patients the job registers; ``None``: each
-            one's earliest record in the job.
+        enrolled_at: Enrolment (aware) of the patients the job registers; ``None``: where each
+            one's records in the job start.
+        submitted_by: Who asked for the job (the token subject through the API); the audit
+            trail names them for every patient the job registers or matches.
     """
 
     paths: tuple[str, ...]
@@ -121,6 +125,7 @@ class IngestJob:
     job_id: str = field(default_factory=jobs.new_job_id)
     care_team: str | None = None
     enrolled_at: datetime | None = None
+    submitted_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,18 +432,30 @@ def run_ingest(
     return reports[0]
 
 
-def _first_seen(records: Any) -> dict[str, datetime]:
-    """Subject key -> the time of its earliest accepted record."""
+_STARTS = pa.schema([("subject", pa.string()), ("start", _UTC)])
+
+
+def _starts_of(group: pa.Table, now: datetime) -> pa.Table:
+    """One subject's rows -> where its records start (:func:`record_start`), if anywhere."""
+    if group.num_rows == 0:
+        return _STARTS.empty_table()
+    start = record_start(group["effective"].to_pylist(), now)
+    if start is None:
+        return _STARTS.empty_table()
+    return pa.table({"subject": [group["subject"][0].as_py()], "start": [start]}, schema=_STARTS)
+
+
+def _record_starts(records: Any, now: datetime) -> dict[str, datetime]:
+    """Subject key -> where its accepted records start (the default enrolment of new patients)."""
     accepted = records.filter(expr=col("reason").is_null() & col("subject").is_not_null())
     if accepted.count() == 0:  # no groupby over no rows (its blocks may lack columns)
         return {}
-    firsts: dict[str, datetime] = {}
-    for row in accepted.groupby("subject").min("effective").iter_rows():
-        when = row["min(effective)"]
-        firsts[str(row["subject"])] = (
-            when.to_pydatetime() if hasattr(when, "to_pydatetime") else when
-        )
-    return firsts
+    starts = (
+        accepted.select_columns(["subject", "effective"])
+        .groupby("subject")
+        .map_groups(_starts_of, fn_kwargs={"now": now}, batch_format="pyarrow")
+    )
+    return {str(row["subject"]): row["start"] for row in starts.iter_rows()}
 
 
 def _match_patients(
@@ -450,7 +467,8 @@ def _match_patients(
         What matching found, and the source of each Patient in the order of its outcomes.
     """
     records = prepared.filter(expr=col("patient").is_null())
-    firsts = _first_seen(records)
+    now = datetime.now(UTC)
+    starts = _record_starts(records, now)
     # One pass for facts and sources: two passes may read the blocks in different orders.
     rows = [
         (str(row["source"]), PatientFacts.from_json(str(row["patient"])))
@@ -463,12 +481,36 @@ def _match_patients(
     async def match() -> JobPatients:
         async with open_cohort_stores(settings) as stores:
             matcher = PatientMatcher(stores.registry, stores.deidentifier.identifier_link)
-            return await matcher.resolve(
-                facts, firsts, firsts, care_team=job.care_team, enrolled_at=job.enrolled_at,
-                origin=job.origin, now=datetime.now(UTC),
+            found = await matcher.resolve(
+                facts, starts, starts, care_team=job.care_team, enrolled_at=job.enrolled_at,
+                origin=job.origin, now=now,
             )  # fmt: skip
+        await _audit_patients(settings, job, found)
+        return found
 
     return asyncio.run(match()), sources
+
+
+async def _audit_patients(settings: TwinSettings, job: IngestJob, found: JobPatients) -> None:
+    """One audit entry per patient the job registered (``patient.create``) or matched."""
+    at = audit_time()
+    records = [
+        AuditRecord(
+            actor=job.submitted_by or "novamind-cli",
+            role="service",
+            action="patient.create" if outcome == "appended" else "patient.match",
+            patient_id=patient_id,
+            outcome="allowed",
+            purpose="ingest",
+            at=at,
+            request_id=job.job_id,
+        )
+        for outcome, _, patient_id in found.outcomes
+        if patient_id is not None
+    ]
+    if records:
+        async with open_audit_log(settings) as audit:
+            await audit.append_many(records)
 
 
 def _patient_outcomes(sources: list[str], matched: JobPatients) -> pa.Table:

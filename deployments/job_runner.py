@@ -155,6 +155,7 @@ class JobRunner:
             job_id=status.job_id,
             care_team=request.care_team,
             enrolled_at=request.enrolled_at,
+            submitted_by=status.submitted_by,
         )
         ingest.run_ingest(self._settings, job, writers=self._workers, queued=status)
 

@@ -588,8 +588,13 @@ class PatientRegistry(Protocol):
         """The live patients that ``links`` name: link -> patient id (erased ones never)."""
         ...
 
-    async def link(self, patient_id: str, links: Sequence[str]) -> None:
-        """Add identifier links to a live patient (links it already holds are kept).
+    async def link(
+        self, patient_id: str, links: Sequence[str], *, identifiers: Identifiers
+    ) -> None:
+        """Add identifier links to a live patient, and store ``identifiers`` (sealed) with them.
+
+        In one transaction, so that the sealed identifiers always name every link (they are
+        what the links are rebuilt from). Links the patient already holds are kept.
 
         Raises:
             IdentifierTakenError: A link names another patient (none is added).

@@ -453,13 +453,18 @@ class PostgresPatientRegistry:
             )
         return {str(r["link"]): str(r["patient_id"]) for r in rows}
 
-    async def link(self, patient_id: str, links: Sequence[str]) -> None:
-        """Add links to a live patient (ones it holds are kept)."""
+    async def link(
+        self, patient_id: str, links: Sequence[str], *, identifiers: Identifiers
+    ) -> None:
+        """Add links to a live patient and store its identifiers with them (one transaction)."""
+        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
         async with _connection(self._db) as conn, conn.transaction():
-            # Under a share lock: an erasure (which deletes the links) waits, or is seen.
+            # The row update locks it: an erasure (which deletes the links) waits, or is seen.
             live = await conn.fetchval(
-                "SELECT 1 FROM patients WHERE patient_id = $1 AND erased_at IS NULL FOR SHARE",
+                "UPDATE patients SET identifiers = $2 WHERE patient_id = $1 "
+                "AND erased_at IS NULL RETURNING 1",
                 patient_id,
+                sealed,
             )
             if live is None:
                 raise errors.KeyAccessError(ports.ERASED)

@@ -12,6 +12,7 @@ rather than left in free pages, and a WAL checkpoint after deletions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,13 +43,16 @@ class SqliteDatabase:
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction under :attr:`lock`: committed on exit, rolled back on error."""
         async with self.lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
             try:
+                await self.conn.execute("BEGIN IMMEDIATE")
                 yield self.conn
                 await self.conn.execute("COMMIT")
             except BaseException:
+                # Also after a cancelled BEGIN or COMMIT: the shared connection must not stay
+                # inside a transaction; a failing rollback does not hide the first error.
                 if self.conn.in_transaction:
-                    await self.conn.execute("ROLLBACK")
+                    with contextlib.suppress(aiosqlite.Error):
+                        await self.conn.execute("ROLLBACK")
                 raise
 
     @classmethod

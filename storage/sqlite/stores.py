@@ -443,13 +443,17 @@ class SqlitePatientRegistry:
                 found.update((str(r[0]), str(r[1])) for r in await cursor.fetchall())
         return found
 
-    async def link(self, patient_id: str, links: Sequence[str]) -> None:
-        """Add links to a live patient (ones it holds are kept)."""
+    async def link(
+        self, patient_id: str, links: Sequence[str], *, identifiers: Identifiers
+    ) -> None:
+        """Add links to a live patient and store its identifiers with them (one transaction)."""
+        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
         async with self._db.write() as conn:
             cursor = await conn.execute(
-                "SELECT 1 FROM patients WHERE patient_id = ? AND erased_at IS NULL", (patient_id,)
+                "UPDATE patients SET identifiers = ? WHERE patient_id = ? AND erased_at IS NULL",
+                (sealed, patient_id),
             )
-            if await cursor.fetchone() is None:
+            if cursor.rowcount != 1:
                 raise errors.KeyAccessError(ports.ERASED)
             await self._insert_links(patient_id, links)
 

@@ -86,14 +86,17 @@ async def test_identifier_links_find_one_live_patient_and_go_with_erasure(patien
     assert await patient_registry.list_for_team("team-2") == before
     assert await patient_registry.find(["il_new"]) == {}
     with pytest.raises(errors.IdentifierTakenError):
-        await patient_registry.link(other, ["il_d", "il_a"])
+        await patient_registry.link(other, ["il_d", "il_a"], identifiers=ADA)
     assert await patient_registry.find(["il_d"]) == {}
-    await patient_registry.link(pid, ["il_a", "il_d"])  # held ones are kept, new ones added
+    assert await patient_registry.identifiers(other) == ADA  # nothing stored
+    more = Identifiers("D", "1985-05-05", "MRN-4", external=(("s", "a"), ("s", "d")))
+    await patient_registry.link(pid, ["il_a", "il_d"], identifiers=more)  # held ones kept
     assert await patient_registry.find(["il_d"]) == {"il_d": pid}
+    assert (await patient_registry.identifiers(pid)).external == (("s", "a"), ("s", "d"))
     assert await patient_registry.erase(pid)
     assert await patient_registry.find(["il_a", "il_b", "il_d"]) == {}
     with pytest.raises(errors.KeyAccessError):
-        await patient_registry.link(pid, ["il_e"])
+        await patient_registry.link(pid, ["il_e"], identifiers=more)
     # Once erased, the identifiers are free: a new registration may take them.
     again = await patient_registry.create(ADA, care_team="team-1", links=["il_a"])
     assert await patient_registry.find(["il_a"]) == {"il_a": again}

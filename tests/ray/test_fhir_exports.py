@@ -17,7 +17,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from deployments.bootstrap import build_host_ports, host_settings, open_event_writer
+from deployments.bootstrap import (
+    build_host_ports,
+    host_settings,
+    open_audit_log,
+    open_event_writer,
+)
 from deployments.ingest import IngestJob, IngestReport, run_ingest
 from twin.domain import events as E
 from twin.ingest import fhir
@@ -49,6 +54,15 @@ async def _patient_logs(settings: TwinSettings) -> dict[str, list[tuple[float, o
             ]
             for pid in pids
         }
+
+
+async def _audited(settings: TwinSettings) -> dict[str, Counter[str]]:
+    async with open_audit_log(settings) as audit:
+        entries = await audit.entries()
+    out: dict[str, Counter[str]] = {}
+    for entry in entries:
+        out.setdefault(entry.record.request_id, Counter())[entry.record.action] += 1
+    return out
 
 
 def test_an_export_and_a_transaction_bundle_register_their_patients_and_rerun_as_duplicates(
@@ -113,6 +127,10 @@ def test_an_export_and_a_transaction_bundle_register_their_patients_and_rerun_as
     # Again, and the export without a care team: every patient matches, nothing is appended.
     again = run_ingest(settings, _job([FIXTURES / "export"], "fhir-ndjson", tmp_path / "e2"))
     assert (again.appended, again.duplicates, again.quarantined, again.registered) == (0, 13, 11, 0)
+    # Every registration and match is in the audit trail, under the job.
+    actions = asyncio.run(_audited(settings))
+    assert actions[export.job_id] == Counter({"patient.create": 2})
+    assert actions[again.job_id] == Counter({"patient.match": 2})
     again = run_ingest(
         settings, _job([FIXTURES / "bundles"], "fhir-bundle", tmp_path / "b2", care_team=TEAM)
     )

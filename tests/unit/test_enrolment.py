@@ -13,9 +13,11 @@ from twin.ingest.enrolment import (
     AMBIGUOUS,
     NO_TEAM,
     OTHER_BIRTH_DATE,
+    OTHER_TEAM,
     UNKNOWN,
     PatientMatcher,
     Subject,
+    record_start,
 )
 from twin.ingest.records import PatientFacts
 from twin.testing import fakes
@@ -160,13 +162,45 @@ async def test_an_identifier_with_another_birth_date_is_never_matched(matcher, r
     assert len(registry.rows) == 1
 
 
-async def test_a_typed_year_does_not_set_the_enrolment(matcher, registry):
-    typo = datetime(1, 1, 1, tzinfo=UTC)
-    found = await resolve(
-        matcher, [facts("a", (MRN, "M-1"))], ["Patient/a", "urn:uuid:x"],
-        {"Patient/a": typo, "urn:uuid:x": T2},
+def test_records_start_at_the_latest_stretch_a_twin_can_follow():
+    def at(year: int, month: int = 1) -> datetime:
+        return datetime(year, month, 1, tzinfo=UTC)
+
+    assert record_start([at(2021), at(2019), at(2020, 6)], NOW) == at(2019)
+    # A typed year 1, or a year in the future, does not start the axis.
+    assert record_start([datetime(1, 1, 1, tzinfo=UTC), at(2019), at(2099)], NOW) == at(2019)
+    # 1950 for 2020: more than ten years before the rest, so the rest is what the twin follows.
+    assert record_start([at(1950), at(2020), at(2021)], NOW) == at(2020)
+    # A history decades old and the current care: the current care.
+    assert record_start([at(1993), at(1995), at(2015), at(2016)], NOW) == at(2015)
+    assert record_start([datetime(1, 1, 1, tzinfo=UTC)], NOW) is None
+    assert record_start([], NOW) is None
+
+
+async def test_a_job_for_one_team_never_matches_another_teams_patient(matcher, registry):
+    theirs = await resolve(matcher, [facts("a", (MRN, "M-1"))], [], care_team="team-a")
+    pid = theirs.outcomes[0][2]
+    ours = await resolve(
+        matcher, [facts("a", (MRN, "M-1"))], ["Patient/a", by_identifier(MRN, "M-1")],
+        care_team="team-b",
     )  # fmt: skip
-    assert found.subjects["Patient/a"] == Subject(found.outcomes[0][2], NOW)
+    assert ours.outcomes == [("quarantined", OTHER_TEAM, None)]
+    assert ours.subjects["Patient/a"] == OTHER_TEAM
+    assert ours.subjects[by_identifier(MRN, "M-1")] == OTHER_TEAM
+    # An administrator's job (no team) matches across teams.
+    admin = await resolve(matcher, [], [by_identifier(MRN, "M-1")], care_team=None)
+    assert admin.subjects[by_identifier(MRN, "M-1")].patient_id == pid
+
+
+async def test_identifiers_learnt_from_a_match_are_linked_and_sealed(matcher, registry):
+    first = await resolve(matcher, [facts("a", (MRN, "M-1"))], [])
+    pid = first.outcomes[0][2]
+    await resolve(matcher, [facts("a", (MRN, "M-1"), ("http://lab.example.org", "L-9"))], [])
+    assert (await registry.identifiers(pid)).external == (
+        (MRN, "M-1"), ("http://lab.example.org", "L-9")
+    )  # fmt: skip
+    link = Deidentifier(b"k" * 32).identifier_link("http://lab.example.org", "L-9")
+    assert await registry.find([link]) == {link: pid}
 
 
 async def test_a_malformed_identifier_key_names_no_one(matcher):

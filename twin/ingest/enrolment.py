@@ -19,11 +19,16 @@ Matching (docs/ingest.md, "Patients from the data"):
 3. A record's subject resolves through the job's Patients first (the references of an export
    are the export's own), then through the registry: an identifier reference by its link, a
    ``Patient/<id>`` of the registry's id form by that id. Anything else names no one.
+4. A job for a care team matches by identifier only that team's patients (a Patient, or an
+   identifier reference, whose identifier a patient of another team holds is quarantined): an
+   identifier registered in one team is no licence to write into its records from another.
+   A job without a care team (an administrator's) matches across teams.
 
 Enrolment: a patient registered by a job is enrolled at the job's ``enrolled_at`` when given,
-else at the earliest of their records in the job (else when the job ran). A registered patient
-keeps the enrolment stored with their identifiers; one registered before enrolments were kept
-uses the job's ``origin``, and without one their records are quarantined with that reason.
+else where their records in the job start (:func:`record_start`), else when the job ran. A
+registered patient keeps the enrolment stored with their identifiers; one registered before
+enrolments were kept uses the job's ``origin``, and without one their records are quarantined
+with that reason.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from twin import errors, ports
@@ -39,7 +44,7 @@ from twin.domain.patients import Identifiers
 from twin.ingest.records import PATIENT_PREFIX, PatientFacts, patient_id_of
 from twin.ingest.subjects import IDENTIFIER_PREFIX
 
-__all__ = ["JobPatients", "PatientMatcher", "Subject", "identifier_of"]
+__all__ = ["JobPatients", "PatientMatcher", "Subject", "identifier_of", "record_start"]
 
 #: Registry reads at once while enrolments are looked up.
 _CONCURRENT_READS = 16
@@ -47,10 +52,40 @@ AMBIGUOUS = "patient: the identifiers name several registered patients"
 NO_TEAM = "patient: not registered, and the job names no care team to register patients to"
 UNKNOWN = "patient: unknown or erased"
 OTHER_BIRTH_DATE = "patient: an identifier names a patient with another birth date"
+OTHER_TEAM = "patient: an identifier names a patient of another care team"
+#: External identifiers kept (and linked) per patient.
+_MAX_EXTERNAL = 32
 #: Records outside these years do not set a new patient's enrolment (a typed year 1 would
 #: push every real record past the end of the time axis); they are refused on their own.
 _EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 TWO_PATIENTS = "subject: two Patients of the job with different identifiers have this reference"
+
+
+def record_start(times: Sequence[datetime], now: datetime) -> datetime | None:
+    """Where a subject's records start, for the enrolment of a patient a job registers.
+
+    The first of the latest stretch of records with no gap longer than
+    :data:`twin.ports.MAX_EVENT_GAP_DAYS` between two of them, among times from 1900 to a day
+    after ``now``. A typed year (0001, 1950 for 2020) or a history decades before the current
+    care does not start the time axis: those records are refused as before the enrolment,
+    and the stretch the twin can follow is kept.
+
+    Args:
+        times: The subject's accepted record times (aware), in any order.
+        now: When the job runs.
+
+    Returns:
+        The start, or ``None`` when no time is plausible.
+    """
+    latest = now + timedelta(days=1)
+    kept = sorted(t for t in times if _EARLIEST <= t <= latest)
+    if not kept:
+        return None
+    gap = timedelta(days=ports.MAX_EVENT_GAP_DAYS)
+    start = len(kept) - 1
+    while start > 0 and kept[start] - kept[start - 1] <= gap:
+        start -= 1
+    return kept[start]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +189,7 @@ class PatientMatcher:
         Args:
             patients: The job's Patient resources, in order.
             subjects: The subject keys of the job's accepted records.
-            first_seen: Subject key -> its earliest accepted record (aware).
+            first_seen: Subject key -> where its records start (:func:`record_start`).
             care_team: The team new patients are registered to (``None``: none registered).
             enrolled_at: Enrolment of the patients the job registers (default: first record).
             origin: Time origin of registered patients without a stored enrolment.
@@ -168,13 +203,8 @@ class PatientMatcher:
             for key in person.keys:
                 by_key[key] = person if by_key.get(key, person) is person else None
             by_identifier.update(dict.fromkeys(person.identifiers, person))
-        latest = now + timedelta(days=1)
         for person in people:
-            firsts = [
-                first_seen[k]
-                for k in self._keys_of(person)
-                if k in first_seen and _EARLIEST <= first_seen[k] <= latest
-            ]
+            firsts = [first_seen[k] for k in self._keys_of(person) if k in first_seen]
             start = enrolled_at or (min(firsts) if firsts else now)
             await self._settle(person, care_team, start, origin)
             for n, row in enumerate(person.rows):
@@ -185,7 +215,7 @@ class PatientMatcher:
                     out.outcomes[row] = (
                         "appended" if fresh else "duplicate", None, person.result.patient_id
                     )  # fmt: skip
-        await self._subjects(out, set(subjects), by_key, by_identifier, origin)
+        await self._subjects(out, set(subjects), by_key, by_identifier, origin, care_team)
         return out
 
     @staticmethod
@@ -212,24 +242,10 @@ class PatientMatcher:
                 return
             if holders:
                 (patient_id,) = holders
-                try:
-                    registered = await self._registry.identifiers(patient_id)
-                except (errors.KeyAccessError, errors.InvalidInputError):
+                matched = await self._match(person, patient_id, births, care_team, origin)
+                if matched is None:
                     continue  # erased meanwhile: its links are gone
-                if births and registered.birth_date not in births:
-                    person.result = OTHER_BIRTH_DATE
-                    return
-                try:
-                    await self._registry.link(patient_id, list(links))
-                except errors.IdentifierTakenError:
-                    person.result = AMBIGUOUS
-                    return
-                except errors.KeyAccessError:
-                    continue  # erased meanwhile: its links are gone
-                enrolled = await self._enrolment(patient_id, origin)
-                person.result = (
-                    enrolled if isinstance(enrolled, str) else Subject(patient_id, enrolled)
-                )
+                person.result = matched
                 return
             if care_team is None:
                 person.result = NO_TEAM
@@ -248,6 +264,47 @@ class PatientMatcher:
             person.result, person.registered = Subject(patient_id, start), True
             return
         person.result = AMBIGUOUS
+
+    async def _match(
+        self,
+        person: _Person,
+        patient_id: str,
+        births: set[str],
+        care_team: str | None,
+        origin: datetime | None,
+    ) -> Subject | str | None:
+        """The registered patient ``person``'s identifiers name, or why not (``None``: erased).
+
+        A job for one care team matches only that team's patients: an identifier a patient of
+        another team holds is no licence to write into that team's records. Identifiers not yet
+        linked are linked and sealed with the patient (up to :data:`_MAX_EXTERNAL`).
+        """
+        try:
+            registered = await self._registry.identifiers(patient_id)
+            team = await self._registry.care_team(patient_id)
+        except (errors.KeyAccessError, errors.InvalidInputError):
+            return None
+        if team is None:
+            return None
+        if care_team is not None and team != care_team:
+            return OTHER_TEAM
+        if births and registered.birth_date not in births:
+            return OTHER_BIRTH_DATE
+        known = dict.fromkeys(registered.external)
+        new = [pair for pair in person.identifiers if pair not in known]
+        room = new[: max(0, _MAX_EXTERNAL - len(known))]
+        if room:
+            updated = replace(registered, external=(*known, *room))
+            try:
+                await self._registry.link(
+                    patient_id, [self._link(*pair) for pair in room], identifiers=updated
+                )
+            except errors.IdentifierTakenError:
+                return AMBIGUOUS
+            except errors.KeyAccessError:
+                return None
+        enrolled = self._enrolment_of(registered, origin)
+        return enrolled if isinstance(enrolled, str) else Subject(patient_id, enrolled)
 
     @staticmethod
     def _identifiers(person: _Person, start: datetime) -> Identifiers:
@@ -269,6 +326,10 @@ class PatientMatcher:
             identifiers = await self._registry.identifiers(patient_id)
         except (errors.KeyAccessError, errors.InvalidInputError):
             return UNKNOWN
+        return self._enrolment_of(identifiers, origin)
+
+    @staticmethod
+    def _enrolment_of(identifiers: Identifiers, origin: datetime | None) -> datetime | str:
         enrolled = identifiers.enrolment()
         if enrolled is not None:
             return enrolled
@@ -283,8 +344,10 @@ class PatientMatcher:
         by_key: Mapping[str, _Person | None],
         by_identifier: Mapping[tuple[str, str], _Person],
         origin: datetime | None,
+        care_team: str | None,
     ) -> None:
         by_id: dict[str, list[str]] = {}
+        by_link: set[str] = set()  # patients found through an identifier: the team rule holds
         links: dict[str, str] = {}
         for key in keys:
             identifier = identifier_of(key)
@@ -304,14 +367,18 @@ class PatientMatcher:
         for key, link in links.items():
             if link in found:
                 by_id.setdefault(found[link], []).append(key)
+                by_link.add(found[link])
             else:
                 out.subjects[key] = "subject: no registered patient has this identifier"
         gate = asyncio.Semaphore(_CONCURRENT_READS)
 
         async def settle(pid: str) -> tuple[str, datetime | str]:
             async with gate:
-                if await self._registry.care_team(pid) is None:
+                team = await self._registry.care_team(pid)
+                if team is None:
                     return pid, UNKNOWN
+                if pid in by_link and care_team is not None and team != care_team:
+                    return pid, OTHER_TEAM
                 return pid, await self._enrolment(pid, origin)
 
         for pid, enrolled in await asyncio.gather(*(settle(p) for p in by_id)):

@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from twin import errors, ports
+from twin.domain.text import check_line
 from twin.ingest.records import PatientFacts
 
 __all__ = ["IDENTIFIER_PREFIX", "MAX_IDENTIFIERS", "patient_facts", "subject_key"]
@@ -57,7 +58,10 @@ def _identifier(value: object) -> tuple[str, str] | None:
     system, text = system.strip(), text.strip()
     if not (0 < len(system) <= _MAX_SYSTEM and 0 < len(text) <= _MAX_VALUE):
         return None
-    if not (system.isprintable() and text.isprintable()):
+    try:  # the registration API's rule for a line of text, so that both spell one identifier
+        check_line(system)
+        check_line(text)
+    except ValueError:
         return None
     return system, text
 

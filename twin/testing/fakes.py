@@ -274,11 +274,15 @@ class MemoryPatientRegistry:
             if link in self.links and not self.rows[self.links[link]][2]
         }
 
-    async def link(self, patient_id: str, links: Sequence[str]) -> None:
+    async def link(
+        self, patient_id: str, links: Sequence[str], *, identifiers: Identifiers
+    ) -> None:
         row = self.rows.get(patient_id)
         if row is None or row[2]:
             raise errors.KeyAccessError(ports.ERASED)
         self._check_links(patient_id, links)
+        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        self.rows[patient_id] = (row[0], sealed, False)
         self.links.update(dict.fromkeys(links, patient_id))
 
     async def identifiers(self, patient_id: str) -> Identifiers:

@@ -4,10 +4,11 @@ Each route translates HTTP to one use case of :class:`twin.service.application.T
 
 The FHIR Bulk Data flow (its export's asynchronous request pattern, which its import drafts
 reuse): the kick-off (``POST``, with ``Prefer: respond-async``; every kick-off here is
-asynchronous) answers 202 with ``Content-Location``, the job's status URL. Polling that URL
-answers 202 with ``Retry-After`` and ``X-Progress`` while the job is queued or running, and 200
-with the job and its report once it has finished (succeeded, failed or cancelled). ``DELETE``
-on it cancels the job.
+asynchronous) answers 202 with ``Content-Location``, the job's status URL (a relative
+reference: behind the load balancer the request's own scheme and host are internal ones).
+Polling that URL answers 202 with ``Retry-After`` and ``X-Progress`` while the job is queued or
+running, and 200 with the job and its report once it has finished (succeeded, failed or
+cancelled). ``DELETE`` on it cancels the job.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ async def submit_job(
     ``Content-Location``, the job's status URL to poll.
     """
     job = await svc.app.submit_ingest_job(caller(request, who), body)
-    response.headers["Content-Location"] = str(request.url_for("job_status", job_id=job.job_id))
+    # A relative reference (RFC 9110 §8.7): behind the TLS-terminating load balancer the
+    # request's own scheme and host are the internal ones, not the client's.
+    response.headers["Content-Location"] = request.url_for("job_status", job_id=job.job_id).path
     return job
 
 
