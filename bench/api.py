@@ -1,4 +1,4 @@
-"""HTTP API benchmark (issue 4): Ray Serve against plain uvicorn, open-model load.
+"""HTTP API benchmark: Ray Serve against plain uvicorn, open-model load.
 
 Run: ``python -m bench.api`` (``make bench``). The last line printed is one JSON object.
 

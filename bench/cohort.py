@@ -1,4 +1,4 @@
-"""Benchmark of cohort what-if runs (issue 6). The last line printed is one JSON object.
+"""Benchmark of cohort what-if runs. The last line printed is one JSON object.
 
 - ``patient_scenarios_per_s``: a cohort run on Ray Data over ``--patients`` stored twins (SQLite,
   encrypted local checkpoints; 2000 particles), 12-week forecasts under 2 scenarios, rebuilt from

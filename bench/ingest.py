@@ -5,7 +5,7 @@ FHIR NDJSON file of N Observations (PHQ-9, GAD-7, resting heart rate, sleep, ste
 registered patients, runs ``novamind ingest``'s pipeline into PostgreSQL (Debian's server,
 started here), and in the same process COPYs the same number of rows into a table of the
 event log's shape (the ceiling: no parsing, validation, sealing or ordering). The last line is
-one JSON object: ``ingest_rows_per_s``, ``raw_copy_rows_per_s`` and their ratio (issue 6's goal:
+one JSON object: ``ingest_rows_per_s``, ``raw_copy_rows_per_s`` and their ratio (the goal:
 ``ingest_to_copy_ratio >= 0.3`` at 1,000,000 observations).
 
 It also measures, in the same process, what validating one of the file's resources with the FHIR

@@ -1,4 +1,4 @@
-"""Benchmark of the durable twin runtime (issue 3). The last line printed is one JSON object.
+"""Benchmark of the durable twin runtime. The last line printed is one JSON object.
 
 - ``activation_ms_p50``/``_p99``: a passive twin (2000 particles) brought back from its newest
   checkpoint, local folder and S3 (moto's server over HTTP), opened with its data key, plus the

@@ -1,4 +1,4 @@
-"""Benchmark of the twin kernel (issue 2). The last line printed is one JSON object.
+"""Benchmark of the twin kernel. The last line printed is one JSON object.
 
 - ``particle_day_updates_per_s``: batched kernel, 256 twins × 2000 particles, one PHQ-9 and five
   EMA beeps a day (particles × twins × days / seconds); the same for the one-twin-at-a-time
@@ -89,7 +89,7 @@ def bench_forecast(repeats: int) -> dict[str, float]:
 
 
 def bench_cohort() -> dict[str, float]:
-    """The issue's bar: 20,000 patients x 365 days (goal: under 30 s here)."""
+    """The kernel's bar: 20,000 patients x 365 days (goal: under 30 s here)."""
     start = time.perf_counter()
     simulate_cohort(CohortSpec(n_patients=20_000, days=365))
     return {"cohort_20000x365_s": time.perf_counter() - start}

@@ -10,7 +10,13 @@
   ``serveConfigV2`` from the Serve application's settings.
 - ``novamind backup DIR`` / ``novamind restore DIR``: an encrypted, consistent backup of the
   stores and checkpoints, and its restore into an empty environment.
-- ``novamind ingest PATHS --format F --origin DATE --out DIR``: bulk ingest on Ray Data.
+- ``novamind ingest PATHS --format F --out DIR [--care-team T]``: bulk ingest on Ray Data
+  (patients registered or matched from the data; docs/ingest.md).
+- ``novamind cohort RUN.json --out DIR``: a cohort what-if run on Ray Data.
+- ``novamind calibrate``: fit the population priors to the twins' logs (SMM on Ray).
+- ``novamind model targets`` / ``novamind model fit``: the literature battery's simulated values
+  against the published targets, and the fit of the model's parameters to them.
+- ``novamind priors list`` / ``novamind priors activate``: the prior sets in the registry.
 
 Why typer: a maintained CLI library that builds help and parsing from type hints.
 """

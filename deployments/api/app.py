@@ -39,10 +39,6 @@ MAX_BODY_BYTES = 1 << 20
 ServicesOpener = Callable[[], AbstractAsyncContextManager[ApiServices]]
 
 
-class _BodyTooLargeErrorError(Exception):
-    pass
-
-
 class BoundedBody:
     """Refuses request bodies over ``limit`` bytes with 413, declared or streamed (chunked)."""
 

@@ -1,4 +1,4 @@
-"""Population calibration recovers known priors from a synthetic cohort (issue 6).
+"""Population calibration recovers known priors from a synthetic cohort.
 
 Four arms are simulated from priors unlike the defaults (care effect, drug effect scale,
 untreated recovery and off-drug relapse hazards), written out as event logs, reduced to courses

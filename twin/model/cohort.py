@@ -119,7 +119,7 @@ class CohortSpec(BaseModel):
         default_factory=list, max_length=MAX_COHORT_DAYS + 1
     )
     observe_every_days: int = Field(default=7, ge=1, le=MAX_COHORT_DAYS)
-    # Beyond the minimum: CBT-I sessions and a fixed nightly sleep window.
+    # Insomnia treatment and the sleep window: the sleep channel's inputs (docs/model.md).
     cbti_session_days: list[CohortDay] = Field(default_factory=list, max_length=MAX_COHORT_DAYS + 1)
     sleep_hours: float = Field(default=8.0, ge=0.0, le=16.0, allow_inf_nan=False)
     detailed: bool = Field(default=False, description="also return G, Q, W and u traces")
