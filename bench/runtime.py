@@ -34,9 +34,9 @@ from twin import ports
 from twin.assimilation import kernel
 from twin.assimilation.state import new_twin
 from twin.domain import events as E
+from twin.model.virtual_patient import synthetic_patient
 from twin.service.host import HostPorts, HostSettings, TwinHost
 from twin.testing import fakes
-from twin.testing.synthetic import synthetic_patient
 
 
 def _rss_bytes() -> int:

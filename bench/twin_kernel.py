@@ -24,7 +24,7 @@ from twin import CohortSpec, simulate_cohort
 from twin.assimilation import kernel, linear_gaussian
 from twin.assimilation.state import new_twin
 from twin.forecast.summary import forecast
-from twin.testing.synthetic import synthetic_patient
+from twin.model.virtual_patient import synthetic_patient
 
 
 def _workload(twins: int, days: int) -> tuple[list, list]:

@@ -22,8 +22,8 @@ from twin.client.plot import SEVERITY_BANDS
 from twin.domain import events
 from twin.forecast.scenario import Scenario, ScenarioDose
 from twin.forecast.summary import QUANTILES, Forecast, compare
+from twin.model.virtual_patient import synthetic_patient
 from twin.settings import TwinSettings
-from twin.testing.synthetic import synthetic_patient
 
 
 def _fan_text(fc: Forecast) -> str:

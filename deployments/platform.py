@@ -23,8 +23,8 @@ from deployments.auth import Role, mint_token
 from deployments.bootstrap import jwt_secret
 from twin.client import Client, observation
 from twin.domain import events
+from twin.model.virtual_patient import synthetic_patient
 from twin.settings import TwinSettings
-from twin.testing.synthetic import synthetic_patient
 
 __all__ = ["DEMO_TEAM", "Platform", "local_token", "seed_demo_patients", "start_platform"]
 

@@ -1,7 +1,8 @@
 """Ports: the narrow async interfaces the core owns, implemented by ``storage/`` adapters.
 
-Every port has hand-written in-memory fakes in :mod:`twin.testing.fakes` and one contract test
-suite (``tests/contract/``) that runs on every adapter.
+Every port has an in-memory implementation for tests (:mod:`twin.testing.fakes`; the change
+feed's is the embedded adapter, :mod:`storage.memory`) and one contract test suite
+(``tests/contract/``) that runs on every adapter.
 
 - :class:`EventStore`: the truth. Append-only, per-patient sequence numbers, idempotency keys.
 - :class:`CheckpointStore`: derived snapshots; never replaces a newer one with an older one.

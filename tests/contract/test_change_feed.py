@@ -8,11 +8,11 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
+from storage.memory import InProcessChangeFeed
 from storage.redis import RedisChangeFeed
 from storage.redis.feed import CHANNEL, patient_digest
 from tests.servers import RedisServer
 from twin import errors
-from twin.testing import fakes
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def redis_server():
 @pytest.fixture(params=["memory", "redis"])
 async def feed(request, redis_server):
     if request.param == "memory":
-        yield fakes.MemoryChangeFeed()
+        yield InProcessChangeFeed()
         return
     client = aioredis.from_url(redis_server.url, socket_timeout=1.0, socket_connect_timeout=1.0)
     yield RedisChangeFeed(client)
@@ -40,7 +40,7 @@ async def test_cache_round_trip(feed):
 
 
 async def test_memory_feed_delivers_notifications():
-    feed = fakes.MemoryChangeFeed()
+    feed = InProcessChangeFeed()
     queue = feed.subscribe()
     await feed.publish("p1", 7)
     assert await asyncio.wait_for(queue.get(), 1.0) == ("p1", 7)

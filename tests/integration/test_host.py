@@ -13,9 +13,9 @@ from storage.sealed import EnvelopeSealer
 from storage.sqlite import SqliteDatabase, SqliteDataKeyStore, SqliteEventStore
 from twin import errors
 from twin.domain import events as E
+from twin.model.virtual_patient import synthetic_patient
 from twin.ports import NewEvent
 from twin.service.host import HostPorts, HostSettings, TwinHost
-from twin.testing.synthetic import synthetic_patient
 
 SETTINGS = HostSettings(particles=300, checkpoint_every_events=25)
 

@@ -10,9 +10,9 @@ import pytest
 
 from deployments.bootstrap import build_host_ports
 from twin.domain import events as E
+from twin.model.virtual_patient import synthetic_patient
 from twin.ports import NewEvent
 from twin.service.host import HostSettings, TwinHost
-from twin.testing.synthetic import synthetic_patient
 
 pytestmark = pytest.mark.ray
 

@@ -9,7 +9,7 @@ from twin.assimilation import kernel
 from twin.assimilation.state import new_twin
 from twin.domain import events as E
 from twin.model.dynamics import Row
-from twin.testing.synthetic import synthetic_patient
+from twin.model.virtual_patient import synthetic_patient
 
 
 def _mixed_log(seed: int) -> list[E.Event]:

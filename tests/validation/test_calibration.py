@@ -18,7 +18,7 @@ from twin.assimilation import kernel
 from twin.assimilation.state import new_twin
 from twin.forecast import engine
 from twin.forecast.scenario import Scenario
-from twin.testing.synthetic import synthetic_patient
+from twin.model.virtual_patient import synthetic_patient
 from twin.validation.scoring import ScoreReport, score_table
 
 pytestmark = pytest.mark.slow

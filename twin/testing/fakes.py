@@ -6,7 +6,6 @@ They implement the same contracts as the real adapters (the contract suites in
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +16,6 @@ from twin.domain.patients import Identifiers
 
 __all__ = [
     "MemoryAuditLog",
-    "MemoryChangeFeed",
     "MemoryCheckpointStore",
     "MemoryDataKeyStore",
     "MemoryDocumentStore",
@@ -194,35 +192,6 @@ class MemoryTwinIndex:
             and (min_p_severe is None or e.p_severe >= min_p_severe)
         ]
         return sorted(found, key=lambda e: (-e.severity_mean, e.patient_id))[:limit]
-
-
-class MemoryChangeFeed:
-    """An in-process :class:`~twin.ports.ChangeFeed` (the embedded default)."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, int]] = []
-        self.cache: dict[str, bytes] = {}
-        self._subscribers: list[asyncio.Queue[tuple[str, int]]] = []
-
-    def subscribe(self) -> asyncio.Queue[tuple[str, int]]:
-        """A queue receiving every later (patient_id, last_seq) notification."""
-        queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
-        self._subscribers.append(queue)
-        return queue
-
-    async def publish(self, patient_id: str, last_seq: int) -> None:
-        self.published.append((patient_id, last_seq))
-        for queue in self._subscribers:
-            queue.put_nowait((patient_id, last_seq))
-
-    async def cache_summary(self, patient_id: str, data: bytes, *, ttl_s: int) -> None:
-        self.cache[patient_id] = data
-
-    async def cached_summary(self, patient_id: str) -> bytes | None:
-        return self.cache.get(patient_id)
-
-    async def forget(self, patient_id: str) -> None:
-        self.cache.pop(patient_id, None)
 
 
 class MemoryAuditLog:
