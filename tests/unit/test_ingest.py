@@ -238,6 +238,16 @@ def test_idempotency_keys_never_change_form():
     assert to_event(dose, ORIGIN)[1].idempotency_key == "ingest:" + digest.hexdigest()[:48]
 
 
+def test_a_fhir_time_keeps_its_offset_in_the_key():
+    """A source's -05:00 stays -05:00 in the key, as in every job run before."""
+    resource = observation(value=14) | {"effectiveDateTime": "2024-01-02T07:00:00-05:00"}
+    (record,) = fhir.records_from_resource(resource)
+    fact = ["Observation/o1", "", "2024-01-02T07:00:00-05:00",
+            {"items": None, "total": 14, "type": "phq9"}]  # fmt: skip
+    digest = hashlib.sha256(json.dumps(fact, sort_keys=True, separators=(",", ":")).encode())
+    assert prepare([record])["idempotency_key"] == ["ingest:" + digest.hexdigest()[:48]]
+
+
 @pytest.mark.parametrize(
     "value",
     [

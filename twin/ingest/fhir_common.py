@@ -85,8 +85,11 @@ def period(value: Any, *, field: str) -> tuple[datetime, datetime]:
         if isinstance(value, datetime):
             if value.tzinfo is None:
                 raise errors.InvalidInputError(f"{field}: a time needs a UTC offset")
-            utc = value.astimezone(UTC)  # year 1 at +14:00 has no UTC instant: refused below
-            return utc, utc
+            # Kept with its own offset: the idempotency key spells the time as the source
+            # gave it (keys of earlier jobs are in the log). Year 1 at +14:00 has no UTC
+            # instant: refused below.
+            value.astimezone(UTC)
+            return value, value
         if isinstance(value, date):
             day = datetime(value.year, value.month, value.day, tzinfo=UTC)
             return day, day + timedelta(days=1)
