@@ -459,14 +459,15 @@ def _record_starts(records: Any, now: datetime) -> dict[str, datetime]:
 
 
 def _match_patients(
-    settings: TwinSettings, job: IngestJob, prepared: Any
+    settings: TwinSettings, job: IngestJob, prepared: Any, records: Any
 ) -> tuple[JobPatients, list[str]]:
     """Match or register the job's Patients; resolve every subject (twin.ingest.enrolment).
+
+    ``records`` are the prepared rows that are no Patient (their subjects are resolved).
 
     Returns:
         What matching found, and the source of each Patient in the order of its outcomes.
     """
-    records = prepared.filter(expr=col("patient").is_null())
     now = datetime.now(UTC)
     starts = _record_starts(records, now)
     # One pass for facts and sources: two passes may read the blocks in different orders.
@@ -592,8 +593,8 @@ def _run(
     # hands partitions out as writers free up, so no writer is left with a last large share
     # (with four, one writer of two ran alone for the last third of the write phase).
     buckets = max(8 * writers, -(-records_read // _BUCKET_ROWS))
-    matched, patient_sources = _match_patients(settings, job, prepared)
     records = prepared.filter(expr=col("patient").is_null())
+    matched, patient_sources = _match_patients(settings, job, prepared, records)
     # Materialised: both the refused and the accepted rows are read from it.
     resolved = records.map_batches(
         _resolved, fn_kwargs={"subjects": [ray.put(matched.subjects)]}, batch_format="pyarrow"

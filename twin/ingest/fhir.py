@@ -179,16 +179,19 @@ def _models() -> dict[str, Any]:
     }
 
 
-def _loincshown(found: list[str]) -> str:
+#: Codes an Observation is read by: the twin's own first, then the ones refused by their rule.
+_TAKEN = frozenset(LOINC) | frozenset(_PANELS)
+_NAMED = _ITEMS | {SDNN_CODE, SPOT_HEART_RATE}
+
+
+def _loinc_code(found: list[str]) -> str:
     """The code an Observation is read by.
 
     The first the twin takes, else the first a rule here names, else the first.
     """
-    taken = LOINC.keys() | _PANELS.keys()
-    named = _ITEMS | {SDNN_CODE, SPOT_HEART_RATE}
     return next(
-        (code for code in found if code in taken),
-        next((code for code in found if code in named), found[0]),
+        (code for code in found if code in _TAKEN),
+        next((code for code in found if code in _NAMED), found[0]),
     )
 
 
@@ -198,7 +201,7 @@ def _observation(obs: Any, source: str, patient: str | None) -> list[Record]:
     found = codes(obs.code, LOINC_SYSTEM)
     if not found:
         return [Record.refused(source, "code: no LOINC coding", patient)]
-    code = _loincshown(found)
+    code = _loinc_code(found)
     refusal = _observation_refusal(obs, code)
     if refusal is not None:
         return [Record.refused(source, refusal, patient)]

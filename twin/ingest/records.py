@@ -150,7 +150,7 @@ def day_of(effective: datetime, origin: datetime) -> float:
 
 
 def _accepted(record: Record) -> tuple[datetime, events.Payload, str, str]:
-    """An accepted record's time, payload, payload JSON and idempotency key.
+    """An accepted record's time (in UTC), payload, payload JSON and idempotency key.
 
     Raises:
         InvalidInputError: Why the record cannot become an event.
@@ -162,12 +162,13 @@ def _accepted(record: Record) -> tuple[datetime, events.Payload, str, str]:
     if record.effective.tzinfo is None:
         raise errors.InvalidInputError("effective time: a UTC offset is required")
     try:
-        record.effective.astimezone(UTC)
+        utc = record.effective.astimezone(UTC)
     except OverflowError:  # no UTC instant (year 1 at +14:00, year 9999 at -14:00)
         raise errors.InvalidInputError("effective time: outside the years 1-9999 in UTC") from None
     text = _payload_json(record.payload)
+    # The key spells the time as the source gave it (keys of earlier jobs are in the log).
     return (
-        record.effective,
+        utc,
         record.payload,
         text,
         _key(record.source, record.part, record.effective, text),
@@ -237,7 +238,7 @@ def prepare(records: list[Record]) -> dict[str, list[Any]]:
             payloads.append(None)
             reasons.append(str(exc))
             continue
-        times.append(effective.astimezone(UTC))
+        times.append(effective)
         keys.append(key)
         payloads.append(text)
         reasons.append(None)
