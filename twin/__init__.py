@@ -10,11 +10,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from twin.model.cohort import CohortResult, CohortSpec, DoseChange, simulate_cohort
+    from twin.domain.specs import CohortSpec, DoseChange
+    from twin.model.cohort import CohortResult, simulate_cohort
 
 __all__ = ["CohortResult", "CohortSpec", "DoseChange", "simulate_cohort"]
 
-_LAZY = dict.fromkeys(__all__, "twin.model.cohort")
+# The specs are plain value types; the simulator and its result load the model.
+_LAZY = {
+    "CohortSpec": "twin.domain.specs",
+    "DoseChange": "twin.domain.specs",
+    "CohortResult": "twin.model.cohort",
+    "simulate_cohort": "twin.model.cohort",
+}
 
 
 def __getattr__(name: str) -> Any:

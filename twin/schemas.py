@@ -17,9 +17,8 @@ from pydantic import (
 
 from twin.domain.deidentify import PSEUDONYM_LENGTH, PSEUDONYM_PREFIX
 from twin.domain.events import MAX_DAY
+from twin.domain.specs import CohortSpec, Scenario, require_maintenance_history
 from twin.domain.text import Line, Text
-from twin.forecast.scenario import Scenario
-from twin.model.cohort import CohortSpec, require_maintenance_history
 
 __all__ = [
     "AckOut",

@@ -28,7 +28,7 @@ from twin import errors
 from twin.client import observation
 from twin.domain import events as E
 from twin.domain.audit import verify_chain
-from twin.forecast.scenario import Scenario, ScenarioDose
+from twin.domain.specs import Scenario, ScenarioDose
 from twin.ports import all_audit_entries
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings

@@ -7,7 +7,7 @@ import pytest
 from twin import errors, schemas
 from twin.client import observation
 from twin.domain import events as E
-from twin.forecast.scenario import Scenario, ScenarioDose
+from twin.domain.specs import Scenario, ScenarioDose
 
 
 async def _patient(sdk, mrn: str, team: str = "team-1") -> str:

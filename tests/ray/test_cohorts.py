@@ -27,7 +27,7 @@ from deployments.job_runner import RUNNER_NAME, ensure_runner
 from twin import errors, ports, schemas
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
-from twin.forecast.scenario import Scenario, ScenarioDose
+from twin.domain.specs import Scenario, ScenarioDose
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
 

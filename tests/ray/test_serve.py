@@ -23,7 +23,7 @@ from tests.servers import free_port
 from twin import errors
 from twin.client import Client, RetryPolicy, observation
 from twin.domain import events as E
-from twin.forecast.scenario import Scenario
+from twin.domain.specs import Scenario
 from twin.model.cohort import CohortSpec
 from twin.settings import TwinSettings
 

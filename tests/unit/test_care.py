@@ -15,7 +15,7 @@ from twin.assimilation import kernel
 from twin.assimilation.state import TwinState
 from twin.domain import codec
 from twin.domain import events as E
-from twin.forecast.scenario import Scenario
+from twin.domain.specs import Scenario
 from twin.forecast.summary import forecast
 from twin.model import care
 from twin.model.cohort import CohortSpec, simulate_cohort

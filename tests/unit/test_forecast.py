@@ -7,8 +7,8 @@ from twin import errors
 from twin.assimilation import kernel
 from twin.assimilation.state import FORECAST_SALT
 from twin.domain import events as E
+from twin.domain.specs import Scenario, ScenarioDose
 from twin.forecast import engine
-from twin.forecast.scenario import Scenario, ScenarioDose
 from twin.forecast.summary import QUANTILES, compare, forecast
 
 SERTRALINE = Scenario(

@@ -7,7 +7,7 @@ import pytest
 from twin import errors, ports
 from twin.assimilation.state import TwinState
 from twin.domain import events as E
-from twin.forecast.scenario import Scenario
+from twin.domain.specs import Scenario
 from twin.model.parameters import PopulationParameters
 from twin.model.priors import BUILTIN, BUILTIN_VERSION, LITERATURE, SHIPPED, PriorSet, current
 from twin.service.host import HostPorts, HostSettings, TwinHost

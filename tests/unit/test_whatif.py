@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from twin import errors
 from twin.analytics import synthetic
 from twin.analytics.whatif import CohortTwin, Tally, aggregate_rows, simulate_batch
-from twin.forecast.scenario import Scenario, ScenarioDose
+from twin.domain.specs import Scenario, ScenarioDose
 from twin.forecast.summary import compare_many
 from twin.model.cohort import CohortSpec, DoseChange, maintenance_history_days
 from twin.model.dynamics import Row

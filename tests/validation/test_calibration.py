@@ -16,8 +16,8 @@ import pytest
 
 from twin.assimilation import kernel
 from twin.assimilation.state import new_twin
+from twin.domain.specs import Scenario
 from twin.forecast import engine
-from twin.forecast.scenario import Scenario
 from twin.model.virtual_patient import synthetic_patient
 from twin.validation.scoring import ScoreReport, score_table
 

@@ -27,8 +27,8 @@ import numpy.typing as npt
 from twin import errors
 from twin.assimilation.state import TwinState
 from twin.domain.deidentify import record_day
+from twin.domain.specs import Scenario
 from twin.forecast.engine import Draws, simulate_scenarios
-from twin.forecast.scenario import Scenario
 from twin.forecast.summary import RELIABLE_CHANGE, REMISSION_BELOW
 from twin.model.parameters import PopulationParameters
 

@@ -18,8 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twin import errors, schemas
-from twin.forecast.scenario import Scenario
-from twin.model.cohort import CohortSpec
+from twin.domain.specs import CohortSpec, Scenario
 
 if TYPE_CHECKING:
     from twin.client.http import Client

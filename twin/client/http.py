@@ -30,7 +30,7 @@ from tenacity import (
 from twin import errors, schemas
 from twin.client.cohorts import Cohorts
 from twin.domain import codec, events
-from twin.forecast.scenario import Scenario
+from twin.domain.specs import Scenario
 
 __all__ = ["AsyncClient", "Client", "RetryPolicy", "observation"]
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from twin import errors
+from twin.domain.drugs import DRUG_NAMES
 
 __all__ = [
     "CARE_SETTINGS",
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_DAY",
     "MAX_EVENT_GAP_DAYS",
     "OBSERVATION_TYPES",
+    "CareSetting",
     "CareStatus",
     "Covariates",
     "DoseTaken",
@@ -213,22 +215,6 @@ class Covariates:
             raise errors.ObservationRangeError("covariates", "empty", "at least one covariate")
 
 
-#: The antidepressants the platform knows, by generic name. Their pharmacology is the model's
-#: (``twin.model.parameters.DRUGS`` names the same drugs); an event naming another drug is
-#: refused when it is built, so it is never stored and can never stop a twin from applying its log.
-DRUG_NAMES = frozenset(
-    {
-        "citalopram",
-        "duloxetine",
-        "escitalopram",
-        "fluoxetine",
-        "paroxetine",
-        "sertraline",
-        "venlafaxine",
-    }
-)
-
-
 def _drug(field: str, value: object) -> None:
     if not isinstance(value, str) or value not in DRUG_NAMES:
         raise errors.ObservationRangeError(field, value, f"one of {', '.join(sorted(DRUG_NAMES))}")
@@ -272,7 +258,9 @@ class TherapySession:
 
 #: Care settings by contact intensity (``twin.model.care``): none, primary-care usual care,
 #: collaborative (care-manager) care, trial-like weekly assessments.
-CARE_SETTINGS = ("none", "usual", "collaborative", "trial")
+CareSetting = Literal["none", "usual", "collaborative", "trial"]
+#: The names of :data:`CareSetting`, in that order.
+CARE_SETTINGS: tuple[str, ...] = get_args(CareSetting)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from twin.assimilation.state import TwinState
+from twin.domain.specs import Scenario
 from twin.forecast.engine import Draws, simulate_scenarios
-from twin.forecast.scenario import Scenario
 from twin.model.parameters import MODEL_VERSION, PopulationParameters
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Antidepressants as EHRs export them: statements, prescriptions, dispensings, administrations.
 
-The drug is one of the model's table (:data:`twin.domain.events.DRUG_NAMES`), read from an RxNorm
+The drug is one of the model's table (:data:`twin.domain.drugs.DRUG_NAMES`), read from an RxNorm
 ingredient code or from the name of the medication (the ``text`` or a coding's ``display``,
 e.g. RxNorm's clinical drug "Fluoxetine 25 MG Oral Capsule"). A name naming two drugs (a
 combination product) is refused. The medication is the resource's ``medicationCodeableConcept``
@@ -95,7 +95,7 @@ class Drug:
     """A table drug and its strength.
 
     Attributes:
-        name: The drug (:data:`twin.domain.events.DRUG_NAMES`).
+        name: The drug (:data:`twin.domain.drugs.DRUG_NAMES`).
         mg_per_unit: mg per tablet or capsule (or per mL when ``per_ml``); ``None`` unknown.
         per_ml: Whether the strength is per mL (a solution).
     """

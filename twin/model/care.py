@@ -25,27 +25,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BeforeValidator
 
 from twin.domain.events import CARE_SETTINGS
 
 __all__ = [
     "CONTACT_MEMORY_DAYS",
     "PROFILES",
-    "CareInput",
     "CareProfile",
-    "CareSetting",
     "contact_rate_step",
     "intensity",
-    "normalise_setting",
 ]
-
-#: The settings, from least to most contact.
-CareSetting = Literal["none", "usual", "collaborative", "trial"]
 
 #: Time constant of the contact-rate average a twin keeps when it infers its setting, days:
 #: four weeks, so a monthly visit is seen as a rate and not as a spike.
@@ -87,21 +79,6 @@ PROFILES: dict[str, CareProfile] = {
     "trial": CareProfile(1.0, 1.0, 0, "weekly trial assessments"),
 }
 assert tuple(PROFILES) == CARE_SETTINGS
-
-
-def normalise_setting(value: object) -> object:
-    """Accept the switch of earlier clients: ``True`` is ``"trial"``, ``False`` is ``"none"``.
-
-    ``True`` meant "in active care" as the model's trial-calibrated care effect describes it,
-    so it keeps that meaning; anything else passes through to the ``Literal`` check.
-    """
-    if isinstance(value, bool):
-        return "trial" if value else "none"
-    return value
-
-
-#: A care setting in a pydantic model (cohort specs, scenarios): a setting name or a legacy bool.
-CareInput = Annotated[CareSetting, BeforeValidator(normalise_setting)]
 
 
 def intensity(setting: str, days_since_start: npt.ArrayLike) -> npt.NDArray[np.float64]:

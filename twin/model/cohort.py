@@ -10,48 +10,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    model_validator,
-)
 
 from twin import errors
+from twin.domain.specs import (
+    CohortSpec,
+    DoseChange,
+    Population,
+    maintenance_history_days,
+    require_maintenance_history,
+)
 from twin.model import covariates, dynamics, likelihood, pharmacology, priors, scales
-from twin.model.care import CareInput, intensity
+from twin.model.care import intensity
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
-from twin.model.parameters import DRUGS, PopulationParameters, drug, known_drug_name
+from twin.model.parameters import PopulationParameters, drug
 
+# The spec types are re-exported: ``simulate_cohort(CohortSpec(...))`` is the simulator's API.
 __all__ = [
     "CohortResult",
     "CohortSpec",
     "DoseChange",
-    "DrugName",
     "maintenance_history_days",
     "require_maintenance_history",
     "simulate_cohort",
     "stop_days",
 ]
-
-#: A drug name validated against the model's table (shared by cohorts and scenarios); the
-#: schema lists the names, so clients see the choices and nothing unbounded is accepted.
-DrugName = Annotated[
-    str,
-    AfterValidator(known_drug_name),
-    WithJsonSchema({"type": "string", "enum": sorted(DRUGS), "maxLength": 32}),
-]
-#: The longest cohort a spec may describe, days (ten years).
-MAX_COHORT_DAYS = 3650
-#: A day of a cohort's schedule, days since cohort start.
-CohortDay = Annotated[int, Field(ge=0, le=MAX_COHORT_DAYS)]
 
 PHQ9_CUTS = likelihood.score_cuts(27)
 GAD7_CUTS = likelihood.score_cuts(21)
@@ -61,110 +47,6 @@ _SCREEN_BATCH = 8192
 _MAX_SCREEN_ROUNDS = 5000
 # The second Philox key word of the clinician ratings' stream.
 _RATING_STREAM = 0x4A4D44
-
-
-class DoseChange(BaseModel):
-    """A change of daily dose from ``day`` on; ``mg_per_day = 0`` stops the drug."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    day: CohortDay = Field(description="day of the change, days since cohort start")
-    drug: DrugName = Field(description="lower-case generic name from the model's drug table")
-    mg_per_day: float = Field(ge=0.0, le=1000.0, allow_inf_nan=False)
-
-
-class CohortSpec(BaseModel):
-    """A simulated cohort: who is enrolled and what is done to them.
-
-    With ``start="remitted"``, a regimen entry on day 0 is a maintenance dose the patients have
-    taken to steady state (they remitted on it); a later entry with ``mg_per_day=0`` stops it.
-    With ``start="episode"``, a day-0 entry starts a drug in drug-naive patients.
-
-    ``care`` is the setting of clinical contact (:mod:`twin.model.care`): ``trial`` (weekly
-    assessments, what randomised trials' arms describe), ``collaborative``, ``usual`` (primary
-    care follow-up) or ``none``; its contact schedule begins on day 0. ``true``/``false`` are
-    accepted as ``trial``/``none``.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n_patients: int = Field(ge=1, le=2_000_000)
-    days: int = Field(ge=0, le=MAX_COHORT_DAYS)
-    seed: int = Field(default=0, ge=0, lt=2**63)
-    screen_phq9_min: int | None = Field(default=None, ge=0, le=27)
-    screen_hamd17_min: int | None = Field(
-        default=None,
-        ge=0,
-        le=52,
-        description="enrol only patients rated at least this on the "
-        "17-item HAM-D at baseline (the clinician-rated screen of most drug trials)",
-    )
-    start: Literal["episode", "remitted"] = "episode"
-    care: CareInput = Field(default="trial", description="care setting (contact intensity)")
-    population: covariates.Population = Field(
-        default_factory=lambda: covariates.Population(
-            episode_weeks=covariates.CLINICAL_EPISODE_WEEKS
-        ),
-        description="the patients' covariates (episode duration, anxiety, prior episodes); "
-        "default: a clinical sample, in an episode for a median of 26 weeks",
-    )
-    regimen: list[DoseChange] = Field(default_factory=list, max_length=100)
-    adherence: float = Field(default=1.0, ge=0.0, le=1.0, allow_inf_nan=False)
-    persistence: Literal["as_scheduled", "usual_care"] = Field(
-        default="as_scheduled",
-        description="usual_care: patients stop their drugs at the rate of US usual care "
-        "(42 % by 30 days, 72 % by 90; Olfson et al. 2006)",
-    )
-    therapy_session_days: list[CohortDay] = Field(
-        default_factory=list, max_length=MAX_COHORT_DAYS + 1
-    )
-    observe_every_days: int = Field(default=7, ge=1, le=MAX_COHORT_DAYS)
-    # Insomnia treatment and the sleep window: the sleep channel's inputs (docs/model.md).
-    cbti_session_days: list[CohortDay] = Field(default_factory=list, max_length=MAX_COHORT_DAYS + 1)
-    sleep_hours: float = Field(default=8.0, ge=0.0, le=16.0, allow_inf_nan=False)
-    detailed: bool = Field(default=False, description="also return G, Q, W and u traces")
-
-    @model_validator(mode="after")
-    def _at_most_two_drugs(self) -> CohortSpec:
-        names = {c.drug for c in self.regimen}
-        if len(names) > dynamics.SLOTS:
-            raise ValueError(f"a regimen may use at most {dynamics.SLOTS} drugs, got {len(names)}")
-        return self
-
-
-#: History a remitted cohort's twins need for their care effect to settle (~5·τ_P), days.
-_CARE_SETTLING_DAYS = 28
-
-
-def maintenance_history_days(spec: CohortSpec) -> int:
-    """Observed days a remitted cohort needs before its what-if starts.
-
-    Five half-lives of every day-0 maintenance drug (97 % of steady state) and
-    :data:`_CARE_SETTLING_DAYS`; 0 for a cohort that starts in an episode.
-    """
-    if spec.start != "remitted":
-        return 0
-    half_lives = [
-        5.0 * drug(c.drug).half_life_h / 24.0
-        for c in spec.regimen
-        if c.day == 0 and c.mg_per_day > 0.0
-    ]
-    return math.ceil(max([_CARE_SETTLING_DAYS, *half_lives]))
-
-
-def require_maintenance_history(spec: CohortSpec) -> None:
-    """Refuse a cohort whose observed history is shorter than its twins need.
-
-    Raises:
-        InvalidInputError: ``spec.days < maintenance_history_days(spec)``.
-    """
-    needed = maintenance_history_days(spec)
-    if spec.days < needed:
-        raise errors.InvalidInputError(
-            f"a remitted cohort's twins need {needed} days of observed history "
-            f"(synthetic.days >= {needed}) for their drug exposure and care effect to reach the "
-            "patients' steady state"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +147,7 @@ def _enrol(
 
 def _condition_on_population(
     X: npt.NDArray[np.float32],
-    population: covariates.Population,
+    population: Population,
     p: PopulationParameters,
     rng: np.random.Generator,
 ) -> None:

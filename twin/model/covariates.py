@@ -29,11 +29,12 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import special
 
+from twin.domain.specs import CLINICAL_EPISODE_WEEKS, Population
 from twin.model.parameters import PopulationParameters
 
+# The clinical default and the covariates of a spec are re-exported for the model's callers.
 __all__ = [
     "CLINICAL_EPISODE_WEEKS",
     "MAX_COUNTED_EPISODES",
@@ -46,11 +47,6 @@ __all__ = [
 
 #: Prior episodes beyond this count add no further risk (the published gradient covers few).
 MAX_COUNTED_EPISODES = 10
-#: The episode duration assumed for a patient seen in a clinic when nothing says otherwise,
-#: weeks: STAR*D's 2,851 outpatients had been in their episode for a median of just over six
-#: months (46 % six months or less; Gilmer et al. 2008). New episodes in the population are much
-#: shorter; a patient who comes to care has usually been depressed for a while.
-CLINICAL_EPISODE_WEEKS = 26.0
 F64 = npt.NDArray[np.float64]
 
 
@@ -123,24 +119,3 @@ def draw_prior_episodes(
     # numpy's geometric counts trials to the first success (support 1, 2, ...).
     drawn: npt.NDArray[np.int64] = rng.geometric(1.0 - q, shape) - 1
     return drawn
-
-
-class Population(BaseModel):
-    """Covariates of a simulated cohort's patients (each ``None``: the population prior).
-
-    ``Population()`` describes new episodes in the population (the course classes at their
-    share of new episodes); a cohort spec's default is a clinical sample,
-    ``Population(episode_weeks=CLINICAL_EPISODE_WEEKS)``.
-
-    Attributes:
-        episode_weeks: Median duration of the current episode at baseline, weeks; each
-            patient's D is log-normal around it with log-SD 1 [assumption].
-        anxiety_share: Share of patients with a comorbid anxiety disorder.
-        prior_episodes_mean: Mean number of earlier episodes (geometric counts).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    episode_weeks: float | None = Field(default=None, ge=0.0, le=1040.0, allow_inf_nan=False)
-    anxiety_share: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
-    prior_episodes_mean: float | None = Field(default=None, ge=0.0, le=20.0, allow_inf_nan=False)

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from twin import errors
+from twin.domain.specs import MAX_DRUGS_AT_ONCE
 from twin.model import covariates, day_kernel, pharmacology
 from twin.model.parameters import PopulationParameters
 
@@ -47,7 +48,7 @@ F64 = npt.NDArray[np.float64]
 Numeric = float | npt.NDArray[np.floating[Any]]
 
 #: Number of drug slots a twin tracks at once (current and previous drug, for cross-tapers).
-SLOTS = 2
+SLOTS = MAX_DRUGS_AT_ONCE
 
 #: Dynamic rows: regime R (1 = episode), severity S (PHQ-9 points), anxiety G (GAD-7 points),
 #: EMA negative affect A (z), insomnia Q (z), drug effect E, care effect P, discontinuation load W

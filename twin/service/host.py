@@ -37,7 +37,7 @@ from twin.assimilation import kernel
 from twin.assimilation.alerts import Alert
 from twin.assimilation.state import TwinState
 from twin.domain import events
-from twin.forecast.scenario import Scenario
+from twin.domain.specs import Scenario
 from twin.forecast.summary import Contrast, Forecast, compare_many, forecast
 from twin.model.dynamics import Row
 from twin.model.parameters import PopulationParameters

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from twin import errors, ports
-from twin.forecast.scenario import Scenario
+from twin.domain.specs import Scenario
 from twin.forecast.summary import Contrast, Forecast
 from twin.schemas import TwinOut as TwinSummary
 from twin.service.results import IngestResult
