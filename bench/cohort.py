@@ -33,7 +33,7 @@ from deployments.cohorts import run_cohort
 from twin import ports, schemas
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
-from twin.forecast.scenario import Scenario, ScenarioDose
+from twin.domain.specs import Scenario, ScenarioDose
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
 

@@ -20,7 +20,7 @@ from twin import ports
 from twin.assimilation.state import TwinState
 from twin.client.plot import SEVERITY_BANDS
 from twin.domain import events
-from twin.forecast.scenario import Scenario, ScenarioDose
+from twin.domain.specs import Scenario, ScenarioDose
 from twin.forecast.summary import QUANTILES, Forecast, compare
 from twin.model.virtual_patient import synthetic_patient
 from twin.settings import TwinSettings

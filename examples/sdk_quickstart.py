@@ -17,7 +17,7 @@ from twin.client import Client, observation
 from twin.client.frames import events_frame, forecast_frame
 from twin.client.plot import plot_forecast
 from twin.domain import events
-from twin.forecast.scenario import Scenario, ScenarioDose
+from twin.domain.specs import Scenario, ScenarioDose
 
 
 def main() -> int:
