@@ -12,8 +12,8 @@ import asyncio
 import sys
 
 from deployments.bootstrap import open_audit_log
+from twin.audit_log import all_audit_entries
 from twin.domain.audit import AuditEntry, ChainReport, verify_chain
-from twin.ports import all_audit_entries
 from twin.settings import TwinSettings
 
 

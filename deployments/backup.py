@@ -34,7 +34,7 @@ from typing import Any
 from deployments.bootstrap import BackupStores, open_backup_stores
 from deployments.erasure import apply_erasure_ledger
 from storage.sealed import ArchiveReader, ArchiveWriter
-from twin import errors, ports
+from twin import audit_log, errors, ports
 from twin.domain.audit import GENESIS, verify_chain
 from twin.settings import TwinSettings
 
@@ -270,7 +270,7 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
             raise errors.BackupCorruptError(f"restored rows {tables} differ from {expected}")
         documents = await _restore_documents(stores, reader)
         checkpoints, skipped = await _restore_checkpoints(stores, reader, last_seq)
-        entries = await ports.all_audit_entries(stores.audit)
+        entries = await audit_log.all_audit_entries(stores.audit)
         audit = manifest["audit"]
         report = verify_chain(entries, expected_head=str(audit["head_hash"]))
         if not report.ok or report.entries != int(audit["entries"]):

@@ -54,6 +54,7 @@ from twin import errors, ports, schemas
 from twin.domain import codec
 from twin.domain.audit import AuditRecord
 from twin.domain.audit import now as audit_time
+from twin.domain.events import MAX_EVENT_GAP_DAYS
 from twin.ingest import fhir, tabular
 from twin.ingest.enrolment import JobPatients, PatientMatcher, Subject, record_start
 from twin.ingest.records import PatientFacts, Record, day_of, prepare
@@ -342,7 +343,7 @@ class _Writer:
             (ack,) = await self._events.append(patient_id, [event])
         except errors.EventGapError:
             return "quarantined", (
-                f"effective time: more than {ports.MAX_EVENT_GAP_DAYS:g} days after the "
+                f"effective time: more than {MAX_EVENT_GAP_DAYS:g} days after the "
                 "patient's latest event"
             )
         except errors.EventOrderError:

@@ -1,39 +1,48 @@
 """Ports: the narrow async interfaces the core owns, implemented by ``storage/`` adapters.
 
-Every port has an in-memory implementation for tests (:mod:`twin.testing.fakes`; the change
-feed's is the embedded adapter, :mod:`storage.memory`) and one contract test suite
-(``tests/contract/``) that runs on every adapter.
+This module holds the ports (Protocols) and the value types they exchange, nothing else. The
+rules that every adapter of a port follows live once beside it: :mod:`twin.event_log` (how
+an append is planned and an event sealed), :mod:`twin.patient_registry` (how identifiers are
+sealed), :mod:`twin.audit_log` (reading the chain whole) and :mod:`twin.domain.patients`
+(what a patient id looks like).
 
 - :class:`EventStore`: the truth. Append-only, per-patient sequence numbers, idempotency keys.
 - :class:`CheckpointStore`: derived snapshots; never replaces a newer one with an older one.
 - :class:`KeyProvider`: wraps and unwraps per-patient data keys with a key-encryption key.
 - :class:`DataKeyStore`: where the wrapped data keys live; deleting one crypto-shreds a patient.
-- :class:`Sealer`: envelope encryption of stored objects (event payloads, checkpoints) under the
-  patient's data key, with associated data binding patient, object kind and version.
+- :class:`Sealer`: envelope encryption of a patient's stored objects under their data key.
+- :class:`ErasureLedger`: the erased patients, kept apart from everything a backup restores.
+- :class:`TwinIndex`: searchable twin summaries (severity, risk, alerts), no identifiers.
+- :class:`ChangeFeed`: best-effort twin-changed notifications and a summary cache.
+- :class:`AuditLog`: the hash-chained, append-only audit trail.
+- :class:`PatientRegistry`: patients, care teams, sealed identifiers and identifier links.
+- :class:`DocumentStore`: documents by collection and id (reports, grants, jobs, prior sets).
+- :class:`DatabaseSnapshot`: the relational store whole: consistent export, import when empty.
+- :class:`PriorRegistry`: versioned population prior sets (read side of the model registry).
+
+Every port but :class:`PriorRegistry` (implemented once, over the :class:`DocumentStore`, by
+:class:`twin.service.priors.DocumentPriorRegistry`) has a contract suite in ``tests/contract/``
+that runs on each of its adapters and on its in-memory implementation where there is one
+(:mod:`twin.testing.fakes`; the change feed's is the embedded adapter, :mod:`storage.memory`).
 """
 
 from __future__ import annotations
 
-import json
-import re
-import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from twin import errors
-from twin.domain import codec, events
+from twin.domain import events
 from twin.domain.audit import AuditEntry, AuditRecord
 from twin.domain.patients import Identifiers
 from twin.model.priors import PriorSet
 
 __all__ = [
-    "ERASED",
-    "MAX_SEQ",
-    "PATIENT_ID",
     "AppendRefusal",
     "AppendResult",
     "AuditLog",
+    "ChangeFeed",
     "Checkpoint",
     "CheckpointStore",
     "DataKeyStore",
@@ -42,37 +51,16 @@ __all__ = [
     "DocumentStore",
     "ErasureLedger",
     "EventStore",
+    "IndexEntry",
     "KeyProvider",
     "NewEvent",
     "PatientRegistry",
-    "PlannedEvent",
     "PriorRegistry",
     "Sealer",
     "TableRows",
+    "TwinIndex",
     "WrappedKey",
-    "all_audit_entries",
-    "append_each",
-    "check_batches",
-    "check_idempotency_key",
-    "is_patient_id",
-    "new_patient_id",
-    "open_event",
-    "open_identifiers",
-    "plan_append",
-    "seal_event",
-    "seal_identifiers",
 ]
-
-
-#: Largest event or audit sequence number (SQLite and PostgreSQL store 64-bit integers).
-MAX_SEQ = 2**62
-
-
-def check_idempotency_key(key: object) -> str:
-    """Validate an idempotency key: a string of 1..128 printable characters."""
-    if not isinstance(key, str) or not 1 <= len(key) <= 128 or not key.isprintable():
-        raise errors.ObservationRangeError("idempotency_key", "<invalid>", "1..128 printable chars")
-    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,101 +92,6 @@ class AppendResult:
     duplicate: bool
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedEvent:
-    """An event an append will write: its new sequence number and idempotency key."""
-
-    seq: int
-    idempotency_key: str
-    event: NewEvent
-
-
-#: The time axis's bounds (:mod:`twin.domain.events`), which every append checks.
-MAX_DAY = events.MAX_DAY
-MAX_EVENT_GAP_DAYS = events.MAX_EVENT_GAP_DAYS
-
-
-def plan_append(
-    batch: Sequence[NewEvent], *, known: dict[str, int], head_seq: int, head_day: float
-) -> tuple[list[AppendResult], list[PlannedEvent]]:
-    """The rules of an append, shared by every EventStore adapter.
-
-    Keys already ``known`` (key -> seq) return their original sequence as duplicates, a key
-    repeated inside the batch applies once, and new events take consecutive sequence numbers
-    after ``head_seq``; an event older than the log's newest, or more than
-    :data:`MAX_EVENT_GAP_DAYS` after it (after day 0 for a new patient), refuses the whole batch.
-
-    Raises:
-        ObservationRangeError: An invalid idempotency key, or a day outside 0..:data:`MAX_DAY`.
-        EventOrderError: An event older than ``head_day`` or than an earlier one in the batch.
-        EventGapError: An event too far after the latest one.
-    """
-    seen = dict(known)
-    results: list[AppendResult] = []
-    planned: list[PlannedEvent] = []
-    seq, day = head_seq, head_day
-    for item in batch:
-        key = check_idempotency_key(item.idempotency_key)
-        if key in seen:
-            results.append(AppendResult(seen[key], True))
-            continue
-        check_day(item.day)
-        if item.day < day:
-            raise errors.EventOrderError(item.day, day)
-        if item.day - day > MAX_EVENT_GAP_DAYS:
-            raise errors.EventGapError(item.day, day, MAX_EVENT_GAP_DAYS)
-        seq, day = seq + 1, item.day
-        seen[key] = seq
-        planned.append(PlannedEvent(seq, key, item))
-        results.append(AppendResult(seq, False))
-    return results, planned
-
-
-async def seal_event(sealer: Sealer, patient_id: str, planned: PlannedEvent) -> bytes:
-    """The stored form of an event payload: its JSON, sealed to (patient, "event", seq)."""
-    plain = json.dumps(codec.encode(planned.event.payload), sort_keys=True).encode()
-    return await sealer.seal(patient_id, kind="event", version=planned.seq, plaintext=plain)
-
-
-async def open_event(
-    sealer: Sealer, patient_id: str, seq: int, day: float, sealed: bytes
-) -> events.Event:
-    """Open a stored event payload (the inverse of :func:`seal_event`).
-
-    The seal authenticates it; it is not judged again by today's rules (``codec.decode``).
-    """
-    plain = await sealer.open(patient_id, kind="event", version=seq, sealed=sealed)
-    return events.Event(seq, day, codec.decode(json.loads(plain), stored=True))
-
-
-def new_patient_id() -> str:
-    """A new opaque patient id (random, reveals nothing about the patient)."""
-    return "pt_" + uuid.uuid4().hex
-
-
-#: The form of a patient id (what the registry issues, and what any store accepts as one).
-PATIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def is_patient_id(value: object) -> bool:
-    """Whether ``value`` has the form of a patient id (1-64 letters, digits, ``_``, ``-``)."""
-    return isinstance(value, str) and PATIENT_ID.fullmatch(value) is not None
-
-
-async def seal_identifiers(sealer: Sealer, patient_id: str, identifiers: Identifiers) -> bytes:
-    """Identifiers as stored: JSON sealed to (patient, "identifiers", 1)."""
-    plain = json.dumps(asdict(identifiers), sort_keys=True).encode()
-    return await sealer.seal(patient_id, kind="identifiers", version=1, plaintext=plain)
-
-
-async def open_identifiers(sealer: Sealer, patient_id: str, sealed: bytes) -> Identifiers:
-    """The inverse of :func:`seal_identifiers` (raises KeyAccessError once erased)."""
-    plain = await sealer.open(patient_id, kind="identifiers", version=1, sealed=sealed)
-    return Identifiers(**json.loads(plain))
-
-
-#: Why an append for an erased patient is refused (a ``KeyAccessError``, HTTP 410).
-ERASED = "the patient was erased: nothing more is stored for them"
 #: Why :meth:`EventStore.append_many` refused one patient's batch (the others stand).
 AppendRefusal = errors.EventOrderError | errors.KeyAccessError
 
@@ -263,45 +156,6 @@ class EventStore(Protocol):
         clients may build from identifiers), days and sequence numbers are not, so the rows go.
         """
         ...
-
-
-def check_day(day: float) -> float:
-    """``day`` if it lies on a twin's time axis (0 to :data:`MAX_DAY`), else an error.
-
-    Raises:
-        ObservationRangeError: Outside the axis, or not a number.
-    """
-    if not isinstance(day, int | float) or not 0.0 <= day <= MAX_DAY:  # also refuses NaN
-        raise errors.ObservationRangeError("day", day, f"0 to {MAX_DAY:g} days since the origin")
-    return day
-
-
-def check_batches(batches: Sequence[tuple[str, Sequence[NewEvent]]]) -> None:
-    """Refuse an :meth:`EventStore.append_many` call that cannot be right as a whole.
-
-    A call naming a patient twice, with a bad key or a day off the time axis is checked
-    before anything is written: such a call appends nothing at all.
-    """
-    if len({patient_id for patient_id, _ in batches}) != len(batches):
-        raise errors.InvalidInputError("append_many: one batch per patient")
-    for _, batch in batches:
-        for item in batch:
-            check_idempotency_key(item.idempotency_key)
-            check_day(item.day)
-
-
-async def append_each(
-    store: EventStore, batches: Sequence[tuple[str, Sequence[NewEvent]]]
-) -> list[list[AppendResult] | AppendRefusal]:
-    """:meth:`EventStore.append_many` for stores that commit each patient's batch alone."""
-    check_batches(batches)
-    results: list[list[AppendResult] | AppendRefusal] = []
-    for patient_id, batch in batches:
-        try:
-            results.append(await store.append(patient_id, batch))
-        except (errors.EventOrderError, errors.KeyAccessError) as exc:
-            results.append(exc)
-    return results
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,14 +408,6 @@ class AuditLog(Protocol):
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         """Entries in chain order."""
         ...
-
-
-async def all_audit_entries(log: AuditLog, *, page: int = 10_000) -> list[AuditEntry]:
-    """The whole audit chain, read page by page (for verification)."""
-    out: list[AuditEntry] = []
-    while batch := await log.entries(after_seq=out[-1].seq if out else 0, limit=page):
-        out.extend(batch)
-    return out
 
 
 @runtime_checkable

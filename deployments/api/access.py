@@ -15,9 +15,10 @@ from fastapi import Depends, Path, Request
 
 from deployments.api.services import ApiServices
 from deployments.auth import Principal, Role
-from twin import errors, ports
+from twin import errors
 from twin.domain.audit import AuditRecord
 from twin.domain.audit import now as audit_now
+from twin.domain.patients import is_patient_id
 from twin.service.access import Caller as AppCaller
 
 __all__ = [
@@ -79,7 +80,7 @@ async def principal(request: Request, svc: Services) -> Principal:
                 actor="anonymous",
                 role="none",
                 action="authenticate",
-                patient_id=addressed if ports.is_patient_id(addressed) else None,
+                patient_id=addressed if is_patient_id(addressed) else None,
                 outcome="denied",
                 purpose="none",
                 at=audit_now(),

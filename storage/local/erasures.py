@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 
 from storage.local.files import fsync_dir
-from twin import errors, ports
+from twin import errors
+from twin.domain.patients import is_patient_id
 
 __all__ = ["LocalErasureLedger"]
 
@@ -29,7 +30,7 @@ class LocalErasureLedger:
         self._dir = directory
 
     def _record(self, patient_id: str, suffix: str = "") -> None:
-        if not ports.is_patient_id(patient_id):
+        if not is_patient_id(patient_id):
             raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
         if not self._dir.is_dir():
             self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -47,7 +48,7 @@ class LocalErasureLedger:
     def _erased(self) -> list[str]:
         if not self._dir.is_dir():
             return []
-        return sorted(p.name for p in self._dir.iterdir() if ports.is_patient_id(p.name))
+        return sorted(p.name for p in self._dir.iterdir() if is_patient_id(p.name))
 
     async def record(self, patient_id: str) -> None:
         """Note the patient as erased (idempotent; synced before it returns)."""
@@ -65,7 +66,7 @@ class LocalErasureLedger:
         if not self._dir.is_dir():
             return []
         names = {p.name for p in self._dir.iterdir()}
-        return sorted(n for n in names if ports.is_patient_id(n) and n + _DONE not in names)
+        return sorted(n for n in names if is_patient_id(n) and n + _DONE not in names)
 
     async def incomplete(self) -> list[str]:
         """Patients whose erasure was never marked complete, sorted."""

@@ -19,10 +19,10 @@ from dataclasses import asdict
 from typing import Any
 
 from storage.postgres.database import UNAVAILABLE, PostgresDatabase
-from twin import errors, ports
+from twin import errors, event_log, patient_registry, ports
 from twin.domain import events
 from twin.domain.audit import AuditEntry, AuditRecord, chain, check_writable, record_from_json
-from twin.domain.patients import Identifiers
+from twin.domain.patients import ERASED, Identifiers, new_patient_id
 
 __all__ = [
     "PostgresAuditLog",
@@ -99,7 +99,7 @@ class PostgresEventStore:
         self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
     ) -> list[list[ports.AppendResult] | ports.AppendRefusal]:
         """Every patient's batch in one transaction, one ``COPY`` and one durable commit."""
-        ports.check_batches(batches)
+        event_log.check_batches(batches)
         if not batches:
             return []
         keys = [sorted({item.idempotency_key for item in batch}) for _, batch in batches]
@@ -128,11 +128,11 @@ class PostgresEventStore:
             moved: list[tuple[str, int, float]] = []
             for patient_id, batch in batches:
                 if patient_id in erased:
-                    results.append(errors.KeyAccessError(ports.ERASED))
+                    results.append(errors.KeyAccessError(ERASED))
                     continue
                 head_seq, head_day = heads[patient_id]
                 try:
-                    result, planned = ports.plan_append(
+                    result, planned = event_log.plan_append(
                         batch, known=known.get(patient_id, {}), head_seq=head_seq, head_day=head_day
                     )
                 except errors.EventOrderError as exc:
@@ -141,7 +141,7 @@ class PostgresEventStore:
                 results.append(result)
                 rows += [
                     (patient_id, p.seq, p.idempotency_key, p.event.day,
-                     await ports.seal_event(self._sealer, patient_id, p))
+                     await event_log.seal_event(self._sealer, patient_id, p))
                     for p in planned
                 ]  # fmt: skip
                 if planned:
@@ -175,7 +175,7 @@ class PostgresEventStore:
                 limit,
             )
         return [
-            await ports.open_event(
+            await event_log.open_event(
                 self._sealer, patient_id, int(r["seq"]), float(r["day"]), bytes(r["payload"])
             )
             for r in rows
@@ -236,7 +236,7 @@ class PostgresDataKeyStore:
             )
         stored = await self.get(patient_id)
         if stored is None:  # erased, or deleted between the two statements
-            raise errors.KeyAccessError(ports.ERASED)
+            raise errors.KeyAccessError(ERASED)
         return stored
 
     async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
@@ -430,8 +430,8 @@ class PostgresPatientRegistry:
         self, identifiers: Identifiers, *, care_team: str, links: Sequence[str] = ()
     ) -> str:
         """Register with ``links`` in one transaction; returns the new opaque id."""
-        patient_id = ports.new_patient_id()
-        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        patient_id = new_patient_id()
+        sealed = await patient_registry.seal_identifiers(self._sealer, patient_id, identifiers)
         async with _connection(self._db) as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO patients (patient_id, care_team, identifiers) VALUES ($1, $2, $3)",
@@ -457,7 +457,7 @@ class PostgresPatientRegistry:
         self, patient_id: str, links: Sequence[str], *, identifiers: Identifiers
     ) -> None:
         """Add links to a live patient and store its identifiers with them (one transaction)."""
-        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        sealed = await patient_registry.seal_identifiers(self._sealer, patient_id, identifiers)
         async with _connection(self._db) as conn, conn.transaction():
             # The row update locks it: an erasure (which deletes the links) waits, or is seen.
             live = await conn.fetchval(
@@ -467,7 +467,7 @@ class PostgresPatientRegistry:
                 sealed,
             )
             if live is None:
-                raise errors.KeyAccessError(ports.ERASED)
+                raise errors.KeyAccessError(ERASED)
             await _insert_links(conn, patient_id, links)
 
     async def _row(self, patient_id: str) -> Any:
@@ -484,7 +484,9 @@ class PostgresPatientRegistry:
             raise errors.InvalidInputError("no such patient")
         if row["erased_at"] is not None:
             raise errors.KeyAccessError("the patient was erased")
-        return await ports.open_identifiers(self._sealer, patient_id, bytes(row["identifiers"]))
+        return await patient_registry.open_identifiers(
+            self._sealer, patient_id, bytes(row["identifiers"])
+        )
 
     async def care_team(self, patient_id: str) -> str | None:
         """The care team of a live patient."""

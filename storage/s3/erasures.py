@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from storage.s3.calls import run
-from twin import errors, ports
+from twin import errors
+from twin.domain.patients import is_patient_id
 
 __all__ = ["S3ErasureLedger"]
 
@@ -49,13 +50,13 @@ class S3ErasureLedger:
         for page in paginator.paginate(Bucket=self._bucket, Prefix=f"{prefix}/"):
             for item in page.get("Contents", []):
                 name = item["Key"].rsplit("/", 1)[-1]
-                if ports.is_patient_id(name):
+                if is_patient_id(name):
                     found.append(name)
         return sorted(found)
 
     async def record(self, patient_id: str) -> None:
         """Note the patient as erased (idempotent: the object is the same)."""
-        if not ports.is_patient_id(patient_id):
+        if not is_patient_id(patient_id):
             raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
         await run(self._record, patient_id, self._prefix)
 
@@ -66,7 +67,7 @@ class S3ErasureLedger:
 
     async def complete(self, patient_id: str) -> None:
         """Mark the patient's erasure complete (idempotent)."""
-        if not ports.is_patient_id(patient_id):
+        if not is_patient_id(patient_id):
             raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
         await run(self._record, patient_id, f"{self._prefix}.done")
 

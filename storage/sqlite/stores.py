@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from storage.sqlite.database import SqliteDatabase
-from twin import errors, ports
+from twin import errors, event_log, patient_registry, ports
 from twin.domain import events
 from twin.domain.audit import (
     GENESIS,
@@ -30,7 +30,7 @@ from twin.domain.audit import (
     check_writable,
     record_from_json,
 )
-from twin.domain.patients import Identifiers
+from twin.domain.patients import ERASED, Identifiers, new_patient_id
 
 __all__ = [
     "SqliteAuditLog",
@@ -78,18 +78,18 @@ class SqliteEventStore:
         self, patient_id: str, batch: Sequence[ports.NewEvent]
     ) -> list[ports.AppendResult]:
         """Append atomically; idempotent per key; refuses events older than the log's head."""
-        keys = [ports.check_idempotency_key(item.idempotency_key) for item in batch]
+        keys = [event_log.check_idempotency_key(item.idempotency_key) for item in batch]
         lock = self._patient_locks.setdefault(patient_id, asyncio.Lock())
         async with lock:
             for _ in range(_RETRIES):
                 head_seq, head_day = await self._head(patient_id)
                 known = await self._known_keys(patient_id, sorted(set(keys)))
-                results, planned = ports.plan_append(
+                results, planned = event_log.plan_append(
                     batch, known=known, head_seq=head_seq, head_day=head_day
                 )
                 rows = [
                     (patient_id, p.seq, p.idempotency_key, p.event.day,
-                     await ports.seal_event(self._sealer, patient_id, p))
+                     await event_log.seal_event(self._sealer, patient_id, p))
                     for p in planned
                 ]  # fmt: skip
                 if not rows:
@@ -102,7 +102,7 @@ class SqliteEventStore:
         self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
     ) -> list[list[ports.AppendResult] | ports.AppendRefusal]:
         """Each batch alone (SQLite has one writer at a time; local development)."""
-        return await ports.append_each(self, batches)
+        return await event_log.append_each(self, batches)
 
     async def _commit(
         self, patient_id: str, head_seq: int, rows: list[tuple[str, int, str, float, bytes]]
@@ -127,7 +127,7 @@ class SqliteEventStore:
                 )
                 if await cursor.fetchone() is not None:
                     await conn.execute("ROLLBACK")
-                    raise errors.KeyAccessError(ports.ERASED)
+                    raise errors.KeyAccessError(ERASED)
                 await conn.executemany(
                     "INSERT INTO events (patient_id, seq, idempotency_key, day, payload) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -152,7 +152,9 @@ class SqliteEventStore:
             )
             rows = await cursor.fetchall()
         return [
-            await ports.open_event(self._sealer, patient_id, int(seq), float(day), bytes(sealed))
+            await event_log.open_event(
+                self._sealer, patient_id, int(seq), float(day), bytes(sealed)
+            )
             for seq, day, sealed in rows
         ]
 
@@ -202,7 +204,7 @@ class SqliteDataKeyStore:
             )
         stored = await self.get(patient_id)
         if stored is None:  # erased, or deleted between the two statements
-            raise errors.KeyAccessError(ports.ERASED)
+            raise errors.KeyAccessError(ERASED)
         return stored
 
     async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
@@ -402,8 +404,8 @@ class SqlitePatientRegistry:
         self, identifiers: Identifiers, *, care_team: str, links: Sequence[str] = ()
     ) -> str:
         """Register with ``links`` in one transaction; returns the new opaque id."""
-        patient_id = ports.new_patient_id()
-        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        patient_id = new_patient_id()
+        sealed = await patient_registry.seal_identifiers(self._sealer, patient_id, identifiers)
         async with self._db.write() as conn:
             await conn.execute(
                 "INSERT INTO patients (patient_id, care_team, identifiers) VALUES (?, ?, ?)",
@@ -447,14 +449,14 @@ class SqlitePatientRegistry:
         self, patient_id: str, links: Sequence[str], *, identifiers: Identifiers
     ) -> None:
         """Add links to a live patient and store its identifiers with them (one transaction)."""
-        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        sealed = await patient_registry.seal_identifiers(self._sealer, patient_id, identifiers)
         async with self._db.write() as conn:
             cursor = await conn.execute(
                 "UPDATE patients SET identifiers = ? WHERE patient_id = ? AND erased_at IS NULL",
                 (sealed, patient_id),
             )
             if cursor.rowcount != 1:
-                raise errors.KeyAccessError(ports.ERASED)
+                raise errors.KeyAccessError(ERASED)
             await self._insert_links(patient_id, links)
 
     async def _row(self, patient_id: str) -> Any:
@@ -472,7 +474,7 @@ class SqlitePatientRegistry:
             raise errors.InvalidInputError("no such patient")
         if row[2] is not None:
             raise errors.KeyAccessError("the patient was erased")
-        return await ports.open_identifiers(self._sealer, patient_id, bytes(row[1]))
+        return await patient_registry.open_identifiers(self._sealer, patient_id, bytes(row[1]))
 
     async def care_team(self, patient_id: str) -> str | None:
         """The care team of a live patient."""

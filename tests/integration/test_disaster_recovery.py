@@ -25,11 +25,11 @@ from deployments.bootstrap import build_host_ports, host_settings, open_backup_s
 from tests.integration.conftest import api_settings, open_env
 from tests.servers import MotoServer, PostgresServer
 from twin import errors
+from twin.audit_log import all_audit_entries
 from twin.client import observation
 from twin.domain import events as E
 from twin.domain.audit import verify_chain
 from twin.domain.specs import Scenario, ScenarioDose
-from twin.ports import all_audit_entries
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
 

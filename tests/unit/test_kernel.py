@@ -159,7 +159,7 @@ def test_deepcopy_and_equality_helpers():
 def test_a_long_gap_advances_the_twin_in_bounded_memory():
     import tracemalloc
 
-    from twin.ports import MAX_EVENT_GAP_DAYS
+    from twin.domain.events import MAX_EVENT_GAP_DAYS
 
     state = new_twin("far", n_particles=2000)
     kernel.apply_events([state], [[E.Event(1, 0.0, E.Phq9(15))]])

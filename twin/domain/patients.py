@@ -1,17 +1,37 @@
-"""Patient identifiers: validated, and never echoed in errors (they are PHI).
+"""Patients: the opaque patient id, and identifiers validated and never echoed in errors.
 
-Identifiers are only ever stored sealed under the patient's data key; everything else in the
-system is keyed by the opaque patient id.
+Identifiers are PHI: they are only ever stored sealed under the patient's data key
+(:mod:`twin.patient_registry`); everything else in the system is keyed by the opaque patient
+id, which reveals nothing about the patient.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import uuid
 from dataclasses import dataclass
 
 from twin import errors
 
-__all__ = ["Identifiers"]
+__all__ = ["ERASED", "PATIENT_ID", "Identifiers", "is_patient_id", "new_patient_id"]
+
+
+#: Why a write for an erased patient is refused (an event, a data key, identifier links): the
+#: message of a ``KeyAccessError`` (HTTP 410).
+ERASED = "the patient was erased: nothing more is stored for them"
+#: The form of a patient id (what the registry issues, and what any store accepts as one).
+PATIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def new_patient_id() -> str:
+    """A new opaque patient id (random, reveals nothing about the patient)."""
+    return "pt_" + uuid.uuid4().hex
+
+
+def is_patient_id(value: object) -> bool:
+    """Whether ``value`` has the form of a patient id (1-64 letters, digits, ``_``, ``-``)."""
+    return isinstance(value, str) and PATIENT_ID.fullmatch(value) is not None
 
 
 def _text(field: str, value: object, limit: int, *, optional: bool = False) -> None:

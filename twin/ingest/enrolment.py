@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from twin import errors, ports
+from twin.domain.events import MAX_EVENT_GAP_DAYS
 from twin.domain.patients import Identifiers
 from twin.ingest.records import PATIENT_PREFIX, PatientFacts, patient_id_of
 from twin.ingest.subjects import IDENTIFIER_PREFIX
@@ -65,10 +66,10 @@ def record_start(times: Sequence[datetime], now: datetime) -> datetime | None:
     """Where a subject's records start, for the enrolment of a patient a job registers.
 
     The first of the latest stretch of records with no gap longer than
-    :data:`twin.ports.MAX_EVENT_GAP_DAYS` between two of them, among times from 1900 to a day
-    after ``now``. A typed year (0001, 1950 for 2020) or a history decades before the current
-    care does not start the time axis: those records are refused as before the enrolment,
-    and the stretch the twin can follow is kept.
+    :data:`twin.domain.events.MAX_EVENT_GAP_DAYS` between two of them, among times from 1900 to
+    a day after ``now``. A typed year (0001, 1950 for 2020) or a history decades before the
+    current care does not start the time axis: those records are refused as before the
+    enrolment, and the stretch the twin can follow is kept.
 
     Args:
         times: The subject's accepted record times (aware), in any order.
@@ -81,7 +82,7 @@ def record_start(times: Sequence[datetime], now: datetime) -> datetime | None:
     kept = sorted(t for t in times if _EARLIEST <= t <= latest)
     if not kept:
         return None
-    gap = timedelta(days=ports.MAX_EVENT_GAP_DAYS)
+    gap = timedelta(days=MAX_EVENT_GAP_DAYS)
     start = len(kept) - 1
     while start > 0 and kept[start] - kept[start - 1] <= gap:
         start -= 1

@@ -20,6 +20,7 @@ from typing import Any
 
 from twin import errors, ports
 from twin.domain import codec, events
+from twin.domain.patients import is_patient_id
 
 __all__ = [
     "PATIENT_PREFIX",
@@ -109,7 +110,7 @@ def patient_id_of(reference: object) -> str | None:
     if not isinstance(reference, str) or not reference:
         return None
     pid = reference[len(PATIENT_PREFIX) :] if reference.startswith(PATIENT_PREFIX) else reference
-    return pid if ports.is_patient_id(pid) else None
+    return pid if is_patient_id(pid) else None
 
 
 def _payload_json(payload: events.Payload) -> str:
@@ -134,7 +135,8 @@ def day_of(effective: datetime, origin: datetime) -> float:
     """Days from ``origin`` (the patient's enrolment) to ``effective``, both aware.
 
     Raises:
-        InvalidInputError: Before the origin, or more than :data:`twin.ports.MAX_DAY` after it.
+        InvalidInputError: Before the origin, or more than
+            :data:`twin.domain.events.MAX_DAY` after it.
     """
     try:
         day = (effective.astimezone(UTC) - origin).total_seconds() / _SECONDS_PER_DAY
@@ -142,9 +144,9 @@ def day_of(effective: datetime, origin: datetime) -> float:
         raise errors.InvalidInputError("effective time: outside the years 1-9999 in UTC") from None
     if day < 0:
         raise errors.InvalidInputError("effective time: before the patient's enrolment")
-    if day > ports.MAX_DAY:
+    if day > events.MAX_DAY:
         raise errors.InvalidInputError(
-            f"effective time: more than {ports.MAX_DAY:g} days after the patient's enrolment"
+            f"effective time: more than {events.MAX_DAY:g} days after the patient's enrolment"
         )
     return day
 

@@ -22,7 +22,8 @@ import json
 import re
 from typing import Any
 
-from twin import errors, ports
+from twin import errors
+from twin.domain.patients import is_patient_id
 from twin.domain.text import check_line
 from twin.ingest.records import PatientFacts
 
@@ -75,7 +76,7 @@ def _reference_key(reference: str) -> str | None:
     if match:
         return "Patient/" + match.group(1)
     # A bare Novamind id (tabular sources, or a reference written without its type).
-    return "Patient/" + text if ports.is_patient_id(text) else None
+    return "Patient/" + text if is_patient_id(text) else None
 
 
 def subject_key(subject: object) -> str | None:

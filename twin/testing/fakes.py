@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from twin import errors, ports
+from twin import errors, event_log, patient_registry, ports
 from twin.domain import events
 from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, chain
-from twin.domain.patients import Identifiers
+from twin.domain.patients import ERASED, Identifiers, is_patient_id, new_patient_id
 
 __all__ = [
     "MemoryAuditLog",
@@ -44,7 +44,7 @@ class MemoryEventStore:
     ) -> list[ports.AppendResult]:
         log = self.logs.setdefault(patient_id, _Log())
         head_day = log.events[-1].day if log.events else 0.0
-        results, planned = ports.plan_append(
+        results, planned = event_log.plan_append(
             batch, known=log.keys, head_seq=len(log.events), head_day=head_day
         )
         # All or nothing: planning raised before anything was written.
@@ -56,7 +56,7 @@ class MemoryEventStore:
     async def append_many(
         self, batches: Sequence[tuple[str, Sequence[ports.NewEvent]]]
     ) -> list[list[ports.AppendResult] | ports.AppendRefusal]:
-        return await ports.append_each(self, batches)
+        return await event_log.append_each(self, batches)
 
     async def read(
         self, patient_id: str, *, after_seq: int = 0, limit: int | None = None
@@ -225,9 +225,9 @@ class MemoryPatientRegistry:
     async def create(
         self, identifiers: Identifiers, *, care_team: str, links: Sequence[str] = ()
     ) -> str:
-        patient_id = ports.new_patient_id()
+        patient_id = new_patient_id()
         self._check_links(patient_id, links)
-        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        sealed = await patient_registry.seal_identifiers(self._sealer, patient_id, identifiers)
         self.rows[patient_id] = (care_team, sealed, False)
         self.links.update(dict.fromkeys(links, patient_id))
         return patient_id
@@ -248,9 +248,9 @@ class MemoryPatientRegistry:
     ) -> None:
         row = self.rows.get(patient_id)
         if row is None or row[2]:
-            raise errors.KeyAccessError(ports.ERASED)
+            raise errors.KeyAccessError(ERASED)
         self._check_links(patient_id, links)
-        sealed = await ports.seal_identifiers(self._sealer, patient_id, identifiers)
+        sealed = await patient_registry.seal_identifiers(self._sealer, patient_id, identifiers)
         self.rows[patient_id] = (row[0], sealed, False)
         self.links.update(dict.fromkeys(links, patient_id))
 
@@ -258,7 +258,7 @@ class MemoryPatientRegistry:
         row = self.rows.get(patient_id)
         if row is None:
             raise errors.InvalidInputError("no such patient")
-        return await ports.open_identifiers(self._sealer, patient_id, row[1])
+        return await patient_registry.open_identifiers(self._sealer, patient_id, row[1])
 
     async def care_team(self, patient_id: str) -> str | None:
         row = self.rows.get(patient_id)
@@ -334,7 +334,7 @@ class MemoryErasureLedger:
 
     @staticmethod
     def _check(patient_id: str) -> None:
-        if not ports.is_patient_id(patient_id):
+        if not is_patient_id(patient_id):
             raise errors.InvalidInputError("patient_id: 1-64 letters, digits, '_' or '-'")
 
     async def record(self, patient_id: str) -> None:

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query, Request
 from deployments.api.access import Caller, Services, require_role
 from deployments.api.errors import PROBLEMS
 from twin import schemas
+from twin.audit_log import all_audit_entries
 from twin.domain.audit import verify_chain
-from twin.ports import MAX_SEQ, all_audit_entries
+from twin.event_log import MAX_SEQ
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=PROBLEMS)
 

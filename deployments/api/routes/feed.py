@@ -33,7 +33,7 @@ from deployments.api.services import ApiServices
 from deployments.auth import Principal
 from twin import errors
 from twin.domain import codec
-from twin.ports import MAX_SEQ
+from twin.event_log import MAX_SEQ
 
 _LOG = logging.getLogger("novamind.feed")
 
