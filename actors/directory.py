@@ -17,8 +17,7 @@ from typing import Any
 import ray
 
 from actors.host_actor import PortsFactory, TwinHostActor
-from twin.service.host import HostSettings
-from twin.settings import TwinSettings
+from twin.settings import HostSettings, TwinSettings
 
 __all__ = ["RayTwinDirectory", "rendezvous"]
 

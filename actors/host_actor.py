@@ -22,9 +22,9 @@ import ray
 
 from actors.host_metrics import HostMetrics
 from twin.model import counter_random, day_kernel
-from twin.service.host import HostPorts, HostSettings, TwinHost
+from twin.service.host import HostPorts, TwinHost
 from twin.service.operations import invoke
-from twin.settings import TwinSettings
+from twin.settings import HostSettings, TwinSettings
 
 __all__ = ["PortsFactory", "TwinHostActor"]
 

@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from deployments.platform import local_token
+from deployments.ops.platform import local_token
 from tests.servers import free_port
 from twin.client import Client, observation
 from twin.domain import events as E
@@ -185,7 +185,7 @@ def bench_serve(haproxy: bool) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from deployments.serve_app import build_app
+    from deployments.serve_app import application
 
     os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if haproxy else "0"
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,7 +193,7 @@ def bench_serve(haproxy: bool) -> dict[str, Any]:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": settings.http_port})
-            serve.run(build_app(settings), name="bench", route_prefix="/")
+            serve.run(application(settings), name="bench", route_prefix="/")
             return _measure(f"http://127.0.0.1:{settings.http_port}", settings)
         finally:
             serve.shutdown()

@@ -28,8 +28,9 @@ import ray
 
 from actors.directory import RayTwinDirectory
 from actors.runtime import TwinRuntime
-from deployments.bootstrap import build_host_ports, host_settings, open_event_writer
-from deployments.cohorts import run_cohort
+from deployments.bootstrap import build_host_ports
+from deployments.pipelines.cohorts import run_cohort
+from deployments.stores import open_event_writer
 from twin import ports, schemas
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
@@ -50,7 +51,7 @@ async def _seed(settings: TwinSettings, n: int) -> list[str]:
             for i in range(n)
         ]
     stores = await build_host_ports(settings)
-    host = TwinHost(stores, settings=host_settings(settings))
+    host = TwinHost(stores, settings=settings.host)
     for i, pid in enumerate(pids):
         weekly = [ports.NewEvent(f"{pid}-{w}", 7.0 * w + 0.3, E.Phq9(max(0, 19 - w - i % 7)))
                   for w in range(4)]  # fmt: skip
@@ -88,7 +89,7 @@ def main() -> None:
                 run_cohort(settings, run, output=str(Path(tmp) / f"out{k}"), workers=args.workers)
                 seconds.append(time.perf_counter() - started)
             first_s, cohort_s = seconds[0], (seconds[1] + seconds[2]) / 2
-            directory = RayTwinDirectory(settings, build_host_ports, host_settings(settings))
+            directory = RayTwinDirectory(settings, build_host_ports, settings.host)
             directory.start()
             loop_s = asyncio.run(_loop(TwinRuntime(directory, retry_for_s=120.0), pids))
         finally:

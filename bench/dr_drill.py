@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deployments.backup import backup, restore
-from deployments.bootstrap import build_host_ports, host_settings
+from deployments.bootstrap import build_host_ports
+from deployments.ops.backup import backup, restore
 from tests.servers import PostgresServer
 from twin.domain import events as E
 from twin.ports import NewEvent
@@ -34,7 +34,7 @@ async def _populate(settings: TwinSettings, patients: int, events: int) -> list[
     rng = random.Random(7)
     stores = await build_host_ports(settings)
     try:
-        host = TwinHost(stores, settings=host_settings(settings))
+        host = TwinHost(stores, settings=settings.host)
         pids = [f"pt_{i:06d}" for i in range(patients)]
         for pid in pids:
             batch = [
@@ -52,7 +52,7 @@ async def _populate(settings: TwinSettings, patients: int, events: int) -> list[
 async def _states(settings: TwinSettings, pids: list[str]) -> list[bytes]:
     stores = await build_host_ports(settings)
     try:
-        host = TwinHost(stores, settings=host_settings(settings))
+        host = TwinHost(stores, settings=settings.host)
         return [(await host.state(pid)).to_bytes() for pid in pids]
     finally:
         await stores.aclose()

@@ -32,8 +32,8 @@ from pathlib import Path
 import asyncpg
 import ray
 
-from deployments.bootstrap import open_event_writer
-from deployments.ingest import IngestJob, run_ingest
+from deployments.pipelines.ingest import IngestJob, run_ingest
+from deployments.stores import open_event_writer
 from tests.servers import PostgresServer
 from twin.domain.patients import Identifiers
 from twin.settings import TwinSettings

@@ -12,10 +12,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
 
-from deployments.api.app import create_app
-from deployments.api.observability import PrometheusMetrics, configure_json_logging
-from deployments.api.services import ApiServices
-from deployments.bootstrap import build_host_ports, host_settings, open_api_services
+from deployments.api.observability import PrometheusMetrics
+from deployments.bootstrap import api_app, build_host_ports
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
 
@@ -28,17 +26,14 @@ def build_app(settings: TwinSettings | None = None) -> FastAPI:
     metrics = PrometheusMetrics()
 
     @asynccontextmanager
-    async def open_services() -> AsyncIterator[ApiServices]:
-        configure_json_logging()
+    async def open_host() -> AsyncIterator[TwinHost]:
         stores = await build_host_ports(settings)
         try:
-            host = TwinHost(stores, settings=host_settings(settings))
-            async with open_api_services(settings, host, metrics) as services:
-                yield services
+            yield TwinHost(stores, settings=settings.host)
         finally:
             await stores.aclose()
 
-    app = create_app(open_services=open_services, docs=settings.environment != "prod")
+    app = api_app(settings, metrics, open_host)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -1,15 +1,14 @@
-"""The composition root: the only place adapters are chosen from settings.
+"""The composition root: the services each entry point runs, built on the stores it opens.
 
-- EventStore, DataKeyStore, TwinIndex, PatientRegistry, AuditLog, DocumentStore:
-  ``database_url`` → PostgreSQL; else a SQLite file in ``data_dir``. Documents go to MongoDB
-  when ``mongo_url`` is set.
-- CheckpointStore: ``s3_bucket`` → S3 with SSE-KMS; else ``data_dir/checkpoints``.
-- KeyProvider: ``kms_key_id`` → AWS KMS; else the key file in ``data_dir/keys``.
+The stores come from :mod:`deployments.stores` (the only place adapters are chosen from
+settings); here they are composed into what an entry point serves: the API's services
+(:func:`open_api_services`), a twin host's ports (:func:`build_host_ports`), the erasure over
+every place patient data lives (:func:`build_eraser`) and what a backup or restore works on
+(:func:`open_backup_stores`). Besides the stores:
+
 - ChangeFeed and rate-limit budgets: ``redis_url`` → Redis; else in-process.
-- Tokens: ``jwks_url`` → the IdP's keys; else (local only) an HS256 secret; the research key
-  likewise (generated into ``data_dir/secrets`` when local and unset).
-
-Settings outside ``local`` must name the production stores (``TwinSettings`` refuses otherwise).
+- Tokens: ``jwks_url`` → the IdP's keys; else (local only) an HS256 secret (generated into
+  ``data_dir/secrets`` when local and unset).
 """
 
 from __future__ import annotations
@@ -18,246 +17,56 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any
 
+from fastapi import FastAPI
+
+from deployments.api.app import create_app
 from deployments.api.audit_batch import GroupCommitAuditLog
+from deployments.api.auth import TokenVerifier
 from deployments.api.limiter import RateLimiter
-from deployments.api.observability import Metrics
+from deployments.api.observability import Metrics, configure_json_logging
 from deployments.api.services import ApiServices, Twins
-from deployments.auth import TokenVerifier
-from deployments.erasure import apply_erasure_ledger
-from storage.kms import KmsKeyProvider
-from storage.local import (
-    LocalCheckpointStore,
-    LocalErasureLedger,
-    LocalKeyProvider,
-    local_secret,
+from deployments.pipelines.cohort_erasure import erase_from_cohort_results
+from deployments.stores import (
+    Stores,
+    check_sources,
+    checkpoint_store,
+    erasure_ledger,
+    ingest_root,
+    open_stores,
+    research_key,
 )
+from storage.local import local_secret
 from storage.memory import InProcessChangeFeed
-from storage.postgres import (
-    PostgresAuditLog,
-    PostgresDatabase,
-    PostgresDataKeyStore,
-    PostgresDocumentStore,
-    PostgresEventStore,
-    PostgresPatientRegistry,
-    PostgresSnapshot,
-    PostgresTwinIndex,
-)
 from storage.redis import RedisChangeFeed
-from storage.s3 import S3CheckpointStore, S3ErasureLedger
-from storage.sealed import EnvelopeSealer
-from storage.sqlite import (
-    SqliteAuditLog,
-    SqliteDatabase,
-    SqliteDataKeyStore,
-    SqliteDocumentStore,
-    SqliteEventStore,
-    SqlitePatientRegistry,
-    SqliteSnapshot,
-    SqliteTwinIndex,
-)
 from twin import ports
 from twin.analytics.budget import CohortBudget
 from twin.domain.deidentify import Deidentifier
 from twin.service.access import AccessPolicy
 from twin.service.application import JobLimits, TwinService
 from twin.service.erasure import Eraser, Place
-from twin.service.host import HostPorts, HostSettings
+from twin.service.erasure_ledger import apply_erasure_ledger
+from twin.service.host import HostPorts
 from twin.service.priors import DocumentPriorRegistry
 from twin.settings import TwinSettings
 
 __all__ = [
     "BackupStores",
+    "api_app",
+    "build_eraser",
     "build_host_ports",
-    "host_settings",
-    "ingest_root",
-    "migrate",
+    "jwt_secret",
     "open_api_services",
-    "open_audit_log",
     "open_backup_stores",
-    "open_cohort_stores",
-    "open_documents",
-    "open_event_writer",
-    "open_twin_reader",
     "token_verifier",
 ]
 
 #: Seconds between attempts to complete erasures that failed part-way (while one fails).
 ERASURE_RETRY_S = 600.0
 _LOG = logging.getLogger("novamind.bootstrap")
-
-
-def _aws(settings: TwinSettings, service: str) -> Any:
-    import boto3  # only when AWS stores are configured
-
-    return boto3.client(
-        service, region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Stores:
-    keys: ports.KeyProvider
-    sealer: EnvelopeSealer
-    events: ports.EventStore
-    index: ports.TwinIndex
-    registry: ports.PatientRegistry
-    audit: ports.AuditLog
-    documents: ports.DocumentStore
-    snapshot: ports.DatabaseSnapshot
-
-
-def _key_provider(settings: TwinSettings) -> ports.KeyProvider:
-    if settings.kms_key_id:
-        return KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
-    return LocalKeyProvider(settings.data_dir / "keys")
-
-
-def erasure_ledger(settings: TwinSettings) -> ports.ErasureLedger:
-    """The erasure ledger: kept with the keys, never in a backup (docs/operations.md)."""
-    where = settings.erasure_ledger
-    if where is None and settings.s3_bucket:
-        # One ledger per environment, even where environments share a bucket.
-        where = f"s3://{settings.s3_bucket}/erasure-ledger/{settings.environment}"
-    if where is not None and where.startswith("s3://"):
-        bucket, _, prefix = where.removeprefix("s3://").partition("/")
-        return S3ErasureLedger(
-            _aws(settings, "s3"), bucket, prefix=prefix or "erasure-ledger",
-            kms_key_id=settings.s3_kms_key_id,
-        )  # fmt: skip
-    return LocalErasureLedger(Path(where) if where else settings.data_dir / "keys" / "erased")
-
-
-def _checkpoint_store(settings: TwinSettings) -> ports.CheckpointStore:
-    if settings.s3_bucket:
-        return S3CheckpointStore(
-            _aws(settings, "s3"),
-            settings.s3_bucket,
-            prefix=settings.s3_prefix,
-            kms_key_id=settings.s3_kms_key_id,
-        )
-    return LocalCheckpointStore(settings.data_dir / "checkpoints")
-
-
-async def _open_stores(settings: TwinSettings, stack: AsyncExitStack) -> _Stores:
-    """The relational stores (and documents) behind one envelope sealer (no I/O but opening)."""
-    keys = _key_provider(settings)
-    db = await _open_database(settings, stack)
-    if isinstance(db, PostgresDatabase):
-        sealer = EnvelopeSealer(keys, PostgresDataKeyStore(db))
-        stores = _Stores(
-            keys,
-            sealer,
-            PostgresEventStore(db, sealer),
-            PostgresTwinIndex(db),
-            PostgresPatientRegistry(db, sealer),
-            PostgresAuditLog(db),
-            PostgresDocumentStore(db),
-            PostgresSnapshot(db),
-        )
-    else:
-        sealer = EnvelopeSealer(keys, SqliteDataKeyStore(db))
-        stores = _Stores(
-            keys,
-            sealer,
-            SqliteEventStore(db, sealer),
-            SqliteTwinIndex(db),
-            SqlitePatientRegistry(db, sealer),
-            SqliteAuditLog(db),
-            SqliteDocumentStore(db),
-            SqliteSnapshot(db),
-        )
-    if settings.mongo_url:
-        return replace(stores, documents=await _mongo_documents(settings.mongo_url, stack))
-    return stores
-
-
-async def _mongo_documents(url: str, stack: AsyncExitStack) -> ports.DocumentStore:
-    from pymongo import AsyncMongoClient  # only when MongoDB is configured
-
-    from storage.mongo import MongoDocumentStore
-
-    client: Any = AsyncMongoClient(url, serverSelectionTimeoutMS=3000)
-    stack.push_async_callback(client.close)
-    mongo = MongoDocumentStore(client.get_default_database("novamind"))
-    await mongo.ensure_indexes()
-    return mongo
-
-
-async def _open_database(
-    settings: TwinSettings, stack: AsyncExitStack
-) -> PostgresDatabase | SqliteDatabase:
-    """The relational store (migrated on open): PostgreSQL when configured, else SQLite."""
-    if settings.database_url:
-        pg = await PostgresDatabase.open(settings.database_url)
-        stack.push_async_callback(pg.close)
-        return pg
-    db = await SqliteDatabase.open(settings.data_dir / "novamind.db")
-    stack.push_async_callback(db.close)
-    return db
-
-
-@asynccontextmanager
-async def open_audit_log(settings: TwinSettings) -> AsyncIterator[ports.AuditLog]:
-    """The audit trail alone (``novamind audit verify``: no keys or other stores needed)."""
-    async with AsyncExitStack() as stack:
-        db = await _open_database(settings, stack)
-        yield PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
-
-
-@asynccontextmanager
-async def open_event_writer(
-    settings: TwinSettings,
-) -> AsyncIterator[tuple[ports.EventStore, ports.PatientRegistry]]:
-    """The event store and the registry (bulk ingest: appends for registered patients)."""
-    async with AsyncExitStack() as stack:
-        stores = await _open_stores(settings, stack)
-        yield stores.events, stores.registry
-
-
-@asynccontextmanager
-async def open_documents(settings: TwinSettings) -> AsyncIterator[ports.DocumentStore]:
-    """The document store alone (job status documents)."""
-    async with AsyncExitStack() as stack:
-        yield (await _open_stores(settings, stack)).documents
-
-
-@asynccontextmanager
-async def open_twin_reader(
-    settings: TwinSettings,
-) -> AsyncIterator[
-    tuple[ports.EventStore, ports.CheckpointStore, ports.Sealer, ports.PriorRegistry]
-]:
-    """Log, checkpoints, sealer and prior sets: enough to rebuild twins (batch jobs; no writes)."""
-    async with AsyncExitStack() as stack:
-        stores = await _open_stores(settings, stack)
-        priors = DocumentPriorRegistry(stores.documents)
-        yield stores.events, _checkpoint_store(settings), stores.sealer, priors
-
-
-@dataclass(frozen=True, slots=True)
-class CohortStores:
-    """What a batch job's driver uses to select twins: index, registry, pseudonyms, documents."""
-
-    index: ports.TwinIndex
-    registry: ports.PatientRegistry
-    deidentifier: Deidentifier
-    documents: ports.DocumentStore
-
-
-@asynccontextmanager
-async def open_cohort_stores(settings: TwinSettings) -> AsyncIterator[CohortStores]:
-    """The stores a cohort run's driver needs."""
-    async with AsyncExitStack() as stack:
-        stores = await _open_stores(settings, stack)
-        yield CohortStores(
-            stores.index, stores.registry, Deidentifier(_research_key(settings)), stores.documents
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,11 +103,11 @@ class BackupStores:
 async def open_backup_stores(settings: TwinSettings) -> AsyncIterator[BackupStores]:
     """The stores a backup reads or a restore fills."""
     async with AsyncExitStack() as stack:
-        stores = await _open_stores(settings, stack)
+        stores = await open_stores(settings, stack)
         yield BackupStores(
             stores.snapshot,
             stores.documents,
-            _checkpoint_store(settings),
+            checkpoint_store(settings),
             stores.keys,
             stores.audit,
             erasure_ledger(settings),
@@ -309,18 +118,11 @@ async def open_backup_stores(settings: TwinSettings) -> AsyncIterator[BackupStor
         )
 
 
-async def migrate(settings: TwinSettings) -> str:
-    """Apply the schema migrations (opening the store does); returns where."""
-    async with AsyncExitStack() as stack:
-        db = await _open_database(settings, stack)
-    return "PostgreSQL" if isinstance(db, PostgresDatabase) else f"SQLite at {db.path}"
-
-
 async def build_host_ports(settings: TwinSettings) -> HostPorts:
     """Open the stores of one host process (importable, so Ray actors can receive it)."""
     stack = AsyncExitStack()
-    stores = await _open_stores(settings, stack)
-    checkpoints = _checkpoint_store(settings)
+    stores = await open_stores(settings, stack)
+    checkpoints = checkpoint_store(settings)
     feed: ports.ChangeFeed
     if settings.redis_url:
         import redis.asyncio as aioredis  # only when Redis is configured
@@ -343,25 +145,6 @@ async def build_host_ports(settings: TwinSettings) -> HostPorts:
     )
 
 
-def host_settings(settings: TwinSettings) -> HostSettings:
-    """The host tuning part of the settings."""
-    return HostSettings(
-        particles=settings.particles,
-        checkpoint_every_events=settings.checkpoint_every_events,
-        checkpoint_every_s=settings.checkpoint_every_s,
-        idle_passivate_s=settings.idle_passivate_s,
-        max_active_twins=settings.max_active_twins,
-        max_concurrent_activations=settings.max_concurrent_activations,
-    )
-
-
-def ingest_root(settings: TwinSettings) -> str:
-    """Where API-submitted ingest jobs may read (``data_dir/inbox`` unless configured)."""
-    if settings.ingest_root:
-        return settings.ingest_root
-    return str((settings.data_dir / "inbox").resolve())
-
-
 def jwt_secret(settings: TwinSettings) -> str:
     """The HS256 secret (local only): configured, or generated in ``data_dir/secrets``."""
     if settings.jwt_secret is not None:
@@ -382,22 +165,18 @@ def token_verifier(settings: TwinSettings) -> TokenVerifier:
 
 async def _check_sources(root: str, paths: list[str]) -> None:
     """The API's check of ingest source paths: under the ingest root (a walk: off the loop)."""
-    from deployments.jobs import check_sources
-
     await asyncio.to_thread(check_sources, root, paths)
 
 
-def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = None) -> Eraser:
+def build_eraser(settings: TwinSettings, stores: Stores, twins: Twins | None = None) -> Eraser:
     """The registry of every place patient data lives, in erasure order (docs/operations.md §7).
 
     The tombstone first (no write, no new data key from then on), then the twin in memory when
     a runtime is given, then everything derived and stored, and the data key last (what is
     sealed under it is unreadable even where a copy survives: backups, replicas).
     """
-    from deployments.cohort_erasure import erase_from_cohort_results
-
-    deidentifier = Deidentifier(_research_key(settings))
-    checkpoints = _checkpoint_store(settings)
+    deidentifier = Deidentifier(research_key(settings))
+    checkpoints = checkpoint_store(settings)
     ledger = erasure_ledger(settings)
 
     async def registry(pid: str) -> int:
@@ -445,12 +224,6 @@ def build_eraser(settings: TwinSettings, stores: _Stores, twins: Twins | None = 
     return Eraser(ledger, places)
 
 
-def _research_key(settings: TwinSettings) -> bytes:
-    if settings.research_key is not None:
-        return settings.research_key.get_secret_value().encode()
-    return local_secret(settings.data_dir / "secrets", "research").encode()
-
-
 async def _rate_limiter(settings: TwinSettings, stack: AsyncExitStack) -> RateLimiter:
     if not settings.redis_url:
         return RateLimiter(
@@ -485,7 +258,7 @@ async def open_api_services(
 ) -> AsyncIterator[ApiServices]:
     """Open everything the API uses in this process; closes it on exit."""
     async with AsyncExitStack() as stack:
-        stores = await _open_stores(settings, stack)
+        stores = await open_stores(settings, stack)
         erasures = erasure_ledger(settings)
         eraser = build_eraser(settings, stores, twins)
         ledger_applied = asyncio.Event()
@@ -556,7 +329,7 @@ async def open_api_services(
             return twins_ready is None or await twins_ready()
 
         audit = GroupCommitAuditLog(stores.audit)
-        deidentifier = Deidentifier(_research_key(settings))
+        deidentifier = Deidentifier(research_key(settings))
         policy = AccessPolicy(
             audit,
             stores.registry,
@@ -601,3 +374,34 @@ async def open_api_services(
             streams_per_caller=settings.streams_per_caller,
             stream_recheck_s=settings.stream_recheck_s,
         )
+
+
+def api_app(
+    settings: TwinSettings,
+    metrics: Metrics,
+    open_twins: Callable[[], AbstractAsyncContextManager[Twins]],
+    *,
+    twins_ready: Callable[[], Awaitable[bool]] | None = None,
+) -> FastAPI:
+    """The HTTP API of one process: its services open with the app and close with it.
+
+    Both ways of serving it build it here: a Ray Serve replica (twins on the cluster's host
+    actors) and a plain ASGI server (twins in an in-process host).
+
+    Args:
+        settings: The settings.
+        metrics: Where request metrics go (Ray's metrics or prometheus-client).
+        open_twins: Opens the twins the API serves (and closes them after the services).
+        twins_ready: Whether the twins answer (readiness); ``None``: always.
+    """
+
+    @asynccontextmanager
+    async def open_services() -> AsyncIterator[ApiServices]:
+        configure_json_logging()
+        async with (
+            open_twins() as twins,
+            open_api_services(settings, twins, metrics, twins_ready=twins_ready) as services,
+        ):
+            yield services
+
+    return create_app(open_services=open_services, docs=settings.environment != "prod")

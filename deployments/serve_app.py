@@ -1,6 +1,6 @@
 """The Ray Serve application: the FastAPI ingress as an autoscaling deployment.
 
-- Factory ingress (``serve.ingress(build_fastapi)``): each replica builds its own app and opens
+- Factory ingress (``serve.ingress(replica_app)``): each replica builds its own app and opens
   its stores in the app's lifespan; nothing is pickled but this module's import path.
 - Settings reach replicas as ``NOVAMIND_*`` environment variables in the deployment's
   ``runtime_env`` (non-secret fields only: secrets come from the pod's environment or, locally,
@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application, Deployment
@@ -22,10 +24,9 @@ from ray.serve.config import AutoscalingConfig, BackpressureConfig
 
 from actors.directory import RayTwinDirectory
 from actors.runtime import TwinRuntime
-from deployments.api.app import create_app
-from deployments.api.observability import RayMetrics, configure_json_logging
-from deployments.bootstrap import build_host_ports, host_settings, open_api_services
-from deployments.job_runner import ensure_runner
+from deployments.api.observability import RayMetrics
+from deployments.bootstrap import api_app, build_host_ports
+from deployments.pipelines.job_runner import ensure_runner
 from deployments.ray_env import settings_env
 from twin.settings import SECRET_FIELDS, URL_FIELDS, TwinSettings, url_carries_secret
 
@@ -35,7 +36,8 @@ __all__ = [
     "NovamindApi",
     "api_deployment",
     "app_builder",
-    "build_app",
+    "application",
+    "replica_app",
     "settings_env",
 ]
 
@@ -44,11 +46,10 @@ API_DEPLOYMENT = "NovamindApi"
 APP_BUILDER = "deployments.serve_app:app_builder"
 
 
-def build_fastapi() -> FastAPI:
-    """Build one replica's app (runs in the replica process)."""
+def replica_app() -> FastAPI:
+    """One replica's app (built in the replica process, from its environment's settings)."""
     settings = TwinSettings()
-    configure_json_logging()
-    directory = RayTwinDirectory(settings, build_host_ports, host_settings(settings))
+    directory = RayTwinDirectory(settings, build_host_ports, settings.host)
     runtime = TwinRuntime(directory)
 
     async def hosts_ready() -> bool:
@@ -61,16 +62,11 @@ def build_fastapi() -> FastAPI:
     directory.start()
     # Cohort runs the API queues are run by the cluster's one job runner (created once).
     ensure_runner(settings)
-    return create_app(
-        open_services=lambda: open_api_services(
-            settings, runtime, RayMetrics(), twins_ready=hosts_ready
-        ),
-        docs=settings.environment != "prod",
-    )
+    return api_app(settings, RayMetrics(), lambda: nullcontext(runtime), twins_ready=hosts_ready)
 
 
 @serve.deployment(name=API_DEPLOYMENT)
-@serve.ingress(build_fastapi)
+@serve.ingress(replica_app)
 class NovamindApi:
     """The HTTP API replica (routes come from the FastAPI app)."""
 
@@ -94,7 +90,7 @@ def api_deployment(settings: TwinSettings) -> Deployment:
     )
 
 
-def build_app(settings: TwinSettings) -> Application:
+def application(settings: TwinSettings) -> Application:
     """The bound application (see :func:`api_deployment`)."""
     return api_deployment(settings).bind()
 
@@ -119,4 +115,4 @@ def app_builder(args: dict[str, str]) -> Application:
             f"{', '.join(secret)} must not be a Serve application argument (Ray stores those "
             "in its GCS): set it in the pods' environment from a Secret"
         )
-    return build_app(TwinSettings(**args))  # type: ignore[arg-type]
+    return application(TwinSettings(**args))  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,7 +19,18 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["SECRET_FIELDS", "URL_FIELDS", "TwinSettings", "url_carries_secret"]
+__all__ = [
+    "SECRET_FIELDS",
+    "URL_FIELDS",
+    "AuthSettings",
+    "HostSettings",
+    "RaySettings",
+    "ServeSettings",
+    "StoreSettings",
+    "TwinSettings",
+    "WorkloadSettings",
+    "url_carries_secret",
+]
 
 #: Fields that are secrets themselves (``config`` names a file that may hold them).
 SECRET_FIELDS = frozenset({"jwt_secret", "research_key", "config"})
@@ -50,81 +61,41 @@ def url_carries_secret(url: str) -> bool:
     )
 
 
-class TwinSettings(BaseSettings):
-    """What the twin core needs to know.
+class HostSettings(BaseModel):
+    """Tuning of a twin host (``twin.service.host``): its particles, checkpoints and memory.
 
     Attributes:
-        environment: Deployment environment; ``local`` allows the embedded defaults.
-        data_dir: Folder for the embedded stores and demo outputs.
         particles: Particles per twin (docs/model.md §7: 2000).
-        forecast_weeks: Default forecast horizon, weeks.
-        hosts: Number of TwinHost actors (twins spread by rendezvous hashing).
         checkpoint_every_events: Checkpoint a twin after this many applied events.
         checkpoint_every_s: ... or after this many seconds.
-        idle_passivate_s: Passivate twins idle for this long.
+        idle_passivate_s: Passivate twins idle for this long, seconds.
         max_active_twins: Active twins per host before least-recently-used passivation.
         max_concurrent_activations: Activations in flight per host (no stampede on restart).
-        ray_namespace: Ray namespace of the named host actors.
-        ray_address: The Ray cluster every command uses: ``local`` starts a new one (never one
-            left running on the machine, whatever ``RAY_ADDRESS`` says); ``auto`` joins the
-            machine's cluster (inside a KubeRay pod); ``host:port`` or ``ray://host:port`` that
-            one.
-        database_url: PostgreSQL DSN for the event log, data keys and index.
-        s3_bucket: Bucket for checkpoints; ``s3_prefix`` and ``s3_kms_key_id`` refine it.
-        kms_key_id: AWS KMS key that wraps per-patient data keys.
-        aws_region: Region of the AWS clients.
-        aws_endpoint_url: Endpoint override for S3 and KMS (tests, private endpoints).
-        redis_url: Redis for the change feed and summary cache.
-        mongo_url: MongoDB for documents (scenario reports); else the relational store.
-        jwt_issuer: Expected ``iss`` of bearer tokens.
-        jwt_audience: Expected ``aud`` of bearer tokens.
-        jwt_secret: HS256 secret (local use; generated into the key folder when unset).
-        jwks_url: JWKS endpoint of the identity provider (RS256/ES256; production).
-        research_key: HMAC key of researcher pseudonyms (generated locally when unset).
-        rate_limit_per_minute: Requests per caller and minute before 429.
-        auth_failures_per_minute: Failed authentications per client address and minute before
-            that address is refused with 429 without its token being checked.
-        http_host: Address the HTTP API binds.
-        http_port: Port of the HTTP API.
-        api_min_replicas: Serve autoscaling lower bound of the API deployment.
-        api_max_replicas: Serve autoscaling upper bound.
-        api_target_ongoing_requests: Serve autoscaling target per replica.
-        api_max_ongoing_requests: Requests one replica works on at once.
-        api_max_queued_requests: Requests waiting per caller before 503 (bounded queue).
-        api_max_replicas_per_node: At most this many API replicas on one Ray node (spreads
-            them over nodes for availability); ``None`` leaves placement to Ray.
-        break_glass_max_minutes: Longest emergency-access grant.
-        jobs_per_caller: Queued or running batch jobs (cohort runs, ingests) one caller may hold.
-        streams_per_caller: Open change-feed streams one caller may hold (per API replica).
-        stream_recheck_s: An open change-feed stream re-checks its caller's access at least
-            this often (and when an emergency grant or the token ends).
-        cohort_max_particle_days: Work one cohort run may ask for, particle-days
-            (``twin.analytics.budget``).
-        cohort_max_rows: Result rows (twins × scenarios) one cohort run may produce.
-        ingest_root: Where ingest jobs submitted through the API may read (a folder or an
-            ``s3://bucket/prefix/``); ``None``: ``data_dir/inbox``.
-        serve_haproxy: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``) instead of the
-            Python proxy; measured faster here (``bench/api.py``).
-        withheld: Store URLs the process that built these settings held back from Ray
-            (:meth:`for_workers`); this process must read each from its own environment or
-            secret files, and refuses to start without them rather than fall back to the
-            embedded stores.
-
-    Outside ``local``, the service refuses to start on the embedded defaults.
     """
 
-    model_config = SettingsConfigDict(env_prefix="NOVAMIND_", extra="ignore")
+    model_config = ConfigDict(frozen=True)
 
-    environment: Literal["local", "dev", "staging", "prod"] = "local"
-    data_dir: Path = Path("data")
     particles: int = Field(default=2000, ge=100, le=100_000)
-    forecast_weeks: int = Field(default=12, ge=1, le=26)
-    hosts: int = Field(default=2, ge=1, le=1024, description="TwinHost actors")
     checkpoint_every_events: int = Field(default=200, ge=1)
     checkpoint_every_s: float = Field(default=300.0, gt=0)
     idle_passivate_s: float = Field(default=900.0, gt=0)
     max_active_twins: int = Field(default=5000, ge=1, description="per host, LRU beyond")
     max_concurrent_activations: int = Field(default=8, ge=1)
+
+
+class RaySettings(BaseModel):
+    """Where the twins run on Ray.
+
+    Attributes:
+        hosts: Number of TwinHost actors (twins spread by rendezvous hashing).
+        ray_namespace: Ray namespace of the named host actors.
+        ray_address: The Ray cluster every command uses: ``local`` starts a new one (never one
+            left running on the machine, whatever ``RAY_ADDRESS`` says); ``auto`` joins the
+            machine's cluster (inside a KubeRay pod); ``host:port`` or ``ray://host:port`` that
+            one.
+    """
+
+    hosts: int = Field(default=2, ge=1, le=1024, description="TwinHost actors")
     ray_namespace: str = "novamind"
     ray_address: str = Field(
         default="local",
@@ -132,6 +103,26 @@ class TwinSettings(BaseSettings):
         pattern=r"^(local|auto|(ray://)?[A-Za-z0-9.\-]+:[0-9]{1,5})$",
         description="local (a new cluster), auto, or host:port",
     )
+
+
+class StoreSettings(BaseModel):
+    """Where data lives (``deployments.stores`` chooses the adapters from these).
+
+    Attributes:
+        data_dir: Folder for the embedded stores and demo outputs.
+        database_url: PostgreSQL DSN for the event log, data keys and index.
+        s3_bucket: Bucket for checkpoints; ``s3_prefix`` and ``s3_kms_key_id`` refine it.
+        kms_key_id: AWS KMS key that wraps per-patient data keys.
+        aws_region: Region of the AWS clients.
+        aws_endpoint_url: Endpoint override for S3 and KMS (tests, private endpoints).
+        redis_url: Redis for the change feed and summary cache.
+        mongo_url: MongoDB for documents (scenario reports); else the relational store.
+        ingest_root: Where ingest jobs submitted through the API may read (a folder or an
+            ``s3://bucket/prefix/``); ``None``: ``data_dir/inbox``.
+        erasure_ledger: Where erased patients are listed, apart from backups.
+    """
+
+    data_dir: Path = Path("data")
     database_url: str | None = Field(default=None, description="postgresql://... (else SQLite)")
     s3_bucket: str | None = Field(default=None, description="checkpoints in S3 (else local)")
     s3_prefix: str = "checkpoints"
@@ -141,28 +132,6 @@ class TwinSettings(BaseSettings):
     aws_endpoint_url: str | None = Field(default=None, description="S3/KMS endpoint override")
     redis_url: str | None = Field(default=None, description="redis://... (else in-process)")
     mongo_url: str | None = Field(default=None, description="mongodb://... (else relational)")
-    jwt_issuer: str = "novamind-local"
-    jwt_audience: str = "novamind-api"
-    jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret (local)")
-    jwks_url: str | None = Field(default=None, description="IdP JWKS (RS256/ES256)")
-    research_key: SecretStr | None = Field(default=None, description="pseudonym HMAC key")
-    rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
-    auth_failures_per_minute: int = Field(default=30, ge=1, le=10_000)
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8000, ge=1, le=65535)
-    api_min_replicas: int = Field(default=1, ge=1, le=100)
-    api_max_replicas: int = Field(default=2, ge=1, le=100)
-    api_target_ongoing_requests: float = Field(default=32.0, gt=0)
-    api_max_ongoing_requests: int = Field(default=64, ge=1, le=10_000)
-    api_max_queued_requests: int = Field(default=256, ge=1, le=100_000)
-    api_max_replicas_per_node: int | None = Field(default=None, ge=1, le=100)
-    break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
-    jobs_per_caller: int = Field(default=2, ge=1, le=100)
-    streams_per_caller: int = Field(default=4, ge=1, le=1000)
-    stream_recheck_s: float = Field(default=60.0, ge=0.5, le=60.0)
-    cohort_max_particle_days: float = Field(default=5e10, gt=0, le=1e15)
-    cohort_max_rows: int = Field(default=500_000, ge=1, le=10_000_000)
-    serve_haproxy: bool = True
     ingest_root: str | None = Field(default=None, max_length=1024, description="API ingest root")
     erasure_ledger: str | None = Field(
         default=None,
@@ -171,6 +140,116 @@ class TwinSettings(BaseSettings):
         "or a folder (default: the checkpoint bucket's erasure-ledger/ prefix, else the key "
         "folder's erased/)",
     )
+
+
+class AuthSettings(BaseModel):
+    """Who may call, and how often.
+
+    Attributes:
+        jwt_issuer: Expected ``iss`` of bearer tokens.
+        jwt_audience: Expected ``aud`` of bearer tokens.
+        jwt_secret: HS256 secret (local use; generated into the key folder when unset).
+        jwks_url: JWKS endpoint of the identity provider (RS256/ES256; production).
+        research_key: HMAC key of researcher pseudonyms (generated locally when unset).
+        rate_limit_per_minute: Requests per caller and minute before 429.
+        auth_failures_per_minute: Failed authentications per client address and minute before
+            that address is refused with 429 without its token being checked.
+        break_glass_max_minutes: Longest emergency-access grant.
+    """
+
+    jwt_issuer: str = "novamind-local"
+    jwt_audience: str = "novamind-api"
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret (local)")
+    jwks_url: str | None = Field(default=None, description="IdP JWKS (RS256/ES256)")
+    research_key: SecretStr | None = Field(default=None, description="pseudonym HMAC key")
+    rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    auth_failures_per_minute: int = Field(default=30, ge=1, le=10_000)
+    break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
+
+
+class ServeSettings(BaseModel):
+    """The HTTP API's deployment: where it listens, how it scales, how long its queues are.
+
+    Attributes:
+        http_host: Address the HTTP API binds.
+        http_port: Port of the HTTP API.
+        api_min_replicas: Serve autoscaling lower bound of the API deployment.
+        api_max_replicas: Serve autoscaling upper bound.
+        api_target_ongoing_requests: Serve autoscaling target per replica.
+        api_max_ongoing_requests: Requests one replica works on at once.
+        api_max_queued_requests: Requests waiting per caller before 503 (bounded queue).
+        api_max_replicas_per_node: At most this many API replicas on one Ray node (spreads
+            them over nodes for availability); ``None`` leaves placement to Ray.
+        serve_haproxy: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``) instead of the
+            Python proxy; measured faster here (``bench/api.py``).
+    """
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    api_min_replicas: int = Field(default=1, ge=1, le=100)
+    api_max_replicas: int = Field(default=2, ge=1, le=100)
+    api_target_ongoing_requests: float = Field(default=32.0, gt=0)
+    api_max_ongoing_requests: int = Field(default=64, ge=1, le=10_000)
+    api_max_queued_requests: int = Field(default=256, ge=1, le=100_000)
+    api_max_replicas_per_node: int | None = Field(default=None, ge=1, le=100)
+    serve_haproxy: bool = True
+
+
+class WorkloadSettings(BaseModel):
+    """How much work one caller or one request may ask for.
+
+    Attributes:
+        forecast_weeks: Default forecast horizon, weeks.
+        jobs_per_caller: Queued or running batch jobs (cohort runs, ingests) one caller may hold.
+        streams_per_caller: Open change-feed streams one caller may hold (per API replica).
+        stream_recheck_s: An open change-feed stream re-checks its caller's access at least
+            this often (and when an emergency grant or the token ends).
+        cohort_max_particle_days: Work one cohort run may ask for, particle-days
+            (``twin.analytics.budget``).
+        cohort_max_rows: Result rows (twins × scenarios) one cohort run may produce.
+    """
+
+    forecast_weeks: int = Field(default=12, ge=1, le=26)
+    jobs_per_caller: int = Field(default=2, ge=1, le=100)
+    streams_per_caller: int = Field(default=4, ge=1, le=1000)
+    stream_recheck_s: float = Field(default=60.0, ge=0.5, le=60.0)
+    cohort_max_particle_days: float = Field(default=5e10, gt=0, le=1e15)
+    cohort_max_rows: int = Field(default=500_000, ge=1, le=10_000_000)
+
+
+# Each concern declares its fields once; the settings of a process are all of them, read flat
+# (NOVAMIND_DATABASE_URL, not a nested name) so the environment, the TOML file and every
+# deployment manifest keep one name per field.
+class TwinSettings(
+    BaseSettings,
+    HostSettings,
+    RaySettings,
+    StoreSettings,
+    AuthSettings,
+    ServeSettings,
+    WorkloadSettings,
+):
+    """The settings of one process: every concern's fields, read once.
+
+    Concerns: :class:`HostSettings` (twin hosts), :class:`RaySettings`, :class:`StoreSettings`,
+    :class:`AuthSettings`, :class:`ServeSettings` and :class:`WorkloadSettings` (each lists
+    its fields). A part of the system that needs one concern takes that concern's model
+    (:attr:`host` gives the host's), never the whole.
+
+    Attributes:
+        environment: Deployment environment; ``local`` allows the embedded defaults.
+        withheld: Store URLs the process that built these settings held back from Ray
+            (:meth:`for_workers`); this process must read each from its own environment or
+            secret files, and refuses to start without them rather than fall back to the
+            embedded stores.
+        config: The TOML file read after the environment (``NOVAMIND_CONFIG``).
+
+    Outside ``local``, the service refuses to start on the embedded defaults.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NOVAMIND_", extra="ignore", frozen=False)
+
+    environment: Literal["local", "dev", "staging", "prod"] = "local"
 
     withheld: tuple[
         Literal["database_url", "redis_url", "mongo_url", "jwt_secret", "research_key"], ...
@@ -217,6 +296,13 @@ class TwinSettings(BaseSettings):
         return self
 
     config: Path = Path("novamind.toml")
+
+    @property
+    def host(self) -> HostSettings:
+        """The twin host's part of these settings."""
+        # A HostSettings of its own, never these settings themselves (which are one too, by
+        # inheritance): the host's part crosses to Ray actors, and the rest holds secrets.
+        return HostSettings(**{name: getattr(self, name) for name in HostSettings.model_fields})
 
     def for_workers(self) -> dict[str, Any]:
         """These settings as other Ray processes may receive them: no secret in them.

@@ -13,8 +13,8 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from deployments.api.auth import Principal, Role
 from deployments.api.services import ApiServices
-from deployments.auth import Principal, Role
 from twin import errors
 from twin.domain.audit import AuditRecord
 from twin.domain.audit import now as audit_now

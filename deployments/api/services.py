@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from deployments.api.auth import TokenVerifier
 from deployments.api.limiter import RateLimiter
 from deployments.api.observability import Metrics
-from deployments.auth import TokenVerifier
 from twin import ports
 from twin.domain.deidentify import Deidentifier
 from twin.service.application import TwinService

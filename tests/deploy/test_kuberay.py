@@ -18,7 +18,7 @@ import pytest
 import ray
 import yaml
 
-from deployments import kuberay
+from deployments.ops import kuberay
 from tests.deploy.conftest import (
     KUSTOMIZATIONS,
     OVERLAYS,

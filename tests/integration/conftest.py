@@ -16,10 +16,10 @@ import httpx
 import pytest
 
 from deployments.api.app import create_app
+from deployments.api.auth import mint_token
 from deployments.api.observability import PrometheusMetrics
 from deployments.api.services import ApiServices
-from deployments.auth import mint_token
-from deployments.bootstrap import build_host_ports, host_settings, open_api_services
+from deployments.bootstrap import build_host_ports, open_api_services
 from twin.client import AsyncClient, RetryPolicy
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
@@ -85,7 +85,7 @@ async def api_env(tmp_path: Path) -> AsyncIterator[ApiEnv]:
 async def open_env(settings: TwinSettings) -> AsyncIterator[ApiEnv]:
     """Open the stores, a TwinHost and the app; close everything after."""
     stores = await build_host_ports(settings)
-    host = TwinHost(stores, settings=host_settings(settings))
+    host = TwinHost(stores, settings=settings.host)
     metrics = PrometheusMetrics()
     try:
         async with open_api_services(settings, host, metrics) as services:

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from deployments.auth import TokenVerifier
+from deployments.api.auth import TokenVerifier
 from twin import errors
 
 ISS, AUD = "https://idp.novamind.test", "novamind-api"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from deployments import jobs
 from tests.integration.conftest import bearer
 from twin import ports, schemas
 from twin.domain.audit import verify_chain
+from twin.service import jobs
 
 ROLES = {
     "anonymous": {},

@@ -35,11 +35,11 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from deployments import jobs
 from deployments.bootstrap import open_backup_stores
 from tests.integration.conftest import ApiEnv, api_settings, bearer, open_env
 from tests.servers import PostgresServer
 from twin import ports
+from twin.service import jobs
 from twin.settings import TwinSettings
 
 pytestmark = pytest.mark.integration

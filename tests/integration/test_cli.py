@@ -7,7 +7,7 @@ import sqlite3
 from typer.testing import CliRunner
 
 from deployments.bootstrap import token_verifier
-from deployments.cli import app
+from deployments.ops.cli import app
 from twin.settings import TwinSettings
 
 
@@ -46,7 +46,7 @@ def test_ingest_refuses_bad_arguments_before_starting_anything(tmp_path):
 def test_prior_sets_are_listed_and_activated(tmp_path, monkeypatch):
     import asyncio
 
-    from deployments.bootstrap import open_documents
+    from deployments.stores import open_documents
     from twin.model.priors import LITERATURE
     from twin.service.priors import DocumentPriorRegistry, PriorSetRecord
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from deployments.backup import backup, restore
-from deployments.bootstrap import build_host_ports, host_settings, open_backup_stores
+from deployments.bootstrap import build_host_ports, open_backup_stores
+from deployments.ops.backup import backup, restore
 from tests.integration.conftest import api_settings, open_env
 from tests.servers import MotoServer, PostgresServer
 from twin import errors
@@ -129,7 +129,7 @@ async def _twin_states(settings: TwinSettings, pids: list[str]) -> dict[str, byt
     """Each twin rebuilt by a fresh host (checkpoint + replay), as bytes."""
     stores = await build_host_ports(settings)
     try:
-        host = TwinHost(stores, settings=host_settings(settings))
+        host = TwinHost(stores, settings=settings.host)
         return {pid: (await host.state(pid)).to_bytes() for pid in pids}
     finally:
         await stores.aclose()

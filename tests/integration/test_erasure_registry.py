@@ -20,12 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deployments import jobs
 from deployments.bootstrap import open_backup_stores
 from tests.integration.conftest import api_settings, bearer, open_env
 from tests.servers import PostgresServer
 from twin import ports, schemas
 from twin.domain import events as E
+from twin.service import jobs
 from twin.service.erasure import TABLES_WITHOUT_PATIENT_DATA
 from twin.settings import TwinSettings
 
@@ -221,7 +221,7 @@ async def test_an_erasure_that_failed_part_way_is_completed_by_a_retry_and_by_ev
 
 
 async def test_a_cohort_run_that_finishes_after_an_erasure_leaves_no_row_of_that_patient(tmp_path):
-    from deployments.cohorts import _forget_erased
+    from deployments.pipelines.cohorts import _forget_erased
 
     settings = api_settings(tmp_path)
     async with open_env(settings) as env:

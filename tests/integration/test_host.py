@@ -280,7 +280,7 @@ async def test_after_a_restart_twins_come_back_lazily_and_rate_limited(stores):
 def test_audit_verify_command(tmp_path, monkeypatch):
     import asyncio as aio
 
-    from deployments import audit
+    from deployments.ops import audit
     from storage.sqlite import SqliteAuditLog, SqliteDatabase
     from twin.domain.audit import AuditRecord
 

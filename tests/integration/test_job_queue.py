@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from deployments import jobs
-from deployments.jobs import pending_jobs
 from twin import schemas
+from twin.service import jobs
+from twin.service.jobs import pending_jobs
 from twin.testing import fakes
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from deployments import jobs
-from deployments.auth import mint_token
-from deployments.job_runner import _refusal
+from deployments.api.auth import mint_token
+from deployments.pipelines import job_status
+from deployments.pipelines.job_runner import _refusal
 from tests.integration.conftest import AUDIENCE, ISSUER, SECRET, api_settings, bearer, open_env
 from twin import errors, ports, schemas
+from twin.service import jobs
 from twin.testing import fakes
 
 RUN = {"synthetic": {"n_patients": 2, "days": 0}, "scenarios": [{}], "weeks": 1}
@@ -96,7 +97,7 @@ def test_a_running_job_stops_at_its_next_progress_update_once_cancelled(tmp_path
     steps: list[int] = []
 
     def work(status: schemas.CohortRunOut) -> schemas.CohortRunOut:
-        with jobs.progress(jobs.COHORT, settings) as save:
+        with job_status.progress(jobs.COHORT, settings) as save:
             for step in range(100):
                 if step == 3:  # the API's cancellation, written apart from the status
                     asyncio.run(_put_cancel(settings, running.job_id))
@@ -105,21 +106,21 @@ def test_a_running_job_stops_at_its_next_progress_update_once_cancelled(tmp_path
         return status.model_copy(update={"status": "succeeded"})
 
     with pytest.raises(errors.JobCancelledError):
-        jobs.tracked(jobs.COHORT, settings, running, work)
+        job_status.tracked(jobs.COHORT, settings, running, work)
     assert steps == [0, 1, 2]
     final = asyncio.run(_status(settings, running.job_id))
     assert final.status == "cancelled" and final.finished_at is not None
 
 
 async def _put_cancel(settings, job_id: str) -> None:
-    from deployments.bootstrap import open_documents
+    from deployments.stores import open_documents
 
     async with open_documents(settings) as documents:
         await documents.put(ports.Document(jobs.CANCELS, job_id, None, b"{}", time.time()))
 
 
 async def _status(settings, job_id: str) -> schemas.CohortRunOut:
-    from deployments.bootstrap import open_documents
+    from deployments.stores import open_documents
 
     async with open_documents(settings) as documents:
         return await jobs.COHORT.get(documents, job_id)

@@ -107,7 +107,7 @@ async def test_rate_limit_answers_429_with_retry_after_and_the_sdk_backs_off(tmp
 
 
 async def test_ingest_jobs_read_through_the_sdk(api_env):
-    from deployments import jobs
+    from twin.service import jobs
 
     running = schemas.IngestJobOut(
         job_id=jobs.new_job_id(), status="running", format="fhir-ndjson", sources=2,
@@ -133,7 +133,7 @@ async def test_ingest_jobs_read_through_the_sdk(api_env):
 
 
 async def test_an_ingest_job_is_queued_only_for_sources_under_the_ingest_root(api_env):
-    from deployments import jobs
+    from twin.service import jobs
 
     root = api_env.services.ingest_root
     async with api_env.sdk("service", "etl") as etl:
@@ -161,8 +161,8 @@ async def test_an_ingest_job_is_queued_only_for_sources_under_the_ingest_root(ap
 
 
 async def test_an_ingest_job_follows_the_fhir_bulk_data_async_pattern(api_env):
-    from deployments import jobs
     from tests.integration.conftest import bearer
+    from twin.service import jobs
 
     root, etl = api_env.services.ingest_root, bearer("service", "etl")
     kickoff = await api_env.http.post(

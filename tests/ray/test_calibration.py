@@ -11,8 +11,9 @@ import asyncio
 
 import pytest
 
-from deployments.bootstrap import build_host_ports, host_settings, open_documents, open_event_writer
-from deployments.calibration import run_calibration
+from deployments.bootstrap import build_host_ports
+from deployments.pipelines.calibration import run_calibration
+from deployments.stores import open_documents, open_event_writer
 from tests.builders import calibration_design
 from twin import errors, ports
 from twin.analytics.synthetic import history_events
@@ -54,7 +55,7 @@ async def _ingested(settings: TwinSettings) -> list[str]:
 async def _new_twin_version(settings: TwinSettings) -> str:
     stores = await build_host_ports(settings)
     try:
-        host = TwinHost(stores, settings=host_settings(settings))
+        host = TwinHost(stores, settings=settings.host)
         await host.ingest("pt_after", [ports.NewEvent("a1", 0.3, E.Phq9(15))])
         return (await host.state("pt_after")).prior_version
     finally:

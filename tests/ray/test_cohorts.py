@@ -14,20 +14,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from deployments import jobs
-from deployments.bootstrap import (
-    build_host_ports,
-    host_settings,
-    open_cohort_stores,
-    open_documents,
-    open_event_writer,
-)
-from deployments.cohorts import _shares, run_cohort
-from deployments.job_runner import RUNNER_NAME, ensure_runner
+from deployments.bootstrap import build_host_ports
+from deployments.pipelines.cohorts import _shares, run_cohort
+from deployments.pipelines.job_runner import RUNNER_NAME, ensure_runner
+from deployments.stores import open_cohort_stores, open_documents, open_event_writer
 from twin import errors, ports, schemas
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
 from twin.domain.specs import Scenario, ScenarioDose
+from twin.service import jobs
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
 
@@ -49,7 +44,7 @@ async def _stored_twins(settings: TwinSettings, n: int) -> dict[str, str]:
             for i in range(n)
         ]
     stores = await build_host_ports(settings)
-    host = TwinHost(stores, settings=host_settings(settings))
+    host = TwinHost(stores, settings=settings.host)
     for i, pid in enumerate(pids):
         batch = [
             ports.NewEvent(f"{pid}-{w}", 7.0 * w + 0.3, E.Phq9(20 - w - i % 5)) for w in range(4)
@@ -68,7 +63,7 @@ async def _stored_twins(settings: TwinSettings, n: int) -> dict[str, str]:
 async def _compare(settings: TwinSettings, pid: str) -> tuple[list, list]:
     stores = await build_host_ports(settings)
     try:
-        host = TwinHost(stores, settings=host_settings(settings))
+        host = TwinHost(stores, settings=settings.host)
         return await host.compare(pid, [CARE, DRUG], weeks=8)
     finally:
         await stores.aclose()

@@ -17,13 +17,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from deployments.bootstrap import (
-    build_host_ports,
-    host_settings,
-    open_audit_log,
-    open_event_writer,
-)
-from deployments.ingest import IngestJob, IngestReport, run_ingest
+from deployments.bootstrap import build_host_ports
+from deployments.pipelines.ingest import IngestJob, IngestReport, run_ingest
+from deployments.stores import open_audit_log, open_event_writer
 from twin.domain import events as E
 from twin.ingest import fhir
 from twin.service.host import TwinHost
@@ -140,7 +136,7 @@ def test_an_export_and_a_transaction_bundle_register_their_patients_and_rerun_as
     async def twins_replay() -> None:
         stores = await build_host_ports(settings)
         try:
-            host = TwinHost(stores, settings=host_settings(settings))
+            host = TwinHost(stores, settings=settings.host)
             async with open_event_writer(settings) as (_, registry):
                 for pid in await registry.list_for_team(TEAM):
                     assert (await host.summary(pid)).day >= 0

@@ -16,20 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow.fs import LocalFileSystem
 
-from deployments import ingest, jobs
-from deployments.bootstrap import (
-    build_host_ports,
-    host_settings,
-    open_documents,
-    open_event_writer,
-)
-from deployments.ingest import IngestJob, run_ingest
+from deployments.bootstrap import build_host_ports
+from deployments.pipelines import ingest
+from deployments.pipelines.ingest import IngestJob, run_ingest
+from deployments.stores import open_documents, open_event_writer
 from twin import errors, schemas
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
 from twin.ingest.enrolment import Subject
 from twin.ingest.records import Record
 from twin.ports import NewEvent
+from twin.service import jobs
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
 
@@ -196,7 +193,7 @@ def test_bundles_csv_and_parquet_feed_the_same_log(ray_cluster, settings, tmp_pa
     async def twin_day() -> float:
         stores = await build_host_ports(settings)
         try:
-            host = TwinHost(stores, settings=host_settings(settings))
+            host = TwinHost(stores, settings=settings.host)
             return (await host.summary(live)).day
         finally:
             await stores.aclose()
@@ -238,8 +235,8 @@ def test_the_job_runner_runs_an_ingest_job_queued_through_the_api_path(
 ):
     import ray
 
-    from deployments.bootstrap import ingest_root
-    from deployments.job_runner import ensure_runner
+    from deployments.pipelines.job_runner import ensure_runner
+    from deployments.stores import ingest_root
 
     pids = asyncio.run(_patients(settings, 2))
     inbox = Path(ingest_root(settings))

@@ -39,8 +39,8 @@ import asyncio, os, time
 import ray
 from actors.directory import RayTwinDirectory
 from actors.runtime import TwinRuntime
-from deployments.bootstrap import build_host_ports, host_settings
-from deployments.job_runner import ensure_runner
+from deployments.bootstrap import build_host_ports
+from deployments.pipelines.job_runner import ensure_runner
 from twin.domain import events as E
 from twin.ports import NewEvent
 from twin.settings import TwinSettings
@@ -55,7 +55,7 @@ while True:  # the head answers once its GCS and raylet are up
             raise
         time.sleep(1)
 settings = TwinSettings()
-directory = RayTwinDirectory(settings, build_host_ports, host_settings(settings))
+directory = RayTwinDirectory(settings, build_host_ports, settings.host)
 directory.start()
 runner = ensure_runner(settings)
 assert ray.get(runner.alive.remote())

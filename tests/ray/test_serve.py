@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.platform import local_token
+from deployments.ops.platform import local_token
 from tests.servers import free_port
 from twin import errors
 from twin.client import Client, RetryPolicy, observation
@@ -30,8 +30,8 @@ from twin.settings import TwinSettings
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
-from deployments.job_runner import RUNNER_NAME  # noqa: E402 - after the importorskip
-from deployments.serve_app import build_app  # noqa: E402
+from deployments.pipelines.job_runner import RUNNER_NAME  # noqa: E402 - after the importorskip
+from deployments.serve_app import application  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -53,7 +53,7 @@ def served(
         api_max_queued_requests=2,
     )
     serve.start(http_options={"host": "127.0.0.1", "port": settings.http_port})
-    serve.run(build_app(settings), name="novamind-test", route_prefix="/")
+    serve.run(application(settings), name="novamind-test", route_prefix="/")
     yield f"http://127.0.0.1:{settings.http_port}", settings
     serve.shutdown()
     ray.kill(ray.get_actor(RUNNER_NAME, namespace=settings.ray_namespace), no_restart=True)

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from deployments.auth import TokenVerifier, mint_token
+from deployments.api.auth import TokenVerifier, mint_token
 from tests.jwt_corpus import bad_tokens
 from twin import errors
 

@@ -59,7 +59,7 @@ class _Snapshot:
 
 
 async def test_applying_the_ledger_goes_on_past_a_failing_patient():
-    from deployments.erasure import apply_erasure_ledger
+    from twin.service.erasure_ledger import apply_erasure_ledger
     from twin.testing.fakes import MemoryTwinIndex
 
     ledger = _Ledger()

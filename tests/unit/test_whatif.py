@@ -160,7 +160,7 @@ def test_a_twin_a_scenario_cannot_apply_to_is_left_out_with_its_reason_not_the_b
     ]
     assert scenario_refusal(busy, switch) is None
 
-    from deployments import cohorts
+    from deployments.pipelines import cohorts
     from twin import schemas
 
     run = schemas.CohortRunIn.model_validate(

@@ -5,7 +5,7 @@ The composition root lists the places (:class:`Place`) in the order they are era
 can bring the patient back), then erases the patient from each place in turn. Each place's
 ``erase`` is idempotent, so an erasure that stopped half-way is completed by running it again
 (the ledger names every patient whose erasure began, and marks those every place completed;
-see ``deployments.erasure``).
+see :mod:`twin.service.erasure_ledger`).
 
 A place that holds patient data and is not registered is a defect: the registry also names the
 tables that hold none (:data:`TABLES_WITHOUT_PATIENT_DATA`), and a test compares both with the

@@ -45,6 +45,7 @@ from twin.schemas import TwinOut as TwinSummary
 from twin.service import restore
 from twin.service.priors import PriorParameters
 from twin.service.results import IngestResult
+from twin.settings import HostSettings
 
 __all__ = ["HostPorts", "HostSettings", "IngestResult", "TwinHost", "TwinSummary"]
 
@@ -56,18 +57,6 @@ SEVERE_PHQ9 = 15.0
 SUMMARY_TTL_S = 3600
 #: Background application waits this long so bulk appends coalesce into one kernel call.
 BACKGROUND_DELAY_S = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class HostSettings:
-    """Tuning of a host (see the module docstring)."""
-
-    particles: int = 2000
-    checkpoint_every_events: int = 200
-    checkpoint_every_s: float = 300.0
-    idle_passivate_s: float = 900.0
-    max_active_twins: int = 5000
-    max_concurrent_activations: int = 8
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 A submission within the run budget (:mod:`twin.analytics.budget`) and the caller's job limit is
 queued durably (request + ``queued`` status) and answered 202; the cluster's job runner
-(:mod:`deployments.job_runner`) runs it on Ray Data. Results carry research pseudonyms only. A
-researcher sees and cancels their own runs; admins see and cancel every run. Each route
+(:mod:`deployments.pipelines.job_runner`) runs it on Ray Data. Results carry research pseudonyms
+only. A researcher sees and cancels their own runs; admins see and cancel every run. Each route
 translates HTTP to one use case of :class:`twin.service.application.TwinService`.
 """
 

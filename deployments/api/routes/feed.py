@@ -28,9 +28,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from deployments.api.access import Caller, PatientId, Services, grant_ends_at, patient_access
+from deployments.api.auth import Principal
 from deployments.api.errors import PROBLEMS
 from deployments.api.services import ApiServices
-from deployments.auth import Principal
 from twin import errors
 from twin.domain import codec
 from twin.event_log import MAX_SEQ

@@ -1,4 +1,4 @@
-"""``python -m deployments.audit [--expected-head HASH]``: verify the audit chain.
+"""``python -m deployments.ops.audit [--expected-head HASH]``: verify the audit chain.
 
 Reads the whole chain from the configured store (PostgreSQL when ``NOVAMIND_DATABASE_URL`` is
 set, else the embedded SQLite file), recomputes every link and prints the head hash to anchor
@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import sys
 
-from deployments.bootstrap import open_audit_log
+from deployments.stores import open_audit_log
 from twin.audit_log import all_audit_entries
 from twin.domain.audit import AuditEntry, ChainReport, verify_chain
 from twin.settings import TwinSettings
@@ -22,9 +22,9 @@ async def _entries(settings: TwinSettings) -> list[AuditEntry]:
         return await all_audit_entries(log)
 
 
-def verify(expected_head: str | None = None) -> ChainReport:
-    """Verify the configured audit chain."""
-    return verify_chain(asyncio.run(_entries(TwinSettings())), expected_head=expected_head)
+def verify(settings: TwinSettings, expected_head: str | None = None) -> ChainReport:
+    """Verify the audit chain of the stores ``settings`` name."""
+    return verify_chain(asyncio.run(_entries(settings)), expected_head=expected_head)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="novamind-audit", description=__doc__)
     parser.add_argument("--expected-head", help="head hash anchored by an earlier run")
     args = parser.parse_args(argv)
-    report = verify(args.expected_head)
+    report = verify(TwinSettings(), args.expected_head)
     if report.ok:
         print(f"audit chain intact: {report.entries} entries, head {report.head_hash}")
         return 0

@@ -14,8 +14,9 @@ import time
 import uuid
 from typing import Any
 
-from deployments import jobs, ray_env
+from deployments import ray_env
 from twin import ports
+from twin.service import jobs
 from twin.settings import TwinSettings
 
 __all__ = ["erase_from_cohort_results", "erase_from_parquet"]

@@ -35,7 +35,6 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,8 +47,10 @@ import ray
 from pyarrow import fs as pa_fs
 from ray.data.expressions import col
 
-from deployments import jobs, ray_env
-from deployments.bootstrap import open_audit_log, open_cohort_stores, open_event_writer
+from deployments import ray_env
+from deployments.pipelines import job_status
+from deployments.pipelines.loop_bound import LoopBound
+from deployments.stores import open_audit_log, open_cohort_stores, open_event_writer
 from twin import errors, ports, schemas
 from twin.domain import codec
 from twin.domain.audit import AuditRecord
@@ -58,6 +59,7 @@ from twin.domain.events import MAX_EVENT_GAP_DAYS
 from twin.ingest import fhir, tabular
 from twin.ingest.enrolment import JobPatients, PatientMatcher, Subject, record_start
 from twin.ingest.records import PatientFacts, Record, day_of, prepare
+from twin.service import jobs
 from twin.settings import TwinSettings
 
 __all__ = ["FORMATS", "IngestJob", "IngestReport", "run_ingest"]
@@ -259,13 +261,8 @@ class _Writer:
     """
 
     def __init__(self, settings_values: dict[str, Any]) -> None:
-        self._settings = TwinSettings(**settings_values)
-        self._loop = asyncio.new_event_loop()
-        self._stack = AsyncExitStack()
-        self._events, self._registry = self._loop.run_until_complete(self._open())
-
-    async def _open(self) -> tuple[ports.EventStore, ports.PatientRegistry]:
-        return await self._stack.enter_async_context(open_event_writer(self._settings))
+        self._stores = LoopBound(open_event_writer(TwinSettings(**settings_values)))
+        self._events, self._registry = self._stores.value
 
     def __call__(self, group: pa.Table) -> pa.Table:
         group = group.filter(pc.not_equal(group["patient_id"], _PLACEHOLDER))
@@ -283,7 +280,7 @@ class _Writer:
                 ("idempotency_key", "ascending"),
             ]
         )
-        outcomes, reasons = self._loop.run_until_complete(self._write(rows))
+        outcomes, reasons = self._stores.run(self._write(rows))
         return _outcomes(rows, outcomes, reasons)
 
     async def _write(self, rows: pa.Table) -> tuple[list[str], list[str | None]]:
@@ -352,11 +349,6 @@ class _Writer:
             return "quarantined", "patient: unknown or erased"
         return ("duplicate" if ack.duplicate else "appended"), None
 
-    def __del__(self) -> None:
-        if not self._loop.is_closed():
-            self._loop.run_until_complete(self._stack.aclose())
-            self._loop.close()
-
 
 def _read(job: IngestJob, filesystem: Any) -> Any:
     paths = [ray_env.strip_scheme(p, filesystem) for p in job.paths]
@@ -417,7 +409,7 @@ def run_ingest(
     reports: list[IngestReport] = []
 
     def work(status: schemas.IngestJobOut) -> schemas.IngestJobOut:
-        with jobs.progress(jobs.INGEST, settings) as save:
+        with job_status.progress(jobs.INGEST, settings) as save:
             reports.append(_run(settings, job, writers, (filesystem, root), status, save))
         return status.model_copy(
             update={
@@ -429,7 +421,7 @@ def run_ingest(
             }
         )
 
-    jobs.tracked(jobs.INGEST, settings, running, work)
+    job_status.tracked(jobs.INGEST, settings, running, work)
     return reports[0]
 
 

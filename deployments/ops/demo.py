@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from deployments import ray_env
-from deployments.bootstrap import build_host_ports, host_settings
+from deployments.bootstrap import build_host_ports
 from twin import ports
 from twin.assimilation.state import TwinState
 from twin.client.plot import SEVERITY_BANDS
@@ -102,7 +102,7 @@ async def _run(settings: TwinSettings) -> int:
         settings, num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
     )
     try:
-        directory = RayTwinDirectory(settings, build_host_ports, host_settings(settings))
+        directory = RayTwinDirectory(settings, build_host_ports, settings.host)
         hosts = directory.start()
         runtime = TwinRuntime(directory)
         print(
@@ -170,9 +170,9 @@ async def _run(settings: TwinSettings) -> int:
     return 0
 
 
-def main() -> int:
-    """Run the demo on embedded defaults; returns the process exit code."""
-    return asyncio.run(_run(TwinSettings()))
+def main(settings: TwinSettings | None = None) -> int:
+    """Run the demo (default: on the settings read now); returns the process exit code."""
+    return asyncio.run(_run(settings or TwinSettings()))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from deployments.auth import Role, mint_token
+from deployments.api.auth import Role, mint_token
 from deployments.bootstrap import jwt_secret
 from twin.client import Client, observation
 from twin.domain import events
@@ -125,7 +125,7 @@ def start_platform(
     from ray import serve
 
     from deployments import ray_env
-    from deployments.serve_app import build_app
+    from deployments.serve_app import application
 
     if settings.serve_haproxy:  # read by the Serve controller, which inherits Ray's environment
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
@@ -138,7 +138,7 @@ def start_platform(
         configure_logging=False,
     )
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
-    serve.run(build_app(settings), name="novamind", route_prefix="/", blocking=False)
+    serve.run(application(settings), name="novamind", route_prefix="/", blocking=False)
     url = f"http://{settings.http_host}:{settings.http_port}"
     token = local_token(settings, "admin", ttl_s=600)
     deadline = time.monotonic() + ready_timeout_s

@@ -33,14 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from deployments import jobs, ray_env
-from deployments.bootstrap import (
-    erasure_ledger,
-    open_cohort_stores,
-    open_documents,
-    open_twin_reader,
-)
-from deployments.cohort_erasure import erase_from_cohort_results, erase_from_parquet
+from deployments import ray_env
+from deployments.pipelines import job_status
+from deployments.pipelines.cohort_erasure import erase_from_cohort_results, erase_from_parquet
+from deployments.stores import erasure_ledger, open_cohort_stores, open_documents, open_twin_reader
 from twin import errors, ports, schemas
 from twin.analytics import synthetic
 from twin.analytics.budget import CohortBudget, cohort_cost
@@ -48,6 +44,7 @@ from twin.analytics.whatif import CohortTwin, Tally, aggregate_rows, simulate_ba
 from twin.forecast.engine import scenario_refusal
 from twin.model import priors as prior_sets
 from twin.model.parameters import PopulationParameters
+from twin.service import jobs
 from twin.service.priors import PriorParameters
 from twin.service.restore import current_states
 from twin.settings import TwinSettings
@@ -333,7 +330,7 @@ def run_cohort(
         update={"status": "running", "output": output}
     )
     started = time.perf_counter()
-    return jobs.tracked(
+    return job_status.tracked(
         jobs.COHORT,
         settings,
         running,
@@ -390,7 +387,7 @@ def _run(
     ds.context.op_resource_reservation_enabled = False
     ds.context.downstream_capacity_backpressure_ratio = None
     status = status.model_copy(update={"patients_total": total})
-    with jobs.progress(jobs.COHORT, settings) as save:
+    with job_status.progress(jobs.COHORT, settings) as save:
         save(status)
         got = _collect(ds, run, status, save)
     got.skipped.update(pre_skipped)

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from deployments.bootstrap import BackupStores, open_backup_stores
-from deployments.erasure import apply_erasure_ledger
 from storage.sealed import ArchiveReader, ArchiveWriter
 from twin import audit_log, errors, ports
 from twin.domain.audit import GENESIS, verify_chain
+from twin.service.erasure_ledger import apply_erasure_ledger
 from twin.settings import TwinSettings
 
 __all__ = ["BackupReport", "RestoreReport", "backup", "restore"]

@@ -1,6 +1,6 @@
 """The ``novamind`` command line (typer, with rich output).
 
-- ``novamind up``: the whole platform locally (see :mod:`deployments.platform`).
+- ``novamind up``: the whole platform locally (see :mod:`deployments.ops.platform`).
 - ``novamind token``: mint a local token for a role (local HS256 secret only).
 - ``novamind audit verify``: recompute the audit chain.
 - ``novamind migrate``: apply schema migrations.
@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 
-from deployments.auth import ROLES, Role
+from deployments.api.auth import ROLES, Role
 from twin.settings import TwinSettings
 
 app = typer.Typer(help="Novamind: psychiatric digital twins on Ray.", no_args_is_help=True)
@@ -50,6 +52,47 @@ console = Console()
 T = TypeVar("T")
 
 
+def _settings() -> TwinSettings:
+    """This invocation's settings, read once (environment > config file > defaults).
+
+    Kept in the command's context (shared by a group and its subcommand), so every step of one
+    command sees the same values, and a process that runs several commands reads each afresh.
+    """
+    meta = click.get_current_context().meta
+    if "novamind.settings" not in meta:
+        meta["novamind.settings"] = TwinSettings()
+    settings: TwinSettings = meta["novamind.settings"]
+    return settings
+
+
+def _failed(label: str, exc: Exception) -> typer.Exit:
+    """Print why ``label`` failed (the error's own words, never markup) and exit 1."""
+    console.print(f"{label} failed: {exc}", style="red", markup=False)
+    return typer.Exit(1)
+
+
+@contextmanager
+def _on_ray(label: str, address: str | None) -> Iterator[TwinSettings]:
+    """Connect to Ray for one job and disconnect after; a Novamind error exits 1.
+
+    Yields:
+        The settings (the job runs with the ones it connected with).
+    """
+    import ray
+
+    from deployments import ray_env
+    from twin.errors import TwinError
+
+    settings = _settings()
+    ray_env.connect(settings, address, log_to_driver=False)
+    try:
+        yield settings
+    except TwinError as exc:
+        raise _failed(label, exc) from None
+    finally:
+        ray.shutdown()
+
+
 def _role(value: str) -> Role:
     if value not in ROLES:
         raise typer.BadParameter(f"one of {', '.join(ROLES)}")
@@ -63,10 +106,10 @@ def up(
     dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard.")] = True,
 ) -> None:
     """Start Ray, the twin hosts and the HTTP API; seed demo patients; serve until Ctrl-C."""
-    from deployments.platform import DEMO_TEAM, local_token, seed_demo_patients, start_platform
+    from deployments.ops.platform import DEMO_TEAM, local_token, seed_demo_patients, start_platform
     from twin.client import Client
 
-    settings = TwinSettings()
+    settings = _settings()
     with console.status("starting Ray, the twin hosts and the Serve application..."):
         platform = start_platform(settings, dashboard=dashboard)
     try:
@@ -110,9 +153,9 @@ def token(
     ttl: Annotated[int, typer.Option(help="Lifetime, seconds.", min=60, max=12 * 3600)] = 3600,
 ) -> None:
     """Print a locally signed token (local environment only)."""
-    from deployments.platform import local_token
+    from deployments.ops.platform import local_token
 
-    settings = TwinSettings()
+    settings = _settings()
     if settings.environment != "local":
         raise typer.BadParameter("tokens are minted by the identity provider outside local")
     typer.echo(
@@ -129,9 +172,9 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Recompute every link of the audit chain; exit 1 if anything was altered."""
-    from deployments.audit import verify
+    from deployments.ops.audit import verify
 
-    report = verify(expected_head)
+    report = verify(_settings(), expected_head)
     if report.ok:
         console.print(f"audit chain intact: {report.entries} entries, head {report.head_hash}")
         return
@@ -142,17 +185,17 @@ def audit_verify(
 @app.command()
 def migrate() -> None:
     """Apply the schema migrations and exit."""
-    from deployments.migrate import main
+    from deployments.ops.migrate import main
 
-    raise typer.Exit(main())
+    raise typer.Exit(main(_settings()))
 
 
 @app.command()
 def demo() -> None:
     """One synthetic patient's twin on the runtime, without the HTTP API."""
-    from deployments.demo import main
+    from deployments.ops.demo import main
 
-    raise typer.Exit(main())
+    raise typer.Exit(main(_settings()))
 
 
 @kuberay_app.command("serve-config")
@@ -165,7 +208,7 @@ def kuberay_serve_config(
     ] = False,
 ) -> None:
     """Generate serve-config.yaml (the RayService serveConfigV2 patch) in each directory."""
-    from deployments.kuberay import CONFIG_FILE, write_or_check
+    from deployments.ops.kuberay import CONFIG_FILE, write_or_check
     from twin.errors import ConfigurationError
 
     stale = []
@@ -202,8 +245,7 @@ def _run_job(label: str, job: Coroutine[Any, Any, T]) -> T:
         with console.status(f"{label} running..."):
             return asyncio.run(job)
     except TwinError as exc:
-        console.print(f"[red]{label} failed: {exc}")
-        raise typer.Exit(1) from None
+        raise _failed(label, exc) from None
 
 
 @app.command()
@@ -211,9 +253,9 @@ def backup(
     directory: Annotated[Path, typer.Argument(help="New (or empty) folder for the archive.")],
 ) -> None:
     """Write an encrypted, consistent backup of the stores and the twins' checkpoints."""
-    from deployments.backup import backup as run_backup
+    from deployments.ops.backup import backup as run_backup
 
-    report = _run_job("backup", run_backup(TwinSettings(), directory))
+    report = _run_job("backup", run_backup(_settings(), directory))
     console.print(f"backup {report.backup_id} written to {report.directory}")
     console.print(f"  tables       {report.tables}")
     console.print(f"  documents    {report.documents}")
@@ -229,9 +271,9 @@ def restore(
     directory: Annotated[Path, typer.Argument(help="An archive written by `novamind backup`.")],
 ) -> None:
     """Restore a backup into this (empty) environment; verify the audit chain; report the time."""
-    from deployments.backup import restore as run_restore
+    from deployments.ops.backup import restore as run_restore
 
-    report = _run_job("restore", run_restore(TwinSettings(), directory))
+    report = _run_job("restore", run_restore(_settings(), directory))
     console.print(f"backup {report.backup_id} restored and verified in {report.seconds:.2f} s")
     console.print(f"  tables       {report.tables}")
     console.print(f"  documents    {report.documents}")
@@ -254,10 +296,10 @@ def restore(
 def erasures_apply() -> None:
     """Erase again every patient the erasure ledger names that a database restore revived."""
     from deployments.bootstrap import open_backup_stores
-    from deployments.erasure import LedgerApplied, apply_erasure_ledger
+    from twin.service.erasure_ledger import LedgerApplied, apply_erasure_ledger
 
     async def job() -> LedgerApplied:
-        async with open_backup_stores(TwinSettings()) as stores:
+        async with open_backup_stores(_settings()) as stores:
             return await apply_erasure_ledger(
                 stores.erasures, stores.snapshot, stores.index, stores.eraser
             )
@@ -316,12 +358,9 @@ def ingest(
     ] = None,
 ) -> None:
     """Bulk-ingest FHIR or tabular records into the event log (Ray Data); report and quarantine."""
-    import ray
     from pydantic import ValidationError
 
-    from deployments import ray_env
-    from deployments.ingest import FORMATS, IngestJob, run_ingest
-    from twin.errors import TwinError
+    from deployments.pipelines.ingest import FORMATS, IngestJob, run_ingest
     from twin.schemas import IngestJobIn
 
     if source_format not in FORMATS:
@@ -341,15 +380,8 @@ def ingest(
         tuple(paths), source_format, request.origin, str(out),  # type: ignore[arg-type]
         care_team=request.care_team, enrolled_at=request.enrolled_at,
     )  # fmt: skip
-    settings = TwinSettings()
-    ray_env.connect(settings, address, log_to_driver=False)
-    try:
+    with _on_ray("ingest", address) as settings:
         report = run_ingest(settings, job, writers=writers)
-    except TwinError as exc:
-        console.print(f"ingest failed: {exc}", style="red", markup=False)
-        raise typer.Exit(1) from None
-    finally:
-        ray.shutdown()
     console.print(f"job {report.job_id}: {report.records} records in {report.seconds:.1f} s")
     console.print(f"  appended     {report.appended} (patients {report.patients})")
     console.print(f"  registered   {report.registered}")
@@ -374,27 +406,17 @@ def cohort(
     ] = None,
 ) -> None:
     """Run a cohort what-if now (Ray Data): de-identified per-patient and aggregate results."""
-    import ray
     from pydantic import ValidationError
 
-    from deployments import ray_env
-    from deployments.cohorts import run_cohort
-    from twin.errors import TwinError
+    from deployments.pipelines.cohorts import run_cohort
     from twin.schemas import CohortRunIn
 
     try:
         run = CohortRunIn.model_validate_json(request.read_bytes())
     except (OSError, ValidationError) as exc:
         raise typer.BadParameter(f"{request}: {str(exc)[:300]}") from None
-    settings = TwinSettings()
-    ray_env.connect(settings, address, log_to_driver=False)
-    try:
+    with _on_ray("cohort run", address) as settings:
         final = run_cohort(settings, run, output=out, workers=workers)
-    except TwinError as exc:
-        console.print(f"[red]cohort run failed: {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        ray.shutdown()
     console.print(
         f"run {final.job_id}: {final.patients_done} patients x {len(final.scenarios)} scenarios "
         f"in {final.seconds} s -> {out}"
@@ -433,11 +455,7 @@ def calibrate(
     ] = None,
 ) -> None:
     """Fit the population priors to the twins' logs (SMM on Ray) into the model registry."""
-    import ray
-
-    from deployments import ray_env
-    from deployments.calibration import run_calibration
-    from twin.errors import TwinError
+    from deployments.pipelines.calibration import run_calibration
     from twin.schemas import CohortFilter
 
     if not care_team and min_severity is None:
@@ -445,18 +463,11 @@ def calibrate(
     selection = (
         CohortFilter(min_severity=min_severity, limit=limit) if min_severity is not None else None
     )
-    settings = TwinSettings()
-    ray_env.connect(settings, address, log_to_driver=False)
-    try:
+    with _on_ray("calibration", address) as settings:
         record = run_calibration(
             settings, selection, care_teams=care_team or (), activate=activate,
             n_sim=n_sim, max_evaluations=max_evaluations,
         )  # fmt: skip
-    except TwinError as exc:
-        console.print(f"[red]calibration failed: {exc}")
-        raise typer.Exit(1) from None
-    finally:
-        ray.shutdown()
     ses = record.diagnostics["standard_errors"]
     console.print(f"prior set {record.version} ({'active' if activate else 'not activated'})")
     for name, value in record.overrides.items():
@@ -536,11 +547,11 @@ def model_fit(
 @priors_app.command("list")
 def priors_list() -> None:
     """The prior sets in the model registry and which one new twins take."""
-    from deployments.bootstrap import open_documents
+    from deployments.stores import open_documents
     from twin.service.priors import COLLECTION, DocumentPriorRegistry, PriorSetRecord
 
     async def listing() -> tuple[str, list[PriorSetRecord]]:
-        async with open_documents(TwinSettings()) as documents:
+        async with open_documents(_settings()) as documents:
             active = (await DocumentPriorRegistry(documents).active()).version
             found = await documents.list(COLLECTION, after=None, limit=1000)
             return active, [PriorSetRecord.model_validate_json(d.body) for d in found]
@@ -567,11 +578,11 @@ def priors_activate(
     version: Annotated[str, typer.Argument(help="A version from `novamind priors list`.")],
 ) -> None:
     """Make a prior set the one new twins take (``builtin`` returns to the defaults)."""
-    from deployments.bootstrap import open_documents
+    from deployments.stores import open_documents
     from twin.service.priors import DocumentPriorRegistry
 
     async def activate() -> None:
-        async with open_documents(TwinSettings()) as documents:
+        async with open_documents(_settings()) as documents:
             await DocumentPriorRegistry(documents).activate(version)
 
     _run_job("activation", activate())

@@ -1,4 +1,4 @@
-"""``python -m deployments.migrate``: apply the schema migrations and exit.
+"""``python -m deployments.ops.migrate``: apply the schema migrations and exit.
 
 Migrations also run at start-up (idempotently); this command lets operators apply them ahead of
 a deployment. With no ``database_url`` in the settings, the embedded SQLite file in the data
@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from deployments.bootstrap import migrate
+from deployments.stores import migrate
 from twin.settings import TwinSettings
 
 
-def main() -> int:
-    """Apply migrations; print where."""
-    print(f"migrations applied: {asyncio.run(migrate(TwinSettings()))}")
+def main(settings: TwinSettings | None = None) -> int:
+    """Apply migrations to the stores ``settings`` name (default: read them now); print where."""
+    print(f"migrations applied: {asyncio.run(migrate(settings or TwinSettings()))}")
     return 0
 
 

@@ -1,15 +1,16 @@
 """The job runner: one detached Ray actor per cluster that runs jobs submitted through the API.
 
-The API only *queues* a job (:func:`deployments.jobs.enqueue_cohort`,
-:func:`~deployments.jobs.enqueue_ingest`: the request and a ``queued`` status document, durable
+The API only *queues* a job (:func:`twin.service.jobs.enqueue_cohort`,
+:func:`~twin.service.jobs.enqueue_ingest`: the request and a ``queued`` status document, durable
 before the 202 answer). The runner polls the status documents in id order and runs each queued
-job, one at a time: cohort runs with :func:`deployments.cohorts.run_cohort`, bulk ingests with
-:func:`deployments.ingest.run_ingest`. A job found ``running`` when the runner (re)starts was
-interrupted by a crash: it is run again from the start, which is safe because cohort results
-are deterministic (their documents are overwritten under the same ids) and ingest appends are
-idempotent (the deterministic keys make a second pass all duplicates). Each start counts in the
-job's ``attempts``; a job interrupted :data:`deployments.jobs.MAX_ATTEMPTS` times (a run that
-exhausts the runner's memory kills it each time) is failed instead of started again. A job
+job, one at a time: cohort runs with :func:`deployments.pipelines.cohorts.run_cohort`, bulk
+ingests with :func:`deployments.pipelines.ingest.run_ingest`. A job found ``running`` when the
+runner (re)starts was interrupted by a crash: it is run again from the start, which is safe
+because cohort results are deterministic (their documents are overwritten under the same ids)
+and ingest appends are idempotent (the deterministic keys make a second pass all duplicates).
+Each start counts in the job's ``attempts``; a job interrupted
+:data:`twin.service.jobs.MAX_ATTEMPTS` times (a run that exhausts the runner's memory kills it
+each time) is failed instead of started again. A job
 cancelled before it starts is not started.
 
 The actor is named (``novamind-job-runner`` in the platform's namespace) and created with
@@ -27,9 +28,10 @@ from typing import Any
 
 import ray
 
-from deployments import cohorts, ingest, jobs
-from deployments.bootstrap import ingest_root, open_documents
+from deployments.pipelines import cohorts, ingest, job_status
+from deployments.stores import check_sources, ingest_root, open_documents
 from twin import errors, ports, schemas
+from twin.service import jobs
 from twin.settings import TwinSettings
 
 __all__ = ["RUNNER_NAME", "JobRunner", "ensure_runner", "output_for"]
@@ -52,7 +54,7 @@ async def _refusal(
     """The final status of a pending job that must not start, or ``None`` to run it.
 
     Not started: a job whose cancellation is on record, one interrupted
-    :data:`deployments.jobs.MAX_ATTEMPTS` times (each start is counted before it runs), and one
+    :data:`twin.service.jobs.MAX_ATTEMPTS` times (each start is counted before it runs), and one
     whose request is missing.
     """
     reason: tuple[str, str] | None = None
@@ -138,7 +140,7 @@ class JobRunner:
         # Again at run time: a link under the root may have changed since the job was queued.
         # A refusal is the job's failure, recorded (not left queued to be tried for ever).
         try:
-            jobs.check_sources(ingest_root(self._settings), list(request.paths))
+            check_sources(ingest_root(self._settings), list(request.paths))
         except errors.InvalidInputError as exc:
             refused = exc
 
@@ -146,7 +148,7 @@ class JobRunner:
                 raise refused
 
             running = status.model_copy(update={"status": "running", "started_at": jobs.utc_now()})
-            jobs.tracked(jobs.INGEST, self._settings, running, fail)
+            job_status.tracked(jobs.INGEST, self._settings, running, fail)
         job = ingest.IngestJob(
             tuple(request.paths),
             request.format,

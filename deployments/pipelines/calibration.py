@@ -20,17 +20,17 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 import pyarrow as pa
 import ray
 
-from deployments import jobs
-from deployments.bootstrap import open_cohort_stores, open_documents, open_twin_reader
+from deployments.pipelines.loop_bound import LoopBound
+from deployments.stores import open_cohort_stores, open_documents, open_twin_reader
 from twin import errors, schemas
 from twin.analytics import calibration
 from twin.model import priors as prior_sets
+from twin.service import jobs
 from twin.service.priors import DocumentPriorRegistry, PriorSetRecord
 from twin.settings import TwinSettings
 
@@ -46,19 +46,15 @@ class _CourseReader:
     """A pool actor: reads event logs and reduces them to courses."""
 
     def __init__(self, settings_values: dict[str, Any]) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._stack = AsyncExitStack()
-        events, *_ = self._loop.run_until_complete(
-            self._stack.enter_async_context(open_twin_reader(TwinSettings(**settings_values)))
-        )
-        self._events = events
+        self._stores = LoopBound(open_twin_reader(TwinSettings(**settings_values)))
+        self._events = self._stores.value[0]
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
         courses: list[str | None] = []
         excluded: list[str | None] = []
         for pid in batch["patient_id"]:
             try:
-                log = self._loop.run_until_complete(self._events.read(str(pid)))
+                log = self._stores.run(self._events.read(str(pid)))
             except errors.TwinError as exc:
                 courses.append(None)
                 excluded.append(f"log unreadable: {type(exc).__name__}")
@@ -71,11 +67,6 @@ class _CourseReader:
                 courses.append(json.dumps(found.to_dict()))
                 excluded.append(None)
         return pa.table({"course": courses, "excluded": excluded}, schema=_OUT)
-
-    def __del__(self) -> None:
-        if not self._loop.is_closed():
-            self._loop.run_until_complete(self._stack.aclose())
-            self._loop.close()
 
 
 def _ray_map(fn: Callable[[A], R], items: Sequence[A]) -> list[R]:

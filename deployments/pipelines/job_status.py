@@ -1,0 +1,90 @@
+"""A batch job's status, kept by the job while it runs (the queue is :mod:`twin.service.jobs`).
+
+The queue (kinds, submission, limits, cancellation, listing) works on a document store and
+lives in the application layer; what is here needs the platform: opening the document store the
+settings name inside the job's process, and saving the job's status there as it starts, makes
+progress and ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from deployments.pipelines.loop_bound import LoopBound
+from deployments.stores import open_documents
+from twin import errors, ports
+from twin.service.jobs import JobKind, raise_if_cancelled, utc_now
+from twin.settings import TwinSettings
+
+__all__ = ["progress", "save_in", "tracked"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def tracked(kind: JobKind[M, Any], settings: TwinSettings, running: M, work: Callable[[M], M]) -> M:
+    """Run ``work`` with the job's status kept: ``running``, then its result or ``failed``.
+
+    Args:
+        kind: The job's kind.
+        settings: Where the documents are.
+        running: The job's status as it starts (saved first).
+        work: Does the job; returns the final status from the running one.
+
+    Raises:
+        Exception: Whatever ``work`` raised, after the job was recorded as failed (the
+            error's class and message only: never a value).
+    """
+    asyncio.run(save_in(kind, settings, running, check_cancel=True))
+    try:
+        final = work(running)
+    except Exception as exc:
+        cancelled = isinstance(exc, errors.JobCancelledError)
+        failed = running.model_copy(
+            update={
+                "status": "cancelled" if cancelled else "failed",
+                "finished_at": utc_now(),
+                "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+            }
+        )
+        asyncio.run(save_in(kind, settings, failed))
+        raise
+    asyncio.run(save_in(kind, settings, final))
+    return final
+
+
+@contextmanager
+def progress(kind: JobKind[M, Any], settings: TwinSettings) -> Iterator[Callable[[M], None]]:
+    """A function that saves the job's status, over one store opened for the whole block.
+
+    For progress updates during a long run: opening the stores per update would connect (and
+    check the schema) every few seconds. Each update first looks for a cancellation.
+
+    Raises:
+        JobCancelledError: (from the function) the job's cancellation was requested.
+    """
+
+    async def save(documents: ports.DocumentStore, job: M) -> None:
+        await raise_if_cancelled(documents, getattr(job, "job_id"))  # noqa: B009
+        await kind.save(documents, job)
+
+    with LoopBound(open_documents(settings)) as stores:
+        yield lambda job: stores.run(save(stores.value, job))
+
+
+async def save_in(
+    kind: JobKind[M, Any], settings: TwinSettings, job: M, *, check_cancel: bool = False
+) -> None:
+    """:meth:`JobKind.save` into the document store the settings name (opened for the call).
+
+    Raises:
+        JobCancelledError: ``check_cancel`` and the job's cancellation is on record.
+    """
+    async with open_documents(settings) as documents:
+        if check_cancel:
+            await raise_if_cancelled(documents, getattr(job, "job_id"))  # noqa: B009
+        await kind.save(documents, job)

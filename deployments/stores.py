@@ -1,0 +1,320 @@
+"""The stores the settings name, opened for what each entry point needs.
+
+The only place adapters are chosen from settings:
+
+- EventStore, DataKeyStore, TwinIndex, PatientRegistry, AuditLog, DocumentStore:
+  ``database_url`` → PostgreSQL; else a SQLite file in ``data_dir``. Documents go to MongoDB
+  when ``mongo_url`` is set.
+- CheckpointStore: ``s3_bucket`` → S3 with SSE-KMS; else ``data_dir/checkpoints``.
+- KeyProvider: ``kms_key_id`` → AWS KMS; else the key file in ``data_dir/keys``.
+- The erasure ledger: ``erasure_ledger`` or the S3 bucket; else ``data_dir/keys/erased``.
+- The research key: configured, or (local only) generated into ``data_dir/secrets``.
+
+Each opener opens what its caller uses (the audit trail alone for ``novamind audit verify``, the
+document store for a job's status, the event writer for bulk ingest); the services built on the
+stores are composed in :mod:`deployments.bootstrap`. Settings outside ``local`` must name the
+production stores (``TwinSettings`` refuses otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from storage.kms import KmsKeyProvider
+from storage.local import LocalCheckpointStore, LocalErasureLedger, LocalKeyProvider, local_secret
+from storage.postgres import (
+    PostgresAuditLog,
+    PostgresDatabase,
+    PostgresDataKeyStore,
+    PostgresDocumentStore,
+    PostgresEventStore,
+    PostgresPatientRegistry,
+    PostgresSnapshot,
+    PostgresTwinIndex,
+)
+from storage.s3 import S3CheckpointStore, S3ErasureLedger
+from storage.sealed import EnvelopeSealer
+from storage.sqlite import (
+    SqliteAuditLog,
+    SqliteDatabase,
+    SqliteDataKeyStore,
+    SqliteDocumentStore,
+    SqliteEventStore,
+    SqlitePatientRegistry,
+    SqliteSnapshot,
+    SqliteTwinIndex,
+)
+from twin import errors, ports
+from twin.domain.deidentify import Deidentifier
+from twin.service.priors import DocumentPriorRegistry
+from twin.settings import TwinSettings
+
+__all__ = [
+    "MAX_SOURCE_ENTRIES",
+    "CohortStores",
+    "Stores",
+    "check_sources",
+    "checkpoint_store",
+    "erasure_ledger",
+    "ingest_root",
+    "migrate",
+    "open_audit_log",
+    "open_cohort_stores",
+    "open_database",
+    "open_documents",
+    "open_event_writer",
+    "open_stores",
+    "open_twin_reader",
+    "research_key",
+]
+
+
+def _aws(settings: TwinSettings, service: str) -> Any:
+    import boto3  # only when AWS stores are configured
+
+    return boto3.client(
+        service, region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """The relational stores (and documents) behind one envelope sealer."""
+
+    keys: ports.KeyProvider
+    sealer: EnvelopeSealer
+    events: ports.EventStore
+    index: ports.TwinIndex
+    registry: ports.PatientRegistry
+    audit: ports.AuditLog
+    documents: ports.DocumentStore
+    snapshot: ports.DatabaseSnapshot
+
+
+def _key_provider(settings: TwinSettings) -> ports.KeyProvider:
+    if settings.kms_key_id:
+        return KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
+    return LocalKeyProvider(settings.data_dir / "keys")
+
+
+def erasure_ledger(settings: TwinSettings) -> ports.ErasureLedger:
+    """The erasure ledger: kept with the keys, never in a backup (docs/operations.md)."""
+    where = settings.erasure_ledger
+    if where is None and settings.s3_bucket:
+        # One ledger per environment, even where environments share a bucket.
+        where = f"s3://{settings.s3_bucket}/erasure-ledger/{settings.environment}"
+    if where is not None and where.startswith("s3://"):
+        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        return S3ErasureLedger(
+            _aws(settings, "s3"), bucket, prefix=prefix or "erasure-ledger",
+            kms_key_id=settings.s3_kms_key_id,
+        )  # fmt: skip
+    return LocalErasureLedger(Path(where) if where else settings.data_dir / "keys" / "erased")
+
+
+def checkpoint_store(settings: TwinSettings) -> ports.CheckpointStore:
+    """Sealed twin checkpoints: S3 with SSE-KMS when a bucket is named, else ``data_dir``."""
+    if settings.s3_bucket:
+        return S3CheckpointStore(
+            _aws(settings, "s3"),
+            settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            kms_key_id=settings.s3_kms_key_id,
+        )
+    return LocalCheckpointStore(settings.data_dir / "checkpoints")
+
+
+async def open_stores(settings: TwinSettings, stack: AsyncExitStack) -> Stores:
+    """The relational stores (and documents) behind one envelope sealer (no I/O but opening)."""
+    keys = _key_provider(settings)
+    db = await open_database(settings, stack)
+    if isinstance(db, PostgresDatabase):
+        sealer = EnvelopeSealer(keys, PostgresDataKeyStore(db))
+        stores = Stores(
+            keys,
+            sealer,
+            PostgresEventStore(db, sealer),
+            PostgresTwinIndex(db),
+            PostgresPatientRegistry(db, sealer),
+            PostgresAuditLog(db),
+            PostgresDocumentStore(db),
+            PostgresSnapshot(db),
+        )
+    else:
+        sealer = EnvelopeSealer(keys, SqliteDataKeyStore(db))
+        stores = Stores(
+            keys,
+            sealer,
+            SqliteEventStore(db, sealer),
+            SqliteTwinIndex(db),
+            SqlitePatientRegistry(db, sealer),
+            SqliteAuditLog(db),
+            SqliteDocumentStore(db),
+            SqliteSnapshot(db),
+        )
+    if settings.mongo_url:
+        return replace(stores, documents=await _mongo_documents(settings.mongo_url, stack))
+    return stores
+
+
+async def _mongo_documents(url: str, stack: AsyncExitStack) -> ports.DocumentStore:
+    from pymongo import AsyncMongoClient  # only when MongoDB is configured
+
+    from storage.mongo import MongoDocumentStore
+
+    client: Any = AsyncMongoClient(url, serverSelectionTimeoutMS=3000)
+    stack.push_async_callback(client.close)
+    mongo = MongoDocumentStore(client.get_default_database("novamind"))
+    await mongo.ensure_indexes()
+    return mongo
+
+
+async def open_database(
+    settings: TwinSettings, stack: AsyncExitStack
+) -> PostgresDatabase | SqliteDatabase:
+    """The relational store (migrated on open): PostgreSQL when configured, else SQLite."""
+    if settings.database_url:
+        pg = await PostgresDatabase.open(settings.database_url)
+        stack.push_async_callback(pg.close)
+        return pg
+    db = await SqliteDatabase.open(settings.data_dir / "novamind.db")
+    stack.push_async_callback(db.close)
+    return db
+
+
+@asynccontextmanager
+async def open_audit_log(settings: TwinSettings) -> AsyncIterator[ports.AuditLog]:
+    """The audit trail alone (``novamind audit verify``: no keys or other stores needed)."""
+    async with AsyncExitStack() as stack:
+        db = await open_database(settings, stack)
+        yield PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
+
+
+@asynccontextmanager
+async def open_event_writer(
+    settings: TwinSettings,
+) -> AsyncIterator[tuple[ports.EventStore, ports.PatientRegistry]]:
+    """The event store and the registry (bulk ingest: appends for registered patients)."""
+    async with AsyncExitStack() as stack:
+        stores = await open_stores(settings, stack)
+        yield stores.events, stores.registry
+
+
+@asynccontextmanager
+async def open_documents(settings: TwinSettings) -> AsyncIterator[ports.DocumentStore]:
+    """The document store alone (job status documents)."""
+    async with AsyncExitStack() as stack:
+        yield (await open_stores(settings, stack)).documents
+
+
+@asynccontextmanager
+async def open_twin_reader(
+    settings: TwinSettings,
+) -> AsyncIterator[
+    tuple[ports.EventStore, ports.CheckpointStore, ports.Sealer, ports.PriorRegistry]
+]:
+    """Log, checkpoints, sealer and prior sets: enough to rebuild twins (batch jobs; no writes)."""
+    async with AsyncExitStack() as stack:
+        stores = await open_stores(settings, stack)
+        priors = DocumentPriorRegistry(stores.documents)
+        yield stores.events, checkpoint_store(settings), stores.sealer, priors
+
+
+@dataclass(frozen=True, slots=True)
+class CohortStores:
+    """What a batch job's driver uses to select twins: index, registry, pseudonyms, documents."""
+
+    index: ports.TwinIndex
+    registry: ports.PatientRegistry
+    deidentifier: Deidentifier
+    documents: ports.DocumentStore
+
+
+@asynccontextmanager
+async def open_cohort_stores(settings: TwinSettings) -> AsyncIterator[CohortStores]:
+    """The stores a cohort run's driver needs."""
+    async with AsyncExitStack() as stack:
+        stores = await open_stores(settings, stack)
+        yield CohortStores(
+            stores.index, stores.registry, Deidentifier(research_key(settings)), stores.documents
+        )
+
+
+async def migrate(settings: TwinSettings) -> str:
+    """Apply the schema migrations (opening the store does); returns where."""
+    async with AsyncExitStack() as stack:
+        db = await open_database(settings, stack)
+    return "PostgreSQL" if isinstance(db, PostgresDatabase) else f"SQLite at {db.path}"
+
+
+def ingest_root(settings: TwinSettings) -> str:
+    """Where API-submitted ingest jobs may read (``data_dir/inbox`` unless configured)."""
+    if settings.ingest_root:
+        return settings.ingest_root
+    return str((settings.data_dir / "inbox").resolve())
+
+
+def research_key(settings: TwinSettings) -> bytes:
+    """The key of research pseudonyms and identifier links (configured, or local and generated)."""
+    if settings.research_key is not None:
+        return settings.research_key.get_secret_value().encode()
+    return local_secret(settings.data_dir / "secrets", "research").encode()
+
+
+#: Entries a folder named as a source may hold (the check walks them all).
+MAX_SOURCE_ENTRIES = 100_000
+
+
+def check_sources(root: str, paths: list[str]) -> None:
+    """Refuse any path outside ``root`` (an API caller names files, never arbitrary ones).
+
+    A local path is judged by where it really leads: a symbolic link under the root that points
+    outside it (the path itself or a folder on the way) is outside, and a folder named as a
+    source may hold no link to a folder at all (a reader would follow it) and no link to a
+    file outside the root. Called when a job is queued and again when it runs (links may
+    change between; what remains is a link swapped in after the run-time check, and hard
+    links, which no path check can see).
+
+    Raises:
+        InvalidInputError: A path is outside the ingest root, or a folder holds more than
+            :data:`MAX_SOURCE_ENTRIES` entries.
+    """
+    import os
+    from pathlib import PurePosixPath
+
+    def under(real: str, top: str) -> bool:
+        return real == top or real.startswith(top.rstrip("/") + "/")
+
+    def refuse() -> None:
+        raise errors.InvalidInputError(f"paths: every source must be under {root}")
+
+    seen = 0
+    for path in dict.fromkeys(paths):  # each distinct path once
+        if root.startswith("s3://"):
+            if not path.startswith(root.rstrip("/") + "/"):
+                refuse()
+            continue
+        if not (PurePosixPath(path).is_absolute() and PurePosixPath(path).is_relative_to(root)):
+            refuse()
+        top = os.path.realpath(root)
+        real = os.path.realpath(path)
+        if not under(real, top):
+            refuse()
+        if not os.path.isdir(real):
+            continue
+        for folder, names, files in os.walk(real):  # links are listed, never descended
+            for name in (*names, *files):
+                seen += 1
+                if seen > MAX_SOURCE_ENTRIES:
+                    raise errors.InvalidInputError(
+                        f"paths: at most {MAX_SOURCE_ENTRIES} files and folders in all"
+                    )
+                entry = os.path.join(folder, name)
+                if os.path.islink(entry) and (
+                    os.path.isdir(entry) or not under(os.path.realpath(entry), top)
+                ):
+                    refuse()

@@ -1,0 +1,52 @@
+import pickle
+
+import pytest
+from pydantic import ValidationError
+
+from twin.settings import (
+    AuthSettings,
+    HostSettings,
+    RaySettings,
+    ServeSettings,
+    StoreSettings,
+    TwinSettings,
+    WorkloadSettings,
+)
+
+CONCERNS = (HostSettings, RaySettings, StoreSettings, AuthSettings, ServeSettings, WorkloadSettings)
+# What belongs to the process as a whole rather than to one concern.
+OWN = {"environment", "withheld", "config"}
+
+
+def test_every_setting_belongs_to_exactly_one_concern():
+    owners: dict[str, list[str]] = {}
+    for concern in CONCERNS:
+        for name in concern.model_fields:
+            owners.setdefault(name, []).append(concern.__name__)
+
+    assert {name: o for name, o in owners.items() if len(o) > 1} == {}
+    assert set(TwinSettings.model_fields) == set(owners) | OWN
+
+
+def test_the_host_gets_its_own_part_and_nothing_else(monkeypatch, tmp_path):
+    monkeypatch.setenv("NOVAMIND_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("NOVAMIND_PARTICLES", "333")  # flat names, as every manifest writes them
+    settings = TwinSettings(jwt_secret="not for a host", max_active_twins=7)
+
+    host = settings.host
+
+    assert type(host) is HostSettings
+    assert host == HostSettings(particles=333, max_active_twins=7)
+    assert "not for a host" not in repr(pickle.loads(pickle.dumps(host)).model_dump())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("particles", 99), ("particles", 100_001), ("checkpoint_every_events", 0),
+     ("checkpoint_every_s", 0.0), ("max_concurrent_activations", 0)],
+)  # fmt: skip
+def test_a_concern_keeps_its_bounds_wherever_it_is_built(field, value):
+    with pytest.raises(ValidationError):
+        HostSettings(**{field: value})
+    with pytest.raises(ValidationError):
+        TwinSettings(**{field: value})
