@@ -48,6 +48,10 @@ class RayTwinDirectory:
     def __init__(
         self, settings: TwinSettings, open_ports: PortsFactory, host_settings: HostSettings
     ) -> None:
+        if type(host_settings) is not HostSettings:
+            # Hosts are Ray actors: what they are given is kept by Ray, so only the host's part
+            # of the settings (``TwinSettings.host``), never the whole with its secrets.
+            raise TypeError("a twin host takes HostSettings (settings.host), nothing else")
         self._settings = settings
         self._open_ports = open_ports
         self._host_settings = host_settings

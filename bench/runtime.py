@@ -35,7 +35,8 @@ from twin.assimilation import kernel
 from twin.assimilation.state import new_twin
 from twin.domain import events as E
 from twin.model.virtual_patient import synthetic_patient
-from twin.service.host import HostPorts, HostSettings, TwinHost
+from twin.service.host import HostPorts, TwinHost
+from twin.settings import HostSettings
 from twin.testing import fakes
 
 

@@ -24,7 +24,7 @@ from ray.serve.config import AutoscalingConfig, BackpressureConfig
 
 from actors.directory import RayTwinDirectory
 from actors.runtime import TwinRuntime
-from deployments.api.observability import RayMetrics
+from deployments.api.observability import RayMetrics, configure_json_logging
 from deployments.bootstrap import api_app, build_host_ports
 from deployments.pipelines.job_runner import ensure_runner
 from deployments.ray_env import settings_env
@@ -49,6 +49,7 @@ APP_BUILDER = "deployments.serve_app:app_builder"
 def replica_app() -> FastAPI:
     """One replica's app (built in the replica process, from its environment's settings)."""
     settings = TwinSettings()
+    configure_json_logging()  # before the directory and the runner log anything
     directory = RayTwinDirectory(settings, build_host_ports, settings.host)
     runtime = TwinRuntime(directory)
 

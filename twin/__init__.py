@@ -28,4 +28,13 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'twin' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("twin."):
+            raise
+        # The SDK alone (novamind-client) has the specs but not the simulator.
+        raise AttributeError(
+            f"twin.{name} needs the simulator, which the novamind distribution installs "
+            "(novamind-client has the SDK and the specs only)"
+        ) from None

@@ -24,6 +24,7 @@ __all__ = [
     "URL_FIELDS",
     "AuthSettings",
     "HostSettings",
+    "HostTuning",
     "RaySettings",
     "ServeSettings",
     "StoreSettings",
@@ -61,7 +62,7 @@ def url_carries_secret(url: str) -> bool:
     )
 
 
-class HostSettings(BaseModel):
+class HostTuning(BaseModel):
     """Tuning of a twin host (``twin.service.host``): its particles, checkpoints and memory.
 
     Attributes:
@@ -73,14 +74,22 @@ class HostSettings(BaseModel):
         max_concurrent_activations: Activations in flight per host (no stampede on restart).
     """
 
-    model_config = ConfigDict(frozen=True)
-
     particles: int = Field(default=2000, ge=100, le=100_000)
     checkpoint_every_events: int = Field(default=200, ge=1)
     checkpoint_every_s: float = Field(default=300.0, gt=0)
     idle_passivate_s: float = Field(default=900.0, gt=0)
     max_active_twins: int = Field(default=5000, ge=1, description="per host, LRU beyond")
     max_concurrent_activations: int = Field(default=8, ge=1)
+
+
+class HostSettings(HostTuning):
+    """What a twin host is given: :class:`HostTuning`, and nothing else of the settings.
+
+    A class of its own, which :class:`TwinSettings` is not, so a host (and the Ray actor that
+    receives one) can never be handed the whole settings with their secrets.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class RaySettings(BaseModel):
@@ -222,7 +231,7 @@ class WorkloadSettings(BaseModel):
 # deployment manifest keep one name per field.
 class TwinSettings(
     BaseSettings,
-    HostSettings,
+    HostTuning,
     RaySettings,
     StoreSettings,
     AuthSettings,
@@ -231,10 +240,10 @@ class TwinSettings(
 ):
     """The settings of one process: every concern's fields, read once.
 
-    Concerns: :class:`HostSettings` (twin hosts), :class:`RaySettings`, :class:`StoreSettings`,
+    Concerns: :class:`HostTuning` (twin hosts), :class:`RaySettings`, :class:`StoreSettings`,
     :class:`AuthSettings`, :class:`ServeSettings` and :class:`WorkloadSettings` (each lists
-    its fields). A part of the system that needs one concern takes that concern's model
-    (:attr:`host` gives the host's), never the whole.
+    its fields). A twin host, which runs in Ray actors, is given its own part (:attr:`host`),
+    never the whole.
 
     Attributes:
         environment: Deployment environment; ``local`` allows the embedded defaults.
@@ -247,7 +256,7 @@ class TwinSettings(
     Outside ``local``, the service refuses to start on the embedded defaults.
     """
 
-    model_config = SettingsConfigDict(env_prefix="NOVAMIND_", extra="ignore", frozen=False)
+    model_config = SettingsConfigDict(env_prefix="NOVAMIND_", extra="ignore")
 
     environment: Literal["local", "dev", "staging", "prod"] = "local"
 
@@ -300,9 +309,8 @@ class TwinSettings(
     @property
     def host(self) -> HostSettings:
         """The twin host's part of these settings."""
-        # A HostSettings of its own, never these settings themselves (which are one too, by
-        # inheritance): the host's part crosses to Ray actors, and the rest holds secrets.
-        return HostSettings(**{name: getattr(self, name) for name in HostSettings.model_fields})
+        # Only the host's part crosses to Ray actors: the rest holds secrets.
+        return HostSettings(**{name: getattr(self, name) for name in HostTuning.model_fields})
 
     def for_workers(self) -> dict[str, Any]:
         """These settings as other Ray processes may receive them: no secret in them.

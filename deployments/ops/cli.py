@@ -30,7 +30,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 from rich.console import Console
 
@@ -52,17 +51,25 @@ console = Console()
 T = TypeVar("T")
 
 
+# This invocation's settings, once read (emptied as each invocation starts).
+_invocation: dict[str, TwinSettings] = {}
+
+
+@app.callback()
+def _start() -> None:
+    """Novamind: psychiatric digital twins on Ray."""
+    # A process that runs several commands (tests, an embedding tool) reads each one's afresh.
+    _invocation.clear()
+
+
 def _settings() -> TwinSettings:
     """This invocation's settings, read once (environment > config file > defaults).
 
-    Kept in the command's context (shared by a group and its subcommand), so every step of one
-    command sees the same values, and a process that runs several commands reads each afresh.
+    Every step of one command sees the same values.
     """
-    meta = click.get_current_context().meta
-    if "novamind.settings" not in meta:
-        meta["novamind.settings"] = TwinSettings()
-    settings: TwinSettings = meta["novamind.settings"]
-    return settings
+    if "settings" not in _invocation:
+        _invocation["settings"] = TwinSettings()
+    return _invocation["settings"]
 
 
 def _failed(label: str, exc: Exception) -> typer.Exit:
@@ -91,6 +98,12 @@ def _on_ray(label: str, address: str | None) -> Iterator[TwinSettings]:
         raise _failed(label, exc) from None
     finally:
         ray.shutdown()
+
+
+def _rows(rows: list[tuple[str, object]]) -> None:
+    """Print a report's rows, their names in one column."""
+    for name, value in rows:
+        console.print(f"  {name:<12} {value}")
 
 
 def _role(value: str) -> Role:
@@ -257,13 +270,13 @@ def backup(
 
     report = _run_job("backup", run_backup(_settings(), directory))
     console.print(f"backup {report.backup_id} written to {report.directory}")
-    console.print(f"  tables       {report.tables}")
-    console.print(f"  documents    {report.documents}")
-    console.print(
-        f"  checkpoints  {report.checkpoints} ({report.checkpoints_unreadable} unreadable)"
-    )
-    console.print(f"  audit        {report.audit_entries} entries, head {report.audit_head}")
-    console.print(f"  size         {report.bytes} bytes in {report.seconds:.2f} s")
+    _rows([
+        ("tables", report.tables),
+        ("documents", report.documents),
+        ("checkpoints", f"{report.checkpoints} ({report.checkpoints_unreadable} unreadable)"),
+        ("audit", f"{report.audit_entries} entries, head {report.audit_head}"),
+        ("size", f"{report.bytes} bytes in {report.seconds:.2f} s"),
+    ])  # fmt: skip
 
 
 @app.command()
@@ -275,16 +288,14 @@ def restore(
 
     report = _run_job("restore", run_restore(_settings(), directory))
     console.print(f"backup {report.backup_id} restored and verified in {report.seconds:.2f} s")
-    console.print(f"  tables       {report.tables}")
-    console.print(f"  documents    {report.documents}")
-    console.print(
-        f"  checkpoints  {report.checkpoints} "
-        f"({report.checkpoints_skipped} of erased patients skipped)"
-    )
-    console.print(
-        f"  audit chain  intact: {report.audit_entries} entries, head {report.audit_head}"
-    )
-    console.print(f"  erased again {report.erasures_reapplied} (named by the erasure ledger)")
+    _rows([
+        ("tables", report.tables),
+        ("documents", report.documents),
+        ("checkpoints",
+         f"{report.checkpoints} ({report.checkpoints_skipped} of erased patients skipped)"),
+        ("audit chain", f"intact: {report.audit_entries} entries, head {report.audit_head}"),
+        ("erased again", f"{report.erasures_reapplied} (named by the erasure ledger)"),
+    ])  # fmt: skip
     if report.erasures_failed:
         console.print(
             f"  {report.erasures_failed} unfinished erasure(s) failed again: run "
@@ -383,10 +394,12 @@ def ingest(
     with _on_ray("ingest", address) as settings:
         report = run_ingest(settings, job, writers=writers)
     console.print(f"job {report.job_id}: {report.records} records in {report.seconds:.1f} s")
-    console.print(f"  appended     {report.appended} (patients {report.patients})")
-    console.print(f"  registered   {report.registered}")
-    console.print(f"  duplicates   {report.duplicates}")
-    console.print(f"  quarantined  {report.quarantined} -> {out / 'quarantine'}")
+    _rows([
+        ("appended", f"{report.appended} (patients {report.patients})"),
+        ("registered", report.registered),
+        ("duplicates", report.duplicates),
+        ("quarantined", f"{report.quarantined} -> {out / 'quarantine'}"),
+    ])  # fmt: skip
     for reason, count in list(report.reasons.items())[:10]:
         console.print(f"    {count:>8}  {reason}", markup=False)
 

@@ -9,6 +9,8 @@ the stores close with the holder (or when the actor's process lets it go).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 from collections.abc import Coroutine
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, Generic, TypeVar
@@ -58,5 +60,9 @@ class LoopBound(Generic[T]):
 
     def __del__(self) -> None:
         # A Ray Data actor is never told it is done: its stores close when it is collected.
-        if hasattr(self, "_loop"):
+        # Not while the interpreter shuts down (the process's end closes the connections) or
+        # from a thread whose own loop is running (run_until_complete would refuse).
+        if not hasattr(self, "_loop") or sys.is_finalizing():
+            return
+        with contextlib.suppress(RuntimeError):
             self.close()

@@ -12,8 +12,8 @@ from twin import errors
 from twin.domain import events as E
 from twin.domain.patients import Identifiers
 from twin.ports import Document, NewEvent
-from twin.service.host import HostSettings, TwinHost
-from twin.settings import TwinSettings
+from twin.service.host import TwinHost
+from twin.settings import HostSettings, TwinSettings
 
 pytestmark = pytest.mark.integration
 

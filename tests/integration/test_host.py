@@ -15,7 +15,8 @@ from twin import errors
 from twin.domain import events as E
 from twin.model.virtual_patient import synthetic_patient
 from twin.ports import NewEvent
-from twin.service.host import HostPorts, HostSettings, TwinHost
+from twin.service.host import HostPorts, TwinHost
+from twin.settings import HostSettings
 
 SETTINGS = HostSettings(particles=300, checkpoint_every_events=25)
 

@@ -16,8 +16,7 @@ ray = pytest.importorskip("ray")
 from actors.directory import RayTwinDirectory  # noqa: E402 - after the importorskip
 from actors.runtime import TwinRuntime  # noqa: E402
 from deployments.bootstrap import build_host_ports  # noqa: E402
-from twin.service.host import HostSettings  # noqa: E402
-from twin.settings import TwinSettings  # noqa: E402
+from twin.settings import HostSettings, TwinSettings  # noqa: E402
 
 
 @pytest.fixture(scope="session")

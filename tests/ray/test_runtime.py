@@ -12,7 +12,8 @@ from deployments.bootstrap import build_host_ports
 from twin.domain import events as E
 from twin.model.virtual_patient import synthetic_patient
 from twin.ports import NewEvent
-from twin.service.host import HostSettings, TwinHost
+from twin.service.host import TwinHost
+from twin.settings import HostSettings
 
 pytestmark = pytest.mark.ray
 

@@ -10,7 +10,8 @@ from twin.domain.deidentify import Deidentifier
 from twin.service.access import AccessPolicy, Caller, Principal
 from twin.service.application import JobLimits, TwinService
 from twin.service.erasure import Eraser, Place
-from twin.service.host import HostPorts, HostSettings, TwinHost
+from twin.service.host import HostPorts, TwinHost
+from twin.settings import HostSettings
 from twin.testing import fakes
 
 _Ledger = fakes.MemoryErasureLedger

@@ -13,6 +13,7 @@ from twin import errors
 from twin.assimilation import kernel
 from twin.assimilation.state import TwinState, new_twin
 from twin.domain import events as E
+from twin.domain.specs import Population
 from twin.model import covariates
 from twin.model.cohort import CohortSpec, simulate_cohort
 from twin.model.dynamics import Row
@@ -108,17 +109,17 @@ def _recovered_by(spec: CohortSpec, p: PopulationParameters, day: int) -> float:
 def test_cohorts_of_long_episodes_and_comorbid_anxiety_recover_more_slowly():
     base = CohortSpec(n_patients=4000, days=182, seed=3, care="none")
     new = _recovered_by(
-        base.model_copy(update={"population": covariates.Population(episode_weeks=1.0)}), P, 182
+        base.model_copy(update={"population": Population(episode_weeks=1.0)}), P, 182
     )
     chronic = _recovered_by(
-        base.model_copy(update={"population": covariates.Population(episode_weeks=104.0)}), P, 182
+        base.model_copy(update={"population": Population(episode_weeks=104.0)}), P, 182
     )
     assert chronic < new - 0.2
     anxious = _recovered_by(
-        base.model_copy(update={"population": covariates.Population(anxiety_share=1.0)}), P, 182
+        base.model_copy(update={"population": Population(anxiety_share=1.0)}), P, 182
     )
     calm = _recovered_by(
-        base.model_copy(update={"population": covariates.Population(anxiety_share=0.0)}), P, 182
+        base.model_copy(update={"population": Population(anxiety_share=0.0)}), P, 182
     )
     assert anxious < calm - 0.1
 

@@ -175,7 +175,7 @@ def test_a_long_gap_advances_the_twin_in_bounded_memory():
 
 
 def test_the_domain_and_the_model_know_the_same_drugs():
-    from twin.model.parameters import DRUGS
+    from twin.domain.drugs import DRUGS
 
     assert set(DRUGS) == E.DRUG_NAMES
 

@@ -3,9 +3,10 @@ import math
 import numpy as np
 import pytest
 
+from twin.domain.drugs import DRUGS, drug
 from twin.model import pharmacology as ph
 from twin.model.inputs import InputTracker
-from twin.model.parameters import DRUGS, PopulationParameters, drug
+from twin.model.parameters import PopulationParameters
 
 P = PopulationParameters()
 

@@ -10,8 +10,9 @@ from twin.domain import events as E
 from twin.domain.specs import Scenario
 from twin.model.parameters import PopulationParameters
 from twin.model.priors import BUILTIN, BUILTIN_VERSION, LITERATURE, SHIPPED, PriorSet, current
-from twin.service.host import HostPorts, HostSettings, TwinHost
+from twin.service.host import HostPorts, TwinHost
 from twin.service.priors import DocumentPriorRegistry, PriorSetRecord
+from twin.settings import HostSettings
 from twin.testing import fakes
 
 FITTED = {"pi_mean": 3.5, "e_max": 2.5, "h10": 0.004, "h01": 0.002}

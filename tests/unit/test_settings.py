@@ -6,6 +6,7 @@ from pydantic import ValidationError
 from twin.settings import (
     AuthSettings,
     HostSettings,
+    HostTuning,
     RaySettings,
     ServeSettings,
     StoreSettings,
@@ -13,7 +14,7 @@ from twin.settings import (
     WorkloadSettings,
 )
 
-CONCERNS = (HostSettings, RaySettings, StoreSettings, AuthSettings, ServeSettings, WorkloadSettings)
+CONCERNS = (HostTuning, RaySettings, StoreSettings, AuthSettings, ServeSettings, WorkloadSettings)
 # What belongs to the process as a whole rather than to one concern.
 OWN = {"environment", "withheld", "config"}
 
@@ -36,8 +37,14 @@ def test_the_host_gets_its_own_part_and_nothing_else(monkeypatch, tmp_path):
     host = settings.host
 
     assert type(host) is HostSettings
+    assert not isinstance(settings, HostSettings)  # the whole, secrets and all, is never one
     assert host == HostSettings(particles=333, max_active_twins=7)
     assert "not for a host" not in repr(pickle.loads(pickle.dumps(host)).model_dump())
+
+
+def test_a_misspelt_host_setting_is_refused():
+    with pytest.raises(ValidationError):
+        HostSettings(particle=300)
 
 
 @pytest.mark.parametrize(

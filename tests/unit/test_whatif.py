@@ -192,8 +192,9 @@ def _on_two_drugs(name: str):
 
 
 def test_a_switch_later_in_the_horizon_keeps_the_old_drug_until_its_day():
+    from twin.domain.drugs import drug
     from twin.forecast import engine
-    from twin.model.parameters import PopulationParameters, drug
+    from twin.model.parameters import PopulationParameters
 
     state = _on_two_drugs("switch")
     k = state.slots.index("fluoxetine")

@@ -42,9 +42,10 @@ from scipy import optimize
 from twin import errors
 from twin.analytics import smm
 from twin.domain import events
+from twin.domain.drugs import DRUGS
 from twin.domain.specs import normalise_setting
 from twin.model.cohort import CohortSpec, DoseChange, simulate_cohort
-from twin.model.parameters import DRUGS, PopulationParameters
+from twin.model.parameters import PopulationParameters
 from twin.model.priors import FITTABLE
 
 __all__ = [

@@ -32,9 +32,10 @@ from twin import errors
 from twin.assimilation import alerts, resampling
 from twin.assimilation.state import TwinState, event_generator
 from twin.domain import events
+from twin.domain.drugs import drug
 from twin.model import care, covariates, dynamics, likelihood
 from twin.model.dynamics import Row
-from twin.model.parameters import PopulationParameters, drug
+from twin.model.parameters import PopulationParameters
 
 __all__ = [
     "RUN_IN",

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from twin import errors
+from twin.domain.specs import CLINICAL_EPISODE_WEEKS
 from twin.model import care, covariates, dynamics
 from twin.model.inputs import DEFAULT_SLEEP_H, InputTracker
 from twin.model.parameters import MODEL_VERSION, PopulationParameters
@@ -300,7 +301,7 @@ def new_twin(
     n_particles: int = DEFAULT_PARTICLES,
     params: PopulationParameters | None = None,
     prior_version: str = BUILTIN_VERSION,
-    episode_weeks: float | None = covariates.CLINICAL_EPISODE_WEEKS,
+    episode_weeks: float | None = CLINICAL_EPISODE_WEEKS,
 ) -> TwinState:
     """A new twin at day 0, particles drawn from the population prior.
 

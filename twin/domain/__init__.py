@@ -1,1 +1,4 @@
-"""Domain value objects: observations, interventions and events (stdlib only)."""
+"""Domain value types every layer shares: events, drugs, specs, patients, audit, pseudonyms.
+
+Plain Python and pydantic only, so the SDK carries them without the model.
+"""

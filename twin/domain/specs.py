@@ -6,7 +6,8 @@ and the forecast engine (:mod:`twin.forecast.engine`) read them; they live here,
 so the SDK validates a spec without loading NumPy, SciPy or the compiled day step.
 
 A scenario never edits the past: its days are offsets from the forecast start (day 0 = the
-twin's current day). A cohort's days count from the cohort's start.
+twin's current day); fields of a scenario left ``None`` keep the twin's current value. A
+cohort's days count from the cohort's start.
 """
 
 from __future__ import annotations
@@ -227,7 +228,7 @@ class ScenarioDose(BaseModel):
 
 
 class Scenario(BaseModel):
-    """One future schedule of treatment and behaviour; fields left ``None`` keep the twin's value.
+    """One future schedule of treatment and behaviour.
 
     Attributes:
         name: Label shown with the results.
@@ -238,9 +239,10 @@ class Scenario(BaseModel):
         therapy_session_days: Day offsets of psychotherapy sessions.
         cbti_session_days: Day offsets of CBT-I sessions.
         sleep_hours: Nightly sleep window, hours (``None``: the twin's habitual sleep).
-        care: The care setting from day 0 (``none``, ``usual``, ``collaborative`` or ``trial``;
-            ``true``/``false`` mean ``trial``/``none``). ``None``: as now (the twin's stated
-            setting continues its schedule, or its observed contact rate is held).
+        care: The care setting from day 0 (``twin.model.care``: ``none``, ``usual``,
+            ``collaborative`` or ``trial``; ``true``/``false`` mean ``trial``/``none``).
+            ``None``: as now (the twin's stated setting continues its schedule, or its observed
+            contact rate is held).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

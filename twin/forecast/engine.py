@@ -24,11 +24,12 @@ import numpy.typing as npt
 from twin import errors
 from twin.assimilation import resampling
 from twin.assimilation.state import FORECAST_SALT, TwinState, event_generator
+from twin.domain.drugs import drug
 from twin.domain.specs import MAX_HORIZON_DAYS, Scenario
 from twin.model import care, counter_random, dynamics, likelihood, pharmacology
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
-from twin.model.parameters import PopulationParameters, drug
+from twin.model.parameters import PopulationParameters
 
 __all__ = ["Draws", "simulate_scenarios"]
 

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from twin import errors
+from twin.domain.drugs import drug
 from twin.domain.specs import (
     CohortSpec,
     DoseChange,
@@ -26,7 +27,7 @@ from twin.model import covariates, dynamics, likelihood, pharmacology, priors, s
 from twin.model.care import intensity
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
-from twin.model.parameters import PopulationParameters, drug
+from twin.model.parameters import PopulationParameters
 
 # The spec types are re-exported: ``simulate_cohort(CohortSpec(...))`` is the simulator's API.
 __all__ = [

@@ -31,14 +31,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from twin.domain.specs import CLINICAL_EPISODE_WEEKS, Population
 from twin.model.parameters import PopulationParameters
 
-# The clinical default and the covariates of a spec are re-exported for the model's callers.
 __all__ = [
-    "CLINICAL_EPISODE_WEEKS",
     "MAX_COUNTED_EPISODES",
-    "Population",
     "chronic_log_likelihood_ratio",
     "chronic_probability",
     "draw_prior_episodes",

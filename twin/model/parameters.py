@@ -1,6 +1,6 @@
 """Population parameters of the twin model (``docs/model.md`` §6).
 
-The drug table (§4.1) is :mod:`twin.domain.drugs`, re-exported here for the model. Every number
+The drug table (§4.1) is :mod:`twin.domain.drugs`. Every number
 carries its anchor; values marked *[assumption]* are not measured quantities and are listed as
 such in docs/model.md §6. Parameters are plain Python floats on purpose: with NumPy 2's
 weak scalar promotion they keep float32 particle arrays in float32.
@@ -11,9 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from twin.domain.drugs import DRUGS, Drug, drug, known_drug_name
-
-__all__ = ["DRUGS", "MODEL_VERSION", "Drug", "PopulationParameters", "drug", "known_drug_name"]
+__all__ = ["MODEL_VERSION", "PopulationParameters"]
 
 #: Version of the model's equations and state layout. Serialized state records it; a change in
 #: equations or layout bumps it so old checkpoints are refused rather than misread.

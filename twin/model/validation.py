@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from twin.model import covariates, dynamics, likelihood, pharmacology, priors
+from twin.domain.specs import CLINICAL_EPISODE_WEEKS, Population
+from twin.model import dynamics, likelihood, pharmacology, priors
 from twin.model.cohort import CohortResult, CohortSpec, DoseChange, simulate_cohort
 from twin.model.dynamics import Row
 from twin.model.parameters import PopulationParameters
@@ -76,12 +77,12 @@ def _odds_ratio(exposed: npt.NDArray[np.bool_], outcome: npt.NDArray[np.bool_]) 
 #: The usual inclusion threshold of antidepressant trials, 17-item HAM-D.
 TRIAL_HAMD_MIN = 18
 #: Patients who come to a clinic or a trial are in an episode that has already lasted
-#: (``covariates.CLINICAL_EPISODE_WEEKS``, STAR*D's median), taken for every clinical sample
+#: (``CLINICAL_EPISODE_WEEKS``, STAR*D's median), taken for every clinical sample
 #: below whose source does not report it [assumption].
-CLINICAL = covariates.Population(episode_weeks=covariates.CLINICAL_EPISODE_WEEKS)
+CLINICAL = Population(episode_weeks=CLINICAL_EPISODE_WEEKS)
 #: No conditioning on duration: the course classes at their share of new episodes (population
 #: samples, and designs where the class does not matter: remitted patients, one-week retests).
-NEW_EPISODES = covariates.Population()
+NEW_EPISODES = Population()
 
 
 class _Trial:
@@ -659,7 +660,7 @@ def _chronicity(n: int, seed: int, p: PopulationParameters) -> list[TargetResult
     """
 
     def chronic(anxiety: float, s: int) -> float:
-        population = covariates.Population(episode_weeks=26.0, anxiety_share=anxiety)
+        population = Population(episode_weeks=26.0, anxiety_share=anxiety)
         spec = CohortSpec(
             n_patients=n, days=730, seed=s, care="usual", observe_every_days=91,
             population=population,
@@ -757,7 +758,7 @@ def _late_life(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]
     threshold) in usual care at 4, 8 and 24 months, half treated [assumption].
     """
     drug = [DoseChange(day=0, drug="citalopram", mg_per_day=20.0)]
-    chronic = covariates.Population(episode_weeks=104.0)
+    chronic = Population(episode_weeks=104.0)
 
     def spec(care: str, treated: bool, days: int, s: int, **extra: object) -> CohortSpec:
         return CohortSpec(
@@ -783,7 +784,7 @@ def _late_life(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]
     # screened on the 24-item HAM-D >= 18, about 15 on the 17 items it contains [assumption].
     prospect_spec = {
         "screen_hamd17_min": 15,
-        "population": covariates.Population(episode_weeks=52.0),
+        "population": Population(episode_weeks=52.0),
     }
     prospect = _pooled(
         [
@@ -824,7 +825,7 @@ def _resistant(n: int, seed: int, p: PopulationParameters) -> list[TargetResult]
     """
     spec = CohortSpec(
         n_patients=n, days=182, seed=seed, care="usual", screen_phq9_min=10,
-        population=covariates.Population(episode_weeks=120.0),
+        population=Population(episode_weeks=120.0),
     )  # fmt: skip
     r = simulate_cohort(spec, params=p)
     return [

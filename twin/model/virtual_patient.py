@@ -14,10 +14,11 @@ import numpy as np
 import numpy.typing as npt
 
 from twin.domain import events
+from twin.domain.drugs import drug
 from twin.model import dynamics, likelihood
 from twin.model.dynamics import Row
 from twin.model.inputs import InputTracker
-from twin.model.parameters import PopulationParameters, drug
+from twin.model.parameters import PopulationParameters
 
 __all__ = ["SyntheticPatient", "synthetic_patient"]
 

@@ -7,38 +7,8 @@ without the model's dependencies; :func:`twin.client.frames.score_forecasts` is 
 entry point.
 """
 
-from twin.validation.scoring import (
-    DEFAULT_LEVELS,
-    DEFAULT_WINDOWS,
-    PitHistogram,
-    ScoreReport,
-    Scores,
-    Window,
-    central_levels,
-    crps_ensemble,
-    crps_quantiles,
-    interval_coverage,
-    interval_coverage_quantiles,
-    pit,
-    pit_coverage,
-    pit_histogram,
-    score_table,
-)
+# The package's API is the scoring module's, named once there.
+from twin.validation import scoring
+from twin.validation.scoring import *  # noqa: F403
 
-__all__ = [
-    "DEFAULT_LEVELS",
-    "DEFAULT_WINDOWS",
-    "PitHistogram",
-    "ScoreReport",
-    "Scores",
-    "Window",
-    "central_levels",
-    "crps_ensemble",
-    "crps_quantiles",
-    "interval_coverage",
-    "interval_coverage_quantiles",
-    "pit",
-    "pit_coverage",
-    "pit_histogram",
-    "score_table",
-]
+__all__ = scoring.__all__
