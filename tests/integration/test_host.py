@@ -315,3 +315,24 @@ def test_audit_verify_command(tmp_path, monkeypatch):
     assert audit.main([]) == 0
     aio.run(tamper())
     assert audit.main([]) == 1
+
+
+async def test_alert_flags_survive_a_restart_from_a_checkpoint(stores):
+    # A host's memory of the alerts it raised is gone when it dies; a twin activated from its
+    # checkpoint must still report what its earlier events raised, as a rebuild from the log
+    # does (found by the chaos suite: flags differed after host kills).
+    host = stores.host(HostSettings(particles=200, checkpoint_every_events=1))
+    raised = await host.ingest(
+        "p",
+        [
+            NewEvent("a", 1.0, E.Phq9(8)),
+            NewEvent("b", 2.0, E.Phq9(16, (2, 2, 2, 2, 2, 2, 2, 1, 1))),
+        ],
+    )
+    await host.ingest("p", [NewEvent("c", 3.0, E.EmaAffect(4))])
+    assert {a.rule for a in raised.alerts} == {"reliable_deterioration", "safety_item9"}
+    live = await host.summary("p")
+
+    restarted = await stores.host().summary("p")  # activated from the checkpoint after "c"
+
+    assert restarted.alert_flags == live.alert_flags == ["reliable_deterioration", "safety_item9"]

@@ -615,14 +615,13 @@ def apply_events(
                     _apply_intervention(s, ev, batch.X[:, i])
                 s.clock = ev.day
                 s.last_seq = ev.seq
+                raised = tuple(alerts.evaluate(s, ev))
+                for alert in raised:
+                    if alert.status == "fired":
+                        s.note_fired(alert.rule, alert.day)
                 results[i].append(
                     EventResult(
-                        ev.seq,
-                        i in evidence,
-                        evidence.get(i),
-                        float(ess[i]),
-                        i in low,
-                        tuple(alerts.evaluate(s, ev)),
+                        ev.seq, i in evidence, evidence.get(i), float(ess[i]), i in low, raised
                     )
                 )
     finally:

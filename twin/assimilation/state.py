@@ -107,6 +107,8 @@ class TwinState:
         baseline_phq9: First PHQ-9 total of the current course, or ``None``.
         last_seen: Per observation stream, day of the latest value.
         recent: Per wearable stream, ``[day, value]`` over the last 7 days.
+        fired: Per alert rule, the day it last fired (``twin.assimilation.alerts``): part of
+            the state, so the flags a twin reports survive its checkpoints and restarts.
     """
 
     key: int
@@ -141,6 +143,7 @@ class TwinState:
     baseline_phq9: int | None = None
     last_seen: dict[str, float] = field(default_factory=dict)
     recent: dict[str, list[list[float]]] = field(default_factory=dict)
+    fired: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_particles(self) -> int:
@@ -183,6 +186,14 @@ class TwinState:
         window.append([day, value])
         self.recent[stream] = [v for v in window if v[0] > day - _RECENT_DAYS]
 
+    def note_fired(self, rule: str, day: float) -> None:
+        """Record that alert ``rule`` fired on ``day`` (the latest day is kept)."""
+        self.fired[rule] = max(day, self.fired.get(rule, day))
+
+    def fired_since(self, day: float) -> list[str]:
+        """The alert rules that fired on or after ``day``, sorted."""
+        return sorted(rule for rule, last in self.fired.items() if last >= day)
+
     def _header(self) -> dict[str, Any]:
         return {
             "key": self.key,
@@ -216,6 +227,7 @@ class TwinState:
             "baseline_phq9": self.baseline_phq9,
             "last_seen": self.last_seen,
             "recent": self.recent,
+            "fired": self.fired,
         }
 
     def to_bytes(self) -> bytes:
@@ -288,6 +300,7 @@ class TwinState:
             baseline_phq9=h["baseline_phq9"],
             last_seen=h["last_seen"],
             recent=h["recent"],
+            fired=h["fired"],
         )
 
     def equals(self, other: TwinState) -> bool:

@@ -15,7 +15,7 @@ __all__ = ["MODEL_VERSION", "PopulationParameters"]
 
 #: Version of the model's equations and state layout. Serialized state records it; a change in
 #: equations or layout bumps it so old checkpoints are refused rather than misread.
-MODEL_VERSION = "novamind-twin/1.3"
+MODEL_VERSION = "novamind-twin/1.4"
 
 
 @dataclass(frozen=True, slots=True)

@@ -269,15 +269,9 @@ class TwinHost:
     def _summarize(patient_id: str, active: _Active) -> TwinSummary:
         """Posterior summary with the alert flags of the last :data:`ALERT_FLAG_DAYS` days."""
         s = active.state
-        recent = s.clock - ALERT_FLAG_DAYS
-        flags = sorted(
-            {
-                a.rule
-                for fired in active.alerts.values()
-                for a in fired
-                if a.status == "fired" and a.day >= recent
-            }
-        )
+        # From the state, not from this host's memory of the alerts it raised: a twin
+        # activated from a checkpoint reports the flags its earlier events raised.
+        flags = s.fired_since(s.clock - ALERT_FLAG_DAYS)
         return TwinSummary(
             patient_id=patient_id,
             last_seq=s.last_seq,
