@@ -6,17 +6,18 @@ recorded:
 
 - every acknowledged event is in the log exactly once, under its key, at the sequence number it
   was acknowledged with, with the payload that was sent;
-- each client's acknowledgements are in log order (a client sends one request at a time);
+- acknowledgements are in real-time order: an event acknowledged before another was sent is
+  stored before it;
 - an event that was never acknowledged may be stored or not: both are counted;
 - nothing is stored that no client sent (a retry that was stored twice would be);
-- each twin, as the API serves it, equals a twin rebuilt from the log alone;
+- each twin, its whole state as its host holds it and its summary as the API serves it, equals
+  a twin rebuilt from the log alone;
 - the audit chain verifies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -28,7 +29,7 @@ import asyncpg
 from deployments.bootstrap import build_host_ports
 from deployments.ops.audit import verify
 from storage.local import LocalCheckpointStore
-from tests.chaos.workload import Ledger, digest
+from tests.chaos.workload import Ack, Ledger, digest
 from twin.client import AsyncClient
 from twin.service.host import HostPorts, TwinHost
 from twin.settings import TwinSettings
@@ -73,51 +74,80 @@ async def _stored_keys(dsn: str, patients: list[str]) -> dict[tuple[str, str], i
     return {(r["patient_id"], r["idempotency_key"]): int(r["seq"]) for r in rows}
 
 
-async def _rebuilt_from_log(stores: HostPorts, settings: TwinSettings, patient: str) -> Any:
+async def _rebuilt_from_log(
+    stores: HostPorts, settings: TwinSettings, patient: str
+) -> tuple[dict[str, Any], bytes]:
     # The same log and keys, but no checkpoint: the twin is replayed from its first event.
     with tempfile.TemporaryDirectory() as empty:
         ports = HostPorts(stores.events, LocalCheckpointStore(Path(empty)), stores.sealer,
                           priors=stores.priors)  # fmt: skip
         host = TwinHost(ports, settings=settings.host)
-        return await host.summary(patient)
+        return (await host.summary(patient)).model_dump(), await host.state_bytes(patient)
+
+
+def _order_violations(acks: list[Ack]) -> int:
+    """Events of one patient stored before an event acknowledged before they were sent.
+
+    Real-time order: ``a.done < b.at`` requires ``a.seq < b.seq``.
+    """
+    by_done = sorted(acks, key=lambda a: a.done)
+    newest, i, violations = 0, 0, 0
+    for b in sorted(acks, key=lambda a: a.at):
+        while i < len(by_done) and by_done[i].done < b.at:
+            newest = max(newest, by_done[i].seq)
+            i += 1
+        violations += newest >= b.seq
+    return violations
 
 
 async def check(
     settings: TwinSettings, ledger: Ledger, patients: list[str], api: AsyncClient
 ) -> Verdict:
-    """Compare what the clients recorded with what the stores and the API hold."""
+    """Compare what the clients recorded with what the stores, the twins and the API hold."""
+    from actors.directory import RayTwinDirectory
+    from actors.runtime import TwinRuntime
+
     assert settings.database_url is not None
     stored = await _stored_keys(settings.database_url, patients)
+    runtime = TwinRuntime(RayTwinDirectory(settings, build_host_ports, settings.host))
     stores = await build_host_ports(settings)
     try:
         logs = {p: await stores.events.read(p) for p in patients}
         by_seq = {p: {e.seq: e for e in log} for p, log in logs.items()}
-        lost = mismatched = 0
+
+        def matches(patient: str, seq: int, sent: str) -> bool:
+            at = by_seq[patient].get(seq)
+            return at is not None and digest(at.payload) == sent
+
+        lost = mismatched = present = 0
         for ack in ledger.acked.values():
             seq = stored.get((ack.patient, ack.key))
             if seq is None:
                 lost += 1
-                continue
-            at = by_seq[ack.patient].get(seq)
-            if seq != ack.seq or at is None or digest(at.payload) != ack.digest:
+            elif seq != ack.seq or not matches(ack.patient, seq, ack.digest):
                 mismatched += 1
-        sent = set(ledger.acked) | set(ledger.unacked)
-        duplicated = sum(1 for (_, key) in stored if key not in sent)
-        duplicated += sum(len(logs[p]) for p in patients) - len(stored)  # rows without a key
-        by_client: dict[int, list[Any]] = defaultdict(list)
+        for key, (patient, sent) in ledger.unacked.items():
+            seq = stored.get((patient, key))
+            if seq is not None:
+                present += 1
+                mismatched += not matches(patient, seq, sent)
+        # Stored under a key no client sent for that patient: a write doubled or misplaced.
+        sent_pairs = {(a.patient, a.key) for a in ledger.acked.values()}
+        sent_pairs |= {(patient, key) for key, (patient, _) in ledger.unacked.items()}
+        duplicated = sum(1 for pair in stored if pair not in sent_pairs)
+        by_patient: dict[str, list[Ack]] = defaultdict(list)
         for ack in ledger.acked.values():
-            by_client[ack.client].append(ack)
-        order = 0
-        for acks in by_client.values():
-            seqs = [a.seq for a in sorted(acks, key=lambda a: a.at)]
-            order += sum(1 for a, b in itertools.pairwise(seqs) if b <= a)
-        present = sum(1 for key, (p, _) in ledger.unacked.items() if (p, key) in stored)
+            by_patient[ack.patient].append(ack)
+        order = sum(_order_violations(acks) for acks in by_patient.values())
         differences: list[tuple[str, tuple[str, ...]]] = []
         for patient in patients:
             live = (await api.twin(patient)).model_dump()
-            rebuilt = (await _rebuilt_from_log(stores, settings, patient)).model_dump()
-            if live != rebuilt:
-                differences.append((patient, tuple(k for k in live if live[k] != rebuilt.get(k))))
+            rebuilt, rebuilt_state = await _rebuilt_from_log(stores, settings, patient)
+            fields = [k for k in live if live[k] != rebuilt.get(k)]
+            if await runtime.state_bytes(patient) != rebuilt_state:
+                fields.append("state")
+            if fields:
+                differences.append((patient, tuple(fields)))
     finally:
         await stores.aclose()
     report = await asyncio.to_thread(verify, settings)

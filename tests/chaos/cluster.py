@@ -139,7 +139,7 @@ class ChaosCluster:
         """Add a worker node (one CPU) and wait until the cluster counts it."""
         import ray
 
-        before = len([n for n in ray.nodes() if n["Alive"]])
+        known = set(self.node_ids)
         proc = subprocess.Popen(
             [sys.executable, "-m", "ray.scripts.scripts", "start", "--address", self.address,
              "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
@@ -147,12 +147,13 @@ class ChaosCluster:
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
+        self.workers.append(proc)  # stopped with the cluster even if it never joins
+        # A new node id, alive: a node killed moments ago may still be listed as alive.
         deadline = time.monotonic() + 60
-        while len([n for n in ray.nodes() if n["Alive"]]) <= before:
+        while not {n["NodeID"] for n in ray.nodes() if n["Alive"]} - known:
             if time.monotonic() > deadline:
                 raise RuntimeError("the worker node did not join")
             time.sleep(0.2)
-        self.workers.append(proc)
         self._note_nodes()
         return proc
 

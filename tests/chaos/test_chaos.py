@@ -9,6 +9,7 @@ rebuild from the log, and that the audit chain verifies.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 
@@ -17,7 +18,7 @@ import pytest
 from tests.chaos.checker import check
 from tests.chaos.cluster import ChaosCluster
 from tests.chaos.faults import Injector
-from tests.chaos.workload import Ledger, patient_client, register_patients, sdk
+from tests.chaos.workload import Deadline, Ledger, patient_client, register_patients, sdk
 
 pytestmark = [pytest.mark.ray, pytest.mark.chaos]
 
@@ -32,14 +33,18 @@ async def _under_faults(
         patients = await register_patients(admin, 3, team)
         ledger = Ledger()
         injector = Injector(cluster, seed=seed, outage_s=2.0)
-        until = time.monotonic() + seconds
+        deadline = Deadline(math.inf)
+
+        async def inject() -> None:
+            until = time.monotonic() + seconds
+            await injector.run(kinds, every_s=seconds / (faults + 1), until=until)
+            deadline.at = time.monotonic() + 5.0  # then a few seconds on a healed cluster
+
         clients = [
-            patient_client(clinician, p, c, ledger, until=until, max_events=400)
+            patient_client(clinician, p, c, ledger, until=deadline, max_events=100_000)
             for c, p in enumerate(patients * 2)  # two clients per patient
         ]
-        await asyncio.gather(
-            *clients, injector.run(kinds, every_s=seconds / (faults + 1), until=until)
-        )
+        await asyncio.gather(*clients, inject())
         verdict = await check(cluster.settings, ledger, patients, clinician)
     finally:
         await admin.aclose()

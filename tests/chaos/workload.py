@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import httpx
+
 from twin import errors
 from twin.client import AsyncClient, RetryPolicy, observation
 from twin.domain import codec
@@ -42,6 +44,7 @@ class Ack:
     seq: int
     client: int
     at: float
+    done: float
 
 
 @dataclass
@@ -62,6 +65,13 @@ class Ledger:
     latencies: list[tuple[float, float]] = field(default_factory=list)
 
 
+@dataclass
+class Deadline:
+    """When the clients stop (monotonic seconds); a run may move it while they work."""
+
+    at: float
+
+
 def _payload(client: int, i: int) -> E.Payload:
     # Mostly mood check-ins, with a PHQ-9 now and then: both are applied by every twin.
     if i % 5 == 4:
@@ -75,28 +85,29 @@ async def patient_client(
     client: int,
     ledger: Ledger,
     *,
-    until: float,
+    until: Deadline,
     max_events: int,
     pause_s: float = 0.02,
 ) -> None:
     """Send observations to one patient, one request at a time, until ``until`` or the cap."""
     for i in range(max_events):
-        if time.monotonic() >= until:
+        if time.monotonic() >= until.at:
             return
         payload = _payload(client, i)
         key = f"c{client}-{i}"
         started = time.monotonic()
         try:
             out = await sdk.add_observations(patient, [observation(payload, day=DAY, key=key)])
-        except (errors.TwinError, OSError) as exc:
+        except (errors.TwinError, httpx.HTTPError, OSError) as exc:
             ledger.unacked[key] = (patient, digest(payload))
             status = getattr(exc, "status", None)  # the HTTP status, where there was one
             ledger.statuses[type(exc).__name__ + (f" {status}" if status else "")] += 1
         else:
             (ack,) = out.acknowledged
-            ledger.acked[key] = Ack(patient, key, digest(payload), ack.seq, client, started)
+            done = time.monotonic()
+            ledger.acked[key] = Ack(patient, key, digest(payload), ack.seq, client, started, done)
             ledger.statuses["ok"] += 1
-            ledger.latencies.append((started, time.monotonic() - started))
+            ledger.latencies.append((started, done - started))
         await asyncio.sleep(pause_s)
 
 
