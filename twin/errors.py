@@ -26,6 +26,7 @@
     │   └── ConcurrencyLimitError            as many jobs or live streams as allowed (HTTP 429)
     ├── OverloadedError                      the service's queues are full; retry (HTTP 503)
     └── ApiError                             any other HTTP error (the SDK's fallback)
+        └── UpstreamLostError                a gateway lost the server mid-request (SDK)
 
 Every class pickles (errors cross Ray processes): each passes all its constructor arguments
 positionally to ``super().__init__`` so ``BaseException.__reduce__`` rebuilds it. Messages never
@@ -59,6 +60,7 @@ __all__ = [
     "StorageUnavailableError",
     "TwinError",
     "UnknownDrugError",
+    "UpstreamLostError",
 ]
 
 
@@ -264,3 +266,18 @@ class ApiError(TwinError):
 
     def __str__(self) -> str:
         return f"{self.status} {self.title}" + (f": {self.detail}" if self.detail else "")
+
+
+class UpstreamLostError(ApiError):
+    """A gateway answered for a server it lost mid-request: the request's outcome is unknown.
+
+    The API itself always answers with a problem document; a bare 500, 502 or 504 is a proxy's
+    (Ray Serve's, for a replica that died). A request with an idempotency key, or a read, is
+    safe to send again and the SDK does; anything else may or may not have taken effect.
+    """
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status, "the server was lost mid-request; the outcome is unknown")
+
+    def __reduce__(self) -> tuple[type[UpstreamLostError], tuple[int]]:
+        return (type(self), (self.status,))

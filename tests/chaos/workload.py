@@ -57,12 +57,14 @@ class Ledger:
             their patient and payload digest.
         statuses: Outcomes by kind (``ok`` or the error class that ended a call).
         latencies: (time sent, seconds) of every acknowledged call.
+        failures: The first few failures' messages (what a failed call was answered).
     """
 
     acked: dict[str, Ack] = field(default_factory=dict)
     unacked: dict[str, tuple[str, str]] = field(default_factory=dict)
     statuses: Counter[str] = field(default_factory=Counter)
     latencies: list[tuple[float, float]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -102,6 +104,8 @@ async def patient_client(
             ledger.unacked[key] = (patient, digest(payload))
             status = getattr(exc, "status", None)  # the HTTP status, where there was one
             ledger.statuses[type(exc).__name__ + (f" {status}" if status else "")] += 1
+            if len(ledger.failures) < 20:
+                ledger.failures.append(f"{time.monotonic():.1f} {str(exc)[:300]}")
         else:
             (ack,) = out.acknowledged
             done = time.monotonic()

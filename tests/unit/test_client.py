@@ -44,6 +44,26 @@ def test_retryable_answers_are_retried_with_the_same_idempotency_keys():
     assert seen[0].headers["authorization"] == "Bearer t0k"
 
 
+def test_a_gateways_answer_for_a_lost_server_is_retried_and_the_apis_own_500_is_not():
+    seen: list[httpx.Request] = []
+    lost = [httpx.Response(s, text="Internal Server Error") for s in (500, 502, 504)]
+    with _client([*lost, _ingest_ok()], seen) as api:
+        out = api.add_observations("pt_1", [observation(E.Phq9(10), day=0.0)])
+    assert out.last_seq == 1 and len(seen) == 4
+    assert len({json.loads(r.content)["items"][0]["idempotency_key"] for r in seen}) == 1
+    seen.clear()
+    ours = httpx.Response(500, headers=PROBLEM, json={"title": "Internal Server Error",
+                                                      "status": 500})  # fmt: skip
+    with _client([ours], seen) as api, pytest.raises(errors.ApiError):
+        api.add_observations("pt_1", [observation(E.Phq9(10), day=0.0)])
+    assert len(seen) == 1
+    seen.clear()
+    lost_creation = [httpx.Response(500, text="lost")]
+    with _client(lost_creation, seen) as api, pytest.raises(errors.UpstreamLostError):
+        api.create_patient(name="N", birth_date="1990-01-01", mrn="M", care_team="t")
+    assert len(seen) == 1  # still never a second creation: its outcome is unknown
+
+
 def test_problems_become_the_platforms_exceptions_and_creation_is_not_retried():
     seen: list[httpx.Request] = []
     cases = [

@@ -2,7 +2,9 @@
 
 Each route is described once, as a :class:`_Call` built by :class:`_Routes` (method, path,
 parameters, body, response model); the two clients only differ in how they send it. Retries
-(tenacity): 429 and 503 answers and transport errors, up to ``RetryPolicy.attempts`` tries,
+(tenacity): 429 and 503 answers, a gateway's 500, 502 or 504 (an answer without a problem
+document: the proxy's, when the server behind it was lost mid-request) and transport errors, up
+to ``RetryPolicy.attempts`` tries,
 waiting ``max(Retry-After, exponential backoff with jitter)``; requests that change state are
 retried only when they carry idempotency keys (ingest) or are naturally idempotent (reads,
 erase), never a patient creation.
@@ -276,16 +278,25 @@ _STATUS_ERRORS: dict[int, type[errors.TwinError]] = {
 }
 
 
+#: Statuses a gateway answers for a server it lost (Ray Serve's proxy: 500 for a replica that
+#: died mid-request).
+_GATEWAY = frozenset({500, 502, 504})
+
+
 def raise_for_problem(response: httpx.Response) -> None:
     """Raise the :mod:`twin.errors` exception of a non-2xx answer (problem+json)."""
     if response.is_success:
         return
+    status = response.status_code
     try:
         problem = schemas.Problem.model_validate(response.json())
         title, detail = problem.title, problem.detail
     except ValueError:
+        if status in _GATEWAY:
+            # Not the API's answer (it always sends a problem document): a proxy's, for a
+            # server lost mid-request. Worth another try where one is safe.
+            raise errors.UpstreamLostError(status) from None
         title, detail = response.reason_phrase, None
-    status = response.status_code
     message = detail or title
     if status in (429, 503):
         retry_after = response.headers.get("retry-after", "1")
@@ -304,7 +315,13 @@ def raise_for_problem(response: httpx.Response) -> None:
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, errors.ConcurrencyLimitError):
         return False
-    return isinstance(exc, errors.RateLimitedError | errors.OverloadedError | httpx.TransportError)
+    return isinstance(
+        exc,
+        errors.RateLimitedError
+        | errors.OverloadedError
+        | errors.UpstreamLostError
+        | httpx.TransportError,
+    )
 
 
 def _waiter(policy: RetryPolicy) -> Any:
