@@ -24,6 +24,15 @@ def apply_migrations(url: str, package: str) -> None:
     try:
         with resources.as_file(resources.files(package) / "migrations") as folder:
             migrations = read_migrations(str(folder))
+            # Nothing pending (every start but the first after a release): no lock. A process
+            # killed while it held the lock would otherwise leave its row behind, and every
+            # process that opens the store after it would wait for a lock nobody releases.
+            try:
+                pending = len(backend.to_apply(migrations))
+            except Exception:  # the history table itself is not there yet: take the lock
+                pending = -1
+            if pending == 0:
+                return
             with backend.lock():
                 backend.apply_migrations(backend.to_apply(migrations))
     finally:
