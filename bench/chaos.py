@@ -20,18 +20,16 @@ import math
 import random
 import sys
 import tempfile
-import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tests.chaos.checker import check
 from tests.chaos.cluster import ChaosCluster, running_cluster
 from tests.chaos.faults import KINDS, Injected, Injector
-from tests.chaos.workload import Ack, Deadline, Ledger, patient_client, register_patients, sdk
+from tests.chaos.scenario import under_faults
+from tests.chaos.workload import Ack, Ledger
 
 #: The default schedule: every fault kind, at least 20 kills and 3 PostgreSQL crash cycles.
 DEFAULT_SCHEDULE = (
@@ -89,36 +87,20 @@ def _recovery(ledger: Ledger, faults: list[Injected]) -> dict[str, float | None]
 async def _run(
     cluster: ChaosCluster, schedule: list[str], *, every_s: float, patients: int, seed: int
 ) -> dict[str, Any]:
-    team = f"team-{uuid.uuid4().hex[:6]}"
-    admin = sdk(cluster.http_url, cluster.token("admin"))
-    clinician = sdk(cluster.http_url, cluster.token("clinician", team=(team,)))
-    try:
-        ids = await register_patients(admin, patients, team)
-        ledger = Ledger()
-        injector = Injector(cluster, seed=seed)
-        deadline = Deadline(math.inf)
+    injector = Injector(cluster, seed=seed)
 
-        async def faults() -> None:
-            for kind in schedule:
-                await asyncio.sleep(every_s)
-                await injector.inject(kind)
-            # A quiet minute after the last fault: the clients go on against a healed cluster.
-            deadline.at = time.monotonic() + 60.0
+    async def faults() -> None:
+        for kind in schedule:
+            await asyncio.sleep(every_s)
+            await injector.inject(kind)
 
-        started = time.monotonic()
-        await asyncio.gather(faults(), *[
-            patient_client(clinician, p, c, ledger, until=deadline, max_events=1_000_000)
-            for c, p in enumerate(ids * 2)
-        ])  # fmt: skip
-        seconds = time.monotonic() - started
-        verdict = await check(cluster.settings, ledger, ids, clinician)
-    finally:
-        await admin.aclose()
-        await clinician.aclose()
+    # A quiet minute after the last fault: the clients go on against a healed cluster.
+    run = await under_faults(cluster, faults, patients=patients, quiet_s=60.0)
+    ledger, verdict = run.ledger, run.verdict
     by_kind = Counter(f.kind for f in injector.injected)
     return {
         "benchmark": "chaos",
-        "seconds": round(seconds, 1),
+        "seconds": round(run.seconds, 1),
         "faults": dict(sorted(by_kind.items())),
         "kills": sum(by_kind[k] for k in KILLS),
         "postgres_crash_cycles": by_kind["postgres_crash"],

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from deployments.api.auth import mint_token
-from tests.servers import PostgresServer, RedisServer, free_port
+from tests.servers import PostgresServer, RedisServer, free_port, moto_client, wait_for_port
 from twin.settings import TwinSettings
 
 SECRET = "c" * 48
@@ -40,18 +40,6 @@ _PROCESS_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_AUTH_MODE": "disabled",
 }
-
-
-def _wait_for_port(port: int, timeout_s: float, what: str) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not open port {port}")
 
 
 class MotoProcess:
@@ -78,7 +66,7 @@ class MotoProcess:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        _wait_for_port(self.port, 30, "moto")
+        wait_for_port(self.port, 30, "moto")
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -88,12 +76,7 @@ class MotoProcess:
             self._proc = None
 
     def client(self, service: str) -> object:
-        import boto3
-
-        return boto3.client(
-            service, endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
+        return moto_client(self.endpoint, service)
 
 
 @dataclass
@@ -289,7 +272,7 @@ def running_cluster(root: Path, *, workers: int = 1) -> Iterator[ChaosCluster]:
             root, postgres, redis, moto, f"127.0.0.1:{port}",
             f"http://127.0.0.1:{http_port}", settings, env, session, head,
         )  # fmt: skip
-        _wait_for_port(port, 60, "the Ray head")
+        wait_for_port(port, 60, "the Ray head")
         saved = {k: os.environ.get(k) for k in _PROCESS_ENV}
         os.environ.update(_PROCESS_ENV)
         try:

@@ -8,48 +8,30 @@ rebuild from the log, and that the audit chain verifies.
 
 from __future__ import annotations
 
-import asyncio
-import math
 import time
-import uuid
 
 import pytest
 
-from tests.chaos.checker import check
+from tests.chaos.checker import Verdict
 from tests.chaos.cluster import ChaosCluster
 from tests.chaos.faults import Injector
-from tests.chaos.workload import Deadline, Ledger, patient_client, register_patients, sdk
+from tests.chaos.scenario import under_faults
+from tests.chaos.workload import Ledger
 
 pytestmark = [pytest.mark.ray, pytest.mark.chaos]
 
 
 async def _under_faults(
     cluster: ChaosCluster, kinds: tuple[str, ...], *, faults: int, seconds: float, seed: int
-) -> tuple[Injector, Ledger, object]:
-    team = f"team-{uuid.uuid4().hex[:6]}"
-    admin = sdk(cluster.http_url, cluster.token("admin"))
-    clinician = sdk(cluster.http_url, cluster.token("clinician", team=(team,)))
-    try:
-        patients = await register_patients(admin, 3, team)
-        ledger = Ledger()
-        injector = Injector(cluster, seed=seed, outage_s=2.0)
-        deadline = Deadline(math.inf)
+) -> tuple[Injector, Ledger, Verdict]:
+    injector = Injector(cluster, seed=seed, outage_s=2.0)
 
-        async def inject() -> None:
-            until = time.monotonic() + seconds
-            await injector.run(kinds, every_s=seconds / (faults + 1), until=until)
-            deadline.at = time.monotonic() + 5.0  # then a few seconds on a healed cluster
+    async def inject() -> None:
+        until = time.monotonic() + seconds
+        await injector.run(kinds, every_s=seconds / (faults + 1), until=until)
 
-        clients = [
-            patient_client(clinician, p, c, ledger, until=deadline, max_events=100_000)
-            for c, p in enumerate(patients * 2)  # two clients per patient
-        ]
-        await asyncio.gather(*clients, inject())
-        verdict = await check(cluster.settings, ledger, patients, clinician)
-    finally:
-        await admin.aclose()
-        await clinician.aclose()
-    return injector, ledger, verdict
+    run = await under_faults(cluster, inject, quiet_s=5.0)  # then a few seconds healed
+    return injector, run.ledger, run.verdict
 
 
 @pytest.mark.parametrize(
