@@ -11,6 +11,7 @@
     ├── StateCorruptError                    serialized state that cannot be read back
     ├── ModelVersionError                    state written by an incompatible model
     ├── StorageUnavailableError              a store cannot be reached; retry (HTTP 503)
+    │   └── StorageFullError                 a store has no space left; retry once freed (503)
     ├── HostUnavailableError                 the twin's host is restarting; retry (HTTP 503)
     ├── ConfigurationError                   unsafe settings; the service refuses to start
     ├── AuthenticationError                  no valid credentials (HTTP 401)
@@ -57,6 +58,7 @@ __all__ = [
     "OverloadedError",
     "RateLimitedError",
     "StateCorruptError",
+    "StorageFullError",
     "StorageUnavailableError",
     "TwinError",
     "UnknownDrugError",
@@ -175,6 +177,28 @@ class ModelVersionError(TwinError):
 
 class StorageUnavailableError(TwinError):
     """A store could not be reached or did not answer in time; the operation may be retried."""
+
+
+#: Seconds a client is told to wait after a write the full disk refused: freeing space takes
+#: an operator, not a moment, and the SDK's own backoff tops out at 10 s too.
+STORAGE_FULL_RETRY_S = 10
+
+
+class StorageFullError(StorageUnavailableError):
+    """A store has no space left for a write; nothing of the write was kept. Retry once freed.
+
+    Args:
+        what: The store, e.g. ``"SQLite store"`` (never a path: folders are named per patient).
+        retry_after_s: Seconds the caller should wait before trying again.
+    """
+
+    def __init__(self, what: str, retry_after_s: int = STORAGE_FULL_RETRY_S) -> None:
+        super().__init__(what, retry_after_s)
+        self.what = what
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        return f"{self.what} has no space left; retry after {self.retry_after_s} s"
 
 
 class AuthenticationError(TwinError):

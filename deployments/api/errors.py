@@ -31,6 +31,9 @@ _STATUS: tuple[tuple[type[errors.TwinError], int, str], ...] = (
     (errors.JobNotFinishedError, 409, "Conflict"),
     (errors.IdentifierTakenError, 409, "Conflict"),
     (errors.InvalidInputError, 422, "Unprocessable Content"),
+    # A full disk (StorageFullError) too: nothing of the write was kept, and a retry with the
+    # same idempotency keys succeeds once space is freed. 503, not WebDAV's 507: every client
+    # (the SDK, gateways) retries a 503 with its Retry-After; a 507 would be given up on.
     (errors.StorageUnavailableError, 503, "Service Unavailable"),
     (errors.HostUnavailableError, 503, "Service Unavailable"),
 )
@@ -53,7 +56,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         (413, "Request body too large"),
         (422, "Invalid input"),
         (429, "Rate limit exceeded (Retry-After)"),
-        (503, "A dependency is unavailable or the service is at capacity (Retry-After)"),
+        (503, "A store is unavailable or full, or the service is at capacity (Retry-After)"),
     )
 }
 

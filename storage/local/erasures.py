@@ -14,6 +14,7 @@ import asyncio
 import os
 from pathlib import Path
 
+from storage.disk import os_error
 from storage.local.files import fsync_dir
 from twin import errors
 from twin.domain.patients import is_patient_id
@@ -50,9 +51,20 @@ class LocalErasureLedger:
             return []
         return sorted(p.name for p in self._dir.iterdir() if is_patient_id(p.name))
 
+    async def _write(self, patient_id: str, suffix: str = "") -> None:
+        try:
+            await asyncio.to_thread(self._record, patient_id, suffix)
+        except OSError as exc:
+            raise os_error(exc, "erasure ledger") from None
+
     async def record(self, patient_id: str) -> None:
-        """Note the patient as erased (idempotent; synced before it returns)."""
-        await asyncio.to_thread(self._record, patient_id)
+        """Note the patient as erased (idempotent; synced before it returns).
+
+        Raises:
+            StorageUnavailableError: The folder cannot be written (``StorageFullError`` when
+                the disk is full); the erasure does not start.
+        """
+        await self._write(patient_id)
 
     async def erased(self) -> list[str]:
         """Every erased patient id, sorted."""
@@ -60,7 +72,7 @@ class LocalErasureLedger:
 
     async def complete(self, patient_id: str) -> None:
         """Mark the patient's erasure complete (idempotent; synced before it returns)."""
-        await asyncio.to_thread(self._record, patient_id, _DONE)
+        await self._write(patient_id, _DONE)
 
     def _incomplete(self) -> list[str]:
         if not self._dir.is_dir():

@@ -7,6 +7,12 @@ event loop never blocks; ``yoyo-migrations`` applies the versioned SQL files in
 Durability: WAL journal with ``synchronous=FULL`` (each commit is fsynced before it returns, so an
 acknowledged append survives power loss); ``secure_delete`` so a shredded data key is overwritten
 rather than left in free pages, and a WAL checkpoint after deletions.
+
+Failures of the file itself (a full disk, an I/O error, a lock held too long) become retryable
+errors in one place, :func:`storage_error`, for every statement run under :meth:`locked` or
+:meth:`write`: a full disk is :class:`twin.errors.StorageFullError`, never an unexpected
+exception. SQLite keeps the file intact when a write does not fit: the statement or
+transaction is rolled back and nothing of it is kept.
 """
 
 from __future__ import annotations
@@ -14,16 +20,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 
+from storage.disk import os_error
 from storage.migrations import apply_migrations
 from twin import errors
 
-__all__ = ["SqliteDatabase"]
+__all__ = ["STORE", "SqliteDatabase", "storage_error"]
+
+#: How errors name this store (one file holds the log, registry, audit trail and documents).
+STORE = "SQLite store"
+#: SQLITE_FULL: "database or disk is full".
+_FULL = 13
+#: Primary result codes that say the file cannot be used now, not that a statement is wrong:
+#: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL.
+_UNAVAILABLE = frozenset({5, 6, 7, 10, 14, 15})
+
+
+def storage_error(exc: BaseException) -> errors.StorageUnavailableError | None:
+    """The retryable error a failure of the database file means; ``None`` for any other.
+
+    A constraint, a malformed statement or a damaged file is not retryable and stays what it
+    is (the caller's bug or an incident, not a condition that passes).
+
+    Args:
+        exc: What SQLite (or the operating system) raised.
+    """
+    if isinstance(exc, OSError):
+        return os_error(exc, STORE)
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    # The extended result code's low byte is the primary code (SQLITE_IOERR_WRITE -> IOERR).
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == _FULL:
+        return errors.StorageFullError(STORE)
+    if primary in _UNAVAILABLE:
+        return errors.StorageUnavailableError(f"{STORE} unavailable: {exc}")
+    return None
 
 
 def _migrate(path: Path) -> None:
@@ -40,20 +79,47 @@ class SqliteDatabase:
         self.lock = asyncio.Lock()
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction under :attr:`lock`: committed on exit, rolled back on error."""
+    async def locked(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection under :attr:`lock`; failures of the file become retryable errors.
+
+        Raises:
+            StorageFullError: The disk has no space left for a write (nothing of it is kept).
+            StorageUnavailableError: The file cannot be read or written now.
+        """
         async with self.lock:
+            try:
+                yield self.conn
+            except (sqlite3.Error, OSError) as exc:
+                mapped = storage_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction under :meth:`locked`: committed on exit, rolled back on error.
+
+        Raises:
+            StorageFullError: The transaction does not fit on the disk (it was rolled back).
+            StorageUnavailableError: The file cannot be written now (rolled back).
+        """
+        async with self.locked():
             try:
                 await self.conn.execute("BEGIN IMMEDIATE")
                 yield self.conn
                 await self.conn.execute("COMMIT")
             except BaseException:
-                # Also after a cancelled BEGIN or COMMIT: the shared connection must not stay
-                # inside a transaction; a failing rollback does not hide the first error.
-                if self.conn.in_transaction:
-                    with contextlib.suppress(aiosqlite.Error):
-                        await self.conn.execute("ROLLBACK")
+                # Also after a cancelled BEGIN or COMMIT, or a full disk (SQLite may have
+                # rolled back already): the shared connection must not stay inside a
+                # transaction; a failing rollback does not hide the first error.
+                await self.rollback()
                 raise
+
+    async def rollback(self) -> None:
+        """End the open transaction, if any, keeping nothing of it (never raises a failure)."""
+        if self.conn.in_transaction:
+            with contextlib.suppress(aiosqlite.Error):
+                await self.conn.execute("ROLLBACK")
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDatabase:
@@ -80,6 +146,10 @@ class SqliteDatabase:
                 if part.exists():
                     os.chmod(part, 0o600)
         except (OSError, aiosqlite.Error) as exc:
+            # A migration that does not fit on the disk is a full store like any write.
+            full = storage_error(exc)
+            if isinstance(full, errors.StorageFullError):
+                raise full from None
             raise errors.StorageUnavailableError(f"SQLite store unavailable: {exc}") from None
         return cls(conn, path)
 

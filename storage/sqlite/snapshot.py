@@ -40,7 +40,7 @@ class SqliteSnapshot:
 
     async def patient_ids(self) -> list[str]:
         """Patients with a data key, sorted."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT patient_id FROM data_keys ORDER BY patient_id"
             )
@@ -48,7 +48,7 @@ class SqliteSnapshot:
 
     async def export(self, *, batch_rows: int = 1000) -> AsyncIterator[ports.TableRows]:
         """Every table from one read snapshot."""
-        async with self._db.lock:
+        async with self._db.locked():
             await self._db.conn.execute("BEGIN")
             try:
                 for table, order in TABLES.items():
@@ -68,7 +68,7 @@ class SqliteSnapshot:
 
     async def is_empty(self) -> bool:
         """True when every application table is empty."""
-        async with self._db.lock:
+        async with self._db.locked():
             for table in TABLES:
                 if await self._count(table):
                     return False
@@ -77,7 +77,7 @@ class SqliteSnapshot:
     async def import_all(self, batches: AsyncIterator[ports.TableRows]) -> dict[str, int]:
         """Insert every batch in one transaction; refuses a store that holds data."""
         counts = dict.fromkeys(TABLES, 0)
-        async with self._db.lock:
+        async with self._db.locked():
             await self._db.conn.execute("BEGIN IMMEDIATE")
             try:
                 for table in TABLES:
@@ -101,6 +101,8 @@ class SqliteSnapshot:
                     counts[batch.table] += len(batch.rows)
                 await self._db.conn.execute("COMMIT")
             except BaseException:
-                await self._db.conn.execute("ROLLBACK")
+                # Not a bare ROLLBACK: after a full disk SQLite may have rolled back already,
+                # and "no transaction is active" would hide why the restore failed.
+                await self._db.rollback()
                 raise
         return counts

@@ -7,6 +7,10 @@ patient's data key makes their log unreadable too.
 Appends for one patient are serialised in this process; across processes, the write transaction
 (``BEGIN IMMEDIATE``) re-checks the patient's last sequence and retries the plan if another
 writer got in first.
+
+Every statement runs under :meth:`SqliteDatabase.locked` or :meth:`SqliteDatabase.write`, so a
+full disk is :class:`twin.errors.StorageFullError` and an unusable file
+:class:`twin.errors.StorageUnavailableError` from every adapter here (both retryable).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import aiosqlite
 
-from storage.sqlite.database import SqliteDatabase
+from storage.sqlite.database import SqliteDatabase, storage_error
 from twin import errors, event_log, patient_registry, ports
 from twin.domain import events
 from twin.domain.audit import (
@@ -53,7 +57,7 @@ class SqliteEventStore:
         self._patient_locks: dict[str, asyncio.Lock] = {}
 
     async def _head(self, patient_id: str) -> tuple[int, float]:
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT seq, day FROM events WHERE patient_id = ? ORDER BY seq DESC LIMIT 1",
                 (patient_id,),
@@ -65,7 +69,7 @@ class SqliteEventStore:
         if not keys:
             return {}
         marks = ",".join("?" * len(keys))
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 f"SELECT idempotency_key, seq FROM events "
                 f"WHERE patient_id = ? AND idempotency_key IN ({marks})",
@@ -108,7 +112,7 @@ class SqliteEventStore:
         self, patient_id: str, head_seq: int, rows: list[tuple[str, int, str, float, bytes]]
     ) -> bool:
         conn = self._db.conn
-        async with self._db.lock:
+        async with self._db.locked():
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 cursor = await conn.execute(
@@ -134,17 +138,25 @@ class SqliteEventStore:
                     rows,
                 )
                 await conn.execute("COMMIT")
-            except aiosqlite.Error as exc:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                raise errors.StorageUnavailableError(f"event append failed: {exc}") from None
+            except BaseException as exc:
+                # Also when cancelled mid-transaction: the shared connection must not stay
+                # inside it (every later BEGIN would fail).
+                await self._db.rollback()
+                if not isinstance(exc, aiosqlite.Error):
+                    raise
+                # A full disk says so (StorageFullError); any other failure of the commit is
+                # retryable too: nothing of the batch was kept, and its keys make a retry safe.
+                raise (
+                    storage_error(exc)
+                    or errors.StorageUnavailableError(f"event append failed: {exc}")
+                ) from None
         return True
 
     async def read(
         self, patient_id: str, *, after_seq: int = 0, limit: int | None = None
     ) -> list[events.Event]:
         """Events after ``after_seq`` (at most ``limit``), opened and validated."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT seq, day, payload FROM events WHERE patient_id = ? AND seq > ? "
                 "ORDER BY seq LIMIT ?",
@@ -164,7 +176,7 @@ class SqliteEventStore:
 
     async def forget(self, patient_id: str) -> int:
         """Delete the patient's events (overwritten on disk: ``secure_delete``)."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "DELETE FROM events WHERE patient_id = ?", (patient_id,)
             )
@@ -179,7 +191,7 @@ class SqliteDataKeyStore:
 
     async def get(self, patient_id: str) -> ports.WrappedKey | None:
         """The stored wrapped key, if any."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT kek_id, blob FROM data_keys WHERE patient_id = ?", (patient_id,)
             )
@@ -195,7 +207,7 @@ class SqliteDataKeyStore:
         Raises:
             KeyAccessError: The patient was erased.
         """
-        async with self._db.lock:
+        async with self._db.locked():
             await self._db.conn.execute(
                 "INSERT OR IGNORE INTO data_keys (patient_id, kek_id, blob) SELECT ?, ?, ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM patients WHERE patient_id = ? "
@@ -209,7 +221,7 @@ class SqliteDataKeyStore:
 
     async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
         """Overwrite the wrapped key (rotation)."""
-        async with self._db.lock:
+        async with self._db.locked():
             await self._db.conn.execute(
                 "UPDATE data_keys SET kek_id = ?, blob = ? WHERE patient_id = ?",
                 (key.kek_id, key.blob, patient_id),
@@ -217,7 +229,7 @@ class SqliteDataKeyStore:
 
     async def delete(self, patient_id: str) -> bool:
         """Destroy the key and flush the WAL so no copy of it stays on disk."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "DELETE FROM data_keys WHERE patient_id = ?", (patient_id,)
             )
@@ -262,7 +274,7 @@ class SqliteTwinIndex:
         for this statement only). A crash may lose the newest updates; the twin's next update
         repairs its entry, and the event log, written with ``synchronous=FULL``, is the truth.
         """
-        async with self._db.lock:
+        async with self._db.locked():
             await self._db.conn.execute("PRAGMA synchronous=NORMAL")
             try:
                 cursor = await self._upsert(entry)
@@ -272,7 +284,7 @@ class SqliteTwinIndex:
 
     async def delete(self, patient_id: str) -> bool:
         """Remove a twin's entry (erasure)."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "DELETE FROM twin_index WHERE patient_id = ?", (patient_id,)
             )
@@ -292,7 +304,7 @@ class SqliteTwinIndex:
 
     async def get(self, patient_id: str) -> ports.IndexEntry | None:
         """One twin's entry."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 f"SELECT {_INDEX_COLUMNS} FROM twin_index WHERE patient_id = ?", (patient_id,)
             )
@@ -311,7 +323,7 @@ class SqliteTwinIndex:
     ) -> list[ports.IndexEntry]:
         """Filter by severity, alert flag, scope, update time and risk; most severe first."""
         scope = None if patient_ids is None else json.dumps(list(patient_ids))
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 f"SELECT {_INDEX_COLUMNS} FROM twin_index "
                 "WHERE (? IS NULL OR severity_mean >= ?) AND (? IS NULL OR alert_flags LIKE ?) "
@@ -358,7 +370,7 @@ class SqliteAuditLog:
         for record in records:  # before BEGIN: a refused record leaves no transaction open
             check_writable(record)
         conn = self._db.conn
-        async with self._db.lock:
+        async with self._db.locked():
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 cursor = await conn.execute(
@@ -375,15 +387,19 @@ class SqliteAuditLog:
                     ],
                 )
                 await conn.execute("COMMIT")
-            except aiosqlite.Error as exc:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                raise errors.StorageUnavailableError(f"audit append failed: {exc}") from None
+            except BaseException as exc:
+                await self._db.rollback()  # as in the event append
+                if not isinstance(exc, aiosqlite.Error):
+                    raise
+                raise (
+                    storage_error(exc)
+                    or errors.StorageUnavailableError(f"audit append failed: {exc}")
+                ) from None
         return new
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         """Entries in chain order."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT seq, record, prev_hash, hash FROM audit_log WHERE seq > ? "
                 "ORDER BY seq LIMIT ?",
@@ -433,7 +449,7 @@ class SqlitePatientRegistry:
         """Live patients named by ``links``: link -> patient id."""
         wanted = list(dict.fromkeys(links))
         found: dict[str, str] = {}
-        async with self._db.lock:
+        async with self._db.locked():
             for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
                 chunk = wanted[start : start + 500]
                 cursor = await self._db.conn.execute(
@@ -460,7 +476,7 @@ class SqlitePatientRegistry:
             await self._insert_links(patient_id, links)
 
     async def _row(self, patient_id: str) -> Any:
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT care_team, identifiers, erased_at FROM patients WHERE patient_id = ?",
                 (patient_id,),
@@ -485,7 +501,7 @@ class SqlitePatientRegistry:
         self, care_team: str, *, after: str | None = None, limit: int = 100
     ) -> list[str]:
         """Live patients of a team in id order, after ``after``."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT patient_id FROM patients WHERE care_team = ? AND erased_at IS NULL "
                 "AND patient_id > ? ORDER BY patient_id LIMIT ?",
@@ -525,7 +541,7 @@ class SqliteDocumentStore:
 
     async def put(self, document: ports.Document) -> None:
         """Insert or replace."""
-        async with self._db.lock:
+        async with self._db.locked():
             await self._db.conn.execute(
                 "INSERT OR REPLACE INTO documents "
                 "(collection, doc_id, patient_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -540,7 +556,7 @@ class SqliteDocumentStore:
 
     async def get(self, collection: str, doc_id: str) -> ports.Document | None:
         """One document, or ``None``."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT collection, doc_id, patient_id, body, created_at FROM documents "
                 "WHERE collection = ? AND doc_id = ?",
@@ -554,7 +570,7 @@ class SqliteDocumentStore:
     ) -> list[ports.Document]:
         """Every document in ``(collection, doc_id)`` order, after the keyset cursor."""
         collection, doc_id = after or ("", "")
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT collection, doc_id, patient_id, body, created_at FROM documents "
                 "WHERE (collection, doc_id) > (?, ?) ORDER BY collection, doc_id LIMIT ?",
@@ -572,7 +588,7 @@ class SqliteDocumentStore:
         limit: int = 100,
     ) -> list[ports.Document]:
         """Documents in ``doc_id`` order."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "SELECT collection, doc_id, patient_id, body, created_at FROM documents "
                 "WHERE collection = ? AND (? IS NULL OR patient_id = ?) AND doc_id > ? "
@@ -584,7 +600,7 @@ class SqliteDocumentStore:
 
     async def delete_patient(self, patient_id: str) -> int:
         """Delete a patient's documents."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "DELETE FROM documents WHERE patient_id = ?", (patient_id,)
             )

@@ -1,0 +1,56 @@
+"""Failures of the local disk, as the errors the product answers with.
+
+The embedded stores (the SQLite file, the checkpoint folder, the key folder) write to a local
+disk. A disk that fills up, or a file system that fails, must give the caller a retryable
+error rather than an unexpected one: :class:`twin.errors.StorageFullError` for "no space
+left" (ENOSPC, or a quota's EDQUOT), :class:`twin.errors.StorageUnavailableError` for any
+other operating-system failure. Messages name the store and the failure, never a path (folder
+names are derived from patient ids).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from twin import errors
+
+__all__ = ["FULL_ERRNOS", "os_error", "write_all"]
+
+#: ``errno`` values that mean the disk (or the owner's quota) has no space left.
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def os_error(exc: OSError, what: str) -> errors.StorageUnavailableError:
+    """The retryable error an operating-system failure of a local store means.
+
+    Args:
+        exc: The failure.
+        what: The store, e.g. ``"checkpoint store"``.
+
+    Returns:
+        :class:`twin.errors.StorageFullError` for a full disk, else
+        :class:`twin.errors.StorageUnavailableError`.
+    """
+    if exc.errno in FULL_ERRNOS:
+        return errors.StorageFullError(what)
+    reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    return errors.StorageUnavailableError(f"{what} unavailable: {reason}")
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd``.
+
+    ``os.write`` may write fewer bytes than asked without raising: that is what a disk that
+    fills up mid-write does. The rest is written again, so the disk's refusal arrives as
+    ENOSPC instead of as a silently short file.
+
+    Raises:
+        OSError: The write failed (ENOSPC when the disk is full).
+    """
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # never for a regular file; no endless loop if it were
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
