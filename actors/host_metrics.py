@@ -1,9 +1,9 @@
 """Twin-host metrics through ``ray.util.metrics`` (Ray exports them to Prometheus).
 
 Per host process: active twins (gauge), activations, passivations, applied and replayed events,
-checkpoints written (counters, from the host's own counters), and the ingest acknowledgement
-latency (append + apply, the assimilation lag a caller sees). Tags carry the host's name only,
-never a patient.
+checkpoints written and failed (counters, from the host's own counters), and the ingest
+acknowledgement latency (append + apply, the assimilation lag a caller sees). Tags carry the
+host's name only, never a patient.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ _COUNTERS = {
     "rejected_events": "Stored events a twin could not apply (e.g. a dose without a prescription)",
     "replayed_events": "Events replayed on activation",
     "checkpoints_written": "Checkpoints written",
+    "checkpoint_failures": "Checkpoints that could not be written (a full disk, a store down)",
 }
 _LATENCY_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
 

@@ -2,10 +2,16 @@
 
 Layout: ``<root>/<sha256(patient id)[:32]>/<seq:020d>.ckpt`` (file names reveal no patient id).
 File: ``b"NMCK"`` ‖ u32 header length ‖ JSON header (seq, model version, length, SHA-256 of the
-data) ‖ data. A write goes to a temporary file, is fsynced, renamed into place (atomic on POSIX)
-and the directory fsynced; a torn or altered file fails the length/SHA-256 check and is never
-returned as valid. A write with a sequence at or below the newest stored one is refused, and
-only the newest ``keep`` checkpoints are kept.
+data) ‖ data. A write goes to a temporary file, every byte of it (a short write is continued, so
+a disk that fills up mid-write refuses it instead of leaving a short file), is fsynced, renamed
+into place (atomic on POSIX) and the directory fsynced; a write that fails removes its
+temporary file and leaves the stored checkpoints as they were. A torn or altered file fails the
+length/SHA-256 check and is never returned as valid. A write with a sequence at or below the
+newest stored one is refused, and only the newest ``keep`` checkpoints are kept.
+
+A full disk is :class:`twin.errors.StorageFullError`, any other failure of the file system
+:class:`twin.errors.StorageUnavailableError` (both retryable; a checkpoint is derived from the
+event log, so its writer may also go on without it).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import struct
 import uuid
 from pathlib import Path
 
+from storage.disk import os_error, write_all
 from storage.local.files import fsync_dir
 from twin import errors, ports
 
@@ -25,6 +32,7 @@ __all__ = ["LocalCheckpointStore"]
 
 _MAGIC = b"NMCK"
 _SUFFIX = ".ckpt"
+_STORE = "checkpoint store"
 
 
 def _seq_of(path: Path) -> int | None:
@@ -72,11 +80,17 @@ class LocalCheckpointStore:
         tmp = folder / f".{uuid.uuid4().hex}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, _MAGIC + struct.pack("<I", len(header)) + header + checkpoint.data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, folder / f"{checkpoint.seq:020d}{_SUFFIX}")
+            try:
+                write_all(fd, _MAGIC + struct.pack("<I", len(header)) + header + checkpoint.data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, folder / f"{checkpoint.seq:020d}{_SUFFIX}")
+        except BaseException:
+            # A sealed copy of the twin must not stay behind (it would hold the space a full
+            # disk needs, and outlive an erasure, which removes checkpoints only).
+            tmp.unlink(missing_ok=True)
+            raise
         fsync_dir(folder)
         for _, old in self._stored(folder)[self._keep :]:
             old.unlink(missing_ok=True)
@@ -108,13 +122,29 @@ class LocalCheckpointStore:
         return self._locks.setdefault(patient_id, asyncio.Lock())
 
     async def put(self, checkpoint: ports.Checkpoint) -> bool:
-        """Write unless a checkpoint with an equal or higher sequence exists."""
+        """Write unless a checkpoint with an equal or higher sequence exists.
+
+        Raises:
+            StorageFullError: The disk has no space for it (the stored ones are untouched).
+            StorageUnavailableError: The folder cannot be written.
+        """
         async with self._lock(checkpoint.patient_id):
-            return await asyncio.to_thread(self._put, checkpoint)
+            try:
+                return await asyncio.to_thread(self._put, checkpoint)
+            except OSError as exc:
+                raise os_error(exc, _STORE) from None
 
     async def latest(self, patient_id: str) -> ports.Checkpoint | None:
-        """The newest checkpoint, verified."""
-        return await asyncio.to_thread(self._read, patient_id)
+        """The newest checkpoint, verified.
+
+        Raises:
+            CheckpointCorruptError: The newest stored file is damaged.
+            StorageUnavailableError: The folder cannot be read.
+        """
+        try:
+            return await asyncio.to_thread(self._read, patient_id)
+        except OSError as exc:
+            raise os_error(exc, _STORE) from None
 
     async def delete_all(self, patient_id: str) -> int:
         """Remove every checkpoint of a patient."""
@@ -126,4 +156,7 @@ class LocalCheckpointStore:
             return len(stored)
 
         async with self._lock(patient_id):
-            return await asyncio.to_thread(remove)
+            try:
+                return await asyncio.to_thread(remove)
+            except OSError as exc:
+                raise os_error(exc, _STORE) from None

@@ -14,8 +14,13 @@ time, so every twin has a single writer and applies its events strictly in seque
 
 Checkpoints are written every ``checkpoint_every_events`` events or ``checkpoint_every_s``
 seconds, and before passivation (idle time, or least recently used beyond
-``max_active_twins``). Activations are rate-limited (``max_concurrent_activations``) so a
-restarted host brings twins back lazily, never as a stampede.
+``max_active_twins``). A checkpoint is derived from the log, so one that cannot be written (a
+full disk, an unreachable bucket) fails no ingest and keeps no twin in memory: it is counted
+(``checkpoint_failures``) and tried again at the twin's first flush after
+:data:`CHECKPOINT_RETRY_S` (and at its passivation), and a twin passivated without it is rebuilt
+from its previous checkpoint and the log. Activations are rate-limited
+(``max_concurrent_activations``) so a restarted host brings twins back lazily, never as a
+stampede.
 
 It implements :class:`twin.service.operations.TwinOperations`. A Ray actor (``actors/``) wraps
 this class and forwards those operations to it; everything here runs and is tested without Ray.
@@ -47,7 +52,14 @@ from twin.service.priors import PriorParameters
 from twin.service.results import IngestResult
 from twin.settings import HostSettings
 
-__all__ = ["HostPorts", "HostSettings", "IngestResult", "TwinHost", "TwinSummary"]
+__all__ = [
+    "CHECKPOINT_RETRY_S",
+    "HostPorts",
+    "HostSettings",
+    "IngestResult",
+    "TwinHost",
+    "TwinSummary",
+]
 
 #: Alerts fired within this many days are flags in the twin index.
 ALERT_FLAG_DAYS = 28.0
@@ -57,6 +69,10 @@ SEVERE_PHQ9 = 15.0
 SUMMARY_TTL_S = 3600
 #: Background application waits this long so bulk appends coalesce into one kernel call.
 BACKGROUND_DELAY_S = 0.05
+#: Seconds before a checkpoint that could not be written is tried again by a flush: a full disk
+#: or an unreachable bucket is not over in a moment, and each try costs a whole write (or a
+#: store's timeout) in a flush that other twins wait for.
+CHECKPOINT_RETRY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +101,8 @@ class _Active:
     used_at: float
     alerts: dict[int, tuple[Alert, ...]] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)
+    #: Monotonic time before which a flush does not try a failed checkpoint again.
+    checkpoint_retry_at: float = 0.0
 
 
 @dataclass
@@ -97,6 +115,7 @@ class HostStats:
     flushes: int = 0
     checkpoints_written: int = 0
     checkpoints_rejected: int = 0
+    checkpoint_failures: int = 0
     passivations: int = 0
     derived_update_failures: int = 0
     rejected_events: int = 0
@@ -162,15 +181,27 @@ class TwinHost:
         return active
 
     async def _checkpoint(self, patient_id: str, active: _Active) -> None:
+        """Write the twin's checkpoint unless it has one of its state; best effort.
+
+        The checkpoint store holds derived data only: its failure (a full disk, say) never
+        becomes the caller's, whose events are already acknowledged and applied. It is counted
+        and, as the checkpoint is still due, tried again by a flush after
+        :data:`CHECKPOINT_RETRY_S`, or at passivation.
+        """
         state = active.state
         if state.last_seq == active.checkpoint_seq:
             return
-        sealed = await self._ports.sealer.seal(
-            patient_id, kind="checkpoint", version=state.last_seq, plaintext=state.to_bytes()
-        )
-        await self._ports.checkpoints.put(
-            ports.Checkpoint(patient_id, state.last_seq, state.model_version, sealed)
-        )
+        try:
+            sealed = await self._ports.sealer.seal(
+                patient_id, kind="checkpoint", version=state.last_seq, plaintext=state.to_bytes()
+            )
+            await self._ports.checkpoints.put(
+                ports.Checkpoint(patient_id, state.last_seq, state.model_version, sealed)
+            )
+        except errors.StorageUnavailableError:
+            self.stats.checkpoint_failures += 1
+            active.checkpoint_retry_at = self._clock() + CHECKPOINT_RETRY_S
+            return
         active.checkpoint_seq = state.last_seq
         active.checkpoint_at = self._clock()
         self.stats.checkpoints_written += 1
@@ -256,7 +287,7 @@ class TwinHost:
                 active.state.last_seq - active.checkpoint_seq
                 >= self._settings.checkpoint_every_events
                 or now - active.checkpoint_at >= self._settings.checkpoint_every_s
-            )
+            ) and now >= active.checkpoint_retry_at
             if due:
                 await self._checkpoint(pid, active)
             if applied:
