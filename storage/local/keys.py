@@ -1,9 +1,10 @@
 """A local key-encryption key (KEK) file: the embedded stand-in for AWS KMS.
 
-Each KEK is 32 random bytes in ``<dir>/kek-<n>.key`` (mode 0600, created exclusively on first
-run); the highest ``n`` is current. :meth:`LocalKeyProvider.rotate` adds a new KEK; old ones stay
-so keys wrapped under them still unwrap until re-wrapped. Data keys are wrapped with AES-256-GCM
-under the KEK, the context (patient id) as associated data.
+Each KEK is 32 random bytes in ``<dir>/kek-<n>.key`` (mode 0600, created exclusively and whole
+on first run: never a short file, even on a full disk); the highest ``n`` is current.
+:meth:`LocalKeyProvider.rotate` adds a new KEK; old ones stay so keys wrapped under them still
+unwrap until re-wrapped. Data keys are wrapped with AES-256-GCM under the KEK, the context
+(patient id) as associated data.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from storage.disk import os_error
+from storage.local.files import create_once
 from twin import errors, ports
 
 __all__ = ["LocalKeyProvider"]
 
 _NAME = re.compile(r"^kek-(\d+)\.key$")
+_STORE = "key store"
 
 
 class LocalKeyProvider:
@@ -44,13 +48,13 @@ class LocalKeyProvider:
 
     def _create(self, number: int) -> None:
         name = f"kek-{number}.key"
-        fd = os.open(self._dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         key = AESGCM.generate_key(bit_length=256)
-        try:
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # Whole or not at all: a key file cut short by a full disk would be "damaged" at every
+        # later start. Another process that created it first keeps its key.
+        if not create_once(self._dir / name, key):
+            key = (self._dir / name).read_bytes()
+            if len(key) != 32:
+                raise errors.KeyAccessError(f"key file {name} is damaged")
         self._keks[name] = key
 
     def _current(self) -> str:
@@ -60,7 +64,10 @@ class LocalKeyProvider:
         if not self._keks:
             async with self._lock:
                 if not self._keks:
-                    await asyncio.to_thread(self._load)
+                    try:
+                        await asyncio.to_thread(self._load)
+                    except OSError as exc:
+                        raise os_error(exc, _STORE) from None
 
     async def current_kek_id(self) -> str:
         """Name of the newest key file."""
@@ -91,5 +98,8 @@ class LocalKeyProvider:
         await self._ready()
         async with self._lock:
             number = int(_NAME.match(self._current()).group(1)) + 1  # type: ignore[union-attr]
-            await asyncio.to_thread(self._create, number)
+            try:
+                await asyncio.to_thread(self._create, number)
+            except OSError as exc:
+                raise os_error(exc, _STORE) from None
         return self._current()
