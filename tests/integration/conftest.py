@@ -6,7 +6,8 @@ at a temporary folder; the twins run in a real :class:`TwinHost` in this process
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +83,12 @@ async def api_env(tmp_path: Path) -> AsyncIterator[ApiEnv]:
 
 
 @asynccontextmanager
-async def open_env(settings: TwinSettings) -> AsyncIterator[ApiEnv]:
-    """Open the stores, a TwinHost and the app; close everything after."""
+async def open_env(
+    settings: TwinSettings, *, clock: Callable[[], float] = time.monotonic
+) -> AsyncIterator[ApiEnv]:
+    """Open the stores, a TwinHost (on ``clock``, monotonic seconds) and the app; close after."""
     stores = await build_host_ports(settings)
-    host = TwinHost(stores, settings=settings.host)
+    host = TwinHost(stores, settings=settings.host, clock=clock)
     metrics = PrometheusMetrics()
     try:
         async with open_api_services(settings, host, metrics) as services:
