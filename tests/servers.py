@@ -63,6 +63,7 @@ class PostgresServer:
         shutil.chown(self.root, "postgres", "postgres")
         self.data = self.root / "data"
         self.port = free_port()
+        self._paused: list[int] = []
         _as_postgres(
             str(PG_BIN / "initdb"),
             "-D",
@@ -97,7 +98,25 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def pause(self) -> None:
+        """Hang the server (SIGSTOP to it and its backends): connections stay open, unanswered."""
+        master = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(
+            ["pgrep", "-P", str(master)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        self._paused = [master, *map(int, children)]
+        for pid in self._paused:
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server answer again (SIGCONT)."""
+        for pid in self._paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self._paused = []
+
     def destroy(self) -> None:
+        self.resume()  # a paused server would never stop
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)

@@ -25,12 +25,18 @@ from twin import errors
 __all__ = ["UNAVAILABLE", "PostgresDatabase", "connection"]
 
 #: Driver failures that mean "the server is not reachable now": mapped to a retryable error.
+#: Besides refused and lost connections: the server ending sessions (SQLSTATE class 57, e.g.
+#: 57P01 on a fast shutdown, a failover or pg_terminate_backend, and 57P03 while it starts),
+#: and a pooled connection caught between that message and the socket closing, which asyncpg
+#: reports as an internal client error ("another operation is in progress"); the pool then
+#: drops that connection.
 UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InternalClientError,
 )
 
 
