@@ -224,7 +224,9 @@ def build_eraser(settings: TwinSettings, stores: Stores, twins: Twins | None = N
     return Eraser(ledger, places)
 
 
-async def _rate_limiter(settings: TwinSettings, stack: AsyncExitStack) -> RateLimiter:
+async def _rate_limiter(
+    settings: TwinSettings, stack: AsyncExitStack, metrics: Metrics
+) -> RateLimiter:
     if not settings.redis_url:
         return RateLimiter(
             settings.rate_limit_per_minute,
@@ -245,6 +247,7 @@ async def _rate_limiter(settings: TwinSettings, stack: AsyncExitStack) -> RateLi
         settings.rate_limit_per_minute,
         RedisStorage(uri, implementation="redispy", connection_pool=pool),
         failures_per_minute=settings.auth_failures_per_minute,
+        on_fallback=metrics.rate_limit_fallback,
     )
 
 
@@ -364,7 +367,7 @@ async def open_api_services(
             documents=stores.documents,
             sealer=stores.sealer,
             deidentifier=deidentifier,
-            limiter=await _rate_limiter(settings, stack),
+            limiter=await _rate_limiter(settings, stack, metrics),
             erasures=erasures,
             eraser=eraser,
             app=app,

@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 PG_BIN = Path(os.environ.get("NOVAMIND_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -60,6 +63,7 @@ class PostgresServer:
         shutil.chown(self.root, "postgres", "postgres")
         self.data = self.root / "data"
         self.port = free_port()
+        self._paused: list[int] = []
         _as_postgres(
             str(PG_BIN / "initdb"),
             "-D",
@@ -94,7 +98,25 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def pause(self) -> None:
+        """Hang the server (SIGSTOP to it and its backends): connections stay open, unanswered."""
+        master = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(
+            ["pgrep", "-P", str(master)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        self._paused = [master, *map(int, children)]
+        for pid in self._paused:
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server answer again (SIGCONT)."""
+        for pid in self._paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self._paused = []
+
     def destroy(self) -> None:
+        self.resume()  # a paused server would never stop
         with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
@@ -168,3 +190,51 @@ class RedisServer:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+    def pause(self) -> None:
+        """Hang (SIGSTOP): connections are accepted and never answered, as on a lost network."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Answer again (SIGCONT) what was sent while paused."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+
+class UvicornServer:
+    """An ASGI app served by uvicorn over real HTTP on 127.0.0.1, from a thread of this process.
+
+    The app runs on the thread's own event loop: a test talks to it over sockets only, as a
+    client would, and may stop and start the servers the app depends on meanwhile.
+    """
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Serve; returns once the app's lifespan has started (RuntimeError if it did not)."""
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the uvicorn server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Shut down gracefully (the app's lifespan closes its services)."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None

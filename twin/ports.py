@@ -17,7 +17,8 @@ sealed), :mod:`twin.audit_log` (reading the chain whole) and :mod:`twin.domain.p
 - :class:`AuditLog`: the hash-chained, append-only audit trail.
 - :class:`PatientRegistry`: patients, care teams, sealed identifiers and identifier links.
 - :class:`DocumentStore`: documents by collection and id (reports, grants, jobs, prior sets).
-- :class:`DatabaseSnapshot`: the relational store whole: consistent export, import when empty.
+- :class:`DatabaseSnapshot`: the relational store whole: consistent export, import when empty,
+  and the undoing of an import whose restore failed later.
 - :class:`PriorRegistry`: versioned population prior sets (read side of the model registry).
 
 Every port but :class:`PriorRegistry` (implemented once, over the :class:`DocumentStore`, by
@@ -28,7 +29,7 @@ that runs on each of its adapters and on its in-memory implementation where ther
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -529,6 +530,13 @@ class DocumentStore(Protocol):
         """Documents of a collection (optionally one patient's) in ``doc_id`` order."""
         ...
 
+    async def delete(self, collection: str, doc_id: str) -> bool:
+        """Delete one document; returns whether it was there.
+
+        A restore that fails after putting documents removes each one it put with this.
+        """
+        ...
+
     async def delete_patient(self, patient_id: str) -> int:
         """Delete every document of a patient; returns how many."""
         ...
@@ -552,7 +560,7 @@ class TableRows:
 
 @runtime_checkable
 class DatabaseSnapshot(Protocol):
-    """The relational store as a whole: a consistent export, and an import into an empty one.
+    """The relational store as a whole: consistent export, import when empty, and its undoing.
 
     ``kind`` names the adapter (``"sqlite"``, ``"postgres"``): an export restores into the same
     kind, whose column types it carries.
@@ -577,6 +585,26 @@ class DatabaseSnapshot(Protocol):
 
         Raises:
             ConfigurationError: The store is not empty, or a table or column is unknown.
+        """
+        ...
+
+    async def undo_import(self, imported: Mapping[str, int]) -> None:
+        """Delete every row an :meth:`import_all` loaded, in one transaction: empty again.
+
+        For a restore that fails after its import committed (a later step, or the restored
+        audit chain, failed), so the environment is left as it was and the restore can run
+        again. The audit trail is append-only for everything else; here its entries go too,
+        which loses nothing: they are the archive's, and the archive still holds them. That is
+        only so while nothing was written since the import, hence the refusal below.
+
+        Args:
+            imported: Rows per table, as :meth:`import_all` returned them.
+
+        Raises:
+            ConfigurationError: The store holds rows the import did not load (the audit trail
+                has other entries, or a table has more rows): it was used since, and nothing
+                is deleted.
+            StorageUnavailableError: The store cannot be reached (nothing is deleted).
         """
         ...
 

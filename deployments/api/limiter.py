@@ -5,7 +5,11 @@ Redis and other storages with one API; none of it is hand-written here. With Red
 replica shares one budget per caller; embedded, the budget is per process.
 
 A Redis outage must not stop clinical ingest: the limiter then falls back to an in-process
-window (fails *open* to a local budget, security-reliability.md §2.3) and counts the fallback.
+window (fails *open* to a local budget, security-reliability.md §2.3) and counts the fallback
+(``fallbacks``, and the ``novamind_rate_limit_fallbacks`` metric through ``on_fallback``). After
+a failure it keeps to the local budget for :data:`SHARED_RETRY_S` before trying Redis again: a
+Redis that hangs rather than refuses would otherwise add its socket timeout (1 s) to every
+request, where now it costs one request per replica and interval.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, Storage
@@ -20,9 +25,12 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from twin import errors
 
-__all__ = ["RateLimiter"]
+__all__ = ["SHARED_RETRY_S", "RateLimiter"]
 
 _LOG = logging.getLogger("novamind.limits")
+
+#: After the shared storage failed, seconds on the local budget before it is tried again.
+SHARED_RETRY_S = 5.0
 
 
 class RateLimiter:
@@ -38,15 +46,27 @@ class RateLimiter:
         per_minute: Budget per caller.
         storage: A ``limits.aio`` storage (Redis for shared budgets); memory when ``None``.
         failures_per_minute: Failed authentications a source may make per window.
+        on_fallback: Called for each request counted locally because ``storage`` failed (a
+            metric).
+
+    Attributes:
+        fallbacks: Requests counted locally because ``storage`` failed, since start.
     """
 
     def __init__(
-        self, per_minute: int, storage: Storage | None = None, *, failures_per_minute: int = 30
+        self,
+        per_minute: int,
+        storage: Storage | None = None,
+        *,
+        failures_per_minute: int = 30,
+        on_fallback: Callable[[], None] | None = None,
     ) -> None:
         self._failures = RateLimitItemPerMinute(failures_per_minute)
         self._item = RateLimitItemPerMinute(per_minute)
         self._shared = MovingWindowRateLimiter(storage) if storage is not None else None
         self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._on_fallback = on_fallback
+        self._shared_retry_at = 0.0  # time.monotonic() from which the shared storage is tried
         self.fallbacks = 0
 
     async def _hit(
@@ -58,16 +78,22 @@ class RateLimiter:
 
     async def _apply(self, item: RateLimitItemPerMinute, key: str) -> None:
         if self._shared is not None:
-            try:
-                await self._hit(self._shared, item, key)
-                return
-            except errors.RateLimitedError:
-                raise
-            except Exception as exc:  # the shared storage is down: keep serving on a local budget
-                self.fallbacks += 1
-                _LOG.warning(
-                    "rate-limit storage unavailable (%s); local budget", type(exc).__name__
-                )
+            if time.monotonic() >= self._shared_retry_at:
+                try:
+                    await self._hit(self._shared, item, key)
+                    return
+                except errors.RateLimitedError:
+                    raise
+                except Exception as exc:  # the shared storage is down: serve on a local budget
+                    self._shared_retry_at = time.monotonic() + SHARED_RETRY_S
+                    _LOG.warning(
+                        "rate-limit storage unavailable (%s); local budget for %.0f s",
+                        type(exc).__name__,
+                        SHARED_RETRY_S,
+                    )
+            self.fallbacks += 1
+            if self._on_fallback is not None:
+                self._on_fallback()
         await self._hit(self._local, item, key)
 
     async def check(self, caller: str) -> None:

@@ -21,6 +21,7 @@ __all__ = ["ACCESS_LOG", "Metrics", "PrometheusMetrics", "RayMetrics", "configur
 
 ACCESS_LOG = logging.getLogger("novamind.access")
 _LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+_FALLBACKS = "Requests limited on the replica's own budget: the shared one (Redis) was unreachable"
 
 
 class Metrics(Protocol):
@@ -32,6 +33,10 @@ class Metrics(Protocol):
 
     def ingested(self, events: int, alerts: list[str]) -> None:
         """Events acknowledged by an ingest and the alert rules it fired."""
+        ...
+
+    def rate_limit_fallback(self) -> None:
+        """One request counted on the process's own budget: the shared one was unreachable."""
         ...
 
 
@@ -53,6 +58,7 @@ class RayMetrics:
         )
         self._events = metrics.Counter("novamind_events_ingested", "Acknowledged events")
         self._alerts = metrics.Counter("novamind_alerts_raised", "Alerts fired", ("rule",))
+        self._fallbacks = metrics.Counter("novamind_rate_limit_fallbacks", _FALLBACKS)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time a request."""
@@ -66,6 +72,10 @@ class RayMetrics:
             self._events.inc(float(events))
         for rule in alerts:
             self._alerts.inc(1.0, {"rule": rule})
+
+    def rate_limit_fallback(self) -> None:
+        """Count a request limited locally because Redis was unreachable."""
+        self._fallbacks.inc(1.0)
 
 
 class PrometheusMetrics:
@@ -92,6 +102,9 @@ class PrometheusMetrics:
         self._alerts = Counter(
             "novamind_alerts_raised", "Alerts fired", ("rule",), registry=self.registry
         )
+        self._fallbacks = Counter(
+            "novamind_rate_limit_fallbacks", _FALLBACKS, registry=self.registry
+        )
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time a request."""
@@ -103,6 +116,10 @@ class PrometheusMetrics:
         self._events.inc(events)
         for rule in alerts:
             self._alerts.labels(rule).inc()
+
+    def rate_limit_fallback(self) -> None:
+        """Count a request limited locally because Redis was unreachable."""
+        self._fallbacks.inc()
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus text format."""

@@ -20,6 +20,13 @@ and checkpoints, then recomputes the audit chain and compares its head with the 
 Last, it erases again every patient the erasure ledger names (``ports.ErasureLedger``, kept
 with the keys and never in a backup): a backup made before an erasure holds that patient's
 wrapped data key, and must not bring them back.
+
+A restore is all or nothing as a whole, not only its table import: when a step after the import
+fails (a store refuses a document or a checkpoint, the restored audit chain does not verify,
+the ledger cannot be applied), it removes the checkpoints and documents it put and undoes the
+import (``DatabaseSnapshot.undo_import``), then raises the error. The environment is empty
+again, so the same restore can be run once the cause is fixed; a half-restored environment
+would refuse it (not empty) while serving an incomplete copy.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +202,46 @@ async def _table_batches(
             yield ports.TableRows(table, columns, rows)
 
 
+@dataclass
+class _Loaded:
+    """What a restore has written so far: what undoing it removes.
+
+    Attributes:
+        tables: Rows per table of the committed import (``None``: nothing imported).
+        documents: ``(collection, doc_id)`` of each document put or being put.
+        checkpoints: Patients whose checkpoint was put or is being put.
+    """
+
+    tables: dict[str, int] | None = None
+    documents: list[tuple[str, str]] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+
+
+async def _undo(stores: BackupStores, loaded: _Loaded) -> list[str]:
+    """Remove what the restore wrote, derived data first; returns what is left (none: empty).
+
+    A store that fails once is not tried again for the rest (it would fail each item after its
+    own timeout); what it holds is reported instead.
+    """
+    left: list[str] = []
+    try:
+        for patient_id in loaded.checkpoints:
+            await stores.checkpoints.delete_all(patient_id)
+    except Exception as exc:
+        left.append(f"checkpoints ({type(exc).__name__}: {exc})")
+    try:
+        for collection, doc_id in loaded.documents:
+            await stores.documents.delete(collection, doc_id)
+    except Exception as exc:
+        left.append(f"documents ({type(exc).__name__}: {exc})")
+    if loaded.tables is not None:
+        try:
+            await stores.snapshot.undo_import(loaded.tables)
+        except Exception as exc:
+            left.append(f"tables ({type(exc).__name__}: {exc})")
+    return left
+
+
 async def _check_no_checkpoints(stores: BackupStores, reader: ArchiveReader) -> None:
     for rows in reader.batches(_CHECKPOINTS):
         for patient_id, *_ in rows:
@@ -204,8 +251,15 @@ async def _check_no_checkpoints(stores: BackupStores, reader: ArchiveReader) -> 
                 )
 
 
+async def _check_no_documents(stores: BackupStores) -> None:
+    if await stores.documents.scan(limit=1):
+        raise errors.ConfigurationError(
+            "restore needs an empty environment; the document store holds data"
+        )
+
+
 async def _restore_checkpoints(
-    stores: BackupStores, reader: ArchiveReader, last_seq: dict[str, int]
+    stores: BackupStores, reader: ArchiveReader, last_seq: dict[str, int], loaded: _Loaded
 ) -> tuple[int, int]:
     keyed = set(await stores.snapshot.patient_ids())
     restored = skipped = 0
@@ -218,19 +272,17 @@ async def _restore_checkpoints(
                 raise errors.BackupCorruptError(
                     f"a checkpoint at seq {seq} is ahead of its restored event log"
                 )
+            loaded.checkpoints.append(patient_id)  # before the put: a failed put may leave one
             await stores.checkpoints.put(ports.Checkpoint(patient_id, seq, model_version, data))
             restored += 1
     return restored, skipped
 
 
-async def _restore_documents(stores: BackupStores, reader: ArchiveReader) -> int:
-    if await stores.documents.scan(limit=1):
-        raise errors.ConfigurationError(
-            "restore needs an empty environment; the document store holds data"
-        )
+async def _restore_documents(stores: BackupStores, reader: ArchiveReader, loaded: _Loaded) -> int:
     count = 0
     for rows in reader.batches(_DOCUMENTS):
         for collection, doc_id, patient_id, body, created_at in rows:
+            loaded.documents.append((collection, doc_id))
             await stores.documents.put(
                 ports.Document(collection, doc_id, patient_id, body, created_at)
             )
@@ -241,11 +293,16 @@ async def _restore_documents(stores: BackupStores, reader: ArchiveReader) -> int
 async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
     """Restore the backup in ``directory`` into the configured (empty) environment.
 
+    Whatever fails after the table import is undone before the error is raised: the
+    environment is empty again (a note on the error says so, or names what could not be
+    removed, when a store is unreachable for the undo too).
+
     Raises:
         BackupCorruptError: The archive fails an integrity check, or the restored audit chain
             does not verify to the backed-up head.
         KeyAccessError: This environment cannot unwrap the archive key (other KEK).
         ConfigurationError: The environment is not empty, or is another kind of store.
+        StorageUnavailableError: A store cannot be reached.
     """
     started = time.perf_counter()
     async with open_backup_stores(settings) as stores:
@@ -263,23 +320,37 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
         # apply it would leave revived patients live in an environment it cannot restore again.
         await stores.erasures.erased()
         await _check_no_checkpoints(stores, reader)
+        await _check_no_documents(stores)
         last_seq: dict[str, int] = {}
-        tables = await stores.snapshot.import_all(_table_batches(reader, last_seq))
-        expected = {name: int(rows) for name, rows in manifest["tables"].items()}
-        if {t: n for t, n in tables.items() if n} != expected:
-            raise errors.BackupCorruptError(f"restored rows {tables} differ from {expected}")
-        documents = await _restore_documents(stores, reader)
-        checkpoints, skipped = await _restore_checkpoints(stores, reader, last_seq)
-        entries = await audit_log.all_audit_entries(stores.audit)
-        audit = manifest["audit"]
-        report = verify_chain(entries, expected_head=str(audit["head_hash"]))
-        if not report.ok or report.entries != int(audit["entries"]):
-            raise errors.BackupCorruptError(
-                f"the restored audit chain does not verify: {report.reason or report.entries}"
+        loaded = _Loaded()
+        try:
+            tables = await stores.snapshot.import_all(_table_batches(reader, last_seq))
+            loaded.tables = tables
+            expected = {name: int(rows) for name, rows in manifest["tables"].items()}
+            if {t: n for t, n in tables.items() if n} != expected:
+                raise errors.BackupCorruptError(f"restored rows {tables} differ from {expected}")
+            documents = await _restore_documents(stores, reader, loaded)
+            checkpoints, skipped = await _restore_checkpoints(stores, reader, last_seq, loaded)
+            entries = await audit_log.all_audit_entries(stores.audit)
+            audit = manifest["audit"]
+            report = verify_chain(entries, expected_head=str(audit["head_hash"]))
+            if not report.ok or report.entries != int(audit["entries"]):
+                raise errors.BackupCorruptError(
+                    f"the restored audit chain does not verify: {report.reason or report.entries}"
+                )
+            applied = await apply_erasure_ledger(
+                stores.erasures, stores.snapshot, stores.index, stores.eraser
             )
-        applied = await apply_erasure_ledger(
-            stores.erasures, stores.snapshot, stores.index, stores.eraser
-        )
+        except BaseException as exc:  # also an interrupted restore: nothing half-restored stays
+            left = await _undo(stores, loaded)
+            exc.add_note(
+                "the restore was undone: this environment is empty again"
+                if not left
+                else "the restore could not be undone; still holding what it loaded: "
+                + "; ".join(left)
+                + ". Empty these stores before restoring again."
+            )
+            raise
     return RestoreReport(
         backup_id=str(manifest["backup_id"]),
         tables=tables,

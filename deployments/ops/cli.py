@@ -73,8 +73,13 @@ def _settings() -> TwinSettings:
 
 
 def _failed(label: str, exc: Exception) -> typer.Exit:
-    """Print why ``label`` failed (the error's own words, never markup) and exit 1."""
+    """Print why ``label`` failed (the error's own words and notes, never markup) and exit 1.
+
+    The notes say what the command did about the failure (a restore undone, or what it left).
+    """
     console.print(f"{label} failed: {exc}", style="red", markup=False)
+    for note in getattr(exc, "__notes__", ()):
+        console.print(note, style="red", markup=False)
     return typer.Exit(1)
 
 

@@ -117,6 +117,11 @@ class MongoDocumentStore:
         raws = await self._call(cursor.to_list)
         return [_document(r) for r in raws]
 
+    async def delete(self, collection: str, doc_id: str) -> bool:
+        """Delete one document."""
+        result = await self._call(self._coll.delete_one, {"_id": f"{collection}/{doc_id}"})
+        return bool(result.deleted_count)
+
     async def delete_patient(self, patient_id: str) -> int:
         """Delete a patient's documents."""
         result = await self._call(self._coll.delete_many, {"patient_id": patient_id})

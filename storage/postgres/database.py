@@ -13,6 +13,8 @@ The service refuses to start unless the server is configured with ``fsync`` and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -20,15 +22,21 @@ import asyncpg
 from storage.migrations import apply_migrations
 from twin import errors
 
-__all__ = ["UNAVAILABLE", "PostgresDatabase"]
+__all__ = ["UNAVAILABLE", "PostgresDatabase", "connection"]
 
 #: Driver failures that mean "the server is not reachable now": mapped to a retryable error.
+#: Besides refused and lost connections: the server ending sessions (SQLSTATE class 57, e.g.
+#: 57P01 on a fast shutdown, a failover or pg_terminate_backend, and 57P03 while it starts),
+#: and a pooled connection caught between that message and the socket closing, which asyncpg
+#: reports as an internal client error ("another operation is in progress"); the pool then
+#: drops that connection.
 UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InternalClientError,
 )
 
 
@@ -105,3 +113,20 @@ class PostgresDatabase:
     async def close(self) -> None:
         """Close the pool."""
         await self.pool.close()
+
+
+@asynccontextmanager
+async def connection(db: PostgresDatabase) -> AsyncIterator[Any]:
+    """A pooled connection of ``db``, for every statement the adapters run.
+
+    Raises:
+        StorageUnavailableError: The server cannot be reached, or stopped answering (within the
+            pool's timeout, ``db.timeout_s``): retryable.
+    """
+    try:
+        async with db.pool.acquire(timeout=db.timeout_s) as conn:
+            yield conn
+    except UNAVAILABLE as exc:
+        raise errors.StorageUnavailableError(
+            f"PostgreSQL unavailable ({type(exc).__name__}); retry"
+        ) from None

@@ -3,15 +3,18 @@
 Export reads every table inside one ``REPEATABLE READ, READ ONLY`` transaction (one snapshot;
 writers carry on) through server-side cursors, so memory stays bounded. Import checks the
 target is empty and loads everything with ``COPY`` in one transaction; the single
-``audit_head`` row (created by the migration) is updated rather than inserted.
+``audit_head`` row (created by the migration) is updated rather than inserted. Undoing an import
+(its restore failed later) truncates every table and resets ``audit_head`` in one transaction,
+the audit trail's append-only triggers set aside inside that transaction alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
-from storage.postgres.database import PostgresDatabase
+from storage.postgres.database import PostgresDatabase, connection
 from twin import errors, ports
+from twin.domain.audit import GENESIS
 
 __all__ = ["PostgresSnapshot"]
 
@@ -49,14 +52,14 @@ class PostgresSnapshot:
 
     async def patient_ids(self) -> list[str]:
         """Patients with a data key, sorted."""
-        async with self._db.pool.acquire(timeout=self._db.timeout_s) as conn:
+        async with connection(self._db) as conn:
             rows = await conn.fetch("SELECT patient_id FROM data_keys ORDER BY patient_id")
         return [str(r["patient_id"]) for r in rows]
 
     async def export(self, *, batch_rows: int = 1000) -> AsyncIterator[ports.TableRows]:
         """Every table from one snapshot."""
         async with (
-            self._db.pool.acquire(timeout=self._db.timeout_s) as conn,
+            connection(self._db) as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             for table, order in TABLES.items():
@@ -69,7 +72,7 @@ class PostgresSnapshot:
 
     async def is_empty(self) -> bool:
         """True when no table holds data and the audit head is the genesis."""
-        async with self._db.pool.acquire(timeout=self._db.timeout_s) as conn:
+        async with connection(self._db) as conn:
             return await self._empty(conn)
 
     @staticmethod
@@ -86,7 +89,7 @@ class PostgresSnapshot:
         """COPY every batch in one transaction; refuses a store that holds data."""
         counts = dict.fromkeys(TABLES, 0)
         async with (
-            self._db.pool.acquire(timeout=self._db.timeout_s) as conn,
+            connection(self._db) as conn,
             conn.transaction(),
         ):
             # Serialise with the application's audit appends while checking emptiness.
@@ -111,3 +114,25 @@ class PostgresSnapshot:
                     )
                 counts[batch.table] += len(batch.rows)
         return counts
+
+    async def undo_import(self, imported: Mapping[str, int]) -> None:
+        """Empty every table the import loaded, in one transaction; refuses one used since."""
+        tables = [table for table in TABLES if table not in _SINGLETONS]
+        async with connection(self._db) as conn, conn.transaction():
+            # Nothing may write while the rows are counted and removed.
+            await conn.execute(f"LOCK TABLE {', '.join(TABLES)} IN ACCESS EXCLUSIVE MODE")
+            for table in tables:
+                held = int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+                loaded = int(imported.get(table, 0))
+                if held > loaded or (table == "audit_log" and held != loaded):
+                    raise errors.ConfigurationError(
+                        f"table {table} holds {held} rows where the import loaded {loaded}: "
+                        "the store was used since, so the import is not undone"
+                    )
+            # The audit trail's triggers refuse DELETE and TRUNCATE. Disabling them is part of
+            # this transaction (DDL is transactional here, under the lock above): no other
+            # session ever sees them off, and they are on again before it commits.
+            await conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+            await conn.execute(f"TRUNCATE {', '.join(tables)}")
+            await conn.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
+            await conn.execute("UPDATE audit_head SET seq = 0, hash = $1", GENESIS)

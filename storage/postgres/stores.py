@@ -13,12 +13,11 @@ SQLite adapter's. Server or network failures surface as
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from storage.postgres.database import UNAVAILABLE, PostgresDatabase
+from storage.postgres.database import PostgresDatabase, connection
 from twin import errors, event_log, patient_registry, ports
 from twin.domain import events
 from twin.domain.audit import AuditEntry, AuditRecord, chain, check_writable, record_from_json
@@ -32,18 +31,6 @@ __all__ = [
     "PostgresPatientRegistry",
     "PostgresTwinIndex",
 ]
-
-
-@asynccontextmanager
-async def _connection(db: PostgresDatabase) -> AsyncIterator[Any]:
-    """A pooled connection; unreachable servers become a retryable error."""
-    try:
-        async with db.pool.acquire(timeout=db.timeout_s) as conn:
-            yield conn
-    except UNAVAILABLE as exc:
-        raise errors.StorageUnavailableError(
-            f"PostgreSQL unavailable ({type(exc).__name__}); retry"
-        ) from None
 
 
 async def _lock_heads(conn: Any, patient_ids: list[str]) -> dict[str, tuple[int, float]]:
@@ -104,7 +91,7 @@ class PostgresEventStore:
             return []
         keys = [sorted({item.idempotency_key for item in batch}) for _, batch in batches]
         results: list[list[ports.AppendResult] | ports.AppendRefusal] = []
-        async with _connection(self._db) as conn, conn.transaction():
+        async with connection(self._db) as conn, conn.transaction():
             heads = await _lock_heads(conn, [patient_id for patient_id, _ in batches])
             # The erasure tombstone, read under a share lock on the registry rows: an erasure
             # (which updates the row before it shreds the key) waits for this transaction, or
@@ -166,7 +153,7 @@ class PostgresEventStore:
         self, patient_id: str, *, after_seq: int = 0, limit: int | None = None
     ) -> list[events.Event]:
         """Events after ``after_seq`` (at most ``limit``), opened and validated."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             rows = await conn.fetch(
                 "SELECT seq, day, payload FROM events WHERE patient_id = $1 AND seq > $2 "
                 "ORDER BY seq LIMIT $3",
@@ -183,7 +170,7 @@ class PostgresEventStore:
 
     async def last_seq(self, patient_id: str) -> int:
         """The patient's latest sequence number."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             value = await conn.fetchval(
                 "SELECT last_seq FROM patient_heads WHERE patient_id = $1", patient_id
             )
@@ -191,7 +178,7 @@ class PostgresEventStore:
 
     async def forget(self, patient_id: str) -> int:
         """Delete the patient's events and head row."""
-        async with _connection(self._db) as conn, conn.transaction():
+        async with connection(self._db) as conn, conn.transaction():
             status = await conn.execute("DELETE FROM events WHERE patient_id = $1", patient_id)
             await conn.execute("DELETE FROM patient_heads WHERE patient_id = $1", patient_id)
         return int(str(status).split()[-1])
@@ -210,7 +197,7 @@ class PostgresDataKeyStore:
 
     async def get(self, patient_id: str) -> ports.WrappedKey | None:
         """The stored wrapped key, if any."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             row = await conn.fetchrow(
                 "SELECT kek_id, blob FROM data_keys WHERE patient_id = $1", patient_id
             )
@@ -225,7 +212,7 @@ class PostgresDataKeyStore:
         Raises:
             KeyAccessError: The patient was erased.
         """
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             await conn.execute(
                 "INSERT INTO data_keys (patient_id, kek_id, blob) SELECT $1, $2, $3 "
                 "WHERE NOT EXISTS (SELECT 1 FROM patients WHERE patient_id = $1 "
@@ -241,7 +228,7 @@ class PostgresDataKeyStore:
 
     async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
         """Overwrite the wrapped key (rotation)."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             await conn.execute(
                 "UPDATE data_keys SET kek_id = $2, blob = $3 WHERE patient_id = $1",
                 patient_id,
@@ -251,7 +238,7 @@ class PostgresDataKeyStore:
 
     async def delete(self, patient_id: str) -> bool:
         """Destroy the key, then vacuum the table."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             status = await conn.execute("DELETE FROM data_keys WHERE patient_id = $1", patient_id)
             await conn.execute("VACUUM data_keys")
         return str(status).endswith(" 1")
@@ -280,7 +267,7 @@ class PostgresTwinIndex:
 
     async def delete(self, patient_id: str) -> bool:
         """Remove a twin's entry (erasure)."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             status = await conn.execute("DELETE FROM twin_index WHERE patient_id = $1", patient_id)
         return str(status) != "DELETE 0"
 
@@ -291,7 +278,7 @@ class PostgresTwinIndex:
         crash may lose the newest updates, which the twin's next update repairs; the event log
         is committed with ``synchronous_commit = on``).
         """
-        async with _connection(self._db) as conn, conn.transaction():
+        async with connection(self._db) as conn, conn.transaction():
             await conn.execute("SET LOCAL synchronous_commit TO OFF")
             status = await conn.execute(
                 f"INSERT INTO twin_index ({_INDEX_COLUMNS}) "
@@ -310,7 +297,7 @@ class PostgresTwinIndex:
 
     async def get(self, patient_id: str) -> ports.IndexEntry | None:
         """One twin's entry."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             row = await conn.fetchrow(
                 f"SELECT {_INDEX_COLUMNS} FROM twin_index WHERE patient_id = $1", patient_id
             )
@@ -327,7 +314,7 @@ class PostgresTwinIndex:
         limit: int = 100,
     ) -> list[ports.IndexEntry]:
         """Filter by severity, alert flag, scope, update time and risk; most severe first."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             rows = await conn.fetch(
                 f"SELECT {_INDEX_COLUMNS} FROM twin_index "
                 "WHERE ($1::float8 IS NULL OR severity_mean >= $1) "
@@ -367,7 +354,7 @@ class PostgresAuditLog:
             return []
         for record in records:  # before the transaction: a refused record opens none
             check_writable(record)
-        async with _connection(self._db) as conn, conn.transaction():
+        async with connection(self._db) as conn, conn.transaction():
             head = await conn.fetchrow("SELECT seq, hash FROM audit_head FOR UPDATE")
             new = chain(str(head["hash"]), int(head["seq"]), records)
             await conn.executemany(
@@ -384,7 +371,7 @@ class PostgresAuditLog:
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         """Entries in chain order."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             rows = await conn.fetch(
                 "SELECT seq, record::text AS record, prev_hash, hash FROM audit_log "
                 "WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -432,7 +419,7 @@ class PostgresPatientRegistry:
         """Register with ``links`` in one transaction; returns the new opaque id."""
         patient_id = new_patient_id()
         sealed = await patient_registry.seal_identifiers(self._sealer, patient_id, identifiers)
-        async with _connection(self._db) as conn, conn.transaction():
+        async with connection(self._db) as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO patients (patient_id, care_team, identifiers) VALUES ($1, $2, $3)",
                 patient_id,
@@ -444,7 +431,7 @@ class PostgresPatientRegistry:
 
     async def find(self, links: Sequence[str]) -> dict[str, str]:
         """Live patients named by ``links``: link -> patient id."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             rows = await conn.fetch(
                 "SELECT l.link, l.patient_id FROM patient_links l JOIN patients p "
                 "ON p.patient_id = l.patient_id WHERE p.erased_at IS NULL "
@@ -458,7 +445,7 @@ class PostgresPatientRegistry:
     ) -> None:
         """Add links to a live patient and store its identifiers with them (one transaction)."""
         sealed = await patient_registry.seal_identifiers(self._sealer, patient_id, identifiers)
-        async with _connection(self._db) as conn, conn.transaction():
+        async with connection(self._db) as conn, conn.transaction():
             # The row update locks it: an erasure (which deletes the links) waits, or is seen.
             live = await conn.fetchval(
                 "UPDATE patients SET identifiers = $2 WHERE patient_id = $1 "
@@ -471,7 +458,7 @@ class PostgresPatientRegistry:
             await _insert_links(conn, patient_id, links)
 
     async def _row(self, patient_id: str) -> Any:
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             return await conn.fetchrow(
                 "SELECT care_team, identifiers, erased_at FROM patients WHERE patient_id = $1",
                 patient_id,
@@ -497,7 +484,7 @@ class PostgresPatientRegistry:
         self, care_team: str, *, after: str | None = None, limit: int = 100
     ) -> list[str]:
         """Live patients of a team in id order, after ``after``."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             rows = await conn.fetch(
                 "SELECT patient_id FROM patients WHERE care_team = $1 AND erased_at IS NULL "
                 "AND patient_id > $2 ORDER BY patient_id LIMIT $3",
@@ -515,7 +502,7 @@ class PostgresPatientRegistry:
         """
         if await self._row(patient_id) is None:
             return False
-        async with _connection(self._db) as conn, conn.transaction():
+        async with connection(self._db) as conn, conn.transaction():
             await conn.execute(
                 # The row stays as the tombstone (id, team, time); the sealed identifiers go
                 # (also from a tombstone written before they were blanked).
@@ -549,7 +536,7 @@ class PostgresDocumentStore:
 
     async def put(self, document: ports.Document) -> None:
         """Insert or replace (committed when this returns)."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             await conn.execute(
                 f"INSERT INTO documents ({_DOCUMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5) "
                 "ON CONFLICT (collection, doc_id) DO UPDATE SET patient_id = EXCLUDED.patient_id,"
@@ -563,7 +550,7 @@ class PostgresDocumentStore:
 
     async def get(self, collection: str, doc_id: str) -> ports.Document | None:
         """One document, or ``None``."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             row = await conn.fetchrow(
                 f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection = $1 AND doc_id = $2",
                 collection,
@@ -576,7 +563,7 @@ class PostgresDocumentStore:
     ) -> list[ports.Document]:
         """Every document in ``(collection, doc_id)`` order, after the keyset cursor."""
         collection, doc_id = after or ("", "")
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             rows = await conn.fetch(
                 f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE (collection, doc_id) > ($1, $2) "
                 "ORDER BY collection, doc_id LIMIT $3",
@@ -595,7 +582,7 @@ class PostgresDocumentStore:
         limit: int = 100,
     ) -> list[ports.Document]:
         """Documents in ``doc_id`` order."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             rows = await conn.fetch(
                 f"SELECT {_DOCUMENT_COLUMNS} FROM documents WHERE collection = $1 "
                 "AND ($2::text IS NULL OR patient_id = $2) AND doc_id > $3 "
@@ -607,8 +594,16 @@ class PostgresDocumentStore:
             )
         return [_document(r) for r in rows]
 
+    async def delete(self, collection: str, doc_id: str) -> bool:
+        """Delete one document."""
+        async with connection(self._db) as conn:
+            status = await conn.execute(
+                "DELETE FROM documents WHERE collection = $1 AND doc_id = $2", collection, doc_id
+            )
+        return bool(status != "DELETE 0")
+
     async def delete_patient(self, patient_id: str) -> int:
         """Delete a patient's documents."""
-        async with _connection(self._db) as conn:
+        async with connection(self._db) as conn:
             status = await conn.execute("DELETE FROM documents WHERE patient_id = $1", patient_id)
         return int(status.split()[-1])

@@ -2,12 +2,14 @@
 
 Export runs in one read transaction: in WAL mode its first read fixes the snapshot, so writers
 may go on while every table is read as of one instant. Import checks the target is empty and
-inserts everything in one ``BEGIN IMMEDIATE`` transaction, so a failed restore leaves nothing.
+inserts everything in one ``BEGIN IMMEDIATE`` transaction, so a failed import leaves nothing.
+Undoing an import (its restore failed later) deletes every row in one transaction, the audit
+trail's append-only triggers dropped and created again inside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from storage.sqlite.database import SqliteDatabase
 from twin import errors, ports
@@ -106,3 +108,28 @@ class SqliteSnapshot:
                 await self._db.rollback()
                 raise
         return counts
+
+    async def undo_import(self, imported: Mapping[str, int]) -> None:
+        """Delete every row the import loaded, in one transaction; refuses a store used since."""
+        async with self._db.write() as conn:
+            for table in TABLES:
+                held, loaded = await self._count(table), int(imported.get(table, 0))
+                if held > loaded or (table == "audit_log" and held != loaded):
+                    raise errors.ConfigurationError(
+                        f"table {table} holds {held} rows where the import loaded {loaded}: "
+                        "the store was used since, so the import is not undone"
+                    )
+            # The audit trail's triggers refuse DELETE. SQLite cannot disable a trigger, but its
+            # DDL is transactional: they are dropped and created again (from their own stored
+            # SQL) inside this transaction, so no other connection ever sees them gone.
+            cursor = await conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+                ("audit_log",),
+            )
+            triggers = [(str(name), str(sql)) for name, sql in await cursor.fetchall()]
+            for name, _ in triggers:
+                await conn.execute(f'DROP TRIGGER "{name}"')
+            for table in reversed(TABLES):  # patient_links before the patients they name
+                await conn.execute(f"DELETE FROM {table}")
+            for _, sql in triggers:
+                await conn.execute(sql)

@@ -598,6 +598,14 @@ class SqliteDocumentStore:
             rows = await cursor.fetchall()
         return [_document(r) for r in rows]
 
+    async def delete(self, collection: str, doc_id: str) -> bool:
+        """Delete one document."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "DELETE FROM documents WHERE collection = ? AND doc_id = ?", (collection, doc_id)
+            )
+        return bool(cursor.rowcount)
+
     async def delete_patient(self, patient_id: str) -> int:
         """Delete a patient's documents."""
         async with self._db.locked():

@@ -1,4 +1,4 @@
-"""DatabaseSnapshot contract (SQLite, PostgreSQL): export, import into an empty store, refuse."""
+"""DatabaseSnapshot contract (SQLite, PostgreSQL): export, import when empty, refuse, undo."""
 
 from __future__ import annotations
 
@@ -108,3 +108,39 @@ async def test_export_import_round_trip_and_refusals(databases, tmp_path):
     assert await target.patient_ids() == sorted(pids)
     with pytest.raises(errors.ConfigurationError, match="empty"):
         await target.import_all(_replay(batches))
+
+
+async def _delete_audit_rows(kind: str, db: Any) -> None:
+    """What the audit trail's triggers refuse (outside an undo): deleting its entries."""
+    if kind == "sqlite":
+        await db.conn.execute("DELETE FROM audit_log")
+    else:
+        async with db.pool.acquire() as conn:
+            await conn.execute("DELETE FROM audit_log")
+
+
+async def test_an_import_is_undone_whole_unless_the_store_was_used_since(databases, tmp_path):
+    kind, source_db, target_db = databases
+    snapshot_cls, _, _, _, audit_cls, _ = ADAPTERS[kind]
+    source, target = snapshot_cls(source_db), snapshot_cls(target_db)
+    await _fill(kind, source_db, LocalKeyProvider(tmp_path / "keys"))
+    batches = [b async for b in source.export(batch_rows=2)]
+    imported = await target.import_all(_replay(batches))
+    # Undone: every table empty, the audit trail too (append-only as it otherwise is).
+    await target.undo_import(imported)
+    assert await target.is_empty() and await target.patient_ids() == []
+    audit = audit_cls(target_db)
+    assert await audit.entries() == []
+    # The same import runs again into the emptied store.
+    assert await target.import_all(_replay(batches)) == imported
+    assert await _rows(target) == await _rows(source)
+    # The audit trail's triggers are back: its entries cannot be deleted.
+    with pytest.raises(Exception, match="append-only"):
+        await _delete_audit_rows(kind, target_db)
+    # A store used since the import (one more audit entry) is not emptied: nothing is deleted.
+    await audit.append(AuditRecord("u", "admin", "x", None, "allowed", "t", "2026-01-02", "r"))
+    with pytest.raises(errors.ConfigurationError, match="used since"):
+        await target.undo_import(imported)
+    rows = await _rows(target)
+    assert len(rows["audit_log"]) == imported["audit_log"] + 1
+    assert rows["events"] == (await _rows(source))["events"]

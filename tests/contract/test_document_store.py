@@ -1,4 +1,4 @@
-"""DocumentStore contract: upsert, read, list by patient in id order with keyset pages, delete."""
+"""DocumentStore contract: upsert, read, keyset pages by patient in id order, delete one or all."""
 
 from twin.ports import Document
 
@@ -44,3 +44,18 @@ async def test_scan_pages_every_collection_in_key_order(document_store):
         after = seen[-1]
     assert seen == expected
     assert await document_store.scan(after=("scenario", "b")) == []
+
+
+async def test_delete_removes_one_document_only(document_store):
+    await document_store.put(doc("scenario", "a", "p1"))
+    await document_store.put(doc("scenario", "b", "p1"))
+    await document_store.put(doc("jobs", "a", None))
+    assert await document_store.delete("scenario", "a") is True
+    assert await document_store.get("scenario", "a") is None
+    assert await document_store.delete("scenario", "a") is False
+    assert [(d.collection, d.doc_id) for d in await document_store.scan()] == [
+        ("jobs", "a"),
+        ("scenario", "b"),
+    ]
+    assert await document_store.delete("jobs", "a") is True  # also one of no patient
+    assert [d.doc_id for d in await document_store.scan()] == ["b"]

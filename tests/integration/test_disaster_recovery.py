@@ -5,23 +5,32 @@ production adapters (PostgreSQL, S3 checkpoints and KMS keys through moto's serv
 restore, every twin's state equals the original's byte for byte (checkpoint + replay on both
 sides), identifiers and scenario reports read back the same, and the audit chain verifies to the
 backed-up head. The measured restore time is reported (``RestoreReport.seconds``).
+
+A restore that fails after its table import (a store refuses a document or a checkpoint, the
+restored audit chain does not verify) leaves the environment empty, and the same restore then
+succeeds. The failing archives are the drill's own, with one part changed and sealed again
+under the same key: every digest holds, so only what restore checks after loading finds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deployments.bootstrap import build_host_ports, open_backup_stores
-from deployments.ops.backup import backup, restore
+from deployments.ops.audit import verify as verify_audit
+from deployments.ops.backup import BackupReport, backup, restore
+from storage.sealed import ArchiveReader, ArchiveWriter
 from tests.integration.conftest import api_settings, open_env
 from tests.servers import MotoServer, PostgresServer
 from twin import errors
@@ -30,6 +39,7 @@ from twin.client import observation
 from twin.domain import events as E
 from twin.domain.audit import verify_chain
 from twin.domain.specs import Scenario, ScenarioDose
+from twin.ports import Document
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
 
@@ -212,6 +222,179 @@ async def test_restore_refuses_a_tampered_archive_and_leaves_nothing(tmp_path):
     _escrow_keys(source, target)
     with pytest.raises(errors.BackupCorruptError, match="table-events"):
         await restore(target, archive)
+    async with open_backup_stores(target) as stores:
+        assert await stores.snapshot.is_empty()
+
+
+Rows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Archived:
+    """A populated source environment and its backup, shared by the failing-restore tests.
+
+    Attributes:
+        make: Settings of a new, empty environment of the same kind, by name.
+        source: The environment backed up.
+        archive: Its backup.
+        made: What the backup wrote.
+        parts: The archive's rows, by part.
+    """
+
+    make: Callable[[str], TwinSettings]
+    source: TwinSettings
+    archive: Path
+    made: BackupReport
+    parts: dict[str, Rows]
+
+
+async def _read_parts(settings: TwinSettings, archive: Path) -> dict[str, Rows]:
+    async with open_backup_stores(settings) as stores:
+        reader = await ArchiveReader.open(archive, stores.keys)
+        return {name: [r for batch in reader.batches(name) for r in batch] for name in reader.parts}
+
+
+async def _resealed(archived: Archived, into: Path, changed: dict[str, Rows]) -> Path:
+    """The archive with ``changed`` parts, sealed again (whoever holds the key could write it)."""
+    async with open_backup_stores(archived.source) as stores:
+        reader = await ArchiveReader.open(archived.archive, stores.keys)
+        manifest = reader.manifest
+        writer = await ArchiveWriter.create(into, stores.keys, source=manifest["source"])
+    for name, entry in manifest["parts"].items():
+        writer.part(name, entry["columns"]).write(changed.get(name, archived.parts[name]))
+    own = {"format", "backup_id", "created_at", "source", "key", "parts", "seal"}
+    writer.finish(**{k: v for k, v in manifest.items() if k not in own})
+    return into
+
+
+@pytest.fixture(scope="module", params=["embedded", "postgres_s3_kms"])
+def archived(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Archived]:
+    """Five patients (two with a checkpoint kept, one erased) and their backup, once per kind."""
+    root = tmp_path_factory.mktemp(request.param)
+    with pytest.MonkeyPatch.context() as env:
+        if request.param == "embedded":
+            make = _embedded(root)
+        else:
+            env.setenv("AWS_ACCESS_KEY_ID", "testing")
+            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            make = _production(root, request.getfixturevalue("aws"))
+        source = make("source")
+        asyncio.run(_populate(source, patients=5))
+        made = asyncio.run(backup(source, root / "archive"))
+        parts = asyncio.run(_read_parts(source, root / "archive"))
+        assert made.checkpoints == 2 and made.documents >= 1
+        yield Archived(make, source, root / "archive", made, parts)
+
+
+async def _assert_empty(settings: TwinSettings, archived: Archived) -> None:
+    """No table row, no document, no checkpoint of any patient in the archive."""
+    async with open_backup_stores(settings) as stores:
+        assert await stores.snapshot.is_empty()
+        assert await stores.documents.scan(limit=1) == []
+        for pid, *_ in archived.parts["table-patients"]:
+            assert await stores.checkpoints.latest(pid) is None
+
+
+async def _fails_undone_then_restores(
+    archived: Archived,
+    bad: Path,
+    raises: type[BaseException],
+    match: str,
+    *,
+    fault: Callable[[TwinSettings], None] | None = None,
+    repair: Callable[[TwinSettings], None] | None = None,
+) -> None:
+    """Restoring ``bad`` fails and leaves nothing; the good archive then restores and verifies.
+
+    Args:
+        archived: The good archive and its source.
+        bad: The archive whose restore fails.
+        raises: The error it fails with.
+        match: A pattern its message matches.
+        fault: Breaks the new environment before the failing restore (a store that refuses).
+        repair: Undoes ``fault`` before the good restore.
+    """
+    target = archived.make(f"t{uuid.uuid4().hex[:8]}")
+    _escrow_keys(archived.source, target)
+    if fault is not None:
+        fault(target)
+    with pytest.raises(raises, match=match) as failed:
+        await restore(target, bad)
+    assert failed.value.__notes__ == ["the restore was undone: this environment is empty again"]
+    await _assert_empty(target, archived)
+    if repair is not None:
+        repair(target)
+    restored = await restore(target, archived.archive)
+    made = archived.made
+    assert (restored.documents, restored.checkpoints) == (made.documents, made.checkpoints)
+    assert restored.tables["events"] == made.tables["events"]
+    # `novamind audit verify` on the restored environment: intact, to the backed-up head.
+    report = await asyncio.to_thread(verify_audit, target, made.audit_head)
+    assert report.ok and report.entries == made.audit_entries
+
+
+async def test_a_document_the_store_refuses_leaves_the_environment_empty(archived, tmp_path):
+    # After the real documents, one the store refuses (no collection: NOT NULL), so the tables
+    # are loaded and documents put before it fails.
+    documents = [*archived.parts["documents"], (None, "refused", None, b"sealed", 1.7e9)]
+    bad = await _resealed(archived, tmp_path / "bad", {"documents": documents})
+    await _fails_undone_then_restores(archived, bad, Exception, r"(?i)not.null")
+
+
+async def test_a_checkpoint_ahead_of_its_log_leaves_the_environment_empty(archived, tmp_path):
+    # The last checkpoint claims events the restored log does not hold; the first is put before.
+    *kept, (pid, seq, model_version, data) = archived.parts["checkpoints"]
+    checkpoints = [*kept, (pid, seq + 1000, model_version, data)]
+    bad = await _resealed(archived, tmp_path / "bad", {"checkpoints": checkpoints})
+    await _fails_undone_then_restores(
+        archived, bad, errors.BackupCorruptError, "ahead of its restored event log"
+    )
+
+
+async def test_an_audit_chain_that_does_not_verify_leaves_the_environment_empty(archived, tmp_path):
+    # One entry's record altered: the rows import, the recomputed chain breaks there.
+    audit = list(archived.parts["table-audit_log"])
+    seq, record, prev_hash, digest = audit[len(audit) // 2]
+    altered = json.dumps({**json.loads(record), "actor": "someone-else"})
+    audit[len(audit) // 2] = (seq, altered, prev_hash, digest)
+    bad = await _resealed(archived, tmp_path / "bad", {"table-audit_log": audit})
+    await _fails_undone_then_restores(
+        archived, bad, errors.BackupCorruptError, "audit chain does not verify"
+    )
+
+
+@pytest.mark.parametrize("archived", ["embedded"], indirect=True)  # a local checkpoint folder
+async def test_a_checkpoint_volume_that_refuses_a_write_leaves_the_environment_empty(archived):
+    # The last checkpointed patient's folder is taken by a file: that write fails (the first
+    # checkpoint is already written), as on a volume that refuses it.
+    pid = archived.parts["checkpoints"][-1][0]
+
+    def folder(target: TwinSettings) -> Path:
+        return target.data_dir / "checkpoints" / hashlib.sha256(pid.encode()).hexdigest()[:32]
+
+    def fault(target: TwinSettings) -> None:
+        folder(target).parent.mkdir(parents=True)
+        folder(target).write_bytes(b"")
+
+    await _fails_undone_then_restores(
+        archived,
+        archived.archive,
+        FileExistsError,
+        "File exists",
+        fault=fault,
+        repair=lambda target: folder(target).unlink(),
+    )
+
+
+async def test_a_target_holding_documents_is_refused_before_anything_is_loaded(archived):
+    target = archived.make(f"t{uuid.uuid4().hex[:8]}")
+    _escrow_keys(archived.source, target)
+    async with open_backup_stores(target) as stores:
+        await stores.documents.put(Document("jobs", "left-over", None, b"{}", 1.7e9))
+    with pytest.raises(errors.ConfigurationError, match="document store holds data"):
+        await restore(target, archived.archive)
     async with open_backup_stores(target) as stores:
         assert await stores.snapshot.is_empty()
 

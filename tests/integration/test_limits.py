@@ -2,7 +2,8 @@
 
 One researcher cannot stall the single job runner (a job limit per caller, a budget per run, a
 job interrupted twice is not run again), one clinician cannot fill every replica with event
-streams, and an open stream ends when its caller's access does.
+streams, and an open stream ends when its caller's access does. Request budgets hold over HTTP
+while their shared store (Redis) goes down and comes back.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
+import redis
 
 from deployments.api.auth import mint_token
+from deployments.api.limiter import SHARED_RETRY_S
+from deployments.asgi import build_app
 from deployments.pipelines import job_status
 from deployments.pipelines.job_runner import _refusal
 from tests.integration.conftest import AUDIENCE, ISSUER, SECRET, api_settings, bearer, open_env
+from tests.servers import RedisServer, UvicornServer
 from twin import errors, ports, schemas
 from twin.service import jobs
 from twin.testing import fakes
@@ -181,3 +187,80 @@ async def test_an_open_stream_ends_when_the_token_expires_or_access_is_withdrawn
         assert (await stream).status_code == 200 and time.monotonic() - started < 10
         actions = [e.record.action for e in await env.services.audit.entries()]
         assert "events.follow" in actions  # every re-check is audited
+
+
+PER_MINUTE = 3
+
+
+def _fallbacks(http: httpx.Client) -> float:
+    """``novamind_rate_limit_fallbacks_total`` as the server exports it."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("novamind_rate_limit_fallbacks_total "):
+            return float(line.split()[1])
+    raise AssertionError("no rate-limit fallback metric")
+
+
+def _spend(http: httpx.Client, pid: str, subject: str) -> list[httpx.Response]:
+    """One more request than a clinician's budget allows, all reads of one patient."""
+    me = bearer("clinician", subject, ("team-1",))
+    return [http.get(f"/v1/patients/{pid}", headers=me) for _ in range(PER_MINUTE + 1)]
+
+
+def _limited(responses: list[httpx.Response]) -> None:
+    """Served up to the budget, then 429 problem+json with a Retry-After within the window."""
+    assert [r.status_code for r in responses] == [200] * PER_MINUTE + [429]
+    refused = responses[-1]
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+@pytest.mark.integration
+def test_request_budgets_fall_back_to_the_replica_while_redis_is_down_over_http(tmp_path):
+    store = RedisServer()
+    store.start()
+    settings = api_settings(tmp_path, redis_url=store.url, rate_limit_per_minute=PER_MINUTE)
+    server = UvicornServer(build_app(settings))
+    server.start()
+    try:
+        with (
+            httpx.Client(base_url=server.url, timeout=10.0) as http,
+            redis.Redis.from_url(store.url, socket_timeout=5.0) as shared,
+        ):
+            created = http.post("/v1/patients", json=NEW, headers=bearer("admin", "adm"))
+            pid = created.json()["patient_id"]
+
+            # Redis up: the budget is the shared one, kept in Redis.
+            _limited(_spend(http, pid, "dr-a"))
+            assert shared.keys("*dr-a*") and _fallbacks(http) == 0
+
+            # Redis down: still served, never a 500, and each caller still limited, on the
+            # replica's own budget; every such request is counted.
+            store.stop()
+            _limited(_spend(http, pid, "dr-b"))
+            assert _fallbacks(http) == PER_MINUTE + 1
+            # Clinical ingest goes on (the change feed on Redis is best effort too).
+            me = bearer("clinician", "dr-ingest", ("team-1",))
+            item = {"idempotency_key": "k1", "day": 0.5, "loinc": {"code": "70274-6", "value": 9}}
+            ingested = http.post(
+                f"/v1/patients/{pid}/observations", json={"items": [item]}, headers=me
+            )
+            assert ingested.status_code == 200, ingested.text
+
+            # Redis back: once the limiter tries it again, the shared budget is used again.
+            store.start()
+            time.sleep(SHARED_RETRY_S)
+            counted = _fallbacks(http)
+            _limited(_spend(http, pid, "dr-c"))
+            assert shared.keys("*dr-c*") and _fallbacks(http) == counted
+
+            # Redis hanging (no answer at all): one request waits out the 1 s socket timeout,
+            # the others go straight to the local budget rather than each waiting too.
+            store.pause()
+            started = time.monotonic()
+            _limited(_spend(http, pid, "dr-d"))
+            assert time.monotonic() - started < 1.0 + 1.5
+            assert _fallbacks(http) == counted + PER_MINUTE + 1
+            store.resume()
+    finally:
+        server.stop()
+        store.stop()

@@ -13,14 +13,11 @@ fields by its ``type``), so a schema-valid request may rightly get 422.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -28,7 +25,7 @@ from schemathesis.checks import positive_data_acceptance
 
 from deployments.asgi import build_app
 from tests.integration.conftest import api_settings, bearer
-from tests.servers import free_port
+from tests.servers import UvicornServer
 from twin.client import Client, observation
 from twin.domain import events as E
 
@@ -38,19 +35,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     data: Path = tmp_path_factory.mktemp("live")
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_app(api_settings(data)), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the live server did not start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
+    server = UvicornServer(build_app(api_settings(data)))
+    server.start(timeout_s=30)
+    url = server.url
     token = bearer("clinician", "dr-fuzz", ("team-1",))["Authorization"].split()[1]
     with Client(url, token=token) as client:
         pid = client.create_patient(
@@ -58,8 +45,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         )
         client.add_observations(pid, [observation(E.Phq9(15), day=0.0)])
     yield url, pid
-    server.should_exit = True
-    thread.join(timeout=30)
+    server.stop()
 
 
 ROLE_BY_PREFIX = (("/v1/research", "researcher"), ("/v1/audit", "auditor"))

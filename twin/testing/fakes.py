@@ -318,6 +318,9 @@ class MemoryDocumentStore:
         ]
         return found[:limit]
 
+    async def delete(self, collection: str, doc_id: str) -> bool:
+        return self.documents.pop((collection, doc_id), None) is not None
+
     async def delete_patient(self, patient_id: str) -> int:
         gone = [k for k, d in self.documents.items() if d.patient_id == patient_id]
         for k in gone:
