@@ -12,7 +12,11 @@ recorded:
 - nothing is stored that no client sent (a retry that was stored twice would be);
 - each twin, its whole state as its host holds it and its summary as the API serves it, equals
   a twin rebuilt from the log alone;
-- the audit chain verifies.
+- the audit chain verifies;
+- every acknowledged bulk ingest job and cohort run finished (none lost), none more than the
+  runner's attempts; each succeeded ingest stored every event of its file exactly once, each
+  succeeded cohort run has all of its rows; every acknowledged erasure left nothing readable,
+  neither through the API nor in the event log.
 """
 
 from __future__ import annotations
@@ -29,9 +33,13 @@ import asyncpg
 from deployments.bootstrap import build_host_ports
 from deployments.ops.audit import verify
 from storage.local import LocalCheckpointStore
+from tests.chaos import jobs as J
 from tests.chaos.workload import Ack, Ledger, digest
+from twin import errors
 from twin.client import AsyncClient
+from twin.domain import events as E
 from twin.service.host import HostPorts, TwinHost
+from twin.service.jobs import MAX_ATTEMPTS
 from twin.settings import TwinSettings
 
 
@@ -163,3 +171,152 @@ async def check(
         audit_broken=0 if report.ok else 1,
         replay_differences=tuple(differences),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class JobVerdict:
+    """What the check of jobs and erasures found (``ok``: nothing lost, doubled or readable).
+
+    Attributes:
+        submitted: Acknowledged jobs (ingests and cohort runs).
+        unacked: Submissions never acknowledged (they may exist or not).
+        by_status: Acknowledged jobs by final status (``pending`` if never finished).
+        lost: Acknowledged jobs missing, or not finished within the check's wait.
+        overrun: Jobs started more times than the runner allows.
+        events_lost: Events of succeeded ingests missing from the log (or with another value).
+        events_duplicated: Events of succeeded ingests stored more than once.
+        rows_missing: Rows missing from succeeded cohort runs.
+        erased: Acknowledged erasures.
+        erased_readable: Erased patients still readable through the API or in the log.
+        failures: Why jobs failed (their recorded errors).
+    """
+
+    submitted: int
+    unacked: int
+    by_status: dict[str, int]
+    lost: int
+    overrun: int
+    events_lost: int
+    events_duplicated: int
+    rows_missing: int
+    erased: int
+    erased_readable: int
+    failures: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.lost or self.overrun or self.events_lost or self.events_duplicated
+            or self.rows_missing or self.erased_readable
+        )  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def final_status(status: Any, job_id: str, wait_s: float) -> Any:
+    """A job's status once it has finished (or as it stands after ``wait_s``).
+
+    Returns:
+        ``await status(job_id)`` once final or timed out; ``None`` if there is no such job.
+    """
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            now = await status(job_id)
+        except errors.NotFoundError:
+            return None
+        if now.status in ("succeeded", "failed", "cancelled"):
+            return now
+        if asyncio.get_running_loop().time() > deadline:
+            return now
+        await asyncio.sleep(1.0)
+
+
+async def ingest_discrepancies(stores: HostPorts, patients: list[str]) -> tuple[int, int]:
+    """(events missing or wrong, events extra) in the logs of an ingest job's patients.
+
+    Each patient's log must hold exactly the observations of the job's file
+    (:func:`tests.chaos.jobs.observations_ndjson`): one PHQ-9 a day, at 10:00 of day ``d``.
+    """
+    missing = extra = 0
+    for index, patient in enumerate(patients):
+        found: dict[int, list[E.Payload]] = defaultdict(list)
+        for event in await stores.events.read(patient):
+            found[round(event.day - 10 / 24)].append(event.payload)
+        absent = sum(
+            1
+            for day in range(1, J.OBSERVATIONS + 1)
+            if E.Phq9(J.job_score(index, day)) not in found.get(day, [])
+        )
+        missing += absent
+        extra += sum(len(payloads) for payloads in found.values()) - (J.OBSERVATIONS - absent)
+    return missing, extra
+
+
+async def check_jobs(
+    settings: TwinSettings,
+    ledger: J.JobLedger,
+    *,
+    admin: AsyncClient,
+    researcher: AsyncClient,
+    clinician: AsyncClient,
+    wait_s: float = 180.0,
+) -> JobVerdict:
+    """Wait for the acknowledged jobs to finish, then check them and the erasures."""
+    finals: list[tuple[str, Any]] = []
+    for job_id in ledger.ingests:
+        finals.append(("ingest", await final_status(admin.ingest_job, job_id, wait_s)))
+    for job_id in ledger.cohorts:
+        finals.append(("cohort", await final_status(researcher.cohort_run, job_id, wait_s)))
+    by_status: dict[str, int] = defaultdict(int)
+    failures: list[str] = []
+    lost = overrun = events_lost = events_duplicated = rows_missing = readable = 0
+    stores = await build_host_ports(settings)
+    try:
+        for kind, final in finals:
+            if final is None or final.status not in ("succeeded", "failed", "cancelled"):
+                lost += 1
+                by_status["pending" if final else "missing"] += 1
+                continue
+            by_status[f"{kind} {final.status}"] += 1
+            overrun += final.attempts > MAX_ATTEMPTS
+            if final.status == "failed":
+                failures.append(f"{kind}: {final.error}")
+            elif kind == "ingest" and final.status == "succeeded":
+                missing, extra = await ingest_discrepancies(stores, ledger.ingests[final.job_id])
+                events_lost += missing
+                events_duplicated += extra
+            elif kind == "cohort" and final.status == "succeeded":
+                rows = [row async for row in researcher.iter_cohort_rows(final.job_id)]
+                rows_missing += J.COHORT_PATIENTS * J.COHORT_SCENARIOS - len(rows)
+        for patient in ledger.erased:
+            readable += await _readable(clinician, stores, patient)
+    finally:
+        await stores.aclose()
+    return JobVerdict(
+        submitted=len(finals),
+        unacked=ledger.unacked_jobs,
+        by_status=dict(by_status),
+        lost=lost,
+        overrun=overrun,
+        events_lost=events_lost,
+        events_duplicated=events_duplicated,
+        rows_missing=rows_missing,
+        erased=len(ledger.erased),
+        erased_readable=readable,
+        failures=tuple(failures),
+    )
+
+
+async def _readable(clinician: AsyncClient, stores: HostPorts, patient: str) -> bool:
+    """Whether anything of an erased patient can still be read (its twin, its events)."""
+    try:
+        await clinician.twin(patient)
+        return True
+    except (errors.NotFoundError, errors.KeyAccessError, errors.AuthorizationError):
+        pass
+    try:
+        return bool(await stores.events.read(patient))
+    except (errors.NotFoundError, errors.KeyAccessError):
+        return False

@@ -1,7 +1,7 @@
 """A multi-node Novamind on one machine, for chaos tests and the chaos benchmark.
 
 A Ray head and worker nodes as separate raylets (``ray start --block`` in their own process
-groups, one CPU each), PostgreSQL, Redis, moto's S3 and KMS as a server process, and the Serve
+groups), PostgreSQL, Redis, moto's S3 and KMS as a server process, and the Serve
 application with its replicas and twin hosts spread over the nodes. Everything is started by
 :func:`running_cluster` and stopped by it, by process group or by the cluster's own folder:
 nothing else on the machine is touched, and nothing is left running.
@@ -24,11 +24,16 @@ from pathlib import Path
 import httpx
 
 from deployments.api.auth import mint_token
+from tests.chaos.proxy import FaultProxy
 from tests.servers import PostgresServer, RedisServer, free_port, moto_client, wait_for_port
 from twin.settings import TwinSettings
 
 SECRET = "c" * 48
 RESEARCH_KEY = "k" * 48
+#: Logical CPUs of each node: as many as the machine's cores. With one, the API replicas'
+#: half CPUs leave no node a whole CPU, and a bulk ingest's or cohort run's Ray Data tasks
+#: (one CPU each) could never be scheduled.
+NODE_CPUS = 2
 ISSUER, AUDIENCE = "novamind-local", "novamind-api"
 # What the driver and every node of the cluster run with besides the settings: moto's
 # credentials, Serve's HAProxy ingress (the platform's default), and Ray without its token
@@ -87,6 +92,8 @@ class ChaosCluster:
         root: The cluster's folder (the data directory).
         postgres: The database server.
         redis: The change feed's and rate limiter's server.
+        postgres_link: The network between the service and PostgreSQL (every connection).
+        redis_link: The network between the service and Redis.
         moto: S3 (checkpoints, erasure ledger) and KMS (data keys).
         address: The Ray head's GCS address.
         http_url: The Serve proxy's URL.
@@ -98,6 +105,8 @@ class ChaosCluster:
     root: Path
     postgres: PostgresServer
     redis: RedisServer
+    postgres_link: FaultProxy
+    redis_link: FaultProxy
     moto: MotoProcess
     address: str
     http_url: str
@@ -119,13 +128,13 @@ class ChaosCluster:
                           care_team=team, ttl_s=12 * 3600)  # type: ignore[arg-type]  # fmt: skip
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        """Add a worker node (one CPU) and wait until the cluster counts it."""
+        """Add a worker node and wait until the cluster counts it."""
         import ray
 
         known = set(self.node_ids)
         proc = subprocess.Popen(
             [sys.executable, "-m", "ray.scripts.scripts", "start", "--address", self.address,
-             "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+             "--block", "--num-cpus", str(NODE_CPUS), "--node-ip-address", "127.0.0.1",
              "--disable-usage-stats"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -152,16 +161,23 @@ def _pids_naming(text: str) -> list[int]:
 
 
 def pids_of(cluster: ChaosCluster, title: str) -> list[int]:
-    """Processes of this cluster whose title starts with ``title`` (``ray::TwinHostActor``...).
+    """Processes of this cluster whose title names ``title`` (``ray::TwinHostActor``...).
 
-    Ray names each worker process after the actor it runs; only descendants of the cluster's
+    Ray names each worker process after the actor or task it runs; only descendants of the cluster's
     raylets are considered, so nothing outside the cluster is ever matched.
     """
     return _descendants({p.pid for p in [cluster.head, *cluster.workers] if p is not None}, title)
 
 
+def haproxy_pids(cluster: ChaosCluster) -> list[int]:
+    """Serve's HAProxy processes of this cluster (each names its node's folder)."""
+    return sorted(
+        pid for node in cluster.node_ids for pid in _pids_naming(f"/tmp/haproxy-serve/{node}")
+    )
+
+
 def _descendants(roots: set[int], title: str = "") -> list[int]:
-    """Processes below ``roots`` (their own ids excluded) whose command starts with ``title``."""
+    """Processes below ``roots`` (their own ids excluded) whose command contains ``title``."""
     parents: dict[int, int] = {}
     titles: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -186,9 +202,7 @@ def _descendants(roots: set[int], title: str = "") -> list[int]:
         return False
 
     return sorted(
-        pid
-        for pid, cmd in titles.items()
-        if cmd.startswith(title) and pid not in roots and in_cluster(pid)
+        pid for pid, cmd in titles.items() if title in cmd and pid not in roots and in_cluster(pid)
     )
 
 
@@ -231,7 +245,7 @@ def running_cluster(root: Path, *, workers: int = 1) -> Iterator[ChaosCluster]:
 
     Args:
         root: An empty folder for everything the cluster writes.
-        workers: Worker nodes besides the head (one CPU each).
+        workers: Worker nodes besides the head.
     """
     import ray
     from ray import serve
@@ -240,21 +254,33 @@ def running_cluster(root: Path, *, workers: int = 1) -> Iterator[ChaosCluster]:
 
     root.mkdir(parents=True, exist_ok=True)
     postgres, redis, moto = PostgresServer(), RedisServer(), MotoProcess()
+    links: list[FaultProxy] = []
     cluster: ChaosCluster | None = None
     try:
         postgres.start("max_connections=300")
         dsn = postgres.create_database("novamind")
         redis.start()
+        # The service reaches both servers only through proxies, so the network can fail.
+        links = [FaultProxy(postgres.port).start(), FaultProxy(redis.port).start()]
+        dsn = dsn.replace(f":{postgres.port}/", f":{links[0].port}/")
+        redis_url = redis.url.replace(f":{redis.port}/", f":{links[1].port}/")
         moto.start()
         moto.client("s3").create_bucket(Bucket="novamind-chaos")  # type: ignore[attr-defined]
         kms = moto.client("kms")
         key = kms.create_key()["KeyMetadata"]["KeyId"]  # type: ignore[attr-defined]
         kms.create_alias(AliasName="alias/novamind-chaos", TargetKeyId=key)  # type: ignore[attr-defined]
         http_port = free_port()
-        settings = _settings(root, dsn, redis.url, moto.endpoint, http_port)
+        settings = _settings(root, dsn, redis_url, moto.endpoint, http_port)
         # Secrets reach Ray workers through the nodes' environment, never through Ray.
+        # HAProxy's stats and metrics listeners on ports of their own: on its default ones it
+        # could not start beside another platform on this machine.
+        process_env = {
+            **_PROCESS_ENV,
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        }
         env = {
-            **os.environ, **_PROCESS_ENV,
+            **os.environ, **process_env,
             "NOVAMIND_JWT_SECRET": SECRET, "NOVAMIND_RESEARCH_KEY": RESEARCH_KEY,
         }  # fmt: skip
         port = free_port()
@@ -262,19 +288,19 @@ def running_cluster(root: Path, *, workers: int = 1) -> Iterator[ChaosCluster]:
         session = Path(f"/tmp/nmc-{os.getpid()}-{port}")
         head = subprocess.Popen(
             [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-             "--num-cpus", "1", "--port", str(port), "--node-ip-address", "127.0.0.1",
+             "--num-cpus", str(NODE_CPUS), "--port", str(port), "--node-ip-address", "127.0.0.1",
              "--include-dashboard", "false", "--disable-usage-stats",
              "--temp-dir", str(session)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
         cluster = ChaosCluster(
-            root, postgres, redis, moto, f"127.0.0.1:{port}",
+            root, postgres, redis, *links, moto, f"127.0.0.1:{port}",
             f"http://127.0.0.1:{http_port}", settings, env, session, head,
         )  # fmt: skip
         wait_for_port(port, 60, "the Ray head")
-        saved = {k: os.environ.get(k) for k in _PROCESS_ENV}
-        os.environ.update(_PROCESS_ENV)
+        saved = {k: os.environ.get(k) for k in process_env}
+        os.environ.update(process_env)
         try:
             ray.init(address=cluster.address, namespace=settings.ray_namespace,
                      log_to_driver=False, configure_logging=False)  # fmt: skip
@@ -310,6 +336,8 @@ def running_cluster(root: Path, *, workers: int = 1) -> Iterator[ChaosCluster]:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                 shutil.rmtree(f"/tmp/haproxy-serve/{node}", ignore_errors=True)
+        for link in links:
+            link.stop()
         moto.stop()
         redis.stop()
         postgres.destroy()

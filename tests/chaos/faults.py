@@ -1,11 +1,15 @@
 """Faults injected into a running :class:`tests.chaos.cluster.ChaosCluster` on a seeded schedule.
 
-Each fault is a real failure of a real process: SIGKILL of a twin host actor, a Serve replica,
-the job runner or a whole worker node (its raylet and workers, then a new node joins);
-PostgreSQL killed with commits in flight (``pg_ctl stop -m immediate``) and started again; Redis
-stopped and started (its data is derived: the change feed); S3 and KMS unreachable (moto's
-process stopped with SIGSTOP, then continued: a store that hangs, the way a network partition
-looks, without losing what it holds).
+Each fault is a real failure of a real process or of the network:
+
+- SIGKILL of a twin host actor, a Serve replica, the job runner, a bulk ingest's writer, Serve's
+  HAProxy ingress, or a whole worker node (its raylet and workers; then a new node joins);
+- PostgreSQL killed with commits in flight (``pg_ctl stop -m immediate``) and started again;
+  Redis stopped and started (its data is derived: the change feed, the shared rate budgets);
+- S3 and KMS unreachable (moto's process stopped with SIGSTOP, then continued: a store that
+  hangs, the way a network partition looks, without losing what it holds);
+- the network to PostgreSQL or Redis slowed, reset or black-holed
+  (:class:`tests.chaos.proxy.FaultProxy`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tests.chaos.cluster import ChaosCluster, pids_of
+from tests.chaos.cluster import ChaosCluster, haproxy_pids, pids_of
 
 #: Every kind of fault, by name.
 KINDS = (
@@ -30,12 +34,24 @@ KINDS = (
     "postgres_crash",
     "redis_restart",
     "s3_kms_outage",
+    "haproxy_kill",
+    "writer_kill",
+    "postgres_latency",
+    "postgres_reset",
+    "postgres_blackhole",
+    "redis_latency",
+    "redis_reset",
+    "redis_blackhole",
 )
+#: Kills, by the title Ray gives the victim's process (a prefix, or a part for Ray Data's).
 _TITLES = {
     "host_kill": "ray::TwinHostActor",
     "replica_kill": "ray::ServeReplica",
     "runner_kill": "ray::JobRunner",
+    "writer_kill": "_Writer",
 }
+#: Seconds of delay a slow network adds to every chunk of bytes, each way.
+SLOW_LINK_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +82,8 @@ class Injector:
         self._random = random.Random(self.seed)
 
     def _kill_one(self, kind: str) -> bool:
-        # A victim killed moments ago may still be restarting: wait for one to be back.
+        # A victim killed moments ago may still be restarting (and a writer lives only while a
+        # bulk ingest writes): wait for one.
         deadline = time.monotonic() + 30.0
         while not (victims := pids_of(self.cluster, _TITLES[kind])):
             if time.monotonic() > deadline:
@@ -96,6 +113,25 @@ class Injector:
             cluster.redis.stop()
             time.sleep(self.outage_s)
             cluster.redis.start()
+            return True
+        if kind == "haproxy_kill":
+            victims = haproxy_pids(cluster)
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return bool(victims)
+        if kind.startswith(("postgres_", "redis_")):
+            server, fault = kind.split("_")
+            link = cluster.postgres_link if server == "postgres" else cluster.redis_link
+            if fault == "reset":
+                link.reset()
+                return True
+            slow = fault == "latency"  # else a black hole
+            link.set_latency(SLOW_LINK_S) if slow else link.black_hole(True)
+            try:
+                time.sleep(self.outage_s)
+            finally:
+                link.set_latency(0.0) if slow else link.black_hole(False)
             return True
         if kind == "s3_kms_outage":
             pid = cluster.moto.pid
