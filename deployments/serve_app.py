@@ -8,7 +8,9 @@
 - Bounded queues: ``max_ongoing_requests`` per replica and ``max_queued_requests`` per caller;
   overflow is answered at once with 503 and ``Retry-After`` (``BackpressureConfig``) instead of
   waiting. Replicas scale between ``api_min_replicas`` and ``api_max_replicas`` on ongoing
-  requests.
+  requests (``api_target_ongoing_requests`` per replica), averaged over
+  ``api_autoscaling_look_back_s`` and held for ``api_upscale_delay_s`` /
+  ``api_downscale_delay_s`` before Serve adds or removes a replica.
 - ``app_builder(args)`` is the import path for ``serve run``/``serve build`` and the KubeRay
   ``serveConfigV2``: ``deployments.serve_app:app_builder``.
 """
@@ -82,6 +84,9 @@ def api_deployment(settings: TwinSettings) -> Deployment:
             min_replicas=settings.api_min_replicas,
             max_replicas=settings.api_max_replicas,
             target_ongoing_requests=settings.api_target_ongoing_requests,
+            upscale_delay_s=settings.api_upscale_delay_s,
+            downscale_delay_s=settings.api_downscale_delay_s,
+            look_back_period_s=settings.api_autoscaling_look_back_s,
         ),
         max_ongoing_requests=settings.api_max_ongoing_requests,
         max_queued_requests=settings.api_max_queued_requests,

@@ -185,6 +185,13 @@ class ServeSettings(BaseModel):
         api_min_replicas: Serve autoscaling lower bound of the API deployment.
         api_max_replicas: Serve autoscaling upper bound.
         api_target_ongoing_requests: Serve autoscaling target per replica.
+        api_upscale_delay_s: Seconds the load must stay above the target before Serve adds
+            replicas (Serve's default, 30).
+        api_downscale_delay_s: Seconds the load must stay below the target before Serve
+            removes replicas (Serve's default, 600: ten minutes at the peak size after load).
+        api_autoscaling_look_back_s: Seconds of ongoing-request samples Serve averages for each
+            decision (Serve's default, 30); more than 10, Serve's metrics interval, which it
+            requires.
         api_max_ongoing_requests: Requests one replica works on at once.
         api_max_queued_requests: Requests waiting per caller before 503 (bounded queue).
         api_max_replicas_per_node: At most this many API replicas on one Ray node (spreads
@@ -197,7 +204,12 @@ class ServeSettings(BaseModel):
     http_port: int = Field(default=8000, ge=1, le=65535)
     api_min_replicas: int = Field(default=1, ge=1, le=100)
     api_max_replicas: int = Field(default=2, ge=1, le=100)
-    api_target_ongoing_requests: float = Field(default=32.0, gt=0)
+    api_target_ongoing_requests: float = Field(default=32.0, gt=0, le=10_000)
+    api_upscale_delay_s: float = Field(default=30.0, ge=0, le=3600)
+    api_downscale_delay_s: float = Field(default=600.0, ge=0, le=24 * 3600)
+    # Serve warns (and announces it will refuse) a look-back no longer than its 10 s metrics
+    # interval: the average would rest on a single sample.
+    api_autoscaling_look_back_s: float = Field(default=30.0, gt=10, le=3600)
     api_max_ongoing_requests: int = Field(default=64, ge=1, le=10_000)
     api_max_queued_requests: int = Field(default=256, ge=1, le=100_000)
     api_max_replicas_per_node: int | None = Field(default=None, ge=1, le=100)

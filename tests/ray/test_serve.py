@@ -7,12 +7,14 @@ the generated local secret.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -30,8 +32,10 @@ from twin.settings import TwinSettings
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
-from deployments.pipelines.job_runner import RUNNER_NAME  # noqa: E402 - after the importorskip
-from deployments.serve_app import application  # noqa: E402
+from ray.serve.config import AutoscalingConfig  # noqa: E402 - after the importorskip
+
+from deployments.pipelines.job_runner import RUNNER_NAME  # noqa: E402
+from deployments.serve_app import API_DEPLOYMENT, application  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -179,13 +183,127 @@ def test_bounded_queues_answer_503_with_retry_after_instead_of_waiting(served):
 def test_the_serve_config_entry_point_builds_the_bounded_autoscaling_app():
     from deployments.serve_app import app_builder, settings_env
 
-    app = app_builder({"api_max_replicas": "4", "api_max_queued_requests": "9"})
+    app = app_builder(
+        {"api_max_replicas": "4", "api_max_queued_requests": "9", "api_downscale_delay_s": "45"}
+    )
     deployment = app._bound_deployment
     assert deployment.max_queued_requests == 9
-    assert deployment._deployment_config.autoscaling_config.max_replicas == 4
+    autoscaling = deployment._deployment_config.autoscaling_config
+    assert (autoscaling.max_replicas, autoscaling.downscale_delay_s) == (4, 45.0)
+    # Left unset, how fast the API scales is Serve's own default (a Ray upgrade that changes
+    # Serve's defaults shows here).
+    serves = AutoscalingConfig()
+    built = application(TwinSettings())._bound_deployment._deployment_config.autoscaling_config
+    assert (built.upscale_delay_s, built.downscale_delay_s, built.look_back_period_s) == (
+        serves.upscale_delay_s,
+        serves.downscale_delay_s,
+        serves.look_back_period_s,
+    )
     env = settings_env(TwinSettings(jwt_secret="s" * 48))  # type: ignore[arg-type]
     assert "NOVAMIND_JWT_SECRET" not in env and env["NOVAMIND_DATA_DIR"].startswith("/")
     with pytest.raises(ValueError, match="research_key must not be a Serve application argument"):
         app_builder({"research_key": "k" * 48})
     with pytest.raises(ValueError, match="database_url must not be"):
         app_builder({"database_url": "postgresql://u:pw@db/novamind"})
+
+
+AUTOSCALED_APP = "novamind-autoscale"
+#: Generous bound on each scaling step (seconds): Serve samples load every 10 s and a new
+#: replica takes seconds to start on a busy machine. The test waits on replica counts, never
+#: on time; this only turns a scaler that never acts into a failure.
+SCALE_DEADLINE_S = 90.0
+
+
+def _api_replicas(app: str) -> dict[str, int]:
+    """The API deployment's replicas of ``app`` by state, from ``serve.status()``."""
+    deployment = serve.status().applications[app].deployments[API_DEPLOYMENT]
+    # Keyed by ReplicaState (a str enum) or, as Ray 2.60 gives them, its plain names: either
+    # compares equal to "RUNNING".
+    return {state: count for state, count in deployment.replica_states.items() if count}
+
+
+def _await_replicas(
+    app: str, reached: Callable[[dict[str, int]], bool], deadline_s: float
+) -> list[dict[str, int]]:
+    """Poll ``app``'s replica states until ``reached``; the states seen, each change once.
+
+    Raises:
+        AssertionError: ``deadline_s`` seconds passed first (with the states seen).
+    """
+    seen: list[dict[str, int]] = []
+    deadline = time.monotonic() + deadline_s
+    while True:
+        now = _api_replicas(app)
+        if not seen or seen[-1] != now:
+            seen.append(now)
+        if reached(now):
+            return seen
+        assert time.monotonic() < deadline, f"replicas by state, as they changed: {seen}"
+        time.sleep(0.5)
+
+
+def test_the_api_scales_out_under_held_streams_and_back_in_when_they_close(
+    served: tuple[str, TwinSettings], tmp_path: Path
+) -> None:
+    url, _ = served
+    # An application of its own (route, twin hosts, stores) on the module's Serve instance:
+    # Serve has one HTTP proxy per cluster, and the module's app keeps its single replica.
+    settings = TwinSettings(
+        data_dir=tmp_path,
+        particles=200,
+        hosts=1,
+        ray_namespace=f"autoscale-{uuid.uuid4().hex[:8]}",
+        api_min_replicas=1,
+        api_max_replicas=2,  # with the module's replica, 1.5 of the cluster's 2 CPUs
+        api_target_ongoing_requests=1.0,  # each held stream is one ongoing request
+        api_upscale_delay_s=1.0,
+        api_downscale_delay_s=10.0,
+        api_autoscaling_look_back_s=10.5,  # just over Serve's 10 s metrics interval, its least
+    )
+    base = f"{url}/autoscale"
+    try:
+        serve.run(application(settings), name=AUTOSCALED_APP, route_prefix="/autoscale")
+        assert _api_replicas(AUTOSCALED_APP) == {"RUNNING": 1}
+        with Client(base, token=local_token(settings, "admin")) as api:
+            pid = api.create_patient(
+                name="Scale Out", birth_date="1985-05-05", mrn="AS-1", care_team="team-scale"
+            )
+        # Four clinicians of the care team each follow the patient's change feed: long-lived
+        # requests that count as ongoing without using CPU (one stream per caller, well inside
+        # streams_per_caller).
+        clinicians = [
+            local_token(settings, "clinician", subject=f"dr-scale-{i}", care_team=("team-scale",))
+            for i in range(4)
+        ]
+        with httpx.Client(base_url=base, timeout=30) as http:
+            streams: list[httpx.Response] = []
+            try:
+                for token in clinicians:
+                    request = http.build_request(
+                        "GET",
+                        f"/v1/patients/{pid}/events",
+                        # Outlasts the wait for the scale-out, so the load holds throughout.
+                        params={"follow": "true", "max_s": SCALE_DEADLINE_S + 30},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                    streams.append(http.send(request, stream=True))  # returns at the headers
+                assert [r.status_code for r in streams] == [200] * len(clinicians)
+                out = _await_replicas(
+                    AUTOSCALED_APP, lambda now: now.get("RUNNING", 0) == 2, SCALE_DEADLINE_S
+                )
+            finally:
+                for response in streams:
+                    response.close()
+        # Back in: one replica serves and none is starting (a removed one drains for a while).
+        back = _await_replicas(
+            AUTOSCALED_APP,
+            lambda now: now.get("RUNNING", 0) == 1 and "STARTING" not in now,
+            SCALE_DEADLINE_S,
+        )
+        # Out under the load, back in after it: the counts, whatever the time each step took.
+        assert (out[-1]["RUNNING"], back[-1]["RUNNING"]) == (2, 1), (out, back)
+    finally:
+        serve.delete(AUTOSCALED_APP)
+        for name in (RUNNER_NAME, *(f"twinhost-{i}" for i in range(settings.hosts))):
+            with contextlib.suppress(ValueError):  # not created when the deployment failed
+                ray.kill(ray.get_actor(name, namespace=settings.ray_namespace), no_restart=True)

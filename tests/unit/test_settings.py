@@ -57,3 +57,27 @@ def test_a_concern_keeps_its_bounds_wherever_it_is_built(field, value):
         HostSettings(**{field: value})
     with pytest.raises(ValidationError):
         TwinSettings(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("api_upscale_delay_s", -1.0), ("api_upscale_delay_s", 3601.0),
+     ("api_downscale_delay_s", -1.0), ("api_downscale_delay_s", 86_401.0),
+     ("api_autoscaling_look_back_s", 10.0), ("api_autoscaling_look_back_s", 3601.0)],
+)  # fmt: skip
+def test_how_fast_the_api_scales_is_bounded(field, value):
+    # A look-back of Serve's 10 s metrics interval or less is refused here, not warned about
+    # by Serve at deploy time.
+    with pytest.raises(ValidationError):
+        ServeSettings(**{field: value})
+    with pytest.raises(ValidationError):
+        TwinSettings(**{field: value})
+
+
+def test_how_fast_the_api_scales_defaults_to_serves_own_timings():
+    settings = ServeSettings()
+    assert (
+        settings.api_upscale_delay_s,
+        settings.api_downscale_delay_s,
+        settings.api_autoscaling_look_back_s,
+    ) == (30.0, 600.0, 30.0)
