@@ -16,13 +16,21 @@ ray = pytest.importorskip("ray")
 from actors.directory import RayTwinDirectory  # noqa: E402 - after the importorskip
 from actors.runtime import TwinRuntime  # noqa: E402
 from deployments.bootstrap import build_host_ports  # noqa: E402
+from tests.servers import free_port  # noqa: E402
 from twin.settings import HostSettings, TwinSettings  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
-    # Serve's HAProxy ingress, the platform's default (TwinSettings.serve_haproxy).
+    # Serve's HAProxy ingress, the platform's default (TwinSettings.serve_haproxy), with its
+    # stats and metrics listeners on free ports: on the fixed defaults it cannot start beside
+    # another platform on this machine.
     os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+    # A replica removed under the HAProxy ingress keeps serving its connections for 30 s by
+    # default; the suite's applications have none left when they are deleted.
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
