@@ -5,9 +5,14 @@ node, PostgreSQL, Redis, moto's S3 and KMS, the Serve app with two replicas), ru
 HTTP for the length of the fault schedule, checks every acknowledged write against the stores,
 and prints one JSON object as its last line.
 
-The default run injects a fixed schedule: 20 process kills (twin hosts, Serve replicas, the job
-runner, a whole worker node), 3 PostgreSQL crashes with commits in flight, a Redis restart and an
-S3/KMS outage. ``--soak-minutes N`` instead draws a fault kind every ``--every-s`` seconds
+The default run injects a fixed schedule of every fault kind: 20 process kills (twin hosts,
+Serve replicas, the job runner, bulk ingest writers, the HAProxy ingress, a whole worker node),
+3 PostgreSQL crashes with commits in flight, a Redis restart, an S3/KMS outage, and latency,
+resets and a black hole on the network to PostgreSQL and to Redis, while bulk ingest jobs,
+cohort runs and erasures run beside the clinical clients. A full disk is a fault of the embedded
+stores, not of this cluster's: the run ends with the disk-full scenario
+(``tests/integration/test_disk_full.py``, a tmpfs filled under the embedded service) and reports
+its outcome. ``--soak-minutes N`` instead draws a fault kind every ``--every-s`` seconds
 (default 30) for N minutes: the release gate is a 30-minute soak (docs/operations.md).
 """
 
@@ -18,6 +23,7 @@ import asyncio
 import json
 import math
 import random
+import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -31,12 +37,14 @@ from tests.chaos.faults import KINDS, Injected, Injector
 from tests.chaos.scenario import under_faults
 from tests.chaos.workload import Ack, Ledger
 
-#: The default schedule: every fault kind, at least 20 kills and 3 PostgreSQL crash cycles.
+#: The default schedule: every fault kind, 20 kills and 3 PostgreSQL crash cycles.
 DEFAULT_SCHEDULE = (
-    ["host_kill"] * 6 + ["replica_kill"] * 6 + ["runner_kill"] * 4 + ["node_kill"] * 4
-    + ["postgres_crash"] * 3 + ["redis_restart", "s3_kms_outage"]
+    ["host_kill"] * 5 + ["replica_kill"] * 5 + ["runner_kill"] * 3 + ["node_kill"] * 3
+    + ["haproxy_kill"] * 2 + ["writer_kill"] * 2 + ["postgres_crash"] * 3
+    + ["redis_restart", "s3_kms_outage", "postgres_latency", "postgres_reset",
+       "postgres_blackhole", "redis_latency", "redis_reset", "redis_blackhole"]
 )  # fmt: skip
-KILLS = ("host_kill", "replica_kill", "runner_kill", "node_kill")
+KILLS = ("host_kill", "replica_kill", "runner_kill", "node_kill", "haproxy_kill", "writer_kill")
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -95,8 +103,9 @@ async def _run(
             await injector.inject(kind)
 
     # A quiet minute after the last fault: the clients go on against a healed cluster.
-    run = await under_faults(cluster, faults, patients=patients, quiet_s=60.0)
+    run = await under_faults(cluster, faults, patients=patients, quiet_s=60.0, jobs=True)
     ledger, verdict = run.ledger, run.verdict
+    assert run.job_verdict is not None
     by_kind = Counter(f.kind for f in injector.injected)
     return {
         "benchmark": "chaos",
@@ -105,11 +114,24 @@ async def _run(
         "kills": sum(by_kind[k] for k in KILLS),
         "postgres_crash_cycles": by_kind["postgres_crash"],
         **verdict.as_dict(),
-        "ok": verdict.ok,
+        "jobs": run.job_verdict.as_dict(),
+        "job_clients": dict(run.jobs.statuses),
+        "ok": run.ok,
         "requests": dict(ledger.statuses),
         "latency": _latencies(ledger, injector.injected),
         "recovery_s": _recovery(ledger, injector.injected),
     }
+
+
+def _disk_full() -> dict[str, Any]:
+    """Run the disk-full scenario of the embedded stores; its tests' outcome."""
+    test = Path(__file__).resolve().parent.parent / "tests" / "integration" / "test_disk_full.py"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(test), "-q", "-p", "no:cacheprovider"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
+    return {"ok": done.returncode == 0 and "skipped" not in summary, "summary": summary}
 
 
 def main() -> None:
@@ -135,6 +157,8 @@ def main() -> None:
         result = asyncio.run(
             _run(cluster, schedule, every_s=every, patients=args.patients, seed=args.seed)
         )
+    result["disk_full"] = _disk_full()
+    result["ok"] = result["ok"] and result["disk_full"]["ok"]
     result["soak_minutes"] = args.soak_minutes
     print(json.dumps(result))
     if not result["ok"]:
