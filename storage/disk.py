@@ -3,9 +3,11 @@
 The embedded stores (the SQLite file, the checkpoint folder, the key folder) write to a local
 disk. A disk that fills up, or a file system that fails, must give the caller a retryable
 error rather than an unexpected one: :class:`twin.errors.StorageFullError` for "no space
-left" (ENOSPC, or a quota's EDQUOT), :class:`twin.errors.StorageUnavailableError` for any
-other operating-system failure. Messages name the store and the failure, never a path (folder
-names are derived from patient ids).
+left" (ENOSPC, or a quota's EDQUOT), :class:`twin.errors.StorageUnavailableError` for a
+failure that passes (an I/O error, a timeout, a busy or read-only file system). Any other
+failure (a file where a folder should be, a permission refused, a name too long) does not pass
+by retrying: it stays what it is, an incident. Messages name the store and the failure, never a
+path (folder names are derived from patient ids).
 """
 
 from __future__ import annotations
@@ -15,27 +17,35 @@ import os
 
 from twin import errors
 
-__all__ = ["FULL_ERRNOS", "os_error", "write_all"]
+__all__ = ["FULL_ERRNOS", "TRANSIENT_ERRNOS", "os_error", "write_all"]
 
 #: ``errno`` values that mean the disk (or the owner's quota) has no space left.
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: ``errno`` values of failures that pass: the device or the network file system failing or
+#: busy for now, or remounted read-only after errors until an operator repairs it.
+TRANSIENT_ERRNOS = frozenset(
+    {errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN, errno.EINTR, errno.EBUSY,
+     errno.ENOLCK, errno.EROFS, errno.ENOMEM}
+)  # fmt: skip
 
 
-def os_error(exc: OSError, what: str) -> errors.StorageUnavailableError:
-    """The retryable error an operating-system failure of a local store means.
+def os_error(exc: OSError, what: str) -> errors.StorageUnavailableError | OSError:
+    """The error an operating-system failure of a local store is raised as.
 
     Args:
         exc: The failure.
         what: The store, e.g. ``"checkpoint store"``.
 
     Returns:
-        :class:`twin.errors.StorageFullError` for a full disk, else
-        :class:`twin.errors.StorageUnavailableError`.
+        :class:`twin.errors.StorageFullError` for a full disk,
+        :class:`twin.errors.StorageUnavailableError` for a failure that passes, else ``exc``
+        itself (not retryable).
     """
     if exc.errno in FULL_ERRNOS:
         return errors.StorageFullError(what)
-    reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
-    return errors.StorageUnavailableError(f"{what} unavailable: {reason}")
+    if exc.errno in TRANSIENT_ERRNOS:
+        return errors.StorageUnavailableError(f"{what} unavailable: {os.strerror(exc.errno)}")
+    return exc
 
 
 def write_all(fd: int, data: bytes) -> None:

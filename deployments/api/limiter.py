@@ -66,7 +66,10 @@ class RateLimiter:
         self._shared = MovingWindowRateLimiter(storage) if storage is not None else None
         self._local = MovingWindowRateLimiter(MemoryStorage())
         self._on_fallback = on_fallback
-        self._shared_retry_at = 0.0  # time.monotonic() from which the shared storage is tried
+        # 0 while the shared storage works; after a failure, the time.monotonic() from which
+        # it is tried again.
+        self._shared_retry_at = 0.0
+        self._probing = False
         self.fallbacks = 0
 
     async def _hit(
@@ -76,13 +79,30 @@ class RateLimiter:
             stats = await limiter.get_window_stats(item, "novamind", key)
             raise errors.RateLimitedError(max(1, math.ceil(stats.reset_time - time.time())))
 
+    def _try_shared(self) -> bool:
+        """Whether this request goes to the shared storage.
+
+        Always while it works. Once it failed, none until :data:`SHARED_RETRY_S` have passed,
+        then one request at a time (a probe) until one succeeds: requests arriving while a
+        probe waits on a hung server are counted locally instead of waiting too.
+        """
+        if not self._shared_retry_at:
+            return True
+        if self._probing or time.monotonic() < self._shared_retry_at:
+            return False
+        self._probing = True
+        return True
+
     async def _apply(self, item: RateLimitItemPerMinute, key: str) -> None:
         if self._shared is not None:
-            if time.monotonic() >= self._shared_retry_at:
+            probe = bool(self._shared_retry_at)  # a request after a failure probes
+            if self._try_shared():
                 try:
                     await self._hit(self._shared, item, key)
+                    self._shared_retry_at = 0.0
                     return
                 except errors.RateLimitedError:
+                    self._shared_retry_at = 0.0  # the storage answered
                     raise
                 except Exception as exc:  # the shared storage is down: serve on a local budget
                     self._shared_retry_at = time.monotonic() + SHARED_RETRY_S
@@ -91,6 +111,9 @@ class RateLimiter:
                         type(exc).__name__,
                         SHARED_RETRY_S,
                     )
+                finally:
+                    if probe:
+                        self._probing = False
             self.fallbacks += 1
             if self._on_fallback is not None:
                 self._on_fallback()

@@ -5,7 +5,8 @@ The API only *queues* a job (:func:`twin.service.jobs.enqueue_cohort`,
 before the 202 answer). The runner polls the status documents in id order and runs each queued
 job, one at a time: cohort runs with :func:`deployments.pipelines.cohorts.run_cohort`, bulk
 ingests with :func:`deployments.pipelines.ingest.run_ingest`. A job found ``running`` when the
-runner (re)starts was interrupted by a crash: it is run again from the start, which is safe
+runner (re)starts, or after a poll failed (its store unavailable), was interrupted: it is run
+again from the start, which is safe
 because cohort results are deterministic (their documents are overwritten under the same ids)
 and ingest appends are idempotent (the deterministic keys make a second pass all duplicates).
 Each start counts in the job's ``attempts``; a job interrupted
@@ -89,7 +90,7 @@ async def _settle(
     write failed): it is then ``cancelled`` if that was requested, else ``failed``.
     """
     job = await kind.get(documents, job_id)
-    if job.status in jobs.FINISHED:
+    if job.status in (*jobs.FINISHED, "queued"):  # queued again after a passing failure
         return
     cancelled = await documents.get(jobs.CANCELS, job_id) is not None
     await kind.save(
@@ -202,6 +203,9 @@ class JobRunner:
                         await asyncio.sleep(_POLL_S)
             except Exception:  # the store may be briefly unavailable: reopen and go on
                 _log.exception("job runner poll failed")
+                # A job whose final status could not be written is still "running": ours, and
+                # interrupted; the next poll resumes it as after a restart.
+                self._resumed = False
                 await asyncio.sleep(_POLL_S)
 
     def alive(self) -> bool:

@@ -18,16 +18,22 @@ from pydantic import BaseModel
 from deployments.pipelines.loop_bound import LoopBound
 from deployments.stores import open_documents
 from twin import errors, ports
-from twin.service.jobs import JobKind, raise_if_cancelled, utc_now
+from twin.service.jobs import MAX_ATTEMPTS, JobKind, raise_if_cancelled, utc_now
 from twin.settings import TwinSettings
 
 __all__ = ["progress", "save_in", "tracked"]
 
 M = TypeVar("M", bound=BaseModel)
+#: Failures that pass: a job they stop is queued again (see :func:`tracked`).
+_PASSING = (errors.StorageUnavailableError, errors.HostUnavailableError)
 
 
 def tracked(kind: JobKind[M, Any], settings: TwinSettings, running: M, work: Callable[[M], M]) -> M:
     """Run ``work`` with the job's status kept: ``running``, then its result or ``failed``.
+
+    A job the runner started (``attempts`` of 1 or more) that a passing failure stops (a store
+    unavailable, a twin host restarting) is ``queued`` again instead, while it has attempts
+    left (:data:`twin.service.jobs.MAX_ATTEMPTS`).
 
     Args:
         kind: The job's kind.
@@ -44,14 +50,20 @@ def tracked(kind: JobKind[M, Any], settings: TwinSettings, running: M, work: Cal
         final = work(running)
     except Exception as exc:
         cancelled = isinstance(exc, errors.JobCancelledError)
-        failed = running.model_copy(
-            update={
+        # A store or a host out for a moment is no reason to fail a queued job: it is queued
+        # again for the runner's next attempt (ingest keys and cohort results make a second
+        # pass safe), unless that was its last one.
+        attempts = int(getattr(running, "attempts", 0))
+        again = isinstance(exc, _PASSING) and 1 <= attempts < MAX_ATTEMPTS
+        error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        update: dict[str, object] = {"status": "queued", "error": f"{error}; queued again"}
+        if not again:
+            update = {
                 "status": "cancelled" if cancelled else "failed",
                 "finished_at": utc_now(),
-                "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                "error": error,
             }
-        )
-        asyncio.run(save_in(kind, settings, failed))
+        asyncio.run(save_in(kind, settings, running.model_copy(update=update)))
         raise
     asyncio.run(save_in(kind, settings, final))
     return final

@@ -22,22 +22,38 @@ import asyncpg
 from storage.migrations import apply_migrations
 from twin import errors
 
-__all__ = ["UNAVAILABLE", "PostgresDatabase", "connection"]
+__all__ = ["PostgresDatabase", "connection", "unavailable"]
 
-#: Driver failures that mean "the server is not reachable now": mapped to a retryable error.
-#: Besides refused and lost connections: the server ending sessions (SQLSTATE class 57, e.g.
-#: 57P01 on a fast shutdown, a failover or pg_terminate_backend, and 57P03 while it starts),
-#: and a pooled connection caught between that message and the socket closing, which asyncpg
-#: reports as an internal client error ("another operation is in progress"); the pool then
-#: drops that connection.
-UNAVAILABLE = (
+#: Driver failures that mean "the server cannot serve this now": mapped to a retryable error.
+#: Refused and lost connections (SQLSTATE class 08); the server ending sessions (class 57, e.g.
+#: 57P01 on a fast shutdown, a failover or pg_terminate_backend, and 57P03 while it starts);
+#: the server out of resources (class 53: disk full, too many connections, out of memory); a
+#: transaction rolled back for a serialization failure or a deadlock (class 40); a write sent
+#: to a server that is read-only now (25006, a former primary after a switchover); and a pooled
+#: connection caught between the server's goodbye and the socket closing, which asyncpg reports
+#: as an interface or protocol error (the pool then drops that connection).
+_UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.InternalClientError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.ProtocolError,
 )
+#: Interface errors that are the caller's: a value the driver cannot encode, a bad setting.
+_NOT_UNAVAILABLE = (
+    asyncpg.exceptions._base.DataError,  # exported under this name only
+    asyncpg.exceptions.ClientConfigurationError,
+    asyncpg.exceptions.UnsupportedClientFeatureError,
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a driver failure means the server cannot serve this now (retry later)."""
+    return isinstance(exc, _UNAVAILABLE) and not isinstance(exc, _NOT_UNAVAILABLE)
 
 
 def _migrate(dsn: str) -> None:
@@ -75,12 +91,12 @@ class PostgresDatabase:
                 timeout=timeout_s,
                 init=_init_connection,
             )
-        except UNAVAILABLE as exc:
-            raise errors.StorageUnavailableError(
-                f"PostgreSQL unavailable: {type(exc).__name__}"
-            ) from None
-        except Exception as exc:  # yoyo/psycopg connection failures
-            if "connect" in str(exc).lower():
+        except Exception as exc:
+            if unavailable(exc):
+                raise errors.StorageUnavailableError(
+                    f"PostgreSQL unavailable: {type(exc).__name__}"
+                ) from None
+            if "connect" in str(exc).lower():  # yoyo/psycopg connection failures
                 raise errors.StorageUnavailableError("PostgreSQL unavailable") from None
             raise
         db = cls(pool, timeout_s=timeout_s)
@@ -126,7 +142,9 @@ async def connection(db: PostgresDatabase) -> AsyncIterator[Any]:
     try:
         async with db.pool.acquire(timeout=db.timeout_s) as conn:
             yield conn
-    except UNAVAILABLE as exc:
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
         raise errors.StorageUnavailableError(
             f"PostgreSQL unavailable ({type(exc).__name__}); retry"
         ) from None

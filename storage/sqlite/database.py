@@ -38,8 +38,9 @@ STORE = "SQLite store"
 #: SQLITE_FULL: "database or disk is full".
 _FULL = 13
 #: Primary result codes that say the file cannot be used now, not that a statement is wrong:
-#: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL.
-_UNAVAILABLE = frozenset({5, 6, 7, 10, 14, 15})
+#: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY (a file system remounted
+#: read-only after errors), SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_PROTOCOL.
+_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 14, 15})
 
 
 def storage_error(exc: BaseException) -> errors.StorageUnavailableError | None:
@@ -52,7 +53,8 @@ def storage_error(exc: BaseException) -> errors.StorageUnavailableError | None:
         exc: What SQLite (or the operating system) raised.
     """
     if isinstance(exc, OSError):
-        return os_error(exc, STORE)
+        mapped = os_error(exc, STORE)
+        return mapped if isinstance(mapped, errors.StorageUnavailableError) else None
     if not isinstance(exc, sqlite3.Error):
         return None
     # The extended result code's low byte is the primary code (SQLITE_IOERR_WRITE -> IOERR).

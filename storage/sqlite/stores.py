@@ -144,12 +144,13 @@ class SqliteEventStore:
                 await self._db.rollback()
                 if not isinstance(exc, aiosqlite.Error):
                     raise
-                # A full disk says so (StorageFullError); any other failure of the commit is
-                # retryable too: nothing of the batch was kept, and its keys make a retry safe.
-                raise (
-                    storage_error(exc)
-                    or errors.StorageUnavailableError(f"event append failed: {exc}")
-                ) from None
+                # A full disk says so (StorageFullError), a file that cannot be used now is
+                # retryable (nothing of the batch was kept, and its keys make a retry safe); a
+                # damaged file or a violated constraint stays what it is: an incident.
+                mapped = storage_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
         return True
 
     async def read(
@@ -391,10 +392,10 @@ class SqliteAuditLog:
                 await self._db.rollback()  # as in the event append
                 if not isinstance(exc, aiosqlite.Error):
                     raise
-                raise (
-                    storage_error(exc)
-                    or errors.StorageUnavailableError(f"audit append failed: {exc}")
-                ) from None
+                mapped = storage_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from None
         return new
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
@@ -600,7 +601,7 @@ class SqliteDocumentStore:
 
     async def delete(self, collection: str, doc_id: str) -> bool:
         """Delete one document."""
-        async with self._db.lock:
+        async with self._db.locked():
             cursor = await self._db.conn.execute(
                 "DELETE FROM documents WHERE collection = ? AND doc_id = ?", (collection, doc_id)
             )

@@ -283,10 +283,10 @@ async def check_jobs(
             overrun += final.attempts > MAX_ATTEMPTS
             if final.status == "failed":
                 failures.append(f"{kind}: {final.error}")
-            elif kind == "ingest" and final.status == "succeeded":
+            if kind == "ingest":
                 missing, extra = await ingest_discrepancies(stores, ledger.ingests[final.job_id])
-                events_lost += missing
-                events_duplicated += extra
+                events_duplicated += extra  # never, whatever became of the job
+                events_lost += missing if final.status == "succeeded" else 0
             elif kind == "cohort" and final.status == "succeeded":
                 rows = [row async for row in researcher.iter_cohort_rows(final.job_id)]
                 rows_missing += J.COHORT_PATIENTS * J.COHORT_SCENARIOS - len(rows)

@@ -336,11 +336,13 @@ def running_cluster(root: Path, *, workers: int = 1) -> Iterator[ChaosCluster]:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                 shutil.rmtree(f"/tmp/haproxy-serve/{node}", ignore_errors=True)
-        for link in links:
-            link.stop()
-        moto.stop()
-        redis.stop()
-        postgres.destroy()
+        # Each server is stopped even if stopping another one failed.
+        with contextlib.ExitStack() as stops:
+            stops.callback(postgres.destroy)
+            stops.callback(redis.stop)
+            stops.callback(moto.stop)
+            for link in links:
+                stops.callback(link.stop)
 
 
 def _wait_ready(url: str, timeout_s: float) -> None:

@@ -52,6 +52,11 @@ _TITLES = {
 }
 #: Seconds of delay a slow network adds to every chunk of bytes, each way.
 SLOW_LINK_S = 0.05
+#: The shortest black hole, seconds.
+BLACK_HOLE_S = 6.0
+#: How long a kill waits for its victim to exist, seconds: a restarting actor is back within
+#: seconds; a bulk ingest's writer exists only while a job writes (one job after another).
+_VICTIM_WAIT_S = {"writer_kill": 120.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,7 @@ class Injector:
     def _kill_one(self, kind: str) -> bool:
         # A victim killed moments ago may still be restarting (and a writer lives only while a
         # bulk ingest writes): wait for one.
-        deadline = time.monotonic() + 30.0
+        deadline = time.monotonic() + _VICTIM_WAIT_S.get(kind, 30.0)
         while not (victims := pids_of(self.cluster, _TITLES[kind])):
             if time.monotonic() > deadline:
                 return False
@@ -124,12 +129,13 @@ class Injector:
             server, fault = kind.split("_")
             link = cluster.postgres_link if server == "postgres" else cluster.redis_link
             if fault == "reset":
-                link.reset()
-                return True
+                return link.reset() > 0  # no connection open: nothing was injected
             slow = fault == "latency"  # else a black hole
             link.set_latency(SLOW_LINK_S) if slow else link.black_hole(True)
             try:
-                time.sleep(self.outage_s)
+                # A black hole outlasts the service's timeouts (5 s for a PostgreSQL statement)
+                # so the timeout paths are taken, not only the waits.
+                time.sleep(self.outage_s if slow else max(self.outage_s, BLACK_HOLE_S))
             finally:
                 link.set_latency(0.0) if slow else link.black_hole(False)
             return True

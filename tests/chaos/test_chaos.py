@@ -62,8 +62,15 @@ async def test_nothing_acknowledged_is_lost_or_doubled(chaos_cluster, group):
     assert [i.kind for i in injector.injected] == list(kinds), injector.injected
     assert run.verdict.acknowledged > 50, run.ledger.statuses
     assert run.verdict.ok, run.verdict
-    assert run.job_verdict is not None and run.job_verdict.submitted >= 2, run.jobs.statuses
-    assert run.job_verdict.ok, run.job_verdict
+    # The service recovered: clients were acknowledged after the last fault was undone.
+    healed = injector.injected[-1].until
+    assert any(ack.at > healed for ack in run.ledger.acked.values()), run.ledger.statuses
+    jobs = run.job_verdict
+    assert jobs is not None and jobs.ok, jobs
+    # Jobs ran under the faults and succeeded (a job the runner gave up on fails the test).
+    assert jobs.by_status.get("ingest succeeded", 0) >= 1, (jobs, run.jobs.statuses)
+    assert jobs.by_status.get("cohort succeeded", 0) >= 1, (jobs, run.jobs.statuses)
+    assert not jobs.failures, jobs
 
 
 async def test_a_job_whose_runner_is_killed_mid_job_finishes_exactly_once(chaos_cluster):

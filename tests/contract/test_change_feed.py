@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from storage.memory import InProcessChangeFeed
 from storage.redis import RedisChangeFeed
-from storage.redis.feed import CHANNEL, patient_digest
+from storage.redis.feed import CHANNEL, RETRY_S, patient_digest
 from tests.servers import RedisServer
 from twin import errors
 
@@ -76,3 +76,29 @@ async def test_redis_outage_is_a_fast_retryable_error():
         await feed.publish("p", 2)
     assert time.monotonic() - started < 5.0
     await client.aclose()
+
+
+async def test_a_hung_redis_costs_one_timeout_then_fails_fast_until_retried():
+    server = RedisServer()
+    server.start()
+    now = [0.0]
+    client = aioredis.from_url(server.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    feed = RedisChangeFeed(client, clock=lambda: now[0])
+    try:
+        await feed.publish("p", 1)
+        server.pause()  # hung: every call would wait out the socket timeout
+        with pytest.raises(errors.StorageUnavailableError):
+            await feed.cache_summary("p", b"sealed", ttl_s=60)
+        started = time.monotonic()
+        for _ in range(20):
+            with pytest.raises(errors.StorageUnavailableError, match="moments ago"):
+                await feed.publish("p", 2)
+        assert time.monotonic() - started < 0.5  # no call waited on the hung server
+        server.resume()
+        now[0] += RETRY_S
+        await feed.publish("p", 3)  # tried again, and Redis answers
+        await feed.cache_summary("p", b"sealed", ttl_s=60)
+        assert await feed.cached_summary("p") == b"sealed"
+    finally:
+        await client.aclose()
+        server.stop()

@@ -15,7 +15,7 @@ from twin import errors
 from twin.domain import events as E
 from twin.model.virtual_patient import synthetic_patient
 from twin.ports import NewEvent
-from twin.service.host import HostPorts, TwinHost
+from twin.service.host import CHECKPOINT_RETRY_S, HostPorts, TwinHost
 from twin.settings import HostSettings
 
 SETTINGS = HostSettings(particles=300, checkpoint_every_events=25)
@@ -336,3 +336,32 @@ async def test_alert_flags_survive_a_restart_from_a_checkpoint(stores):
     restarted = await stores.host().summary("p")  # activated from the checkpoint after "c"
 
     assert restarted.alert_flags == live.alert_flags == ["reliable_deterioration", "safety_item9"]
+
+
+async def test_a_checkpoint_that_fails_for_any_reason_fails_no_ingest_and_waits_its_retry(stores):
+    import hashlib
+
+    now = [0.0]
+    host = TwinHost(
+        HostPorts(stores.events, stores.checkpoints, stores.sealer),
+        settings=HostSettings(particles=200, checkpoint_every_events=1),
+        clock=lambda: now[0],
+    )
+    # A file where the patient's checkpoint folder goes: not a passing failure (no 503), and
+    # still no ingest fails for it (the checkpoint is derived from the log).
+    folder = stores.checkpoints._dir("p1")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_bytes(b"")
+    assert folder.name == hashlib.sha256(b"p1").hexdigest()[:32]
+    first = await host.ingest("p1", [NewEvent("a", 0.5, E.Phq9(14))])
+    second = await host.ingest("p1", [NewEvent("b", 1.5, E.Phq9(12))])
+    assert (first.last_seq, second.last_seq) == (1, 2)
+    assert host.stats.checkpoint_failures == 1  # not tried again within the retry window
+    live = (await host.state("p1")).to_bytes()
+    assert await host.passivate("p1")  # nor at passivation: dropped, rebuilt from the log
+    assert host.stats.checkpoint_failures == 1
+    assert (await host.state("p1")).to_bytes() == live
+    folder.unlink()
+    now[0] += CHECKPOINT_RETRY_S
+    await host.ingest("p1", [NewEvent("c", 2.5, E.Phq9(10))])
+    assert (await stores.checkpoints.latest("p1")).seq == 3

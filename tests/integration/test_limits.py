@@ -118,6 +118,31 @@ def test_a_running_job_stops_at_its_next_progress_update_once_cancelled(tmp_path
     assert final.status == "cancelled" and final.finished_at is not None
 
 
+@pytest.mark.parametrize(
+    ("attempts", "failure", "expected"),
+    [(1, errors.StorageUnavailableError("PostgreSQL unavailable"), "queued"),
+     (1, errors.HostUnavailableError("restarting"), "queued"),
+     (2, errors.StorageUnavailableError("PostgreSQL unavailable"), "failed"),  # its last
+     (0, errors.StorageUnavailableError("PostgreSQL unavailable"), "failed"),  # not queued
+     (1, errors.InvalidInputError("bad file"), "failed")],  # does not pass by trying again
+)  # fmt: skip
+def test_a_job_a_passing_failure_stopped_is_queued_again_while_it_has_attempts(
+    tmp_path, attempts, failure, expected
+):
+    settings = api_settings(tmp_path)
+    running = _run("running", attempts)
+
+    def work(status: schemas.CohortRunOut) -> schemas.CohortRunOut:
+        raise failure
+
+    with pytest.raises(type(failure)):
+        job_status.tracked(jobs.COHORT, settings, running, work)
+    after = asyncio.run(_status(settings, running.job_id))
+    assert after.status == expected and after.attempts == attempts
+    assert (after.finished_at is None) is (expected == "queued")
+    assert after.error is not None and type(failure).__name__ in after.error
+
+
 async def _put_cancel(settings, job_id: str) -> None:
     from deployments.stores import open_documents
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -60,6 +61,8 @@ __all__ = [
     "TwinHost",
     "TwinSummary",
 ]
+
+_LOG = logging.getLogger("novamind.host")
 
 #: Alerts fired within this many days are flags in the twin index.
 ALERT_FLAG_DAYS = 28.0
@@ -183,13 +186,15 @@ class TwinHost:
     async def _checkpoint(self, patient_id: str, active: _Active) -> None:
         """Write the twin's checkpoint unless it has one of its state; best effort.
 
-        The checkpoint store holds derived data only: its failure (a full disk, say) never
-        becomes the caller's, whose events are already acknowledged and applied. It is counted
-        and, as the checkpoint is still due, tried again by a flush after
-        :data:`CHECKPOINT_RETRY_S`, or at passivation.
+        The checkpoint store holds derived data only: its failure (a full disk, a hung bucket,
+        a patient erased meanwhile) never becomes the caller's, nor that of the other twins of
+        the flush, whose events are already acknowledged and applied. It is counted, and no
+        checkpoint of the twin is tried again for :data:`CHECKPOINT_RETRY_S` (not even at
+        passivation: a twin dropped without one is rebuilt from its previous checkpoint and the
+        log), so a store that hangs costs each twin one timeout, not one per flush.
         """
         state = active.state
-        if state.last_seq == active.checkpoint_seq:
+        if state.last_seq == active.checkpoint_seq or self._clock() < active.checkpoint_retry_at:
             return
         try:
             sealed = await self._ports.sealer.seal(
@@ -198,9 +203,10 @@ class TwinHost:
             await self._ports.checkpoints.put(
                 ports.Checkpoint(patient_id, state.last_seq, state.model_version, sealed)
             )
-        except errors.StorageUnavailableError:
+        except Exception as exc:  # derived data: counted, never raised into an ingest
             self.stats.checkpoint_failures += 1
             active.checkpoint_retry_at = self._clock() + CHECKPOINT_RETRY_S
+            _LOG.warning("checkpoint not written (%s); retried later", type(exc).__name__)
             return
         active.checkpoint_seq = state.last_seq
         active.checkpoint_at = self._clock()
@@ -287,7 +293,7 @@ class TwinHost:
                 active.state.last_seq - active.checkpoint_seq
                 >= self._settings.checkpoint_every_events
                 or now - active.checkpoint_at >= self._settings.checkpoint_every_s
-            ) and now >= active.checkpoint_retry_at
+            )
             if due:
                 await self._checkpoint(pid, active)
             if applied:
