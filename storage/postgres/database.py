@@ -31,7 +31,10 @@ __all__ = ["PostgresDatabase", "connection", "unavailable"]
 #: transaction rolled back for a serialization failure or a deadlock (class 40); a write sent
 #: to a server that is read-only now (25006, a former primary after a switchover); and a pooled
 #: connection caught between the server's goodbye and the socket closing, which asyncpg reports
-#: as an interface or protocol error (the pool then drops that connection).
+#: as an interface or internal client error ("another operation is in progress"; the pool then
+#: drops that connection). asyncpg's internal client errors also cover a statement cache made
+#: stale by a schema change and no server of the wanted role (read-write) in a failover:
+#: both pass on a retry.
 _UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
@@ -41,7 +44,7 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.TransactionRollbackError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
-    asyncpg.exceptions.ProtocolError,
+    asyncpg.InternalClientError,
 )
 #: Interface errors that are the caller's: a value the driver cannot encode, a bad setting.
 _NOT_UNAVAILABLE = (

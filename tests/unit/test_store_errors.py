@@ -64,7 +64,8 @@ def test_a_damaged_file_or_a_constraint_is_not_retryable(code, expected):
      (asyncpg.exceptions.UniqueViolationError("x"), False),
      (asyncpg.exceptions.UndefinedColumnError("x"), False),
      (asyncpg.exceptions._base.DataError("x"), False),
-     (asyncpg.exceptions.OutdatedSchemaCacheError("x"), False)],
+     (asyncpg.exceptions.OutdatedSchemaCacheError("x"), True),
+     (asyncpg.InternalClientError("another operation is in progress"), True)],
 )  # fmt: skip
 def test_postgres_failures_that_pass_are_retryable_and_bugs_are_not(exc, retryable):
     assert unavailable(exc) is retryable
