@@ -126,7 +126,9 @@ class LocalCheckpointStore:
 
         Raises:
             StorageFullError: The disk has no space for it (the stored ones are untouched).
-            StorageUnavailableError: The folder cannot be written.
+            StorageUnavailableError: The folder cannot be written now (an I/O error, a
+                read-only file system).
+            OSError: A failure that does not pass (a file where the folder should be).
         """
         async with self._lock(checkpoint.patient_id):
             try:
@@ -147,12 +149,19 @@ class LocalCheckpointStore:
             raise os_error(exc, _STORE) from None
 
     async def delete_all(self, patient_id: str) -> int:
-        """Remove every checkpoint of a patient."""
+        """Remove every checkpoint of a patient; returns how many.
+
+        Also any temporary file a write killed mid-way left in the patient's folder: it is a
+        sealed copy of the twin too, and must not outlive an erasure.
+        """
 
         def remove() -> int:
-            stored = self._stored(self._dir(patient_id))
-            for _, path in stored:
-                path.unlink(missing_ok=True)
+            folder = self._dir(patient_id)
+            stored = self._stored(folder)
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if path.is_file():
+                        path.unlink(missing_ok=True)
             return len(stored)
 
         async with self._lock(patient_id):

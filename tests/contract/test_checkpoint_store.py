@@ -28,6 +28,15 @@ async def test_delete_all(checkpoint_store):
     assert await checkpoint_store.latest("p1") is None
 
 
+async def test_local_erasure_removes_what_a_killed_write_left_behind(tmp_path):
+    store = LocalCheckpointStore(tmp_path)
+    await store.put(ckpt(1, b"sealed twin"))
+    folder = _newest_file(tmp_path).parent
+    (folder / ".0123abcd.tmp").write_bytes(b"sealed twin, half written")  # killed mid-write
+    assert await store.delete_all("p1") == 1
+    assert list(folder.iterdir()) == []
+
+
 def _newest_file(root):
     return max(p for p in root.rglob("*.ckpt"))
 
