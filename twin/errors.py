@@ -296,7 +296,8 @@ class UpstreamLostError(ApiError):
     """A gateway answered for a server it lost mid-request: the request's outcome is unknown.
 
     The API itself always answers with a problem document; a bare 500, 502 or 504 is a proxy's
-    (Ray Serve's, for a replica that died). A request with an idempotency key, or a read, is
+    (Ray Serve's, for a replica that died), and so is a bare 404 (Ray Serve's proxy before its
+    routes are known again, after a restart). A request with an idempotency key, or a read, is
     safe to send again and the SDK does; anything else may or may not have taken effect.
     """
 

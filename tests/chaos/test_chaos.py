@@ -64,7 +64,7 @@ async def test_nothing_acknowledged_is_lost_or_doubled(chaos_cluster, group):
     assert run.verdict.ok, run.verdict
     # The service recovered: clients were acknowledged after the last fault was undone.
     healed = injector.injected[-1].until
-    assert any(ack.at > healed for ack in run.ledger.acked.values()), run.ledger.statuses
+    assert any(ack.done > healed for ack in run.ledger.acked.values()), run.ledger.statuses
     jobs = run.job_verdict
     assert jobs is not None and jobs.ok, jobs
     # Jobs ran under the faults and succeeded (a job the runner gave up on fails the test).

@@ -279,8 +279,9 @@ _STATUS_ERRORS: dict[int, type[errors.TwinError]] = {
 
 
 #: Statuses a gateway answers for a server it lost (Ray Serve's proxy: 500 for a replica that
-#: died mid-request).
-_GATEWAY = frozenset({500, 502, 504})
+#: died mid-request, and a plain-text 404 while its route table is still empty after the
+#: ingress restarted).
+_GATEWAY = frozenset({404, 500, 502, 504})
 
 
 def raise_for_problem(response: httpx.Response) -> None:
