@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import aiosqlite
 
@@ -31,7 +32,7 @@ from storage.disk import os_error
 from storage.migrations import apply_migrations
 from twin import errors
 
-__all__ = ["STORE", "SqliteDatabase", "storage_error"]
+__all__ = ["STORE", "SqliteDatabase", "raise_storage_error", "storage_error"]
 
 #: How errors name this store (one file holds the log, registry, audit trail and documents).
 STORE = "SQLite store"
@@ -67,6 +68,14 @@ def storage_error(exc: BaseException) -> errors.StorageUnavailableError | None:
     return None
 
 
+def raise_storage_error(exc: BaseException) -> NoReturn:
+    """Raise the retryable error a failure of the database file means, else ``exc`` itself."""
+    mapped = storage_error(exc)
+    if mapped is None:
+        raise exc
+    raise mapped from None
+
+
 def _migrate(path: Path) -> None:
     apply_migrations(f"sqlite:///{path}", "storage.sqlite")
 
@@ -92,10 +101,7 @@ class SqliteDatabase:
             try:
                 yield self.conn
             except (sqlite3.Error, OSError) as exc:
-                mapped = storage_error(exc)
-                if mapped is None:
-                    raise
-                raise mapped from None
+                raise_storage_error(exc)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:

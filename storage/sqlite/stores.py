@@ -23,7 +23,7 @@ from typing import Any
 
 import aiosqlite
 
-from storage.sqlite.database import SqliteDatabase, storage_error
+from storage.sqlite.database import SqliteDatabase, raise_storage_error
 from twin import errors, event_log, patient_registry, ports
 from twin.domain import events
 from twin.domain.audit import (
@@ -147,10 +147,7 @@ class SqliteEventStore:
                 # A full disk says so (StorageFullError), a file that cannot be used now is
                 # retryable (nothing of the batch was kept, and its keys make a retry safe); a
                 # damaged file or a violated constraint stays what it is: an incident.
-                mapped = storage_error(exc)
-                if mapped is None:
-                    raise
-                raise mapped from None
+                raise_storage_error(exc)
         return True
 
     async def read(
@@ -392,10 +389,7 @@ class SqliteAuditLog:
                 await self._db.rollback()  # as in the event append
                 if not isinstance(exc, aiosqlite.Error):
                     raise
-                mapped = storage_error(exc)
-                if mapped is None:
-                    raise
-                raise mapped from None
+                raise_storage_error(exc)
         return new
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
