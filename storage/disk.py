@@ -25,7 +25,8 @@ FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: busy for now, or remounted read-only after errors until an operator repairs it.
 TRANSIENT_ERRNOS = frozenset(
     {errno.EIO, errno.ETIMEDOUT, errno.ESTALE, errno.EAGAIN, errno.EINTR, errno.EBUSY,
-     errno.ENOLCK, errno.EROFS, errno.ENOMEM}
+     errno.ENOLCK, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOTCONN,
+     errno.ECONNABORTED}
 )  # fmt: skip
 
 
@@ -38,14 +39,17 @@ def os_error(exc: OSError, what: str) -> errors.StorageUnavailableError | OSErro
 
     Returns:
         :class:`twin.errors.StorageFullError` for a full disk,
-        :class:`twin.errors.StorageUnavailableError` for a failure that passes, else ``exc``
-        itself (not retryable).
+        :class:`twin.errors.StorageUnavailableError` for a failure that passes, else an
+        ``OSError`` of the same kind without the file name (not retryable).
     """
     if exc.errno in FULL_ERRNOS:
         return errors.StorageFullError(what)
     if exc.errno in TRANSIENT_ERRNOS:
         return errors.StorageUnavailableError(f"{what} unavailable: {os.strerror(exc.errno)}")
-    return exc
+    if exc.errno is None:
+        return OSError(f"{what}: {type(exc).__name__}")
+    # OSError(errno, text) is the subclass of that errno (FileExistsError...), nameless.
+    return OSError(exc.errno, f"{what}: {os.strerror(exc.errno)}")
 
 
 def write_all(fd: int, data: bytes) -> None:

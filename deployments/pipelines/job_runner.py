@@ -5,8 +5,8 @@ The API only *queues* a job (:func:`twin.service.jobs.enqueue_cohort`,
 before the 202 answer). The runner polls the status documents in id order and runs each queued
 job, one at a time: cohort runs with :func:`deployments.pipelines.cohorts.run_cohort`, bulk
 ingests with :func:`deployments.pipelines.ingest.run_ingest`. A job found ``running`` when the
-runner (re)starts, or after a poll failed (its store unavailable), was interrupted: it is run
-again from the start, which is safe
+runner (re)starts was interrupted (so is one whose final status this runner could not write,
+its store unavailable): it is run again from the start, which is safe
 because cohort results are deterministic (their documents are overwritten under the same ids)
 and ingest appends are idempotent (the deterministic keys make a second pass all duplicates).
 Each start counts in the job's ``attempts``; a job interrupted
@@ -82,17 +82,21 @@ async def _refusal(
 
 
 async def _settle(
-    documents: ports.DocumentStore, kind: jobs.JobKind[Any, Any], job_id: str
+    documents: ports.DocumentStore, kind: jobs.JobKind[Any, Any], started: Any
 ) -> None:
     """Give a job the runner has left a final status if it has none (no job stays pending).
 
     A job can stop before its own bookkeeping ran (refused before it started, its last status
-    write failed): it is then ``cancelled`` if that was requested, else ``failed``.
+    write failed): it is then ``cancelled`` if that was requested, else ``failed``. A job this
+    start queued again after a passing failure (stored ``queued`` with this start's
+    ``attempts``) stays queued for the next one.
     """
-    job = await kind.get(documents, job_id)
-    if job.status in (*jobs.FINISHED, "queued"):  # queued again after a passing failure
+    job = await kind.get(documents, started.job_id)
+    if job.status in jobs.FINISHED:
         return
-    cancelled = await documents.get(jobs.CANCELS, job_id) is not None
+    if job.status == "queued" and job.attempts == started.attempts:
+        return
+    cancelled = await documents.get(jobs.CANCELS, started.job_id) is not None
     await kind.save(
         documents,
         job.model_copy(
@@ -118,15 +122,22 @@ class JobRunner:
         self._stop = threading.Event()
         self._resumed = False
         self._settled: dict[str, str] = {}
+        self._orphans: set[str] = set()  # jobs this runner left "running" (not settled)
         self._thread = threading.Thread(target=self._main, name="job-runner", daemon=True)
         self._thread.start()
 
     async def _pending(
         self, documents: ports.DocumentStore, kind: jobs.JobKind[Any, Any], resume: bool
     ) -> list[Any]:
-        # A job left "running" is resumed only at start: afterwards "running" is ours.
-        wanted = ("queued", "running") if resume else ("queued",)
-        return await jobs.pending_jobs(documents, kind, wanted, self._settled)
+        # Every job left "running" is resumed at start; afterwards only those this runner
+        # could not settle (another process, a CLI ingest, may be running the others).
+        if not resume and not self._orphans:
+            return await jobs.pending_jobs(documents, kind, ("queued",), self._settled)
+        found = await jobs.pending_jobs(documents, kind, ("queued", "running"), self._settled)
+        return [
+            job for job in found
+            if resume or job.status == "queued" or job.job_id in self._orphans
+        ]  # fmt: skip
 
     def _run_cohort(self, status: schemas.CohortRunOut, request: schemas.CohortRunIn) -> None:
         cohorts.run_cohort(
@@ -187,7 +198,14 @@ class JobRunner:
                     _log.warning("job %s failed: %s", status.job_id, type(exc).__name__)
                 except Exception:  # a bug in one job must not stop the runner
                     _log.exception("job %s failed", status.job_id)
-                await _settle(documents, kind, status.job_id)
+                try:
+                    await _settle(documents, kind, status)
+                except Exception:
+                    # Its final status could not be written: still "running", and ours to run
+                    # again once the store is back (as after a restart; see _pending).
+                    self._orphans.add(status.job_id)
+                    raise
+                self._orphans.discard(status.job_id)
         self._resumed = True  # interrupted jobs are resumed by the first poll that completes
         return ran
 
@@ -203,9 +221,6 @@ class JobRunner:
                         await asyncio.sleep(_POLL_S)
             except Exception:  # the store may be briefly unavailable: reopen and go on
                 _log.exception("job runner poll failed")
-                # A job whose final status could not be written is still "running": ours, and
-                # interrupted; the next poll resumes it as after a restart.
-                self._resumed = False
                 await asyncio.sleep(_POLL_S)
 
     def alive(self) -> bool:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from deployments.pipelines.loop_bound import LoopBound
 from deployments.stores import open_documents
@@ -26,6 +27,8 @@ __all__ = ["progress", "save_in", "tracked"]
 M = TypeVar("M", bound=BaseModel)
 #: Failures that pass: a job they stop is queued again (see :func:`tracked`).
 _PASSING = (errors.StorageUnavailableError, errors.HostUnavailableError)
+#: How long a job's outcome is tried again while its store is unavailable, seconds.
+_FINAL_SAVE_S = 30.0
 
 
 def tracked(kind: JobKind[M, Any], settings: TwinSettings, running: M, work: Callable[[M], M]) -> M:
@@ -45,6 +48,8 @@ def tracked(kind: JobKind[M, Any], settings: TwinSettings, running: M, work: Cal
         Exception: Whatever ``work`` raised, after the job was recorded as failed (the
             error's class and message only: never a value).
     """
+    if "error" in type(running).model_fields:  # a run again starts without the last error
+        running = running.model_copy(update={"error": None})
     asyncio.run(save_in(kind, settings, running, check_cancel=True))
     try:
         final = work(running)
@@ -63,10 +68,30 @@ def tracked(kind: JobKind[M, Any], settings: TwinSettings, running: M, work: Cal
                 "finished_at": utc_now(),
                 "error": error,
             }
-        asyncio.run(save_in(kind, settings, running.model_copy(update=update)))
+        _save_final(kind, settings, running.model_copy(update=update))
         raise
-    asyncio.run(save_in(kind, settings, final))
+    _save_final(kind, settings, final)
     return final
+
+
+def _save_final(kind: JobKind[M, Any], settings: TwinSettings, job: M) -> None:
+    """Save a job's outcome, trying again for a while if its store is out for a moment.
+
+    The outcome of work that is done must not be lost to a blip of the document store (a job
+    left ``running`` is run again, and a finished ingest would then refuse its own report).
+    tenacity, as in the SDK, rather than a hand-written retry loop.
+
+    Raises:
+        StorageUnavailableError: The store stayed unavailable (about half a minute).
+    """
+    for attempt in Retrying(
+        retry=retry_if_exception_type(errors.StorageUnavailableError),
+        wait=wait_exponential(multiplier=0.5, max=8.0),
+        stop=stop_after_delay(_FINAL_SAVE_S),
+        reraise=True,
+    ):
+        with attempt:
+            asyncio.run(save_in(kind, settings, job))
 
 
 @contextmanager

@@ -144,7 +144,10 @@ class LocalCheckpointStore:
             StorageUnavailableError: The folder cannot be read.
         """
         try:
-            return await asyncio.to_thread(self._read, patient_id)
+            try:
+                return await asyncio.to_thread(self._read, patient_id)
+            except FileNotFoundError:  # pruned or erased since listed (another process): again
+                return await asyncio.to_thread(self._read, patient_id)
         except OSError as exc:
             raise os_error(exc, _STORE) from None
 

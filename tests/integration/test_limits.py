@@ -19,7 +19,7 @@ from deployments.api.auth import mint_token
 from deployments.api.limiter import SHARED_RETRY_S
 from deployments.asgi import build_app
 from deployments.pipelines import job_status
-from deployments.pipelines.job_runner import _refusal
+from deployments.pipelines.job_runner import _refusal, _settle
 from tests.integration.conftest import AUDIENCE, ISSUER, SECRET, api_settings, bearer, open_env
 from tests.servers import RedisServer, UvicornServer
 from twin import errors, ports, schemas
@@ -289,3 +289,18 @@ def test_request_budgets_fall_back_to_the_replica_while_redis_is_down_over_http(
     finally:
         server.stop()
         store.stop()
+
+
+async def test_the_runner_leaves_queued_only_a_job_this_start_queued_again():
+    documents = fakes.MemoryDocumentStore()
+    request = schemas.CohortRunIn.model_validate(RUN)
+    requeued, never_started = _run("queued", 1), _run("queued", 0)
+    for job in (requeued, never_started):
+        await jobs.COHORT.enqueue(documents, request, job)
+    # This start was attempt 1: the first job was queued again by it, the second failed
+    # before it was ever marked running (it would otherwise be run again every poll).
+    await _settle(documents, jobs.COHORT, requeued.model_copy(update={"attempts": 1}))
+    await _settle(documents, jobs.COHORT, never_started.model_copy(update={"attempts": 1}))
+    assert (await jobs.COHORT.get(documents, requeued.job_id)).status == "queued"
+    failed = await jobs.COHORT.get(documents, never_started.job_id)
+    assert failed.status == "failed" and failed.finished_at is not None
