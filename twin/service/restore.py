@@ -48,15 +48,17 @@ async def from_checkpoint(
 ) -> tuple[TwinState | None, bool]:
     """The newest usable checkpoint's state, or ``None``.
 
-    A damaged or foreign checkpoint is not used and counts as rejected; one of another model
-    version is skipped (expected after an upgrade). Either way the log is the truth.
+    A damaged or foreign checkpoint is not used and counts as rejected, and so does one the
+    store fails to read for a reason that does not pass by retrying (an ``OSError``); one of
+    another model version is skipped (expected after an upgrade). Either way the log is the
+    truth.
 
     Returns:
         The state (or ``None``), and whether a stored checkpoint had to be rejected.
     """
     try:
         stored = await checkpoints.latest(patient_id)
-    except errors.CheckpointCorruptError:
+    except (errors.CheckpointCorruptError, OSError):
         stored = None
         rejected = True
     else:
