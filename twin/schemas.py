@@ -28,6 +28,9 @@ __all__ = [
     "AuditVerifyOut",
     "BreakGlassIn",
     "BreakGlassOut",
+    "CaseloadItem",
+    "CaseloadPage",
+    "CaseloadSort",
     "CohortFilter",
     "CohortPatientPage",
     "CohortRunIn",
@@ -58,6 +61,7 @@ __all__ = [
     "TwinIndexOut",
     "TwinOut",
     "TwinPage",
+    "TwinSummaryOut",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -397,6 +401,49 @@ class TwinPage(BaseModel):
     """Twin search results (the caller's patients only), most severe first."""
 
     items: list[TwinIndexOut]
+
+
+#: Caseload orders: a twin summary field, ``-`` first for descending.
+CaseloadSort = Literal[
+    "-severity", "severity", "-p_severe", "p_severe", "-updated_at", "updated_at", "patient_id"
+]
+
+
+class TwinSummaryOut(BaseModel):
+    """A twin's latest estimate as the caseload shows it (``updated_at`` in Unix seconds).
+
+    ``severity_*`` are latent PHQ-9 points (0..27); ``p_severe`` = P(severity >= 15).
+    """
+
+    last_seq: int = Field(ge=0, le=2**53)
+    day: int = Field(ge=0, le=int(MAX_DAY), description="the twin's day (since enrolment)")
+    severity_mean: float = Field(ge=0.0, le=27.0)
+    severity_sd: float = Field(ge=0.0, le=27.0)
+    p_episode: float = Field(ge=0.0, le=1.0)
+    p_severe: float = Field(ge=0.0, le=1.0)
+    alert_flags: list[Annotated[str, StringConstraints(max_length=64)]] = Field(max_length=32)
+    updated_at: float = Field(ge=0.0, le=1e10)
+
+
+class CaseloadItem(BaseModel):
+    """A patient of the caller's care teams with their twin's summary (``None``: no events yet)."""
+
+    patient_id: str = Field(max_length=64)
+    care_team: str = Field(max_length=64)
+    name: str = Field(max_length=200)
+    birth_date: str = Field(max_length=10)
+    mrn: str = Field(max_length=64)
+    enrolled_at: str | None = Field(
+        default=None, max_length=64, description="day 0 of the patient's time axis (ISO 8601)"
+    )
+    twin: TwinSummaryOut | None
+
+
+class CaseloadPage(BaseModel):
+    """A page of the caseload; pass ``next_after`` as ``after`` (same ``sort``) for the next."""
+
+    items: list[CaseloadItem] = Field(max_length=200)
+    next_after: str | None = Field(max_length=256)
 
 
 class ResearchTwinOut(BaseModel):

@@ -78,6 +78,20 @@ def _params(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _caseload_filters(
+    care_team: str | None,
+    min_severity: float | None,
+    min_p_severe: float | None,
+    alert: str | None,
+    updated_since: float | None,
+    sort: str,
+) -> dict[str, Any]:
+    return {
+        "care_team": care_team, "min_severity": min_severity, "min_p_severe": min_p_severe,
+        "alert": alert, "updated_since": updated_since, "sort": sort,
+    }  # fmt: skip
+
+
 class _Routes:
     """One :class:`_Call` per API route (paths, parameters, response types)."""
 
@@ -182,6 +196,13 @@ class _Routes:
             limit=limit,
         )
         return _Call("GET", "/v1/twins", TypeAdapter(schemas.TwinPage), params)
+
+    @staticmethod
+    def caseload(
+        filters: dict[str, Any], after: str | None, limit: int
+    ) -> _Call[schemas.CaseloadPage]:
+        params = _params(**filters, after=after, limit=limit)
+        return _Call("GET", "/v1/caseload", TypeAdapter(schemas.CaseloadPage), params)
 
     @staticmethod
     def research(
@@ -558,6 +579,23 @@ class Client:
             _Routes.search(min_severity, alert, updated_since, min_p_severe, limit)
         ).items
 
+    def iter_caseload(
+        self,
+        care_team: str | None = None,
+        *,
+        min_severity: float | None = None,
+        min_p_severe: float | None = None,
+        alert: str | None = None,
+        updated_since: float | None = None,
+        sort: schemas.CaseloadSort = "-severity",
+        page_size: int = 50,
+    ) -> Iterator[schemas.CaseloadItem]:
+        """My patients with their twins' summaries, in ``sort`` order, page by page."""
+        filters = _caseload_filters(
+            care_team, min_severity, min_p_severe, alert, updated_since, sort
+        )
+        return self._pages(lambda after: _Routes.caseload(filters, after, page_size))
+
     def research_twins(
         self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100
     ) -> list[schemas.ResearchTwinOut]:
@@ -815,6 +853,23 @@ class AsyncClient:
         return (
             await self._run(_Routes.search(min_severity, alert, updated_since, min_p_severe, limit))
         ).items
+
+    def iter_caseload(
+        self,
+        care_team: str | None = None,
+        *,
+        min_severity: float | None = None,
+        min_p_severe: float | None = None,
+        alert: str | None = None,
+        updated_since: float | None = None,
+        sort: schemas.CaseloadSort = "-severity",
+        page_size: int = 50,
+    ) -> AsyncIterator[schemas.CaseloadItem]:
+        """My patients with their twins' summaries, in ``sort`` order, page by page."""
+        filters = _caseload_filters(
+            care_team, min_severity, min_p_severe, alert, updated_since, sort
+        )
+        return self._pages(lambda after: _Routes.caseload(filters, after, page_size))
 
     async def research_twins(
         self, *, min_severity: float | None = None, alert: str | None = None, limit: int = 100

@@ -24,7 +24,7 @@ from twin.domain import codec, events, loinc
 from twin.domain.deidentify import Deidentifier, record_day
 from twin.domain.patients import Identifiers
 from twin.forecast.summary import QUANTILES, Forecast
-from twin.service import jobs
+from twin.service import caseload, jobs
 from twin.service.access import AccessPolicy, Caller, Role
 from twin.service.erasure import Eraser
 from twin.service.operations import TwinOperations
@@ -109,6 +109,22 @@ def _payload(item: schemas.ObservationIn) -> events.Payload:
         return loinc.from_loinc(item.loinc.code, item.loinc.value, item.loinc.unit)
     assert item.payload is not None  # the schema requires exactly one form
     return codec.decode(item.payload)
+
+
+def _caseload_item(
+    patient_id: str, team: str, ident: Identifiers, entry: ports.IndexEntry | None
+) -> schemas.CaseloadItem:
+    twin = None
+    if entry is not None:
+        twin = schemas.TwinSummaryOut(
+            last_seq=entry.last_seq, day=entry.day, severity_mean=entry.severity_mean,
+            severity_sd=entry.severity_sd, p_episode=entry.p_episode, p_severe=entry.p_severe,
+            alert_flags=list(entry.alert_flags), updated_at=entry.updated_at,
+        )  # fmt: skip
+    return schemas.CaseloadItem(
+        patient_id=patient_id, care_team=team, name=ident.name, birth_date=ident.birth_date,
+        mrn=ident.mrn, enrolled_at=ident.enrolled_at, twin=twin,
+    )  # fmt: skip
 
 
 class TwinService:
@@ -207,6 +223,49 @@ class TwinService:
             raise errors.AuthorizationError(f"role {who.role} may not list this care team")
         assert team is not None  # allowed implies a team
         return await self._registry.list_for_team(team, after=after, limit=limit)
+
+    async def caseload(self, caller: Caller, query: caseload.CaseloadQuery) -> schemas.CaseloadPage:
+        """A clinician's patients with their twins' summaries: filtered, sorted, paged.
+
+        Clinicians see their own teams (all of them unless ``care_team`` names one); an admin
+        names the team. Every patient on the page is audited as disclosed, in one entry.
+        """
+        who = caller.who
+        if query.care_team is not None:
+            teams = [query.care_team]
+        else:
+            teams = list(who.care_team) if who.role == "clinician" else []
+        allowed = bool(teams) and (
+            who.role == "admin" or (who.role == "clinician" and set(teams) <= set(who.care_team))
+        )
+        await self.policy.record(caller, "patient.caseload", None, allowed=allowed)
+        if not allowed:
+            raise errors.AuthorizationError(f"role {who.role} may not list this care team")
+        team_of: dict[str, str] = {}
+        for team in teams:
+            for pid in await self._registry.list_for_team(team, limit=MAX_SCOPE):
+                team_of.setdefault(pid, team)
+        found = await self._index.search(
+            min_severity=query.min_severity,
+            alert=query.alert,
+            patient_ids=list(team_of),
+            updated_since=query.updated_since,
+            min_p_severe=query.min_p_severe,
+            limit=max(1, len(team_of)),
+        )
+        summaries = {e.patient_id: e for e in found}
+        chosen, next_after = caseload.page(list(team_of), summaries, query)
+        items: list[schemas.CaseloadItem] = []
+        for pid in chosen:
+            try:
+                ident = await self._registry.identifiers(pid)
+            except (errors.InvalidInputError, errors.KeyAccessError):
+                continue  # erased since the team was listed
+            items.append(_caseload_item(pid, team_of[pid], ident, summaries.get(pid)))
+        await self.policy.record_disclosures(
+            caller, "patient.caseload.disclose", [i.patient_id for i in items]
+        )
+        return schemas.CaseloadPage(items=items, next_after=next_after)
 
     async def read_patient(self, caller: Caller, patient_id: str) -> schemas.PatientOut:
         """The patient's identifiers (their care team, or emergency access)."""

@@ -1,4 +1,4 @@
-"""Twin state (estimate, uncertainty, alerts), forecasts, and search over the caller's twins."""
+"""Twin state (estimate, uncertainty, alerts), forecasts, search, and a clinician's caseload."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from deployments.api.access import Caller, PatientId, Services, caller
 from deployments.api.errors import PROBLEMS
 from twin import schemas
 from twin.service.application import TwinQuery
+from twin.service.caseload import CaseloadQuery
 
 router = APIRouter(tags=["twins"], responses=PROBLEMS)
 
@@ -54,3 +55,41 @@ async def search_twins(
     query = TwinQuery(min_severity, alert, updated_since, min_p_severe, limit)
     entries = await svc.app.search_twins(caller(request, who), query)
     return schemas.TwinPage(items=[schemas.TwinIndexOut.model_validate(asdict(e)) for e in entries])
+
+
+@router.get("/v1/caseload", response_model=schemas.CaseloadPage)
+async def caseload(
+    who: Caller,
+    svc: Services,
+    request: Request,
+    care_team: Annotated[
+        str | None,
+        Query(max_length=64, pattern=r"^[A-Za-z0-9._-]+$", description="default: all my teams"),
+    ] = None,
+    min_severity: Annotated[float | None, Query(ge=0.0, le=27.0)] = None,
+    min_p_severe: Annotated[
+        float | None, Query(ge=0.0, le=1.0, description="risk: P(severity >= 15)")
+    ] = None,
+    alert: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9_]+$")] = None,
+    updated_since: Annotated[
+        float | None, Query(ge=0.0, le=1e10, description="Unix seconds")
+    ] = None,
+    sort: Annotated[
+        schemas.CaseloadSort, Query(description="a summary field, `-` first for descending")
+    ] = "-severity",
+    after: Annotated[
+        str | None,
+        Query(max_length=256, pattern=r"^[A-Za-z0-9_-]+$", description="`next_after` of a page"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> schemas.CaseloadPage:
+    """My patients with their twins' latest estimates, filtered, sorted and paged.
+
+    One row per patient: identifiers and the twin's summary (``twin`` is null before the
+    first event; a filter on the summary leaves such patients out). Patients without a
+    summary sort last in either direction. Every patient on the page is audited.
+    """
+    query = CaseloadQuery(
+        care_team, min_severity, min_p_severe, alert, updated_since, sort, after, limit
+    )
+    return await svc.app.caseload(caller(request, who), query)
