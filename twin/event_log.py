@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from twin import errors
 from twin.domain import codec, events
+from twin.domain.events import MAX_SEQ
 from twin.ports import AppendRefusal, AppendResult, EventStore, NewEvent, Sealer
 
 __all__ = [
@@ -34,10 +35,6 @@ __all__ = [
     "plan_append",
     "seal_event",
 ]
-
-
-#: Largest event or audit sequence number (SQLite and PostgreSQL store 64-bit integers).
-MAX_SEQ = 2**62
 
 
 @dataclass(frozen=True, slots=True)

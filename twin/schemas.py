@@ -9,18 +9,22 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     model_validator,
 )
 
+from twin.domain.audit import FIELD_LIMITS
 from twin.domain.deidentify import PSEUDONYM_LENGTH, PSEUDONYM_PREFIX
-from twin.domain.events import MAX_DAY
-from twin.domain.specs import CohortSpec, Scenario, require_maintenance_history
+from twin.domain.events import MAX_DAY, MAX_SEQ
+from twin.domain.specs import MAX_HORIZON_DAYS, CohortSpec, Scenario, require_maintenance_history
 from twin.domain.text import Line, Text
 
 __all__ = [
+    "COHORT_PAGE_ROWS",
+    "MAX_DETAIL",
     "AckOut",
     "AlertOut",
     "AuditEntryOut",
@@ -42,6 +46,7 @@ __all__ = [
     "FeedEventOut",
     "ForecastIn",
     "ForecastOut",
+    "HealthOut",
     "IngestJobIn",
     "IngestOut",
     "LoincValue",
@@ -65,6 +70,72 @@ __all__ = [
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+# Every field below is bounded, responses included: the OpenAPI document promises clients (and
+# their generated code) the sizes they must handle, and FastAPI checks each answer against it.
+#: The integer formats OpenAPI clients size their fields by (JSON Schema has none of its own).
+_INT32: dict[str, Any] = {"format": "int32"}
+_INT64: dict[str, Any] = {"format": "int64"}
+#: Counts the service reports (records, twins, entries): kept exact in a JSON number (2^53).
+MAX_COUNT = 2**53 - 1
+#: The longest forecast horizon, weeks.
+MAX_WEEKS = MAX_HORIZON_DAYS // 7
+#: Scenarios one cohort run compares.
+MAX_COHORT_SCENARIOS = 8
+#: Per-(patient, scenario) rows on one page of a cohort run's results.
+COHORT_PAGE_ROWS = 1000
+#: The longest message the service writes into an answer (a problem's detail, a job's error).
+MAX_DETAIL = 2048
+#: Events in one ingest request.
+MAX_BATCH = 1000
+#: Alert rules a twin evaluates; each raises at most one alert per event.
+ALERT_RULES_BOUND = 5
+
+#: An event's sequence number in its patient's log (0: no event yet).
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ, json_schema_extra=_INT64)]
+#: A count of things the service did or holds.
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT, json_schema_extra=_INT64)]
+#: A whole day on a twin's time axis (days since its origin).
+Day = Annotated[int, Field(ge=0, le=int(MAX_DAY), json_schema_extra=_INT32)]
+#: A week of a forecast horizon.
+Week = Annotated[int, Field(ge=0, le=MAX_WEEKS, json_schema_extra=_INT32)]
+#: A probability.
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+#: An opaque id the service issued (a patient, a job, a report).
+OpaqueId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+]
+#: A care team's name.
+CareTeam = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+]
+#: An alert rule's name.
+AlertRule = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+#: An instant the service wrote (UTC, ISO 8601 / RFC 3339).
+Instant = Annotated[
+    str, StringConstraints(max_length=40), Field(json_schema_extra={"format": "date-time"})
+]
+#: A message the service wrote (never a value of the request).
+Message = Annotated[str, StringConstraints(max_length=MAX_DETAIL)]
+#: A model's version, e.g. ``novamind-twin/1.4``.
+ModelVersion = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._/+-]+$")
+]
+#: A token subject as the audit trail keeps it.
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=FIELD_LIMITS["actor"])]
+#: A SHA-256 digest in hex.
+Sha256Hex = Annotated[
+    str, StringConstraints(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")
+]
+#: A PHQ-9 total (0..27) and a GAD-7 total (0..21).
+Phq9Score = Annotated[int, Field(ge=0, le=27, json_schema_extra=_INT32)]
+Gad7Score = Annotated[int, Field(ge=0, le=21, json_schema_extra=_INT32)]
+#: Quantile levels a forecast reports (at most; it reports seven).
+_QUANTILES = 16
+#: Times the job runner starts one job (jobs.MAX_ATTEMPTS is 2; a margin for stored jobs).
+_MAX_ATTEMPTS = 100
+_AUDIT = FIELD_LIMITS
+#: A scenario's name as the specs take it.
+ScenarioName = Annotated[Line, StringConstraints(min_length=1, max_length=80)]
 #: A research pseudonym as the research endpoints show it.
 Pseudonym = Annotated[
     str,
@@ -81,10 +152,23 @@ IngestPath = Annotated[Line, StringConstraints(min_length=1, max_length=1024)]
 class Problem(BaseModel):
     """An RFC 9457 problem detail (``application/problem+json``)."""
 
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str | None = None
+    type: str = Field(
+        default="about:blank",
+        max_length=256,
+        json_schema_extra={"format": "uri-reference"},
+        description="the problem type (``about:blank``: the status says it all)",
+    )
+    title: str = Field(max_length=64, pattern=r"^[A-Za-z0-9 -]+$", description="the status's name")
+    status: int = Field(ge=400, le=599, json_schema_extra=_INT32)
+    detail: Message | None = Field(
+        default=None, description="what was wrong: field names and rules, never a value sent"
+    )
+
+
+class HealthOut(BaseModel):
+    """A health probe's answer."""
+
+    status: Literal["alive", "ready", "not ready"]
 
 
 class CovariatesIn(BaseModel):
@@ -104,8 +188,8 @@ class CovariatesIn(BaseModel):
         allow_inf_nan=False,
         description="duration of the current depressive episode, weeks",
     )
-    prior_episodes: int | None = Field(
-        default=None, ge=0, le=50, description="depressive episodes before the current one"
+    prior_episodes: Annotated[int, Field(ge=0, le=50, json_schema_extra=_INT32)] | None = Field(
+        default=None, description="depressive episodes before the current one"
     )
     anxiety_comorbid: bool | None = Field(
         default=None, description="a comorbid anxiety disorder (GAD, panic, social phobia)"
@@ -128,8 +212,22 @@ def _plausible_enrolment(when: datetime) -> datetime:
     return when
 
 
+def _short_instant(value: object) -> object:
+    # ISO 8601 allows any number of fraction digits; the document promises at most 64 characters.
+    if isinstance(value, str) and len(value) > _MAX_INSTANT_CHARS:
+        raise ValueError(f"an ISO 8601 date-time of at most {_MAX_INSTANT_CHARS} characters")
+    return value
+
+
+_MAX_INSTANT_CHARS = 64
+#: An instant a request gives: ISO 8601 with a UTC offset.
+InstantIn = Annotated[
+    AwareDatetime,
+    BeforeValidator(_short_instant),
+    Field(json_schema_extra={"maxLength": _MAX_INSTANT_CHARS}),
+]
 #: An enrolment instant (day 0 of a patient's time axis), with a UTC offset.
-Enrolment = Annotated[AwareDatetime, AfterValidator(_plausible_enrolment)]
+Enrolment = Annotated[InstantIn, AfterValidator(_plausible_enrolment)]
 
 
 class IdentifierIn(BaseModel):
@@ -173,23 +271,30 @@ class PatientCreate(BaseModel):
 class PatientCreated(BaseModel):
     """The opaque id of a new patient."""
 
-    patient_id: str
+    patient_id: OpaqueId
 
 
 class PatientOut(BaseModel):
     """A patient as their care team sees them."""
 
-    patient_id: str
-    care_team: str
-    name: str
-    birth_date: str
-    mrn: str
-    contact: str | None
-    enrolled_at: str | None = Field(
+    patient_id: OpaqueId
+    care_team: CareTeam
+    name: str = Field(max_length=200)
+    birth_date: str = Field(
+        min_length=10,
+        max_length=10,
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        description="YYYY-MM-DD",
+    )
+    mrn: str = Field(max_length=64)
+    contact: str | None = Field(max_length=200)
+    enrolled_at: Instant | None = Field(
         default=None, description="day 0 of the patient's time axis (ISO 8601 with offset)"
     )
     identifiers: list[IdentifierIn] = Field(
-        default_factory=list, description="external identifiers the patient is matched by"
+        default_factory=list,
+        max_length=32,
+        description="external identifiers the patient is matched by",
     )
 
 
@@ -241,9 +346,9 @@ class ObservationBatch(BaseModel):
 class AckOut(BaseModel):
     """The acknowledgement of one event."""
 
-    seq: int
+    seq: Seq
     duplicate: bool
-    rejected: str | None = Field(
+    rejected: Message | None = Field(
         default=None,
         description="stored, but the twin could not apply it (e.g. a dose of a drug that is "
         "not prescribed): why; it changed nothing in the estimate",
@@ -253,19 +358,19 @@ class AckOut(BaseModel):
 class AlertOut(BaseModel):
     """An alert raised by an update."""
 
-    rule: str
-    status: str
-    severity: str
-    seq: int
-    detail: str
+    rule: AlertRule
+    status: Literal["fired", "insufficient_data"]
+    severity: Literal["critical", "warning", "info"]
+    seq: Seq
+    detail: Message
 
 
 class IngestOut(BaseModel):
     """Acknowledged sequence numbers and the alerts the events raised."""
 
-    acknowledged: list[AckOut]
-    alerts: list[AlertOut]
-    last_seq: int
+    acknowledged: list[AckOut] = Field(max_length=MAX_BATCH)
+    alerts: list[AlertOut] = Field(max_length=MAX_BATCH * ALERT_RULES_BOUND)
+    last_seq: Seq
 
 
 class TwinOut(BaseModel):
@@ -275,39 +380,39 @@ class TwinOut(BaseModel):
     are the alert rules fired in the last 28 days.
     """
 
-    patient_id: str
-    last_seq: int
-    day: int
+    patient_id: OpaqueId
+    last_seq: Seq
+    day: Day
     severity_mean: float
-    severity_sd: float
+    severity_sd: float = Field(ge=0.0)
     anxiety_mean: float
-    p_episode: float
-    p_severe: float
-    alert_flags: list[str]
-    model_version: str
+    p_episode: Probability
+    p_severe: Probability
+    alert_flags: list[AlertRule] = Field(max_length=ALERT_RULES_BOUND)
+    model_version: ModelVersion
 
 
 class PatientPage(BaseModel):
     """A page of patient ids; pass ``next_after`` as ``after`` for the next page."""
 
-    items: list[str]
-    next_after: str | None
+    items: list[OpaqueId] = Field(max_length=500)
+    next_after: OpaqueId | None
 
 
 class ErasedOut(BaseModel):
     """The outcome of an erasure (crypto-shredding)."""
 
-    patient_id: str
+    patient_id: OpaqueId
     erased: bool
-    documents_deleted: int
+    documents_deleted: Count
 
 
 class ProbabilityOut(BaseModel):
     """A Monte-Carlo probability with its standard error, or ``None`` with a reason."""
 
-    value: float | None
-    mc_se: float | None
-    reason: str | None = None
+    value: Probability | None
+    mc_se: float | None = Field(ge=0.0)
+    reason: Message | None = None
 
 
 class ForecastIn(BaseModel):
@@ -315,7 +420,7 @@ class ForecastIn(BaseModel):
 
     model_config = _STRICT
 
-    weeks: int = Field(default=12, ge=1, le=26)
+    weeks: int = Field(default=12, ge=1, le=MAX_WEEKS, json_schema_extra=_INT32)
     scenario: Scenario = Field(default_factory=Scenario)
 
 
@@ -325,34 +430,42 @@ class ForecastOut(BaseModel):
     Quantile levels are in ``quantile_levels``; probability keys are week numbers.
     """
 
-    scenario: str
-    weeks: list[int]
-    quantile_levels: list[float]
-    phq9_quantiles: list[list[int]]
-    gad7_quantiles: list[list[int]]
-    severity_quantiles: list[list[float]]
-    response: dict[int, ProbabilityOut]
-    remission: dict[int, ProbabilityOut]
-    deterioration: dict[int, ProbabilityOut]
-    median_weeks_to_remission: int | None
-    model_version: str
-    as_of_day: int
-    last_seq: int
-    days_since: dict[str, float]
-    particles: int
+    scenario: ScenarioName
+    weeks: list[Week] = Field(max_length=MAX_WEEKS)
+    quantile_levels: list[Probability] = Field(max_length=_QUANTILES)
+    phq9_quantiles: list[Annotated[list[Phq9Score], Field(max_length=_QUANTILES)]] = Field(
+        max_length=MAX_WEEKS
+    )
+    gad7_quantiles: list[Annotated[list[Gad7Score], Field(max_length=_QUANTILES)]] = Field(
+        max_length=MAX_WEEKS
+    )
+    severity_quantiles: list[Annotated[list[float], Field(max_length=_QUANTILES)]] = Field(
+        max_length=MAX_WEEKS
+    )
+    response: dict[int, ProbabilityOut] = Field(max_length=MAX_WEEKS)
+    remission: dict[int, ProbabilityOut] = Field(max_length=MAX_WEEKS)
+    deterioration: dict[int, ProbabilityOut] = Field(max_length=MAX_WEEKS)
+    median_weeks_to_remission: Week | None
+    model_version: ModelVersion
+    as_of_day: Day
+    last_seq: Seq
+    days_since: dict[str, float] = Field(max_length=32)
+    particles: int = Field(ge=1, le=100_000, json_schema_extra=_INT32)
 
 
 class ContrastOut(BaseModel):
     """Scenario ``b`` against ``a`` on one posterior (negative differences: ``b`` better)."""
 
-    a: str
-    b: str
-    weeks: list[int]
-    difference_quantiles: list[list[float]]
-    mean_difference: list[float]
-    p_b_better_by_5: list[float]
-    remission_risk_change: dict[int, float]
-    response_risk_change: dict[int, float]
+    a: ScenarioName
+    b: ScenarioName
+    weeks: list[Week] = Field(max_length=MAX_WEEKS)
+    difference_quantiles: list[Annotated[list[float], Field(max_length=_QUANTILES)]] = Field(
+        max_length=MAX_WEEKS
+    )
+    mean_difference: list[float] = Field(max_length=MAX_WEEKS)
+    p_b_better_by_5: list[Probability] = Field(max_length=MAX_WEEKS)
+    remission_risk_change: dict[int, float] = Field(max_length=MAX_WEEKS)
+    response_risk_change: dict[int, float] = Field(max_length=MAX_WEEKS)
 
 
 class ScenarioReportIn(BaseModel):
@@ -361,46 +474,49 @@ class ScenarioReportIn(BaseModel):
     model_config = _STRICT
 
     title: Line = Field(min_length=1, max_length=120)
-    weeks: int = Field(default=12, ge=1, le=26)
+    weeks: int = Field(default=12, ge=1, le=MAX_WEEKS, json_schema_extra=_INT32)
     scenarios: list[Scenario] = Field(min_length=2, max_length=6)
 
 
 class ScenarioReportOut(BaseModel):
     """A saved scenario comparison."""
 
-    report_id: str
-    patient_id: str
-    title: str
-    created_at: float
-    forecasts: list[ForecastOut]
-    contrasts: list[ContrastOut]
+    report_id: OpaqueId
+    patient_id: OpaqueId
+    title: Line = Field(max_length=120)
+    created_at: float = Field(ge=0.0, le=1e10, description="Unix seconds")
+    forecasts: list[ForecastOut] = Field(max_length=6)
+    contrasts: list[ContrastOut] = Field(max_length=5)
 
 
 class ScenarioReportPage(BaseModel):
     """A page of saved reports (ids and titles); ``next_after`` continues."""
 
-    items: list[dict[str, str | float]]
-    next_after: str | None
+    # report_id, title (strings) and created_at (Unix seconds) of each report.
+    items: list[dict[str, Annotated[str, StringConstraints(max_length=120)] | float]] = Field(
+        max_length=100
+    )
+    next_after: OpaqueId | None
 
 
 class TwinIndexOut(BaseModel):
     """A twin as the search index holds it (``updated_at`` in Unix seconds)."""
 
-    patient_id: str
-    last_seq: int
-    day: int
+    patient_id: OpaqueId
+    last_seq: Seq
+    day: Day
     severity_mean: float
-    severity_sd: float
-    p_episode: float
-    p_severe: float
-    alert_flags: list[str]
-    updated_at: float
+    severity_sd: float = Field(ge=0.0)
+    p_episode: Probability
+    p_severe: Probability
+    alert_flags: list[AlertRule] = Field(max_length=ALERT_RULES_BOUND)
+    updated_at: float = Field(ge=0.0, le=1e10, description="Unix seconds")
 
 
 class TwinPage(BaseModel):
     """Twin search results (the caller's patients only), most severe first."""
 
-    items: list[TwinIndexOut]
+    items: list[TwinIndexOut] = Field(max_length=500)
 
 
 #: Caseload orders: a twin summary field, ``-`` first for descending.
@@ -449,22 +565,22 @@ class CaseloadPage(BaseModel):
 class ResearchTwinOut(BaseModel):
     """A de-identified twin summary: keyed pseudonym, no identifiers, no patient id."""
 
-    pseudonym: str
-    record_day: int | None = Field(
+    pseudonym: Pseudonym
+    record_day: Day | None = Field(
         description="days since the patient's first event (never a day on the ingest "
         "origin's calendar); null for a twin not updated since record days were kept"
     )
     severity_mean: float
-    severity_sd: float
-    p_episode: float
-    p_severe: float
-    alert_flags: list[str]
+    severity_sd: float = Field(ge=0.0)
+    p_episode: Probability
+    p_severe: Probability
+    alert_flags: list[AlertRule] = Field(max_length=ALERT_RULES_BOUND)
 
 
 class ResearchTwinPage(BaseModel):
     """De-identified twin summaries, most severe first."""
 
-    items: list[ResearchTwinOut]
+    items: list[ResearchTwinOut] = Field(max_length=1000)
 
 
 class BreakGlassIn(BaseModel):
@@ -474,68 +590,70 @@ class BreakGlassIn(BaseModel):
 
     # The audit trail records the reason on one line.
     reason: Text = Field(min_length=10, max_length=500)
-    minutes: int = Field(default=30, ge=1, le=24 * 60)
+    minutes: int = Field(default=30, ge=1, le=24 * 60, json_schema_extra=_INT32)
 
 
 class BreakGlassOut(BaseModel):
     """A granted emergency access."""
 
-    patient_id: str
-    expires_at: float
+    patient_id: OpaqueId
+    expires_at: float = Field(ge=0.0, le=1e10, description="Unix seconds")
 
 
 class FeedEventOut(BaseModel):
     """One change-feed event (the SSE ``data``); ``seq`` is also the SSE ``id``."""
 
-    seq: int
-    day: float
-    payload: dict[str, Any]
+    seq: Seq
+    day: float = Field(ge=0.0, le=MAX_DAY)
+    payload: dict[str, Any] = Field(max_length=16)
 
 
 class AuditEntryOut(BaseModel):
     """One audit-trail entry with its chain hashes."""
 
-    seq: int
-    actor: str
-    role: str
-    action: str
-    patient_id: str | None
-    outcome: Literal["allowed", "denied"] | str
-    purpose: str
-    at: str
-    request_id: str
-    prev_hash: str
-    hash: str
+    seq: Seq
+    actor: str = Field(max_length=_AUDIT["actor"], description="the caller's token subject")
+    role: str = Field(max_length=_AUDIT["role"], pattern=r"^[a-z_]+$")
+    action: str = Field(max_length=_AUDIT["action"], pattern=r"^[A-Za-z0-9_.-]+$")
+    patient_id: OpaqueId | None
+    outcome: str = Field(
+        max_length=_AUDIT["outcome"], pattern=r"^[a-z_]+$", description="allowed or denied"
+    )
+    purpose: str = Field(max_length=_AUDIT["purpose"])
+    at: Instant
+    request_id: str = Field(max_length=_AUDIT["request_id"], pattern=r"^[A-Za-z0-9_-]+$")
+    prev_hash: Sha256Hex
+    hash: Sha256Hex
 
 
 class AuditPage(BaseModel):
     """A page of the audit trail; ``next_after`` continues."""
 
-    items: list[AuditEntryOut]
-    next_after: int | None
+    items: list[AuditEntryOut] = Field(max_length=1000)
+    next_after: Seq | None
 
 
 class AuditVerifyOut(BaseModel):
     """The result of recomputing the audit chain."""
 
     ok: bool
-    entries: int
-    head_hash: str | None
-    first_bad_seq: int | None
-    reason: str | None
+    entries: Count
+    head_hash: Sha256Hex | None
+    first_bad_seq: Seq | None
+    reason: Message | None
 
 
 class IngestReportOut(BaseModel):
     """What a bulk-ingest job did (``records = appended + duplicates + quarantined``)."""
 
-    records: int
-    appended: int
-    duplicates: int
-    quarantined: int
-    reasons: dict[str, int] = Field(description="quarantined records by reason")
-    patients: int = Field(description="patients that received new events")
-    registered: int = Field(default=0, description="patients registered from Patient resources")
-    seconds: float
+    records: Count
+    appended: Count
+    duplicates: Count
+    quarantined: Count
+    reasons: dict[str, Count] = Field(description="quarantined records by reason")
+    patients: Count = Field(description="patients that received new events")
+    registered: Count = Field(default=0, description="patients registered from Patient resources")
+    seconds: float = Field(ge=0.0)
 
 
 class IngestJobIn(BaseModel):
@@ -551,7 +669,7 @@ class IngestJobIn(BaseModel):
 
     paths: list[IngestPath] = Field(min_length=1, max_length=1000)
     format: Literal["fhir-ndjson", "fhir-bundle", "csv", "parquet"]
-    origin: AwareDatetime | None = None
+    origin: InstantIn | None = None
     care_team: str | None = Field(
         default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
     )
@@ -570,33 +688,39 @@ class IngestJobIn(BaseModel):
 class IngestJobOut(BaseModel):
     """A bulk-ingest job: its state, and its report once finished."""
 
-    job_id: str
+    job_id: OpaqueId
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    submitted_by: str | None = Field(default=None, description="the submitter's token subject")
+    submitted_by: Subject | None = Field(default=None, description="the submitter's token subject")
     attempts: int = Field(
-        default=0, description="times the job runner started it (a run cut short is re-run once)"
+        default=0,
+        ge=0,
+        le=_MAX_ATTEMPTS,
+        json_schema_extra=_INT32,
+        description="times the job runner started it (a run cut short is re-run once)",
     )
-    format: str
-    sources: int = Field(description="how many paths the job was given")
-    submitted_at: str | None = Field(default=None, description="UTC, ISO 8601 (API jobs)")
-    started_at: str | None = Field(default=None, description="UTC, ISO 8601")
-    finished_at: str | None = None
-    records_read: int | None = Field(
+    format: str = Field(max_length=32, pattern=r"^[a-z0-9-]+$")
+    sources: int = Field(
+        ge=0, le=1000, json_schema_extra=_INT32, description="how many paths the job was given"
+    )
+    submitted_at: Instant | None = Field(default=None, description="UTC, ISO 8601 (API jobs)")
+    started_at: Instant | None = Field(default=None, description="UTC, ISO 8601")
+    finished_at: Instant | None = None
+    records_read: Count | None = Field(
         default=None, description="records parsed from the sources (once they are all read)"
     )
-    records_done: int | None = Field(
+    records_done: Count | None = Field(
         default=None,
         description="records with an outcome so far: appended, duplicate or quarantined",
     )
     report: IngestReportOut | None = None
-    error: str | None = Field(default=None, description="why it failed (no values)")
+    error: Message | None = Field(default=None, description="why it failed (no values)")
 
 
 class IngestJobPage(BaseModel):
     """Bulk-ingest jobs, oldest first; pass ``next_after`` as ``after`` for the next page."""
 
-    items: list[IngestJobOut]
-    next_after: str | None
+    items: list[IngestJobOut] = Field(max_length=200)
+    next_after: OpaqueId | None
 
 
 class CohortFilter(BaseModel):
@@ -607,7 +731,7 @@ class CohortFilter(BaseModel):
     min_severity: float | None = Field(default=None, ge=0.0, le=27.0, allow_inf_nan=False)
     min_p_severe: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     alert: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9_]+$")
-    limit: int = Field(default=10_000, ge=1, le=1_000_000)
+    limit: int = Field(default=10_000, ge=1, le=1_000_000, json_schema_extra=_INT32)
 
 
 class CohortRunIn(BaseModel):
@@ -627,9 +751,9 @@ class CohortRunIn(BaseModel):
     pseudonyms: list[Pseudonym] | None = Field(default=None, min_length=1, max_length=30_000)
     synthetic: CohortSpec | None = None
     scenarios: list[Scenario] = Field(min_length=1, max_length=8)
-    weeks: int = Field(default=12, ge=1, le=26)
-    seed: int = Field(default=0, ge=0, lt=2**62)
-    particles: int = Field(default=2000, ge=10, le=20_000)
+    weeks: int = Field(default=12, ge=1, le=MAX_WEEKS, json_schema_extra=_INT32)
+    seed: int = Field(default=0, ge=0, lt=2**62, json_schema_extra=_INT64)
+    particles: int = Field(default=2000, ge=10, le=20_000, json_schema_extra=_INT32)
 
     @model_validator(mode="after")
     def _one_selection(self) -> CohortRunIn:
@@ -652,38 +776,48 @@ class CohortRunOut(BaseModel):
     first scenario. Per-patient rows are paged by ``GET .../patients``.
     """
 
-    job_id: str
+    job_id: OpaqueId
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
-    submitted_by: str | None = Field(default=None, description="the submitter's token subject")
+    submitted_by: Subject | None = Field(default=None, description="the submitter's token subject")
     attempts: int = Field(
-        default=0, description="times the job runner started it (a run cut short is re-run once)"
+        default=0,
+        ge=0,
+        le=_MAX_ATTEMPTS,
+        json_schema_extra=_INT32,
+        description="times the job runner started it (a run cut short is re-run once)",
     )
     selection: Literal["filter", "pseudonyms", "synthetic"]
-    scenarios: list[str]
-    weeks: int
-    seed: int
-    submitted_at: str = Field(description="UTC, ISO 8601")
-    finished_at: str | None = None
-    patients_total: int | None = Field(default=None, description="twins selected")
-    patients_done: int = 0
-    skipped: dict[str, int] = Field(default_factory=dict, description="twins left out, by reason")
-    seconds: float | None = None
-    result_pages: int = 0
-    aggregate: list[dict[str, Any]] | None = None
-    output: str | None = Field(default=None, description="where the Parquet files are")
-    error: str | None = Field(default=None, description="why it failed (no values)")
+    scenarios: list[ScenarioName] = Field(max_length=MAX_COHORT_SCENARIOS)
+    weeks: Week
+    seed: int = Field(ge=0, lt=2**62, json_schema_extra=_INT64)
+    submitted_at: Instant = Field(description="UTC, ISO 8601")
+    finished_at: Instant | None = None
+    patients_total: Count | None = Field(default=None, description="twins selected")
+    patients_done: Count = 0
+    skipped: dict[str, Count] = Field(default_factory=dict, description="twins left out, by reason")
+    seconds: float | None = Field(default=None, ge=0.0)
+    result_pages: Count = 0
+    aggregate: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=MAX_COHORT_SCENARIOS * MAX_WEEKS,
+        description="one row per (scenario, week)",
+    )
+    output: str | None = Field(
+        default=None, max_length=4096, description="where the Parquet files are"
+    )
+    error: Message | None = Field(default=None, description="why it failed (no values)")
 
 
 class CohortRunPage(BaseModel):
     """Cohort runs, oldest first; pass ``next_after`` as ``after`` for the next page."""
 
-    items: list[CohortRunOut]
-    next_after: str | None
+    items: list[CohortRunOut] = Field(max_length=200)
+    next_after: OpaqueId | None
 
 
 class CohortPatientPage(BaseModel):
     """One page of a run's per-(patient, scenario) rows, by pseudonym; ``next_page`` continues."""
 
-    items: list[dict[str, Any]]
-    page: int
-    next_page: int | None
+    items: list[dict[str, Any]] = Field(max_length=COHORT_PAGE_ROWS)
+    page: int = Field(ge=0, le=999_999, json_schema_extra=_INT32)
+    next_page: Annotated[int, Field(ge=1, le=999_999, json_schema_extra=_INT32)] | None

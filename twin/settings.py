@@ -7,10 +7,10 @@ Precedence: environment (``NOVAMIND_*``) > TOML config file (``NOVAMIND_CONFIG``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -176,6 +176,10 @@ class AuthSettings(BaseModel):
     break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
 
 
+#: A web origin: scheme, host and optional port, no path (RFC 6454's serialisation).
+_ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
+
+
 class ServeSettings(BaseModel):
     """The HTTP API's deployment: where it listens, how it scales, how long its queues are.
 
@@ -198,6 +202,10 @@ class ServeSettings(BaseModel):
             them over nodes for availability); ``None`` leaves placement to Ray.
         serve_haproxy: Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``) instead of the
             Python proxy; measured faster here (``bench/api.py``).
+        cors_origins: Web origins (``https://host[:port]``) whose pages may call the API from a
+            browser (CORS). Empty by default: PHI is read by the organisation's own apps, and a
+            page of any other origin gets no ``Access-Control-Allow-Origin``. Never ``*``;
+            ``http://`` only in the ``local`` environment.
     """
 
     http_host: str = "127.0.0.1"
@@ -214,6 +222,9 @@ class ServeSettings(BaseModel):
     api_max_queued_requests: int = Field(default=256, ge=1, le=100_000)
     api_max_replicas_per_node: int | None = Field(default=None, ge=1, le=100)
     serve_haproxy: bool = True
+    cors_origins: list[
+        Annotated[str, StringConstraints(max_length=255, pattern=_ORIGIN_PATTERN)]
+    ] = Field(default_factory=list, max_length=32)
 
 
 class WorkloadSettings(BaseModel):
@@ -311,6 +322,12 @@ class TwinSettings(
                 raise ValueError(
                     f"environment {self.environment!r} takes tokens from the IdP (jwks_url), "
                     "not a shared HS256 secret"
+                )
+            plain = [origin for origin in self.cors_origins if origin.startswith("http://")]
+            if plain:
+                raise ValueError(
+                    f"environment {self.environment!r} allows only https:// CORS origins "
+                    f"(not {', '.join(plain)})"
                 )
         if self.api_min_replicas > self.api_max_replicas:
             raise ValueError("api_min_replicas exceeds api_max_replicas")

@@ -12,8 +12,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from deployments.api.auth import Principal, Role
+from deployments.api.limiter import Quota
 from deployments.api.services import ApiServices
 from twin import errors
 from twin.domain.audit import AuditRecord
@@ -22,6 +24,8 @@ from twin.domain.patients import is_patient_id
 from twin.service.access import Caller as AppCaller
 
 __all__ = [
+    "INT32",
+    "INT64",
     "Caller",
     "DocumentId",
     "PatientId",
@@ -34,6 +38,9 @@ __all__ = [
     "services",
 ]
 
+#: The integer formats of a query parameter, for OpenAPI clients (JSON Schema has none).
+INT32: dict[str, object] = {"format": "int32"}
+INT64: dict[str, object] = {"format": "int64"}
 #: An opaque patient id in a path (``pt_`` + 32 hex digits when issued by the registry).
 PatientId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 #: A document id in a path.
@@ -48,18 +55,35 @@ def services(request: Request) -> ApiServices:
 
 Services = Annotated[ApiServices, Depends(services)]
 
+#: The security scheme every ``/v1`` operation declares (OpenAPI, the ``Authorize`` button of
+#: ``/docs``). It only reads the header: a missing or malformed one is refused by
+#: :func:`principal`, audited and budgeted like any other failed authentication.
+BEARER = HTTPBearer(
+    scheme_name="bearerAuth",
+    bearerFormat="JWT",
+    description="A JWT (RFC 7519) from the identity provider, sent as `Authorization: Bearer "
+    "<token>`, verified following RFC8725: algorithms pinned (RS256/ES256 from the IdP's JWKS; "
+    "HS256 locally), `exp`, `iat`, `sub`, `iss`, `aud` and `role` required, lifetimes over 12 h "
+    "refused. The token's `role` and `care_team` decide what the caller may do.",
+    auto_error=False,
+)
 
-async def principal(request: Request, svc: Services) -> Principal:
+
+async def principal(
+    request: Request,
+    svc: Services,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> Principal:
     """The authenticated caller, from ``Authorization: Bearer``; counts the caller's budget.
 
     A refused credential is audited too (actor ``anonymous``, action ``authenticate``, the
     addressed patient if any), up to the source's budget of failed authentications per minute;
-    beyond it the attempt is refused with 429 and not audited.
+    beyond it the attempt is refused with 429 and not audited. The budget's state goes out
+    with the answer (``request.state.quota``: the ``RateLimit`` headers).
     """
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    token = credentials.credentials if credentials is not None else ""
     try:
-        if scheme.lower() != "bearer" or not token:
+        if not token:
             raise errors.AuthenticationError("a bearer token is required")
         verify = svc.verifier.verify
         # A JWKS fetch (every few minutes, or for a new kid) must not stall the event loop.
@@ -72,7 +96,11 @@ async def principal(request: Request, svc: Services) -> Principal:
         # Failures are budgeted per source; a valid token is never refused for others' failures.
         # Past the budget the attempt gets 429 and is not audited, which bounds what one source
         # can write to the trail.
-        await svc.limiter.count_failure(_source(request))
+        try:
+            request.state.quota = await svc.limiter.count_failure(_source(request))
+        except errors.RateLimitedError as exc:
+            request.state.quota = Quota(svc.limiter.failures, 0, exc.retry_after_s)
+            raise
         # The path is the client's text: only a well-formed patient id is recorded.
         addressed = request.path_params.get("patient_id")
         await svc.audit.append(
@@ -88,7 +116,11 @@ async def principal(request: Request, svc: Services) -> Principal:
             )
         )
         raise
-    await svc.limiter.check(f"{who.role}:{who.subject}")
+    try:
+        request.state.quota = await svc.limiter.check(f"{who.role}:{who.subject}")
+    except errors.RateLimitedError as exc:
+        request.state.quota = Quota(svc.limiter.requests, 0, exc.retry_after_s)
+        raise
     request.state.role = who.role
     return who
 

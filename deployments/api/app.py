@@ -14,10 +14,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployments.api.errors import install_error_handlers, problem
+from deployments.api.headers import EXPOSED, REQUEST_ID, rate_limit_headers
 from deployments.api.observability import ACCESS_LOG
 from deployments.api.routes import (
     audit,
@@ -31,12 +34,58 @@ from deployments.api.routes import (
     twins,
 )
 from deployments.api.services import ApiServices
+from twin import schemas
 
 __all__ = ["MAX_BODY_BYTES", "ApiServices", "create_app"]
 
 MAX_BODY_BYTES = 1 << 20
 
 ServicesOpener = Callable[[], AbstractAsyncContextManager[ApiServices]]
+
+_DESCRIPTION = """Psychiatric digital twins: observations in, calibrated estimates, forecasts and
+what-if scenarios out.
+
+Every `/v1` operation needs a bearer token (JWT) from the identity provider. Errors are
+`application/problem+json` (RFC 9457). Answers carry `RateLimit` and `RateLimit-Policy`
+(draft-ietf-httpapi-ratelimit-headers); a `429` or `503` carries `Retry-After`. Every field is
+bounded: a value past a bound is refused with `422`, never clipped. The conventions are in the
+project's `docs/api.md`."""
+
+#: One entry per router tag: the operations' groups in the document and on ``/docs``.
+_TAGS = [
+    {"name": name, "description": description}
+    for name, description in (
+        ("patients", "Register, list, read and erase patients; emergency access."),
+        ("observations", "Observations and interventions, each with an idempotency key."),
+        ("twins", "A twin's estimate, its forecasts, and search over the caller's twins."),
+        ("scenarios", "What-if comparisons of one patient's schedules, saved as reports."),
+        ("feed", "A patient's events as Server-Sent Events, replayable."),
+        ("research", "De-identified twin summaries for researchers."),
+        ("audit", "The hash-chained audit trail, for auditors."),
+        ("ingest", "Bulk-ingest jobs (FHIR Bulk Data's asynchronous pattern)."),
+        ("cohorts", "Cohort what-if runs for researchers."),
+        ("health", "Liveness and readiness probes (no token, no rate limit)."),
+    )
+]
+#: Where the API is served: wherever this document was read from. The audience is internal:
+#: clinicians' and services' apps and researchers of the deploying organisation, with tokens
+#: from its identity provider.
+_SERVERS = [
+    {
+        "url": "/",
+        "description": "This deployment (local, staging or production): the origin that "
+        "served this document",
+        "x-internal": True,
+    }
+]
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+#: The probes answer anyone: the orchestrator calls them without a token.
+_OPEN: dict[str, Any] = {"security": [{}]}
 
 
 class BoundedBody:
@@ -88,11 +137,13 @@ def create_app(
     *,
     open_services: ServicesOpener | None = None,
     docs: bool = True,
+    cors_origins: tuple[str, ...] = (),
 ) -> FastAPI:
     """Build the app around its services, given or opened at start-up (exactly one).
 
     ``docs=False`` hides the interactive ``/docs`` page (production; OWASP API8); the OpenAPI
-    document stays at ``/openapi.json`` as the route inventory.
+    document stays at ``/openapi.json`` as the route inventory. ``cors_origins`` are the web
+    origins whose pages may call the API from a browser (none by default).
     """
     if (services is None) == (open_services is None):
         raise ValueError("give exactly one of services or open_services")
@@ -112,8 +163,13 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url=None,
         lifespan=lifespan,
-        description="Psychiatric digital twins: observations in, calibrated estimates, "
-        "forecasts and what-if scenarios out. Errors are application/problem+json.",
+        description=_DESCRIPTION,
+        openapi_tags=_TAGS,
+        servers=_SERVERS,
+        contact={"name": "Novamind platform team"},
+        # Operation ids are the handlers' names (read_patient, twin_state, ...): what a client
+        # generated from the document calls its functions.
+        generate_unique_id_function=_operation_id,
     )
     if services is not None:
         app.state.services = services
@@ -141,21 +197,40 @@ def create_app(
                 "role": getattr(request.state, "role", None),
             },
         )
-        response.headers["X-Request-ID"] = request.state.request_id
+        response.headers[REQUEST_ID] = request.state.request_id
         response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
+        quota = getattr(request.state, "quota", None)
+        if quota is not None:  # the caller (or, for a 401, its address) was counted
+            response.headers.update(rate_limit_headers(quota))
         return response
 
     app.add_middleware(BoundedBody, limit=MAX_BODY_BYTES)
+    if cors_origins:
+        # Bearer tokens, never cookies: no credentials mode. Outermost, so that refusals
+        # (413, 429) reach the allowed page too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=list(EXPOSED),
+            allow_credentials=False,
+            max_age=600,
+        )
 
-    @app.get("/health/liveness", tags=["health"])
-    async def liveness() -> dict[str, str]:
+    @app.get(
+        "/health/liveness", tags=["health"], response_model=schemas.HealthOut, openapi_extra=_OPEN
+    )
+    async def liveness() -> schemas.HealthOut:
         """The process is up."""
-        return {"status": "alive"}
+        return schemas.HealthOut(status="alive")
 
     @app.get(
         "/health/readiness",
         tags=["health"],
-        responses={503: {"description": "a dependency is unavailable"}},
+        response_model=schemas.HealthOut,
+        responses={503: {"description": "a dependency is unavailable", "model": schemas.HealthOut}},
+        openapi_extra=_OPEN,
     )
     async def readiness(request: Request) -> JSONResponse:
         """Every dependency answers (stores, twin hosts)."""

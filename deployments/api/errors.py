@@ -1,7 +1,8 @@
 """The one place errors become HTTP: ``application/problem+json`` (RFC 9457).
 
 Messages carry field names and rules, never values that could be PHI; unexpected exceptions
-become a bare 500 without detail.
+become a bare 500 without detail. :func:`problems` documents the answers an operation can give,
+with their headers (:mod:`deployments.api.headers`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from deployments.api.headers import error_headers
 from twin import errors
-from twin.schemas import Problem
+from twin.schemas import MAX_DETAIL, Problem
 
-__all__ = ["PROBLEMS", "install_error_handlers", "problem"]
+__all__ = ["BODY", "install_error_handlers", "problem", "problems"]
 
 PROBLEM = "application/problem+json"
 _STATUS: tuple[tuple[type[errors.TwinError], int, str], ...] = (
@@ -39,28 +41,52 @@ _STATUS: tuple[tuple[type[errors.TwinError], int, str], ...] = (
 )
 
 
-_PROBLEM_CONTENT: dict[str, Any] = {
-    "model": Problem,
-    "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+_DESCRIPTIONS = {
+    400: "The body could not be read",
+    401: "No valid bearer token (or the client address spent its failed-authentication budget: "
+    "429)",
+    403: "The caller's role or care team may not do this",
+    404: "No such resource (or not visible to the caller)",
+    409: "Conflict with the resource's state (event order, an identifier taken, a job not "
+    "finished)",
+    410: "The patient's data key was destroyed: the patient was erased",
+    413: "Request body too large (1 MiB)",
+    415: "The body is not application/json",
+    422: "Invalid input: which field breaks which rule (never the value sent)",
+    429: "The caller's request budget is spent, or it holds as many jobs or streams as allowed; "
+    "retry after Retry-After seconds",
+    500: "An unexpected error (nothing about it is disclosed)",
+    503: "A store or twin host is unavailable or full, or the service is at capacity; retry "
+    "after Retry-After seconds",
 }
-#: Error answers every ``/v1`` route may give, documented in OpenAPI as problem+json.
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: {**_PROBLEM_CONTENT, "description": description}
-    for status, description in (
-        (400, "Malformed request (a body that is not JSON)"),
-        (401, "No valid bearer token"),
-        (403, "The caller's role may not do this"),
-        (404, "No such resource (or not visible to the caller)"),
-        (409, "Conflict with the resource's state (event order, a job not finished)"),
-        (410, "The patient was erased"),
-        (413, "Request body too large"),
-        (422, "Invalid input"),
-        (429, "Rate limit exceeded (Retry-After)"),
-        (503, "A store is unavailable or full, or the service is at capacity (Retry-After)"),
-    )
-}
+#: What every authenticated operation can answer: its caller, the limits, the service.
+_EVERY = (401, 403, 422, 429, 500, 503)
+#: What an operation that reads a JSON body can answer besides.
+BODY = (400, 413, 415)
 
-_TITLES = {404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request"}
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of the problem answers ``statuses`` (and those every operation gives).
+
+    Each is ``application/problem+json`` with the headers it carries: routers declare the
+    answers all their operations give, operations add their own (``404`` for a resource in the
+    path, :data:`BODY` for a request body, ...).
+    """
+    return {
+        status: {
+            "model": Problem,
+            "description": _DESCRIPTIONS[status],
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "headers": error_headers(status),
+        }
+        for status in sorted({*_EVERY, *statuses})
+    }
+
+
+_TITLES = {
+    400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+    415: "Unsupported Media Type",
+}  # fmt: skip
 
 
 def problem(
@@ -69,7 +95,9 @@ def problem(
     """A problem+json response (``Retry-After`` on 429 and 503)."""
     body: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
     if detail is not None:
-        body["detail"] = detail
+        # The document bounds a detail; a longer message (ten validation errors of long field
+        # paths) is cut, never the answer failed.
+        body["detail"] = detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 1] + "…"
     headers: dict[str, str] = {}
     if status in (429, 503):
         headers["Retry-After"] = str(retry_after_s or 1)

@@ -10,6 +10,9 @@ window (fails *open* to a local budget, security-reliability.md §2.3) and count
 a failure it keeps to the local budget for :data:`SHARED_RETRY_S` before trying Redis again: a
 Redis that hangs rather than refuses would otherwise add its socket timeout (1 s) to every
 request, where now it costs one request per replica and interval.
+
+Every count returns what is left of the budget (:class:`Quota`, from the window's own
+statistics), which the API sends as the ``RateLimit`` and ``RateLimit-Policy`` headers.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, Storage
@@ -25,12 +29,39 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from twin import errors
 
-__all__ = ["SHARED_RETRY_S", "RateLimiter"]
+__all__ = ["SHARED_RETRY_S", "WINDOW_S", "Policy", "Quota", "RateLimiter"]
 
 _LOG = logging.getLogger("novamind.limits")
 
 #: After the shared storage failed, seconds on the local budget before it is tried again.
 SHARED_RETRY_S = 5.0
+#: Seconds of every budget's moving window.
+WINDOW_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A budget: at most ``quota`` counted in any ``window_s`` seconds; ``name`` tells which."""
+
+    name: str
+    quota: int
+    window_s: int = WINDOW_S
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What is left of a budget once a request was counted.
+
+    Attributes:
+        policy: The budget.
+        remaining: Requests it still allows now (0 once spent).
+        reset_s: Seconds until the oldest request in the window leaves it, giving one back
+            (the ``Retry-After`` of a refusal).
+    """
+
+    policy: Policy
+    remaining: int
+    reset_s: int
 
 
 class RateLimiter:
@@ -50,6 +81,8 @@ class RateLimiter:
             metric).
 
     Attributes:
+        requests: The budget of each caller.
+        failures: The budget of failed authentications of each source.
         fallbacks: Requests counted locally because ``storage`` failed, since start.
     """
 
@@ -63,6 +96,8 @@ class RateLimiter:
     ) -> None:
         self._failures = RateLimitItemPerMinute(failures_per_minute)
         self._item = RateLimitItemPerMinute(per_minute)
+        self.requests = Policy("requests", per_minute)
+        self.failures = Policy("auth-failures", failures_per_minute)
         self._shared = MovingWindowRateLimiter(storage) if storage is not None else None
         self._local = MovingWindowRateLimiter(MemoryStorage())
         self._on_fallback = on_fallback
@@ -73,11 +108,18 @@ class RateLimiter:
         self.fallbacks = 0
 
     async def _hit(
-        self, limiter: MovingWindowRateLimiter, item: RateLimitItemPerMinute, key: str
-    ) -> None:
-        if not await limiter.hit(item, "novamind", key):
-            stats = await limiter.get_window_stats(item, "novamind", key)
-            raise errors.RateLimitedError(max(1, math.ceil(stats.reset_time - time.time())))
+        self,
+        limiter: MovingWindowRateLimiter,
+        item: RateLimitItemPerMinute,
+        key: str,
+        policy: Policy,
+    ) -> Quota:
+        allowed = await limiter.hit(item, "novamind", key)
+        stats = await limiter.get_window_stats(item, "novamind", key)
+        reset_s = min(max(0, math.ceil(stats.reset_time - time.time())), policy.window_s)
+        if not allowed:
+            raise errors.RateLimitedError(max(1, reset_s))
+        return Quota(policy, max(0, stats.remaining), reset_s)
 
     def _try_shared(self) -> bool:
         """Whether this request goes to the shared storage.
@@ -93,14 +135,14 @@ class RateLimiter:
         self._probing = True
         return True
 
-    async def _apply(self, item: RateLimitItemPerMinute, key: str) -> None:
+    async def _apply(self, item: RateLimitItemPerMinute, key: str, policy: Policy) -> Quota:
         if self._shared is not None:
             probe = bool(self._shared_retry_at)  # a request after a failure probes
             if self._try_shared():
                 try:
-                    await self._hit(self._shared, item, key)
+                    quota = await self._hit(self._shared, item, key, policy)
                     self._shared_retry_at = 0.0
-                    return
+                    return quota
                 except errors.RateLimitedError:
                     self._shared_retry_at = 0.0  # the storage answered
                     raise
@@ -117,20 +159,20 @@ class RateLimiter:
             self.fallbacks += 1
             if self._on_fallback is not None:
                 self._on_fallback()
-        await self._hit(self._local, item, key)
+        return await self._hit(self._local, item, key, policy)
 
-    async def check(self, caller: str) -> None:
-        """Count one request of ``caller``.
+    async def check(self, caller: str) -> Quota:
+        """Count one request of ``caller``; returns what is left of its budget.
 
         Raises:
             RateLimitedError: The caller's budget is spent (with the seconds to wait).
         """
-        await self._apply(self._item, caller)
+        return await self._apply(self._item, caller, self.requests)
 
-    async def count_failure(self, source: str) -> None:
-        """Count one failed authentication of ``source``.
+    async def count_failure(self, source: str) -> Quota:
+        """Count one failed authentication of ``source``; returns what is left of its budget.
 
         Raises:
             RateLimitedError: This failure spent the source's budget.
         """
-        await self._apply(self._failures, f"auth-failure:{source}")
+        return await self._apply(self._failures, f"auth-failure:{source}", self.failures)

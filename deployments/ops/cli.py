@@ -201,6 +201,29 @@ def audit_verify(
 
 
 @app.command()
+def openapi(
+    out: Annotated[Path | None, typer.Option(help="Write it here instead of to stdout.")] = None,
+) -> None:
+    """The HTTP API's OpenAPI document (what ``/openapi.json`` serves), for client generators.
+
+    Nothing is started or opened: the document is built from the routes alone.
+    """
+    import json
+
+    from deployments.api.app import create_app
+
+    def unopened() -> Any:
+        raise RuntimeError("the document is built without services")
+
+    document = json.dumps(create_app(open_services=unopened).openapi(), indent=2) + "\n"
+    if out is None:
+        typer.echo(document, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(document)
+
+
+@app.command()
 def migrate() -> None:
     """Apply the schema migrations and exit."""
     from deployments.ops.migrate import main

@@ -23,6 +23,7 @@ __all__ = [
     "INTERVENTION_TYPES",
     "MAX_DAY",
     "MAX_EVENT_GAP_DAYS",
+    "MAX_SEQ",
     "OBSERVATION_TYPES",
     "CareSetting",
     "CareStatus",
@@ -48,6 +49,8 @@ MAX_DAY = 36_525.0
 #: The most days one event may lie after the patient's latest event (10 years): a twin advances
 #: through every day between, and a later date is a wrong origin or a typing error, not care.
 MAX_EVENT_GAP_DAYS = 3_653.0
+#: Largest event or audit sequence number (SQLite and PostgreSQL store 64-bit integers).
+MAX_SEQ = 2**62
 
 
 def _integer(field: str, value: object, lo: int, hi: int) -> int:

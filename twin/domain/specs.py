@@ -13,7 +13,7 @@ cohort's days count from the cohort's start.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -76,14 +76,17 @@ DrugName = Annotated[
 #: Drugs a patient takes at once: the current and the previous one, for cross-tapers (the
 #: model's drug slots).
 MAX_DRUGS_AT_ONCE = 2
+#: The integer formats OpenAPI clients size their fields by (JSON Schema has none of its own).
+_INT32: dict[str, Any] = {"format": "int32"}
+_INT64: dict[str, Any] = {"format": "int64"}
 #: The longest cohort a spec may describe, days (ten years).
 MAX_COHORT_DAYS = 3650
 #: A day of a cohort's schedule, days since cohort start.
-CohortDay = Annotated[int, Field(ge=0, le=MAX_COHORT_DAYS)]
+CohortDay = Annotated[int, Field(ge=0, le=MAX_COHORT_DAYS, json_schema_extra=_INT32)]
 #: The longest what-if horizon, days (26 weeks).
 MAX_HORIZON_DAYS = 26 * 7
 #: A day offset of a scenario's schedule (0 = the forecast's first day).
-HorizonDay = Annotated[int, Field(ge=0, le=MAX_HORIZON_DAYS)]
+HorizonDay = Annotated[int, Field(ge=0, le=MAX_HORIZON_DAYS, json_schema_extra=_INT32)]
 
 #: The episode duration assumed for a patient seen in a clinic when nothing says otherwise,
 #: weeks: STAR*D's 2,851 outpatients had been in their episode for a median of just over six
@@ -138,14 +141,12 @@ class CohortSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    n_patients: int = Field(ge=1, le=2_000_000)
-    days: int = Field(ge=0, le=MAX_COHORT_DAYS)
-    seed: int = Field(default=0, ge=0, lt=2**63)
-    screen_phq9_min: int | None = Field(default=None, ge=0, le=27)
-    screen_hamd17_min: int | None = Field(
+    n_patients: int = Field(ge=1, le=2_000_000, json_schema_extra=_INT32)
+    days: CohortDay
+    seed: int = Field(default=0, ge=0, lt=2**63, json_schema_extra=_INT64)
+    screen_phq9_min: Annotated[int, Field(ge=0, le=27, json_schema_extra=_INT32)] | None = None
+    screen_hamd17_min: Annotated[int, Field(ge=0, le=52, json_schema_extra=_INT32)] | None = Field(
         default=None,
-        ge=0,
-        le=52,
         description="enrol only patients rated at least this on the "
         "17-item HAM-D at baseline (the clinician-rated screen of most drug trials)",
     )
@@ -166,7 +167,7 @@ class CohortSpec(BaseModel):
     therapy_session_days: list[CohortDay] = Field(
         default_factory=list, max_length=MAX_COHORT_DAYS + 1
     )
-    observe_every_days: int = Field(default=7, ge=1, le=MAX_COHORT_DAYS)
+    observe_every_days: int = Field(default=7, ge=1, le=MAX_COHORT_DAYS, json_schema_extra=_INT32)
     # Insomnia treatment and the sleep window: the sleep channel's inputs (docs/model.md).
     cbti_session_days: list[CohortDay] = Field(default_factory=list, max_length=MAX_COHORT_DAYS + 1)
     sleep_hours: float = Field(default=8.0, ge=0.0, le=16.0, allow_inf_nan=False)
@@ -222,7 +223,7 @@ class ScenarioDose(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    day: int = Field(ge=0, le=MAX_HORIZON_DAYS)
+    day: HorizonDay
     drug: DrugName
     mg_per_day: float = Field(ge=0.0, le=1000.0, allow_inf_nan=False)
 

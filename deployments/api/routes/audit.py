@@ -7,14 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from deployments.api.access import Caller, Services, require_role
-from deployments.api.errors import PROBLEMS
+from deployments.api.access import INT32, INT64, Caller, Services, require_role
+from deployments.api.errors import problems
+from deployments.api.headers import V1Route
 from twin import schemas
 from twin.audit_log import all_audit_entries
 from twin.domain.audit import verify_chain
 from twin.event_log import MAX_SEQ
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=PROBLEMS)
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=problems(), route_class=V1Route)
 
 
 @router.get("", response_model=schemas.AuditPage)
@@ -22,8 +23,8 @@ async def read_audit(
     who: Caller,
     svc: Services,
     request: Request,
-    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, json_schema_extra=INT64)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, json_schema_extra=INT32)] = 100,
 ) -> schemas.AuditPage:
     """Entries after sequence ``after`` (auditors)."""
     await require_role(svc, request, who, "audit.read", ("auditor",))

@@ -26,10 +26,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import WithJsonSchema
 
-from deployments.api.access import Caller, PatientId, Services, grant_ends_at, patient_access
+from deployments.api.access import INT64, Caller, PatientId, Services, grant_ends_at, patient_access
 from deployments.api.auth import Principal
-from deployments.api.errors import PROBLEMS
+from deployments.api.errors import problems
+from deployments.api.headers import V1Route
 from deployments.api.services import ApiServices
 from twin import errors
 from twin.domain import codec
@@ -37,9 +39,12 @@ from twin.event_log import MAX_SEQ
 
 _LOG = logging.getLogger("novamind.feed")
 
-router = APIRouter(tags=["feed"], responses=PROBLEMS)
+router = APIRouter(tags=["feed"], responses=problems(), route_class=V1Route)
 
 KEEPALIVE_S = 15.0
+#: ``Last-Event-ID`` in the document: a string, as SSE defines it (a cursor in this patient's
+#: stream, not an object's id), and optional rather than nullable.
+_EVENT_ID = WithJsonSchema({"type": "string", "maxLength": 20, "pattern": r"^[0-9]{1,20}$"})
 #: Events read from the log per query (a long backlog is sent page by page).
 FEED_PAGE = 500
 
@@ -121,21 +126,26 @@ async def _stream(
 @router.get(
     "/v1/patients/{patient_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "SSE stream"},
+        **problems(404, 410),
+    },
 )
 async def event_feed(
     patient_id: PatientId,
     who: Caller,
     svc: Services,
     request: Request,
-    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, json_schema_extra=INT64)] = 0,
     follow: bool = False,
     max_s: Annotated[float, Query(gt=0, le=3600)] = 300.0,
-    last_event_id: Annotated[str | None, Header(max_length=20, pattern=r"^[0-9]{1,20}$")] = None,
+    last_event_id: Annotated[
+        str | None, _EVENT_ID, Header(max_length=20, pattern=r"^[0-9]{1,20}$")
+    ] = None,
 ) -> StreamingResponse:
     """A patient's events after ``Last-Event-ID`` (or ``after``) as ``text/event-stream``."""
     await patient_access(svc, request, who, "events.read", patient_id, ("clinician", "admin"))
-    start = after or 0
+    start = after
     if last_event_id is not None:
         if int(last_event_id) > MAX_SEQ:
             raise errors.ObservationRangeError("Last-Event-ID", "<invalid>", "an event sequence")

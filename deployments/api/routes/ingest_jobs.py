@@ -17,11 +17,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from deployments.api.access import Caller, DocumentId, Services, caller
-from deployments.api.errors import PROBLEMS
+from deployments.api.access import INT32, Caller, DocumentId, Services, caller
+from deployments.api.errors import BODY, problems
+from deployments.api.headers import V1Route
 from twin import schemas
 
-router = APIRouter(prefix="/v1/ingest/jobs", tags=["ingest"], responses=PROBLEMS)
+router = APIRouter(
+    prefix="/v1/ingest/jobs", tags=["ingest"], responses=problems(), route_class=V1Route
+)
 #: Seconds a poller waits before asking again while a job runs.
 POLL_AFTER_S = 5
 _IN_PROGRESS = {
@@ -29,9 +32,37 @@ _IN_PROGRESS = {
         "model": schemas.IngestJobOut,
         "description": "queued or running; poll again after Retry-After seconds",
         "headers": {
-            "Retry-After": {"schema": {"type": "integer"}, "description": "seconds"},
-            "X-Progress": {"schema": {"type": "string"}, "description": "status and records"},
+            "Retry-After": {
+                "required": True,
+                "description": "seconds to wait before polling again",
+                "schema": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 3600},
+            },
+            "X-Progress": {
+                "required": True,
+                "description": "the status and, once the sources are read, the records done",
+                "schema": {
+                    "type": "string",
+                    "maxLength": 64,
+                    "pattern": "^(queued|running)(: [0-9]{1,16} of [0-9]{1,16} records)?$",
+                },
+            },
         },
+    }
+}
+#: The job's status URL (a relative reference) on a kick-off's answer.
+_STATUS_URL = {
+    202: {
+        "headers": {
+            "Content-Location": {
+                "required": True,
+                "description": "the job's status URL, to poll",
+                "schema": {
+                    "type": "string",
+                    "maxLength": 128,
+                    "pattern": "^/v1/ingest/jobs/[A-Za-z0-9_-]{1,64}/status$",
+                },
+            }
+        }
     }
 }
 
@@ -49,14 +80,14 @@ async def list_jobs(
     svc: Services,
     request: Request,
     after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: Annotated[int, Query(ge=1, le=200, json_schema_extra=INT32)] = 50,
 ) -> schemas.IngestJobPage:
     """Jobs, oldest first (admins, services, researchers)."""
     items, next_after = await svc.app.ingest_jobs(caller(request, who), after=after, limit=limit)
     return schemas.IngestJobPage(items=items, next_after=next_after)
 
 
-@router.get("/{job_id}", response_model=schemas.IngestJobOut)
+@router.get("/{job_id}", response_model=schemas.IngestJobOut, responses=problems(404))
 async def read_job(
     job_id: DocumentId, who: Caller, svc: Services, request: Request
 ) -> schemas.IngestJobOut:
@@ -64,7 +95,11 @@ async def read_job(
     return await svc.app.ingest_job(caller(request, who), job_id)
 
 
-@router.get("/{job_id}/status", response_model=schemas.IngestJobOut, responses=_IN_PROGRESS)
+@router.get(
+    "/{job_id}/status",
+    response_model=schemas.IngestJobOut,
+    responses={**_IN_PROGRESS, **problems(404)},
+)
 async def job_status(
     job_id: DocumentId, who: Caller, svc: Services, request: Request, response: Response
 ) -> schemas.IngestJobOut:
@@ -77,7 +112,12 @@ async def job_status(
     return job
 
 
-@router.delete("/{job_id}/status", status_code=202, response_model=schemas.IngestJobOut)
+@router.delete(
+    "/{job_id}/status",
+    status_code=202,
+    response_model=schemas.IngestJobOut,
+    responses=problems(404),
+)
 async def delete_job_status(
     job_id: DocumentId, who: Caller, svc: Services, request: Request
 ) -> schemas.IngestJobOut:
@@ -89,9 +129,8 @@ async def delete_job_status(
     "",
     status_code=202,
     response_model=schemas.IngestJobOut,
-    responses={202: {"headers": {"Content-Location": {"schema": {"type": "string"},
-                                                      "description": "the job's status URL"}}}},
-)  # fmt: skip
+    responses={**_STATUS_URL, **problems(*BODY)},
+)
 async def submit_job(
     body: schemas.IngestJobIn, who: Caller, svc: Services, request: Request, response: Response
 ) -> schemas.IngestJobOut:
@@ -107,7 +146,12 @@ async def submit_job(
     return job
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=schemas.IngestJobOut)
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=schemas.IngestJobOut,
+    responses=problems(404),
+)
 async def cancel_job(
     job_id: DocumentId, who: Caller, svc: Services, request: Request
 ) -> schemas.IngestJobOut:

@@ -10,14 +10,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from deployments.api.access import Caller, PatientId, Services, caller
-from deployments.api.errors import PROBLEMS
+from deployments.api.errors import BODY, problems
+from deployments.api.headers import V1Route
 from twin import schemas
 from twin.service.application import EventKind
 
-router = APIRouter(prefix="/v1/patients/{patient_id}", tags=["observations"], responses=PROBLEMS)
+router = APIRouter(
+    prefix="/v1/patients/{patient_id}",
+    tags=["observations"],
+    responses=problems(),
+    route_class=V1Route,
+)
 
 
-def _ingest_route(kind: EventKind, summary: str) -> None:
+def _ingest_route(kind: EventKind, summary: str, description: str) -> None:
     """Mount ``POST /v1/patients/{patient_id}/<kind>``."""
 
     async def ingest(
@@ -53,11 +59,25 @@ def _ingest_route(kind: EventKind, summary: str) -> None:
         response_model=schemas.IngestOut,
         name=f"ingest_{kind}",
         summary=summary,
+        description=description,
+        responses=problems(*BODY, 404, 409, 410),
     )
 
 
-_ingest_route("observations", "Observations in time order (codec payloads or LOINC-coded values)")
+_ACK = (
+    " Each event carries an idempotency key: sent again, it is acknowledged as a duplicate and "
+    "stored once. The answer comes once every event is durably stored, with the alerts they "
+    "raised."
+)
+_ingest_route(
+    "observations",
+    "Observations in time order (codec payloads or LOINC-coded values)",
+    "Questionnaires (PHQ-9, GAD-7, ...), EMA and wearable values, as event-codec payloads or "
+    "LOINC-coded values." + _ACK,
+)
 _ingest_route(
     "interventions",
     "Medication start/stop/dose change, doses taken or missed, therapy sessions, care",
+    "Medication starts, stops and dose changes, doses taken or missed, therapy sessions and "
+    "care status, as event-codec payloads." + _ACK,
 )

@@ -11,16 +11,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from deployments.api.access import Caller, DocumentId, PatientId, Services, caller
-from deployments.api.errors import PROBLEMS
+from deployments.api.access import INT32, Caller, DocumentId, PatientId, Services, caller
+from deployments.api.errors import BODY, problems
+from deployments.api.headers import V1Route
 from twin import schemas
 
 router = APIRouter(
-    prefix="/v1/patients/{patient_id}/scenarios", tags=["scenarios"], responses=PROBLEMS
+    prefix="/v1/patients/{patient_id}/scenarios",
+    tags=["scenarios"],
+    responses=problems(),
+    route_class=V1Route,
 )
 
 
-@router.post("", status_code=201, response_model=schemas.ScenarioReportOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=schemas.ScenarioReportOut,
+    responses=problems(*BODY, 404, 410),
+)
 async def compare_scenarios(
     patient_id: PatientId,
     body: schemas.ScenarioReportIn,
@@ -32,14 +41,14 @@ async def compare_scenarios(
     return await svc.app.compare_scenarios(caller(request, who), patient_id, body)
 
 
-@router.get("", response_model=schemas.ScenarioReportPage)
+@router.get("", response_model=schemas.ScenarioReportPage, responses=problems(404, 410))
 async def list_scenarios(
     patient_id: PatientId,
     who: Caller,
     svc: Services,
     request: Request,
     after: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[int, Query(ge=1, le=100, json_schema_extra=INT32)] = 20,
 ) -> schemas.ScenarioReportPage:
     """The patient's saved reports (ids, titles, times)."""
     reports, next_after = await svc.app.list_reports(
@@ -54,7 +63,7 @@ async def list_scenarios(
     )
 
 
-@router.get("/{report_id}", response_model=schemas.ScenarioReportOut)
+@router.get("/{report_id}", response_model=schemas.ScenarioReportOut, responses=problems(404, 410))
 async def read_scenario(
     patient_id: PatientId, report_id: DocumentId, who: Caller, svc: Services, request: Request
 ) -> schemas.ScenarioReportOut:

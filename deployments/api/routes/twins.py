@@ -7,16 +7,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from deployments.api.access import Caller, PatientId, Services, caller
-from deployments.api.errors import PROBLEMS
+from deployments.api.access import INT32, Caller, PatientId, Services, caller
+from deployments.api.errors import BODY, problems
+from deployments.api.headers import V1Route
 from twin import schemas
 from twin.service.application import TwinQuery
 from twin.service.caseload import CaseloadQuery
 
-router = APIRouter(tags=["twins"], responses=PROBLEMS)
+router = APIRouter(tags=["twins"], responses=problems(), route_class=V1Route)
 
 
-@router.get("/v1/patients/{patient_id}/twin", response_model=schemas.TwinOut)
+@router.get(
+    "/v1/patients/{patient_id}/twin", response_model=schemas.TwinOut, responses=problems(404, 410)
+)
 async def twin_state(
     patient_id: PatientId, who: Caller, svc: Services, request: Request
 ) -> schemas.TwinOut:
@@ -24,7 +27,11 @@ async def twin_state(
     return await svc.app.read_twin(caller(request, who), patient_id)
 
 
-@router.post("/v1/patients/{patient_id}/forecast", response_model=schemas.ForecastOut)
+@router.post(
+    "/v1/patients/{patient_id}/forecast",
+    response_model=schemas.ForecastOut,
+    responses=problems(*BODY, 404, 410),
+)
 async def forecast(
     patient_id: PatientId,
     who: Caller,
@@ -49,7 +56,7 @@ async def search_twins(
     min_p_severe: Annotated[
         float | None, Query(ge=0.0, le=1.0, description="risk: P(severity >= 15)")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: Annotated[int, Query(ge=1, le=500, json_schema_extra=INT32)] = 100,
 ) -> schemas.TwinPage:
     """Twins by severity, risk, alert flag and last update, most severe first (my patients)."""
     query = TwinQuery(min_severity, alert, updated_since, min_p_severe, limit)

@@ -1,0 +1,211 @@
+"""The headers the API's answers carry, sent and documented in one place.
+
+- ``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers-10): the
+  budget an answer was counted against and what is left of it, from the limiter's moving
+  window (:class:`deployments.api.limiter.Quota`). Every ``/v1`` success carries them (the
+  caller was authenticated and counted); a ``401`` carries the source's budget of failed
+  authentications; an error found before the caller is known (a body too large, not JSON)
+  carries none, so on errors they are documented as optional.
+- ``Retry-After`` (seconds) on every ``429`` and ``503``; ``WWW-Authenticate: Bearer`` on every
+  ``401`` (:func:`deployments.api.errors.problem`).
+- ``X-Request-ID``: the request's id in the audit trail and the access log.
+- ``Access-Control-Allow-Origin``: only for a browser origin on the allow-list
+  (``NOVAMIND_CORS_ORIGINS``, empty by default: no cross-origin browser access).
+
+:class:`V1Route` documents the success headers on every ``/v1`` operation (the problem answers
+get theirs from :func:`deployments.api.errors.problems`) and refuses a request body that is
+not JSON with ``415``.
+"""
+
+from __future__ import annotations
+
+import email.message
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deployments.api.limiter import Quota
+
+__all__ = [
+    "ALLOW_ORIGIN",
+    "EXPOSED",
+    "RATE_LIMIT",
+    "RATE_LIMIT_POLICY",
+    "REQUEST_ID",
+    "RETRY_AFTER",
+    "V1Route",
+    "error_headers",
+    "rate_limit_headers",
+    "success_headers",
+]
+
+RATE_LIMIT = "RateLimit"
+RATE_LIMIT_POLICY = "RateLimit-Policy"
+RETRY_AFTER = "Retry-After"
+REQUEST_ID = "X-Request-ID"
+ALLOW_ORIGIN = "Access-Control-Allow-Origin"
+#: Headers a browser app on an allowed origin may read (CORS hides the rest).
+EXPOSED = (
+    RATE_LIMIT, RATE_LIMIT_POLICY, RETRY_AFTER, REQUEST_ID, "WWW-Authenticate",
+    "Content-Location", "X-Progress",
+)  # fmt: skip
+#: The longest Retry-After the service sends, seconds (rate limits reset within a minute).
+MAX_RETRY_AFTER_S = 3600
+
+
+def rate_limit_headers(quota: Quota) -> dict[str, str]:
+    """The ``RateLimit-Policy`` and ``RateLimit`` fields of ``quota`` (structured fields)."""
+    policy = quota.policy
+    return {
+        RATE_LIMIT_POLICY: f'"{policy.name}";q={policy.quota};w={policy.window_s}',
+        RATE_LIMIT: f'"{policy.name}";r={quota.remaining};t={quota.reset_s}',
+    }
+
+
+def _header(description: str, schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema}
+
+
+_POLICY_NAME = r'"[a-z-]{1,32}"'
+
+
+def _rate_limit_docs(*, required: bool) -> dict[str, dict[str, Any]]:
+    when = "" if required else " Sent once the caller (for a 401: its address) was counted."
+    return {
+        RATE_LIMIT_POLICY: _header(
+            "The budget this request was counted against: its name, `q` requests in any `w` "
+            "seconds (`requests`: per caller; `auth-failures`: failed authentications per "
+            "client address)." + when,
+            {
+                "type": "string",
+                "maxLength": 64,
+                "pattern": f"^{_POLICY_NAME};q=[0-9]{{1,9}};w=[0-9]{{1,5}}$",
+                "example": '"requests";q=600;w=60',
+            },
+            required=required,
+        ),
+        RATE_LIMIT: _header(
+            "What is left of that budget: `r` requests now, and `t` seconds until the oldest "
+            "request in the window leaves it." + when,
+            {
+                "type": "string",
+                "maxLength": 64,
+                "pattern": f"^{_POLICY_NAME};r=[0-9]{{1,9}};t=[0-9]{{1,5}}$",
+                "example": '"requests";r=599;t=60',
+            },
+            required=required,
+        ),
+    }
+
+
+_REQUEST_ID_SCHEMA = {
+    "type": "string",
+    "minLength": 32,
+    "maxLength": 32,
+    "pattern": "^[0-9a-f]{32}$",
+}
+_ALLOW_ORIGIN_DOC = _header(
+    "Sent only to a browser whose `Origin` is on the deployment's allow-list "
+    "(`NOVAMIND_CORS_ORIGINS`; empty by default, so no web page of another origin can read "
+    "an answer). Never `*`.",
+    {"type": "string", "maxLength": 255, "pattern": r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"},
+    required=False,
+)
+_RETRY_AFTER_DOC = _header(
+    "Seconds to wait before trying again.",
+    {"type": "integer", "format": "int32", "minimum": 1, "maximum": MAX_RETRY_AFTER_S},
+    required=True,
+)
+_WWW_AUTHENTICATE_DOC = _header(
+    "The scheme to authenticate with (RFC 6750).",
+    {"type": "string", "enum": ["Bearer"]},
+    required=True,
+)
+
+
+def success_headers() -> dict[str, dict[str, Any]]:
+    """The headers every ``/v1`` success carries, as OpenAPI header objects."""
+    return {
+        **_rate_limit_docs(required=True),
+        REQUEST_ID: _header(
+            "The request's id in the audit trail and the access log.",
+            _REQUEST_ID_SCHEMA,
+            required=True,
+        ),
+        ALLOW_ORIGIN: _ALLOW_ORIGIN_DOC,
+    }
+
+
+def error_headers(status: int) -> dict[str, dict[str, Any]]:
+    """The headers a problem answer of ``status`` carries, as OpenAPI header objects."""
+    headers: dict[str, dict[str, Any]] = {}
+    if status < 500:
+        headers.update(_rate_limit_docs(required=False))
+    if status in (429, 503):
+        headers[RETRY_AFTER] = _RETRY_AFTER_DOC
+    if status == 401:
+        headers["WWW-Authenticate"] = _WWW_AUTHENTICATE_DOC
+    if status != 500:  # a 500 is written outside the middleware that adds the id
+        headers[REQUEST_ID] = _header(
+            "The request's id in the audit trail and the access log.",
+            _REQUEST_ID_SCHEMA,
+            required=False,
+        )
+    headers[ALLOW_ORIGIN] = _ALLOW_ORIGIN_DOC
+    return headers
+
+
+def _is_json(content_type: str) -> bool:
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+class V1Route(APIRoute):
+    """A ``/v1`` operation: its successes document the headers they carry; its body is JSON.
+
+    A body sent with another media type is refused with ``415`` (FastAPI itself would parse it
+    as JSON-less bytes and answer ``422``); one sent without a ``Content-Type`` is read as
+    JSON, as FastAPI does.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        responses: dict[int | str, dict[str, Any]] | None = None,
+        status_code: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        documented = dict(responses or {})
+        successes = {status_code or 200} | {
+            int(code) for code in documented if str(code).startswith("2")
+        }
+        for code in successes:
+            key: int | str = str(code) if str(code) in documented else code
+            answer = dict(documented.get(key, {}))
+            answer["headers"] = {**success_headers(), **answer.get("headers", {})}
+            documented[key] = answer
+        super().__init__(path, endpoint, responses=documented, status_code=status_code, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The handler, behind a check that a body sent is JSON."""
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def json_only(request: Request) -> Response:
+            content_type = request.headers.get("content-type")
+            if content_type and not _is_json(content_type):
+                raise HTTPException(415, "the body must be application/json")
+            return await handler(request)
+
+        return json_only
