@@ -528,29 +528,32 @@ CaseloadSort = Literal[
 class TwinSummaryOut(BaseModel):
     """A twin's latest estimate as the caseload shows it (``updated_at`` in Unix seconds).
 
-    ``severity_*`` are latent PHQ-9 points (0..27); ``p_severe`` = P(severity >= 15).
+    ``severity_*`` are latent PHQ-9 points; ``p_severe`` = P(severity >= 15).
     """
 
-    last_seq: int = Field(ge=0, le=2**53)
-    day: int = Field(ge=0, le=int(MAX_DAY), description="the twin's day (since enrolment)")
-    severity_mean: float = Field(ge=0.0, le=27.0)
-    severity_sd: float = Field(ge=0.0, le=27.0)
-    p_episode: float = Field(ge=0.0, le=1.0)
-    p_severe: float = Field(ge=0.0, le=1.0)
-    alert_flags: list[Annotated[str, StringConstraints(max_length=64)]] = Field(max_length=32)
-    updated_at: float = Field(ge=0.0, le=1e10)
+    last_seq: Seq
+    day: Day = Field(description="the twin's day (days since enrolment)")
+    severity_mean: float
+    severity_sd: float = Field(ge=0.0)
+    p_episode: Probability
+    p_severe: Probability
+    alert_flags: list[AlertRule] = Field(max_length=ALERT_RULES_BOUND)
+    updated_at: float = Field(ge=0.0, le=1e10, description="Unix seconds")
 
 
 class CaseloadItem(BaseModel):
     """A patient of the caller's care teams with their twin's summary (``None``: no events yet)."""
 
-    patient_id: str = Field(max_length=64)
-    care_team: str = Field(max_length=64)
+    patient_id: OpaqueId
+    care_team: CareTeam
     name: str = Field(max_length=200)
-    birth_date: str = Field(max_length=10)
+    birth_date: str = Field(
+        min_length=10, max_length=10, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+        description="YYYY-MM-DD",
+    )  # fmt: skip
     mrn: str = Field(max_length=64)
-    enrolled_at: str | None = Field(
-        default=None, max_length=64, description="day 0 of the patient's time axis (ISO 8601)"
+    enrolled_at: Instant | None = Field(
+        default=None, description="day 0 of the patient's time axis (ISO 8601 with offset)"
     )
     twin: TwinSummaryOut | None
 
@@ -559,7 +562,10 @@ class CaseloadPage(BaseModel):
     """A page of the caseload; pass ``next_after`` as ``after`` (same ``sort``) for the next."""
 
     items: list[CaseloadItem] = Field(max_length=200)
-    next_after: str | None = Field(max_length=256)
+    next_after: (
+        Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$")]
+        | None
+    ) = Field(description="an opaque cursor; null on the last page")
 
 
 class ResearchTwinOut(BaseModel):

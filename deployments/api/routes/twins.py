@@ -88,7 +88,7 @@ async def caseload(
         str | None,
         Query(max_length=256, pattern=r"^[A-Za-z0-9_-]+$", description="`next_after` of a page"),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: Annotated[int, Query(ge=1, le=200, json_schema_extra=INT32)] = 50,
 ) -> schemas.CaseloadPage:
     """My patients with their twins' latest estimates, filtered, sorted and paged.
 
