@@ -32,8 +32,16 @@ def rendezvous(patient_id: str, hosts: list[str]) -> str:
     return max(hosts, key=score)
 
 
+_SHARED, _DEDICATED = "twinhost-", "twin-"
+
+
 def _dedicated_name(patient_id: str) -> str:
-    return "twin-" + hashlib.blake2b(patient_id.encode(), digest_size=12).hexdigest()
+    return _DEDICATED + hashlib.blake2b(patient_id.encode(), digest_size=12).hexdigest()
+
+
+def _is_host(name: str) -> bool:
+    """Whether a named actor is a twin host (shared or dedicated)."""
+    return name.startswith((_SHARED, _DEDICATED))
 
 
 class RayTwinDirectory:
@@ -55,7 +63,7 @@ class RayTwinDirectory:
         self._settings = settings
         self._open_ports = open_ports
         self._host_settings = host_settings
-        self._names = [f"twinhost-{i}" for i in range(settings.hosts)]
+        self._names = [f"{_SHARED}{i}" for i in range(settings.hosts)]
         self._handles: dict[str, Any] = {}
         self._dedicated: set[str] = set()
 
@@ -104,3 +112,20 @@ class RayTwinDirectory:
     def hosts(self) -> dict[str, Any]:
         """Every host this directory has started, by name."""
         return dict(self._handles)
+
+    def running_hosts(self) -> dict[str, Any]:
+        """Every host of the namespace that Ray still lists, shared or dedicated, by name.
+
+        Found by name, without creating any: a process other than the replicas that started
+        them (the platform's driver, before it stops) reaches them all here.
+        """
+        found: dict[str, Any] = {}
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            name, namespace = actor["name"], actor["namespace"]
+            if namespace != self._settings.ray_namespace or not _is_host(name):
+                continue
+            try:
+                found[name] = ray.get_actor(name, namespace=namespace)
+            except ValueError:  # gone since it was listed
+                continue
+        return found

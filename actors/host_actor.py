@@ -81,6 +81,12 @@ class TwinHostActor:
         """Passivate idle twins."""
         return await (await self._ready()).passivate_idle()
 
+    async def checkpoint_active(self) -> int:
+        """Checkpoint the twins ahead of their checkpoints (before a stop); returns how many."""
+        if self._host is None:  # never used: no twin to checkpoint, no store worth opening
+            return 0
+        return await self._host.checkpoint_active()
+
     async def stats(self) -> dict[str, int]:
         """Counters and the number of active twins."""
         host = await self._ready()

@@ -102,6 +102,10 @@ class RaySettings(BaseModel):
             left running on the machine, whatever ``RAY_ADDRESS`` says); ``auto`` joins the
             machine's cluster (inside a KubeRay pod); ``host:port`` or ``ray://host:port`` that
             one.
+        stop_checkpoint_s: Seconds ``novamind up``, when it stops, gives the twin hosts to
+            checkpoint the twins that are ahead of their checkpoints (best effort: a twin left
+            without one is rebuilt from its previous checkpoint and the event log). At most
+            5, so that the whole stop stays within 10 s.
     """
 
     hosts: int = Field(default=2, ge=1, le=1024, description="TwinHost actors")
@@ -112,6 +116,7 @@ class RaySettings(BaseModel):
         pattern=r"^(local|auto|(ray://)?[A-Za-z0-9.\-]+:[0-9]{1,5})$",
         description="local (a new cluster), auto, or host:port",
     )
+    stop_checkpoint_s: float = Field(default=3.0, ge=0, le=5)
 
 
 class StoreSettings(BaseModel):

@@ -28,13 +28,16 @@ import threading
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from deployments.api.auth import ROLES, Role
 from twin.settings import TwinSettings
+
+if TYPE_CHECKING:
+    from deployments.ops.platform import Platform
 
 app = typer.Typer(help="Novamind: psychiatric digital twins on Ray.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
@@ -117,20 +120,119 @@ def _role(value: str) -> Role:
     return value  # type: ignore[return-value]
 
 
+class _StopSignals:
+    """SIGINT and SIGTERM of ``novamind up``: the first stops it in order, another forces it.
+
+    While the platform starts or seeds, the first signal also abandons that work (as
+    ``KeyboardInterrupt``, which the stop follows); while it serves, it only wakes the main
+    thread. Once the stop has begun, any signal forces it.
+    """
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.force = threading.Event()
+        self.received = signal.SIGINT
+        self.interrupts = True
+
+    def install(self) -> None:
+        """Handle both signals here (again after ``ray.init``, which sets its own SIGTERM)."""
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def stopping(self) -> None:
+        """From now on every signal forces the stop."""
+        self.interrupts = False
+        self.stop.set()
+        self.install()
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.received = signal.Signals(signum)
+        if self.stop.is_set():
+            self.force.set()
+            return
+        self.stop.set()
+        if self.interrupts:
+            raise KeyboardInterrupt
+
+
+#: While serving, how often the platform's processes are looked at again (so that one
+#: orphaned meanwhile is still known when it stops), seconds.
+_LOOK_EVERY_S = 10.0
+
+
+def _stop_platform(platform: Platform, signals: _StopSignals) -> None:
+    """Stop the platform in order within ``STOP_DEADLINE_S``; force it on a signal or after.
+
+    The orderly stop runs in a thread so that the main thread, where Python runs signal
+    handlers, is never blocked in Ray: a second Ctrl-C is always heard. A forced stop kills
+    every process of the platform and exits at once (128 + the signal, or 1 at the deadline).
+    """
+    import os
+    import sys
+    import time
+
+    from deployments.ops.platform import STOP_DEADLINE_S
+
+    signals.stopping()
+    console.print("stopping (Ctrl-C again to force)")
+    started = time.monotonic()
+    outcome: list[Any] = []
+
+    def orderly() -> None:
+        try:
+            outcome.append(platform.stop())
+        except Exception as exc:  # reported below, and every process is killed
+            outcome.append(exc)
+
+    worker = threading.Thread(target=orderly, name="novamind-stop", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        forced = signals.force.wait(timeout=0.1)
+        late = time.monotonic() - started > STOP_DEADLINE_S
+        if forced or late:
+            killed = platform.kill()
+            why = f"{signals.received.name} again" if forced else f"{STOP_DEADLINE_S:g} s passed"
+            console.print(f"stopped by force ({why}): {killed} processes killed", style="red")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # At once: the orderly stop's thread may hold Ray's locks, which the interpreter's
+            # exit (Ray's atexit shutdown) would wait for.
+            os._exit(128 + signals.received if forced else 1)
+    result = outcome[0]
+    if isinstance(result, Exception):
+        killed = platform.kill()
+        console.print(f"stop failed ({result!r}); {killed} processes killed", style="red")
+        raise typer.Exit(1)
+    console.print(
+        f"stopped in {result.seconds:.1f} s: {result.checkpoints} twin checkpoints written by "
+        f"{result.hosts_answered} of {result.hosts} hosts"
+        + (f"; {result.killed} processes killed" if result.killed else "")
+    )
+
+
 @app.command()
 def up(
     seed: Annotated[bool, typer.Option(help="Seed synthetic demo patients.")] = True,
     once: Annotated[bool, typer.Option(help="Exit after start-up and seeding.")] = False,
     dashboard: Annotated[bool, typer.Option(help="Start the Ray dashboard.")] = True,
 ) -> None:
-    """Start Ray, the twin hosts and the HTTP API; seed demo patients; serve until Ctrl-C."""
-    from deployments.ops.platform import DEMO_TEAM, local_token, seed_demo_patients, start_platform
+    """Start Ray, the twin hosts and the HTTP API; seed demo patients; serve until Ctrl-C.
+
+    Ctrl-C (SIGINT) or SIGTERM stops everything it started within 10 s; a second one forces
+    the stop.
+    """
+    from deployments.ops.platform import DEMO_TEAM, Platform, local_token, seed_demo_patients
     from twin.client import Client
 
     settings = _settings()
-    with console.status("starting Ray, the twin hosts and the Serve application..."):
-        platform = start_platform(settings, dashboard=dashboard)
+    signals = _StopSignals()
+    signals.install()
+    platform = Platform(settings)
+    interrupted = False
     try:
+        with console.status("starting Ray, the twin hosts and the Serve application..."):
+            platform.start(dashboard=dashboard)
+        signals.install()  # ray.init replaced the SIGTERM handler with its own
         admin = local_token(settings, "admin")
         clinician = local_token(
             settings, "clinician", subject="demo-clinician", care_team=(DEMO_TEAM,)
@@ -154,13 +256,17 @@ def up(
             f"\nclinician token for care team {DEMO_TEAM} (12 h):\n{clinician}\n", soft_wrap=True
         )
         if not once:
-            stop = threading.Event()
-            signal.signal(signal.SIGINT, lambda *_: stop.set())
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            signals.interrupts = False  # from here a signal only wakes the loop below
             console.print("serving; Ctrl-C stops")
-            stop.wait()
+            while not signals.stop.wait(_LOOK_EVERY_S):
+                platform.processes.look()
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("start-up interrupted")
     finally:
-        platform.stop()
+        _stop_platform(platform, signals)
+    if interrupted:
+        raise typer.Exit(128 + signals.received)
 
 
 @app.command()

@@ -365,3 +365,22 @@ async def test_a_checkpoint_that_fails_for_any_reason_fails_no_ingest_and_waits_
     now[0] += CHECKPOINT_RETRY_S
     await host.ingest("p1", [NewEvent("c", 2.5, E.Phq9(10))])
     assert (await stores.checkpoints.latest("p1")).seq == 3
+
+
+async def test_a_stopping_host_checkpoints_every_twin_ahead_of_its_checkpoint(stores):
+    host = stores.host(HostSettings(particles=200, checkpoint_every_events=25))
+    await _ingest_in_batches(host, "behind", _log(3, days=10), 10)  # checkpointed every 30
+    await host.ingest("fresh", [NewEvent("a", 0.5, E.Phq9(14))])  # never checkpointed
+    behind = (await host.state("behind")).last_seq
+    periodic = (await stores.checkpoints.latest("behind")).seq
+    assert 0 < periodic < behind
+    assert await stores.checkpoints.latest("fresh") is None
+
+    assert await host.checkpoint_active() == 2
+    assert [(await stores.checkpoints.latest(p)).seq for p in ("behind", "fresh")] == [behind, 1]
+    assert await host.checkpoint_active() == 0  # nothing is ahead any more
+    # A restarted host replays nothing: both twins come back from their checkpoints.
+    restarted = stores.host()
+    for patient in ("behind", "fresh"):
+        await restarted.summary(patient)
+    assert restarted.stats.replayed_events == 0

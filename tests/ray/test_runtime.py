@@ -89,3 +89,23 @@ async def test_a_dedicated_twin_gets_its_own_host(runtime):
     assert result.last_seq == 1
     hosts = await runtime.hosts()
     assert hosts[name]["active_twins"] == 1
+
+
+async def test_a_stopping_platform_finds_every_host_by_name_and_has_it_checkpoint(
+    runtime, settings
+):
+    from actors.directory import RayTwinDirectory
+    from deployments.stores import checkpoint_store
+
+    dedicated = runtime.dedicate("vip-stop")
+    await runtime.ingest("vip-stop", [NewEvent("v1", 0.5, E.Phq9(9))])
+    await runtime.ingest("shared-stop", [NewEvent("s1", 0.5, E.Phq9(11))])
+    checkpoints = checkpoint_store(settings)
+    assert await checkpoints.latest("vip-stop") is None  # one event: no checkpoint due yet
+
+    # Another process's directory (the platform's driver) starts no host, and finds them all.
+    found = RayTwinDirectory(settings, build_host_ports, settings.host).running_hosts()
+    assert set(found) == {"twinhost-0", "twinhost-1", dedicated}
+    written = await asyncio.gather(*(host.checkpoint_active.remote() for host in found.values()))
+    assert sorted(written) == [0, 1, 1]
+    assert [(await checkpoints.latest(p)).seq for p in ("vip-stop", "shared-stop")] == [1, 1]

@@ -81,3 +81,13 @@ def test_how_fast_the_api_scales_defaults_to_serves_own_timings():
         settings.api_downscale_delay_s,
         settings.api_autoscaling_look_back_s,
     ) == (30.0, 600.0, 30.0)
+
+
+@pytest.mark.parametrize("value", [-0.5, 5.5, float("nan")])
+def test_the_checkpoints_of_a_stop_fit_in_its_10_s(value):
+    # The rest of a stop takes about 2 s and it is forced 9 s after the signal.
+    with pytest.raises(ValidationError):
+        RaySettings(stop_checkpoint_s=value)
+    with pytest.raises(ValidationError):
+        TwinSettings(stop_checkpoint_s=value)
+    assert RaySettings(stop_checkpoint_s=5).stop_checkpoint_s == 5

@@ -13,12 +13,13 @@ join one flush, which runs the batched kernel once for all their twins. Flushes 
 time, so every twin has a single writer and applies its events strictly in sequence order.
 
 Checkpoints are written every ``checkpoint_every_events`` events or ``checkpoint_every_s``
-seconds, and before passivation (idle time, or least recently used beyond
-``max_active_twins``). A checkpoint is derived from the log, so one that cannot be written (a
-full disk, an unreachable bucket) fails no ingest and keeps no twin in memory: it is counted
-(``checkpoint_failures``) and tried again at the twin's first flush after
-:data:`CHECKPOINT_RETRY_S` (and at its passivation), and a twin passivated without it is rebuilt
-from its previous checkpoint and the log. Activations are rate-limited
+seconds, before passivation (idle time, or least recently used beyond
+``max_active_twins``), and for every twin behind its checkpoint when the host is about to
+stop (:meth:`TwinHost.checkpoint_active`). A checkpoint is derived from the log, so one that
+cannot be written (a full disk, an unreachable bucket) fails no ingest and keeps no twin in
+memory: it is counted (``checkpoint_failures``) and tried again at the twin's first flush
+after :data:`CHECKPOINT_RETRY_S` (and at its passivation), and a twin passivated without it is
+rebuilt from its previous checkpoint and the log. Activations are rate-limited
 (``max_concurrent_activations``) so a restarted host brings twins back lazily, never as a
 stampede.
 
@@ -222,6 +223,27 @@ class TwinHost:
             del self._active[patient_id]
             self.stats.passivations += 1
             return True
+
+    async def checkpoint_active(self) -> int:
+        """Checkpoint every active twin whose state is ahead of its checkpoint; best effort.
+
+        For a host about to stop: twins with the most events since their checkpoint go
+        first, since those cost the most replay at their next activation. A twin that is
+        not checkpointed (a failing store, or the host stopped first) loses nothing: it is
+        rebuilt from its previous checkpoint and the event log.
+
+        Returns:
+            Checkpoints written.
+        """
+        async with self._flush_lock:  # no flush changes a twin while it is serialized
+            written = self.stats.checkpoints_written
+            behind = sorted(
+                self._active.items(),
+                key=lambda item: item[1].checkpoint_seq - item[1].state.last_seq,
+            )
+            for patient_id, active in behind:
+                await self._checkpoint(patient_id, active)
+            return self.stats.checkpoints_written - written
 
     async def passivate_idle(self) -> int:
         """Passivate twins idle for longer than ``idle_passivate_s``; returns how many."""
