@@ -285,7 +285,8 @@ def test_a_writer_commits_patients_together_and_keeps_each_rows_outcome(settings
     writer = ingest._Writer(settings.for_workers())
     subjects = {f"Patient/{pid}": Subject(pid, ORIGIN) for pid in (fresh, other, late)}
     subjects["Patient/pt_nobody"] = Subject("pt_nobody", ORIGIN)  # erased after resolving
-    table = writer(ingest._bucketed(ingest._placed(ingest._prepared(records), subjects), 1))
+    placed = ingest._placed(ingest._prepared(records), subjects, datetime.now(UTC))
+    table = writer(ingest._bucketed(placed, 1))
     got = sorted(zip(*(table[c].to_pylist() for c in ("source", "outcome", "reason")), strict=True))
     assert got == [
         ("fresh-1", "appended", None),
