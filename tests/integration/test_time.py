@@ -219,3 +219,33 @@ async def test_a_safe_harbor_service_shows_researchers_record_days_only(tmp_path
         (row,) = answer.json()["items"]
         assert row["record_day"] == 17
         assert row["shifted_as_of"] is None and row["shifted_record_start"] is None
+
+
+def test_the_demo_patients_are_seeded_at_instants_in_the_past(tmp_path):
+    from deployments.asgi import build_app
+    from deployments.ops.platform import DEMO_TEAM, seed_demo_patients
+    from tests.integration.conftest import api_settings
+    from tests.servers import UvicornServer
+    from twin.client import Client
+
+    server = UvicornServer(build_app(api_settings(tmp_path / "data")))
+    server.start(timeout_s=30)
+    try:
+        token = bearer("clinician", "demo", (DEMO_TEAM,))["Authorization"].split()[1]
+        state = tmp_path / "demo" / "patients.json"
+        with Client(server.url, token=token) as api:
+            said: list[str] = []
+            pids = seed_demo_patients(api, state, progress=said.append)
+            assert len(pids) == 3 and len(said) == 3
+            now = datetime.now(UTC)
+            for pid in pids:
+                enrolled = datetime.fromisoformat(api.patient(pid).enrolled_at)
+                assert timedelta(days=57) <= now - enrolled < timedelta(days=58)
+                events = list(api.events(pid))
+                assert events and all(e.effective <= now for e in events)
+                assert api.twin(pid).day >= 55  # eight weeks of the course, all in the past
+            last = {pid: api.twin(pid).last_seq for pid in pids}
+            assert seed_demo_patients(api, state, progress=said.append) == pids  # idempotent
+            assert {pid: api.twin(pid).last_seq for pid in pids} == last
+    finally:
+        server.stop()
