@@ -66,6 +66,8 @@ async def test_instants_in_any_offset_land_on_their_day_and_come_back_in_utc(api
     twin = (await client.get(f"/v1/patients/{pid}/twin", headers=CLINICIAN)).json()
     assert twin["day"] == 7
     assert twin["as_of"] == "2024-03-08T08:00:00Z"  # the start of twin day 7
+    (row,) = (await client.get("/v1/caseload", headers=CLINICIAN)).json()["items"]
+    assert (row["twin"]["day"], row["twin"]["as_of"]) == (7, "2024-03-08T08:00:00Z")
     forecast = await client.post(
         f"/v1/patients/{pid}/forecast", json={"weeks": 2}, headers=CLINICIAN
     )
