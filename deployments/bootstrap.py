@@ -332,7 +332,7 @@ async def open_api_services(
             return twins_ready is None or await twins_ready()
 
         audit = GroupCommitAuditLog(stores.audit)
-        deidentifier = Deidentifier(research_key(settings))
+        deidentifier = Deidentifier(research_key(settings), dates=settings.research_dates)
         policy = AccessPolicy(
             audit,
             stores.registry,

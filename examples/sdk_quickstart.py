@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 
 from twin.client import Client, observation
 from twin.client.frames import events_frame, forecast_frame
@@ -27,21 +28,34 @@ def main() -> int:
     if not token:
         print("set NOVAMIND_TOKEN to a clinician token (printed by `make up`)", file=sys.stderr)
         return 2
+    # Enrolled two weeks ago at 09:00 UTC: day 0 of the twin. Events are sent at the instants
+    # they happened (any time zone); the twin places them on its days.
+    enrolled = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0)
+    enrolled -= timedelta(days=15)
+
+    def at(day: float) -> datetime:
+        return enrolled + timedelta(days=day)
+
     with Client(url, token=token) as api:
         pid = api.create_patient(
-            name="Example Patient", birth_date="1988-04-12", mrn="EX-0001", care_team="demo-team"
+            name="Example Patient", birth_date="1988-04-12", mrn="EX-0001", care_team="demo-team",
+            enrolled_at=enrolled,
+        )  # fmt: skip
+        api.add_observations(pid, [observation(events.Phq9(16), effective=at(0))])
+        api.add_interventions(
+            pid, [observation(events.Prescription("sertraline", 50), effective=at(0.5))]
         )
-        api.add_observations(pid, [observation(events.Phq9(16), day=0.0)])
-        api.add_interventions(pid, [observation(events.Prescription("sertraline", 50), day=0.5)])
         api.add_observations(
             pid,
-            [observation(events.SleepDuration(6.0), day=float(d)) for d in range(1, 14)]
-            + [observation(events.Phq9(13), day=14.0)],
+            [observation(events.SleepDuration(6.0), effective=at(d)) for d in range(1, 14)]
+            + [observation(events.Phq9(13), effective=at(14))],
         )
         twin = api.twin(pid)
         print(f"severity {twin.severity_mean:.1f} ± {twin.severity_sd:.1f} PHQ-9 points")
+        print(f"as of {twin.as_of} (twin day {twin.day})")
         forecast = api.forecast(pid, weeks=12)
-        print(forecast_frame(forecast).query("quantile == 0.5")[["week", "phq9"]].to_string())
+        median = forecast_frame(forecast).query("quantile == 0.5")
+        print(median[["week", "time", "phq9"]].to_string())
         ax = plot_forecast(forecast, observed=[(0.0, 16), (14.0, 13)])
         ax.figure.savefig("forecast.png", dpi=110)
         report = api.compare_scenarios(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -13,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -24,6 +26,8 @@ from twin.domain.text import Line, Text
 
 __all__ = [
     "COHORT_PAGE_ROWS",
+    "DAY_DEPRECATED_AT",
+    "DAY_SUNSET_AT",
     "MAX_DETAIL",
     "AckOut",
     "AlertOut",
@@ -63,6 +67,7 @@ __all__ = [
     "ScenarioReportIn",
     "ScenarioReportOut",
     "ScenarioReportPage",
+    "Timestamp",
     "TwinIndexOut",
     "TwinOut",
     "TwinPage",
@@ -147,6 +152,51 @@ Pseudonym = Annotated[
 ]
 #: A path under the ingest root: one line of text.
 IngestPath = Annotated[Line, StringConstraints(min_length=1, max_length=1024)]
+
+#: The longest RFC 3339 date-time taken: nanoseconds and an offset.
+_TIMESTAMP_LENGTH = len("2024-03-05T09:30:00.123456789+01:00")
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+_NAIVE = "a UTC offset is required (Z or +hh:mm, e.g. 2024-03-05T09:30:00+01:00)"
+
+
+def _timestamp_form(value: object) -> object:
+    # Only what the schema's date-time promises: pydantic alone would also read a number (or a
+    # text of digits) as Unix seconds, and a time without its offset is refused by name.
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(_NAIVE)
+        return value
+    if not isinstance(value, str) or len(value) > _TIMESTAMP_LENGTH:
+        raise ValueError("an RFC 3339 date-time, e.g. 2024-03-05T09:30:00+01:00")
+    found = _RFC3339.fullmatch(value)
+    if found is None:
+        raise ValueError("an RFC 3339 date-time, e.g. 2024-03-05T09:30:00+01:00")
+    if found["offset"] is None:
+        raise ValueError(_NAIVE)
+    return value
+
+
+def _utc(when: datetime) -> datetime:
+    return when.astimezone(UTC)
+
+
+#: An instant: an ISO 8601 (RFC 3339) date-time with a UTC offset, as UTC once read. Requests
+#: may give any offset; responses are always in UTC (``...Z``).
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_timestamp_form),
+    AfterValidator(_utc),
+    WithJsonSchema({"type": "string", "format": "date-time", "maxLength": _TIMESTAMP_LENGTH}),
+]
+#: A calendar date (``YYYY-MM-DD``) in a response.
+DateOut = Annotated[date, WithJsonSchema({"type": "string", "format": "date", "maxLength": 10})]
+#: When ``ObservationIn.day`` was deprecated (RFC 9745 ``Deprecation``), and when it goes: the
+#: first release after this instant accepts ``effective`` only (RFC 8594 ``Sunset``).
+DAY_DEPRECATED_AT = datetime(2026, 12, 5, tzinfo=UTC)
+DAY_SUNSET_AT = datetime(2027, 6, 30, 23, 59, 59, tzinfo=UTC)
 
 
 class Problem(BaseModel):
@@ -313,23 +363,36 @@ class LoincValue(BaseModel):
 class ObservationIn(BaseModel):
     """One observation or intervention.
 
-    Exactly one of ``payload`` (the event codec's form, ``{"type": "phq9", "total": 14}``) or
-    ``loinc`` (a LOINC-coded value, see :mod:`twin.domain.loinc`).
+    When: exactly one of ``effective`` (an instant with a UTC offset, placed on the patient's
+    time axis from their enrolment) or ``day`` (deprecated: days since the enrolment).
+
+    What: exactly one of ``payload`` (the event codec's form, ``{"type": "phq9", "total": 14}``)
+    or ``loinc`` (a LOINC-coded value, see :mod:`twin.domain.loinc`).
     """
 
     model_config = _STRICT
 
     idempotency_key: str = Field(min_length=1, max_length=128, pattern=r"^[\x20-\x7e]+$")
-    day: float = Field(
-        ge=0.0, le=MAX_DAY, allow_inf_nan=False,
-        description="days since the twin's origin (at most 100 years; at most 10 years after "
+    effective: Timestamp | None = Field(
+        default=None,
+        description="when it happened: ISO 8601 with a UTC offset (2024-03-05T09:30:00+01:00), "
+        "from the patient's enrolment to a day after the present; at most 10 years after the "
+        "patient's latest event",
+    )
+    day: float | None = Field(
+        default=None, ge=0.0, le=MAX_DAY, allow_inf_nan=False,
+        description="deprecated (use effective; accepted until the sunset date the Sunset header "
+        "gives): days since the patient's enrolment (at most 100 years; at most 10 years after "
         "the patient's latest event)",
+        json_schema_extra={"deprecated": True},
     )  # fmt: skip
     payload: dict[str, Any] | None = Field(default=None, max_length=16)
     loinc: LoincValue | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> ObservationIn:
+        if (self.effective is None) == (self.day is None):
+            raise ValueError("give exactly one of effective or day")
         if (self.payload is None) == (self.loinc is None):
             raise ValueError("give exactly one of payload or loinc")
         return self
@@ -353,6 +416,18 @@ class AckOut(BaseModel):
         description="stored, but the twin could not apply it (e.g. a dose of a drug that is "
         "not prescribed): why; it changed nothing in the estimate",
     )
+    day: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=MAX_DAY,
+        description="the twin day the event was placed on; null for a duplicate (the event "
+        "first stored with this key stands)",
+    )
+    effective: Timestamp | None = Field(
+        default=None,
+        description="that day as an instant (UTC); null for a duplicate, or for a patient "
+        "registered without an enrolment",
+    )
 
 
 class AlertOut(BaseModel):
@@ -363,6 +438,12 @@ class AlertOut(BaseModel):
     severity: Literal["critical", "warning", "info"]
     seq: Seq
     detail: Message
+    day: float | None = Field(
+        default=None, ge=0.0, le=1e6, description="the twin day the alert is about"
+    )
+    at: Timestamp | None = Field(
+        default=None, description="that day as an instant (UTC), when the patient has an enrolment"
+    )
 
 
 class IngestOut(BaseModel):
@@ -390,6 +471,11 @@ class TwinOut(BaseModel):
     p_severe: Probability
     alert_flags: list[AlertRule] = Field(max_length=ALERT_RULES_BOUND)
     model_version: ModelVersion
+    as_of: Timestamp | None = Field(
+        default=None,
+        description="the instant the estimate describes, the start of twin day `day` (UTC); "
+        "null for a patient registered without an enrolment",
+    )
 
 
 class PatientPage(BaseModel):
@@ -451,6 +537,17 @@ class ForecastOut(BaseModel):
     last_seq: Seq
     days_since: dict[str, float] = Field(max_length=32)
     particles: int = Field(ge=1, le=100_000, json_schema_extra=_INT32)
+    as_of: Timestamp | None = Field(
+        default=None,
+        description="the instant the forecast starts, the start of twin day `as_of_day` (UTC); "
+        "null for a patient registered without an enrolment",
+    )
+    times: list[Timestamp] | None = Field(
+        default=None,
+        max_length=MAX_WEEKS,
+        description="per week of `weeks`, the instant its values describe: `as_of` + 7 days "
+        "per week (UTC)",
+    )
 
 
 class ContrastOut(BaseModel):
@@ -539,6 +636,11 @@ class TwinSummaryOut(BaseModel):
     p_severe: Probability
     alert_flags: list[AlertRule] = Field(max_length=ALERT_RULES_BOUND)
     updated_at: float = Field(ge=0.0, le=1e10, description="Unix seconds")
+    as_of: Timestamp | None = Field(
+        default=None,
+        description="the instant the estimate describes, the start of twin day `day` (UTC); "
+        "null for a patient registered without an enrolment",
+    )
 
 
 class CaseloadItem(BaseModel):
@@ -569,12 +671,27 @@ class CaseloadPage(BaseModel):
 
 
 class ResearchTwinOut(BaseModel):
-    """A de-identified twin summary: keyed pseudonym, no identifiers, no patient id."""
+    """A de-identified twin summary: keyed pseudonym, no identifiers, no patient id.
+
+    Dates are shifted: every date of one patient moves by the same secret whole number of
+    days (:meth:`twin.domain.deidentify.Deidentifier.date_shift`), so intervals are kept and no
+    real date is shown.
+    """
 
     pseudonym: Pseudonym
     record_day: Day | None = Field(
         description="days since the patient's first event (never a day on the ingest "
         "origin's calendar); null for a twin not updated since record days were kept"
+    )
+    shifted_as_of: DateOut | None = Field(
+        default=None,
+        description="the date (UTC) the twin's current day began on, shifted by the patient's "
+        "secret offset; never the real date. Null without an enrolment",
+    )
+    shifted_record_start: DateOut | None = Field(
+        default=None,
+        description="the date the twin day of the patient's first event began on, shifted by "
+        "the same offset: shifted_as_of - shifted_record_start = record_day",
     )
     severity_mean: float
     severity_sd: float = Field(ge=0.0)
@@ -612,6 +729,11 @@ class FeedEventOut(BaseModel):
     seq: Seq
     day: float = Field(ge=0.0, le=MAX_DAY)
     payload: dict[str, Any] = Field(max_length=16)
+    effective: Timestamp | None = Field(
+        default=None,
+        description="when it happened: `day` as an instant (UTC); null for a patient "
+        "registered without an enrolment",
+    )
 
 
 class AuditEntryOut(BaseModel):

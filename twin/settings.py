@@ -165,6 +165,9 @@ class AuthSettings(BaseModel):
         jwt_secret: HS256 secret (local use; generated into the key folder when unset).
         jwks_url: JWKS endpoint of the identity provider (RS256/ES256; production).
         research_key: HMAC key of researcher pseudonyms (generated locally when unset).
+        research_dates: What research outputs show of time: ``shifted`` dates (each patient's
+            moved by a keyed whole number of days) beside the record days, de-identified by
+            expert determination; or ``relative``, the record days only (Safe Harbor).
         rate_limit_per_minute: Requests per caller and minute before 429.
         auth_failures_per_minute: Failed authentications per client address and minute before
             that address is refused with 429 without its token being checked.
@@ -176,6 +179,9 @@ class AuthSettings(BaseModel):
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 secret (local)")
     jwks_url: str | None = Field(default=None, description="IdP JWKS (RS256/ES256)")
     research_key: SecretStr | None = Field(default=None, description="pseudonym HMAC key")
+    research_dates: Literal["shifted", "relative"] = Field(
+        default="shifted", description="research outputs: shifted dates, or record days only"
+    )
     rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     auth_failures_per_minute: int = Field(default=30, ge=1, le=10_000)
     break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)

@@ -9,6 +9,9 @@
 - ``Retry-After`` (seconds) on every ``429`` and ``503``; ``WWW-Authenticate: Bearer`` on every
   ``401`` (:func:`deployments.api.errors.problem`).
 - ``X-Request-ID``: the request's id in the audit trail and the access log.
+- ``Deprecation`` (RFC 9745) and ``Sunset`` (RFC 8594) on an answer to a request that used a
+  deprecated input (an event placed by ``day``): since when it is deprecated, and after when
+  it is no longer read (:func:`deprecation_headers`, :func:`deprecation_docs`).
 - ``Access-Control-Allow-Origin``: only for a browser origin on the allow-list
   (``NOVAMIND_CORS_ORIGINS``, empty by default: no cross-origin browser access).
 
@@ -20,7 +23,9 @@ not JSON with ``415``.
 from __future__ import annotations
 
 import email.message
+import email.utils
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 from fastapi.routing import APIRoute
@@ -32,12 +37,16 @@ from deployments.api.limiter import Quota
 
 __all__ = [
     "ALLOW_ORIGIN",
+    "DEPRECATION",
     "EXPOSED",
     "RATE_LIMIT",
     "RATE_LIMIT_POLICY",
     "REQUEST_ID",
     "RETRY_AFTER",
+    "SUNSET",
     "V1Route",
+    "deprecation_docs",
+    "deprecation_headers",
     "error_headers",
     "rate_limit_headers",
     "success_headers",
@@ -48,10 +57,12 @@ RATE_LIMIT_POLICY = "RateLimit-Policy"
 RETRY_AFTER = "Retry-After"
 REQUEST_ID = "X-Request-ID"
 ALLOW_ORIGIN = "Access-Control-Allow-Origin"
+DEPRECATION = "Deprecation"
+SUNSET = "Sunset"
 #: Headers a browser app on an allowed origin may read (CORS hides the rest).
 EXPOSED = (
     RATE_LIMIT, RATE_LIMIT_POLICY, RETRY_AFTER, REQUEST_ID, "WWW-Authenticate",
-    "Content-Location", "X-Progress",
+    "Content-Location", "X-Progress", DEPRECATION, SUNSET,
 )  # fmt: skip
 #: The longest Retry-After the service sends, seconds (rate limits reset within a minute).
 MAX_RETRY_AFTER_S = 3600
@@ -157,6 +168,36 @@ def error_headers(status: int) -> dict[str, dict[str, Any]]:
         )
     headers[ALLOW_ORIGIN] = _ALLOW_ORIGIN_DOC
     return headers
+
+
+def deprecation_headers(since: datetime, sunset: datetime) -> dict[str, str]:
+    """The ``Deprecation`` and ``Sunset`` fields of a deprecated input (both aware instants).
+
+    ``Deprecation`` is ``@`` and Unix seconds (RFC 9745, a structured-field date); ``Sunset`` an
+    HTTP-date (RFC 8594).
+    """
+    return {
+        DEPRECATION: f"@{int(since.timestamp())}",
+        SUNSET: email.utils.format_datetime(sunset, usegmt=True),
+    }
+
+
+def deprecation_docs(what: str) -> dict[str, dict[str, Any]]:
+    """The OpenAPI header objects of :func:`deprecation_headers` (sent only when ``what`` is)."""
+    return {
+        DEPRECATION: _header(
+            f"Sent when the request used {what}, which is deprecated: since when (RFC 9745, "
+            "`@` and Unix seconds).",
+            {"type": "string", "maxLength": 24, "pattern": "^@-?[0-9]{1,15}$"},
+            required=False,
+        ),
+        SUNSET: _header(
+            f"Sent with `Deprecation`: after this instant {what} is no longer read (RFC 8594, "
+            "an HTTP-date).",
+            {"type": "string", "maxLength": 40, "example": "Wed, 30 Jun 2027 23:59:59 GMT"},
+            required=False,
+        ),
+    }
 
 
 def _is_json(content_type: str) -> bool:

@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -86,16 +87,31 @@ def local_token(
 def seed_demo_patients(
     client: Client, state_file: Path, progress: Callable[[str], None] = print
 ) -> list[str]:
-    """Create the demo patients once and send their 8 weeks of events (idempotent)."""
+    """Create the demo patients once and send their 8 weeks of events (idempotent).
+
+    A new demo patient is enrolled 57 days ago, so that their 8 weeks lie in the past; each
+    event is sent at its instant on the patient's axis (a patient an earlier demo enrolled at
+    its own start gets the part of the course that has happened since).
+    """
     known: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     ids = []
     for name, born, mrn, seed, drug, dose in _DEMO:
         pid = known.get(mrn)
         if pid is None:
-            pid = client.create_patient(name=name, birth_date=born, mrn=mrn, care_team=DEMO_TEAM)
+            pid = client.create_patient(
+                name=name, birth_date=born, mrn=mrn, care_team=DEMO_TEAM,
+                enrolled_at=today - timedelta(days=57),
+            )  # fmt: skip
             known[mrn] = pid
             state_file.parent.mkdir(parents=True, exist_ok=True)
             state_file.write_text(json.dumps(known))
+        stored = client.patient(pid).enrolled_at
+        if stored is None:  # a demo from before enrolments were kept seeded it already
+            ids.append(pid)
+            continue
+        enrolled = datetime.fromisoformat(stored)
         patient = synthetic_patient(
             seed,
             days=56,
@@ -111,7 +127,11 @@ def seed_demo_patients(
         for is_intervention, run in groupby(
             patient.events, key=lambda e: isinstance(e.payload, events.INTERVENTION_TYPES)
         ):
-            items = [observation(e.payload, day=e.day, key=f"{mrn}-{e.seq}") for e in run]
+            items = [
+                observation(e.payload, effective=when, key=f"{mrn}-{e.seq}")
+                for e in run
+                if (when := enrolled + timedelta(days=e.day)) <= now
+            ]
             for start in range(0, len(items), 500):
                 send = client.add_interventions if is_intervention else client.add_observations
                 send(pid, items[start : start + 500])

@@ -452,16 +452,16 @@ def _record_starts(records: Any, now: datetime) -> dict[str, datetime]:
 
 
 def _match_patients(
-    settings: TwinSettings, job: IngestJob, prepared: Any, records: Any
+    settings: TwinSettings, job: IngestJob, prepared: Any, records: Any, now: datetime
 ) -> tuple[JobPatients, list[str]]:
     """Match or register the job's Patients; resolve every subject (twin.ingest.enrolment).
 
-    ``records`` are the prepared rows that are no Patient (their subjects are resolved).
+    ``records`` are the prepared rows that are no Patient (their subjects are resolved);
+    ``now`` is when the job runs.
 
     Returns:
         What matching found, and the source of each Patient in the order of its outcomes.
     """
-    now = datetime.now(UTC)
     starts = _record_starts(records, now)
     # One pass for facts and sources: two passes may read the blocks in different orders.
     rows = [
@@ -527,15 +527,18 @@ def _subjects_of(ref: Any) -> dict[str, Subject | str]:
     return mapping
 
 
-def _resolved(batch: pa.Table, subjects: list[Any]) -> pa.Table:
+def _resolved(batch: pa.Table, subjects: list[Any], now: datetime) -> pa.Table:
     """:func:`_placed` with the job's subjects (``[ObjectRef]`` of the table)."""
     if batch.num_rows == 0:  # an empty block may come without its columns
         return _RESOLVED.empty_table()
-    return _placed(batch, _subjects_of(subjects[0]))
+    return _placed(batch, _subjects_of(subjects[0]), now)
 
 
-def _placed(batch: pa.Table, mapping: dict[str, Subject | str]) -> pa.Table:
-    """Rows with their patient id and day, or the reason their subject or time is refused."""
+def _placed(batch: pa.Table, mapping: dict[str, Subject | str], now: datetime) -> pa.Table:
+    """Rows with their patient id and day, or the reason their subject or time is refused.
+
+    The day is :func:`twin.domain.time_axis.day_of`'s, as for an event the API receives.
+    """
     patient_ids: list[str | None] = []
     days: list[float | None] = []
     reasons: list[str | None] = batch["reason"].to_pylist()
@@ -552,7 +555,7 @@ def _placed(batch: pa.Table, mapping: dict[str, Subject | str]) -> pa.Table:
             reasons[i] = found or "subject: the reference names no Patient of the job"
         else:
             try:
-                days[i] = day_of(times[i], found.origin)
+                days[i] = day_of(times[i], found.origin, now=now)
             except errors.InvalidInputError as exc:
                 reasons[i] = str(exc)
     accepted = pa.array([r is None for r in reasons])
@@ -587,10 +590,13 @@ def _run(
     # (with four, one writer of two ran alone for the last third of the write phase).
     buckets = max(8 * writers, -(-records_read // _BUCKET_ROWS))
     records = prepared.filter(expr=col("patient").is_null())
-    matched, patient_sources = _match_patients(settings, job, prepared, records)
+    now = datetime.now(UTC)  # one present for the whole job: enrolments and the latest times
+    matched, patient_sources = _match_patients(settings, job, prepared, records, now)
     # Materialised: both the refused and the accepted rows are read from it.
     resolved = records.map_batches(
-        _resolved, fn_kwargs={"subjects": [ray.put(matched.subjects)]}, batch_format="pyarrow"
+        _resolved,
+        fn_kwargs={"subjects": [ray.put(matched.subjects)], "now": now},
+        batch_format="pyarrow",
     ).materialize()
     refused = resolved.filter(expr=col("reason").is_not_null())
     outcomes = refused.map_batches(_quarantine_rows, batch_format="pyarrow")

@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -160,7 +161,10 @@ async def erasure_client(
     while time.monotonic() < until.at:
         try:
             (patient,) = await job_patients(admin, 1, team)
-            await clinician.add_observations(patient, [observation(E.Phq9(12), day=1.0)])
+            one_day_in = datetime.fromisoformat(ENROLLED) + timedelta(days=1)
+            await clinician.add_observations(
+                patient, [observation(E.Phq9(12), effective=one_day_in)]
+            )
         except _FAILURES as exc:
             ledger.statuses[f"erasure setup {type(exc).__name__}"] += 1
             await asyncio.sleep(1.0)

@@ -14,6 +14,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 
@@ -22,9 +23,11 @@ from twin.client import AsyncClient, RetryPolicy, observation
 from twin.domain import codec
 from twin.domain import events as E
 
-#: Every event of the workload is on this day of the patient's time axis: several clients write
-#: to one patient at once, and the log refuses an event older than the patient's newest.
-DAY = 1.0
+#: The workload's patients are enrolled here, and every event is at ``AT``, one day later (day
+#: 1.0 of the time axis): several clients write to one patient at once, and the log refuses an
+#: event older than the patient's newest.
+ENROLLED = datetime(2024, 1, 1, tzinfo=UTC)
+AT = datetime(2024, 1, 2, tzinfo=UTC)
 
 
 def digest(payload: E.Payload) -> str:
@@ -99,7 +102,7 @@ async def patient_client(
         key = f"c{client}-{i}"
         started = time.monotonic()
         try:
-            out = await sdk.add_observations(patient, [observation(payload, day=DAY, key=key)])
+            out = await sdk.add_observations(patient, [observation(payload, effective=AT, key=key)])
         except (errors.TwinError, httpx.HTTPError, OSError) as exc:
             ledger.unacked[key] = (patient, digest(payload))
             status = getattr(exc, "status", None)  # the HTTP status, where there was one
@@ -119,7 +122,11 @@ async def register_patients(sdk: AsyncClient, n: int, team: str) -> list[str]:
     """Register ``n`` patients in ``team`` (retrying through faults as any client would)."""
     return [
         await sdk.create_patient(
-            name=f"Chaos {i}", birth_date="1980-01-01", mrn=f"CH-{i:05d}", care_team=team
+            name=f"Chaos {i}",
+            birth_date="1980-01-01",
+            mrn=f"CH-{i:05d}",
+            care_team=team,
+            enrolled_at=ENROLLED,
         )
         for i in range(n)
     ]

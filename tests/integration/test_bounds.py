@@ -28,6 +28,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -54,6 +55,8 @@ NO_VALID_REQUEST = {
 #: Tables whose growth is not a stored input: the audit trail records refusals by design.
 AUDIT_TABLES = frozenset({"audit_log", "audit_head"})
 TEAM, OTHER_TEAM = "t1", "t2"
+#: Day 0 of the seeded patients (their events are placed by day or by instant from it).
+ENROLLED = datetime(2024, 1, 1, tzinfo=UTC)
 CONTROL_CHARACTERS = ("\x00", "\x07", "\x1b", "\x7f")
 
 
@@ -282,7 +285,7 @@ def _requests(
                     _obs("o-1", 1.0),
                     {
                         "idempotency_key": "o-2",
-                        "day": 2.0,
+                        "effective": "2024-01-03T00:00:00+01:00",
                         "loinc": {"code": "44261-6", "value": 11.0, "unit": "{score}"},
                     },
                 ]
@@ -490,16 +493,20 @@ def _put(req: Request, where: str, value: Any) -> None:
 
 
 def _freshen(req: Request, day: float) -> None:
-    """New idempotency keys and a new day for every event of a batch (before the mutation).
+    """New idempotency keys and a new time for every event of a batch (before the mutation).
 
     A wrongly accepted event is then stored rather than deduplicated, and no event is refused
-    for being older than the log's newest instead of for the value under test.
+    for being older than the log's newest instead of for the value under test. An event placed
+    by ``effective`` gets the instant of ``day`` (the seeded patients' enrolment + ``day``).
     """
     items = req.body.get("items") if isinstance(req.body, dict) else None
     for item in items if isinstance(items, list) else []:
         if isinstance(item, dict):
             item["idempotency_key"] = uuid.uuid4().hex
-            item["day"] = day
+            if "effective" in item:
+                item["effective"] = (ENROLLED + timedelta(days=day)).isoformat()
+            else:
+                item["day"] = day
 
 
 async def _row_counts(settings: TwinSettings) -> dict[str, int]:
@@ -516,9 +523,10 @@ async def _seed(env: ApiEnv) -> dict[str, str]:
     for name in ("pid", "victim"):
         created = await env.http.post(
             "/v1/patients",
-            json={"name": name, "birth_date": "1970-01-01", "mrn": name, "care_team": TEAM},
+            json={"name": name, "birth_date": "1970-01-01", "mrn": name, "care_team": TEAM,
+                  "enrolled_at": ENROLLED.isoformat()},
             headers=admin,
-        )
+        )  # fmt: skip
         ids[name] = created.json()["patient_id"]
     first = await env.http.post(
         f"/v1/patients/{ids['pid']}/observations",

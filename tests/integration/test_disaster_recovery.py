@@ -22,6 +22,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,13 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 TEAM = ("team-dr",)
+#: Day 0 of the drill's patients: sixty days ago, so that their events lie in the past.
+ENROLLED = datetime.now(UTC).replace(microsecond=0) - timedelta(days=60)
+
+
+def at(day: float) -> datetime:
+    """The instant of the drill patients' twin day ``day``."""
+    return ENROLLED + timedelta(days=day)
 
 
 @pytest.fixture(scope="module")
@@ -104,21 +112,31 @@ async def _populate(settings: TwinSettings, patients: int) -> dict[str, Any]:
     async with open_env(settings) as env, env.sdk("clinician", "dr-a", TEAM) as sdk:
         pids = [
             await sdk.create_patient(
-                name=f"Canary {i}", birth_date="1970-01-02", mrn=f"MRN-{i}", care_team=TEAM[0]
+                name=f"Canary {i}",
+                birth_date="1970-01-02",
+                mrn=f"MRN-{i}",
+                care_team=TEAM[0],
+                enrolled_at=ENROLLED,
             )
             for i in range(patients)
         ]
         for i, pid in enumerate(pids):
             await sdk.add_observations(
-                pid, [observation(E.Phq9(8 + i % 12), day=0.0), observation(E.Gad7(7), day=0.5)]
+                pid,
+                [
+                    observation(E.Phq9(8 + i % 12), effective=at(0)),
+                    observation(E.Gad7(7), effective=at(0.5)),
+                ],
             )
         host = env.services.twins
         assert isinstance(host, TwinHost)
         for pid in pids[::2]:
             assert await host.passivate(pid)  # a checkpoint at seq 2
         for pid in pids:  # ...and events after it: the restore must replay them
-            await sdk.add_observations(pid, [observation(E.Phq9(9), day=7.0)])
-            await sdk.add_interventions(pid, [observation(E.Prescription("sertraline", 50), day=8)])
+            await sdk.add_observations(pid, [observation(E.Phq9(9), effective=at(7))])
+            await sdk.add_interventions(
+                pid, [observation(E.Prescription("sertraline", 50), effective=at(8))]
+            )
         report = await sdk.compare_scenarios(
             pids[0],
             title="dose",
@@ -423,7 +441,9 @@ async def test_backup_during_ingest_is_consistent(tmp_path):
         async def keep_writing() -> None:
             for day in range(10, 40):
                 for pid in facts["pids"]:
-                    await sdk.add_observations(pid, [observation(E.Phq9(day % 27), day=day)])
+                    await sdk.add_observations(
+                        pid, [observation(E.Phq9(day % 27), effective=at(day))]
+                    )
                     if day % 5 == 0:
                         await host.passivate(pid)  # checkpoints move on during the backup
 
@@ -448,12 +468,16 @@ async def _erased_after_the_backup_stays_erased(make: Callable[[str], TwinSettin
     async with open_env(source) as env, env.sdk("clinician", "dr-a", TEAM) as sdk:
         pids = [
             await sdk.create_patient(
-                name=f"Canary {i}", birth_date="1970-01-02", mrn=f"MRN-{i}", care_team=TEAM[0]
+                name=f"Canary {i}",
+                birth_date="1970-01-02",
+                mrn=f"MRN-{i}",
+                care_team=TEAM[0],
+                enrolled_at=ENROLLED,
             )
             for i in range(2)
         ]
         for pid in pids:
-            await sdk.add_observations(pid, [observation(E.Phq9(14), day=0.0)])
+            await sdk.add_observations(pid, [observation(E.Phq9(14), effective=at(0))])
     archive = tmp_path / "archive"
     await backup(source, archive)
     async with open_env(source) as env, env.sdk("admin", "ops") as admin:

@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         pid = client.create_patient(
             name="Generated Canary", birth_date="1984-04-04", mrn="GEN-1", care_team="team-1"
         )
-        client.add_observations(pid, [observation(E.Phq9(17), day=0.0)])
+        client.add_observations(pid, [observation(E.Phq9(17), effective=datetime.now(UTC))])
     yield server.url, pid
     server.stop()
 
@@ -250,6 +251,7 @@ def test_a_generated_client_authenticates_and_reads_a_twin(
             assert isinstance(twin, models.TwinOut)
             assert twin.patient_id == pid and twin.last_seq == 1
             assert 0.0 <= twin.p_severe <= 1.0
+            assert isinstance(twin.as_of, datetime) and twin.as_of.tzinfo is not None
             assert re.match(REMAINING, read.headers["RateLimit"])
             missing = twin_state.sync_detailed(patient_id="pt_nobody", client=client)
             assert missing.status_code == 404

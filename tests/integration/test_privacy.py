@@ -55,11 +55,13 @@ async def test_identifier_canaries_of_1000_patients_never_reach_a_researcher(tmp
         leaked = [c for c in canaries if c in text]
         assert leaked == []
         assert set(rows[0]) == {
-            "pseudonym", "record_day", "severity_mean", "severity_sd", "p_episode", "p_severe",
-            "alert_flags",
+            "pseudonym", "record_day", "shifted_as_of", "shifted_record_start", "severity_mean",
+            "severity_sd", "p_episode", "p_severe", "alert_flags",
         }  # fmt: skip
-        # Days from each patient's own first event: nothing of the feed's calendar.
+        # Days from each patient's own first event: nothing of the feed's calendar. These
+        # patients have no enrolment, so not even a shifted date.
         assert {r["record_day"] for r in rows} == {10}
+        assert {(r["shifted_as_of"], r["shifted_record_start"]) for r in rows} == {(None, None)}
 
 
 async def test_logs_metrics_and_errors_carry_no_phi(api_env):

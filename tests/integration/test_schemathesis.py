@@ -14,6 +14,7 @@ fields by its ``type``), so a schema-valid request may rightly get 422.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         pid = client.create_patient(
             name="Fuzz Canary", birth_date="1985-05-05", mrn="FZ-1", care_team="team-1"
         )
-        client.add_observations(pid, [observation(E.Phq9(15), day=0.0)])
+        client.add_observations(pid, [observation(E.Phq9(15), effective=datetime.now(UTC))])
     yield url, pid
     server.stop()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
 from twin import errors, schemas
@@ -9,11 +11,20 @@ from twin.client import observation
 from twin.domain import events as E
 from twin.domain.specs import Scenario, ScenarioDose
 
+#: Day 0 of the test patients: sixty days ago, so that their events lie in the past.
+ENROLLED = datetime.now(UTC).replace(microsecond=0) - timedelta(days=60)
+
+
+def at(day: float) -> datetime:
+    """The instant of a test patient's twin day ``day``."""
+    return ENROLLED + timedelta(days=day)
+
 
 async def _patient(sdk, mrn: str, team: str = "team-1") -> str:
     return await sdk.create_patient(
-        name="Grace Canary", birth_date="1970-01-02", mrn=mrn, care_team=team
-    )
+        name="Grace Canary", birth_date="1970-01-02", mrn=mrn, care_team=team,
+        enrolled_at=ENROLLED,
+    )  # fmt: skip
 
 
 async def test_sdk_round_trip_with_feed_scenarios_and_pagination(api_env):
@@ -23,10 +34,12 @@ async def test_sdk_round_trip_with_feed_scenarios_and_pagination(api_env):
         pid = pids[0]
         first = await sdk.add_observations(
             pid,
-            [observation(E.Phq9(16), day=0.0), observation(E.Gad7(9), day=0.1)],
+            [observation(E.Phq9(16), effective=at(0)), observation(E.Gad7(9), effective=at(0.1))],
         )
-        await sdk.add_interventions(pid, [observation(E.Prescription("sertraline", 50), day=1)])
-        await sdk.add_observations(pid, [observation(E.Phq9(12), day=7.0)])
+        await sdk.add_interventions(
+            pid, [observation(E.Prescription("sertraline", 50), effective=at(1))]
+        )
+        await sdk.add_observations(pid, [observation(E.Phq9(12), effective=at(7))])
         assert first.last_seq == 2
         # The change feed replays from any event id, none twice, none missing.
         seqs = [e.seq async for e in sdk.events(pid)]
@@ -61,7 +74,7 @@ async def test_sdk_round_trip_with_feed_scenarios_and_pagination(api_env):
         with pytest.raises(errors.InvalidInputError):
             await sdk.search_twins(min_p_severe=1.5)
         with pytest.raises(errors.InvalidInputError):
-            await sdk.add_observations(pid, [observation(E.Phq9(3), day=2.0)])  # before day 7
+            await sdk.add_observations(pid, [observation(E.Phq9(3), effective=at(2))])  # < day 7
         with pytest.raises(errors.NotFoundError):
             await sdk.twin("pt_0000")
     async with api_env.sdk("clinician", "dr-b", ("team-2",)) as other:
@@ -233,13 +246,46 @@ async def test_a_patient_is_registered_with_an_enrolment_and_identifiers_one_per
                 )  # fmt: skip
 
 
+async def test_sdk_sends_datetimes_and_reads_instants_back(api_env):
+    frames = pytest.importorskip("twin.client.frames")
+    async with api_env.sdk("clinician", "dr-a", ("team-1",)) as sdk:
+        pid = await _patient(sdk, "M-time")
+        # Three time zones; each instant lands on its twin day from the enrolment.
+        tokyo, new_york = timezone(timedelta(hours=9)), timezone(timedelta(hours=-5))
+        sent = [at(1.25).astimezone(tokyo), at(3.5).astimezone(new_york), at(6.75)]
+        out = await sdk.add_observations(
+            pid, [observation(E.Phq9(15 - i), effective=when) for i, when in enumerate(sent)]
+        )
+        assert [a.day for a in out.acknowledged] == [1.25, 3.5, 6.75]
+        assert [a.effective for a in out.acknowledged] == sent  # the same instants, in UTC
+        assert all(a.effective.utcoffset() == timedelta(0) for a in out.acknowledged)
+        twin = await sdk.twin(pid)
+        assert twin.as_of == at(twin.day)
+        fc = await sdk.forecast(pid, weeks=2)
+        assert fc.as_of == at(fc.as_of_day)
+        assert fc.times == [at(fc.as_of_day + 7 * w) for w in (1, 2)]
+        feed = [e async for e in sdk.events(pid)]
+        assert [e.effective for e in feed] == sent and [e.day for e in feed] == [1.25, 3.5, 6.75]
+        table = frames.events_frame(feed)
+        assert list(table["effective"]) == sent
+        assert frames.forecast_frame(fc)["time"].iloc[-1] == at(fc.as_of_day + 14)
+        # The deprecated float day still works, with a warning.
+        with pytest.warns(DeprecationWarning, match="effective"):
+            late = observation(E.Phq9(9), day=8.0)
+        acked = (await sdk.add_observations(pid, [late])).acknowledged[0]
+        assert acked.day == 8.0 and acked.effective == at(8)
+        with pytest.raises(errors.InvalidInputError, match="before the patient's enrolment"):
+            await sdk.add_observations(pid, [observation(E.Phq9(9), effective=at(-1))])
+
+
 async def test_sdk_registers_covariates_and_runs_care_scenarios(api_env):
     async with api_env.sdk("clinician", "dr-a", ("team-1",)) as sdk:
         pid = await sdk.create_patient(
             name="Grace Canary", birth_date="1970-01-02", mrn="M-cov", care_team="team-1",
             covariates=schemas.CovariatesIn(episode_weeks=60.0, prior_episodes=2),
+            enrolled_at=ENROLLED,
         )  # fmt: skip
-        await sdk.add_observations(pid, [observation(E.Phq9(17), day=0.5)])
+        await sdk.add_observations(pid, [observation(E.Phq9(17), effective=at(0.5))])
         assert (await sdk.twin(pid)).last_seq == 2
         report = await sdk.compare_scenarios(
             pid, title="care", weeks=8, scenarios=[Scenario(name="u", care="usual"),

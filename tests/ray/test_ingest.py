@@ -285,7 +285,8 @@ def test_a_writer_commits_patients_together_and_keeps_each_rows_outcome(settings
     writer = ingest._Writer(settings.for_workers())
     subjects = {f"Patient/{pid}": Subject(pid, ORIGIN) for pid in (fresh, other, late)}
     subjects["Patient/pt_nobody"] = Subject("pt_nobody", ORIGIN)  # erased after resolving
-    table = writer(ingest._bucketed(ingest._placed(ingest._prepared(records), subjects), 1))
+    placed = ingest._placed(ingest._prepared(records), subjects, datetime.now(UTC))
+    table = writer(ingest._bucketed(placed, 1))
     got = sorted(zip(*(table[c].to_pylist() for c in ("source", "outcome", "reason")), strict=True))
     assert got == [
         ("fresh-1", "appended", None),
@@ -323,3 +324,40 @@ def test_jobs_with_empty_refused_or_date_only_records_finish_with_a_report(
     assert outcome["mixed"].appended == 1 and outcome["mixed"].quarantined == 40
     ((_, day, _),) = asyncio.run(_log(settings, pid))
     assert day == (datetime(2024, 1, 2, tzinfo=UTC) - ORIGIN).days
+
+
+def test_an_instant_posted_to_the_api_and_one_read_from_fhir_land_on_one_day(ray_cluster, tmp_path):
+    """The API's ``effective`` and bulk ingest's ``effectiveDateTime`` share one conversion."""
+    from tests.integration.conftest import api_settings, bearer, open_env
+
+    # One data folder: the API (with the test token secret) and the job (whose settings carry
+    # no secret through Ray; both read the research key generated in the folder).
+    data = tmp_path / "data"
+    settings = TwinSettings(data_dir=data, particles=200)
+    when = "2024-03-05T09:30:00+01:00"  # 4 days 30 minutes after the enrolment
+
+    async def post() -> str:
+        async with open_env(api_settings(data, research_key=None)) as env:
+            created = await env.http.post(
+                "/v1/patients",
+                json={"name": "Eve Canary", "birth_date": "1970-01-01", "mrn": "M-eq",
+                      "care_team": "t", "enrolled_at": "2024-03-01T08:00:00Z"},
+                headers=bearer("admin", "adm"),
+            )  # fmt: skip
+            pid: str = created.json()["patient_id"]
+            item = {"idempotency_key": "api", "effective": when,
+                    "payload": {"type": "phq9", "total": 14}}  # fmt: skip
+            answer = await env.http.post(
+                f"/v1/patients/{pid}/observations", json={"items": [item]},
+                headers=bearer("service", "etl"),
+            )  # fmt: skip
+            assert answer.status_code == 200, answer.text
+            return pid
+
+    pid = asyncio.run(post())
+    fhir = {**_observation("o-eq", pid, 5, 14), "effectiveDateTime": when}
+    (tmp_path / "eq.ndjson").write_text(json.dumps(fhir) + "\n")
+    job = IngestJob((str(tmp_path / "eq.ndjson"),), "fhir-ndjson", None, str(tmp_path / "out"))
+    assert run_ingest(settings, job, writers=1).appended == 1
+    days = [day for _, day, _ in asyncio.run(_log(settings, pid))]
+    assert days == [4 + 30 / 1440] * 2

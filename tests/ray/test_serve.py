@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -70,16 +71,25 @@ def test_a_clinician_and_a_researcher_over_http_on_serve(served):
     clinician = local_token(settings, "clinician", subject="dr-e2e", care_team=("team-1",))
     with Client(url, token=clinician, retry=RetryPolicy(attempts=3, initial_s=0.1)) as api:
         assert api.ready()
+        enrolled = datetime(2024, 3, 1, 8, tzinfo=UTC)
         pid = api.create_patient(
-            name="Serve Canary", birth_date="1979-09-09", mrn="SV-1", care_team="team-1"
-        )
+            name="Serve Canary", birth_date="1979-09-09", mrn="SV-1", care_team="team-1",
+            enrolled_at=enrolled,
+        )  # fmt: skip
         acks = api.add_observations(
-            pid, [observation(E.Phq9(17), day=0.0), observation(E.Gad7(12), day=0.2)]
-        )
+            pid,
+            [observation(E.Phq9(17), effective=enrolled),
+             observation(E.Gad7(12), effective=enrolled + timedelta(days=0.2))],
+        )  # fmt: skip
         assert [a.seq for a in acks.acknowledged] == [1, 2]
-        api.add_interventions(pid, [observation(E.Prescription("sertraline", 50.0), day=1.0)])
+        assert [a.day for a in acks.acknowledged] == [0.0, 0.2]
+        api.add_interventions(
+            pid,
+            [observation(E.Prescription("sertraline", 50.0), effective=enrolled + timedelta(1))],
+        )
         twin = api.twin(pid)
         assert twin.last_seq == 3 and twin.severity_mean > 5
+        assert twin.as_of == enrolled + timedelta(days=twin.day)  # through Serve and the actors
         forecast = api.forecast(pid, weeks=4)
         assert forecast.weeks == [1, 2, 3, 4]
         report = api.compare_scenarios(

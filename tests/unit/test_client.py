@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from twin.client import Client, RetryPolicy, observation
 from twin.domain import events as E
 
 FAST = RetryPolicy(attempts=4, initial_s=0.001, max_s=0.01)
+AT = datetime(2024, 3, 5, 9, 30, tzinfo=UTC)
 PROBLEM = {"content-type": "application/problem+json"}
 
 
@@ -37,11 +39,33 @@ def test_retryable_answers_are_retried_with_the_same_idempotency_keys():
     limited = httpx.Response(429, headers={**PROBLEM, "retry-after": "0"},
                              json={"title": "Too Many Requests", "status": 429})  # fmt: skip
     with _client([busy, limited, _ingest_ok()], seen) as api:
-        out = api.add_observations("pt_1", [observation(E.Phq9(10), day=0.0)])
+        out = api.add_observations("pt_1", [observation(E.Phq9(10), effective=AT)])
     assert out.last_seq == 1 and len(seen) == 3
     bodies = [json.loads(r.content) for r in seen]
     assert len({b["items"][0]["idempotency_key"] for b in bodies}) == 1
     assert seen[0].headers["authorization"] == "Bearer t0k"
+
+
+def test_an_observation_takes_an_aware_datetime_and_sends_it_as_an_instant():
+    seen: list[httpx.Request] = []
+    paris = timezone(timedelta(hours=1))
+    with _client([_ingest_ok()], seen) as api:
+        api.add_observations(
+            "pt_1", [observation(E.Phq9(10), effective=datetime(2024, 3, 5, 10, 30, tzinfo=paris))]
+        )
+    (item,) = json.loads(seen[0].content)["items"]
+    assert item["effective"] == "2024-03-05T09:30:00Z" and "day" not in item  # the same instant
+    with pytest.raises(errors.InvalidInputError, match="aware"):
+        observation(E.Phq9(10), effective=datetime(2024, 3, 5, 10, 30))  # a wall-clock time
+    for when in ({}, {"effective": AT, "day": 1.0}):
+        with pytest.raises(errors.InvalidInputError, match="exactly one"):
+            observation(E.Phq9(10), **when)  # type: ignore[arg-type]
+
+
+def test_the_float_day_still_works_and_warns_that_it_is_deprecated():
+    with pytest.warns(DeprecationWarning, match="effective"):
+        item = observation(E.Phq9(10), day=2.5)
+    assert item.day == 2.5 and item.effective is None
 
 
 def test_a_gateways_answer_for_a_lost_server_is_retried_and_the_apis_own_500_or_404_is_not():
@@ -50,14 +74,14 @@ def test_a_gateways_answer_for_a_lost_server_is_retried_and_the_apis_own_500_or_
     # Serve's proxy before its routes are known again (after it restarted): a plain-text 404.
     lost.append(httpx.Response(404, text="Path '/v1/patients/pt_1/observations' not found."))
     with _client([*lost, _ingest_ok()], seen) as api:
-        out = api.add_observations("pt_1", [observation(E.Phq9(10), day=0.0)])
+        out = api.add_observations("pt_1", [observation(E.Phq9(10), effective=AT)])
     assert out.last_seq == 1 and len(seen) == 4
     assert len({json.loads(r.content)["items"][0]["idempotency_key"] for r in seen}) == 1
     seen.clear()
     ours = httpx.Response(500, headers=PROBLEM, json={"title": "Internal Server Error",
                                                       "status": 500})  # fmt: skip
     with _client([ours], seen) as api, pytest.raises(errors.ApiError):
-        api.add_observations("pt_1", [observation(E.Phq9(10), day=0.0)])
+        api.add_observations("pt_1", [observation(E.Phq9(10), effective=AT)])
     assert len(seen) == 1
     seen.clear()
     lost_creation = [httpx.Response(500, text="lost")]
@@ -137,10 +161,22 @@ def test_frames_and_fan_chart_from_a_forecast(tmp_path):
         model_version="m", as_of_day=10, last_seq=3, days_since={}, particles=100,
     )  # fmt: skip
     frame = forecast_frame(fc)
-    assert frame.shape == (14, 5)
+    assert frame.shape == (14, 6) and frame["time"].isna().all()  # no enrolment: no instants
+    dated = forecast_frame(
+        fc.model_copy(update={"times": [datetime(2024, 3, 8, tzinfo=UTC),
+                                        datetime(2024, 3, 15, tzinfo=UTC)]})
+    )  # fmt: skip
+    assert str(dated["time"].dtype) == "datetime64[us, UTC]"
+    assert dated.query("week == 2")["time"].iloc[0] == datetime(2024, 3, 15, tzinfo=UTC)
     assert frame.query("week == 2 and quantile == 0.5")["phq9"].item() == 9
     ax = plot_forecast(fc, observed=[(0.0, 14)])
     ax.figure.savefig(tmp_path / "fan.png")
     assert (tmp_path / "fan.png").stat().st_size > 1000
     ev = events_frame([schemas.FeedEventOut(seq=1, day=0.5, payload={"type": "gad7", "total": 4})])
-    assert list(ev.columns) == ["seq", "day", "type", "total"]
+    assert list(ev.columns) == ["seq", "day", "effective", "type", "total"]
+    at = datetime(2024, 3, 5, 8, 30, tzinfo=UTC)
+    ev = events_frame(
+        [schemas.FeedEventOut(seq=2, day=0.5, effective=at, payload={"type": "phq9", "total": 4})]
+    )
+    assert ev["effective"].iloc[0] == at
+    assert list(events_frame([]).columns) == ["seq", "day", "effective"]

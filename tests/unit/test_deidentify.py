@@ -1,9 +1,11 @@
 """De-identification: keyed pseudonyms and days that do not name the calendar."""
 
+from datetime import UTC, date, datetime, timedelta
+
 import pytest
 
 from twin import errors
-from twin.domain.deidentify import Deidentifier, record_day
+from twin.domain.deidentify import MAX_DATE_SHIFT_DAYS, Deidentifier, record_day
 
 KEY = b"k" * 32
 
@@ -25,3 +27,23 @@ def test_research_days_count_from_the_patients_own_first_event():
 def test_short_keys_are_refused():
     with pytest.raises(errors.ConfigurationError):
         Deidentifier(b"short")
+
+
+def test_date_shifts_are_keyed_uniform_and_never_zero():
+    deid, other = Deidentifier(KEY), Deidentifier(b"z" * 32)
+    shifts = [deid.date_shift(f"pt_{i}") for i in range(20_000)]
+    assert (
+        0 not in shifts
+        and min(shifts) == -MAX_DATE_SHIFT_DAYS
+        and max(shifts) == MAX_DATE_SHIFT_DAYS
+    )
+    assert abs(sum(s > 0 for s in shifts) / len(shifts) - 0.5) < 0.02
+    assert sum(deid.date_shift(f"pt_{i}") == other.date_shift(f"pt_{i}") for i in range(1000)) < 20
+    when = datetime(2024, 3, 5, 23, 30, tzinfo=UTC)
+    assert deid.shifted_date("pt_1", when) == date(2024, 3, 5) + timedelta(deid.date_shift("pt_1"))
+
+
+def test_a_relative_deidentifier_shows_no_dates_and_a_misspelt_policy_is_refused():
+    assert Deidentifier(KEY).shows_dates and not Deidentifier(KEY, dates="relative").shows_dates
+    with pytest.raises(errors.ConfigurationError):
+        Deidentifier(KEY, dates="real")  # type: ignore[arg-type]

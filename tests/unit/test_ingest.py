@@ -16,6 +16,7 @@ from twin.ingest import fhir, tabular
 from twin.ingest.records import ROW_COLUMNS, Record, day_of, patient_id_of, prepare, to_event
 
 ORIGIN = datetime(2024, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
@@ -55,12 +56,12 @@ def statement(status="completed", dosage=None, **extra):
 def test_observation_becomes_an_event_on_the_origin_axis():
     (record,) = fhir.records_from_resource(observation())
     assert record.payload == E.Phq9(14) and record.source == "Observation/o1"
-    patient, event = to_event(record, ORIGIN)
+    patient, event = to_event(record, ORIGIN, now=NOW)
     assert patient == "pt_1" and event.day == 1.5 and event.payload == E.Phq9(14)
     assert event.idempotency_key.startswith("ingest:") and len(event.idempotency_key) <= 128
     # Deterministic: the same fact gives the same key; another fact another key.
-    again = to_event(fhir.records_from_resource(observation())[0], ORIGIN)[1]
-    other = to_event(fhir.records_from_resource(observation(value=15))[0], ORIGIN)[1]
+    again = to_event(fhir.records_from_resource(observation())[0], ORIGIN, now=NOW)[1]
+    other = to_event(fhir.records_from_resource(observation(value=15))[0], ORIGIN, now=NOW)[1]
     assert again.idempotency_key == event.idempotency_key != other.idempotency_key
 
 
@@ -121,7 +122,8 @@ def test_medication_statement_gives_start_and_stop_doses():
     start, stop = fhir.records_from_resource(statement())
     assert start.payload == E.Prescription("sertraline", 50.0) and start.part == "start"
     assert stop.payload == E.Prescription("sertraline", 0.0) and stop.part == "stop"
-    assert to_event(start, ORIGIN)[1].idempotency_key != to_event(stop, ORIGIN)[1].idempotency_key
+    keys = {to_event(r, ORIGIN, now=NOW)[1].idempotency_key for r in (start, stop)}
+    assert len(keys) == 2
     active = fhir.records_from_resource(statement(status="active"))
     assert [r.payload for r in active] == [E.Prescription("sertraline", 50.0)]
 
@@ -175,16 +177,16 @@ def test_time_and_patient_rules():
     record = fhir.records_from_resource(observation())[0]
     early = Record(record.source, record.patient, datetime(2023, 12, 31, tzinfo=UTC), E.Phq9(3))
     with pytest.raises(errors.InvalidInputError, match="before the patient's enrolment"):
-        to_event(early, ORIGIN)
+        to_event(early, ORIGIN, now=NOW)
     naive = Record(record.source, record.patient, datetime(2024, 2, 1), E.Phq9(3))
     with pytest.raises(errors.InvalidInputError, match="UTC offset"):
-        to_event(naive, ORIGIN)
+        to_event(naive, ORIGIN, now=NOW)
     assert patient_id_of("Patient/pt_9") == "pt_9" == patient_id_of("pt_9")
     assert patient_id_of("Group/g1") is None and patient_id_of(None) is None
     no_subject = copy.deepcopy(observation())
     del no_subject["subject"]
     with pytest.raises(errors.InvalidInputError, match="subject"):
-        to_event(fhir.records_from_resource(no_subject)[0], ORIGIN)
+        to_event(fhir.records_from_resource(no_subject)[0], ORIGIN, now=NOW)
 
 
 def test_table_rows():
@@ -192,7 +194,7 @@ def test_table_rows():
            "effective": "2024-01-03T00:00:00+00:00", "id": "r-7"}  # fmt: skip
     record = tabular.record_from_row(row, where="obs.csv:2")
     assert record.payload == E.Phq9(12) and record.source == "row/r-7"
-    assert to_event(record, ORIGIN)[1].day == 2.0
+    assert to_event(record, ORIGIN, now=NOW)[1].day == 2.0
     assert "missing code" in tabular.record_from_row({**row, "code": None}, where="x").reason
     assert (
         "ISO 8601" in tabular.record_from_row({**row, "effective": "yesterday"}, where="x").reason
@@ -212,10 +214,10 @@ def test_prepare_gives_pipeline_rows():
     assert good["reason"] is None and good["subject"] == "Patient/pt_1"
     assert good["effective"] == datetime(2024, 1, 2, 12, tzinfo=UTC)
     assert good["payload"] == '{"items":null,"total":14,"type":"phq9"}'
-    assert good["idempotency_key"] == to_event(records[0], ORIGIN)[1].idempotency_key
+    assert good["idempotency_key"] == to_event(records[0], ORIGIN, now=NOW)[1].idempotency_key
     assert bad["payload"] is None and bad["reason"] and bad["subject"] == "Patient/pt_1"
     assert row["subject"] == "Patient/pt_2"  # a bare id of a table row
-    assert day_of(good["effective"], ORIGIN) == 1.5
+    assert day_of(good["effective"], ORIGIN, now=NOW) == 1.5
 
 
 def test_idempotency_keys_never_change_form():
@@ -226,16 +228,17 @@ def test_idempotency_keys_never_change_form():
                   E.Prescription("sertraline", 50.0), part="start")  # fmt: skip
     # Pinned when the key was first defined (sha256 of the compact JSON [source, part, time,
     # payload]); recomputed here from that definition as well.
-    assert to_event(phq9, ORIGIN)[1].idempotency_key == (
+    assert to_event(phq9, ORIGIN, now=NOW)[1].idempotency_key == (
         "ingest:324f6bffc1be4e809600d36d5636de745b749f2e17eacaf8"
     )
-    assert to_event(dose, ORIGIN)[1].idempotency_key == (
+    assert to_event(dose, ORIGIN, now=NOW)[1].idempotency_key == (
         "ingest:de87e486e3aef6df88c5b077610256896eb08d0bbf841801"
     )
     fact = [dose.source, dose.part, (when + timedelta(minutes=30)).isoformat(),
             {"drug": "sertraline", "mg_per_day": 50.0, "type": "prescription"}]  # fmt: skip
     digest = hashlib.sha256(json.dumps(fact, sort_keys=True, separators=(",", ":")).encode())
-    assert to_event(dose, ORIGIN)[1].idempotency_key == "ingest:" + digest.hexdigest()[:48]
+    key = to_event(dose, ORIGIN, now=NOW)[1].idempotency_key
+    assert key == "ingest:" + digest.hexdigest()[:48]
 
 
 def test_a_fhir_time_keeps_its_offset_in_the_key():
@@ -341,7 +344,7 @@ def test_an_active_depressive_episode_gives_its_duration_on_the_recorded_day():
     (record,) = fhir.records_from_resource(condition())
     assert record.payload == E.Covariates(episode_weeks=10.0)
     assert record.effective == datetime(2024, 3, 11, tzinfo=UTC)
-    patient, event = to_event(record, ORIGIN)
+    patient, event = to_event(record, ORIGIN, now=NOW)
     assert patient == "pt_1" and event.day == 70.0
     assert event.payload == E.Covariates(episode_weeks=10.0)
     # ICD-10-CM, with or without the dot; a month-precision onset is taken at mid-month.
@@ -466,7 +469,7 @@ def test_a_reference_that_is_not_a_patient_id_refers_to_no_one(reference):
     for record in fhir.records_from_resource(observation(subject={"reference": reference})):
         if record.payload is not None:
             with pytest.raises(errors.InvalidInputError, match="subject"):
-                to_event(record, origin=datetime(2024, 1, 1, tzinfo=UTC))
+                to_event(record, origin=datetime(2024, 1, 1, tzinfo=UTC), now=NOW)
         else:
             assert record.reason
 

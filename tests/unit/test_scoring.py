@@ -472,7 +472,8 @@ def test_score_forecasts_on_the_sdk_forecasts_joined_by_day():
 
     fc = forecasts_frame({"a": api_forecast(49, 26, 0), "b": api_forecast(14, 26, 4)})
     assert list(fc.columns) == [
-        "patient", "as_of_day", "week", "day", "quantile", "phq9", "gad7", "severity",
+        "patient", "as_of_day", "as_of", "week", "day", "time", "quantile", "phq9", "gad7",
+        "severity",
     ]  # fmt: skip
     assert fc.query("patient == 'b' and week == 2")["day"].iloc[0] == 28
     # Observations as the change feed gives them: day on the twin's clock, within the day.

@@ -7,14 +7,17 @@ jitter, honouring ``Retry-After``; every event sent gets an idempotency key (gen
 given), so a retried ingest never applies twice. Lists are iterators over pages; the change
 feed is an iterator that reconnects from the last event id it saw.
 
+    from datetime import UTC, datetime
+
     from twin.client import Client, observation
     from twin.domain import events
 
     with Client("http://127.0.0.1:8000", token=TOKEN) as api:
         pid = api.create_patient(name="...", birth_date="1980-01-31", mrn="...",
-                                 care_team="team-1")
-        api.add_observations(pid, [observation(events.Phq9(14), day=0)])
-        print(api.twin(pid).severity_mean)
+                                 care_team="team-1", enrolled_at=datetime(2024, 3, 1, tzinfo=UTC))
+        when = datetime(2024, 3, 5, 9, 30, tzinfo=UTC)  # any time zone; never a naive time
+        api.add_observations(pid, [observation(events.Phq9(14), effective=when)])
+        print(api.twin(pid).severity_mean, api.twin(pid).as_of)
 
 Optional extras (``novamind[client]``): :mod:`twin.client.frames` (pandas DataFrames) and
 :mod:`twin.client.plot` (``plot_forecast``, a fan chart with the PHQ-9 severity bands).

@@ -1,11 +1,15 @@
 """Results as pandas DataFrames (extra ``novamind[client]``).
 
 - :func:`forecast_frame`: one row per week and quantile level, columns ``phq9``, ``gad7`` and
-  ``severity`` (latent, PHQ-9 points).
-- :func:`events_frame`: one row per event with ``seq``, ``day``, ``type`` and the payload's
-  fields as columns.
+  ``severity`` (latent, PHQ-9 points), and ``time``, the instant each week describes.
+- :func:`events_frame`: one row per event with ``seq``, ``day``, ``effective`` (when it
+  happened), ``type`` and the payload's fields as columns.
 - :func:`forecasts_frame`: several patients' forecasts in one long frame with ``patient``,
-  ``as_of_day`` and ``day`` (the twin's clock), ready to be scored.
+  ``as_of_day`` and ``day`` (the twin's clock), and ``as_of`` and ``time`` (instants), ready to
+  be scored.
+
+Instants are pandas ``Timestamp`` s in UTC (``datetime64[us, UTC]``); ``NaT`` for a patient
+registered without an enrolment.
 - :func:`score_forecasts`: score a long table of forecasts (draws or quantiles) against an
   observed longitudinal table, overall and per horizon window (CRPS, interval coverage, PIT;
   :mod:`twin.validation.scoring`); :func:`scores_frame` turns the report into a DataFrame.
@@ -14,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -38,9 +43,19 @@ def _pandas() -> Any:
     return pd
 
 
+def _instants(values: Sequence[Any]) -> Any:
+    """Instants (aware ``datetime`` or ``None``) as a UTC datetime column."""
+    return _pandas().to_datetime(list(values), utc=True).as_unit("us")
+
+
 def forecast_frame(forecast: schemas.ForecastOut) -> Any:
-    """A long DataFrame: ``week``, ``quantile``, ``phq9``, ``gad7``, ``severity``."""
+    """A long DataFrame: ``week``, ``time``, ``quantile``, ``phq9``, ``gad7``, ``severity``.
+
+    ``time`` is the instant a week's values describe (``NaT`` without an enrolment).
+    """
     pd = _pandas()
+    times: list[datetime | None] = list(forecast.times or [])
+    times += [None] * (len(forecast.weeks) - len(times))
     rows = [
         {
             "week": week,
@@ -52,13 +67,20 @@ def forecast_frame(forecast: schemas.ForecastOut) -> Any:
         for i, week in enumerate(forecast.weeks)
         for j, level in enumerate(forecast.quantile_levels)
     ]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=["week", "quantile", "phq9", "gad7", "severity"])
+    levels = len(forecast.quantile_levels)
+    frame.insert(1, "time", _instants([t for t in times for _ in range(levels)]))
+    return frame
 
 
 def events_frame(events: Iterable[schemas.FeedEventOut]) -> Any:
-    """A DataFrame of events (``seq``, ``day``, ``type`` and payload fields)."""
+    """A DataFrame of events: ``seq``, ``day``, ``effective`` (UTC), ``type``, payload fields."""
     pd = _pandas()
-    return pd.DataFrame([{"seq": e.seq, "day": e.day, **e.payload} for e in events])
+    listed = list(events)
+    rows = [{"seq": e.seq, "day": e.day, **e.payload} for e in listed]
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["seq", "day"])
+    frame.insert(2, "effective", _instants([e.effective for e in listed]))
+    return frame
 
 
 def forecasts_frame(
@@ -66,9 +88,10 @@ def forecasts_frame(
 ) -> Any:
     """Several forecasts in one long DataFrame, one row per patient, forecast, week and level.
 
-    Columns: ``patient``, ``as_of_day`` (the day the forecast starts), ``week`` (weeks ahead),
-    ``day`` (``as_of_day + 7·week``, on the twin's clock: days since the patient's origin, as
-    in :func:`events_frame`), ``quantile``, ``phq9``, ``gad7`` and ``severity``.
+    Columns: ``patient``, ``as_of_day`` (the day the forecast starts), ``as_of`` (that day's
+    instant), ``week`` (weeks ahead), ``day`` (``as_of_day + 7·week``, on the twin's clock: days
+    since the patient's enrolment, as in :func:`events_frame`), ``time`` (that day's instant),
+    ``quantile``, ``phq9``, ``gad7`` and ``severity``.
 
     Args:
         forecasts: ``{patient id: forecast}``, or ``(patient id, forecast)`` pairs when a
@@ -81,7 +104,8 @@ def forecasts_frame(
         frame = forecast_frame(forecast)
         frame.insert(0, "patient", patient)
         frame.insert(1, "as_of_day", forecast.as_of_day)
-        frame.insert(3, "day", forecast.as_of_day + 7 * frame["week"])
+        frame.insert(2, "as_of", _instants([forecast.as_of] * len(frame)))
+        frame.insert(4, "day", forecast.as_of_day + 7 * frame["week"])
         frames.append(frame)
     if not frames:
         raise errors.InvalidInputError("no forecasts given")

@@ -13,8 +13,10 @@ erase), never a patient creation.
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
 import httpx
@@ -41,17 +43,45 @@ Method = Literal["GET", "POST", "DELETE"]
 
 
 def observation(
-    payload: events.Payload, *, day: float, key: str | None = None
+    payload: events.Payload,
+    *,
+    effective: datetime | None = None,
+    day: float | None = None,
+    key: str | None = None,
 ) -> schemas.ObservationIn:
     """An event for :meth:`Client.add_observations` / :meth:`Client.add_interventions`.
 
     Args:
         payload: What happened (``events.Phq9(14)``, ``events.Prescription("sertraline", 50)``).
-        day: Days since the twin's origin.
+        effective: When it happened: an aware ``datetime`` (any time zone), from the patient's
+            enrolment to a day after the present. The server places it on the twin's axis.
+        day: Deprecated (give ``effective``): days since the patient's enrolment. Warns with
+            a ``DeprecationWarning``; the server stops reading it after
+            :data:`twin.schemas.DAY_SUNSET_AT`.
         key: Idempotency key; a random one when ``None`` (retries of one call reuse it).
+
+    Raises:
+        InvalidInputError: Neither or both of ``effective`` and ``day``, or a naive
+            ``effective`` (a wall-clock time names no instant).
     """
+    if (effective is None) == (day is None):
+        raise errors.InvalidInputError("give exactly one of effective or day")
+    if effective is not None and (effective.tzinfo is None or effective.utcoffset() is None):
+        raise errors.InvalidInputError(
+            "effective: an aware datetime is required (e.g. datetime(..., tzinfo=UTC))"
+        )
+    if day is not None:
+        warnings.warn(
+            "observation(day=...) is deprecated: give effective=<aware datetime>; the server "
+            f"stops reading day after {schemas.DAY_SUNSET_AT.date().isoformat()}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     return schemas.ObservationIn(
-        idempotency_key=key or uuid.uuid4().hex, day=day, payload=codec.encode(payload)
+        idempotency_key=key or uuid.uuid4().hex,
+        effective=effective,
+        day=day,
+        payload=codec.encode(payload),
     )
 
 
@@ -103,7 +133,7 @@ class _Routes:
         care_team: str,
         contact: str | None,
         covariates: schemas.CovariatesIn | None,
-        enrolled_at: str | None,
+        enrolled_at: str | datetime | None,
         identifiers: Sequence[tuple[str, str]],
     ) -> schemas.PatientCreate:
         return schemas.PatientCreate.model_validate(
@@ -235,9 +265,9 @@ class _Routes:
     def ingest_request(
         paths: Sequence[str],
         format: str,
-        origin: str | None,
+        origin: str | datetime | None,
         care_team: str | None,
-        enrolled_at: str | None,
+        enrolled_at: str | datetime | None,
     ) -> schemas.IngestJobIn:
         return schemas.IngestJobIn.model_validate(
             {"paths": list(paths), "format": format, "origin": origin, "care_team": care_team,
@@ -461,14 +491,14 @@ class Client:
         care_team: str,
         contact: str | None = None,
         covariates: schemas.CovariatesIn | None = None,
-        enrolled_at: str | None = None,
+        enrolled_at: str | datetime | None = None,
         identifiers: Sequence[tuple[str, str]] = (),
     ) -> str:
         """Register a patient; returns the opaque patient id.
 
-        ``covariates`` if known; ``enrolled_at`` (ISO 8601 with offset) is day 0 of the
-        patient's time axis (default: now); ``identifiers`` are ``(system, value)`` pairs bulk
-        ingest matches the patient's records by.
+        ``covariates`` if known; ``enrolled_at`` (an aware ``datetime``, or ISO 8601 with an
+        offset) is day 0 of the patient's time axis (default: now); ``identifiers`` are
+        ``(system, value)`` pairs bulk ingest matches the patient's records by.
         """
         body = _Routes.patient_body(
             name, birth_date, mrn, care_team, contact, covariates, enrolled_at, identifiers
@@ -627,16 +657,17 @@ class Client:
         paths: Sequence[str],
         *,
         format: str,
-        origin: str | None = None,
+        origin: str | datetime | None = None,
         care_team: str | None = None,
-        enrolled_at: str | None = None,
+        enrolled_at: str | datetime | None = None,
     ) -> schemas.IngestJobOut:
         """Queue a bulk ingest of files under the service's ingest root (admins, services).
 
         ``format``: ``fhir-ndjson``, ``fhir-bundle``, ``csv`` or ``parquet``. Patient resources
         register patients in ``care_team`` (enrolled at ``enrolled_at``, default their first
-        record); ``origin`` is day 0 of patients registered without an enrolment (ISO 8601
-        date-times with a UTC offset). Follow it with :meth:`ingest_job`.
+        record); ``origin`` is day 0 of patients registered without an enrolment (aware
+        ``datetime`` s, or ISO 8601 date-times with a UTC offset). Follow it with
+        :meth:`ingest_job`.
         """
         request = _Routes.ingest_request(paths, format, origin, care_team, enrolled_at)
         return self._run(_Routes.submit_ingest_job(request))
@@ -739,14 +770,14 @@ class AsyncClient:
         care_team: str,
         contact: str | None = None,
         covariates: schemas.CovariatesIn | None = None,
-        enrolled_at: str | None = None,
+        enrolled_at: str | datetime | None = None,
         identifiers: Sequence[tuple[str, str]] = (),
     ) -> str:
         """Register a patient; returns the opaque patient id.
 
-        ``covariates`` if known; ``enrolled_at`` (ISO 8601 with offset) is day 0 of the
-        patient's time axis (default: now); ``identifiers`` are ``(system, value)`` pairs bulk
-        ingest matches the patient's records by.
+        ``covariates`` if known; ``enrolled_at`` (an aware ``datetime``, or ISO 8601 with an
+        offset) is day 0 of the patient's time axis (default: now); ``identifiers`` are
+        ``(system, value)`` pairs bulk ingest matches the patient's records by.
         """
         body = _Routes.patient_body(
             name, birth_date, mrn, care_team, contact, covariates, enrolled_at, identifiers
@@ -900,9 +931,9 @@ class AsyncClient:
         paths: Sequence[str],
         *,
         format: str,
-        origin: str | None = None,
+        origin: str | datetime | None = None,
         care_team: str | None = None,
-        enrolled_at: str | None = None,
+        enrolled_at: str | datetime | None = None,
     ) -> schemas.IngestJobOut:
         """Queue a bulk ingest of files under the service's ingest root (admins, services)."""
         request = _Routes.ingest_request(paths, format, origin, care_team, enrolled_at)

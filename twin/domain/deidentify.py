@@ -7,6 +7,14 @@
   date. Researchers get :func:`record_day` instead: days since the
   patient's first event. Intervals within a patient are kept; nothing ties a day to the
   calendar.
+- Dates: where a research output gives a date, it is shifted (:meth:`Deidentifier.shifted_date`):
+  every date of one patient moves by the same whole number of days, 1 to
+  :data:`MAX_DATE_SHIFT_DAYS` earlier or later, drawn from
+  ``HMAC-SHA256(research key, "date-shift|" + patient id)``. Intervals and record days are
+  kept; the real dates cannot be recovered without the key, and one patient's
+  shift says nothing about another's. The output is de-identified by expert determination
+  (45 CFR 164.514(b)(1)), not by Safe Harbor, which removes every date element but the year
+  (docs/time.md, "Research outputs"); ``dates="relative"`` keeps to record days.
 - Direct identifiers (name, birth date, MRN, contact) and the patient id itself never appear:
   research outputs are built from allow-listed model outputs.
 - Identifier links: the registry finds a patient by an external identifier (an MRN with its
@@ -22,10 +30,20 @@ import hashlib
 import hmac
 import json
 import math
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal, get_args
 
 from twin import errors
 
-__all__ = ["LINK_PREFIX", "PSEUDONYM_LENGTH", "PSEUDONYM_PREFIX", "Deidentifier", "record_day"]
+__all__ = [
+    "LINK_PREFIX",
+    "MAX_DATE_SHIFT_DAYS",
+    "PSEUDONYM_LENGTH",
+    "PSEUDONYM_PREFIX",
+    "Deidentifier",
+    "ResearchDates",
+    "record_day",
+]
 
 MIN_KEY_BYTES = 32
 #: A pseudonym is this prefix and 96 bits of the HMAC in hex.
@@ -33,6 +51,14 @@ PSEUDONYM_PREFIX = "rs_"
 PSEUDONYM_LENGTH = len(PSEUDONYM_PREFIX) + 24
 #: An identifier link is this prefix and the whole HMAC in hex.
 LINK_PREFIX = "il_"
+#: A patient's research dates move by 1 to this many days, earlier or later (half a year: a
+#: shown date says neither the real date nor its season).
+MAX_DATE_SHIFT_DAYS = 182
+
+
+#: What research outputs show of time: shifted dates beside the record days (expert
+#: determination), or the record days only (Safe Harbor).
+ResearchDates = Literal["shifted", "relative"]
 
 
 class Deidentifier:
@@ -40,12 +66,17 @@ class Deidentifier:
 
     Args:
         key: The research key (>= 32 bytes), held by the service, never by researchers.
+        dates: ``"shifted"``: research outputs show shifted dates beside the record days;
+            ``"relative"``: record days only (:attr:`shows_dates` is false).
     """
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, dates: ResearchDates = "shifted") -> None:
         if len(key) < MIN_KEY_BYTES:
             raise errors.ConfigurationError("the research key must be at least 32 bytes")
+        if dates not in get_args(ResearchDates):
+            raise errors.ConfigurationError("research dates: shifted or relative")
         self._key = key
+        self.shows_dates = dates == "shifted"
 
     def _mac(self, purpose: str, patient_id: str) -> bytes:
         return hmac.new(self._key, f"{purpose}|{patient_id}".encode(), hashlib.sha256).digest()
@@ -53,6 +84,20 @@ class Deidentifier:
     def pseudonym(self, patient_id: str) -> str:
         """The patient's research pseudonym."""
         return PSEUDONYM_PREFIX + self._mac("pseudonym", patient_id)[:12].hex()
+
+    def date_shift(self, patient_id: str) -> int:
+        """The patient's date shift: days in ``[-MAX, -1] | [1, MAX]``, never 0.
+
+        Uniform over the ``2 * MAX_DATE_SHIFT_DAYS`` values (the 64-bit draw's modulo bias is
+        below 1e-17), the same for every date of the patient, and unknowable without the key.
+        """
+        draw = int.from_bytes(self._mac("date-shift", patient_id)[:8], "big")
+        k = draw % (2 * MAX_DATE_SHIFT_DAYS)
+        return k - MAX_DATE_SHIFT_DAYS if k < MAX_DATE_SHIFT_DAYS else k - MAX_DATE_SHIFT_DAYS + 1
+
+    def shifted_date(self, patient_id: str, when: datetime) -> date:
+        """The date (UTC) of ``when`` (aware), moved by the patient's :meth:`date_shift`."""
+        return when.astimezone(UTC).date() + timedelta(days=self.date_shift(patient_id))
 
     def identifier_link(self, system: str, value: str) -> str:
         """The registry's link for an external identifier (``system``, ``value``)."""

@@ -42,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from twin import errors, ports
 from twin.domain.events import MAX_EVENT_GAP_DAYS
 from twin.domain.patients import Identifiers
+from twin.domain.time_axis import MAX_AHEAD
 from twin.ingest.records import PATIENT_PREFIX, PatientFacts, patient_id_of
 from twin.ingest.subjects import IDENTIFIER_PREFIX
 
@@ -67,9 +68,10 @@ def record_start(times: Sequence[datetime], now: datetime) -> datetime | None:
 
     The first of the latest stretch of records with no gap longer than
     :data:`twin.domain.events.MAX_EVENT_GAP_DAYS` between two of them, among times from 1900 to
-    a day after ``now``. A typed year (0001, 1950 for 2020) or a history decades before the
-    current care does not start the time axis: those records are refused as before the
-    enrolment, and the stretch the twin can follow is kept.
+    a day after ``now`` (:data:`twin.domain.time_axis.MAX_AHEAD`; later ones are refused). A
+    typed year (0001, 1950 for 2020) or a history decades before the current care does not
+    start the time axis: those records are refused as before the enrolment, and the stretch
+    the twin can follow is kept.
 
     Args:
         times: The subject's accepted record times (aware), in any order.
@@ -78,7 +80,7 @@ def record_start(times: Sequence[datetime], now: datetime) -> datetime | None:
     Returns:
         The start, or ``None`` when no time is plausible.
     """
-    latest = now + timedelta(days=1)
+    latest = now + MAX_AHEAD
     kept = sorted(t for t in times if _EARLIEST <= t <= latest)
     if not kept:
         return None

@@ -7,7 +7,8 @@ idempotency key, so running the same job again appends nothing twice; :func:`day
 on its patient's time axis once the job knows who the subject is.
 
 Time axis: ``day = (effective - origin) / 86,400 s``, with ``origin`` the patient's enrolment
-instant (docs/ingest.md).
+instant (docs/ingest.md). :func:`day_of` is :func:`twin.domain.time_axis.day_of`, the function
+the HTTP API places an event's ``effective`` with: an instant lands on the same day either way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from twin import errors, ports
 from twin.domain import codec, events
 from twin.domain.patients import is_patient_id
+from twin.domain.time_axis import day_of
 
 __all__ = [
     "PATIENT_PREFIX",
@@ -35,7 +37,6 @@ __all__ = [
 
 #: FHIR references name Novamind patients as ``Patient/<patient id>``.
 PATIENT_PREFIX = "Patient/"
-_SECONDS_PER_DAY = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,26 +132,6 @@ def _key(source: str, part: str, effective: datetime, payload_json: str) -> str:
     return "ingest:" + hashlib.sha256(fact.encode()).hexdigest()[:48]
 
 
-def day_of(effective: datetime, origin: datetime) -> float:
-    """Days from ``origin`` (the patient's enrolment) to ``effective``, both aware.
-
-    Raises:
-        InvalidInputError: Before the origin, or more than
-            :data:`twin.domain.events.MAX_DAY` after it.
-    """
-    try:
-        day = (effective.astimezone(UTC) - origin).total_seconds() / _SECONDS_PER_DAY
-    except OverflowError:  # no UTC instant (year 1 at +14:00, year 9999 at -14:00)
-        raise errors.InvalidInputError("effective time: outside the years 1-9999 in UTC") from None
-    if day < 0:
-        raise errors.InvalidInputError("effective time: before the patient's enrolment")
-    if day > events.MAX_DAY:
-        raise errors.InvalidInputError(
-            f"effective time: more than {events.MAX_DAY:g} days after the patient's enrolment"
-        )
-    return day
-
-
 def _accepted(record: Record) -> tuple[datetime, events.Payload, str, str]:
     """An accepted record's time (in UTC), payload, payload JSON and idempotency key.
 
@@ -177,25 +158,26 @@ def _accepted(record: Record) -> tuple[datetime, events.Payload, str, str]:
     )
 
 
-def to_event(record: Record, origin: datetime) -> tuple[str, ports.NewEvent]:
+def to_event(record: Record, origin: datetime, *, now: datetime) -> tuple[str, ports.NewEvent]:
     """The patient id and the event of an accepted record about a registered patient.
 
     Args:
         record: An accepted record whose subject is ``Patient/<patient id>`` (or the bare id).
         origin: The patient's time origin (aware).
+        now: When the job runs (a record more than a day after it is refused).
 
     Returns:
         ``(patient_id, NewEvent)`` with a deterministic idempotency key.
 
     Raises:
-        InvalidInputError: The record was refused, has no patient id or time, or happened
-            before ``origin``.
+        InvalidInputError: The record was refused, has no patient id or time, or its time is
+            off the patient's axis (:func:`twin.domain.time_axis.day_of`).
     """
     effective, payload, _, key = _accepted(record)
     patient_id = patient_id_of(record.patient)
     if patient_id is None:
         raise errors.InvalidInputError("subject: a reference Patient/<patient id> is required")
-    return patient_id, ports.NewEvent(key, day_of(effective, origin), payload)
+    return patient_id, ports.NewEvent(key, day_of(effective, origin, now=now), payload)
 
 
 #: Columns of a prepared row (the pipeline's schema between parsing and resolving subjects).

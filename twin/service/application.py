@@ -10,19 +10,22 @@ translate: a route turns HTTP into a call here and the result into HTTP; the err
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 from twin import errors, ports, schemas
 from twin.analytics.budget import CohortBudget, cohort_cost
+from twin.assimilation.alerts import Alert
 from twin.domain import codec, events, loinc
 from twin.domain.deidentify import Deidentifier, record_day
 from twin.domain.patients import Identifiers
+from twin.domain.time_axis import day_of, instant_of
 from twin.forecast.summary import QUANTILES, Forecast
 from twin.service import caseload, jobs
 from twin.service.access import AccessPolicy, Caller, Role
@@ -48,6 +51,8 @@ REGISTRATION_KEY = "novamind:registration:covariates"
 SCENARIO_REPORTS = "scenario"
 #: Search scope of a clinician: patients of their teams, at most this many.
 MAX_SCOPE = 10_000
+#: Registry reads at once while a research answer's enrolments are looked up.
+_CONCURRENT_READS = 16
 #: Who may submit, and who may read and cancel, each kind of batch job.
 COHORT_SUBMIT: tuple[Role, ...] = ("researcher",)
 COHORT_READ: tuple[Role, ...] = ("researcher", "admin")
@@ -99,9 +104,15 @@ class TwinQuery:
     limit: int = 100
 
 
-def forecast_out(fc: Forecast) -> schemas.ForecastOut:
-    """The wire form of a forecast."""
-    return schemas.ForecastOut.model_validate({**asdict(fc), "quantile_levels": list(QUANTILES)})
+def forecast_out(fc: Forecast, enrolment: datetime | None = None) -> schemas.ForecastOut:
+    """The wire form of a forecast, with its instants when the patient has an ``enrolment``."""
+    out = schemas.ForecastOut.model_validate({**asdict(fc), "quantile_levels": list(QUANTILES)})
+    if enrolment is None:
+        return out
+    start = instant_of(fc.as_of_day, enrolment)
+    # Week w describes twin day as_of_day + 7w (twin.forecast.summary).
+    times = [start + timedelta(days=7 * week) for week in fc.weeks]
+    return out.model_copy(update={"as_of": start, "times": times})
 
 
 def _payload(item: schemas.ObservationIn) -> events.Payload:
@@ -116,15 +127,67 @@ def _caseload_item(
 ) -> schemas.CaseloadItem:
     twin = None
     if entry is not None:
+        enrolment = ident.enrolment()
         twin = schemas.TwinSummaryOut(
             last_seq=entry.last_seq, day=entry.day, severity_mean=entry.severity_mean,
             severity_sd=entry.severity_sd, p_episode=entry.p_episode, p_severe=entry.p_severe,
             alert_flags=list(entry.alert_flags), updated_at=entry.updated_at,
+            as_of=None if enrolment is None else instant_of(entry.day, enrolment),
         )  # fmt: skip
     return schemas.CaseloadItem(
         patient_id=patient_id, care_team=team, name=ident.name, birth_date=ident.birth_date,
         mrn=ident.mrn, enrolled_at=ident.enrolled_at, twin=twin,
     )  # fmt: skip
+
+
+def _day(item: schemas.ObservationIn, i: int, enrolment: datetime | None, now: datetime) -> float:
+    """Where an item falls on the patient's time axis (its ``day``, or its ``effective``).
+
+    Raises:
+        InvalidInputError: An ``effective`` for a patient without an enrolment, or off their
+            axis (:func:`twin.domain.time_axis.day_of`, the function bulk ingest uses).
+    """
+    if item.effective is None:
+        assert item.day is not None  # the schema requires exactly one
+        return item.day
+    field = f"items.{i}.effective"
+    if enrolment is None:
+        raise errors.InvalidInputError(
+            f"{field}: the patient has no enrolment instant to place it from (registered "
+            "before enrolments were kept)"
+        )
+    return day_of(item.effective, enrolment, now=now, field=field)
+
+
+def _ingest_out(
+    result: IngestResult, batch: Sequence[ports.NewEvent], enrolment: datetime | None
+) -> schemas.IngestOut:
+    """The acknowledgement: one entry per item (its day and instant unless a duplicate)."""
+
+    def instant(day: float) -> datetime | None:
+        return None if enrolment is None else instant_of(day, enrolment)
+
+    def alert_out(a: Alert) -> schemas.AlertOut:
+        return schemas.AlertOut(
+            rule=a.rule, status=a.status, severity=a.severity, seq=a.seq, detail=a.detail,
+            day=a.day, at=instant(a.day),
+        )  # fmt: skip
+
+    acknowledged = [
+        schemas.AckOut(
+            seq=r.seq,
+            duplicate=r.duplicate,
+            rejected=result.rejected.get(r.seq),
+            day=None if r.duplicate else item.day,
+            effective=None if r.duplicate else instant(item.day),
+        )
+        for r, item in zip(result.appended, batch, strict=True)
+    ]
+    return schemas.IngestOut(
+        acknowledged=acknowledged,
+        alerts=[alert_out(a) for a in result.alerts],
+        last_seq=result.last_seq,
+    )
 
 
 class TwinService:
@@ -307,32 +370,63 @@ class TwinService:
 
     # -- events ---------------------------------------------------------------------------
 
+    async def _enrolment(self, patient_id: str) -> datetime | None:
+        """The patient's enrolment instant (day 0 of their time axis), if they have one."""
+        return (await self._registry.identifiers(patient_id)).enrolment()
+
     async def ingest(
         self,
         caller: Caller,
         patient_id: str,
         kind: EventKind,
         body: schemas.ObservationBatch,
-    ) -> IngestResult:
-        """Append events of one kind, acknowledged once durable, and apply them."""
+    ) -> schemas.IngestOut:
+        """Append events of one kind, acknowledged once durable, and apply them.
+
+        An item's ``effective`` is placed on the patient's axis from their enrolment by the
+        function bulk ingest places records with, so either way an instant lands on one day.
+        Nothing is stored when any item is refused.
+        """
         await self.policy.patient_access(
             caller, f"{kind}.ingest", patient_id, ("clinician", "admin", "service")
         )
         allowed, what = EVENT_KINDS[kind]
+        enrolment = await self._enrolment(patient_id)
+        now = datetime.now(UTC)
         batch: list[ports.NewEvent] = []
         for i, item in enumerate(body.items):
             payload = _payload(item)
             if not isinstance(payload, allowed):
                 raise errors.ObservationRangeError(f"items.{i}.type", type(payload).__name__, what)
-            batch.append(ports.NewEvent(item.idempotency_key, item.day, payload))
-        return await self._twins.ingest(patient_id, batch)
+            day = _day(item, i, enrolment, now)
+            batch.append(ports.NewEvent(item.idempotency_key, day, payload))
+        result = await self._twins.ingest(patient_id, batch)
+        return _ingest_out(result, batch, enrolment)
 
     # -- twins ----------------------------------------------------------------------------
 
     async def read_twin(self, caller: Caller, patient_id: str) -> schemas.TwinOut:
-        """The twin's estimate: latent severity with its SD, P(episode), P(severe), alerts."""
+        """The twin's estimate: latent severity with its SD, P(episode), P(severe), alerts.
+
+        With the instant it describes (``as_of``) when the patient has an enrolment.
+        """
         await self.policy.patient_access(caller, "twin.read", patient_id, ("clinician", "admin"))
-        return await self._twins.summary(patient_id)
+        summary = await self._twins.summary(patient_id)
+        enrolment = await self._enrolment(patient_id)
+        if enrolment is None:
+            return summary
+        return summary.model_copy(update={"as_of": instant_of(summary.day, enrolment)})
+
+    async def event_instants(self, patient_id: str) -> Callable[[float], datetime] | None:
+        """Twin day -> instant (UTC) on the patient's axis; ``None`` without an enrolment.
+
+        For a front end that reads the patient's events itself (the change feed) once it has
+        checked the caller's access.
+        """
+        enrolment = await self._enrolment(patient_id)
+        if enrolment is None:
+            return None
+        return lambda day: instant_of(day, enrolment)
 
     async def forecast(
         self, caller: Caller, patient_id: str, body: schemas.ForecastIn
@@ -342,7 +436,7 @@ class TwinService:
             caller, "twin.forecast", patient_id, ("clinician", "admin")
         )
         (result,) = await self._twins.forecast(patient_id, [body.scenario], weeks=body.weeks)
-        return forecast_out(result)
+        return forecast_out(result, await self._enrolment(patient_id))
 
     async def search_twins(self, caller: Caller, query: TwinQuery) -> list[ports.IndexEntry]:
         """Twins by severity, risk, alert flag and update time (clinicians: their teams')."""
@@ -375,18 +469,26 @@ class TwinService:
         """De-identified twin summaries, most severe first (researchers).
 
         Keyed pseudonyms, no identifiers, and days counted from each patient's own first event
-        (``record_day``), never the twin's day, which counts from the enrolment. Every
-        patient disclosed is audited (by opaque id, which researchers never see).
+        (``record_day``), never the twin's day, which counts from the enrolment. Dates are
+        shifted by each patient's secret offset (:meth:`Deidentifier.shifted_date`): never a
+        real one. Every patient disclosed is audited (by opaque id, which researchers never
+        see).
         """
         await self.policy.require_role(caller, "research.twins", ("researcher",))
         found = await self._index.search(min_severity=min_severity, alert=alert, limit=limit)
         await self.policy.record_disclosures(
             caller, "research.twins.disclose", [e.patient_id for e in found]
         )
+        shown = [e.patient_id for e in found] if self._deidentifier.shows_dates else []
+        enrolments = await self._enrolments(shown)
         return [
             schemas.ResearchTwinOut(
                 pseudonym=self._deidentifier.pseudonym(e.patient_id),
                 record_day=record_day(e.day, e.record_start),
+                shifted_as_of=self._shifted(e.patient_id, enrolments.get(e.patient_id), e.day),
+                shifted_record_start=self._shifted(
+                    e.patient_id, enrolments.get(e.patient_id), e.record_start
+                ),
                 severity_mean=e.severity_mean,
                 severity_sd=e.severity_sd,
                 p_episode=e.p_episode,
@@ -395,6 +497,26 @@ class TwinService:
             )
             for e in found
         ]
+
+    def _shifted(self, patient_id: str, enrolment: datetime | None, day: int | None) -> date | None:
+        """The shifted date twin day ``day`` began on (``None``: unknown, or no dates shown)."""
+        if enrolment is None or day is None or not self._deidentifier.shows_dates:
+            return None
+        return self._deidentifier.shifted_date(patient_id, instant_of(day, enrolment))
+
+    async def _enrolments(self, patient_ids: Sequence[str]) -> dict[str, datetime | None]:
+        """Each patient's enrolment (``None``: none kept, or erased since the index was read)."""
+        gate = asyncio.Semaphore(_CONCURRENT_READS)
+
+        async def one(pid: str) -> datetime | None:
+            async with gate:
+                try:
+                    return await self._enrolment(pid)
+                except (errors.KeyAccessError, errors.InvalidInputError):
+                    return None  # erased meanwhile: its index entry goes with it
+
+        found = await asyncio.gather(*(one(pid) for pid in patient_ids))
+        return dict(zip(patient_ids, found, strict=True))
 
     # -- scenario reports -----------------------------------------------------------------
 
@@ -411,12 +533,13 @@ class TwinService:
         forecasts, contrasts = await self._twins.compare(
             patient_id, body.scenarios, weeks=body.weeks
         )
+        enrolment = await self._enrolment(patient_id)
         report = schemas.ScenarioReportOut(
             report_id=uuid.uuid4().hex,
             patient_id=patient_id,
             title=body.title,
             created_at=time.time(),
-            forecasts=[forecast_out(f) for f in forecasts],
+            forecasts=[forecast_out(f, enrolment) for f in forecasts],
             contrasts=[schemas.ContrastOut.model_validate(asdict(c)) for c in contrasts],
         )
         plain = report.model_dump_json().encode()

@@ -4,7 +4,8 @@ The event log is the feed's source, so replay is exact: the SSE ``id`` is the ev
 number, a reconnecting client sends the last one it saw (``Last-Event-ID`` header, or the
 ``after`` query parameter) and receives every later event, none twice and none missing. With
 ``follow=true`` the stream stays open and polls the log for new events (comment lines keep
-idle connections alive); with ``follow=false`` it ends after the backlog.
+idle connections alive); with ``follow=false`` it ends after the backlog. Each event carries its
+twin day and, for a patient with an enrolment, the instant it happened (``effective``, UTC).
 
 Bounds: a caller holds at most ``streams_per_caller`` open streams in one replica (429 beyond),
 so one client cannot fill every replica's ``max_ongoing_requests``; the backlog is read in
@@ -21,7 +22,8 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -49,8 +51,16 @@ _EVENT_ID = WithJsonSchema({"type": "string", "maxLength": 20, "pattern": r"^[0-
 FEED_PAGE = 500
 
 
-def _frame(seq: int, day: float, payload: dict[str, object]) -> bytes:
-    data = json.dumps({"seq": seq, "day": day, "payload": payload}, separators=(",", ":"))
+#: Twin day -> instant on the patient's axis (``None``: a patient without an enrolment).
+Instants = Callable[[float], datetime] | None
+
+
+def _frame(seq: int, day: float, payload: dict[str, object], instants: Instants) -> bytes:
+    event: dict[str, object] = {"seq": seq, "day": day, "payload": payload}
+    if instants is not None:
+        # As FeedEventOut writes an instant: ISO 8601 in UTC with "Z".
+        event["effective"] = instants(day).isoformat().replace("+00:00", "Z")
+    data = json.dumps(event, separators=(",", ":"))
     return f"id: {seq}\nevent: event\ndata: {data}\n\n".encode()
 
 
@@ -83,7 +93,7 @@ async def _recheck_at(svc: ApiServices, who: Principal, patient_id: str) -> floa
 
 async def _stream(
     svc: ApiServices, request: Request, who: Principal, patient_id: str, after: int,
-    follow: bool, max_s: float, slot: _Slot,
+    follow: bool, max_s: float, slot: _Slot, instants: Instants,
 ) -> AsyncIterator[bytes]:  # fmt: skip
     try:
         started = last_sent = time.monotonic()
@@ -92,7 +102,7 @@ async def _stream(
         while True:
             batch = await svc.events.read(patient_id, after_seq=after, limit=FEED_PAGE)
             for event in batch:
-                yield _frame(event.seq, event.day, codec.encode(event.payload))
+                yield _frame(event.seq, event.day, codec.encode(event.payload), instants)
                 after = event.seq
                 last_sent = time.monotonic()
             if time.monotonic() - started >= max_s or await request.is_disconnected():
@@ -150,8 +160,9 @@ async def event_feed(
         if int(last_event_id) > MAX_SEQ:
             raise errors.ObservationRangeError("Last-Event-ID", "<invalid>", "an event sequence")
         start = max(start, int(last_event_id))
+    instants = await svc.app.event_instants(patient_id)
     slot = _Slot(svc.open_streams, who.subject, svc.streams_per_caller)
-    body = _stream(svc, request, who, patient_id, start, follow, max_s, slot)
+    body = _stream(svc, request, who, patient_id, start, follow, max_s, slot, instants)
     # A stream never iterated (the client left before the headers went out) is never run:
     # its slot is released when the generator is collected.
     weakref.finalize(body, slot.release)
