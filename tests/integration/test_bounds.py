@@ -308,6 +308,18 @@ def _requests(
         ("post", "/v1/patients/{patient_id}/forecast"): make(
             clinician, path=p, body={"weeks": 2, "scenario": SCENARIO}
         ),
+        ("get", "/v1/caseload"): make(
+            admin,
+            query={
+                "care_team": TEAM,
+                "min_severity": 1.0,
+                "min_p_severe": 0.1,
+                "alert": "phq9_item9",
+                "updated_since": 1.0,
+                "sort": "p_severe",
+                "limit": 10,
+            },
+        ),
         ("get", "/v1/twins"): make(
             admin,
             query={
