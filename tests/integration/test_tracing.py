@@ -3,9 +3,9 @@
 The spans go to the SDK's InMemorySpanExporter (``tests/spans.py``). One ingest is one trace,
 continuing the caller's ``traceparent``: the request's server span, then the access checks and
 the twin operation, the host's flush and kernel, and every store call under them. No span of
-any request (ingest, twin read, scenarios, emergency access, searches, refusals) carries a
-name, a birth date, an MRN, a contact, a patient id, an idempotency key, free text, a query
-value or a token.
+any request (ingest, twin read, scenarios, emergency access, searches, the caseload, refusals)
+carries a name, a birth date, an MRN, a contact, a patient id, an idempotency key, free text, a
+query value or a token.
 """
 
 from __future__ import annotations
@@ -162,6 +162,8 @@ async def test_no_span_of_any_request_carries_phi(tmp_path):
                     )
                 ).status_code,
                 (await http.get("/v1/twins?alert=canary_alert_q", headers=CLINICIAN)).status_code,
+                # The caseload answers with names and MRNs: its spans may not.
+                (await http.get("/v1/caseload?care_team=team-1", headers=CLINICIAN)).status_code,
                 # Refusals: an unknown patient, a value out of range, a bad token, no route.
                 (await http.get("/v1/patients/pt_canary404/twin", headers=CLINICIAN)).status_code,
                 (
@@ -180,7 +182,7 @@ async def test_no_span_of_any_request_carries_phi(tmp_path):
                 (await http.get("/v1/canary-path", headers=ADMIN)).status_code,
             ]
         spans = list(exporter.get_finished_spans())
-    assert statuses == [201, 200, 200, 200, 200, 201, 201, 200, 404, 422, 401, 404]
+    assert statuses == [201, 200, 200, 200, 200, 201, 201, 200, 200, 404, 422, 401, 404]
     names = {s.name for s in spans}
     # Every kind of request was traced: ingest, reads, forecasts, scenarios, refusals.
     assert {
@@ -190,6 +192,7 @@ async def test_no_span_of_any_request_carries_phi(tmp_path):
         "POST /v1/patients/{patient_id}/scenarios",
         "POST /v1/patients/{patient_id}/break-glass",
         "GET /v1/twins",
+        "GET /v1/caseload",
         "GET",  # no route matched: the method alone
         "twin.ingest",
         "twin.summary",
