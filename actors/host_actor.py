@@ -7,6 +7,11 @@ arguments pickle: the settings (without secrets, :meth:`twin.settings.TwinSettin
 and an importable coroutine function that opens the stores inside the actor process (so this
 layer never imports ``storage`` or ``deployments``). Ray saves no actor state: a restarted actor
 runs ``__init__`` again and its twins come back lazily from checkpoints and the log.
+
+A call may carry its caller's W3C ``traceparent`` (``trace_context``): the operation then runs
+in a SERVER span ``TwinHost/<operation>`` that continues the caller's trace in this process.
+Tracing itself starts in this process when the stores are opened (the ports factory), so the
+first call's span begins once they are open.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from typing import Any
 
 import ray
 
-from actors.host_metrics import HostMetrics
+from actors.host_metrics import HostMetrics, host_label
 from twin.model import counter_random, day_kernel
+from twin.service import tracing
 from twin.service.host import HostPorts, TwinHost
 from twin.service.operations import invoke
 from twin.settings import HostSettings, TwinSettings
@@ -49,6 +55,7 @@ class TwinHostActor:
         self._host: TwinHost | None = None
         self._opening = asyncio.Lock()
         self._metrics: HostMetrics | None = None
+        self._label: str | None = None
         # Compiled at actor start, not in a clinician's first forecast: the day step's two
         # variants take ~3-4 s each to compile cold, ~2 s for all to load from numba's cache.
         day_kernel.load()
@@ -61,21 +68,51 @@ class TwinHostActor:
                     stores = await self._open_ports(self._settings)
                     self._host = TwinHost(stores, settings=self._host_settings)
                     if ray.is_initialized():  # metrics need a connected Ray worker
-                        self._metrics = HostMetrics(
-                            ray.get_runtime_context().get_actor_name() or "host"
-                        )
+                        self._metrics = HostMetrics(self._name())
         return self._host
 
+    def _name(self) -> str:
+        """This host's name as metrics and spans show it (never a patient's digest)."""
+        if self._label is None:
+            name = ray.get_runtime_context().get_actor_name() if ray.is_initialized() else None
+            self._label = host_label(name or "host")
+        return self._label
+
     async def call(
-        self, operation: str, patient_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        operation: str,
+        patient_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        trace_context: dict[str, str] | None = None,
     ) -> Any:
-        """Run one twin operation on this host (see :mod:`twin.service.operations`)."""
+        """Run one twin operation on this host (see :mod:`twin.service.operations`).
+
+        Args:
+            operation: One of :data:`twin.service.operations.OPERATIONS`.
+            patient_id: The twin's patient.
+            args: The operation's positional arguments after the patient id.
+            kwargs: Its keyword arguments.
+            trace_context: The caller's ``{"traceparent": ...}`` (absent: a trace of its own).
+        """
         host = await self._ready()
-        started = time.perf_counter()
-        result = await invoke(host, operation, patient_id, args, kwargs)
-        if self._metrics is not None and operation == "ingest":
-            self._metrics.observe(host.stats, host.active_count(), time.perf_counter() - started)
-        return result
+        with tracing.span(
+            f"TwinHost/{operation}",
+            kind=tracing.SpanKind.SERVER,
+            parent=tracing.context_from(trace_context),
+            attributes={
+                "rpc.system": "ray",
+                "rpc.service": "TwinHost",
+                "rpc.method": operation,
+                "novamind.host": self._name(),
+            },
+        ):
+            started = time.perf_counter()
+            result = await invoke(host, operation, patient_id, args, kwargs)
+            if self._metrics is not None and operation == "ingest":
+                elapsed = time.perf_counter() - started
+                self._metrics.observe(host.stats, host.active_count(), elapsed)
+            return result
 
     async def passivate_idle(self) -> int:
         """Passivate idle twins."""

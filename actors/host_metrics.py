@@ -3,7 +3,7 @@
 Per host process: active twins (gauge), activations, passivations, applied and replayed events,
 checkpoints written and failed (counters, from the host's own counters), and the ingest
 acknowledgement latency (append + apply, the assimilation lag a caller sees). Tags carry the
-host's name only, never a patient.
+host's name only (:func:`host_label`), never a patient.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ray.util import metrics
 
 from twin.service.host import HostStats
 
-__all__ = ["HostMetrics"]
+__all__ = ["HostMetrics", "host_label"]
 
 _COUNTERS = {
     "activations": "Twins activated (checkpoint + replay)",
@@ -26,6 +26,16 @@ _COUNTERS = {
     "checkpoint_failures": "Checkpoints that could not be written (a full disk, a store down)",
 }
 _LATENCY_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+
+def host_label(name: str) -> str:
+    """A host's actor name as metrics and spans show it: ``dedicated`` for a patient's own host.
+
+    A dedicated host is named after a digest of its patient's id (``twin-<digest>``), which
+    would follow the patient across series and traces; the shared hosts' names
+    (``twinhost-3``) are no one's.
+    """
+    return name if name.startswith("twinhost-") else "dedicated"
 
 
 class HostMetrics:

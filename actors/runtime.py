@@ -7,6 +7,10 @@ Ray restarts it; the runtime retries until ``retry_for_s`` has passed and then r
 :class:`twin.errors.HostUnavailableError` (retryable). Retrying an ingest is safe: the event
 store's idempotency keys make the second append a no-op that returns the original sequence
 numbers, so nothing acknowledged is lost and nothing is applied twice.
+
+Each forwarded operation is a CLIENT span ``TwinHost/<operation>`` whose W3C ``traceparent``
+travels with the call (a plain dict argument, :func:`twin.service.tracing.carrier`): the host
+actor continues the trace in its own process (:class:`actors.host_actor.TwinHostActor`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any, TypeVar
 from ray import exceptions as ray_errors
 
 from actors.directory import RayTwinDirectory
+from actors.host_metrics import host_label
 from twin import errors
+from twin.service import tracing
 from twin.service.operations import Forwarding
 
 __all__ = ["TwinRuntime"]
@@ -40,11 +46,17 @@ class TwinRuntime(Forwarding):
         self._directory = directory
         self._retry_for_s = retry_for_s
 
-    async def _call(self, patient_id: str, method: Callable[[Any], Awaitable[T]]) -> T:
+    async def _call(
+        self, patient_id: str, method: Callable[[Any], Awaitable[T]], *, traced: bool = False
+    ) -> T:
         deadline = time.monotonic() + self._retry_for_s
         delay = 0.05
+        attempt = 0
         while True:
-            _, handle = self._directory.host_for(patient_id)
+            name, handle = self._directory.host_for(patient_id)
+            attempt += 1
+            if traced:  # the current span is the forwarded call's own
+                tracing.annotate({"novamind.host": host_label(name), "novamind.attempts": attempt})
             try:
                 return await method(handle)
             except _RETRYABLE:
@@ -59,9 +71,17 @@ class TwinRuntime(Forwarding):
         self, operation: str, patient_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Deliver one twin operation to the patient's host (retried while it restarts)."""
-        return await self._call(
-            patient_id, lambda h: h.call.remote(operation, patient_id, args, kwargs)
-        )
+        with tracing.span(
+            f"TwinHost/{operation}",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={"rpc.system": "ray", "rpc.service": "TwinHost", "rpc.method": operation},
+        ):
+            context = tracing.carrier()
+            return await self._call(
+                patient_id,
+                lambda h: h.call.remote(operation, patient_id, args, kwargs, context),
+                traced=True,
+            )
 
     def dedicate(self, patient_id: str) -> str:
         """Give the patient its own host actor; returns the host's name."""

@@ -2,7 +2,8 @@
 
 For development, benchmarks (Serve against plain uvicorn) and tests that drive a live server:
 ``uvicorn --factory deployments.asgi:build_app``. Metrics use prometheus-client and are served
-at ``/metrics`` by this mode only (inside Serve, Ray exports them).
+at ``/metrics`` by this mode only (inside Serve, Ray exports them). Traces are exported as in
+Serve when an OTLP endpoint is configured (:mod:`deployments.telemetry`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Response
 
 from deployments.api.observability import PrometheusMetrics
 from deployments.bootstrap import api_app, build_host_ports
+from deployments.telemetry import configure_tracing
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings
 
@@ -23,6 +25,7 @@ __all__ = ["build_app"]
 def build_app(settings: TwinSettings | None = None) -> FastAPI:
     """The app with its own stores and twin host, opened in the server's lifespan."""
     settings = settings or TwinSettings()
+    configure_tracing(settings, process="api")
     metrics = PrometheusMetrics()
 
     @asynccontextmanager

@@ -39,6 +39,7 @@ from deployments.stores import (
     open_stores,
     research_key,
 )
+from deployments.telemetry import configure_tracing, traced
 from storage.local import local_secret
 from storage.memory import InProcessChangeFeed
 from storage.redis import RedisChangeFeed
@@ -119,7 +120,12 @@ async def open_backup_stores(settings: TwinSettings) -> AsyncIterator[BackupStor
 
 
 async def build_host_ports(settings: TwinSettings) -> HostPorts:
-    """Open the stores of one host process (importable, so Ray actors can receive it)."""
+    """Open the stores of one host process (importable, so Ray actors can receive it).
+
+    A twin host actor calls this first, in its own process: tracing starts there (when
+    configured) before its stores are opened, so they are traced too.
+    """
+    configure_tracing(settings, process="twinhost")
     stack = AsyncExitStack()
     stores = await open_stores(settings, stack)
     checkpoints = checkpoint_store(settings)
@@ -134,6 +140,7 @@ async def build_host_ports(settings: TwinSettings) -> HostPorts:
         feed = RedisChangeFeed(client)
     else:
         feed = InProcessChangeFeed()
+    feed = traced(feed, ports.ChangeFeed, "change_feed")
     return HostPorts(
         stores.events,
         checkpoints,

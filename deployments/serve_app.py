@@ -30,6 +30,7 @@ from deployments.api.observability import RayMetrics, configure_json_logging
 from deployments.bootstrap import api_app, build_host_ports
 from deployments.pipelines.job_runner import ensure_runner
 from deployments.ray_env import settings_env
+from deployments.telemetry import configure_tracing
 from twin.settings import SECRET_FIELDS, URL_FIELDS, TwinSettings, url_carries_secret
 
 __all__ = [
@@ -52,6 +53,7 @@ def replica_app() -> FastAPI:
     """One replica's app (built in the replica process, from its environment's settings)."""
     settings = TwinSettings()
     configure_json_logging()  # before the directory and the runner log anything
+    configure_tracing(settings, process="api")  # before the stores open (they are traced)
     directory = RayTwinDirectory(settings, build_host_ports, settings.host)
     runtime = TwinRuntime(directory)
 

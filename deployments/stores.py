@@ -10,6 +10,9 @@ The only place adapters are chosen from settings:
 - The erasure ledger: ``erasure_ledger`` or the S3 bucket; else ``data_dir/keys/erased``.
 - The research key: configured, or (local only) generated into ``data_dir/secrets``.
 
+When the process traces, every store handed out here is wrapped at its port
+(:func:`deployments.telemetry.traced`): one span per call, whatever the adapter.
+
 Each opener opens what its caller uses (the audit trail alone for ``novamind audit verify``, the
 document store for a job's status, the event writer for bulk ingest); the services built on the
 stores are composed in :mod:`deployments.bootstrap`. Settings outside ``local`` must name the
@@ -20,10 +23,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deployments.telemetry import traced
 from storage.kms import KmsKeyProvider
 from storage.local import LocalCheckpointStore, LocalErasureLedger, LocalKeyProvider, local_secret
 from storage.postgres import (
@@ -86,7 +90,7 @@ class Stores:
     """The relational stores (and documents) behind one envelope sealer."""
 
     keys: ports.KeyProvider
-    sealer: EnvelopeSealer
+    sealer: ports.Sealer
     events: ports.EventStore
     index: ports.TwinIndex
     registry: ports.PatientRegistry
@@ -96,9 +100,12 @@ class Stores:
 
 
 def _key_provider(settings: TwinSettings) -> ports.KeyProvider:
+    keys: ports.KeyProvider
     if settings.kms_key_id:
-        return KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
-    return LocalKeyProvider(settings.data_dir / "keys")
+        keys = KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
+    else:
+        keys = LocalKeyProvider(settings.data_dir / "keys")
+    return traced(keys, ports.KeyProvider, "keys")
 
 
 def erasure_ledger(settings: TwinSettings) -> ports.ErasureLedger:
@@ -107,25 +114,31 @@ def erasure_ledger(settings: TwinSettings) -> ports.ErasureLedger:
     if where is None and settings.s3_bucket:
         # One ledger per environment, even where environments share a bucket.
         where = f"s3://{settings.s3_bucket}/erasure-ledger/{settings.environment}"
+    ledger: ports.ErasureLedger
     if where is not None and where.startswith("s3://"):
         bucket, _, prefix = where.removeprefix("s3://").partition("/")
-        return S3ErasureLedger(
+        ledger = S3ErasureLedger(
             _aws(settings, "s3"), bucket, prefix=prefix or "erasure-ledger",
             kms_key_id=settings.s3_kms_key_id,
         )  # fmt: skip
-    return LocalErasureLedger(Path(where) if where else settings.data_dir / "keys" / "erased")
+    else:
+        ledger = LocalErasureLedger(Path(where) if where else settings.data_dir / "keys" / "erased")
+    return traced(ledger, ports.ErasureLedger, "erasure_ledger")
 
 
 def checkpoint_store(settings: TwinSettings) -> ports.CheckpointStore:
     """Sealed twin checkpoints: S3 with SSE-KMS when a bucket is named, else ``data_dir``."""
+    store: ports.CheckpointStore
     if settings.s3_bucket:
-        return S3CheckpointStore(
+        store = S3CheckpointStore(
             _aws(settings, "s3"),
             settings.s3_bucket,
             prefix=settings.s3_prefix,
             kms_key_id=settings.s3_kms_key_id,
         )
-    return LocalCheckpointStore(settings.data_dir / "checkpoints")
+    else:
+        store = LocalCheckpointStore(settings.data_dir / "checkpoints")
+    return traced(store, ports.CheckpointStore, "checkpoints")
 
 
 async def open_stores(settings: TwinSettings, stack: AsyncExitStack) -> Stores:
@@ -156,9 +169,21 @@ async def open_stores(settings: TwinSettings, stack: AsyncExitStack) -> Stores:
             SqliteDocumentStore(db),
             SqliteSnapshot(db),
         )
+    documents = stores.documents
     if settings.mongo_url:
-        return replace(stores, documents=await _mongo_documents(settings.mongo_url, stack))
-    return stores
+        documents = await _mongo_documents(settings.mongo_url, stack)
+    # The adapters keep the plain sealer: an append seals each event, one span per batch is
+    # enough.
+    return Stores(
+        keys,
+        traced(stores.sealer, ports.Sealer, "sealer"),
+        traced(stores.events, ports.EventStore, "event_store"),
+        traced(stores.index, ports.TwinIndex, "twin_index"),
+        traced(stores.registry, ports.PatientRegistry, "registry"),
+        traced(stores.audit, ports.AuditLog, "audit_log"),
+        traced(documents, ports.DocumentStore, "documents"),
+        stores.snapshot,  # backups and restores: whole-database work, not a request's path
+    )
 
 
 async def _mongo_documents(url: str, stack: AsyncExitStack) -> ports.DocumentStore:

@@ -28,6 +28,7 @@ __all__ = [
     "RaySettings",
     "ServeSettings",
     "StoreSettings",
+    "TelemetrySettings",
     "TwinSettings",
     "WorkloadSettings",
     "url_carries_secret",
@@ -260,6 +261,36 @@ class WorkloadSettings(BaseModel):
     cohort_max_rows: int = Field(default=500_000, ge=1, le=10_000_000)
 
 
+class TelemetrySettings(BaseModel):
+    """Trace export (OpenTelemetry over OTLP/HTTP): off unless an endpoint is named.
+
+    Without ``otel_exporter_otlp_endpoint`` no tracer provider is installed, nothing is
+    exported and every span is a no-op. The endpoint is not a secret and reaches every Ray
+    process with the other settings, so it may not carry a credential: a collector that wants
+    one takes it as a header from the standard ``OTEL_EXPORTER_OTLP_HEADERS`` variable, set in
+    the pods' environment from a Secret (never through Ray).
+
+    Attributes:
+        otel_exporter_otlp_endpoint: Base URL of an OTLP/HTTP receiver (a collector), e.g.
+            ``http://otel-collector.monitoring:4318``; spans go to ``<endpoint>/v1/traces``.
+        otel_service_name: ``service.name`` of the exported spans.
+        otel_sample_ratio: Share of new traces kept, 0 to 1 (a caller's sampled
+            ``traceparent`` is followed whatever the ratio, and so is every process's parent).
+    """
+
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        max_length=512,
+        # A scheme, a host and an optional port and path; no user, password or query string.
+        pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/]*)?$",
+        description="OTLP/HTTP receiver base URL (unset: no tracing)",
+    )
+    otel_service_name: str = Field(
+        default="novamind", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$"
+    )
+    otel_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 # Each concern declares its fields once; the settings of a process are all of them, read flat
 # (NOVAMIND_DATABASE_URL, not a nested name) so the environment, the TOML file and every
 # deployment manifest keep one name per field.
@@ -271,13 +302,14 @@ class TwinSettings(
     AuthSettings,
     ServeSettings,
     WorkloadSettings,
+    TelemetrySettings,
 ):
     """The settings of one process: every concern's fields, read once.
 
     Concerns: :class:`HostTuning` (twin hosts), :class:`RaySettings`, :class:`StoreSettings`,
-    :class:`AuthSettings`, :class:`ServeSettings` and :class:`WorkloadSettings` (each lists
-    its fields). A twin host, which runs in Ray actors, is given its own part (:attr:`host`),
-    never the whole.
+    :class:`AuthSettings`, :class:`ServeSettings`, :class:`WorkloadSettings` and
+    :class:`TelemetrySettings` (each lists its fields). A twin host, which runs in Ray actors,
+    is given its own part (:attr:`host`), never the whole.
 
     Attributes:
         environment: Deployment environment; ``local`` allows the embedded defaults.

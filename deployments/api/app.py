@@ -34,6 +34,7 @@ from deployments.api.routes import (
     twins,
 )
 from deployments.api.services import ApiServices
+from deployments.api.tracing import TraceRequests
 from twin import schemas
 
 __all__ = ["MAX_BODY_BYTES", "ApiServices", "create_app"]
@@ -170,6 +171,16 @@ def create_app(
         # Operation ids are the handlers' names (read_patient, twin_state, ...): what a client
         # generated from the document calls its functions.
         generate_unique_id_function=_operation_id,
+        # FastAPI's own OpenTelemetry spans record the raw path (patient ids) and the query
+        # string, and its logs the input of a refused request: off. Requests are traced by
+        # TraceRequests (route templates only).
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
     if services is not None:
         app.state.services = services
@@ -217,6 +228,9 @@ def create_app(
             allow_credentials=False,
             max_age=600,
         )
+    # Around everything else: a refused body (413), a preflight and every other answer are in
+    # the request's span.
+    app.add_middleware(TraceRequests)
 
     @app.get(
         "/health/liveness", tags=["health"], response_model=schemas.HealthOut, openapi_extra=_OPEN

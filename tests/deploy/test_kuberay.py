@@ -320,6 +320,39 @@ def test_grafana_dashboard_charts_the_twin_metrics(rendered):
         assert metric in text, metric
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_traces_go_to_the_collector_that_an_egress_policy_lets_through(rendered, overlay):
+    from urllib.parse import urlsplit
+
+    from twin.settings import TelemetrySettings
+
+    docs = rendered[f"overlays/{overlay}"]
+    (settings_map,) = [
+        d for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "novamind-settings"
+    ]  # fmt: skip
+    traces = {
+        name.removeprefix("NOVAMIND_").lower(): value
+        for name, value in settings_map["data"].items()
+        if name.startswith("NOVAMIND_OTEL_")
+    }
+    settings = TelemetrySettings.model_validate(traces)  # the names and bounds the app reads
+    assert settings.otel_exporter_otlp_endpoint is not None
+    endpoint = urlsplit(settings.otel_exporter_otlp_endpoint)
+    namespace = (endpoint.hostname or "").split(".")[1]
+    opened = {
+        port["port"]
+        for policy in docs
+        if policy["kind"] == "NetworkPolicy"
+        for rule in policy["spec"].get("egress", [])
+        for target in rule.get("to", [])
+        if target.get("namespaceSelector", {}).get("matchLabels")
+        == {"kubernetes.io/metadata.name": namespace}
+        for port in rule.get("ports", [])
+    }
+    assert endpoint.port in opened, (namespace, opened)
+
+
 def _pods_and_policies(docs: list[dict[str, Any]], out: Path) -> Path:
     """The Ray pod templates as plain Pods, with the policies they are matched against."""
     manifests: list[dict[str, Any]] = []

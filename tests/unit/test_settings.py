@@ -10,11 +10,20 @@ from twin.settings import (
     RaySettings,
     ServeSettings,
     StoreSettings,
+    TelemetrySettings,
     TwinSettings,
     WorkloadSettings,
 )
 
-CONCERNS = (HostTuning, RaySettings, StoreSettings, AuthSettings, ServeSettings, WorkloadSettings)
+CONCERNS = (
+    HostTuning,
+    RaySettings,
+    StoreSettings,
+    AuthSettings,
+    ServeSettings,
+    WorkloadSettings,
+    TelemetrySettings,
+)
 # What belongs to the process as a whole rather than to one concern.
 OWN = {"environment", "withheld", "config"}
 

@@ -25,6 +25,11 @@ stampede.
 
 It implements :class:`twin.service.operations.TwinOperations`. A Ray actor (``actors/``) wraps
 this class and forwards those operations to it; everything here runs and is tested without Ray.
+
+Spans (:mod:`twin.service.tracing`, no-ops unless the process traces): one per operation
+(``twin.ingest``, ``twin.summary``, ...), and per flush ``twin.flush`` with ``twin.activate``
+for each twin brought back and ``twin.kernel`` for the assimilation update. A flush belongs to
+the trace of the call that opened it and links every other call it serves.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from twin.forecast.summary import Contrast, Forecast, compare_many, forecast
 from twin.model.dynamics import Row
 from twin.model.parameters import PopulationParameters
 from twin.schemas import TwinOut as TwinSummary
-from twin.service import restore
+from twin.service import restore, tracing
 from twin.service.priors import PriorParameters
 from twin.service.results import IngestResult
 from twin.settings import HostSettings
@@ -77,6 +82,8 @@ BACKGROUND_DELAY_S = 0.05
 #: or an unreachable bucket is not over in a moment, and each try costs a whole write (or a
 #: store's timeout) in a flush that other twins wait for.
 CHECKPOINT_RETRY_S = 30.0
+#: Callers a flush span links at most (the SDK's own default limit of links per span).
+MAX_FLUSH_LINKS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +160,8 @@ class TwinHost:
         self._flush_lock = asyncio.Lock()
         self._activation_slots = asyncio.Semaphore(self._settings.max_concurrent_activations)
         self._dirty: set[str] = set()
+        #: The spans of the calls waiting for the next flush (its span links them).
+        self._waiting_spans: list[tracing.SpanContext] = []
         self._round: asyncio.Future[dict[str, BaseException]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = HostStats()
@@ -162,13 +171,14 @@ class TwinHost:
     async def _load(self, patient_id: str) -> TwinState:
         """Newest usable checkpoint, or a new twin; the caller replays the log after it."""
         async with self._activation_slots:
-            state, rejected = await restore.load_twin(
-                self._ports.checkpoints,
-                self._ports.sealer,
-                patient_id,
-                particles=self._settings.particles,
-                priors=self._priors,
-            )
+            with tracing.span("twin.activate"):
+                state, rejected = await restore.load_twin(
+                    self._ports.checkpoints,
+                    self._ports.sealer,
+                    patient_id,
+                    particles=self._settings.particles,
+                    priors=self._priors,
+                )
             self.stats.checkpoints_rejected += rejected
             return state
 
@@ -198,12 +208,16 @@ class TwinHost:
         if state.last_seq == active.checkpoint_seq or self._clock() < active.checkpoint_retry_at:
             return
         try:
-            sealed = await self._ports.sealer.seal(
-                patient_id, kind="checkpoint", version=state.last_seq, plaintext=state.to_bytes()
-            )
-            await self._ports.checkpoints.put(
-                ports.Checkpoint(patient_id, state.last_seq, state.model_version, sealed)
-            )
+            with tracing.span("twin.checkpoint"):
+                sealed = await self._ports.sealer.seal(
+                    patient_id,
+                    kind="checkpoint",
+                    version=state.last_seq,
+                    plaintext=state.to_bytes(),
+                )
+                await self._ports.checkpoints.put(
+                    ports.Checkpoint(patient_id, state.last_seq, state.model_version, sealed)
+                )
         except Exception as exc:  # derived data: counted, never raised into an ingest
             self.stats.checkpoint_failures += 1
             active.checkpoint_retry_at = self._clock() + CHECKPOINT_RETRY_S
@@ -213,6 +227,7 @@ class TwinHost:
         active.checkpoint_at = self._clock()
         self.stats.checkpoints_written += 1
 
+    @tracing.traced("twin.passivate")
     async def passivate(self, patient_id: str) -> bool:
         """Checkpoint and drop an active twin; False when it was not active."""
         async with self._flush_lock:
@@ -386,6 +401,9 @@ class TwinHost:
     ) -> asyncio.Future[dict[str, BaseException]]:
         """Put a twin into the next flush (starting one, after ``delay_s``, if none is pending)."""
         self._dirty.add(patient_id)
+        caller = tracing.current_span_context()
+        if caller.is_valid and len(self._waiting_spans) < MAX_FLUSH_LINKS:
+            self._waiting_spans.append(caller)
         round_ = self._round
         if round_ is None:
             loop = asyncio.get_running_loop()
@@ -414,13 +432,23 @@ class TwinHost:
         async with self._flush_lock:
             await asyncio.sleep(0)
             batch, self._dirty, self._round = self._dirty, set(), None
+            # The round's task carries the context of the call that opened it (its parent);
+            # every other call it serves is linked.
+            opener = tracing.current_span_context()
+            served = [c for c in self._waiting_spans if c != opener]
+            self._waiting_spans = []
             try:
-                round_.set_result(await self._flush(batch))
+                with tracing.span(
+                    "twin.flush", attributes={"novamind.twins": len(batch)}, links=served
+                ):
+                    outcome = await self._flush(batch)
+                round_.set_result(outcome)
             except BaseException as exc:  # a whole-round failure reaches every waiting caller
                 round_.set_exception(exc)
 
     # -- the host's API -------------------------------------------------------------------
 
+    @tracing.traced("twin.ingest")
     async def ingest(
         self, patient_id: str, batch: Sequence[ports.NewEvent], *, wait: bool = True
     ) -> IngestResult:
@@ -432,6 +460,7 @@ class TwinHost:
         returns the original sequence numbers and the alerts those events raised (while the
         twin stays active).
         """
+        tracing.annotate({"novamind.events": len(batch), "novamind.wait": wait})
         appended = await self._ports.events.append(patient_id, batch)
         if not wait:
             self._schedule(patient_id, delay_s=BACKGROUND_DELAY_S)
@@ -452,39 +481,47 @@ class TwinHost:
         last = active.state.last_seq if active is not None else max(r.seq for r in appended)
         return IngestResult(tuple(appended), tuple(alerts), last, rejected)
 
+    @tracing.traced("twin.state")
     async def state(self, patient_id: str) -> TwinState:
         """The twin's state, caught up with the log (a copy: callers cannot change the twin)."""
         await self._catch_up(patient_id)
         return TwinState.from_bytes(self._active[patient_id].state.to_bytes())
 
+    @tracing.traced("twin.state")
     async def state_bytes(self, patient_id: str) -> bytes:
         """The caught-up twin's state, serialized (:meth:`TwinState.to_bytes`)."""
         await self._catch_up(patient_id)
         return self._active[patient_id].state.to_bytes()
 
+    @tracing.traced("twin.summary")
     async def summary(self, patient_id: str) -> TwinSummary:
         """Posterior summary of the caught-up twin."""
         await self._catch_up(patient_id)
         return self._summarize(patient_id, self._active[patient_id])
 
+    @tracing.traced("twin.forecast")
     async def forecast(
         self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
     ) -> list[Forecast]:
         """Forecast the caught-up twin under each scenario (common random numbers)."""
+        tracing.annotate({"novamind.scenarios": len(scenarios), "novamind.weeks": weeks})
         await self._catch_up(patient_id)
         state = self._active[patient_id].state
         params = await self._priors.of(state.prior_version)
         return [forecast(state, sc, weeks=weeks, params=params) for sc in scenarios]
 
+    @tracing.traced("twin.compare")
     async def compare(
         self, patient_id: str, scenarios: Sequence[Scenario], *, weeks: int = 12
     ) -> tuple[list[Forecast], list[Contrast]]:
         """Forecast scenarios on one posterior (common random numbers); contrast with the first."""
+        tracing.annotate({"novamind.scenarios": len(scenarios), "novamind.weeks": weeks})
         await self._catch_up(patient_id)
         state = self._active[patient_id].state
         params = await self._priors.of(state.prior_version)
         return compare_many(state, list(scenarios), weeks=weeks, params=params)
 
+    @tracing.traced("twin.erase")
     async def erase(self, patient_id: str) -> None:
         """Crypto-shred the patient: drop the twin, destroy the data key, delete checkpoints.
 

@@ -15,6 +15,7 @@ from twin.assimilation import kernel
 from twin.assimilation.state import TwinState, new_twin
 from twin.domain import events
 from twin.model.parameters import MODEL_VERSION
+from twin.service import tracing
 from twin.service.priors import PriorParameters
 
 __all__ = ["apply_by_prior", "current_states", "from_checkpoint", "load_twin"]
@@ -100,12 +101,14 @@ async def apply_by_prior(
         params = await priors.of(version)
         part_states = [states[i] for i in members]
         part_pending = [pending[i] for i in members]
-        if in_thread and any(part_pending):
-            done = await asyncio.to_thread(
-                kernel.apply_events, part_states, part_pending, params=params
-            )
-        else:
-            done = kernel.apply_events(part_states, part_pending, params=params)
+        size = {"novamind.twins": len(members), "novamind.events": sum(map(len, part_pending))}
+        with tracing.span("twin.kernel", attributes=size):
+            if in_thread and any(part_pending):
+                done = await asyncio.to_thread(
+                    kernel.apply_events, part_states, part_pending, params=params
+                )
+            else:
+                done = kernel.apply_events(part_states, part_pending, params=params)
         for i, result in zip(members, done, strict=True):
             results[i] = result
     return results
