@@ -84,8 +84,12 @@ def configure_tracing(settings: TwinSettings, *, process: str) -> bool:
                 "process.pid": os.getpid(),
             }
         )
+        # A caller's `traceparent` flag does not decide: the ratio applies to remote parents
+        # too (a client marking every request sampled would otherwise export them all). The
+        # ratio sampler decides by trace id, so every process of one trace decides alike.
+        ratio = TraceIdRatioBased(settings.otel_sample_ratio)
         provider = TracerProvider(
-            sampler=ParentBased(TraceIdRatioBased(settings.otel_sample_ratio)),
+            sampler=ParentBased(ratio, remote_parent_sampled=ratio),
             resource=resource,
         )
         exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + TRACES_PATH)

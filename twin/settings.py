@@ -166,9 +166,10 @@ class AuthSettings(BaseModel):
         jwt_secret: HS256 secret (local use; generated into the key folder when unset).
         jwks_url: JWKS endpoint of the identity provider (RS256/ES256; production).
         research_key: HMAC key of researcher pseudonyms (generated locally when unset).
-        research_dates: What research outputs show of time: ``shifted`` dates (each patient's
-            moved by a keyed whole number of days) beside the record days, de-identified by
-            expert determination; or ``relative``, the record days only (Safe Harbor).
+        research_dates: What research outputs show of time: ``relative``, the record days only
+            (Safe Harbor; the default), or also ``shifted`` dates (each patient's moved by a
+            keyed whole number of days), only under an expert determination that accepts a
+            live listing's bound on the shift (docs/time.md).
         rate_limit_per_minute: Requests per caller and minute before 429.
         auth_failures_per_minute: Failed authentications per client address and minute before
             that address is refused with 429 without its token being checked.
@@ -181,7 +182,7 @@ class AuthSettings(BaseModel):
     jwks_url: str | None = Field(default=None, description="IdP JWKS (RS256/ES256)")
     research_key: SecretStr | None = Field(default=None, description="pseudonym HMAC key")
     research_dates: Literal["shifted", "relative"] = Field(
-        default="shifted", description="research outputs: shifted dates, or record days only"
+        default="relative", description="research outputs: record days only, or shifted dates"
     )
     rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     auth_failures_per_minute: int = Field(default=30, ge=1, le=10_000)

@@ -223,7 +223,8 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            # traceparent: a browser app's tracing continues into the API's spans.
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "traceparent"],
             expose_headers=list(EXPOSED),
             allow_credentials=False,
             max_age=600,

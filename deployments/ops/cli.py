@@ -190,14 +190,16 @@ def _stop_platform(platform: Platform, signals: _StopSignals) -> None:
         forced = signals.force.wait(timeout=0.1)
         late = time.monotonic() - started > STOP_DEADLINE_S
         if forced or late:
-            killed = platform.kill()
-            why = f"{signals.received.name} again" if forced else f"{STOP_DEADLINE_S:g} s passed"
-            console.print(f"stopped by force ({why}): {killed} processes killed", style="red")
-            sys.stdout.flush()
-            sys.stderr.flush()
-            # At once: the orderly stop's thread may hold Ray's locks, which the interpreter's
-            # exit (Ray's atexit shutdown) would wait for.
-            os._exit(128 + signals.received if forced else 1)
+            try:
+                killed = platform.kill()
+                why = f"{signals.received.name} again" if forced else f"{STOP_DEADLINE_S:g} s"
+                console.print(f"stopped by force ({why}): {killed} processes killed", style="red")
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                # At once, whatever the kill met: the orderly stop's thread may hold Ray's
+                # locks, which the interpreter's exit (Ray's atexit shutdown) would wait for.
+                os._exit(128 + signals.received if forced else 1)
     result = outcome[0]
     if isinstance(result, Exception):
         killed = platform.kill()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 
 import psutil
@@ -52,9 +53,13 @@ class PlatformProcesses:
     def __init__(self, root: int | None = None) -> None:
         self._root = psutil.Process(os.getpid() if root is None else root)
         self._known: dict[int, psutil.Process] = {}
-        #: Process groups led by a known process, kept while any member is left: the kernel
-        #: gives no new process the id of a group that still has a member.
-        self._groups: set[int] = set()
+        #: Process groups led by a known process, kept while any member is left (the kernel
+        #: gives no new process the id of a group that still has a member), with when each was
+        #: last seen occupied: a member created later may belong to a new group that took the
+        #: id of an emptied one, and is not adopted.
+        self._groups: dict[int, float] = {}
+        # A forced stop (the main thread) may look while the orderly one (a thread) does.
+        self._lock = threading.Lock()
 
     def look(self) -> int:
         """Find the platform's processes now (see the module docstring); returns how many.
@@ -63,34 +68,41 @@ class PlatformProcesses:
         process orphaned in between (its parent died) is still known by its identity or its
         process group.
         """
-        try:
-            found = self._root.children(recursive=True)
-        except psutil.Error:  # the root has ended: only what is already known remains
-            found = []
-        for process in found:
-            self._known.setdefault(process.pid, process)
-        for pid in self._known:
-            with contextlib.suppress(OSError):  # ended meanwhile
-                if os.getpgid(pid) == pid:
-                    self._groups.add(pid)
-        occupied: set[int] = set()
-        if self._groups:
-            for process in psutil.process_iter():
-                if process.pid == self._root.pid:
-                    continue
+        with self._lock:
+            now = time.time()
+            try:
+                found = self._root.children(recursive=True)
+            except psutil.Error:  # the root has ended: only what is already known remains
+                found = []
+            for process in found:
+                self._known.setdefault(process.pid, process)
+            # The dead go first: a dead process's id may now name an unrelated group leader.
+            for pid in [pid for pid, process in self._known.items() if not _alive(process)]:
+                del self._known[pid]
+            for pid in self._known:
                 with contextlib.suppress(OSError):  # ended meanwhile
-                    group = os.getpgid(process.pid)
-                    if group in self._groups:
-                        occupied.add(group)
-                        self._known.setdefault(process.pid, process)
-        self._groups &= occupied
-        for pid in [pid for pid, process in self._known.items() if not _alive(process)]:
-            del self._known[pid]
-        return len(self._known)
+                    if os.getpgid(pid) == pid:
+                        self._groups.setdefault(pid, now)
+            occupied: set[int] = set()
+            if self._groups:
+                for process in psutil.process_iter():
+                    if process.pid == self._root.pid:
+                        continue
+                    with contextlib.suppress(OSError, psutil.Error):  # ended meanwhile
+                        group = os.getpgid(process.pid)
+                        if group in self._groups and process.create_time() <= self._groups[group]:
+                            occupied.add(group)
+                            self._known.setdefault(process.pid, process)
+            self._groups = dict.fromkeys(occupied, now)
+            for pid in [pid for pid, process in self._known.items() if not _alive(process)]:
+                del self._known[pid]  # a dead group leader is still in its group's list
+            return len(self._known)
 
     def alive(self) -> list[psutil.Process]:
         """The known processes that still run."""
-        return [process for process in self._known.values() if _alive(process)]
+        with self._lock:
+            known = list(self._known.values())
+        return [process for process in known if _alive(process)]
 
     def stop(self, grace_s: float) -> int:
         """End every known process: SIGTERM, ``grace_s`` seconds, then SIGKILL.

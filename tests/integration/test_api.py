@@ -408,3 +408,33 @@ async def test_every_patient_a_listing_discloses_is_audited_by_name(api_env):
     assert set(await disclosed("twin.search.disclose")) == set(created)
     research = [r for r in entries if r.actor == "res-d"]
     assert all(r.purpose.startswith("HRESCH") for r in research) and len(research) == 2
+
+
+async def test_the_audit_trail_shows_an_entry_altered_behind_the_services_back(api_env):
+    import aiosqlite
+
+    client = api_env.http
+    auditor = bearer("auditor", "aud-1")
+    for mrn in ("AUD-1", "AUD-2"):
+        created = await client.post("/v1/patients", json={**ADA, "mrn": mrn}, headers=ADMIN)
+        assert created.status_code == 201
+    files = api_env.settings.data_dir.rglob("*.db")
+    (database,) = [f for f in files if b"audit_log" in f.read_bytes()]
+    async with aiosqlite.connect(database) as raw:
+        await raw.execute("DROP TRIGGER audit_log_no_update")
+        await raw.execute(
+            'UPDATE audit_log SET record = \'{"actor": 7, "role": "ADMIN!", "action": '
+            '"patient.create", "patient_id": "../../x", "outcome": "allowed", '
+            '"purpose": "x", "at": "now", "request_id": "r r"}\', hash = \'zz\' '
+            "WHERE seq = 1"
+        )
+        await raw.execute("UPDATE audit_log SET record = 'not json' WHERE seq = 2")
+        await raw.commit()
+    page = await client.get("/v1/audit", headers=auditor)
+    assert page.status_code == 200, page.text
+    first, second = page.json()["items"][:2]
+    assert first["actor"] == "<malformed>" and first["role"] == "ADMIN!" and first["hash"] == "zz"
+    assert first["patient_id"] == "../../x" and first["request_id"] == "r r"
+    assert second["action"] == "<malformed>" and second["outcome"] == "denied"
+    verified = (await client.get("/v1/audit/verify", headers=auditor)).json()
+    assert verified["ok"] is False and verified["first_bad_seq"] == 1

@@ -145,3 +145,15 @@ async def test_an_erased_patient_leaves_the_caseload(caseload):
     page = (await env.http.get("/v1/caseload", headers=CLINICIAN)).json()
     assert pids["mid"] not in [i["patient_id"] for i in page["items"]]
     assert len(page["items"]) == 3
+
+
+async def test_a_scope_larger_than_the_caseload_orders_is_refused_not_cut(caseload, monkeypatch):
+    from twin.service import application
+
+    env, _ = caseload
+    monkeypatch.setattr(application, "MAX_SCOPE", 3)  # the clinician's teams hold 4
+    answer = await env.http.get("/v1/caseload", headers=CLINICIAN)
+    assert answer.status_code == 422
+    assert "at most 3 patients" in answer.json()["detail"]
+    one_team = await env.http.get("/v1/caseload?care_team=team-2", headers=CLINICIAN)
+    assert one_team.status_code == 200

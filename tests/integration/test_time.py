@@ -173,8 +173,14 @@ async def test_the_float_day_is_deprecated_in_the_document_and_in_the_answer(api
         assert not ok["headers"]["Deprecation"]["required"]  # only when `day` was used
 
 
-async def test_research_answers_show_dates_shifted_per_patient_never_real_ones(api_env):
-    client = api_env.http
+async def test_research_answers_show_dates_shifted_per_patient_never_real_ones(tmp_path):
+    from tests.integration.conftest import api_settings, open_env
+
+    async with open_env(api_settings(tmp_path, research_dates="shifted")) as env:
+        await _research_dates_are_shifted(env.http)
+
+
+async def _research_dates_are_shifted(client) -> None:
     real: dict[str, tuple[str, date, date]] = {}
     deidentifier = Deidentifier(b"r" * 48)  # the test settings' research key
     for i, enrolled in enumerate(["2024-03-01T08:00:00Z", "2023-11-20T22:00:00-05:00"]):
@@ -210,7 +216,7 @@ async def test_research_answers_show_dates_shifted_per_patient_never_real_ones(a
 async def test_a_safe_harbor_service_shows_researchers_record_days_only(tmp_path):
     from tests.integration.conftest import api_settings, open_env
 
-    async with open_env(api_settings(tmp_path, research_dates="relative")) as env:
+    async with open_env(api_settings(tmp_path)) as env:  # the default
         pid = await _create(env.http, "S-1")
         items = [_phq9("a", 12, effective="2024-03-03T12:00:00Z"),
                  _phq9("b", 10, effective="2024-03-20T12:00:00Z")]  # fmt: skip

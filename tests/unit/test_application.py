@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 
 import pytest
 
@@ -29,6 +30,8 @@ async def _no_sources(paths: list[str]) -> None:
 def _service(
     events: fakes.MemoryEventStore | None = None,
     registry: fakes.MemoryPatientRegistry | None = None,
+    *,
+    research_dates: Literal["shifted", "relative"] = "relative",
 ) -> tuple[TwinService, fakes.MemoryAuditLog]:
     sealer = fakes.PlainSealer()
     registry = registry or fakes.MemoryPatientRegistry(sealer)
@@ -63,7 +66,7 @@ def _service(
         index=index,
         erasures=ledger,
         eraser=eraser,
-        deidentifier=Deidentifier(b"k" * 32),
+        deidentifier=Deidentifier(b"k" * 32, dates=research_dates),
         job_limits=JobLimits(CohortBudget(1e9, 10_000), 100, 1, _no_sources),
     )
     return service, audit
@@ -226,7 +229,7 @@ async def test_a_patient_without_an_enrolment_takes_days_but_no_instants():
 
 
 async def test_research_dates_are_shifted_per_patient_and_never_the_real_ones():
-    app, _ = _service()
+    app, _ = _service(research_dates="shifted")
     dr = _as("clinician", "t1")
     deid = Deidentifier(KEY)
     real: dict[str, tuple[str, date, date]] = {}

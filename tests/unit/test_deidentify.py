@@ -44,6 +44,6 @@ def test_date_shifts_are_keyed_uniform_and_never_zero():
 
 
 def test_a_relative_deidentifier_shows_no_dates_and_a_misspelt_policy_is_refused():
-    assert Deidentifier(KEY).shows_dates and not Deidentifier(KEY, dates="relative").shows_dates
+    assert Deidentifier(KEY, dates="shifted").shows_dates and not Deidentifier(KEY).shows_dates
     with pytest.raises(errors.ConfigurationError):
         Deidentifier(KEY, dates="real")  # type: ignore[arg-type]

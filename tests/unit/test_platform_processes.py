@@ -3,8 +3,8 @@
 A small process tree stands in for a platform: a "driver" started by a "make" in the same
 process group (as in a terminal), a child of the driver in that group, and a "worker" that
 leads a group of its own with children in it (as a Ray worker and its HAProxy). The worker
-is killed, orphaning its children, one of which it started after the platform was looked at.
-Beside them runs a process that is no part of the platform.
+is killed, orphaning its children, one of which it started after the platform was first looked
+at. Beside them runs a process that is no part of the platform.
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ def test_orphans_are_found_by_their_group_and_nothing_outside_the_platform_is_si
     worker.send_signal(signal.SIGUSR1)  # a child started after the look
     _wait_for(lambda: len(worker.children()) == 2)
     second = next(p for p in worker.children() if p.pid != first.pid)
+    time.sleep(0.05)  # process start times are counted in clock ticks
+    assert processes.look() == 4  # as while serving: the worker's group now has two
     worker.kill()  # its children are orphaned: no longer below the driver
     _wait_for(lambda: not _running(worker))
     _wait_for(lambda: second.pid not in {p.pid for p in driver.children(recursive=True)})

@@ -273,7 +273,8 @@ def test_an_endpoint_installs_the_batching_otlp_exporter_with_the_settings(tmp_p
         "    'endpoint': exporter._endpoint, 'processor': type(processor).__name__}))\n",
     )
     assert found == {
-        "sampler": "ParentBased{root:TraceIdRatioBased{0.25},remoteParentSampled:AlwaysOnSampler,"
+        "sampler": "ParentBased{root:TraceIdRatioBased{0.25},"
+        "remoteParentSampled:TraceIdRatioBased{0.25},"
         "remoteParentNotSampled:AlwaysOffSampler,localParentSampled:AlwaysOnSampler,"
         "localParentNotSampled:AlwaysOffSampler}",
         "resource": {

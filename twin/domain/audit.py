@@ -21,6 +21,7 @@ from twin import errors
 
 __all__ = [
     "GENESIS",
+    "MALFORMED",
     "AuditEntry",
     "AuditRecord",
     "ChainReport",
@@ -31,6 +32,9 @@ __all__ = [
     "record_from_json",
     "verify_chain",
 ]
+
+#: What a stored field no valid record could hold is read and shown as.
+MALFORMED = "<malformed>"
 
 
 def now() -> str:
@@ -131,7 +135,7 @@ def record_from_json(text: str | bytes) -> AuditRecord:
         data = json.loads(text)
         return AuditRecord(**data)
     except (TypeError, ValueError):
-        bad = "<malformed>"
+        bad = MALFORMED
         return AuditRecord(bad, bad, bad, None, "denied", bad, bad, bad)
 
 

@@ -11,10 +11,12 @@
   every date of one patient moves by the same whole number of days, 1 to
   :data:`MAX_DATE_SHIFT_DAYS` earlier or later, drawn from
   ``HMAC-SHA256(research key, "date-shift|" + patient id)``. Intervals and record days are
-  kept; the real dates cannot be recovered without the key, and one patient's
-  shift says nothing about another's. The output is de-identified by expert determination
-  (45 CFR 164.514(b)(1)), not by Safe Harbor, which removes every date element but the year
-  (docs/time.md, "Research outputs"); ``dates="relative"`` keeps to record days.
+  kept, and one patient's shift says nothing about another's. The key alone does not hide the
+  shift: a live listing's latest date is close to the day it is read, so a researcher learns
+  the shift to within how long ago the twin was last updated. Shifted dates are therefore an
+  opt-in for releases under an expert determination (45 CFR 164.514(b)(1)) that accepts this,
+  not Safe Harbor, which removes every date element but the year; the default,
+  ``dates="relative"``, keeps to record days (docs/time.md, "Research outputs").
 - Direct identifiers (name, birth date, MRN, contact) and the patient id itself never appear:
   research outputs are built from allow-listed model outputs.
 - Identifier links: the registry finds a patient by an external identifier (an MRN with its
@@ -66,11 +68,11 @@ class Deidentifier:
 
     Args:
         key: The research key (>= 32 bytes), held by the service, never by researchers.
-        dates: ``"shifted"``: research outputs show shifted dates beside the record days;
-            ``"relative"``: record days only (:attr:`shows_dates` is false).
+        dates: ``"relative"``: record days only (:attr:`shows_dates` is false; the default);
+            ``"shifted"``: research outputs also show shifted dates.
     """
 
-    def __init__(self, key: bytes, *, dates: ResearchDates = "shifted") -> None:
+    def __init__(self, key: bytes, *, dates: ResearchDates = "relative") -> None:
         if len(key) < MIN_KEY_BYTES:
             raise errors.ConfigurationError("the research key must be at least 32 bytes")
         if dates not in get_args(ResearchDates):

@@ -248,7 +248,7 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: Line = Field(default="as now", max_length=80)
+    name: Line = Field(default="as now", min_length=1, max_length=80)
     doses: list[ScenarioDose] = Field(default_factory=list, max_length=100)
     adherence: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     persistence: Literal["as_scheduled", "usual_care"] = "as_scheduled"

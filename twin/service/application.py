@@ -306,8 +306,14 @@ class TwinService:
             raise errors.AuthorizationError(f"role {who.role} may not list this care team")
         team_of: dict[str, str] = {}
         for team in teams:
-            for pid in await self._registry.list_for_team(team, limit=MAX_SCOPE):
+            for pid in await self._registry.list_for_team(team, limit=MAX_SCOPE + 1):
                 team_of.setdefault(pid, team)
+            if len(team_of) > MAX_SCOPE:
+                # Ordered by severity, a cut scope would hide its most severe patients unseen.
+                raise errors.InvalidInputError(
+                    f"care_team: the caseload orders at most {MAX_SCOPE} patients at once; "
+                    "name one care team of fewer"
+                )
         found = await self._index.search(
             min_severity=query.min_severity,
             alert=query.alert,
@@ -318,13 +324,21 @@ class TwinService:
         )
         summaries = {e.patient_id: e for e in found}
         chosen, next_after = caseload.page(list(team_of), summaries, query)
-        items: list[schemas.CaseloadItem] = []
-        for pid in chosen:
-            try:
-                ident = await self._registry.identifiers(pid)
-            except (errors.InvalidInputError, errors.KeyAccessError):
-                continue  # erased since the team was listed
-            items.append(_caseload_item(pid, team_of[pid], ident, summaries.get(pid)))
+        gate = asyncio.Semaphore(_CONCURRENT_READS)
+
+        async def opened(pid: str) -> Identifiers | None:
+            async with gate:
+                try:
+                    return await self._registry.identifiers(pid)
+                except (errors.InvalidInputError, errors.KeyAccessError):
+                    return None  # erased since the team was listed
+
+        identifiers = await asyncio.gather(*(opened(pid) for pid in chosen))
+        items = [
+            _caseload_item(pid, team_of[pid], ident, summaries.get(pid))
+            for pid, ident in zip(chosen, identifiers, strict=True)
+            if ident is not None
+        ]
         await self.policy.record_disclosures(
             caller, "patient.caseload.disclose", [i.patient_id for i in items]
         )

@@ -6,13 +6,14 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
 
 from deployments.api.access import INT32, INT64, Caller, Services, require_role
 from deployments.api.errors import problems
 from deployments.api.headers import V1Route
 from twin import schemas
 from twin.audit_log import all_audit_entries
-from twin.domain.audit import verify_chain
+from twin.domain.audit import MALFORMED, AuditEntry, verify_chain
 from twin.event_log import MAX_SEQ
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=problems(), route_class=V1Route)
@@ -30,10 +31,7 @@ async def read_audit(
     await require_role(svc, request, who, "audit.read", ("auditor",))
     entries = await svc.audit.entries(after_seq=after, limit=limit)
     return schemas.AuditPage(
-        items=[
-            schemas.AuditEntryOut(seq=e.seq, prev_hash=e.prev_hash, hash=e.hash, **asdict(e.record))
-            for e in entries
-        ],
+        items=[_entry_out(e) for e in entries],
         next_after=entries[-1].seq if len(entries) == limit else None,
     )
 
@@ -58,3 +56,16 @@ async def verify_audit(
         first_bad_seq=report.first_bad_seq,
         reason=report.reason,
     )
+
+
+def _entry_out(entry: AuditEntry) -> schemas.AuditEntryOut:
+    """An entry as stored; a field no valid entry could hold is shown as ``<malformed>``."""
+    fields = {"prev_hash": entry.prev_hash, "hash": entry.hash, **asdict(entry.record)}
+    try:
+        return schemas.AuditEntryOut(seq=entry.seq, **fields)
+    except ValidationError as exc:
+        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        shown = {k: (MALFORMED if k in bad else v) for k, v in fields.items()}
+        if "patient_id" in bad:
+            shown["patient_id"] = None
+        return schemas.AuditEntryOut(seq=entry.seq, **shown)
