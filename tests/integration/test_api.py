@@ -438,3 +438,14 @@ async def test_the_audit_trail_shows_an_entry_altered_behind_the_services_back(a
     assert second["action"] == "<malformed>" and second["outcome"] == "denied"
     verified = (await client.get("/v1/audit/verify", headers=auditor)).json()
     assert verified["ok"] is False and verified["first_bad_seq"] == 1
+
+
+async def test_an_empty_scenario_name_is_refused_not_answered_with_a_500(api_env):
+    client = api_env.http
+    pid = (await client.post("/v1/patients", json=ADA, headers=ADMIN)).json()["patient_id"]
+    unnamed = {"weeks": 1, "scenario": {"name": ""}}
+    answer = await client.post(f"/v1/patients/{pid}/forecast", json=unnamed, headers=ADMIN)
+    assert answer.status_code == 422, answer.text
+    compare = {"title": "t", "weeks": 1, "scenarios": [{"name": ""}]}
+    answer = await client.post(f"/v1/patients/{pid}/scenarios", json=compare, headers=ADMIN)
+    assert answer.status_code == 422, answer.text

@@ -118,6 +118,9 @@ async def test_times_off_the_axis_or_without_an_offset_are_refused_and_store_not
         ({"effective": "1709627400"}, "RFC 3339 date-time"),
         ({"effective": "2024-03-05T09:30:00Z", "day": 4.0}, "exactly one of effective or day"),
         ({}, "exactly one of effective or day"),
+        # No UTC instant exists for these (a 500 before: the conversion overflowed).
+        ({"effective": "0001-01-01T00:00:00+14:00"}, "years 1-9999 in UTC"),
+        ({"effective": "9999-12-31T23:59:59-14:00"}, "years 1-9999 in UTC"),
     ]
     for when, why in cases:
         refused = await client.post(
