@@ -52,12 +52,22 @@ HRV: LOINC has no code for RMSSD, the measure the twin's HRV stream uses (ln RMS
 (80404-7, what phones export) is refused with that reason. RMSSD reaches the twin through the
 tabular formats (``code`` = ``rmssd``, in ms) or the API's ``ln_rmssd`` payload.
 
+Sleep and steps: a ``wear-time`` component in Novamind's code system (hours, as Novamind's own
+FHIR export writes it) is the payload's wear time, so a night worn too briefly to count stays
+one; without it the wearable counts as worn all day.
+
+Model-derived: a resource tagged ``model-derived`` in Novamind's code system (a twin's severity
+estimate or risk assessment, :mod:`twin.fhir_out`) is refused with
+:data:`MODEL_DERIVED_REASON`: the twin's output is no observation of the patient, and feeding it
+back would count the model's own belief as evidence.
+
 Everything else is refused with a reason (never dropped): other resource types and statuses,
 codes the twin has no payload for, values its payloads refuse.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Mapping
@@ -68,6 +78,7 @@ from pydantic import ValidationError
 
 from twin import errors
 from twin.domain import events
+from twin.domain.codesystems import CODE_SYSTEM, is_model_derived
 from twin.domain.loinc import LOINC, SPOT_HEART_RATE, from_loinc
 from twin.ingest import medications, questionnaires
 from twin.ingest.fhir_common import (
@@ -90,6 +101,7 @@ from twin.ingest.subjects import patient_facts, subject_key
 __all__ = [
     "ANXIETY_CODES",
     "EPISODE_CODES",
+    "MODEL_DERIVED_REASON",
     "PHQ9_ITEM_CODES",
     "PHQ_ITEM_ANSWERS",
     "RECURRENT_CODES",
@@ -104,6 +116,13 @@ SDNN_CODE = "80404-7"
 _SDNN_REASON = (
     "HRV as SDNN (80404-7): the twin's HRV stream is ln RMSSD, which SDNN does not convert to"
 )
+#: Why a resource the twin derived (Novamind's FHIR out tags it) is not ingested.
+MODEL_DERIVED_REASON = (
+    "model-derived (a Novamind twin's estimate or risk assessment): not an observation of the "
+    "patient"
+)
+#: Sleep and steps: the hours the wearable was worn, a component of Novamind's code.
+_WEAR_CODES = frozenset({"93832-4", "41950-7", "55423-8"})
 #: ICD-10 (WHO) and ICD-10-CM code systems; codes are compared upper-case, without their dot.
 ICD10_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm")
 #: A current depressive episode whose onset dates the episode: SNOMED CT concepts, and ICD-10
@@ -224,7 +243,29 @@ def _observation(obs: Any, source: str, patient: str | None) -> list[Record]:
         payload = from_loinc(code, number, unit)
         if isinstance(payload, events.Phq9) and obs.component:
             payload = events.Phq9(payload.total, questionnaires.phq9_items(obs.component))
+        if code in _WEAR_CODES and obs.component:
+            payload = _with_wear(payload, obs.component)
     return [Record(source, patient, effective(obs), payload)]
+
+
+def _with_wear(payload: events.Payload, components: list[Any]) -> events.Payload:
+    """Sleep or steps with the wear time of a ``wear-time`` component (hours), when one is given.
+
+    Without one the wearable counts as worn all day, as before; with one, a night or day with
+    too little wear keeps that (the twin draws no evidence from it).
+
+    Raises:
+        InvalidInputError: A wear-time component whose value is not hours.
+    """
+    for component in components:
+        if "wear-time" not in codes(component.code, CODE_SYSTEM):
+            continue
+        found = questionnaires.value_of(component)
+        if found is None or (found[1] or "h") != "h":
+            raise errors.InvalidInputError("component wear-time: a quantity in hours (h)")
+        assert isinstance(payload, events.SleepDuration | events.Steps)  # the wear codes' payloads
+        return dataclasses.replace(payload, wear_hours=found[0])
+    return payload
 
 
 def _observation_refusal(obs: Any, code: str) -> str | None:
@@ -465,6 +506,8 @@ def records_from_resource(
     kind = resource.get("resourceType")
     source = source_of(resource) or where or "?"
     patient = subject_key(resource.get("subject"))
+    if is_model_derived(resource):
+        return [Record.refused(source, MODEL_DERIVED_REASON, patient)]
     if not isinstance(kind, str) or (kind not in _MAPPERS and kind != "Patient"):
         seen = kind if isinstance(kind, str) and _RESOURCE_TYPE.fullmatch(kind) else "?"
         return [Record.refused(source, f"resourceType {seen}: not ingested", patient)]
