@@ -53,7 +53,11 @@ def _events(n: int) -> list[dict[str, Any]]:
         (1.0, {"type": "sleep_duration", "hours": 6.25, "wear_hours": 3.5}),
         (1.0, {"type": "steps", "count": 4200 + n, "wear_hours": 15.0}),
         (1.5, {"type": "resting_hr", "bpm": 64.5}),
+        (0.0, {"type": "covariates", "episode_weeks": 8.0, "prior_episodes": 1}),
+        (0.1, {"type": "care_status", "active": True, "setting": "collaborative"}),
         (2.0, {"type": "ema_affect", "rating": 5}),
+        (2.5, {"type": "ln_rmssd", "value": 3.4}),
+        (6.0, {"type": "therapy_session", "kind": "psychotherapy"}),
     ]
     if n != 1:  # one patient without a drug
         payloads += [
@@ -111,21 +115,27 @@ async def _post_in_time_order(env: ApiEnv, settings: TwinSettings) -> dict[str, 
 
 
 def _comparable(log: list[tuple[float, E.Payload]]) -> list[tuple[float, E.Payload]]:
-    """A log with what FHIR has no standard form for left out, and dose changes as stop + start.
+    """A log in the form an export comes back in: dose changes as stop + start, covariates split.
 
-    EMA ratings have no standard code (exported in Novamind's, quarantined by ingest); a dose
-    change comes back as a stop and a start at the same instant (the MedicationStatement of the
-    old dose ends where the new one starts).
+    A dose change comes back as a stop and a start at the same instant (the MedicationStatement
+    of the old dose ends where the new one starts); covariates one per event (each its own
+    resource: a Condition, an Observation).
     """
     out: list[tuple[float, E.Payload]] = []
     given: dict[str, float] = {}
     for day, payload in log:
-        if isinstance(payload, E.EmaAffect):
-            continue
         if isinstance(payload, E.Prescription):
             if given.get(payload.drug, 0.0) > 0 and payload.mg_per_day > 0:
                 out.append((day, E.Prescription(payload.drug, 0.0)))
             given[payload.drug] = payload.mg_per_day
+        if isinstance(payload, E.Covariates):
+            fields = ("episode_weeks", "prior_episodes", "anxiety_comorbid", "age_years")
+            out += [
+                (day, E.Covariates(**{name: getattr(payload, name)}))
+                for name in fields
+                if getattr(payload, name) is not None
+            ]
+            continue
         out.append((day, payload))
     return out
 
@@ -195,6 +205,7 @@ async def _scenario(settings: TwinSettings, fresh: TwinSettings, tmp_path: Path)
         assert counts["Patient"] == 3  # the other team's patient is not in the Group
         assert counts["RiskAssessment"] == 3
         assert counts["MedicationStatement"] == 4  # two patients: a dose and its change each
+        assert counts["Procedure"] == 3 and counts["Condition"] == 3
         # Every file, with the same token; its lines are the resources it counts.
         inbox = tmp_path / "inbox"
         inbox.mkdir()
@@ -233,9 +244,8 @@ async def _scenario(settings: TwinSettings, fresh: TwinSettings, tmp_path: Path)
                       care_team=TEAM),
         )  # fmt: skip
         assert report.registered == 3
-        reasons = report.reasons
-        assert reasons.pop(MODEL_DERIVED_REASON) == 6  # 3 severity Observations, 3 risks
-        assert reasons == {"code: no LOINC coding": 3}  # the EMA ratings
+        # Only the twin's own output is refused: 3 severity Observations, 3 risk assessments.
+        assert report.reasons == {MODEL_DERIVED_REASON: 6}
         before = await _logs_by_mrn(settings)
         after = await _logs_by_mrn(fresh)
         assert set(after) == set(before) == set(pids)

@@ -165,38 +165,55 @@ def _ingested(resources: list[dict]) -> tuple[list[tuple[float, E.Payload]], dic
     return read, refused
 
 
+def _split(payload: E.Payload) -> list[E.Payload]:
+    """Covariates one field at a time (FHIR gives each its own resource, ingest its own event)."""
+    if not isinstance(payload, E.Covariates):
+        return [payload]
+    fields = ("episode_weeks", "prior_episodes", "anxiety_comorbid", "age_years")
+    return [
+        E.Covariates(**{name: getattr(payload, name)})
+        for name in fields
+        if getattr(payload, name) is not None
+    ]
+
+
 def test_bulk_ingest_reads_the_record_back_event_for_event():
     log = _log()
     read, refused = _ingested(record.record_resources(PID, ENROLMENT, log))
+    assert refused == {}  # every event comes back, Novamind's own codes included
+    expected: list[tuple[float, E.Payload]] = []
+    given: dict[str, float] = {}
+    for event in log:
+        p = event.payload
+        if isinstance(p, E.Prescription):
+            if given.get(p.drug, 0.0) == 0.0 and p.mg_per_day == 0.0:
+                continue  # the stop of a drug never started is no resource
+            if given.get(p.drug, 0.0) > 0.0 and p.mg_per_day > 0.0:
+                # A dose change: a stop and a start at the same instant (the stop first).
+                expected.append((event.day, E.Prescription(p.drug, 0.0)))
+            given[p.drug] = p.mg_per_day
+        expected += [(event.day, part) for part in _split(p)]
     got = sorted(read, key=lambda r: (r[0], not _stop(r[1]), repr(r[1])))
-    standard = (E.Phq9, E.Phq9Item9, E.Gad7, E.SleepDuration, E.Steps, E.RestingHeartRate,
-                E.DoseTaken)  # fmt: skip
-    expected: list[tuple[float, E.Payload]] = [
-        (e.day, e.payload) for e in log if isinstance(e.payload, standard)
-    ]
-    expected += [
-        (0.0, E.Covariates(episode_weeks=6.5)),
-        (0.0, E.Covariates(anxiety_comorbid=True)),
-        (4.0, E.Prescription("sertraline", 50.0)),
-        # A dose change: a stop and a start at the same instant (ingest orders the stop first).
-        (20.0, E.Prescription("sertraline", 0.0)),
-        (20.0, E.Prescription("sertraline", 100.0)),
-        (25.0, E.Prescription("escitalopram", 10.0)),
-        (40.0, E.Prescription("sertraline", 0.0)),
-    ]
     want = sorted(expected, key=lambda r: (r[0], not _stop(r[1]), repr(r[1])))
     assert [p for _, p in got] == [p for _, p in want]
     assert all(abs(a - b) < 1e-9 for (a, _), (b, _) in zip(got, want, strict=True))
-    # Exported for an EHR, refused by ingest with their reason (never dropped silently).
-    assert refused == {
-        f"Observation/{FID}-1-prior": "code: no LOINC coding",
-        f"Observation/{FID}-1-age": "code 30525-0: not supported",
-        f"Observation/{FID}-9": "code: no LOINC coding",
-        f"Observation/{FID}-10": "code: no LOINC coding",
-        f"Procedure/{FID}-18": "resourceType Procedure: not ingested",
-        f"Observation/{FID}-19": "code: no LOINC coding",
-        f"Observation/{FID}-20-anxiety": "code: no LOINC coding",
-    }
+
+
+def test_ingest_refuses_what_is_no_event_of_novamind_code_system():
+    found = _by_id(record.record_resources(PID, ENROLMENT, _log()))
+    ema = found[f"{FID}-10"]
+    untagged_estimate = {
+        **ema, "code": {"coding": [{"system": codesystems.CODE_SYSTEM, "code": "latent-severity"}]}
+    }  # fmt: skip
+    (rec,) = records_from_resource(untagged_estimate)
+    assert rec.reason == "code latent-severity: not an event Novamind ingests"
+    (rec,) = records_from_resource({**ema, "valueInteger": 9})
+    assert rec.reason == "ema.rating is invalid: expected integer 1..7"
+    (rec,) = records_from_resource({**found[f"{FID}-18"], "status": "in-progress"})
+    assert rec.reason == "status in-progress: only completed procedures"
+    surgery = {"coding": [{"system": "http://snomed.info/sct", "code": "80146002"}]}
+    (rec,) = records_from_resource({**found[f"{FID}-18"], "code": surgery})
+    assert rec.reason == "code: not a therapy session the twin takes"
 
 
 def _stop(payload: E.Payload) -> bool:

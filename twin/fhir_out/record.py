@@ -26,12 +26,10 @@ event                       resource
 ``CareStatus``              Observation in Novamind's code system (active, and the setting)
 ==========================  ==================================================================
 
-Read back by bulk ingest: every LOINC Observation above, the MedicationStatements (a dose change
-comes back as a stop and a start at the same instant, which the ingest orders stop first: the
-same dose from then on), the MedicationAdministrations and the two Conditions. What is in
-Novamind's code system, the Procedure and the age are exported for the receiving EHR and refused
-by ingest with their reason (no LOINC code; resource type not ingested). A stop of a drug the log
-never started is no resource (it changed nothing).
+Bulk ingest reads every one of them back into its event, with two differences of form: a dose
+change comes back as a stop and a start at the same instant (ingest orders the stop first: the
+same dose from then on), and a covariates event as one event per covariate. A stop of a drug the
+log never started is no resource (it changed nothing).
 """
 
 from __future__ import annotations
