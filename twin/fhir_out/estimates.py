@@ -26,7 +26,7 @@ give (no baseline PHQ-9 for response) is a prediction without ``probabilityDecim
 rationale says why. ``basis`` references the severity Observation and the patient's PHQ-9
 Observations (the newest :data:`MAX_BASIS`).
 
-Both are dated ``enrolment + day`` (:func:`twin.domain.timeline.instant_at`), the twin's day:
+Both are dated ``enrolment + day`` (:func:`twin.domain.time_axis.instant_of`), the twin's day:
 the start of the day the posterior describes.
 """
 
@@ -42,7 +42,8 @@ import numpy as np
 from twin.assimilation import kernel
 from twin.assimilation.state import TwinState
 from twin.domain.codesystems import CODE_SYSTEM, CODES, MODEL_DERIVED, UCUM_SYSTEM
-from twin.domain.timeline import instant_at, iso_instant
+from twin.domain.time_axis import instant_of
+from twin.fhir_out.dates import iso_instant
 from twin.fhir_out.ids import fhir_patient_id, resource_id
 from twin.fhir_out.record import novamind_concept, subject
 from twin.fhir_out.validation import checked
@@ -161,7 +162,7 @@ def severity_observation(
             "latent-severity", "Latent depressive severity (model estimate on the PHQ-9 scale)"
         ),
         "subject": subject(fid),
-        "effectiveDateTime": iso_instant(instant_at(enrolment, estimate.day)),
+        "effectiveDateTime": iso_instant(instant_of(estimate.day, enrolment)),
         "valueQuantity": _score(estimate.severity_mean),
         "method": novamind_concept("particle-filter", method),
         "component": [
@@ -215,7 +216,7 @@ def risk_assessment(
         phq9_observations: Ids of the patient's PHQ-9 Observations, oldest first.
     """
     fid = fhir_patient_id(patient_id)
-    at = instant_at(enrolment, estimate.day)
+    at = instant_of(estimate.day, enrolment)
     week = timedelta(weeks=1)
     posterior = f"posterior over {estimate.particles} particles"
     simulated = f"forecast under continued care, {forecast.particles} simulated futures"

@@ -1,7 +1,7 @@
 """A patient's record as FHIR R4: the Patient, and their events as the resources EHRs use.
 
 Each event of the log becomes the resource bulk ingest (:mod:`twin.ingest.fhir`) reads back into
-the same event, dated ``enrolment + day`` (:func:`twin.domain.timeline.instant_at`):
+the same event, dated ``enrolment + day`` (:func:`twin.domain.time_axis.instant_of`):
 
 ==========================  ==================================================================
 event                       resource
@@ -51,7 +51,8 @@ from twin.domain.codesystems import (
     UCUM_SYSTEM,
 )
 from twin.domain.patients import Identifiers
-from twin.domain.timeline import instant_at, iso_instant
+from twin.domain.time_axis import instant_of
+from twin.fhir_out.dates import fhir_date, iso_instant
 from twin.fhir_out.ids import fhir_patient_id, resource_id
 from twin.fhir_out.validation import checked
 from twin.ingest.medications import RXNORM_INGREDIENTS
@@ -175,7 +176,7 @@ class _Builder:
         self.open: dict[str, dict[str, Any]] = {}
 
     def when(self, day: float) -> str:
-        return iso_instant(instant_at(self.enrolment, day))
+        return fhir_date(day, self.enrolment)
 
     def observation(
         self, event: events.Event, code: dict[str, Any], category: str | None,
@@ -279,7 +280,7 @@ class _Builder:
             )  # fmt: skip
 
     def covariates(self, event: events.Event, p: events.Covariates) -> None:
-        when = instant_at(self.enrolment, event.day)
+        when = instant_of(event.day, self.enrolment)
         if p.episode_weeks is not None:
             onset = when - timedelta(weeks=p.episode_weeks)
             self.condition(event, "episode", _EPISODE, onset=iso_instant(onset))
