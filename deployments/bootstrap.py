@@ -50,6 +50,7 @@ from twin.service.access import AccessPolicy
 from twin.service.application import JobLimits, TwinService
 from twin.service.erasure import Eraser, Place
 from twin.service.erasure_ledger import apply_erasure_ledger
+from twin.service.fhir import ExportLimits, FhirService
 from twin.service.host import HostPorts
 from twin.service.priors import DocumentPriorRegistry
 from twin.settings import TwinSettings
@@ -221,8 +222,8 @@ def build_eraser(settings: TwinSettings, stores: Stores, twins: Twins | None = N
         Place("twin index", "severity, risk and alert flags (plain text)", ("twin_index",), index),
         Place("event log", "sealed events, idempotency keys, days", ("events", "patient_heads"),
               stores.events.forget),
-        Place("documents", "scenario reports, emergency-access grants", ("documents",),
-              stores.documents.delete_patient),
+        Place("documents", "scenario reports, emergency-access grants, FHIR export parts",
+              ("documents",), stores.documents.delete_patient),
         Place("cohort results", "result pages and patients.parquet rows (by pseudonym)", (),
               cohort_results),
         Place("data key", "the key every sealed copy needs (backups included)", ("data_keys",),
@@ -364,6 +365,15 @@ async def open_api_services(
                 check_sources=partial(_check_sources, ingest_root(settings)),
             ),
         )
+        fhir = FhirService(
+            policy=policy,
+            registry=stores.registry,
+            twins=twins,
+            events=stores.events,
+            documents=stores.documents,
+            sealer=stores.sealer,
+            limits=ExportLimits(per_caller=settings.jobs_per_caller),
+        )
         yield ApiServices(
             verifier=token_verifier(settings),
             registry=stores.registry,
@@ -378,11 +388,13 @@ async def open_api_services(
             erasures=erasures,
             eraser=eraser,
             app=app,
+            fhir=fhir,
             metrics=metrics,
             ready=ready,
             ingest_root=ingest_root(settings),
             streams_per_caller=settings.streams_per_caller,
             stream_recheck_s=settings.stream_recheck_s,
+            public_base_url=settings.public_base_url,
         )
 
 

@@ -56,6 +56,8 @@ __all__ = [
     "LoincValue",
     "ObservationBatch",
     "ObservationIn",
+    "OperationOutcome",
+    "OutcomeIssue",
     "PatientCreate",
     "PatientCreated",
     "PatientOut",
@@ -216,6 +218,25 @@ class Problem(BaseModel):
     detail: Message | None = Field(
         default=None, description="what was wrong: field names and rules, never a value sent"
     )
+
+
+class OutcomeIssue(BaseModel):
+    """One issue of an OperationOutcome: how bad, its FHIR issue type, and what was wrong."""
+
+    severity: Literal["fatal", "error", "warning", "information"]
+    code: str = Field(
+        max_length=32, pattern=r"^[a-z-]+$", description="FHIR issue type (R4 ValueSet issue-type)"
+    )
+    diagnostics: Message | None = Field(
+        default=None, description="what was wrong: parameters and rules, never a value sent"
+    )
+
+
+class OperationOutcome(BaseModel):
+    """A FHIR R4 OperationOutcome (``application/fhir+json``): how ``/fhir`` answers an error."""
+
+    resource_type: Literal["OperationOutcome"] = Field(alias="resourceType")
+    issue: list[OutcomeIssue] = Field(min_length=1, max_length=1)
 
 
 class HealthOut(BaseModel):

@@ -219,6 +219,9 @@ class ServeSettings(BaseModel):
             browser (CORS). Empty by default: PHI is read by the organisation's own apps, and a
             page of any other origin gets no ``Access-Control-Allow-Origin``. Never ``*``;
             ``http://`` only in the ``local`` environment.
+        public_base_url: The API's URL as clients reach it (behind the load balancer), for the
+            absolute URLs FHIR answers carry (Bulk Data status and file URLs, Bundle
+            ``fullUrl``); ``None``: the request's own scheme and host.
     """
 
     http_host: str = "127.0.0.1"
@@ -238,6 +241,10 @@ class ServeSettings(BaseModel):
     cors_origins: list[
         Annotated[str, StringConstraints(max_length=255, pattern=_ORIGIN_PATTERN)]
     ] = Field(default_factory=list, max_length=32)
+    public_base_url: str | None = Field(
+        default=None, max_length=255, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="https://host[/path] as clients reach the API (FHIR's absolute URLs)",
+    )  # fmt: skip
 
 
 class WorkloadSettings(BaseModel):
@@ -252,6 +259,8 @@ class WorkloadSettings(BaseModel):
         cohort_max_particle_days: Work one cohort run may ask for, particle-days
             (``twin.analytics.budget``).
         cohort_max_rows: Result rows (twins × scenarios) one cohort run may produce.
+        fhir_export_ttl_hours: Hours a FHIR Bulk Data export's files are kept after it
+            finishes (sealed under each patient's key); then they are deleted.
     """
 
     forecast_weeks: int = Field(default=12, ge=1, le=26)
@@ -260,6 +269,7 @@ class WorkloadSettings(BaseModel):
     stream_recheck_s: float = Field(default=60.0, ge=0.5, le=60.0)
     cohort_max_particle_days: float = Field(default=5e10, gt=0, le=1e15)
     cohort_max_rows: int = Field(default=500_000, ge=1, le=10_000_000)
+    fhir_export_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 30)
 
 
 class TelemetrySettings(BaseModel):

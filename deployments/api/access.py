@@ -21,6 +21,7 @@ from twin import errors
 from twin.domain.audit import AuditRecord
 from twin.domain.audit import now as audit_now
 from twin.domain.patients import is_patient_id
+from twin.fhir_out.ids import patient_id_of
 from twin.service.access import Caller as AppCaller
 
 __all__ = [
@@ -103,6 +104,8 @@ async def principal(
             raise
         # The path is the client's text: only a well-formed patient id is recorded.
         addressed = request.path_params.get("patient_id")
+        if addressed is None and isinstance(fhir_id := request.path_params.get("fhir_id"), str):
+            addressed = patient_id_of(fhir_id)  # /fhir/Patient/{id} names them by their FHIR id
         await svc.audit.append(
             AuditRecord(
                 actor="anonymous",

@@ -1,4 +1,4 @@
-"""The FastAPI application: middleware, health, the ``/v1`` routers, the error mapping.
+"""The FastAPI application: middleware, health, the ``/v1`` and ``/fhir`` routers, error mapping.
 
 ``create_app(services)`` wires ready-made services (tests, plain ASGI); ``create_app(
 open_services=...)`` opens them in the app's lifespan, in the process that serves (a Ray Serve
@@ -26,6 +26,7 @@ from deployments.api.routes import (
     audit,
     cohorts,
     feed,
+    fhir,
     ingest_jobs,
     observations,
     patients,
@@ -65,6 +66,11 @@ _TAGS = [
         ("audit", "The hash-chained audit trail, for auditors."),
         ("ingest", "Bulk-ingest jobs (FHIR Bulk Data's asynchronous pattern)."),
         ("cohorts", "Cohort what-if runs for researchers."),
+        (
+            "fhir",
+            "FHIR R4: a patient's record and twin as resources (errors are "
+            "OperationOutcomes); a care team's Bulk Data $export.",
+        ),
         ("health", "Liveness and readiness probes (no token, no rate limit)."),
     )
 ]
@@ -265,6 +271,8 @@ def create_app(
         audit,
         ingest_jobs,
         cohorts,
+        fhir,
     ):
         app.include_router(module.router)
+    app.include_router(fhir.public)  # the CapabilityStatement: no token, as the probes
     return app

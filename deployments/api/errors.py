@@ -1,8 +1,15 @@
-"""The one place errors become HTTP: ``application/problem+json`` (RFC 9457).
+"""The one place errors become HTTP: problem+json (RFC 9457), OperationOutcomes under ``/fhir``.
 
-Messages carry field names and rules, never values that could be PHI; unexpected exceptions
-become a bare 500 without detail. :func:`problems` documents the answers an operation can give,
-with their headers (:mod:`deployments.api.headers`).
+Everywhere but ``/fhir`` an error is ``application/problem+json``. Messages carry field names
+and rules, never values that could be PHI; unexpected exceptions become a bare 500 without
+detail. :func:`problems` documents the answers an operation can give, with their headers
+(:mod:`deployments.api.headers`).
+
+A FHIR client reads errors as OperationOutcomes (R4 §3.1.0.4; the Bulk Data IG's kick-off and
+status errors), so every error of a ``/fhir`` path is one (:func:`outcome`, documented by
+:func:`outcomes`), with the same status, text and headers as its problem+json twin, but for
+invalid input: FHIR answers a request it cannot process (an unknown search or export parameter,
+a bound broken) with 400, where ``/v1`` answers 422.
 """
 
 from __future__ import annotations
@@ -16,11 +23,14 @@ from starlette.exceptions import HTTPException
 
 from deployments.api.headers import error_headers
 from twin import errors
-from twin.schemas import MAX_DETAIL, Problem
+from twin.fhir_out.rest import FHIR_JSON, operation_outcome
+from twin.schemas import MAX_DETAIL, OperationOutcome, Problem
 
-__all__ = ["BODY", "install_error_handlers", "problem", "problems"]
+__all__ = ["BODY", "install_error_handlers", "outcome", "outcomes", "problem", "problems"]
 
 PROBLEM = "application/problem+json"
+#: The path under which errors are OperationOutcomes.
+FHIR_PATH = "/fhir"
 _STATUS: tuple[tuple[type[errors.TwinError], int, str], ...] = (
     (errors.RateLimitedError, 429, "Too Many Requests"),
     (errors.OverloadedError, 503, "Service Unavailable"),
@@ -83,6 +93,37 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+#: What every authenticated ``/fhir`` operation can answer (400: FHIR's invalid input).
+_FHIR_EVERY = (400, 401, 403, 429, 500, 503)
+
+
+def outcomes(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses of the OperationOutcome answers ``statuses`` (and every ``/fhir`` one's).
+
+    As :func:`problems`, in ``application/fhir+json``; invalid input is ``400`` there.
+    """
+    described = {**_DESCRIPTIONS, 400: "Invalid request: which parameter breaks which rule"}
+    content = {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}
+    answers: dict[int | str, dict[str, Any]] = {
+        status: {
+            "model": OperationOutcome,
+            "description": described[status],
+            "content": content,
+            "headers": error_headers(status),
+        }
+        for status in sorted({*_FHIR_EVERY, *statuses})
+    }
+    # Any other client error is an OperationOutcome too (405 for a method the path does not
+    # take); never FastAPI's 422 validation body, which /fhir does not send.
+    answers["4XX"] = {
+        "model": OperationOutcome,
+        "description": "Another client error (405: a method the path does not take)",
+        "content": content,
+        "headers": error_headers(405),
+    }
+    return answers
+
+
 _TITLES = {
     400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
     415: "Unsupported Media Type",
@@ -106,6 +147,41 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def outcome(
+    status: int, diagnostics: str | None, *, retry_after_s: int | None = None
+) -> JSONResponse:
+    """An OperationOutcome response (its headers as :func:`problem`'s)."""
+    if diagnostics is not None and len(diagnostics) > MAX_DETAIL:
+        diagnostics = diagnostics[: MAX_DETAIL - 1] + "…"
+    headers: dict[str, str] = {}
+    if status in (429, 503):
+        headers["Retry-After"] = str(retry_after_s or 1)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    body = operation_outcome(status, diagnostics)
+    return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
+
+
+def _is_fhir(request: Request) -> bool:
+    path = request.url.path[len(request.scope.get("root_path", "")) :]
+    return path == FHIR_PATH or path.startswith(FHIR_PATH + "/")
+
+
+def _answer(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    retry_after_s: int | None = None,
+) -> JSONResponse:
+    """The error answer for ``request``'s path: an OperationOutcome under /fhir, else a problem."""
+    if _is_fhir(request):
+        status = 400 if status == 422 else status
+        return outcome(status, detail or title, retry_after_s=retry_after_s)
+    return problem(status, title, detail, retry_after_s=retry_after_s)
+
+
 def _detail(exc: errors.TwinError) -> str:
     """The error's own message.
 
@@ -118,21 +194,22 @@ def _detail(exc: errors.TwinError) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map every error to one problem+json response."""
+    """Map every error to one problem+json (or, under /fhir, OperationOutcome) response."""
 
     @app.exception_handler(errors.TwinError)
     async def twin_error(request: Request, exc: errors.TwinError) -> JSONResponse:
         for cls, status, title in _STATUS:
             if isinstance(exc, cls):
-                return problem(
-                    status, title, _detail(exc), retry_after_s=getattr(exc, "retry_after_s", None)
-                )
-        return problem(500, "Internal Server Error")
+                return _answer(
+                    request, status, title, _detail(exc),
+                    retry_after_s=getattr(exc, "retry_after_s", None),
+                )  # fmt: skip
+        return _answer(request, 500, "Internal Server Error")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # Routing errors (404 unknown path, 405 method) in the same problem+json shape.
-        response = problem(exc.status_code, _TITLES.get(exc.status_code, "Error"))
+        response = _answer(request, exc.status_code, _TITLES.get(exc.status_code, "Error"))
         if exc.headers:
             response.headers.update(exc.headers)
         return response
@@ -143,8 +220,8 @@ def install_error_handlers(app: FastAPI) -> None:
         fields = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10]
         )
-        return problem(422, "Unprocessable Content", fields)
+        return _answer(request, 422, "Unprocessable Content", fields)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return problem(500, "Internal Server Error")
+        return _answer(request, 500, "Internal Server Error")

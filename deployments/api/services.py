@@ -12,6 +12,7 @@ from twin import ports
 from twin.domain.deidentify import Deidentifier
 from twin.service.application import TwinService
 from twin.service.erasure import Eraser
+from twin.service.fhir import FhirService
 from twin.service.operations import TwinOperations
 
 __all__ = ["ApiServices", "Twins"]
@@ -38,6 +39,7 @@ class ApiServices:
         erasures: The erasure ledger (every erasure is noted there first).
         eraser: Erasure of a patient from every place patient data lives.
         app: The use cases (access rules and their audit included).
+        fhir: The FHIR use cases (resources, Bulk Data exports).
         metrics: Request and twin metrics.
         ready: Checks every dependency; ``None`` means always ready.
         ingest_root: Where ingest jobs submitted through the API may read.
@@ -45,6 +47,8 @@ class ApiServices:
         streams_per_caller: Open change-feed streams one caller may hold in this replica.
         stream_recheck_s: How often an open stream re-checks its caller's access.
         open_streams: Open change-feed streams per caller in this replica (mutable).
+        public_base_url: The API's URL as clients reach it (FHIR's absolute URLs); ``None``: the
+            request's own.
     """
 
     verifier: TokenVerifier
@@ -60,6 +64,7 @@ class ApiServices:
     erasures: ports.ErasureLedger
     eraser: Eraser
     app: TwinService
+    fhir: FhirService
     metrics: Metrics
     ready: Callable[[], Awaitable[bool]] | None = None
     ingest_root: str = "/nonexistent"
@@ -67,3 +72,4 @@ class ApiServices:
     streams_per_caller: int = 4
     stream_recheck_s: float = 60.0
     open_streams: dict[str, int] = field(default_factory=dict)
+    public_base_url: str | None = None

@@ -1,14 +1,19 @@
 """The job runner: one detached Ray actor per cluster that runs jobs submitted through the API.
 
 The API only *queues* a job (:func:`twin.service.jobs.enqueue_cohort`,
-:func:`~twin.service.jobs.enqueue_ingest`: the request and a ``queued`` status document, durable
-before the 202 answer). The runner polls the status documents in id order and runs each queued
-job, one at a time: cohort runs with :func:`deployments.pipelines.cohorts.run_cohort`, bulk
-ingests with :func:`deployments.pipelines.ingest.run_ingest`. A job found ``running`` when the
-runner (re)starts was interrupted (so is one whose final status this runner could not write,
-its store unavailable): it is run again from the start, which is safe
-because cohort results are deterministic (their documents are overwritten under the same ids)
-and ingest appends are idempotent (the deterministic keys make a second pass all duplicates).
+:func:`~twin.service.jobs.enqueue_ingest`, :func:`~twin.service.jobs.enqueue_export`: the request
+and a ``queued`` status document, durable before the 202 answer). The runner polls the status
+documents in id order and runs each queued job, one at a time: cohort runs with
+:func:`deployments.pipelines.cohorts.run_cohort`, bulk ingests with
+:func:`deployments.pipelines.ingest.run_ingest`, FHIR exports with
+:func:`deployments.pipelines.fhir_export.run_export`. Every :data:`SWEEP_S` it also deletes the
+files of FHIR exports that expired, failed or were cancelled
+(:func:`twin.service.fhir.sweep_exports`). A job found ``running`` when the runner (re)starts
+was interrupted (so is one whose final status this runner could not write, its store
+unavailable): it is run again from the start, which is safe because cohort results are
+deterministic (their documents are overwritten under the same ids), ingest appends are
+idempotent (the deterministic keys make a second pass all duplicates) and an export deletes its
+earlier attempt's parts before it writes them again.
 Each start counts in the job's ``attempts``; a job interrupted
 :data:`twin.service.jobs.MAX_ATTEMPTS` times (a run that exhausts the runner's memory kills it
 each time) is failed instead of started again. A job
@@ -24,21 +29,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from deployments.pipelines import cohorts, ingest, job_status
+from deployments.pipelines import cohorts, fhir_export, ingest, job_status
 from deployments.stores import check_sources, ingest_root, open_documents
 from twin import errors, ports, schemas
+from twin.fhir_out.export import ExportJob, ExportRequest
 from twin.service import jobs
+from twin.service.fhir import sweep_exports
 from twin.settings import TwinSettings
 
-__all__ = ["RUNNER_NAME", "JobRunner", "ensure_runner", "output_for"]
+__all__ = ["RUNNER_NAME", "SWEEP_S", "JobRunner", "ensure_runner", "output_for"]
 
 RUNNER_NAME = "novamind-job-runner"
 _POLL_S = 1.0
+#: Seconds between sweeps of expired FHIR exports' files.
+SWEEP_S = 60.0
 _log = logging.getLogger(__name__)
 
 
@@ -123,6 +133,8 @@ class JobRunner:
         self._resumed = False
         self._settled: dict[str, str] = {}
         self._orphans: set[str] = set()  # jobs this runner left "running" (not settled)
+        self._swept: dict[str, str] = {}  # where the sweep of expired exports starts
+        self._next_sweep = 0.0
         self._thread = threading.Thread(target=self._main, name="job-runner", daemon=True)
         self._thread.start()
 
@@ -173,12 +185,23 @@ class JobRunner:
         )
         ingest.run_ingest(self._settings, job, writers=self._workers, queued=status)
 
+    def _run_export(self, status: ExportJob, request: ExportRequest) -> None:
+        fhir_export.run_export(self._settings, request, queued=status, workers=self._workers)
+
+    async def sweep(self, documents: ports.DocumentStore, *, force: bool = False) -> int:
+        """Delete expired, failed or cancelled exports' files, at most every :data:`SWEEP_S`."""
+        if not force and time.monotonic() < self._next_sweep:
+            return 0
+        self._next_sweep = time.monotonic() + SWEEP_S
+        return await sweep_exports(documents, self._swept)
+
     async def poll_once(self, documents: ports.DocumentStore) -> int:
-        """Run every pending job (cohort runs, then ingests); returns how many were run."""
+        """Run every pending job (cohort runs, ingests, exports); returns how many were run."""
         resume = not self._resumed
         runners = {
             jobs.COHORT.collection: self._run_cohort,
             jobs.INGEST.collection: self._run_ingest,
+            jobs.EXPORT.collection: self._run_export,
         }
         ran = 0
         for kind in jobs.KINDS:
@@ -218,6 +241,7 @@ class JobRunner:
                 async with open_documents(self._settings) as documents:
                     while not self._stop.is_set():
                         await self.poll_once(documents)
+                        await self.sweep(documents)
                         await asyncio.sleep(_POLL_S)
             except Exception:  # the store may be briefly unavailable: reopen and go on
                 _log.exception("job runner poll failed")

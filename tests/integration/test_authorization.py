@@ -12,6 +12,7 @@ import pytest
 from tests.integration.conftest import bearer
 from twin import ports, schemas
 from twin.domain.audit import verify_chain
+from twin.fhir_out.export import ExportOutput, ExportRequest
 from twin.service import jobs
 
 ROLES = {
@@ -52,6 +53,8 @@ _ONLY = dict.fromkeys(("owner", "other", "researcher", "admin", "service", "audi
 _JOBS = {**_ONLY, "researcher": 200, "service": 200, "admin": 200}
 _RUNS = {**_ONLY, "researcher": 200, "admin": 200}
 COHORT = {"synthetic": {"n_patients": 2, "days": 0}, "scenarios": [{}], "weeks": 1}
+# An export is followed by the one who asked (the owner here): 404 for anyone else.
+_EXPORT = {**_ONLY, "owner": 202, "other": 404, "admin": 404, "service": 404}
 
 # (method, route template, body, expected status per role)
 MATRIX = [
@@ -91,8 +94,19 @@ MATRIX = [
     ("GET", "/v1/cohorts/runs/{job_id}/patients", None, _RUNS),
     ("POST", "/v1/cohorts/runs/{job_id}/cancel", None, {**_ONLY, "researcher": 202, "admin": 202}),
     ("POST", "/v1/ingest/jobs/{job_id}/cancel", None, {**_ONLY, "service": 202, "admin": 202}),
-]
-OPEN = {("GET", "/health/liveness"), ("GET", "/health/readiness")}
+    # FHIR: the same patient scope; a Bulk Data export only for the caller who asked for it.
+    ("GET", "/fhir/Patient/{fhir_id}", None, _PATIENT),
+    ("GET", "/fhir/Observation", None, _PATIENT),
+    ("GET", "/fhir/RiskAssessment", None, _PATIENT),
+    ("GET", "/fhir/Group/{care_team}/$export", None,
+     {**_ONLY, "owner": 202, "admin": 202, "service": 202}),
+    ("GET", "/fhir/$export-status/{job_id}", None, _EXPORT),
+    ("DELETE", "/fhir/$export-status/{job_id}", None, _EXPORT),
+    ("GET", "/fhir/$export-file/{job_id}/{file_name}", None, {**_EXPORT, "owner": 200}),
+]  # fmt: skip
+OPEN = {("GET", "/health/liveness"), ("GET", "/health/readiness"), ("GET", "/fhir/metadata")}
+#: The patient a FHIR search names, by route.
+_SEARCH = ("/fhir/Observation", "/fhir/RiskAssessment")
 
 
 def test_every_route_has_a_row(api_env):
@@ -116,8 +130,19 @@ async def test_route_role_owner_matrix(api_env, method, template, body, expected
     await jobs.INGEST.save(api_env.services.documents, job)
     run = await finished_cohort_run(api_env.services.documents)
     job_id = run.job_id if template.startswith("/v1/cohorts") else job.job_id
-    path = template.format(patient_id=pid, report_id=report_id, job_id=job_id)
-    params = {"care_team": "team-1"} if template == "/v1/patients" and method == "GET" else None
+    if template.startswith("/fhir/$export"):
+        queued, finished = await owners_exports(api_env.services.documents)
+        job_id = finished.job_id if "file" in template else queued.job_id
+    path = template.format(
+        patient_id=pid, report_id=report_id, job_id=job_id, fhir_id=pid.replace("_", "."),
+        care_team="team-1", file_name="Patient.ndjson",
+    )  # fmt: skip
+    params: dict[str, str] | None = None
+    if template == "/v1/patients" and method == "GET":
+        params = {"care_team": "team-1"}
+    elif template in _SEARCH:
+        params = {"subject": f"Patient/{pid.replace('_', '.')}"}
+    extra = {"Prefer": "respond-async"} if template.endswith("$export") else {}
     before = len(await api_env.services.audit.entries())
     seen = {}
     if body == "INGEST":  # a source under the service's ingest root
@@ -127,11 +152,13 @@ async def test_route_role_owner_matrix(api_env, method, template, body, expected
             "format": "fhir-ndjson",
             "origin": "2024-01-01T00:00:00Z",
         }
+    errors = "application/fhir+json" if path.startswith("/fhir") else "application/problem+json"
     for role in ORDER:
-        response = await http.request(method, path, json=body, headers=ROLES[role], params=params)
+        headers = {**ROLES[role], **extra}
+        response = await http.request(method, path, json=body, headers=headers, params=params)
         seen[role] = response.status_code
         if response.status_code >= 400:
-            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["content-type"] == errors
             assert "Matrix Canary" not in response.text and "MX-1" not in response.text
     assert seen == {"anonymous": 401, **expected}
     # Audit completeness: one entry per request (denials and failed authentication included).
@@ -156,6 +183,19 @@ async def finished_cohort_run(documents):
     page = ports.Document(jobs.COHORT_RESULTS, f"{done.job_id}.000000", None, b"[]", 0.0)
     await documents.put(page)
     return done
+
+
+async def owners_exports(documents):
+    """An export of the owner's team queued, and one finished (its Patient file empty)."""
+    request = ExportRequest(care_team="team-1", request_url="http://x/fhir", submitted_role="c")
+    queued = await jobs.enqueue_export(documents, request, by="dr-own")
+    done = await jobs.enqueue_export(documents, request, by="dr-own")
+    finished = done.model_copy(
+        update={"status": "succeeded", "outputs": [ExportOutput(type="Patient", count=0)],
+                "expires_at": "2999-01-01T00:00:00+00:00"}
+    )  # fmt: skip
+    await jobs.EXPORT.save(documents, finished)
+    return queued, finished
 
 
 async def test_bad_tokens_get_401_with_a_generic_problem(api_env):

@@ -40,6 +40,7 @@ from deployments.bootstrap import open_backup_stores
 from tests.integration.conftest import ApiEnv, api_settings, bearer, open_env
 from tests.servers import PostgresServer
 from twin import ports
+from twin.fhir_out.export import ExportOutput, ExportRequest
 from twin.service import jobs
 from twin.settings import TwinSettings
 
@@ -237,13 +238,19 @@ COHORT_SPEC = {
 
 
 def _requests(
-    pid: str, victim: str, report: str, job: str, run: str, queued: str, source: str
-) -> dict[tuple[str, str], list[Request]]:
-    """Valid requests for every operation that takes input."""
+    pid: str, victim: str, report: str, job: str, run: str, queued: str, source: str,
+    *, exports: tuple[str, str],
+) -> dict[tuple[str, str], list[Request]]:  # fmt: skip
+    """Valid requests for every operation that takes input.
+
+    ``exports``: a queued and a finished FHIR export of the clinician ``dr``.
+    """
     admin = ("admin", "adm", ())
     clinician = ("clinician", "dr", (TEAM,))
     researcher = ("researcher", "res", ())
     p = {"patient_id": pid}
+    fhir = {"fhir_id": pid.replace("_", ".")}
+    export, exported = ({"job_id": job_id} for job_id in exports)
 
     def make(who: tuple[str, str, tuple[str, ...]], **kw: Any) -> Request:
         return Request(
@@ -403,6 +410,23 @@ def _requests(
         ("get", "/v1/cohorts/runs/{job_id}"): make(researcher, path={"job_id": run}),
         ("get", "/v1/cohorts/runs/{job_id}/patients"): make(
             researcher, path={"job_id": run}, query={"page": 0}
+        ),
+        ("get", "/fhir/Patient/{fhir_id}"): make(clinician, path=fhir),
+        ("get", "/fhir/Observation"): make(
+            clinician,
+            query={"subject": f"Patient/{fhir['fhir_id']}", "_count": 5, "_offset": 1},
+        ),
+        ("get", "/fhir/RiskAssessment"): make(clinician, query={"patient": fhir["fhir_id"]}),
+        ("get", "/fhir/Group/{care_team}/$export"): make(
+            ("clinician", "dr-export", (TEAM,)),
+            path={"care_team": TEAM},
+            query={"_type": "Patient,Observation", "_outputFormat": "application/fhir+ndjson"},
+            headers={"prefer": "respond-async"},
+        ),
+        ("get", "/fhir/$export-status/{job_id}"): make(clinician, path=export),
+        ("delete", "/fhir/$export-status/{job_id}"): make(clinician, path=export),
+        ("get", "/fhir/$export-file/{job_id}/{file_name}"): make(
+            clinician, path={**exported, "file_name": "Patient.ndjson"}
         ),
     }
     return {op: found if isinstance(found, list) else [found] for op, found in table.items()}
@@ -580,6 +604,18 @@ async def _seed(env: ApiEnv) -> dict[str, str]:
         headers=bearer("researcher", "res-2"),
     )
     ids["queued"] = queued.json()["job_id"]
+    # FHIR exports of the clinician "dr": one queued, one finished (as the job runner leaves it).
+    request = ExportRequest(care_team=TEAM, request_url="http://x/fhir", submitted_role="c")
+    ids["export"] = (await jobs.enqueue_export(env.services.documents, request, "dr")).job_id
+    finished = await jobs.enqueue_export(env.services.documents, request, "dr")
+    await jobs.EXPORT.save(
+        env.services.documents,
+        finished.model_copy(update={
+            "status": "succeeded", "outputs": [ExportOutput(type="Patient", count=0)],
+            "expires_at": "2999-01-01T00:00:00+00:00",
+        }),
+    )  # fmt: skip
+    ids["exported"] = finished.job_id
     return ids
 
 
@@ -610,7 +646,8 @@ async def test_every_value_past_a_bound_is_refused_and_stores_nothing(env: ApiEn
     doc = _document(env)
     ids = await _seed(env)
     requests = _requests(
-        *(ids[k] for k in ("pid", "victim", "report", "job", "run", "queued", "source"))
+        *(ids[k] for k in ("pid", "victim", "report", "job", "run", "queued", "source")),
+        exports=(ids["export"], ids["exported"]),
     )
     inputs = list(_inputs(doc))
     with_input = {(m, p) for m, p, _, _ in inputs}
@@ -650,9 +687,9 @@ async def test_every_value_past_a_bound_is_refused_and_stores_nothing(env: ApiEn
                 continue  # a header no HTTP client can send
             crossed += 1
             statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
-            # Refused as invalid (422) or too large (413); anything else (a 409 for the time
-            # order, a 404, a 5xx) means the bound under test was not what stopped it.
-            if answer.status_code not in (413, 422):
+            # Refused as invalid (422; FHIR's 400) or too large (413); anything else (a 409 for
+            # the time order, a 404, a 5xx) means the bound under test was not what stopped it.
+            if answer.status_code not in ((400, 413) if path.startswith("/fhir") else (413, 422)):
                 wrong.append(f"{name} {what}: {answer.status_code} {answer.text[:120]}")
         if crossed == 0:
             unreached.append(name)

@@ -2,7 +2,8 @@
 
 1. Spectral with the OWASP API Security ruleset (``tools/spectral``, pinned by its
    ``package-lock.json``) finds no error in the document; its warnings are printed.
-2. Every ``/v1`` operation declares the bearer scheme; the probes declare none.
+2. Every ``/v1`` and ``/fhir`` operation declares the bearer scheme; the probes and the FHIR
+   CapabilityStatement declare none.
 3. Answers carry the headers the document promises: ``RateLimit`` and ``RateLimit-Policy``
    filled from the limiter's window, ``Retry-After`` on 429, ``WWW-Authenticate`` on 401,
    ``Access-Control-Allow-Origin`` for an allowed origin only; a body that is not JSON is 415.
@@ -90,15 +91,22 @@ def test_every_v1_operation_declares_the_bearer_scheme_and_its_problems() -> Non
     for path, operations in document["paths"].items():
         for method, op in operations.items():
             label = f"{method.upper()} {path}"
-            if path.startswith("/health/"):
+            if path.startswith("/health/") or path == "/fhir/metadata":
                 assert op["security"] == [{}], label
                 continue
             assert op["security"] == [{"bearerAuth": []}], label
+            # Under /fhir errors are FHIR OperationOutcomes, elsewhere RFC 9457 problems.
+            media, model = (
+                ("application/fhir+json", "OperationOutcome")
+                if path.startswith("/fhir/")
+                else ("application/problem+json", "Problem")
+            )
             for status in ("401", "403", "429", "500", "503"):
                 content = op["responses"][status]["content"]
-                assert content["application/problem+json"]["schema"] == {
-                    "$ref": "#/components/schemas/Problem"
-                }, (label, status)
+                assert content[media]["schema"] == {"$ref": f"#/components/schemas/{model}"}, (
+                    label,
+                    status,
+                )
             assert "Retry-After" in op["responses"]["429"]["headers"], label
             success = next(code for code in op["responses"] if code.startswith("2"))
             headers = op["responses"][success]["headers"]

@@ -126,6 +126,7 @@ async def test_no_span_of_any_request_carries_phi(tmp_path):
                     "contact": "zelda.canary@example.org", "care_team": "team-1"}  # fmt: skip
             created = await http.post("/v1/patients", json=body, headers=ADMIN)
             pid = created.json()["patient_id"]
+            fid = pid.replace("_", ".")  # the patient's FHIR id
             items = [{"idempotency_key": "IDEM-CANARY-7", "day": 0.5,
                       "payload": {"type": "phq9", "total": 18,
                                   "items": [3, 3, 3, 2, 2, 2, 1, 1, 1]}}]  # fmt: skip
@@ -164,6 +165,14 @@ async def test_no_span_of_any_request_carries_phi(tmp_path):
                 (await http.get("/v1/twins?alert=canary_alert_q", headers=CLINICIAN)).status_code,
                 # The caseload answers with names and MRNs: its spans may not.
                 (await http.get("/v1/caseload?care_team=team-1", headers=CLINICIAN)).status_code,
+                # FHIR: the Patient resource, and searches that name the patient in the query.
+                (await http.get(f"/fhir/Patient/{fid}", headers=CLINICIAN)).status_code,
+                (
+                    await http.get(f"/fhir/Observation?subject=Patient/{fid}", headers=CLINICIAN)
+                ).status_code,
+                (
+                    await http.get(f"/fhir/RiskAssessment?patient={fid}", headers=CLINICIAN)
+                ).status_code,
                 # Refusals: an unknown patient, a value out of range, a bad token, no route.
                 (await http.get("/v1/patients/pt_canary404/twin", headers=CLINICIAN)).status_code,
                 (
@@ -182,7 +191,8 @@ async def test_no_span_of_any_request_carries_phi(tmp_path):
                 (await http.get("/v1/canary-path", headers=ADMIN)).status_code,
             ]
         spans = list(exporter.get_finished_spans())
-    assert statuses == [201, 200, 200, 200, 200, 201, 201, 200, 200, 404, 422, 401, 404]
+    assert statuses == [201, 200, 200, 200, 200, 201, 201, 200, 200, 200, 200, 200, 404, 422, 401,
+                        404]  # fmt: skip
     names = {s.name for s in spans}
     # Every kind of request was traced: ingest, reads, forecasts, scenarios, refusals.
     assert {
@@ -193,6 +203,9 @@ async def test_no_span_of_any_request_carries_phi(tmp_path):
         "POST /v1/patients/{patient_id}/break-glass",
         "GET /v1/twins",
         "GET /v1/caseload",
+        "GET /fhir/Patient/{fhir_id}",
+        "GET /fhir/Observation",
+        "GET /fhir/RiskAssessment",
         "GET",  # no route matched: the method alone
         "twin.ingest",
         "twin.summary",
@@ -211,7 +224,7 @@ async def test_no_span_of_any_request_carries_phi(tmp_path):
         401, 404, 404, 422
     ]  # fmt: skip
     exported = "\n".join(text for s in spans for text in texts(s))
-    assert pid not in exported
+    assert pid not in exported and fid not in exported
     for canary in [*canaries, *tokens]:
         assert canary not in exported, canary
     # Nothing but fixed labels, counts and flags as attributes.

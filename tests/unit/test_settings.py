@@ -100,3 +100,19 @@ def test_the_checkpoints_of_a_stop_fit_in_its_10_s(value):
     with pytest.raises(ValidationError):
         TwinSettings(stop_checkpoint_s=value)
     assert RaySettings(stop_checkpoint_s=5).stop_checkpoint_s == 5
+
+
+@pytest.mark.parametrize(
+    "value", ["ftp://api.example.org", "api.example.org", "https://", "https://a b", "https://x?q"]
+)
+def test_the_public_base_url_is_an_http_url_without_a_query(value):
+    with pytest.raises(ValidationError):
+        ServeSettings(public_base_url=value)
+    assert ServeSettings(public_base_url="https://api.example.org/novamind").public_base_url
+
+
+@pytest.mark.parametrize("hours", [0, -1, 24 * 30 + 1])
+def test_how_long_fhir_exports_are_kept_is_bounded(hours):
+    with pytest.raises(ValidationError):
+        WorkloadSettings(fhir_export_ttl_hours=hours)
+    assert WorkloadSettings().fhir_export_ttl_hours == 24.0

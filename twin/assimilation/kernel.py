@@ -39,6 +39,7 @@ from twin.model.parameters import PopulationParameters
 
 __all__ = [
     "RUN_IN",
+    "SEVERE_PHQ9",
     "EventResult",
     "apply_events",
     "apply_events_reference",
@@ -54,6 +55,9 @@ F64 = npt.NDArray[np.float64]
 
 #: Usable values of a wearable stream that form the person baseline before it is assimilated.
 RUN_IN = 14
+#: PHQ-9 severity counted as moderately severe or worse (Kroenke et al. 2001): P(S >= this) is a
+#: twin's ``p_severe``.
+SEVERE_PHQ9 = 15.0
 #: Static rows moved by Liu-West (ω is binary and is only resampled).
 LW_ROWS = [Row.MU_EP, Row.MU_WELL, Row.PI, Row.LOG_ETA, Row.G0, Row.ALPHA, Row.Q0]
 _LW_BOUNDS = {

@@ -25,7 +25,9 @@ Matching (docs/ingest.md, "Patients from the data"):
    A job without a care team (an administrator's) matches across teams.
 
 Enrolment: a patient registered by a job is enrolled at the job's ``enrolled_at`` when given,
-else where their records in the job start (:func:`record_start`), else when the job ran. A
+else at the enrolment their Patient resource states (the enrolment extension of a Novamind FHIR
+export, :data:`twin.domain.codesystems.ENROLMENT_EXTENSION`: the export's days stay the same
+days), else where their records in the job start (:func:`record_start`), else when the job ran. A
 registered patient keeps the enrolment stored with their identifiers; one registered before
 enrolments were kept uses the job's ``origin``, and without one their records are quarantined
 with that reason.
@@ -208,7 +210,8 @@ class PatientMatcher:
             by_identifier.update(dict.fromkeys(person.identifiers, person))
         for person in people:
             firsts = [first_seen[k] for k in self._keys_of(person) if k in first_seen]
-            start = enrolled_at or (min(firsts) if firsts else now)
+            stated = [e for f in person.facts if (e := f.enrolment()) is not None]
+            start = enrolled_at or (min(stated) if stated else min(firsts) if firsts else now)
             await self._settle(person, care_team, start, origin)
             for n, row in enumerate(person.rows):
                 if isinstance(person.result, str):

@@ -25,6 +25,11 @@ Mapped:
 - ``MedicationStatement``, ``MedicationRequest``, ``MedicationDispense`` and
   ``MedicationAdministration`` of a drug in the model's table: doses and doses taken
   (:mod:`twin.ingest.medications`).
+- ``Observation`` in Novamind's code system (:mod:`twin.domain.codesystems`), what Novamind's
+  FHIR export writes for the events no standard code names: EMA ratings, ln RMSSD, care status,
+  prior episodes, no comorbid anxiety; and LOINC 30525-0 (Age, in years) as the age covariate.
+- ``Procedure`` (completed) coded ``psychotherapy`` or ``cbti`` in Novamind's code system: a
+  ``TherapySession`` at ``performed[x]``.
 - ``Condition`` of a depressive episode or an anxiety disorder (SNOMED CT, ICD-10 or
   ICD-10-CM codes; :data:`EPISODE_CODES`, :data:`RECURRENT_CODES`, :data:`ANXIETY_CODES`),
   confirmed or without a verification status (one that cannot be read is refused), becomes
@@ -52,12 +57,22 @@ HRV: LOINC has no code for RMSSD, the measure the twin's HRV stream uses (ln RMS
 (80404-7, what phones export) is refused with that reason. RMSSD reaches the twin through the
 tabular formats (``code`` = ``rmssd``, in ms) or the API's ``ln_rmssd`` payload.
 
+Sleep and steps: a ``wear-time`` component in Novamind's code system (hours, as Novamind's own
+FHIR export writes it) is the payload's wear time, so a night worn too briefly to count stays
+one; without it the wearable counts as worn all day.
+
+Model-derived: a resource tagged ``model-derived`` in Novamind's code system (a twin's severity
+estimate or risk assessment, :mod:`twin.fhir_out`) is refused with
+:data:`MODEL_DERIVED_REASON`: the twin's output is no observation of the patient, and feeding it
+back would count the model's own belief as evidence.
+
 Everything else is refused with a reason (never dropped): other resource types and statuses,
 codes the twin has no payload for, values its payloads refuse.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Mapping
@@ -68,6 +83,7 @@ from pydantic import ValidationError
 
 from twin import errors
 from twin.domain import events
+from twin.domain.codesystems import CODE_SYSTEM, is_model_derived
 from twin.domain.loinc import LOINC, SPOT_HEART_RATE, from_loinc
 from twin.ingest import medications, questionnaires
 from twin.ingest.fhir_common import (
@@ -88,8 +104,10 @@ from twin.ingest.records import Record
 from twin.ingest.subjects import patient_facts, subject_key
 
 __all__ = [
+    "AGE_CODE",
     "ANXIETY_CODES",
     "EPISODE_CODES",
+    "MODEL_DERIVED_REASON",
     "PHQ9_ITEM_CODES",
     "PHQ_ITEM_ANSWERS",
     "RECURRENT_CODES",
@@ -104,6 +122,23 @@ SDNN_CODE = "80404-7"
 _SDNN_REASON = (
     "HRV as SDNN (80404-7): the twin's HRV stream is ln RMSSD, which SDNN does not convert to"
 )
+#: Why a resource the twin derived (Novamind's FHIR out tags it) is not ingested.
+MODEL_DERIVED_REASON = (
+    "model-derived (a Novamind twin's estimate or risk assessment): not an observation of the "
+    "patient"
+)
+#: Sleep and steps: the hours the wearable was worn, a component of Novamind's code.
+_WEAR_CODES = frozenset({"93832-4", "41950-7", "55423-8"})
+#: LOINC "Age" (in years): the twin's age covariate.
+AGE_CODE = "30525-0"
+_OWN_CODE = re.compile(r"[a-z0-9-]{1,40}")
+
+
+def shown_code(code: str) -> str:
+    """A code of Novamind's system as a refusal shows it (anything not of its form hidden)."""
+    return code if _OWN_CODE.fullmatch(code) else "?"
+
+
 #: ICD-10 (WHO) and ICD-10-CM code systems; codes are compared upper-case, without their dot.
 ICD10_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10", "http://hl7.org/fhir/sid/icd-10-cm")
 #: A current depressive episode whose onset dates the episode: SNOMED CT concepts, and ICD-10
@@ -165,6 +200,7 @@ def _models() -> dict[str, Any]:
     from fhir.resources.R4B.medicationstatement import MedicationStatement
     from fhir.resources.R4B.observation import Observation
     from fhir.resources.R4B.patient import Patient
+    from fhir.resources.R4B.procedure import Procedure
     from fhir.resources.R4B.questionnaireresponse import QuestionnaireResponse
 
     return {
@@ -175,6 +211,7 @@ def _models() -> dict[str, Any]:
         "MedicationDispense": MedicationDispense,
         "MedicationAdministration": MedicationAdministration,
         "Patient": Patient,
+        "Procedure": Procedure,
         "QuestionnaireResponse": QuestionnaireResponse,
     }
 
@@ -200,8 +237,13 @@ def _observation(obs: Any, source: str, patient: str | None) -> list[Record]:
         return [Record.refused(source, f"status {shown(obs.status)}: only final results", patient)]
     found = codes(obs.code, LOINC_SYSTEM)
     if not found:
+        own = codes(obs.code, CODE_SYSTEM)
+        if own:
+            return [Record(source, patient, effective(obs), _novamind_payload(obs, own[0]))]
         return [Record.refused(source, "code: no LOINC coding", patient)]
     code = _loinc_code(found)
+    if code == AGE_CODE:
+        return [Record(source, patient, effective(obs), _age(obs))]
     refusal = _observation_refusal(obs, code)
     if refusal is not None:
         return [Record.refused(source, refusal, patient)]
@@ -224,7 +266,89 @@ def _observation(obs: Any, source: str, patient: str | None) -> list[Record]:
         payload = from_loinc(code, number, unit)
         if isinstance(payload, events.Phq9) and obs.component:
             payload = events.Phq9(payload.total, questionnaires.phq9_items(obs.component))
+        if code in _WEAR_CODES and obs.component:
+            payload = _with_wear(payload, obs.component)
     return [Record(source, patient, effective(obs), payload)]
+
+
+def _age(obs: Any) -> events.Covariates:
+    """An age Observation (LOINC 30525-0, in years ``a``) as the twin's age covariate.
+
+    Raises:
+        InvalidInputError: No number in years.
+    """
+    found = questionnaires.value_of(obs)
+    if found is None or found[1] != "a":
+        raise errors.InvalidInputError("value: an age in years (a)")
+    return events.Covariates(age_years=found[0])
+
+
+def _novamind_payload(obs: Any, code: str) -> events.Payload:
+    """The event of an Observation in Novamind's code system.
+
+    What Novamind's FHIR export writes for events without a standard code: EMA, ln RMSSD, care
+    status, prior episodes, no comorbid anxiety.
+
+    Raises:
+        InvalidInputError: A code of the system that is no such event (the twin's estimates are
+            refused before, by their tag), or a value its event refuses.
+    """
+    if code == "ema-negative-affect":
+        return events.EmaAffect(obs.valueInteger)
+    if code == "prior-episodes":
+        return events.Covariates(prior_episodes=obs.valueInteger)
+    if code == "anxiety-comorbid":
+        return events.Covariates(anxiety_comorbid=obs.valueBoolean)
+    if code == "ln-rmssd":
+        quantity = obs.valueQuantity
+        if quantity is None or quantity.value is None or quantity.unit != "ln(ms)":
+            raise errors.InvalidInputError("value: ln RMSSD as a quantity in ln(ms)")
+        return events.LnRmssd(float(quantity.value))
+    if code == "care-status":
+        settings = [
+            c.valueCodeableConcept.text
+            for c in obs.component or []
+            if "care-setting" in codes(c.code, CODE_SYSTEM) and c.valueCodeableConcept is not None
+        ]
+        return events.CareStatus(obs.valueBoolean, settings[0] if settings else None)
+    raise errors.InvalidInputError(f"code {shown_code(code)}: not an event Novamind ingests")
+
+
+def _procedure(procedure: Any, source: str, patient: str | None) -> list[Record]:
+    """A completed therapy session in Novamind's code system (psychotherapy, CBT-I)."""
+    if procedure.status != "completed":
+        reason = f"status {shown(procedure.status)}: only completed procedures"
+        return [Record.refused(source, reason, patient)]
+    kinds = [k for k in codes(procedure.code, CODE_SYSTEM) if k in ("psychotherapy", "cbti")]
+    if procedure.code is None or not kinds:
+        return [Record.refused(source, "code: not a therapy session the twin takes", patient)]
+    period = procedure.performedPeriod
+    performed = procedure.performedDateTime or (period.start if period is not None else None)
+    if performed is None:
+        return [Record.refused(source, "performed: a date or dateTime required", patient)]
+    when = instant(performed, field="performed")
+    session = events.TherapySession("cbti" if kinds[0] == "cbti" else "psychotherapy")
+    return [Record(source, patient, when, session)]
+
+
+def _with_wear(payload: events.Payload, components: list[Any]) -> events.Payload:
+    """Sleep or steps with the wear time of a ``wear-time`` component (hours), when one is given.
+
+    Without one the wearable counts as worn all day, as before; with one, a night or day with
+    too little wear keeps that (the twin draws no evidence from it).
+
+    Raises:
+        InvalidInputError: A wear-time component whose value is not hours.
+    """
+    for component in components:
+        if "wear-time" not in codes(component.code, CODE_SYSTEM):
+            continue
+        found = questionnaires.value_of(component)
+        if found is None or (found[1] or "h") != "h":
+            raise errors.InvalidInputError("component wear-time: a quantity in hours (h)")
+        assert isinstance(payload, events.SleepDuration | events.Steps)  # the wear codes' payloads
+        return dataclasses.replace(payload, wear_hours=found[0])
+    return payload
 
 
 def _observation_refusal(obs: Any, code: str) -> str | None:
@@ -409,6 +533,7 @@ _MAPPERS: dict[str, Mapper] = {
     "MedicationRequest": medications.request,
     "MedicationDispense": medications.dispense,
     "MedicationAdministration": medications.administration,
+    "Procedure": _without_bundle(_procedure),
 }
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -465,6 +590,8 @@ def records_from_resource(
     kind = resource.get("resourceType")
     source = source_of(resource) or where or "?"
     patient = subject_key(resource.get("subject"))
+    if is_model_derived(resource):
+        return [Record.refused(source, MODEL_DERIVED_REASON, patient)]
     if not isinstance(kind, str) or (kind not in _MAPPERS and kind != "Patient"):
         seen = kind if isinstance(kind, str) and _RESOURCE_TYPE.fullmatch(kind) else "?"
         return [Record.refused(source, f"resourceType {seen}: not ingested", patient)]

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from twin import errors
+from twin.domain.codesystems import LOINC_SYSTEM, RXNORM_SYSTEM, SNOMED_SYSTEM
 
 __all__ = [
     "KNOWN_CODES",
@@ -33,9 +34,6 @@ __all__ = [
     "shown_loinc",
 ]
 
-LOINC_SYSTEM = "http://loinc.org"
-RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-SNOMED_SYSTEM = "http://snomed.info/sct"
 #: Status and intent codes of the value sets the mappers read: shown in a refusal as they are.
 #: Anything else (FHIR parsers do not enforce value sets) is shown as ``?``: it may be free text.
 KNOWN_CODES = frozenset({

@@ -50,6 +50,8 @@ class PatientFacts:
         name: Full name, if given.
         birth_date: ISO date, if given.
         mrn: The medical record number (the identifier typed MR, else the first).
+        enrolled_at: The enrolment instant the Patient states (ISO 8601 with an offset; a
+            Novamind export's enrolment extension), if any.
     """
 
     keys: tuple[str, ...]
@@ -57,20 +59,30 @@ class PatientFacts:
     name: str | None
     birth_date: str | None
     mrn: str
+    enrolled_at: str | None = None
 
     def to_json(self) -> str:
         """Compact JSON (the pipeline carries facts as text)."""
         return json.dumps(
             [list(self.keys), [list(i) for i in self.identifiers], self.name, self.birth_date,
-             self.mrn],
+             self.mrn, self.enrolled_at],
             separators=(",", ":"),
         )  # fmt: skip
 
     @classmethod
     def from_json(cls, text: str) -> PatientFacts:
         """The inverse of :meth:`to_json`."""
-        keys, identifiers, name, birth_date, mrn = json.loads(text)
-        return cls(tuple(keys), tuple((s, v) for s, v in identifiers), name, birth_date, mrn)
+        keys, identifiers, name, birth_date, mrn, *rest = json.loads(text)
+        enrolled_at = rest[0] if rest else None
+        return cls(
+            tuple(keys), tuple((s, v) for s, v in identifiers), name, birth_date, mrn, enrolled_at
+        )
+
+    def enrolment(self) -> datetime | None:
+        """The stated enrolment as an aware instant in UTC, or ``None``."""
+        if self.enrolled_at is None:
+            return None
+        return datetime.fromisoformat(self.enrolled_at).astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

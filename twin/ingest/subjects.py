@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from twin import errors
+from twin.domain.codesystems import ENROLMENT_EXTENSION
 from twin.domain.patients import is_patient_id
 from twin.domain.text import check_line
 from twin.ingest.records import PatientFacts
@@ -48,6 +50,8 @@ _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 NOT_MATCHED_TYPES = frozenset({"SS", "SB", "DL", "PPN", "TAX", "NI", "NNxxx", "CZ", "BCT"})
 #: Identifier uses never matched on: an old or temporary number may name someone else now.
 NOT_MATCHED_USES = frozenset({"old", "temp"})
+#: The earliest enrolment a Patient may state (as the registration API's).
+_EARLIEST_ENROLMENT = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 def _identifier(value: object) -> tuple[str, str] | None:
@@ -169,4 +173,33 @@ def patient_facts(resource: dict[str, Any], *, full_url: str | None = None) -> P
         name=_name(resource),
         birth_date=birth if isinstance(birth, str) else None,
         mrn=mrn,
+        enrolled_at=_enrolment(resource),
     )
+
+
+def _enrolment(resource: dict[str, Any]) -> str | None:
+    """The enrolment instant a Patient states (:data:`ENROLMENT_EXTENSION`), ISO 8601 in UTC.
+
+    Raises:
+        InvalidInputError: The extension is there but holds no instant with a UTC offset
+            between 1900 and now (a day-0 the twin's axis cannot start at).
+    """
+    stated = [
+        e for e in resource.get("extension") or []
+        if isinstance(e, dict) and e.get("url") == ENROLMENT_EXTENSION
+    ]  # fmt: skip
+    if not stated:
+        return None
+    value = stated[0].get("valueDateTime")
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if len(stated) > 1 or when is None or when.tzinfo is None:
+        raise errors.InvalidInputError(
+            "extension enrolment: one valueDateTime with a time and a UTC offset"
+        )
+    when = when.astimezone(UTC)
+    if not _EARLIEST_ENROLMENT <= when <= datetime.now(UTC) + timedelta(days=1):
+        raise errors.InvalidInputError("extension enrolment: an instant between 1900 and now")
+    return when.isoformat()

@@ -72,8 +72,8 @@ _LOG = logging.getLogger("novamind.host")
 
 #: Alerts fired within this many days are flags in the twin index.
 ALERT_FLAG_DAYS = 28.0
-#: PHQ-9 severity counted as moderately severe or worse (Kroenke et al. 2001).
-SEVERE_PHQ9 = 15.0
+#: PHQ-9 severity counted as moderately severe or worse (where ``p_severe`` counts from).
+SEVERE_PHQ9 = kernel.SEVERE_PHQ9
 #: Lifetime of a cached (sealed) twin summary, seconds.
 SUMMARY_TTL_S = 3600
 #: Background application waits this long so bulk appends coalesce into one kernel call.

@@ -1,4 +1,4 @@
-"""The job queue: batch jobs (bulk ingest, cohort runs) as status documents.
+"""The job queue: batch jobs (bulk ingest, cohort runs, FHIR exports) as status documents.
 
 A job writes its status when it is submitted or starts, while it runs (progress) and when it
 ends (``succeeded`` with its report, ``failed`` with the error's class and message, never a
@@ -27,11 +27,13 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from twin import errors, ports, schemas
+from twin.fhir_out.export import ExportJob, ExportRequest
 
 __all__ = [
     "CANCELS",
     "COHORT",
     "COHORT_RESULTS",
+    "EXPORT",
     "FINISHED",
     "INGEST",
     "KINDS",
@@ -42,6 +44,7 @@ __all__ = [
     "admit",
     "cancel",
     "enqueue_cohort",
+    "enqueue_export",
     "enqueue_ingest",
     "new_job_id",
     "pending_jobs",
@@ -149,8 +152,9 @@ class JobKind(Generic[M, Q]):
 
 INGEST = JobKind("ingest_job", schemas.IngestJobOut, "ingest_request", schemas.IngestJobIn)
 COHORT = JobKind("cohort_run", schemas.CohortRunOut, "cohort_request", schemas.CohortRunIn)
+EXPORT = JobKind("fhir_export", ExportJob, "fhir_export_request", ExportRequest)
 #: Every kind of job, in the order the runner serves them.
-KINDS: tuple[JobKind[Any, Any], ...] = (COHORT, INGEST)
+KINDS: tuple[JobKind[Any, Any], ...] = (COHORT, INGEST, EXPORT)
 
 
 async def pending_jobs(
@@ -290,3 +294,17 @@ async def enqueue_ingest(
         submitted_at=utc_now(),
     )
     return await INGEST.enqueue(documents, request, queued)
+
+
+async def enqueue_export(
+    documents: ports.DocumentStore, request: ExportRequest, by: str | None = None
+) -> ExportJob:
+    """Queue a FHIR Bulk Data export of a care team (see :meth:`JobKind.enqueue`)."""
+    queued = ExportJob(
+        job_id=new_job_id(),
+        status="queued",
+        submitted_by=by,
+        care_team=request.care_team,
+        submitted_at=utc_now(),
+    )
+    return await EXPORT.enqueue(documents, request, queued)
