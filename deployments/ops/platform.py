@@ -127,8 +127,8 @@ def start_platform(
     from deployments import ray_env
     from deployments.serve_app import application
 
-    if settings.serve_haproxy:  # read by the Serve controller, which inherits Ray's environment
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    # Read by the Serve controller and replicas, which inherit Ray's environment.
+    os.environ.update(ray_env.serve_flags(settings))
     context: Any = ray_env.connect(
         settings,
         num_cpus=num_cpus,
