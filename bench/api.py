@@ -8,7 +8,7 @@ Load comes from ``wrk``, a C load generator (epoll, one thread per core it is gi
 Python: a Python client on the same two cores as the server spends more CPU per request than
 the server does, and so measures itself. The model is *closed*: ``wrk`` keeps a fixed number of
 connections, each sending its next request when the previous answer arrives, for a fixed
-duration per step (after a warm-up step that is not reported). Latencies are wrk's, from the
+duration per step (after a warm-up step, reported but not compared). Latencies are wrk's, from the
 send of a request to the end of its answer. Two operations, each a Lua script in
 ``bench/wrk/``:
 
@@ -25,8 +25,8 @@ measured one after the other in one process run, so machine noise affects both a
 
 - ``serve``: the platform as ``novamind up`` starts it (``deployments.ops.platform``): local
   Ray on 2 CPUs, the Serve application (``deployments.serve_app``, one API replica) behind the
-  platform's default ingress (HAProxy, ``TwinSettings.serve_haproxy``), twins in TwinHost
-  actors;
+  platform's default ingress (HAProxy, ``TwinSettings.serve_haproxy``) in Serve's
+  throughput-optimised mode (``serve_throughput_optimized``), twins in TwinHost actors;
 - ``uvicorn``: the same FastAPI app in one uvicorn process (``deployments.asgi``), twins in an
   in-process TwinHost, no Ray;
 - ``serve-python-proxy`` (only when asked for with ``--servers``): Serve behind its Python proxy.
