@@ -31,7 +31,8 @@ RUN python -m pip install --no-cache-dir '.[serve,embedded,postgres,s3,redis,mon
     && python -m compileall -q /opt/novamind
 
 # Everything writable lives under /tmp (an emptyDir in Kubernetes; tmpfs with `docker run
-# --read-only --tmpfs /tmp`).
+# --read-only --tmpfs /tmp`). Serve runs behind its HAProxy ingress, in its throughput-optimised
+# mode: what `novamind up` sets from TwinSettings.serve_haproxy and serve_throughput_optimized.
 ENV HOME=/tmp/home \
     XDG_CACHE_HOME=/tmp/cache \
     MPLCONFIGDIR=/tmp/cache/matplotlib \
@@ -40,6 +41,7 @@ ENV HOME=/tmp/home \
     PYTHONUNBUFFERED=1 \
     NOVAMIND_DATA_DIR=/tmp/novamind \
     RAY_SERVE_ENABLE_HA_PROXY=1 \
+    RAY_SERVE_THROUGHPUT_OPTIMIZED=1 \
     RAY_SERVE_DEFAULT_HTTP_HOST=0.0.0.0
 
 USER 10001:10001

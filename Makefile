@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install up demo test check lint format typecheck layers unit validation bench clean servers \
-	iac-tools deploy-check api-tools openapi-lint
+	iac-tools deploy-check api-tools openapi-lint wrk
 
 # The stamp is only trusted while the interpreter it stands for still exists.
 install:
@@ -97,7 +97,7 @@ openapi-lint: install api-tools
 	$(SPECTRAL) lint out/openapi.json --ruleset tools/spectral/.spectral.yaml --fail-severity error
 
 ## The whole suite: static checks, then every test; the tests start and stop their servers.
-test: check servers iac-tools openapi-lint
+test: check servers iac-tools openapi-lint wrk
 	$(BIN)/python -m pytest
 
 ## Only the deployment-as-code checks (image, KubeRay, Terraform).
@@ -110,7 +110,13 @@ unit: install
 validation: install
 	$(BIN)/python -m pytest tests/validation
 
-bench: install servers
+## The HTTP load generator of bench/api.py: C, so it does not take the server's CPU the way a
+## Python client on the same cores would.
+wrk:
+	@command -v wrk >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+
+bench: install servers wrk
 	$(BIN)/python bench/twin_kernel.py
 	$(BIN)/python -m bench.runtime
 	$(BIN)/python -m bench.api

@@ -2,7 +2,8 @@
 
 It wraps :class:`twin.service.host.TwinHost` and receives the twin operations
 (:class:`twin.service.operations.TwinOperations`) generically, as ``call(operation, patient id,
-arguments)``: the operations are defined once, in ``twin.service.operations``. Its constructor
+arguments)``, or several at once as ``call_many`` (how :mod:`actors.runtime` sends them): the
+operations are defined once, in ``twin.service.operations``. Its constructor
 arguments pickle: the settings (without secrets, :meth:`twin.settings.TwinSettings.for_workers`)
 and an importable coroutine function that opens the stores inside the actor process (so this
 layer never imports ``storage`` or ``deployments``). Ray saves no actor state: a restarted actor
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -26,6 +28,7 @@ from typing import Any
 import ray
 
 from actors.host_metrics import HostMetrics, host_label
+from twin import errors
 from twin.model import counter_random, day_kernel
 from twin.service import tracing
 from twin.service.host import HostPorts, TwinHost
@@ -36,6 +39,21 @@ __all__ = ["PortsFactory", "TwinHostActor"]
 
 #: Opens a host's stores from settings, inside the actor process.
 PortsFactory = Callable[[TwinSettings], Awaitable[HostPorts]]
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it crosses a process boundary intact, else a plain stand-in with its text.
+
+    The errors of ``twin.errors`` all pickle; anything else (a library's exception) is checked,
+    so one unpicklable error cannot fail the other calls of its batch.
+    """
+    if isinstance(exc, errors.TwinError):
+        return exc
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 class TwinHostActor:
@@ -113,6 +131,24 @@ class TwinHostActor:
                 elapsed = time.perf_counter() - started
                 self._metrics.observe(host.stats, host.active_count(), elapsed)
             return result
+
+    async def call_many(
+        self,
+        calls: list[tuple[str, str, tuple[Any, ...], dict[str, Any], dict[str, str] | None]],
+    ) -> list[tuple[bool, Any]]:
+        """Run several twin operations at once (``actors.runtime`` coalesces them).
+
+        Each call is :meth:`call`'s arguments, its caller's trace context last: one batch may
+        carry the calls of several requests, each continuing its own trace.
+
+        Returns:
+            Per call, in order: ``(True, result)`` or ``(False, the error it raised)``; one
+            call's error is its own (errors pickle, ``twin.errors``).
+        """
+        outcomes = await asyncio.gather(*(self.call(*c) for c in calls), return_exceptions=True)
+        return [
+            (False, _portable(o)) if isinstance(o, BaseException) else (True, o) for o in outcomes
+        ]
 
     async def passivate_idle(self) -> int:
         """Passivate idle twins."""

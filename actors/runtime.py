@@ -11,6 +11,14 @@ numbers, so nothing acknowledged is lost and nothing is applied twice.
 Each forwarded operation is a CLIENT span ``TwinHost/<operation>`` whose W3C ``traceparent``
 travels with the call (a plain dict argument, :func:`twin.service.tracing.carrier`): the host
 actor continues the trace in its own process (:class:`actors.host_actor.TwinHostActor`).
+
+Calls are coalesced: the calls for one host that a process makes in one turn of its event
+loop travel as one Ray actor call (``TwinHostActor.call_many``), each with its own outcome. A
+Ray actor call costs both processes a fixed amount of CPU (submission, serialization, the
+actor's task dispatch), which under load was a large share of an API read; the host runs the
+calls of a batch concurrently, as it would have run them one by one, so they also join the
+same flush of its twins. A lone call goes alone, after the callbacks already queued on the
+loop (no timer, no added wait).
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ __all__ = ["TwinRuntime"]
 
 T = TypeVar("T")
 _RETRYABLE = (ray_errors.RayActorError, ray_errors.ActorUnavailableError)
+#: One forwarded call: (operation, patient id, positional arguments, keyword arguments).
+#: One forwarded operation: name, patient, arguments, and its caller's trace context.
+Call = tuple[str, str, tuple[Any, ...], dict[str, Any], dict[str, str] | None]
+_BatchKey = tuple[asyncio.AbstractEventLoop, str]
 
 
 class TwinRuntime(Forwarding):
@@ -45,9 +57,17 @@ class TwinRuntime(Forwarding):
     def __init__(self, directory: RayTwinDirectory, *, retry_for_s: float = 30.0) -> None:
         self._directory = directory
         self._retry_for_s = retry_for_s
+        # Per event loop and host name: the host's handle and the calls waiting for this turn
+        # of that loop (a batch never mixes the futures of two loops).
+        self._batches: dict[_BatchKey, tuple[Any, list[tuple[Call, asyncio.Future[Any]]]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def _call(
-        self, patient_id: str, method: Callable[[Any], Awaitable[T]], *, traced: bool = False
+        self,
+        patient_id: str,
+        method: Callable[[str, Any], Awaitable[T]],
+        *,
+        traced: bool = False,
     ) -> T:
         deadline = time.monotonic() + self._retry_for_s
         delay = 0.05
@@ -58,7 +78,7 @@ class TwinRuntime(Forwarding):
             if traced:  # the current span is the forwarded call's own
                 tracing.annotate({"novamind.host": host_label(name), "novamind.attempts": attempt})
             try:
-                return await method(handle)
+                return await method(name, handle)
             except _RETRYABLE:
                 if time.monotonic() >= deadline:
                     raise errors.HostUnavailableError(
@@ -76,12 +96,50 @@ class TwinRuntime(Forwarding):
             kind=tracing.SpanKind.CLIENT,
             attributes={"rpc.system": "ray", "rpc.service": "TwinHost", "rpc.method": operation},
         ):
-            context = tracing.carrier()
+            call: Call = (operation, patient_id, args, kwargs, tracing.carrier())
             return await self._call(
-                patient_id,
-                lambda h: h.call.remote(operation, patient_id, args, kwargs, context),
-                traced=True,
+                patient_id, lambda name, h: self._coalesced(name, h, call), traced=True
             )
+
+    def _coalesced(self, name: str, handle: Any, call: Call) -> asyncio.Future[Any]:
+        """Queue ``call`` for host ``name``; the batch leaves after this turn of the loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        key = (loop, name)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = (handle, [])
+            loop.call_soon(self._send, key)
+        batch[1].append((call, future))
+        return future
+
+    def _send(self, key: _BatchKey) -> None:
+        handle, calls = self._batches.pop(key)
+        task = asyncio.ensure_future(self._deliver(handle, calls))
+        self._sending.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._sending.discard)
+
+    @staticmethod
+    async def _deliver(handle: Any, calls: list[tuple[Call, asyncio.Future[Any]]]) -> None:
+        """One actor call for the batch; each caller gets its own outcome."""
+        try:
+            outcomes = await handle.call_many.remote([call for call, _ in calls])
+        except asyncio.CancelledError:
+            for _, future in calls:
+                future.cancel()
+            raise
+        except Exception as exc:  # the actor call itself failed: every caller sees it (retries)
+            for _, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), (ok, value) in zip(calls, outcomes, strict=True):
+            if future.done():  # the caller went away
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     def dedicate(self, patient_id: str) -> str:
         """Give the patient its own host actor; returns the host's name."""
@@ -95,4 +153,4 @@ class TwinRuntime(Forwarding):
 
     async def host_pid(self, patient_id: str) -> int:
         """OS process id of the patient's host (operators, fault injection)."""
-        return await self._call(patient_id, lambda h: h.pid.remote())
+        return await self._call(patient_id, lambda _, h: h.pid.remote())

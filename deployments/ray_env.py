@@ -12,6 +12,7 @@ __all__ = [
     "arrow_filesystem",
     "connect",
     "output_root",
+    "serve_flags",
     "settings_env",
     "strip_scheme",
 ]
@@ -31,6 +32,23 @@ def connect(settings: TwinSettings, address: str | None = None, **options: Any) 
         options.pop("num_cpus", None)
         options.pop("include_dashboard", None)
     return ray.init(address=target, **options)
+
+
+def serve_flags(settings: TwinSettings) -> dict[str, str]:
+    """The ``RAY_SERVE_*`` variables the settings ask for (Serve reads them at import).
+
+    Set in the environment of the process that starts Ray, they reach the Serve controller and
+    replicas, which inherit it. The image sets the same for KubeRay pods (``Dockerfile``).
+    """
+    flags: dict[str, str] = {}
+    if settings.serve_haproxy:
+        flags["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    if settings.serve_throughput_optimized:
+        flags["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        if not settings.serve_haproxy:
+            # The mode also turns on direct ingress, which would replace the Python proxy.
+            flags["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "0"
+    return flags
 
 
 def settings_env(settings: TwinSettings) -> dict[str, str]:

@@ -199,8 +199,8 @@ class Platform:
         from deployments.serve_app import application
 
         settings = self._settings
-        if settings.serve_haproxy:  # read by the Serve controller, which inherits Ray's env
-            os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        # Read by the Serve controller and replicas, which inherit Ray's environment.
+        os.environ.update(ray_env.serve_flags(settings))
         context: Any = ray_env.connect(
             settings,
             num_cpus=num_cpus,

@@ -37,3 +37,18 @@ def test_build_context_leaves_out_data_secrets_and_environments():
     allowed = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
     assert "*" in rules
     assert allowed == {"pyproject.toml", "README.md", "twin", "storage", "actors", "deployments"}
+
+
+def test_serve_runs_in_the_image_as_the_settings_default_asks():
+    # KubeRay pods take Serve's flags from the image; `novamind up` from the settings.
+    from deployments.ray_env import serve_flags
+    from twin.settings import TwinSettings
+
+    lines = [line.strip().rstrip("\\").strip() for line in DOCKERFILE.read_text().splitlines()]
+    image = dict(
+        line.removeprefix("ENV ").split("=", 1)
+        for line in lines
+        if line.removeprefix("ENV ").startswith("RAY_SERVE_")
+    )
+    wanted = serve_flags(TwinSettings(data_dir=ROOT / "data"))
+    assert {k: v for k, v in image.items() if k in wanted} == wanted

@@ -31,6 +31,9 @@ def ray_cluster() -> Iterator[None]:
     # A replica removed under the HAProxy ingress keeps serving its connections for 30 s by
     # default; the suite's applications have none left when they are deleted.
     os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
+    # Serve's throughput-optimised mode, also the platform's default
+    # (TwinSettings.serve_throughput_optimized).
+    os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()

@@ -39,3 +39,29 @@ def test_a_configured_or_given_address_joins_that_cluster_with_its_own_resources
 def test_an_address_that_is_no_cluster_is_refused(address, tmp_path):
     with pytest.raises(ValidationError, match="ray_address"):
         TwinSettings(data_dir=tmp_path, ray_address=address)
+
+
+@pytest.mark.parametrize(
+    ("haproxy", "optimized", "flags"),
+    [
+        (True, True, {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}),
+        (True, False, {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+        # Throughput-optimised alone would also turn on direct ingress (no proxy at all).
+        (
+            False,
+            True,
+            {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"},
+        ),
+        (False, False, {}),
+    ],
+)
+def test_serve_flags_follow_the_settings(haproxy, optimized, flags, tmp_path):
+    settings = TwinSettings(
+        data_dir=tmp_path, serve_haproxy=haproxy, serve_throughput_optimized=optimized
+    )
+    assert ray_env.serve_flags(settings) == flags
+
+
+def test_the_platform_default_is_haproxy_in_throughput_optimised_mode(tmp_path):
+    flags = ray_env.serve_flags(TwinSettings(data_dir=tmp_path))
+    assert flags == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
