@@ -179,6 +179,11 @@ async def _clear(settings: TwinSettings, job: export.ExportJob) -> None:
         await delete_parts(documents, job)
 
 
+async def _raise_if_cancelled(settings: TwinSettings, job_id: str) -> None:
+    async with open_documents(settings) as documents:
+        await jobs.raise_if_cancelled(documents, job_id)
+
+
 async def _conclude(
     settings: TwinSettings,
     request: export.ExportRequest,
@@ -260,6 +265,8 @@ def _run(
                         last = time.monotonic()
                         save(status)
         asyncio.run(_conclude(settings, request, status, ids, failures, sorted(exported)))
+        # Deleted while it ran (after the last progress check): nothing is kept.
+        asyncio.run(_raise_if_cancelled(settings, status.job_id))
     except BaseException:
         # A failed or cancelled export keeps nothing (the job runner's sweep deletes what this
         # could not, its store out).

@@ -221,3 +221,34 @@ async def test_exports_count_against_the_callers_job_limit(api_env):
     response = await api_env.http.get(kickoff, headers=headers)
     assert _outcome(response, 429)["code"] == "throttled"
     assert "retry-after" in response.headers
+
+
+async def test_an_export_deleted_while_it_runs_stays_gone_whatever_the_runner_writes(api_env):
+    from twin.service import jobs
+
+    kickoff = f"/fhir/Group/{TEAM}/$export"
+    accepted = await api_env.http.get(kickoff, headers={**DOC, "Prefer": "respond-async"})
+    status_url = accepted.headers["content-location"]
+    job_id = status_url.rsplit("/", 1)[1]
+    documents = api_env.services.documents
+    job = await jobs.EXPORT.get(documents, job_id)
+    await jobs.EXPORT.save(documents, job.model_copy(update={"status": "running"}))
+    deleted = await api_env.http.delete(status_url, headers=DOC)
+    assert deleted.status_code == 202
+    assert _outcome(await api_env.http.get(status_url, headers=DOC), 404)
+    # The runner finished before it saw the cancellation: still gone, files included.
+    done = job.model_copy(update={"status": "succeeded", "finished_at": jobs.utc_now()})
+    await jobs.EXPORT.save(documents, done)
+    assert _outcome(await api_env.http.get(status_url, headers=DOC), 404)
+    file_url = f"http://novamind/fhir/$export-file/{job_id}/Patient.ndjson"
+    assert _outcome(await api_env.http.get(file_url, headers=DOC), 404)
+    assert _outcome(await api_env.http.delete(status_url, headers=DOC), 404)
+
+
+async def test_a_kickoff_with_too_many_parameters_is_a_400_not_a_500(api_env):
+    kickoff = f"/fhir/Group/{TEAM}/$export"
+    params = [("_type", "Patient")] * 320
+    answer = await api_env.http.get(
+        kickoff, params=params, headers={**DOC, "Prefer": "respond-async"}
+    )
+    assert "query parameters" in _outcome(answer, 400)["diagnostics"]

@@ -137,6 +137,11 @@ def _refusal(name: str) -> str:
     return f"{shown}: not supported by this server (supported: _type, _outputFormat)"
 
 
+#: Query parameters a kick-off may carry (each type at most twice over): more is no request
+#: this server can honour, and would not fit the stored request URL.
+MAX_KICKOFF_PARAMETERS = 16
+
+
 def kickoff_parameters(params: Sequence[tuple[str, str]]) -> list[str] | None:
     """The ``_type`` of a kick-off's query, refusing what this server does not do.
 
@@ -151,6 +156,10 @@ def kickoff_parameters(params: Sequence[tuple[str, str]]) -> list[str] | None:
             ``_outputFormat``, a type this server does not export, or a format other than
             NDJSON.
     """
+    if len(params) > MAX_KICKOFF_PARAMETERS:
+        raise errors.InvalidInputError(
+            f"at most {MAX_KICKOFF_PARAMETERS} query parameters in a kick-off"
+        )
     types: list[str] = []
     asked_types = False
     for name, value in params:

@@ -294,7 +294,9 @@ class FhirService:
                 job = await jobs.EXPORT.get(self._documents, job_id)
             except errors.NotFoundError:
                 job = None
-        visible = job is not None and self._visible(caller, job, file)
+        # Deleted while it ran: the cancellation is on record whatever the runner wrote since.
+        cancelled = job is not None and await self._documents.get(jobs.CANCELS, job_id) is not None
+        visible = job is not None and not cancelled and self._visible(caller, job, file)
         await self.policy.record(caller, action, None, allowed=visible)
         if who.role not in EXPORT_ROLES:
             raise errors.AuthorizationError(f"role {who.role} may not {action}")
@@ -345,15 +347,20 @@ class FhirService:
         Raises:
             NotFoundError: No such export or file (or not the caller's).
         """
-        await self._decide(caller, "fhir.export.file", job_id, file=name)
+        job = await self._decide(caller, "fhir.export.file", job_id, file=name)
         prefix = export.part_prefix(job_id, name)
-        first = await self._page(caller, job_id, name, prefix)
-        return self._stream(caller, job_id, name, prefix, first)
+        first = await self._page(caller, job, name, prefix)
+        return self._stream(caller, job, name, prefix, first)
 
     async def _page(
-        self, caller: Caller, job_id: str, name: str, after: str
+        self, caller: Caller, job: export.ExportJob, name: str, after: str
     ) -> tuple[list[bytes], str | None]:
-        """One page of a file's parts, opened and audited; and where the next page starts."""
+        """One page of a file's parts, opened and audited; and where the next page starts.
+
+        A patient no longer in the exported team, or erased, is left out: the file gives what
+        the caller may still read, as the /v1 routes would.
+        """
+        job_id = job.job_id
         found = await self._documents.list(export.PARTS, after=after, limit=_FILE_PAGE)
         prefix = export.part_prefix(job_id, name)
         ours = [d for d in found if d.doc_id.startswith(prefix)]
@@ -364,6 +371,8 @@ class FhirService:
                 bodies.append(doc.body)
                 continue
             index = int(doc.doc_id[len(prefix) :])
+            if await self._registry.care_team(doc.patient_id) != job.care_team:
+                continue  # moved to another team, or erased, since the export
             try:
                 bodies.append(
                     await self._sealer.open(
@@ -373,7 +382,7 @@ class FhirService:
                         sealed=doc.body,
                     )
                 )
-            except (errors.KeyAccessError, errors.CheckpointCorruptError):
+            except errors.KeyAccessError:
                 continue  # erased since it was exported: their part is no longer readable
             disclosed.append(doc.patient_id)
         await self.policy.record_disclosures(caller, "fhir.export.file.disclose", disclosed)
@@ -383,7 +392,7 @@ class FhirService:
     async def _stream(
         self,
         caller: Caller,
-        job_id: str,
+        job: export.ExportJob,
         name: str,
         prefix: str,
         first: tuple[list[bytes], str | None],
@@ -394,4 +403,4 @@ class FhirService:
                 yield body
             if after is None:
                 return
-            bodies, after = await self._page(caller, job_id, name, after)
+            bodies, after = await self._page(caller, job, name, after)
