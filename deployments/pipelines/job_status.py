@@ -22,13 +22,41 @@ from twin import errors, ports
 from twin.service.jobs import MAX_ATTEMPTS, JobKind, raise_if_cancelled, utc_now
 from twin.settings import TwinSettings
 
-__all__ = ["progress", "save_in", "tracked"]
+__all__ = ["job_error", "progress", "root_cause", "save_in", "tracked"]
 
 M = TypeVar("M", bound=BaseModel)
 #: Failures that pass: a job they stop is queued again (see :func:`tracked`).
 _PASSING = (errors.StorageUnavailableError, errors.HostUnavailableError)
 #: How long a job's outcome is tried again while its store is unavailable, seconds.
 _FINAL_SAVE_S = 30.0
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error a job's code raised, under what Ray wrapped it in on the way.
+
+    Ray Data and Ray tasks deliver a worker's error as a ``RayTaskError`` (or Ray Data's
+    ``UserCodeException``) whose cause is the error itself: retries and messages go by that.
+    """
+    seen: set[int] = set()
+    while not isinstance(exc, errors.TwinError) and id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "cause", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return exc
+
+
+def job_error(exc: BaseException) -> str:
+    """What a job's status says of the error that stopped it (clients read it).
+
+    The service's own errors give their message, which names no value; any other error its
+    class only: a library's message may hold data (a validation error quotes its input) or a
+    worker's address and paths.
+    """
+    if isinstance(exc, errors.TwinError):
+        return f"{type(exc).__name__}: {str(exc)[:500]}"
+    return f"{type(exc).__name__} (details in the job runner's log)"
 
 
 def tracked(kind: JobKind[M, Any], settings: TwinSettings, running: M, work: Callable[[M], M]) -> M:
@@ -53,14 +81,15 @@ def tracked(kind: JobKind[M, Any], settings: TwinSettings, running: M, work: Cal
     asyncio.run(save_in(kind, settings, running, check_cancel=True))
     try:
         final = work(running)
-    except Exception as exc:
+    except Exception as raised:
+        exc = root_cause(raised)
         cancelled = isinstance(exc, errors.JobCancelledError)
         # A store or a host out for a moment is no reason to fail a queued job: it is queued
         # again for the runner's next attempt (ingest keys and cohort results make a second
         # pass safe), unless that was its last one.
         attempts = int(getattr(running, "attempts", 0))
         again = isinstance(exc, _PASSING) and 1 <= attempts < MAX_ATTEMPTS
-        error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        error = job_error(exc)
         update: dict[str, object] = {"status": "queued", "error": f"{error}; queued again"}
         if not again:
             update = {

@@ -252,3 +252,14 @@ async def test_a_kickoff_with_too_many_parameters_is_a_400_not_a_500(api_env):
         kickoff, params=params, headers={**DOC, "Prefer": "respond-async"}
     )
     assert "query parameters" in _outcome(answer, 400)["diagnostics"]
+
+
+async def test_a_repeated_or_foreign_subject_is_a_400_not_another_question(api_env):
+    for params in (
+        [("subject", "Patient/a"), ("subject", "Patient/b")],
+        [("_count", "-1"), ("_count", "2"), ("subject", "Patient/a")],
+        [("subject", "Group/Patient/a")],
+        [("subject", "Patient/")],
+    ):
+        answer = await api_env.http.get("/fhir/Observation", params=params, headers=DOC)
+        assert _outcome(answer, 400), params

@@ -304,3 +304,34 @@ async def test_the_runner_leaves_queued_only_a_job_this_start_queued_again():
     assert (await jobs.COHORT.get(documents, requeued.job_id)).status == "queued"
     failed = await jobs.COHORT.get(documents, never_started.job_id)
     assert failed.status == "failed" and failed.finished_at is not None
+
+
+class _RayWrappedError(Exception):
+    """What a Ray task's error looks like on the driver: the error itself as ``cause``."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"ray::map_batches() (pid=1234, ip=10.0.0.7) failed: {cause!r}")
+        self.cause = cause
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected", "shown"),
+    [(_RayWrappedError(errors.StorageUnavailableError("PostgreSQL unavailable")), "queued",
+      "StorageUnavailableError: PostgreSQL unavailable"),
+     (_RayWrappedError(ValueError("input_value='Ada Canary'")), "failed", "ValueError (details")],
+)  # fmt: skip
+def test_a_job_is_judged_by_the_error_under_rays_wrapping_and_shows_no_data(
+    tmp_path, failure, expected, shown
+):
+    settings = api_settings(tmp_path)
+    running = _run("running", 1)
+
+    def work(status: schemas.CohortRunOut) -> schemas.CohortRunOut:
+        raise failure
+
+    with pytest.raises(_RayWrappedError):
+        job_status.tracked(jobs.COHORT, settings, running, work)
+    after = asyncio.run(_status(settings, running.job_id))
+    assert after.status == expected and after.error is not None
+    assert after.error.startswith(shown)
+    assert "Ada" not in after.error and "10.0.0.7" not in after.error

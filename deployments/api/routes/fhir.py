@@ -141,8 +141,16 @@ def _base(request: Request, svc: ApiServices) -> str:
 
 
 def _check_parameters(request: Request, allowed: frozenset[str]) -> None:
-    """Refuse a query parameter the route does not take (named if it is one of ``allowed``'s)."""
+    """Refuse a query parameter the route does not take, or one given twice.
+
+    A repeated search parameter means AND in FHIR, which these searches do not do: read as one
+    of its values, it would answer another question than the one asked.
+    """
+    seen: set[str] = set()
     for name, value in request.query_params.multi_items():
+        if name in seen:
+            raise errors.InvalidInputError(f"{name}: given once (repeated parameters: no AND)")
+        seen.add(name)
         if name not in allowed:
             supported = ", ".join(sorted(allowed))
             raise errors.InvalidInputError(
@@ -164,7 +172,9 @@ def _subject(subject: str | None, patient: str | None) -> str:
         if reference is None:
             continue
         tail = reference.rsplit("/", 2)
-        if len(tail) >= 2 and tail[-2] == "Patient":
+        # Patient/[id], or its URL on this server's base (/fhir/Patient/[id]).
+        local = len(tail) == 2 or (len(tail) == 3 and tail[0].endswith("/fhir"))
+        if len(tail) >= 2 and tail[-2] == "Patient" and local and tail[-1]:
             named.add(tail[-1])
         elif bare and "/" not in reference:
             named.add(reference)
