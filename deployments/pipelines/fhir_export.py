@@ -39,6 +39,7 @@ from deployments.pipelines import job_status
 from deployments.stores import (
     Stores,
     checkpoint_store,
+    erasure_ledger,
     open_audit_log,
     open_documents,
     open_event_writer,
@@ -192,8 +193,19 @@ async def _conclude(
     failures: dict[int, str],
     exported: list[int],
 ) -> None:
-    """The OperationOutcome parts of the patients left out; an audit entry per patient exported."""
+    """The OperationOutcome parts of the patients left out; an audit entry per patient exported.
+
+    A patient erased while the export ran is left out after all: an erasure that ran before
+    their part was written found none to delete (and the part would be sealed under a key the
+    erasure destroyed, or a new one).
+    """
+    erased = set(await erasure_ledger(settings).erased())
+    gone = [index for index in exported if ids[index] in erased]
+    exported[:] = [index for index in exported if ids[index] not in erased]
     async with open_documents(settings) as documents:
+        for index in gone:
+            for kind in export.EXPORT_TYPES:
+                await documents.delete(export.PARTS, export.part_id(job.job_id, kind, index))
         for index, reason in sorted(failures.items()):
             line = operation_outcome(500, f"Patient/{fhir_patient_id(ids[index])}: {reason}")
             line["issue"][0]["code"] = "processing"
