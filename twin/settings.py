@@ -384,6 +384,13 @@ class TwinSettings(
                     f"environment {self.environment!r} takes tokens from the IdP (jwks_url), "
                     "not a shared HS256 secret"
                 )
+            if self.public_base_url is None or not self.public_base_url.startswith("https://"):
+                # Behind a load balancer the request's own scheme is the balancer's (http), and
+                # clients would send their tokens in clear text to the URLs FHIR answers give.
+                raise ValueError(
+                    f"environment {self.environment!r} needs public_base_url, https://, the "
+                    "API's URL as clients reach it"
+                )
             plain = [origin for origin in self.cors_origins if origin.startswith("http://")]
             if plain:
                 raise ValueError(

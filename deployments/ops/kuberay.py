@@ -57,6 +57,7 @@ FROM_POD_ENV = (
     "jwt_audience",
     "jwt_secret",
     "research_key",
+    "public_base_url",
     "data_dir",
     "config",
 )
@@ -67,6 +68,7 @@ _POD_ENV_STAND_INS = {
     "kms_key_id": "stand-in",
     "jwks_url": "https://stand-in/jwks.json",
     "research_key": "stand-in",
+    "public_base_url": "https://stand-in",
 }
 # Deployment options that follow from the settings (ray_actor_options is left to the code: it
 # carries the runtime_env, and a config value would replace it whole).

@@ -188,10 +188,17 @@ def test_rendered_serve_config_is_what_serve_and_the_app_accept(rendered, overla
     (app,) = schema.applications
     assert app.import_path == "deployments.serve_app:app_builder"
     assert app.args["environment"] == overlay
+    # The ConfigMap names the same environment (for `novamind backup` run in a pod).
+    (settings_map,) = [
+        d for d in rendered[f"overlays/{overlay}"]
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "novamind-settings"
+    ]  # fmt: skip
+    assert settings_map["data"]["NOVAMIND_ENVIRONMENT"] == overlay
     # The application builds with these args once the pod environment supplies the rest.
     settings = TwinSettings.model_validate(
         {
             **app.args,
+            "public_base_url": settings_map["data"]["NOVAMIND_PUBLIC_BASE_URL"],
             "database_url": "postgresql://db/novamind",
             "s3_bucket": "b",
             "kms_key_id": "k",
@@ -202,12 +209,6 @@ def test_rendered_serve_config_is_what_serve_and_the_app_accept(rendered, overla
     (deployment,) = app.deployments
     assert deployment.autoscaling_config["max_replicas"] == settings.api_max_replicas
     assert deployment.max_queued_requests == settings.api_max_queued_requests
-    # The ConfigMap names the same environment (for `novamind backup` run in a pod).
-    (settings_map,) = [
-        d for d in rendered[f"overlays/{overlay}"]
-        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "novamind-settings"
-    ]  # fmt: skip
-    assert settings_map["data"]["NOVAMIND_ENVIRONMENT"] == overlay
 
 
 def test_ray_version_matches_the_package_and_the_image(rendered):

@@ -30,7 +30,12 @@ def test_outside_local_the_embedded_defaults_are_refused(monkeypatch):
         "kms_key_id": "k",
         "jwks_url": "https://idp.example/jwks",
         "research_key": "r" * 48,
+        "public_base_url": "https://api.example",
     }
+    with pytest.raises(ValidationError, match="needs public_base_url"):
+        TwinSettings(environment="prod", **{**production, "public_base_url": None})
+    with pytest.raises(ValidationError, match="needs public_base_url"):
+        TwinSettings(environment="prod", **{**production, "public_base_url": "http://api.example"})
     settings = TwinSettings(environment="prod", **production)
     assert settings.environment == "prod"
     with pytest.raises(ValidationError, match="not a shared HS256 secret"):
@@ -58,6 +63,7 @@ async def test_a_twin_round_trips_through_the_production_stores(tmp_path, monkey
             aws_endpoint_url=moto.endpoint,
             redis_url=redis.url,
             jwks_url="https://idp.novamind.test/jwks",
+            public_base_url="https://api.novamind.test",
             research_key="r" * 48,
             rate_limit_per_minute=2,
         )

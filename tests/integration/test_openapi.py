@@ -203,7 +203,7 @@ async def test_only_allowed_origins_may_read_answers_in_a_browser(tmp_path: Path
 def test_settings_refuse_a_wildcard_or_plain_http_origin_outside_local(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cors_origins"):
         api_settings(tmp_path, cors_origins=["*"])
-    with pytest.raises(ValueError, match="https://"):
+    with pytest.raises(ValueError, match="only https:// CORS origins"):
         api_settings(
             tmp_path,
             environment="prod",
@@ -212,6 +212,7 @@ def test_settings_refuse_a_wildcard_or_plain_http_origin_outside_local(tmp_path:
             s3_bucket="b",
             kms_key_id="k",
             jwks_url="https://idp.example.org/jwks",
+            public_base_url="https://api.example.org",
             jwt_secret=None,
         )
 
