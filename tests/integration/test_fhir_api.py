@@ -263,3 +263,13 @@ async def test_a_repeated_or_foreign_subject_is_a_400_not_another_question(api_e
     ):
         answer = await api_env.http.get("/fhir/Observation", params=params, headers=DOC)
         assert _outcome(answer, 400), params
+
+
+async def test_a_kickoff_reads_prefer_as_rfc_7240_does(api_env):
+    kickoff = f"/fhir/Group/{TEAM}/$export"
+    for prefer in ("respond-async; wait=10", "RESPOND-ASYNC", "handling=lenient, respond-async"):
+        answer = await api_env.http.get(kickoff, headers={**DOC, "Prefer": prefer})
+        assert answer.status_code == 202, (prefer, answer.text)
+        await api_env.http.delete(answer.headers["content-location"], headers=DOC)
+    refused = await api_env.http.get(kickoff, headers={**DOC, "Prefer": "respond-asynchronously"})
+    assert _outcome(refused, 400)

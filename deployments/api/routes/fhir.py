@@ -140,6 +140,18 @@ def _base(request: Request, svc: ApiServices) -> str:
     return _root(request, svc) + "/fhir"
 
 
+def _prefers_async(prefer: str | None) -> bool:
+    """Whether a ``Prefer`` header asks for ``respond-async``.
+
+    RFC 7240: preferences are named case-insensitively and may carry parameters
+    (``respond-async; wait=10``); several are separated by commas.
+    """
+    if prefer is None:
+        return False
+    names = (item.split(";", 1)[0].split("=", 1)[0].strip().lower() for item in prefer.split(","))
+    return "respond-async" in names
+
+
 def _check_parameters(request: Request, allowed: frozenset[str]) -> None:
     """Refuse a query parameter the route does not take, or one given twice.
 
@@ -342,8 +354,7 @@ async def fhir_export_group(
         caller(request, who),
         care_team,
         parameters=request.query_params.multi_items(),
-        asynchronous=prefer is not None
-        and "respond-async" in [p.strip() for p in prefer.split(",")],
+        asynchronous=_prefers_async(prefer),
         request_url=request_url,
     )
     info = operation_outcome(202, "export queued", severity="information")
