@@ -620,18 +620,26 @@ class ScenarioReportPage(BaseModel):
     next_after: OpaqueId | None
 
 
-class TwinIndexOut(BaseModel):
-    """A twin as the search index holds it (``updated_at`` in Unix seconds)."""
+class _IndexedTwin(BaseModel):
+    """A twin's summary as the search index holds it (``updated_at`` in Unix seconds).
 
-    patient_id: OpaqueId
+    ``severity_*`` are latent PHQ-9 points; ``p_severe`` = P(severity >= 15).
+    """
+
     last_seq: Seq
-    day: Day
+    day: Day = Field(description="the twin's day (days since enrolment)")
     severity_mean: float
     severity_sd: float = Field(ge=0.0)
     p_episode: Probability
     p_severe: Probability
     alert_flags: list[AlertRule] = Field(max_length=ALERT_RULES_BOUND)
     updated_at: float = Field(ge=0.0, le=1e10, description="Unix seconds")
+
+
+class TwinIndexOut(_IndexedTwin):
+    """A twin as the search index holds it (``updated_at`` in Unix seconds)."""
+
+    patient_id: OpaqueId
 
 
 class TwinPage(BaseModel):
@@ -646,20 +654,9 @@ CaseloadSort = Literal[
 ]
 
 
-class TwinSummaryOut(BaseModel):
-    """A twin's latest estimate as the caseload shows it (``updated_at`` in Unix seconds).
+class TwinSummaryOut(_IndexedTwin):
+    """A twin's latest estimate as the caseload shows it, with the instant it describes."""
 
-    ``severity_*`` are latent PHQ-9 points; ``p_severe`` = P(severity >= 15).
-    """
-
-    last_seq: Seq
-    day: Day = Field(description="the twin's day (days since enrolment)")
-    severity_mean: float
-    severity_sd: float = Field(ge=0.0)
-    p_episode: Probability
-    p_severe: Probability
-    alert_flags: list[AlertRule] = Field(max_length=ALERT_RULES_BOUND)
-    updated_at: float = Field(ge=0.0, le=1e10, description="Unix seconds")
     as_of: Timestamp | None = Field(
         default=None,
         description="the instant the estimate describes, the start of twin day `day` (UTC); "

@@ -250,3 +250,27 @@ class V1Route(APIRoute):
             return await handler(request)
 
         return json_only
+
+
+def polling_headers(unit: str) -> dict[str, dict[str, Any]]:
+    """The headers of a Bulk Data style ``202`` while a job is queued or running.
+
+    Args:
+        unit: What ``X-Progress`` counts (``records``, ``patients``).
+    """
+    return {
+        "Retry-After": {
+            "required": True,
+            "description": "seconds to wait before polling again",
+            "schema": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 3600},
+        },
+        "X-Progress": {
+            "required": True,
+            "description": f"the status and, once known, how many {unit} are done",
+            "schema": {
+                "type": "string",
+                "maxLength": 64,
+                "pattern": f"^(queued|running)(: [0-9]{{1,16}} of [0-9]{{1,16}} {unit})?$",
+            },
+        },
+    }

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from deployments.api.access import INT32, Caller, Services, caller
 from deployments.api.errors import outcome, outcomes
-from deployments.api.headers import V1Route
+from deployments.api.headers import V1Route, polling_headers
 from deployments.api.services import ApiServices
 from twin import errors
 from twin.fhir_out import export
@@ -81,22 +81,7 @@ _STATUS: dict[int | str, dict[str, Any]] = {
     **_FAILED,
     202: {
         "description": "queued or running: poll again after Retry-After seconds",
-        "headers": {
-            "Retry-After": {
-                "required": True,
-                "description": "seconds to wait before polling again",
-                "schema": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 3600},
-            },
-            "X-Progress": {
-                "required": True,
-                "description": "the status and, once the patients are listed, how many are done",
-                "schema": {
-                    "type": "string",
-                    "maxLength": 64,
-                    "pattern": "^(queued|running)(: [0-9]{1,16} of [0-9]{1,16} patients)?$",
-                },
-            },
-        },
+        "headers": polling_headers("patients"),
     },
     200: {
         "description": "the completion manifest (Bulk Data IG v2)",

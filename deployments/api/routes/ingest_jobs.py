@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from deployments.api.access import INT32, Caller, DocumentId, Services, caller
 from deployments.api.errors import BODY, problems
-from deployments.api.headers import V1Route
+from deployments.api.headers import V1Route, polling_headers
 from twin import schemas
 
 router = APIRouter(
@@ -31,22 +31,7 @@ _IN_PROGRESS = {
     202: {
         "model": schemas.IngestJobOut,
         "description": "queued or running; poll again after Retry-After seconds",
-        "headers": {
-            "Retry-After": {
-                "required": True,
-                "description": "seconds to wait before polling again",
-                "schema": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 3600},
-            },
-            "X-Progress": {
-                "required": True,
-                "description": "the status and, once the sources are read, the records done",
-                "schema": {
-                    "type": "string",
-                    "maxLength": 64,
-                    "pattern": "^(queued|running)(: [0-9]{1,16} of [0-9]{1,16} records)?$",
-                },
-            },
-        },
+        "headers": polling_headers("records"),
     }
 }
 #: The job's status URL (a relative reference) on a kick-off's answer.
