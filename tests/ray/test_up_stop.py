@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -191,10 +192,15 @@ def _ingest_one(settings: TwinSettings) -> tuple[str, int]:
     """A new patient with one PHQ-9: a twin whose state is ahead of any checkpoint."""
     token = local_token(settings, "clinician", care_team=("t",))
     with Client(f"http://127.0.0.1:{settings.http_port}", token=token) as client:
+        enrolled = datetime.now(UTC) - timedelta(days=1)
         patient = client.create_patient(
-            name="Stop Test", birth_date="1980-01-01", mrn="STOP-1", care_team="t"
+            name="Stop Test", birth_date="1980-01-01", mrn="STOP-1", care_team="t",
+            enrolled_at=enrolled.isoformat(),
+        )  # fmt: skip
+        half_a_day_in = enrolled + timedelta(days=0.5)
+        client.add_observations(
+            patient, [observation(E.Phq9(13), effective=half_a_day_in, key="stop-1")]
         )
-        client.add_observations(patient, [observation(E.Phq9(13), day=0.5, key="stop-1")])
         return patient, client.twin(patient).last_seq
 
 
