@@ -221,22 +221,17 @@ def _settings(root: Path, port: int, overrides: dict[str, str]) -> TwinSettings:
 @contextlib.contextmanager
 def _serve(settings: TwinSettings, *, haproxy: bool, env: dict[str, str]) -> Iterator[str]:
     """The platform as ``novamind up`` starts it (no dashboard, 2 CPUs); yields its URL."""
-    from deployments.ops.platform import start_platform
+    from deployments.ops.platform import Platform
 
     saved = dict(os.environ)
-    # A replica removed under the HAProxy ingress keeps serving its connections for 30 s by
-    # default, which the shutdown waits for; the bench has none left by then.
-    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
     os.environ.update(env)  # read by the Serve controller and replicas, which inherit it
-    settings = settings.model_copy(update={"serve_haproxy": haproxy})
-    platform = None
+    platform = Platform(settings.model_copy(update={"serve_haproxy": haproxy}))
     try:
         # The platform sets the RAY_SERVE_* variables of its settings (serve_haproxy, ...).
-        platform = start_platform(settings, dashboard=False, num_cpus=2)
+        platform.start(dashboard=False, num_cpus=2)
         yield platform.api_url
     finally:
-        if platform is not None:
-            platform.stop()
+        platform.stop()
         os.environ.clear()
         os.environ.update(saved)
 
