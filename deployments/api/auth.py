@@ -1,7 +1,10 @@
 """Bearer-token authentication (JWT, RFC 7519) following RFC 8725's best practices.
 
 Why PyJWT: a maintained JOSE implementation with algorithm pinning, claim validation and a JWKS
-client; none of it is hand-written here.
+client; none of it is hand-written here. Only when the IdP's key set is fetched is decided here
+(``_KeySet``: every ``JWKS_REFRESH_S``, for an unknown ``kid`` at most every
+``JWKS_UNKNOWN_KID_S``, an IdP outage bridged by its last published keys), so that the whole
+policy runs on one injectable clock.
 
 - Local: HS256 with a secret of at least 32 bytes (``mint_token`` issues tokens for ``make up``).
 - Production: RS256/ES256 keys from a JWKS URL (the configured URL only; ``jku``/``x5u`` headers
@@ -13,7 +16,10 @@ client; none of it is hand-written here.
 
 from __future__ import annotations
 
+import math
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -24,17 +30,109 @@ from twin.service.access import ROLES, Principal, Role
 __all__ = ["ROLES", "Principal", "Role", "TokenVerifier", "mint_token"]
 
 MAX_TOKEN_BYTES = 8192
-#: Seconds a fetched JWKS is used before it is fetched again.
+#: Seconds a fetched JWKS is used before it is fetched again (a withdrawn key stops working
+#: within this).
 JWKS_REFRESH_S = 300.0
+#: Least seconds between two fetches for a ``kid`` the cached set lacks (a rotated-in key is
+#: accepted within this; forged kids cannot make the verifier ask the IdP more often).
+JWKS_UNKNOWN_KID_S = 30.0
 #: Seconds a JWKS fetch may take.
 JWKS_TIMEOUT_S = 5.0
-#: While the IdP is unreachable: seconds between attempts, and how long (seconds since the IdP
-#: last published it) a known key keeps working.
+#: While the IdP is unreachable or answers no key set: seconds between attempts, and how long
+#: (seconds since the IdP last published them) its last published keys keep working.
 JWKS_RETRY_S = 30.0
 JWKS_MAX_STALE_S = 6 * 3600.0
-#: Signing keys remembered for an IdP outage.
-MAX_KNOWN_KEYS = 32
 MIN_SECRET_BYTES = 32
+
+
+class _KeySet:
+    """The IdP's signing keys, fetched when the rules below say so, on an injectable clock.
+
+    PyJWT fetches (the configured URL only, no redirects) and parses the set; when to fetch is
+    decided here, in one place:
+
+    1. A set younger than ``refresh_s`` answers the kids it holds without a fetch.
+    2. An older set is fetched again before it answers (a withdrawn key is refused then).
+    3. A kid the set lacks fetches it again only if the last fetch is ``unknown_kid_s`` old.
+    4. A fetch that fails (unreachable, an answer that is no key set) is not tried again for
+       ``retry_s``; meanwhile the last published set answers for ``max_stale_s`` after it was
+       fetched, and a kid it lacks cannot be checked (503, not 401).
+
+    Fetches are serialised, so concurrent requests that need one share it.
+    """
+
+    def __init__(
+        self,
+        client: jwt.PyJWKClient,
+        *,
+        refresh_s: float,
+        unknown_kid_s: float,
+        retry_s: float,
+        max_stale_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._client = client
+        self._refresh_s = refresh_s
+        self._unknown_kid_s = unknown_kid_s
+        self._retry_s = retry_s
+        self._max_stale_s = max_stale_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        # (kid -> key, monotonic seconds when fetched); replaced whole, read without the lock.
+        self._set: tuple[dict[str, Any], float] | None = None
+        self._last_fetch = -math.inf
+        self._failed_until = -math.inf
+
+    def key(self, kid: str | None) -> Any:
+        """The key for ``kid``.
+
+        Raises:
+            AuthenticationError: The IdP's current set has no such key.
+            StorageUnavailableError: The IdP cannot be asked now and the last set it published
+                has no such key or is older than ``max_stale_s``.
+        """
+        known = self._set
+        if known is not None and kid in known[0] and self._clock() - known[1] < self._refresh_s:
+            return known[0][kid]
+        with self._lock:
+            now = self._clock()
+            known = self._set
+            if known is not None and now - known[1] < self._refresh_s:
+                if kid in known[0]:
+                    return known[0][kid]  # fetched by the request this one waited for
+                if now - self._last_fetch < self._unknown_kid_s:
+                    raise errors.AuthenticationError("invalid bearer token")
+            if now < self._failed_until:
+                return self._stale(kid, now)
+            self._last_fetch = now
+            try:
+                keys = self._fetch()
+            except (jwt.PyJWTError, ValueError, OSError):
+                self._failed_until = now + self._retry_s
+                return self._stale(kid, now)
+            self._set = (keys, now)
+        if kid not in keys:
+            raise errors.AuthenticationError("invalid bearer token")
+        return keys[kid]
+
+    def _fetch(self) -> dict[str, Any]:
+        data = self._client.fetch_data()  # a JSON object, else PyJWKClientError
+        listed = data.get("keys")
+        if not isinstance(listed, list):
+            raise jwt.PyJWKClientError("the JWKS endpoint answered no key set")
+        try:
+            found = jwt.PyJWKSet(listed).keys
+        except jwt.PyJWKSetError:
+            # An empty set, or none of its keys usable: an answer (nothing verifies until the
+            # IdP publishes a key), not an outage that would keep the previous keys working.
+            return {}
+        return {k.key_id: k.key for k in found if k.key_id and k.public_key_use in ("sig", None)}
+
+    def _stale(self, kid: str | None, now: float) -> Any:
+        known = self._set
+        if known is None or kid not in known[0] or now - known[1] > self._max_stale_s:
+            raise errors.StorageUnavailableError("the identity provider is unreachable; retry")
+        return known[0][kid]
 
 
 class TokenVerifier:
@@ -47,6 +145,11 @@ class TokenVerifier:
         jwks_url: JWKS endpoint for RS256/ES256 keys (production).
         max_lifetime_s: Longest accepted ``exp - iat``.
         leeway_s: Clock skew tolerated on ``exp``/``nbf``/``iat``.
+        jwks_refresh_s: Seconds a fetched key set is used before it is fetched again.
+        jwks_unknown_kid_s: Least seconds between fetches caused by a ``kid`` the set lacks.
+        jwks_retry_s: Seconds between attempts while the IdP is unreachable.
+        jwks_max_stale_s: Seconds the last published keys keep working while it is.
+        clock: Monotonic seconds the key set's ages are measured on.
     """
 
     def __init__(
@@ -59,6 +162,10 @@ class TokenVerifier:
         max_lifetime_s: int = 12 * 3600,
         leeway_s: int = 30,
         jwks_refresh_s: float = JWKS_REFRESH_S,
+        jwks_unknown_kid_s: float = JWKS_UNKNOWN_KID_S,
+        jwks_retry_s: float = JWKS_RETRY_S,
+        jwks_max_stale_s: float = JWKS_MAX_STALE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if (secret is None) == (jwks_url is None):
             raise errors.ConfigurationError("configure exactly one of a secret or a JWKS URL")
@@ -67,24 +174,21 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._secret = secret
-        # The key set is fetched again every jwks_refresh_s (a key the IdP removed stops being
-        # accepted then, a new one is accepted without a restart), and for an unknown kid at
-        # most every 30 s (PyJWKClient's cooldown, which also spares the IdP from forged kids).
-        # No per-key cache: PyJWKClient's keeps a key for as long as the process lives.
+        # PyJWKClient only fetches and parses here (its own caches off): _KeySet decides when.
         self._jwks = (
-            jwt.PyJWKClient(
-                jwks_url,
-                cache_keys=False,
-                cache_jwk_set=True,
-                lifespan=jwks_refresh_s,
-                timeout=JWKS_TIMEOUT_S,
+            _KeySet(
+                jwt.PyJWKClient(
+                    jwks_url, cache_keys=False, cache_jwk_set=False, timeout=JWKS_TIMEOUT_S
+                ),
+                refresh_s=jwks_refresh_s,
+                unknown_kid_s=jwks_unknown_kid_s,
+                retry_s=jwks_retry_s,
+                max_stale_s=jwks_max_stale_s,
+                clock=clock,
             )
             if jwks_url
             else None
         )
-        # kid -> (key, when the IdP last published it), newest last.
-        self._known: dict[str, tuple[Any, float]] = {}
-        self._idp_down_until = 0.0
         self._algorithms = ["HS256"] if secret is not None else ["RS256", "ES256"]
         self._max_lifetime_s = max_lifetime_s
         self._leeway_s = leeway_s
@@ -98,37 +202,7 @@ class TokenVerifier:
         if self._jwks is None:
             return self._secret
         kid = jwt.get_unverified_header(token).get("kid")
-        kid = kid if isinstance(kid, str) else None
-        if time.monotonic() < self._idp_down_until:
-            return self._last_known(kid)
-        try:
-            key = self._jwks.get_signing_key_from_jwt(token).key
-        except (jwt.PyJWKClientConnectionError, OSError):
-            # The IdP is unreachable: the keys it published last keep working for a while,
-            # and it is not asked again for JWKS_RETRY_S (every request would wait on it).
-            self._idp_down_until = time.monotonic() + JWKS_RETRY_S
-            return self._last_known(kid)
-        except jwt.PyJWKClientError:
-            self._known.pop(kid or "", None)  # the IdP answered without it: withdrawn
-            raise
-        if kid is not None:
-            self._known.pop(kid, None)
-            self._known[kid] = (key, time.monotonic())
-            while len(self._known) > MAX_KNOWN_KEYS:
-                self._known.pop(next(iter(self._known)))
-        return key
-
-    def _last_known(self, kid: str | None) -> Any:
-        """A key the IdP published recently, while it cannot be reached.
-
-        Raises:
-            StorageUnavailableError: No such key, or it is older than ``JWKS_MAX_STALE_S``
-                (503: the credential may be valid; nothing is counted against the caller).
-        """
-        found = self._known.get(kid) if kid is not None else None
-        if found is None or time.monotonic() - found[1] > JWKS_MAX_STALE_S:
-            raise errors.StorageUnavailableError("the identity provider is unreachable; retry")
-        return found[0]
+        return self._jwks.key(kid if isinstance(kid, str) else None)
 
     def verify(self, token: str) -> Principal:
         """Verify and decode a bearer token.
