@@ -4,8 +4,10 @@ Local Ray (with its dashboard), the TwinHost actors, the Serve application on
 ``http_host:http_port``, seeded with synthetic demo patients through the HTTP API itself (the
 researcher SDK, as any client would), then it prints the URLs and a local admin token and keeps
 serving until interrupted. Re-running is idempotent: the demo patients are created once (their
-ids are remembered in ``data_dir/demo/patients.json``) and every event carries an idempotency
-key. The same code with ``NOVAMIND_*`` settings uses PostgreSQL, Redis, S3 and KMS.
+ids are remembered in ``data_dir/demo/patients.json``, and a demo patient that file does not
+name is looked up by its MRN in the demo care team before one is registered) and every event
+carries an idempotency key. The same code with ``NOVAMIND_*`` settings uses PostgreSQL, Redis,
+S3 and KMS.
 
 Stopping (:meth:`Platform.stop`) takes about 2 s plus the twins' checkpoints: the twin hosts
 checkpoint what they hold, then Ray ends its cluster and every process of the platform that is
@@ -94,6 +96,15 @@ def seed_demo_patients(
     its own start gets the part of the course that has happened since).
     """
     known: dict[str, str] = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if any(mrn not in known for _, _, mrn, *_ in _DEMO):
+        # The file is only a shortcut: a run stopped between a registration and the file's
+        # write (Ctrl-C while seeding, an answer lost on the way), or a new data_dir against
+        # a database that has them, left demo patients it does not name. The registry is
+        # asked before any is registered again.
+        found = {**_registered_demo_patients(client), **known}
+        if found != known:
+            known = found
+            _remember(state_file, known)
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     ids = []
@@ -105,8 +116,7 @@ def seed_demo_patients(
                 enrolled_at=today - timedelta(days=57),
             )  # fmt: skip
             known[mrn] = pid
-            state_file.parent.mkdir(parents=True, exist_ok=True)
-            state_file.write_text(json.dumps(known))
+            _remember(state_file, known)
         stored = client.patient(pid).enrolled_at
         if stored is None:  # a demo from before enrolments were kept seeded it already
             ids.append(pid)
@@ -138,6 +148,22 @@ def seed_demo_patients(
         progress(f"{name}: {client.twin(pid).severity_mean:.1f} PHQ-9 points (posterior mean)")
         ids.append(pid)
     return ids
+
+
+def _registered_demo_patients(client: Client) -> dict[str, str]:
+    """The demo care team's patients that carry a demo MRN: MRN -> patient id (the first listed)."""
+    demo = {mrn for _, _, mrn, *_ in _DEMO}
+    found: dict[str, str] = {}
+    for pid in client.iter_patients(DEMO_TEAM):
+        mrn = client.patient(pid).mrn
+        if mrn in demo:
+            found.setdefault(mrn, pid)
+    return found
+
+
+def _remember(state_file: Path, known: dict[str, str]) -> None:
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(known))
 
 
 @dataclass(frozen=True, slots=True)
