@@ -395,13 +395,6 @@ class TwinSettings(
                     f"environment {self.environment!r} keeps its erasure ledger in S3 "
                     "(s3://bucket/prefix): a folder in a pod is lost with it"
                 )
-            anchors = self.audit_anchors or ""
-            if not anchors.startswith("s3://") or not anchors[5:].partition("/")[0]:
-                raise ValueError(
-                    f"environment {self.environment!r} needs audit_anchors, s3://bucket/prefix "
-                    "in an Object-Lock bucket: a local anchor file can be rewritten by whoever "
-                    "writes the database's disk"
-                )
             if self.jwt_secret is not None:
                 raise ValueError(
                     f"environment {self.environment!r} takes tokens from the IdP (jwks_url), "
@@ -419,6 +412,13 @@ class TwinSettings(
                 raise ValueError(
                     f"environment {self.environment!r} allows only https:// CORS origins "
                     f"(not {', '.join(plain)})"
+                )
+            anchors = self.audit_anchors or ""
+            if not anchors.startswith("s3://") or not anchors[5:].partition("/")[0]:
+                raise ValueError(
+                    f"environment {self.environment!r} needs audit_anchors, s3://bucket/prefix "
+                    "in an Object-Lock bucket: a local anchor file can be rewritten by whoever "
+                    "writes the database's disk"
                 )
         if self.api_min_replicas > self.api_max_replicas:
             raise ValueError("api_min_replicas exceeds api_max_replicas")

@@ -224,7 +224,13 @@ def up(
     Ctrl-C (SIGINT) or SIGTERM stops everything it started within 10 s; a second one forces
     the stop.
     """
-    from deployments.ops.platform import DEMO_TEAM, Platform, local_token, seed_demo_patients
+    from deployments.ops.platform import (
+        DEMO_TEAM,
+        AuditAnchorTimer,
+        Platform,
+        local_token,
+        seed_demo_patients,
+    )
     from twin.client import Client
 
     settings = _settings()
@@ -261,8 +267,11 @@ def up(
         if not once:
             signals.interrupts = False  # from here a signal only wakes the loop below
             console.print("serving; Ctrl-C stops")
+            anchors = AuditAnchorTimer(settings)
+            anchors.tick()
             while not signals.stop.wait(_LOOK_EVERY_S):
                 platform.processes.look()
+                anchors.tick()
     except KeyboardInterrupt:
         interrupted = True
         console.print("start-up interrupted")
@@ -315,9 +324,9 @@ def audit_verify(
     except TwinError as exc:
         raise _failed("audit verify", exc) from None
     if report.ok:
-        console.print(intact(report), markup=False)
+        console.print(intact(report), markup=False, soft_wrap=True)
         return
-    console.print(broken(report), style="red", markup=False)
+    console.print(broken(report), style="red", markup=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -337,14 +346,18 @@ def audit_anchor() -> None:
     except TwinError as exc:
         raise _failed("audit anchor", exc) from None
     if not outcome.report.ok:
-        console.print(f"not anchored: {broken(outcome.report)}", style="red", markup=False)
+        console.print(
+            f"not anchored: {broken(outcome.report)}", style="red", markup=False, soft_wrap=True
+        )
         raise typer.Exit(1)
     if outcome.anchor is None:
         console.print("audit chain empty: nothing to anchor")
         return
     a = outcome.anchor
     state = "anchored" if outcome.written else "already anchored"
-    console.print(f"{state}: {a.entries} entries, head {a.head_hash}, at {a.at}", markup=False)
+    console.print(
+        f"{state}: {a.entries} entries, head {a.head_hash}, at {a.at}", markup=False, soft_wrap=True
+    )
 
 
 @app.command()

@@ -199,6 +199,7 @@ def test_rendered_serve_config_is_what_serve_and_the_app_accept(rendered, overla
         {
             **app.args,
             "public_base_url": settings_map["data"]["NOVAMIND_PUBLIC_BASE_URL"],
+            "audit_anchors": settings_map["data"]["NOVAMIND_AUDIT_ANCHORS"],
             "database_url": "postgresql://db/novamind",
             "s3_bucket": "b",
             "kms_key_id": "k",
