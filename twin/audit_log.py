@@ -65,17 +65,20 @@ async def verify_audit_log(
     Raises:
         StorageUnavailableError: The log or the anchor store cannot be reached (retry).
     """
-    entries = await all_audit_entries(log)
     if anchors is None:
-        return verify_chain(entries, expected_head=expected_head)
+        return verify_chain(await all_audit_entries(log), expected_head=expected_head)
+    # Anchors first: each anchors an entry already committed, so the chain read after them is
+    # at least as long. Read the other way round, an anchor written meanwhile by a busy
+    # service would find the chain read before it "truncated".
     try:
         kept = await anchors.all()
     except errors.AuditAnchorCorruptError as exc:
-        report = verify_chain(entries, expected_head=expected_head)
+        report = verify_chain(await all_audit_entries(log), expected_head=expected_head)
         why = f"the audit anchors are damaged: {exc}"
         return dataclasses.replace(
             report, ok=False, reason=f"{report.reason}; {why}" if report.reason else why
         )
+    entries = await all_audit_entries(log)
     return verify_chain(entries, expected_head=expected_head, anchors=kept)
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from twin import errors
-from twin.audit_log import AnchoringAuditLog
+from twin.audit_log import AnchoringAuditLog, verify_audit_log
 from twin.domain.audit import AuditAnchor, AuditRecord
 from twin.testing import fakes
 
@@ -68,3 +68,31 @@ async def test_a_failed_anchor_never_fails_the_append_and_is_counted(caplog):
         await anchoring.aclose()
     assert entry.seq == 1 and len(failures) == 1
     assert "StorageUnavailableError" in caplog.text and "secret detail" not in caplog.text
+
+
+async def test_verification_reads_the_anchors_before_the_chain_so_a_busy_service_is_not_truncated():
+    log = fakes.MemoryAuditLog()
+    await log.append_many([_record(i) for i in range(3)])
+
+    class Busy(fakes.MemoryAuditAnchorStore):
+        async def all(self) -> list[AuditAnchor]:
+            kept = await super().all()
+            await log.append_many([_record(9)])  # a request commits while verification reads
+            return kept
+
+    store = Busy()
+    await store.put(AuditAnchor(3, log.entries_[2].hash, "2026-12-01T10:00:00+00:00"))
+    report = await verify_audit_log(log, store)
+    assert report.ok and report.entries == 4 and report.anchors_checked == 1
+
+
+async def test_damaged_anchors_fail_verification_with_the_reason():
+    class Damaged(fakes.MemoryAuditAnchorStore):
+        async def all(self) -> list[AuditAnchor]:
+            raise errors.AuditAnchorCorruptError("audit anchor file line 2 is damaged")
+
+    log = fakes.MemoryAuditLog()
+    await log.append(_record(0))
+    report = await verify_audit_log(log, Damaged())
+    assert not report.ok and "line 2 is damaged" in report.reason
+    assert (await verify_audit_log(log, None)).ok
