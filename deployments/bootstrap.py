@@ -32,6 +32,7 @@ from deployments.api.services import ApiServices, Twins
 from deployments.pipelines.cohort_erasure import erase_from_cohort_results
 from deployments.stores import (
     Stores,
+    audit_anchor_store,
     check_sources,
     checkpoint_store,
     erasure_ledger,
@@ -45,6 +46,7 @@ from storage.memory import InProcessChangeFeed
 from storage.redis import RedisChangeFeed
 from twin import ports
 from twin.analytics.budget import CohortBudget
+from twin.audit_log import AnchoringAuditLog
 from twin.domain.deidentify import Deidentifier
 from twin.service.access import AccessPolicy
 from twin.service.application import JobLimits, TwinService
@@ -339,7 +341,16 @@ async def open_api_services(
                 return False
             return twins_ready is None or await twins_ready()
 
-        audit = GroupCommitAuditLog(stores.audit)
+        anchors = audit_anchor_store(settings)
+        anchoring = AnchoringAuditLog(
+            stores.audit,
+            anchors,
+            every=settings.audit_anchor_every_entries,
+            on_failure=lambda _exc: metrics.audit_anchor_failed(),
+        )
+        # Runs before the stores close (callbacks run last-in first-out).
+        stack.push_async_callback(anchoring.aclose)
+        audit = GroupCommitAuditLog(anchoring)
         deidentifier = Deidentifier(research_key(settings), dates=settings.research_dates)
         policy = AccessPolicy(
             audit,
@@ -378,6 +389,7 @@ async def open_api_services(
             verifier=token_verifier(settings),
             registry=stores.registry,
             audit=audit,
+            anchors=anchors,
             twins=twins,
             events=stores.events,
             index=stores.index,

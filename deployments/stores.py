@@ -8,6 +8,8 @@ The only place adapters are chosen from settings:
 - CheckpointStore: ``s3_bucket`` → S3 with SSE-KMS; else ``data_dir/checkpoints``.
 - KeyProvider: ``kms_key_id`` → AWS KMS; else the key file in ``data_dir/keys``.
 - The erasure ledger: ``erasure_ledger`` or the S3 bucket; else ``data_dir/keys/erased``.
+- The audit anchors: ``audit_anchors`` as ``s3://bucket/prefix`` → S3 Object Lock
+  (COMPLIANCE); else an append-only file (default ``data_dir/keys/audit-anchors.jsonl``).
 - The research key: configured, or (local only) generated into ``data_dir/secrets``.
 
 When the process traces, every store handed out here is wrapped at its port
@@ -29,7 +31,13 @@ from typing import Any
 
 from deployments.telemetry import traced
 from storage.kms import KmsKeyProvider
-from storage.local import LocalCheckpointStore, LocalErasureLedger, LocalKeyProvider, local_secret
+from storage.local import (
+    LocalAuditAnchorStore,
+    LocalCheckpointStore,
+    LocalErasureLedger,
+    LocalKeyProvider,
+    local_secret,
+)
 from storage.postgres import (
     PostgresAuditLog,
     PostgresDatabase,
@@ -40,7 +48,7 @@ from storage.postgres import (
     PostgresSnapshot,
     PostgresTwinIndex,
 )
-from storage.s3 import S3CheckpointStore, S3ErasureLedger
+from storage.s3 import S3AuditAnchorStore, S3CheckpointStore, S3ErasureLedger
 from storage.sealed import EnvelopeSealer
 from storage.sqlite import (
     SqliteAuditLog,
@@ -53,6 +61,7 @@ from storage.sqlite import (
     SqliteTwinIndex,
 )
 from twin import errors, ports
+from twin.audit_log import AnchoringAuditLog
 from twin.domain.deidentify import Deidentifier
 from twin.service.priors import DocumentPriorRegistry
 from twin.settings import TwinSettings
@@ -61,6 +70,7 @@ __all__ = [
     "MAX_SOURCE_ENTRIES",
     "CohortStores",
     "Stores",
+    "audit_anchor_store",
     "check_sources",
     "checkpoint_store",
     "erasure_ledger",
@@ -124,6 +134,23 @@ def erasure_ledger(settings: TwinSettings) -> ports.ErasureLedger:
     else:
         ledger = LocalErasureLedger(Path(where) if where else settings.data_dir / "keys" / "erased")
     return traced(ledger, ports.ErasureLedger, "erasure_ledger")
+
+
+def audit_anchor_store(settings: TwinSettings) -> ports.AuditAnchorStore:
+    """Where heads of the audit chain are anchored (``audit_anchors``; docs/operations.md §7)."""
+    where = settings.audit_anchors
+    store: ports.AuditAnchorStore
+    if where is not None and where.startswith("s3://"):
+        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        store = S3AuditAnchorStore(
+            _aws(settings, "s3"), bucket, prefix=prefix or "audit-anchors",
+            retention_days=settings.audit_anchor_retention_days,
+            kms_key_id=settings.s3_kms_key_id,
+        )  # fmt: skip
+    else:
+        path = Path(where) if where else settings.data_dir / "keys" / "audit-anchors.jsonl"
+        store = LocalAuditAnchorStore(path)
+    return traced(store, ports.AuditAnchorStore, "audit_anchors")
 
 
 def checkpoint_store(settings: TwinSettings) -> ports.CheckpointStore:
@@ -213,10 +240,19 @@ async def open_database(
 
 @asynccontextmanager
 async def open_audit_log(settings: TwinSettings) -> AsyncIterator[ports.AuditLog]:
-    """The audit trail alone (``novamind audit verify``: no keys or other stores needed)."""
+    """The audit trail alone (``novamind audit verify``, jobs' audit entries; no keys needed).
+
+    Appends through it anchor the head each time the chain passes another
+    ``audit_anchor_every_entries``; the anchor in flight is given up to 10 s on exit.
+    """
     async with AsyncExitStack() as stack:
         db = await open_database(settings, stack)
-        yield PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
+        log = PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
+        anchoring = AnchoringAuditLog(
+            log, audit_anchor_store(settings), every=settings.audit_anchor_every_entries
+        )
+        stack.push_async_callback(anchoring.aclose)
+        yield anchoring
 
 
 @asynccontextmanager

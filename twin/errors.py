@@ -19,6 +19,7 @@
     ├── NotFoundError                        no such resource (HTTP 404)
     ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
     ├── BackupCorruptError                   a backup archive is torn, truncated or tampered with
+    ├── AuditAnchorCorruptError              a stored audit anchor is damaged, edited or removed
     ├── KeyAccessError                       a data key cannot be unwrapped or was shredded
     ├── JobNotFinishedError                  a job's results before it succeeded (HTTP 409)
     ├── IdentifierTakenError                 an identifier already names another patient (409)
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 __all__ = [
     "ApiError",
+    "AuditAnchorCorruptError",
     "AuthenticationError",
     "AuthorizationError",
     "BackupCorruptError",
@@ -227,6 +229,13 @@ class CheckpointCorruptError(TwinError):
 
 class BackupCorruptError(TwinError):
     """A backup archive fails its integrity checks (digest, authentication tag or framing)."""
+
+
+class AuditAnchorCorruptError(TwinError):
+    """A stored audit anchor cannot be read as one, or the anchor record was edited or cut.
+
+    Never skipped: a damaged anchor store is itself evidence of tampering.
+    """
 
 
 class JobNotFinishedError(TwinError):

@@ -15,6 +15,7 @@ sealed), :mod:`twin.audit_log` (reading the chain whole) and :mod:`twin.domain.p
 - :class:`TwinIndex`: searchable twin summaries (severity, risk, alerts), no identifiers.
 - :class:`ChangeFeed`: best-effort twin-changed notifications and a summary cache.
 - :class:`AuditLog`: the hash-chained, append-only audit trail.
+- :class:`AuditAnchorStore`: heads of the audit chain, kept where its writers cannot reach.
 - :class:`PatientRegistry`: patients, care teams, sealed identifiers and identifier links.
 - :class:`DocumentStore`: documents by collection and id (reports, grants, jobs, prior sets).
 - :class:`DatabaseSnapshot`: the relational store whole: consistent export, import when empty,
@@ -35,13 +36,14 @@ from typing import Any, Protocol, runtime_checkable
 
 from twin import errors
 from twin.domain import events
-from twin.domain.audit import AuditEntry, AuditRecord
+from twin.domain.audit import AuditAnchor, AuditEntry, AuditRecord
 from twin.domain.patients import Identifiers
 from twin.model.priors import PriorSet
 
 __all__ = [
     "AppendRefusal",
     "AppendResult",
+    "AuditAnchorStore",
     "AuditLog",
     "ChangeFeed",
     "Checkpoint",
@@ -408,6 +410,28 @@ class AuditLog(Protocol):
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         """Entries in chain order."""
+        ...
+
+
+@runtime_checkable
+class AuditAnchorStore(Protocol):
+    """Anchors of the audit chain (:class:`~twin.domain.audit.AuditAnchor`), write-once.
+
+    Kept apart from the database that holds the chain, where its writers cannot change them
+    (S3 Object Lock in COMPLIANCE mode; locally an append-only, hash-linked file), so a chain
+    rewritten and re-hashed whole is still caught (:func:`twin.audit_log.verify_audit_log`).
+    """
+
+    async def put(self, anchor: AuditAnchor) -> None:
+        """Add an anchor durably; never overwrites or deletes an earlier one."""
+        ...
+
+    async def all(self) -> list[AuditAnchor]:
+        """Every anchor, sorted by ``entries`` then ``at``.
+
+        Raises:
+            AuditAnchorCorruptError: A stored anchor is damaged, edited or was removed.
+        """
         ...
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_DETAIL",
     "AckOut",
     "AlertOut",
+    "AuditAnchorOut",
     "AuditEntryOut",
     "AuditPage",
     "AuditVerifyOut",
@@ -784,14 +785,31 @@ class AuditPage(BaseModel):
     next_after: Seq | None
 
 
+class AuditAnchorOut(BaseModel):
+    """A head of the audit chain, anchored where the database's writers cannot change it."""
+
+    entries: Count = Field(description="chain length when anchored (the anchored entry's seq)")
+    head_hash: Sha256Hex
+    at: Instant
+
+
 class AuditVerifyOut(BaseModel):
-    """The result of recomputing the audit chain."""
+    """The result of recomputing the audit chain and holding it to its anchors."""
 
     ok: bool
     entries: Count
     head_hash: Sha256Hex | None
     first_bad_seq: Seq | None
     reason: Message | None
+    anchors_checked: Count = Field(default=0, description="anchors compared with the chain")
+    latest_anchor: AuditAnchorOut | None = Field(
+        default=None, description="the anchor of the longest chain"
+    )
+    contradicted_anchor: AuditAnchorOut | None = Field(
+        default=None,
+        description="the first anchor (fewest entries) the chain contradicts: rewritten after "
+        "it was anchored, or truncated below it",
+    )
 
 
 class IngestReportOut(BaseModel):

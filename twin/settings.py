@@ -135,6 +135,12 @@ class StoreSettings(BaseModel):
         ingest_root: Where ingest jobs submitted through the API may read (a folder or an
             ``s3://bucket/prefix/``); ``None``: ``data_dir/inbox``.
         erasure_ledger: Where erased patients are listed, apart from backups.
+        audit_anchors: Where heads of the audit chain are anchored: ``s3://bucket/prefix``
+            (Object Lock, required outside ``local``) or a file (default
+            ``data_dir/keys/audit-anchors.jsonl``).
+        audit_anchor_every_entries: Entries between the anchors the service writes (N).
+        audit_anchor_retention_days: Object Lock (COMPLIANCE) retention of each anchor, days.
+        audit_anchor_interval_s: How often ``novamind up`` anchors the head, seconds.
     """
 
     data_dir: Path = Path("data")
@@ -155,6 +161,16 @@ class StoreSettings(BaseModel):
         "or a folder (default: the checkpoint bucket's erasure-ledger/ prefix, else the key "
         "folder's erased/)",
     )
+    audit_anchors: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="where audit-chain heads are anchored: s3://bucket/prefix (Object Lock) "
+        "or a file (default: the key folder's audit-anchors.jsonl)",
+    )
+    audit_anchor_every_entries: int = Field(default=1000, ge=1, le=1_000_000)
+    # Six years (45 CFR 164.316(b)(2)); at most 100 years.
+    audit_anchor_retention_days: int = Field(default=2192, ge=1, le=36_500)
+    audit_anchor_interval_s: float = Field(default=900.0, ge=10.0, le=86_400.0)
 
 
 class AuthSettings(BaseModel):
@@ -396,6 +412,13 @@ class TwinSettings(
                 raise ValueError(
                     f"environment {self.environment!r} allows only https:// CORS origins "
                     f"(not {', '.join(plain)})"
+                )
+            anchors = self.audit_anchors or ""
+            if not anchors.startswith("s3://") or not anchors[5:].partition("/")[0]:
+                raise ValueError(
+                    f"environment {self.environment!r} needs audit_anchors, s3://bucket/prefix "
+                    "in an Object-Lock bucket: a local anchor file can be rewritten by whoever "
+                    "writes the database's disk"
                 )
         if self.api_min_replicas > self.api_max_replicas:
             raise ValueError("api_min_replicas exceeds api_max_replicas")

@@ -22,6 +22,7 @@ __all__ = ["ACCESS_LOG", "Metrics", "PrometheusMetrics", "RayMetrics", "configur
 ACCESS_LOG = logging.getLogger("novamind.access")
 _LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 _FALLBACKS = "Requests limited on the replica's own budget: the shared one (Redis) was unreachable"
+_ANCHOR_FAILURES = "Audit-chain anchors the service failed to write (retried at the next N entries)"
 
 
 class Metrics(Protocol):
@@ -37,6 +38,10 @@ class Metrics(Protocol):
 
     def rate_limit_fallback(self) -> None:
         """One request counted on the process's own budget: the shared one was unreachable."""
+        ...
+
+    def audit_anchor_failed(self) -> None:
+        """One anchor of the audit chain that could not be written in the background."""
         ...
 
 
@@ -59,6 +64,7 @@ class RayMetrics:
         self._events = metrics.Counter("novamind_events_ingested", "Acknowledged events")
         self._alerts = metrics.Counter("novamind_alerts_raised", "Alerts fired", ("rule",))
         self._fallbacks = metrics.Counter("novamind_rate_limit_fallbacks", _FALLBACKS)
+        self._anchor_failures = metrics.Counter("novamind_audit_anchor_failures", _ANCHOR_FAILURES)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time a request."""
@@ -76,6 +82,10 @@ class RayMetrics:
     def rate_limit_fallback(self) -> None:
         """Count a request limited locally because Redis was unreachable."""
         self._fallbacks.inc(1.0)
+
+    def audit_anchor_failed(self) -> None:
+        """Count an audit anchor not written."""
+        self._anchor_failures.inc(1.0)
 
 
 class PrometheusMetrics:
@@ -105,6 +115,9 @@ class PrometheusMetrics:
         self._fallbacks = Counter(
             "novamind_rate_limit_fallbacks", _FALLBACKS, registry=self.registry
         )
+        self._anchor_failures = Counter(
+            "novamind_audit_anchor_failures", _ANCHOR_FAILURES, registry=self.registry
+        )
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time a request."""
@@ -120,6 +133,10 @@ class PrometheusMetrics:
     def rate_limit_fallback(self) -> None:
         """Count a request limited locally because Redis was unreachable."""
         self._fallbacks.inc()
+
+    def audit_anchor_failed(self) -> None:
+        """Count an audit anchor not written."""
+        self._anchor_failures.inc()
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus text format."""

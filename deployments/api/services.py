@@ -28,7 +28,8 @@ class ApiServices:
     Attributes:
         verifier: Bearer-token verification.
         registry: Patients and their identifiers (sealed).
-        audit: The hash-chained audit trail.
+        audit: The hash-chained audit trail (anchored every N entries in the background).
+        anchors: The audit chain's anchors (what verification holds the chain to).
         twins: The twin runtime.
         events: The event log (read side, for the change feed).
         index: Twin summaries for search.
@@ -54,6 +55,7 @@ class ApiServices:
     verifier: TokenVerifier
     registry: ports.PatientRegistry
     audit: ports.AuditLog
+    anchors: ports.AuditAnchorStore
     twins: Twins
     events: ports.EventStore
     index: ports.TwinIndex

@@ -2,7 +2,8 @@
 
 - ``novamind up``: the whole platform locally (see :mod:`deployments.ops.platform`).
 - ``novamind token``: mint a local token for a role (local HS256 secret only).
-- ``novamind audit verify``: recompute the audit chain.
+- ``novamind audit verify``: recompute the audit chain and hold it to its anchors.
+- ``novamind audit anchor``: anchor the chain's head (S3 Object Lock, or the local file).
 - ``novamind migrate``: apply schema migrations.
 - ``novamind erasures apply``: erase again the patients a database restore revived.
 - ``novamind demo``: the single-twin walkthrough on the runtime (no HTTP).
@@ -223,7 +224,13 @@ def up(
     Ctrl-C (SIGINT) or SIGTERM stops everything it started within 10 s; a second one forces
     the stop.
     """
-    from deployments.ops.platform import DEMO_TEAM, Platform, local_token, seed_demo_patients
+    from deployments.ops.platform import (
+        DEMO_TEAM,
+        AuditAnchorTimer,
+        Platform,
+        local_token,
+        seed_demo_patients,
+    )
     from twin.client import Client
 
     settings = _settings()
@@ -260,8 +267,11 @@ def up(
         if not once:
             signals.interrupts = False  # from here a signal only wakes the loop below
             console.print("serving; Ctrl-C stops")
+            anchors = AuditAnchorTimer(settings)
+            anchors.tick()
             while not signals.stop.wait(_LOOK_EVERY_S):
                 platform.processes.look()
+                anchors.tick()
     except KeyboardInterrupt:
         interrupted = True
         console.print("start-up interrupted")
@@ -296,16 +306,58 @@ def audit_verify(
     expected_head: Annotated[
         str | None, typer.Option(help="A head hash anchored by an earlier run.")
     ] = None,
+    anchors: Annotated[
+        bool, typer.Option(help="Hold the chain to every anchor of the anchor store.")
+    ] = True,
 ) -> None:
-    """Recompute every link of the audit chain; exit 1 if anything was altered."""
-    from deployments.ops.audit import verify
+    """Recompute every link of the audit chain; exit 1 if anything was altered.
 
-    report = verify(_settings(), expected_head)
+    The chain is also held to every anchor written by ``novamind audit anchor`` and by the
+    service (``--no-anchors`` skips them): a chain rewritten and re-hashed after an anchor,
+    or cut below one, fails naming that anchor.
+    """
+    from deployments.ops.audit import broken, intact, verify
+    from twin.errors import TwinError
+
+    try:
+        report = verify(_settings(), expected_head, anchors=anchors)
+    except TwinError as exc:
+        raise _failed("audit verify", exc) from None
     if report.ok:
-        console.print(f"audit chain intact: {report.entries} entries, head {report.head_hash}")
+        console.print(intact(report), markup=False, soft_wrap=True)
         return
-    console.print(f"[red]audit chain BROKEN at seq {report.first_bad_seq}: {report.reason}")
+    console.print(broken(report), style="red", markup=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor() -> None:
+    """Anchor the audit chain's head: its length, hash and the time, where it cannot be changed.
+
+    The chain is verified first (its links and every earlier anchor): a chain that does not
+    verify is never anchored, and the command exits 1 with the reason. When the latest anchor
+    already covers the whole chain, nothing new is written.
+    """
+    from deployments.ops.audit import anchor, broken
+    from twin.errors import TwinError
+
+    try:
+        outcome = anchor(_settings())
+    except TwinError as exc:
+        raise _failed("audit anchor", exc) from None
+    if not outcome.report.ok:
+        console.print(
+            f"not anchored: {broken(outcome.report)}", style="red", markup=False, soft_wrap=True
+        )
+        raise typer.Exit(1)
+    if outcome.anchor is None:
+        console.print("audit chain empty: nothing to anchor")
+        return
+    a = outcome.anchor
+    state = "anchored" if outcome.written else "already anchored"
+    console.print(
+        f"{state}: {a.entries} entries, head {a.head_hash}, at {a.at}", markup=False, soft_wrap=True
+    )
 
 
 @app.command()

@@ -58,6 +58,8 @@ FROM_POD_ENV = (
     "jwt_secret",
     "research_key",
     "public_base_url",
+    "audit_anchors",
+    "backup_root",
     "data_dir",
     "config",
 )
@@ -69,6 +71,7 @@ _POD_ENV_STAND_INS = {
     "jwks_url": "https://stand-in/jwks.json",
     "research_key": "stand-in",
     "public_base_url": "https://stand-in",
+    "audit_anchors": "s3://stand-in/audit-anchors",
 }
 # Deployment options that follow from the settings (ray_actor_options is left to the code: it
 # carries the runtime_env, and a config value would replace it whole).

@@ -14,6 +14,9 @@ checkpoint what they hold, then Ray ends its cluster and every process of the pl
 left is ended by its identity (:mod:`deployments.ops.processes`). Nothing is lost by a stop at
 any moment: an event is acknowledged only once the event log has committed it, and a twin is
 rebuilt from its newest checkpoint and the log.
+
+While it serves, the audit chain's head is anchored every ``audit_anchor_interval_s``
+(:class:`AuditAnchorTimer`), besides the anchors the API writes every N entries.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +46,7 @@ __all__ = [
     "APP_NAME",
     "DEMO_TEAM",
     "STOP_DEADLINE_S",
+    "AuditAnchorTimer",
     "Platform",
     "StopReport",
     "local_token",
@@ -164,6 +169,56 @@ def _registered_demo_patients(client: Client) -> dict[str, str]:
 def _remember(state_file: Path, known: dict[str, str]) -> None:
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(known))
+
+
+class AuditAnchorTimer:
+    """Anchors the audit chain every ``audit_anchor_interval_s`` while the platform serves.
+
+    :meth:`tick` is called from the serve loop; when an anchor is due it is written in a
+    daemon thread (reading the whole chain must not hold up the loop, which answers signals),
+    at most one at a time. A failure is logged by its class and retried at the next interval;
+    a chain that does not verify is logged as an error and not anchored
+    (``novamind audit verify`` says why).
+
+    Args:
+        settings: The platform's settings.
+        clock: Monotonic seconds.
+    """
+
+    def __init__(
+        self, settings: TwinSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._next = clock()  # the first anchor once the platform is up
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> None:
+        """Start an anchor when one is due and none is being written."""
+        now = self._clock()
+        if now < self._next or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._next = now + self._settings.audit_anchor_interval_s
+        self._thread = threading.Thread(
+            target=self._anchor, name="novamind-audit-anchor", daemon=True
+        )
+        self._thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` seconds for the anchor being written, if any."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _anchor(self) -> None:
+        from deployments.ops.audit import anchor
+
+        try:
+            outcome = anchor(self._settings)
+        except Exception as exc:  # retried at the next interval
+            _LOG.warning("audit anchor not written (%s)", type(exc).__name__)
+            return
+        if not outcome.report.ok:
+            _LOG.error("audit chain does not verify; not anchored: %s", outcome.report.reason)
 
 
 @dataclass(frozen=True, slots=True)

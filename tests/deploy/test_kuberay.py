@@ -8,6 +8,7 @@ NetworkPolicies (CKV2_K8S_6 pairs pods with policies).
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -115,6 +116,7 @@ def test_every_kustomization_renders_a_rayservice(rendered, name):
     kinds = sorted({doc["kind"] for doc in docs})
     for kind in (
         "RayService", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor", "TargetGroupBinding",
+        "CronJob",
     ):  # fmt: skip
         assert kind in kinds, (name, kinds)
     for doc in docs:
@@ -199,6 +201,7 @@ def test_rendered_serve_config_is_what_serve_and_the_app_accept(rendered, overla
         {
             **app.args,
             "public_base_url": settings_map["data"]["NOVAMIND_PUBLIC_BASE_URL"],
+            "audit_anchors": settings_map["data"]["NOVAMIND_AUDIT_ANCHORS"],
             "database_url": "postgresql://db/novamind",
             "s3_bucket": "b",
             "kms_key_id": "k",
@@ -354,11 +357,13 @@ def test_traces_go_to_the_collector_that_an_egress_policy_lets_through(rendered,
     assert endpoint.port in opened, (namespace, opened)
 
 
-def _pods_and_policies(docs: list[dict[str, Any]], out: Path) -> Path:
-    """The Ray pod templates as plain Pods, with the policies they are matched against."""
+def _pods_and_policies(
+    docs: list[dict[str, Any]], out: Path, kinds: tuple[str, ...] = ("RayService",)
+) -> Path:
+    """Pod templates of ``kinds`` as plain Pods, with the policies they are matched against."""
     manifests: list[dict[str, Any]] = []
     for doc in docs:
-        if doc["kind"] == "RayService":
+        if doc["kind"] == "RayService" and doc["kind"] in kinds:
             for group, template in _pod_templates(doc):
                 metadata = dict(template.get("metadata", {}))
                 metadata.update(name=f"novamind-{group}", namespace=doc["metadata"]["namespace"])
@@ -366,6 +371,13 @@ def _pods_and_policies(docs: list[dict[str, Any]], out: Path) -> Path:
                     {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
                      "spec": template["spec"]}
                 )  # fmt: skip
+        elif doc["kind"] == "CronJob" and doc["kind"] in kinds:
+            template = doc["spec"]["jobTemplate"]["spec"]["template"]
+            metadata = dict(template.get("metadata", {}))
+            metadata.update(name=doc["metadata"]["name"], namespace=doc["metadata"]["namespace"])
+            manifests.append(
+                {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+            )
         elif doc["kind"] == "NetworkPolicy":
             manifests.append(doc)
     path = out / "ray-pods.yaml"
@@ -390,6 +402,23 @@ def test_checkov_passes_on_the_ray_pod_templates_as_pods(rendered, overlay, tmp_
     assert pods == {"Pod.novamind.novamind-head", "Pod.novamind.novamind-twins"}
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_checkov_passes_on_the_scheduled_jobs_pod_templates_as_pods(rendered, overlay, tmp_path):
+    # As Pods, so that CKV2_K8S_6 pairs them with their NetworkPolicy (checkov does not for a
+    # CronJob). Probes are left out: a job runs to completion and serves nothing to probe
+    # (checkov's own CronJob scan exempts jobs from them too).
+    checks = tuple(c for c in K8S_CHECKS if c not in ("CKV_K8S_8", "CKV_K8S_9"))
+    path = _pods_and_policies(rendered[f"overlays/{overlay}"], tmp_path, ("CronJob",))
+    report = run_checkov(path, "kubernetes", checks)
+    assert_checkov_clean(report)
+    pods = {c["resource"] for c in report["results"]["passed_checks"] if "Pod." in c["resource"]}
+    assert pods == {"Pod.novamind.novamind-audit-anchor", "Pod.novamind.novamind-backup"}
+    paired = {
+        c["resource"] for c in report["results"]["passed_checks"] if c["check_id"] == "CKV2_K8S_6"
+    }
+    assert {"Pod.novamind.novamind-audit-anchor", "Pod.novamind.novamind-backup"} <= paired
+
+
 def test_checkov_scan_of_pods_does_fail_on_a_privileged_template(rendered, tmp_path):
     docs = copy.deepcopy(rendered["overlays/prod"])
     service = _rayservice(docs)
@@ -409,3 +438,110 @@ def test_overlays_carry_their_environments_aws_identifiers(rendered, overlay):
     assert role.endswith(f":role/novamind-{overlay}-app")
     (redis,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "gcs-redis"]
     assert f"novamind-{overlay}-gcs" in redis["spec"]["externalName"]
+
+
+#: The scheduled jobs: name -> the command they run.
+CRONJOBS = {
+    "novamind-audit-anchor": ["novamind", "audit", "anchor"],
+    "novamind-backup": ["novamind", "backup", "--scheduled"],
+}
+_CRON_FIELDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+
+
+def _cron_ok(schedule: str) -> bool:
+    """Whether ``schedule`` is a standard five-field cron expression within each field's range."""
+    fields = schedule.split()
+    if len(fields) != 5:
+        return False
+    for field, (low, high) in zip(fields, _CRON_FIELDS, strict=True):
+        for part in field.split(","):
+            match = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/(\d+))?", part)
+            if match is None:
+                return False
+            bounds = [int(v) for v in match.group(2, 3) if v is not None]
+            step = match.group(4)
+            if any(not low <= v <= high for v in bounds) or (step is not None and int(step) < 1):
+                return False
+            if len(bounds) == 2 and bounds[0] > bounds[1]:
+                return False
+    return True
+
+
+def test_the_cron_syntax_check_refuses_what_kubernetes_would():
+    assert all(_cron_ok(s) for s in ("*/15 * * * *", "7 * * * *", "0 3 1-15/2 * 0,6"))
+    assert not any(_cron_ok(s) for s in ("*/15 * * *", "60 * * * *", "* 24 * * *", "*/0 * * * *"))
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_the_scheduled_jobs_run_hardened_with_the_services_identity(rendered, name):
+    docs = rendered[name]
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CronJob"}
+    assert set(jobs) == set(CRONJOBS)
+    (service,) = [d for d in docs if d["kind"] == "RayService"]
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    ray_image = head["containers"][0]["image"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for job_name, job in jobs.items():
+        spec = job["spec"]
+        assert job["apiVersion"] == "batch/v1"
+        assert _cron_ok(spec["schedule"]), spec["schedule"]
+        assert spec["concurrencyPolicy"] == "Forbid"
+        assert 0 < spec["startingDeadlineSeconds"] <= 900
+        assert 1 <= spec["successfulJobsHistoryLimit"] <= 5
+        assert 1 <= spec["failedJobsHistoryLimit"] <= 5
+        run = spec["jobTemplate"]["spec"]
+        assert 0 <= run["backoffLimit"] <= 3 and 0 < run["activeDeadlineSeconds"] <= 3600
+        pod = run["template"]["spec"]
+        assert pod["restartPolicy"] == "Never"
+        assert pod["serviceAccountName"] == "novamind"
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (container,) = pod["containers"]
+        assert container["command"] == CRONJOBS[job_name]
+        assert container["image"] == ray_image  # the application's image, as the RayService
+        # The same settings as the Ray pods: the ConfigMap, and the Secret as files.
+        assert container["envFrom"] == head["containers"][0]["envFrom"]
+        assert {"name": "NOVAMIND_SECRETS_DIR", "value": "/var/run/secrets/novamind"} in (
+            container["env"]
+        )
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 10000
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+        assert container["resources"]["requests"] == container["resources"]["limits"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]]
+        assert volumes[mounts["/var/run/secrets/novamind"]]["secret"]["secretName"] == (
+            "novamind-secrets"
+        )
+        # Egress to the AWS APIs (S3, KMS, STS) is let through for the pods' labels, and no
+        # policy opens any ingress to them.
+        labels = run["template"]["metadata"]["labels"]
+        selecting = [
+            p for p in policies
+            if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()
+        ]  # fmt: skip
+        egress_ports = {
+            port["port"] for p in selecting for rule in p["spec"].get("egress", [])
+            for port in rule.get("ports", [])
+        }  # fmt: skip
+        assert 443 in egress_ports and 53 in egress_ports, job_name
+        assert not any(p["spec"].get("ingress") for p in selecting), job_name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_name_the_anchor_bucket_and_the_backup_root(rendered, overlay):
+    (settings_map,) = [
+        d for d in rendered[f"overlays/{overlay}"]
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "novamind-settings"
+    ]  # fmt: skip
+    data = settings_map["data"]
+    account = data["NOVAMIND_S3_BUCKET"].rsplit("-", 1)[1]
+    # terraform/modules/storage names the Object-Lock bucket <name>-audit-anchors-<account>.
+    assert data["NOVAMIND_AUDIT_ANCHORS"] == (
+        f"s3://novamind-{overlay}-audit-anchors-{account}/{overlay}"
+    )
+    assert data["NOVAMIND_BACKUP_ROOT"] == f"s3://{data['NOVAMIND_S3_BUCKET']}/backups/{overlay}"

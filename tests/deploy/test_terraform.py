@@ -181,3 +181,33 @@ def test_only_the_aws_provider_is_used():
         sources |= set(re.findall(r'source\s+=\s+"([^"]+)"', path.read_text()))
     providers = {s for s in sources if not s.startswith("../")}
     assert providers == {"hashicorp/aws"}
+
+
+def test_audit_anchors_are_object_locked_and_the_app_cannot_delete_them():
+    storage = (TERRAFORM / "modules" / "storage" / "main.tf").read_text()
+    assert re.search(
+        r"object_lock_enabled\s+=\s+true",
+        _block(storage, 'resource "aws_s3_bucket"', "audit_anchors"),
+    )
+    lock = _block(storage, 'resource "aws_s3_bucket_object_lock_configuration"', "audit_anchors")
+    assert re.search(r'mode\s+=\s+"COMPLIANCE"', lock)
+    assert re.search(r"days\s+=\s+var.audit_retention_days\b", lock)
+    variables = (TERRAFORM / "modules" / "storage" / "variables.tf").read_text()
+    default = re.search(
+        r'variable "audit_retention_days" \{.*?default\s+=\s+(\d+)', variables, re.S
+    )
+    assert default and int(default.group(1)) >= 6 * 365  # HIPAA: six years
+    # The application writes, reads and lists anchors (every version), and deletes nothing.
+    kubernetes = (TERRAFORM / "modules" / "kubernetes" / "main.tf").read_text()
+    app = _block(kubernetes, 'data "aws_iam_policy_document"', "app")
+    granted: set[str] = set()
+    for statement in re.findall(r"statement \{(.*?)\n  \}", app, re.S):
+        if "audit_anchor_bucket_arn" in statement:
+            granted |= set(re.findall(r'"(s3:\w+)"', statement))
+    assert granted == {
+        "s3:PutObject", "s3:PutObjectRetention", "s3:GetObject", "s3:GetObjectVersion",
+        "s3:ListBucket", "s3:ListBucketVersions",
+    }  # fmt: skip
+    # Its name reaches the overlays through the platform's outputs (NOVAMIND_AUDIT_ANCHORS).
+    outputs = (TERRAFORM / "modules" / "platform" / "outputs.tf").read_text()
+    assert "module.storage.audit_anchor_bucket\n" in outputs

@@ -10,6 +10,7 @@ from deployments.bootstrap import build_host_ports, open_api_services
 from tests.servers import MotoServer, PostgresServer, RedisServer
 from twin import errors
 from twin.domain import events as E
+from twin.domain.audit import AuditAnchor
 from twin.domain.patients import Identifiers
 from twin.ports import Document, NewEvent
 from twin.service.host import TwinHost
@@ -31,6 +32,7 @@ def test_outside_local_the_embedded_defaults_are_refused(monkeypatch):
         "jwks_url": "https://idp.example/jwks",
         "research_key": "r" * 48,
         "public_base_url": "https://api.example",
+        "audit_anchors": "s3://anchors/prod",
     }
     with pytest.raises(ValidationError, match="needs public_base_url"):
         TwinSettings(environment="prod", **{**production, "public_base_url": None})
@@ -38,6 +40,9 @@ def test_outside_local_the_embedded_defaults_are_refused(monkeypatch):
         TwinSettings(environment="prod", **{**production, "public_base_url": "http://api.example"})
     settings = TwinSettings(environment="prod", **production)
     assert settings.environment == "prod"
+    for where in (None, "/var/lib/novamind/audit-anchors.jsonl", "s3://"):
+        with pytest.raises(ValidationError, match="needs audit_anchors"):
+            TwinSettings(environment="prod", **{**production, "audit_anchors": where})
     with pytest.raises(ValidationError, match="not a shared HS256 secret"):
         TwinSettings(environment="prod", jwt_secret="s" * 48, **production)
 
@@ -52,12 +57,14 @@ async def test_a_twin_round_trips_through_the_production_stores(tmp_path, monkey
     try:
         s3, kms = moto.client("s3"), moto.client("kms")
         s3.create_bucket(Bucket="novamind-checkpoints")  # type: ignore[attr-defined]
+        s3.create_bucket(Bucket="novamind-anchors", ObjectLockEnabledForBucket=True)  # type: ignore[attr-defined]
         key = kms.create_key()["KeyMetadata"]["KeyId"]  # type: ignore[attr-defined]
         settings = TwinSettings(
             environment="staging",
             data_dir=tmp_path,
             database_url=pg.dsn,
             s3_bucket="novamind-checkpoints",
+            audit_anchors="s3://novamind-anchors/staging",
             s3_kms_key_id=key,
             kms_key_id=key,
             aws_endpoint_url=moto.endpoint,
@@ -90,6 +97,8 @@ async def test_a_twin_round_trips_through_the_production_stores(tmp_path, monkey
             with pytest.raises(errors.RateLimitedError):
                 await api.limiter.check("caller")
             assert api.limiter.fallbacks == 0  # the budget lived in Redis
+            await api.anchors.put(AuditAnchor(1, "a" * 64, "2026-12-01T10:00:00+00:00"))
+            assert [a.entries for a in await api.anchors.all()] == [1]  # in the locked bucket
         await stores.aclose()
         assert not list(tmp_path.rglob("*.db"))  # nothing fell back to the embedded store
     finally:

@@ -81,3 +81,73 @@ def test_tampering_before_the_newest_entry_is_found_even_without_an_anchor():
     chain = _chain(40)
     del chain[10]
     assert verify_chain(chain).first_bad_seq == 12
+
+
+def _anchor(chain, n, at="2026-11-29T01:00:00.000+00:00"):
+    from twin.domain.audit import AuditAnchor
+
+    return AuditAnchor(n, chain[n - 1].hash if n else GENESIS, at)
+
+
+def _rewritten(chain, seq):
+    """An attacker's chain: one record changed, then every hash from it on recomputed."""
+    out, prev = [], GENESIS
+    for entry in chain:
+        record = entry.record
+        if entry.seq == seq:
+            record = dataclasses.replace(record, outcome="allowed", actor="forger")
+        out.append(AuditEntry(entry.seq, record, prev, entry_hash(prev, entry.seq, record)))
+        prev = out[-1].hash
+    return out
+
+
+def test_an_intact_chain_agrees_with_every_anchor():
+    chain = _chain(30)
+    anchors = [_anchor(chain, 20), _anchor(chain, 0), _anchor(chain, 10), _anchor(chain, 30)]
+    report = verify_chain(chain, anchors=anchors)
+    assert report.ok and report.anchors_checked == 4 and report.contradicted_anchor is None
+    assert report.latest_anchor == anchors[3]
+
+
+def test_a_chain_rewritten_and_rehashed_after_an_anchor_names_the_anchor():
+    chain = _chain(30)
+    anchors = [_anchor(chain, 10), _anchor(chain, 20), _anchor(chain, 25)]
+    forged = _rewritten(chain, 15)
+    assert verify_chain(forged).ok  # its links alone are perfect
+    report = verify_chain(forged, anchors=anchors)
+    assert not report.ok and report.first_bad_seq is None
+    assert report.contradicted_anchor == anchors[1]  # the first one it contradicts
+    assert report.anchors_checked == 3
+    assert "anchor of 20 entries at 2026-11-29T01:00:00.000+00:00" in report.reason
+    assert "rewritten" in report.reason
+
+
+def test_truncation_below_an_anchor_is_caught():
+    chain = _chain(30)
+    anchors = [_anchor(chain, 10), _anchor(chain, 30)]
+    report = verify_chain(chain[:25], anchors=anchors)
+    assert not report.ok and report.contradicted_anchor == anchors[1]
+    assert "truncated" in report.reason and "25 entries" in report.reason
+
+
+def test_a_broken_link_is_reported_before_the_anchors_above_it():
+    chain = _chain(30)
+    _edit_and_rehash(chain, random.Random(3))
+    report = verify_chain(chain, anchors=[_anchor(_chain(30), 30)])
+    assert not report.ok and report.first_bad_seq is not None
+    assert report.contradicted_anchor is None and report.anchors_checked == 0
+
+
+def test_an_anchor_refuses_fields_no_anchor_holds():
+    import pytest
+
+    from twin import errors
+    from twin.domain.audit import AuditAnchor
+
+    good = "a" * 64
+    bad = [(-1, good, "2026-11-29T00:00:00+00:00"), (1, "A" * 64, "2026-11-29T00:00:00Z"),
+           (0, good, "2026-11-29T00:00:00+00:00"), (1, good, "yesterday"),
+           (1, good, "2026-11-29T00:00:00"), (True, good, "2026-11-29T00:00:00Z")]  # fmt: skip
+    for args in bad:
+        with pytest.raises(errors.InvalidInputError):
+            AuditAnchor(*args)

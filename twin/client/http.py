@@ -248,8 +248,8 @@ class _Routes:
         )
 
     @staticmethod
-    def verify_audit(expected_head: str | None) -> _Call[schemas.AuditVerifyOut]:
-        params = _params(expected_head=expected_head)
+    def verify_audit(expected_head: str | None, anchors: bool) -> _Call[schemas.AuditVerifyOut]:
+        params = _params(expected_head=expected_head, anchors=None if anchors else "false")
         return _Call("GET", "/v1/audit/verify", TypeAdapter(schemas.AuditVerifyOut), params)
 
     @staticmethod
@@ -640,9 +640,11 @@ class Client:
         """The audit trail from ``after`` on (auditors)."""
         return self._pages(lambda a: _Routes.audit(after if a is None else a, page_size))
 
-    def verify_audit(self, *, expected_head: str | None = None) -> schemas.AuditVerifyOut:
-        """Recompute the audit chain on the server (auditors)."""
-        return self._run(_Routes.verify_audit(expected_head))
+    def verify_audit(
+        self, *, expected_head: str | None = None, anchors: bool = True
+    ) -> schemas.AuditVerifyOut:
+        """Recompute the audit chain on the server and hold it to its anchors (auditors)."""
+        return self._run(_Routes.verify_audit(expected_head, anchors))
 
     def ingest_job(self, job_id: str) -> schemas.IngestJobOut:
         """A bulk-ingest job's status and report (admins, services, researchers)."""
@@ -914,9 +916,11 @@ class AsyncClient:
         """The audit trail (auditors)."""
         return self._pages(lambda a: _Routes.audit(after if a is None else a, page_size))
 
-    async def verify_audit(self, *, expected_head: str | None = None) -> schemas.AuditVerifyOut:
-        """Recompute the audit chain on the server (auditors)."""
-        return await self._run(_Routes.verify_audit(expected_head))
+    async def verify_audit(
+        self, *, expected_head: str | None = None, anchors: bool = True
+    ) -> schemas.AuditVerifyOut:
+        """Recompute the audit chain on the server and hold it to its anchors (auditors)."""
+        return await self._run(_Routes.verify_audit(expected_head, anchors))
 
     async def ingest_job(self, job_id: str) -> schemas.IngestJobOut:
         """A bulk-ingest job's status and report."""

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 from twin import errors, event_log, patient_registry, ports
 from twin.domain import events
-from twin.domain.audit import GENESIS, AuditEntry, AuditRecord, chain
+from twin.domain.audit import GENESIS, AuditAnchor, AuditEntry, AuditRecord, anchor_key, chain
 from twin.domain.patients import ERASED, Identifiers, is_patient_id, new_patient_id
 
 __all__ = [
+    "MemoryAuditAnchorStore",
     "MemoryAuditLog",
     "MemoryCheckpointStore",
     "MemoryDataKeyStore",
@@ -212,6 +213,19 @@ class MemoryAuditLog:
 
     async def entries(self, *, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
         return [e for e in self.entries_ if e.seq > after_seq][:limit]
+
+
+class MemoryAuditAnchorStore:
+    """An :class:`~twin.ports.AuditAnchorStore` in a list (``anchors`` open to tests)."""
+
+    def __init__(self) -> None:
+        self.anchors: list[AuditAnchor] = []
+
+    async def put(self, anchor: AuditAnchor) -> None:
+        self.anchors.append(anchor)
+
+    async def all(self) -> list[AuditAnchor]:
+        return sorted(self.anchors, key=anchor_key)
 
 
 class MemoryPatientRegistry:

@@ -12,8 +12,8 @@ from deployments.api.access import INT32, INT64, Caller, Services, require_role
 from deployments.api.errors import problems
 from deployments.api.headers import V1Route
 from twin import schemas
-from twin.audit_log import all_audit_entries
-from twin.domain.audit import MALFORMED, AuditEntry, verify_chain
+from twin.audit_log import verify_audit_log
+from twin.domain.audit import MALFORMED, AuditAnchor, AuditEntry
 from twin.event_log import MAX_SEQ
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=problems(), route_class=V1Route)
@@ -44,18 +44,34 @@ async def verify_audit(
     expected_head: Annotated[
         str | None, Query(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")
     ] = None,
+    anchors: Annotated[
+        bool, Query(description="hold the chain to every anchor of the anchor store")
+    ] = True,
 ) -> schemas.AuditVerifyOut:
-    """Recompute the whole chain (auditors); ``expected_head`` checks an anchored head."""
+    """Recompute the whole chain and hold it to its anchors (auditors).
+
+    ``expected_head`` checks a head kept elsewhere too; ``anchors=false`` skips the anchors.
+    """
     await require_role(svc, request, who, "audit.verify", ("auditor",))
-    entries = await all_audit_entries(svc.audit)
-    report = verify_chain(entries, expected_head=expected_head)
+    report = await verify_audit_log(
+        svc.audit, svc.anchors if anchors else None, expected_head=expected_head
+    )
     return schemas.AuditVerifyOut(
         ok=report.ok,
         entries=report.entries,
         head_hash=report.head_hash,
         first_bad_seq=report.first_bad_seq,
         reason=report.reason,
+        anchors_checked=report.anchors_checked,
+        latest_anchor=_anchor_out(report.latest_anchor),
+        contradicted_anchor=_anchor_out(report.contradicted_anchor),
     )
+
+
+def _anchor_out(anchor: AuditAnchor | None) -> schemas.AuditAnchorOut | None:
+    if anchor is None:
+        return None
+    return schemas.AuditAnchorOut(entries=anchor.entries, head_hash=anchor.head_hash, at=anchor.at)
 
 
 def _entry_out(entry: AuditEntry) -> schemas.AuditEntryOut:

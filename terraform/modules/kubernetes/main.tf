@@ -175,10 +175,17 @@ data "aws_iam_policy_document" "app" {
     actions   = ["s3:ListBucket"]
     resources = [var.checkpoint_bucket_arn]
   }
+  # Audit anchors: written (each with its own COMPLIANCE retention) and read back, every
+  # version; nothing that deletes or replaces one (docs/operations.md, "Audit anchors").
   statement {
     sid       = "AnchorAuditChainHeads"
-    actions   = ["s3:PutObject", "s3:GetObject"]
+    actions   = ["s3:PutObject", "s3:PutObjectRetention", "s3:GetObject", "s3:GetObjectVersion"]
     resources = ["${var.audit_anchor_bucket_arn}/*"]
+  }
+  statement {
+    sid       = "ListAuditChainAnchors"
+    actions   = ["s3:ListBucket", "s3:ListBucketVersions"]
+    resources = [var.audit_anchor_bucket_arn]
   }
   statement {
     sid       = "EnvelopeKeys"

@@ -8,6 +8,11 @@ output "checkpoint_bucket" {
   value       = module.storage.checkpoint_bucket
 }
 
+output "audit_anchor_bucket" {
+  description = "NOVAMIND_AUDIT_ANCHORS: s3://<this bucket>/<environment> (Object Lock, COMPLIANCE)."
+  value       = module.storage.audit_anchor_bucket
+}
+
 output "kms_aliases" {
   description = "NOVAMIND_KMS_KEY_ID (data-keys) and NOVAMIND_S3_KMS_KEY_ID (storage)."
   value       = module.kms.aliases

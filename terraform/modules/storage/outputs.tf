@@ -8,6 +8,11 @@ output "checkpoint_bucket_arn" {
   value       = aws_s3_bucket.checkpoints.arn
 }
 
+output "audit_anchor_bucket" {
+  description = "Object-Lock bucket for audit-chain heads (NOVAMIND_AUDIT_ANCHORS=s3://<it>/<env>)."
+  value       = aws_s3_bucket.audit_anchors.bucket
+}
+
 output "audit_anchor_bucket_arn" {
   description = "Object-Lock bucket for audit-chain heads."
   value       = aws_s3_bucket.audit_anchors.arn

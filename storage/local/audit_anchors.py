@@ -1,0 +1,161 @@
+"""Audit-chain anchors in a local append-only file: one JSON line per anchor, hash-linked.
+
+Each line is ``{"at", "entries", "head_hash", "prev"}`` where ``prev`` is the SHA-256 of the
+line before it (its bytes without the newline; :data:`~twin.domain.audit.GENESIS` for the
+first), so an earlier line that was edited or removed breaks the next line's link and reading
+fails with :class:`~twin.errors.AuditAnchorCorruptError`.
+
+The file is opened with ``O_APPEND`` and created 0600 (its new folder entry synced); each line
+is written whole under an exclusive ``flock`` held from reading the last line to the fsync of
+the new one, so writers in several processes neither interleave partial lines nor link two
+lines to the same predecessor. A line left unterminated by a crash mid-write (never
+acknowledged) is ignored by readers and cut by the next writer, under the lock.
+
+What it cannot do: a local file is not write-once storage. Whoever can write the file can cut
+its newest lines, or rewrite it whole with links recomputed; it guards against edits of the
+database that leave this file alone (another disk, or another owner), not against someone
+who holds both. Production keeps anchors in S3 under Object Lock
+(:class:`storage.s3.S3AuditAnchorStore`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from storage.disk import os_error, write_all
+from storage.local.files import fsync_dir
+from twin import errors
+from twin.domain.audit import GENESIS, AuditAnchor, anchor_key
+
+__all__ = ["LocalAuditAnchorStore"]
+
+#: Bytes read back from the end of the file to find its last line (a line is about 200).
+_TAIL = 8192
+
+
+def _digest(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+class LocalAuditAnchorStore:
+    """A :class:`twin.ports.AuditAnchorStore` in the file ``path`` (see module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def _open_for_append(self) -> int:
+        folder = self._path.parent
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fsync_dir(folder.parent)
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return os.open(self._path, os.O_RDWR | os.O_APPEND)
+        fsync_dir(folder)  # the new file's entry survives a crash
+        return fd
+
+    @staticmethod
+    def _newline_before(fd: int, end: int) -> int:
+        """Offset of the last newline before ``end``, or -1 (read backwards in chunks)."""
+        while end > 0:
+            start = max(0, end - _TAIL)
+            cut = os.pread(fd, end - start, start).rfind(b"\n")
+            if cut >= 0:
+                return start + cut
+            end = start
+        return -1
+
+    def _last_line(self, fd: int) -> bytes | None:
+        """The last complete line (without its newline); cuts an unterminated one first."""
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return None
+        last = self._newline_before(fd, size)
+        if last != size - 1:
+            # A crash mid-write left a partial line that no caller was told was written.
+            os.ftruncate(fd, last + 1)
+            os.fsync(fd)
+            if last < 0:
+                return None
+        before = self._newline_before(fd, last)
+        return os.pread(fd, last - before - 1, before + 1)
+
+    def _put(self, anchor: AuditAnchor) -> None:
+        fd = self._open_for_append()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
+            last = self._last_line(fd)
+            record = {
+                "at": anchor.at,
+                "entries": anchor.entries,
+                "head_hash": anchor.head_hash,
+                "prev": GENESIS if last is None else _digest(last),
+            }
+            line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+            write_all(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _all(self) -> list[AuditAnchor]:
+        try:
+            fd = os.open(self._path, os.O_RDONLY)
+        except FileNotFoundError:
+            return []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            with os.fdopen(os.dup(fd), "rb") as stream:
+                data = stream.read()
+        finally:
+            os.close(fd)
+        lines = data.split(b"\n")
+        lines.pop()  # after the last newline: empty, or a line torn by a crash (never acknowledged)
+        out: list[AuditAnchor] = []
+        prev = GENESIS
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+                anchor = AuditAnchor(record["entries"], record["head_hash"], record["at"])
+                link = record["prev"]
+            except (ValueError, TypeError, KeyError, errors.InvalidInputError):
+                raise errors.AuditAnchorCorruptError(
+                    f"audit anchor file line {number} is damaged"
+                ) from None
+            if link != prev:
+                raise errors.AuditAnchorCorruptError(
+                    f"audit anchor file line {number} does not follow the line before it: an "
+                    "earlier anchor was edited or removed"
+                )
+            out.append(anchor)
+            prev = _digest(line)
+        return sorted(out, key=anchor_key)
+
+    async def put(self, anchor: AuditAnchor) -> None:
+        """Append the anchor (synced before it returns).
+
+        Raises:
+            StorageUnavailableError: The file cannot be written (``StorageFullError`` when the
+                disk is full); nothing of this anchor was acknowledged.
+        """
+        try:
+            await asyncio.to_thread(self._put, anchor)
+        except OSError as exc:
+            raise os_error(exc, "audit anchor file") from None
+
+    async def all(self) -> list[AuditAnchor]:
+        """Every anchor, sorted by ``entries`` then ``at``.
+
+        Raises:
+            AuditAnchorCorruptError: A line is damaged, or an earlier line was edited or
+                removed.
+        """
+        try:
+            return await asyncio.to_thread(self._all)
+        except OSError as exc:
+            raise os_error(exc, "audit anchor file") from None
