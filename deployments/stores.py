@@ -60,6 +60,7 @@ from twin.settings import TwinSettings
 __all__ = [
     "MAX_SOURCE_ENTRIES",
     "CohortStores",
+    "KeyStores",
     "Stores",
     "check_sources",
     "checkpoint_store",
@@ -71,6 +72,7 @@ __all__ = [
     "open_database",
     "open_documents",
     "open_event_writer",
+    "open_key_stores",
     "open_stores",
     "open_twin_reader",
     "research_key",
@@ -217,6 +219,39 @@ async def open_audit_log(settings: TwinSettings) -> AsyncIterator[ports.AuditLog
     async with AsyncExitStack() as stack:
         db = await open_database(settings, stack)
         yield PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStores:
+    """The key provider and the wrapped data keys (``novamind keys``).
+
+    Attributes:
+        keys: The key provider the settings name.
+        local: The same provider when it is the local key folder (KEKs created and retired
+            there); ``None`` under KMS.
+        data_keys: The wrapped per-patient data keys.
+    """
+
+    keys: ports.KeyProvider
+    local: LocalKeyProvider | None
+    data_keys: ports.DataKeyStore
+
+
+@asynccontextmanager
+async def open_key_stores(settings: TwinSettings) -> AsyncIterator[KeyStores]:
+    """The key provider and the data-key store alone."""
+    async with AsyncExitStack() as stack:
+        db = await open_database(settings, stack)
+        data_keys: ports.DataKeyStore = (
+            PostgresDataKeyStore(db) if isinstance(db, PostgresDatabase) else SqliteDataKeyStore(db)
+        )
+        if settings.kms_key_id:
+            yield KeyStores(
+                KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id), None, data_keys
+            )
+        else:
+            local = LocalKeyProvider(settings.data_dir / "keys")
+            yield KeyStores(local, local, data_keys)
 
 
 @asynccontextmanager

@@ -17,6 +17,9 @@
 - ``novamind model targets`` / ``novamind model fit``: the literature battery's simulated values
   against the published targets, and the fit of the model's parameters to them.
 - ``novamind priors list`` / ``novamind priors activate``: the prior sets in the registry.
+- ``novamind keys rotate [--new-kek]`` / ``novamind keys retire KEK_ID`` / ``novamind keys
+  status``: re-wrap every data key under the current key-encryption key, take an old one out
+  of use, and count the data keys under each (see :mod:`deployments.ops.keys`).
 
 Why typer: a maintained CLI library that builds help and parsing from type hints.
 """
@@ -50,6 +53,8 @@ model_app = typer.Typer(help="The twin model itself.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 erasures_app = typer.Typer(help="The erasure ledger.", no_args_is_help=True)
 app.add_typer(erasures_app, name="erasures")
+keys_app = typer.Typer(help="Key-encryption keys: rotation and retirement.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 T = TypeVar("T")
 
@@ -457,6 +462,143 @@ def erasures_apply() -> None:
     if done.failed:
         console.print(f"failed again: {len(done.failed)} (still incomplete; retry later)")
         raise typer.Exit(1)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    new_kek: Annotated[
+        bool, typer.Option("--new-kek", help="First create a new local key-encryption key.")
+    ] = False,
+    batch: Annotated[int, typer.Option(help="Data keys per page.", min=1, max=10_000)] = 200,
+    concurrency: Annotated[
+        int, typer.Option(help="Key-provider (KMS) calls at once.", min=1, max=256)
+    ] = 8,
+) -> None:
+    """Re-wrap every data key under the current key-encryption key (safe during ingest).
+
+    Interrupted, it is simply run again: keys already re-wrapped are skipped.
+    """
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from deployments.ops.keys import rotate
+    from twin.errors import TwinError
+    from twin.service.keys import RewrapProgress
+
+    settings = _settings()
+    if new_kek and settings.kms_key_id:
+        console.print(
+            "--new-kek is for the local key folder only. KMS rotates the key material behind a "
+            "key id itself; to move to a new KMS key, set NOVAMIND_KMS_KEY_ID to it on every "
+            "service, then run `novamind keys rotate`.",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    bar = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=False,
+    )  # fmt: skip
+    tasks: dict[int, Any] = {}
+
+    def advance(step: RewrapProgress) -> None:
+        if step.pass_number not in tasks:
+            label = f"re-wrapping under {step.kek_id} (pass {step.pass_number})"
+            tasks[step.pass_number] = bar.add_task(label, total=step.total)
+        task = tasks[step.pass_number]
+        bar.update(task, completed=min(step.scanned, step.total), total=max(step.total, 1))
+
+    try:
+        with bar:
+            done = asyncio.run(
+                rotate(
+                    settings,
+                    new_kek=new_kek,
+                    batch=batch,
+                    concurrency=concurrency,
+                    progress=advance,
+                )
+            )
+    except TwinError as exc:
+        raise _failed("keys rotate", exc) from None
+    report = done.rewrap
+    if done.created:
+        console.print(f"new key-encryption key {done.created}")
+    console.print(f"data keys under {report.kek_id}:")
+    _rows([
+        ("re-wrapped", report.rewrapped),
+        ("already", f"{report.already_current} (under it before)"),
+        ("erased", f"{report.erased} (patients erased meanwhile; never written back)"),
+        ("failed", report.failed),
+        ("passes", report.passes),
+    ])  # fmt: skip
+    for failure in report.failures:
+        console.print(f"  failed: {failure}", style="red", markup=False)
+    if report.remaining:
+        left = ", ".join(f"{k}: {n}" for k, n in sorted(report.remaining.items()))
+        console.print(
+            f"still under an older key: {left}. Run `novamind keys rotate` again"
+            + (" once the failures above are resolved" if report.failed else "")
+            + " (under KMS: once every service uses the new NOVAMIND_KMS_KEY_ID).",
+            markup=False,
+        )
+        raise typer.Exit(1)
+
+
+@keys_app.command("retire")
+def keys_retire(
+    kek_id: Annotated[str, typer.Argument(help="The key-encryption key, e.g. kek-1.key.")],
+    destroy: Annotated[
+        bool, typer.Option(help="Delete the key file rather than keep it in keys/retired/.")
+    ] = False,
+) -> None:
+    """Take an old key-encryption key out of use once no data key is wrapped under it."""
+    from deployments.ops.keys import retire
+
+    if len(kek_id) > 2048:
+        raise typer.BadParameter("at most 2048 characters")
+    done = _run_job("keys retire", retire(_settings(), kek_id, destroy=destroy))
+    if done.kms:
+        console.print(
+            f"{done.still_wrapped} data key(s) still use KMS key {kek_id}. Nothing was changed: "
+            "KMS keys are retired in KMS (disable the key, then schedule its deletion) once "
+            "this count is 0 after `novamind keys rotate`.",
+            markup=False,
+        )
+        raise typer.Exit(1 if done.still_wrapped else 0)
+    if not done.retired:
+        console.print(
+            f"{done.still_wrapped} data key(s) are still wrapped under {kek_id}: run "
+            "`novamind keys rotate` first. Nothing was retired.",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    if done.destroyed:
+        console.print(f"{kek_id} destroyed: no data key was wrapped under it.", markup=False)
+        console.print(
+            "Backups written before the rotation can no longer be restored.", markup=False
+        )
+    else:
+        console.print(f"{kek_id} retired to {done.kept_at}: no process uses it any more.")
+        console.print(
+            "Backups written before the rotation need it: move it back into the key folder to "
+            "restore one. `--destroy` deletes it for good.",
+            markup=False,
+        )
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """The current key-encryption key and how many data keys each one wraps."""
+    from deployments.ops.keys import key_counts
+
+    current, counts = _run_job("keys status", key_counts(_settings()))
+    console.print(f"current key-encryption key: {current}", markup=False)
+    for kek_id, count in sorted(counts.items()):
+        mark = " (current)" if kek_id == current else ""
+        console.print(f"  {kek_id:<24} {count} data key(s){mark}", markup=False)
 
 
 def _instant(value: str | None, option: str) -> str | None:

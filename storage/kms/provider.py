@@ -3,7 +3,9 @@
 The encryption context ``{"novamind:patient": <patient id>}`` is bound into the ciphertext by
 KMS, so a wrapped key copied to another patient does not decrypt, and every unwrap appears in
 CloudTrail with the patient it was for. Rotation: KMS rotates the key material behind the same
-key id; moving to a new key id re-wraps through :meth:`EnvelopeSealer.rotate`.
+key id (old material stays usable for decryption); moving to a new key id means setting it and
+re-wrapping every data key (``novamind keys rotate``). Unwrap needs no key id: the ciphertext
+names its key, so keys under the old id keep unwrapping until that key is disabled.
 """
 
 from __future__ import annotations

@@ -106,8 +106,23 @@ class MemoryDataKeyStore:
     async def put_if_absent(self, patient_id: str, key: ports.WrappedKey) -> ports.WrappedKey:
         return self.keys.setdefault(patient_id, key)
 
-    async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
-        self.keys[patient_id] = key
+    async def replace_if(
+        self, patient_id: str, expected: ports.WrappedKey, new: ports.WrappedKey
+    ) -> bool:
+        if self.keys.get(patient_id) != expected:
+            return False
+        self.keys[patient_id] = new
+        return True
+
+    async def scan(self, *, after: str | None, limit: int) -> list[tuple[str, ports.WrappedKey]]:
+        ids = sorted(p for p in self.keys if after is None or p > after)[: max(limit, 1)]
+        return [(p, self.keys[p]) for p in ids]
+
+    async def count_by_kek(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for key in self.keys.values():
+            counts[key.kek_id] = counts.get(key.kek_id, 0) + 1
+        return counts
 
     async def delete(self, patient_id: str) -> bool:
         return self.keys.pop(patient_id, None) is not None
