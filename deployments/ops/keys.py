@@ -97,11 +97,20 @@ async def retire(settings: TwinSettings, kek_id: str, *, destroy: bool = False) 
     (by a process stalled since before the rotation) puts it back and refuses.
 
     Raises:
-        KeyAccessError: ``kek_id`` is the current KEK or names none.
+        KeyAccessError: ``kek_id`` is the current KEK, or names no local KEK.
     """
     async with open_key_stores(settings) as stores:
-        wrapped = (await stores.data_keys.count_by_kek()).get(kek_id, 0)
         local = stores.local
+        if kek_id == await stores.keys.current_kek_id():
+            raise errors.KeyAccessError(
+                f"{kek_id} is the current key-encryption key: "
+                + (
+                    "rotate to a new one first (`novamind keys rotate --new-kek`)"
+                    if local is not None
+                    else "set NOVAMIND_KMS_KEY_ID to the new key and run `novamind keys rotate`"
+                )
+            )
+        wrapped = (await stores.data_keys.count_by_kek()).get(kek_id, 0)
         if local is None or wrapped:
             return RetireReport(kek_id, wrapped, False, False, None, local is None)
         await local.retire(kek_id)
