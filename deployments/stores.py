@@ -239,7 +239,11 @@ class KeyStores:
 
 @asynccontextmanager
 async def open_key_stores(settings: TwinSettings) -> AsyncIterator[KeyStores]:
-    """The key provider and the data-key store alone."""
+    """The key provider and the data-key store alone (``novamind keys``).
+
+    The local key folder is opened without creating key material: a missing or empty folder is
+    an error there (:class:`storage.local.LocalKeyProvider`, ``create=False``).
+    """
     async with AsyncExitStack() as stack:
         db = await open_database(settings, stack)
         data_keys: ports.DataKeyStore = (
@@ -250,7 +254,7 @@ async def open_key_stores(settings: TwinSettings) -> AsyncIterator[KeyStores]:
                 KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id), None, data_keys
             )
         else:
-            local = LocalKeyProvider(settings.data_dir / "keys")
+            local = LocalKeyProvider(settings.data_dir / "keys", create=False)
             yield KeyStores(local, local, data_keys)
 
 

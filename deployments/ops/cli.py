@@ -17,9 +17,10 @@
 - ``novamind model targets`` / ``novamind model fit``: the literature battery's simulated values
   against the published targets, and the fit of the model's parameters to them.
 - ``novamind priors list`` / ``novamind priors activate``: the prior sets in the registry.
-- ``novamind keys rotate [--new-kek]`` / ``novamind keys retire KEK_ID`` / ``novamind keys
-  status``: re-wrap every data key under the current key-encryption key, take an old one out
-  of use, and count the data keys under each (see :mod:`deployments.ops.keys`).
+- ``novamind keys new-kek`` / ``keys rotate`` / ``keys retire KEK_ID`` / ``keys destroy
+  KEK_ID`` / ``keys status``: create a local key-encryption key, re-wrap every data key under
+  the current one, take an old one out of use, delete a retired one, and count the data keys
+  under each (see :mod:`deployments.ops.keys`).
 
 Why typer: a maintained CLI library that builds help and parsing from type hints.
 """
@@ -42,18 +43,24 @@ from twin.settings import TwinSettings
 if TYPE_CHECKING:
     from deployments.ops.platform import Platform
 
-app = typer.Typer(help="Novamind: psychiatric digital twins on Ray.", no_args_is_help=True)
-audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+
+def _typer(help_text: str) -> typer.Typer:
+    # A traceback never prints its frames' locals: they can hold key material or patient data.
+    return typer.Typer(help=help_text, no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+
+app = _typer("Novamind: psychiatric digital twins on Ray.")
+audit_app = _typer("The audit trail.")
 app.add_typer(audit_app, name="audit")
-kuberay_app = typer.Typer(help="KubeRay manifests.", no_args_is_help=True)
+kuberay_app = _typer("KubeRay manifests.")
 app.add_typer(kuberay_app, name="kuberay")
-priors_app = typer.Typer(help="Population prior sets (the model registry).", no_args_is_help=True)
+priors_app = _typer("Population prior sets (the model registry).")
 app.add_typer(priors_app, name="priors")
-model_app = typer.Typer(help="The twin model itself.", no_args_is_help=True)
+model_app = _typer("The twin model itself.")
 app.add_typer(model_app, name="model")
-erasures_app = typer.Typer(help="The erasure ledger.", no_args_is_help=True)
+erasures_app = _typer("The erasure ledger.")
 app.add_typer(erasures_app, name="erasures")
-keys_app = typer.Typer(help="Key-encryption keys: rotation and retirement.", no_args_is_help=True)
+keys_app = _typer("Key-encryption keys: rotation and retirement.")
 app.add_typer(keys_app, name="keys")
 console = Console()
 T = TypeVar("T")
@@ -464,19 +471,48 @@ def erasures_apply() -> None:
         raise typer.Exit(1)
 
 
+#: The longest KEK id a command takes (a KMS alias ARN is well under it).
+_MAX_KEK_ID = 2048
+
+
+def _kek_id(value: str) -> str:
+    if not 1 <= len(value) <= _MAX_KEK_ID:
+        raise typer.BadParameter(f"1 to {_MAX_KEK_ID} characters")
+    return value
+
+
+@keys_app.command("new-kek")
+def keys_new_kek() -> None:
+    """Create a new local key-encryption key; escrow the key folder before `keys rotate`."""
+    from deployments.ops.keys import new_kek
+
+    done = _run_job("keys new-kek", new_kek(_settings()))
+    console.print(f"new key-encryption key {done.kek_id} in {done.folder}", markup=False)
+    console.print(
+        "Running services wrap new patients' keys under it from now on. Escrow the key folder "
+        "NOW (copy it to where its escrow copy is kept), and only then run `novamind keys "
+        "rotate`: until the escrow copy holds it, losing this folder loses every key wrapped "
+        "under it.",
+        markup=False,
+    )
+
+
 @keys_app.command("rotate")
 def keys_rotate(
-    new_kek: Annotated[
-        bool, typer.Option("--new-kek", help="First create a new local key-encryption key.")
-    ] = False,
     batch: Annotated[int, typer.Option(help="Data keys per page.", min=1, max=10_000)] = 200,
     concurrency: Annotated[
-        int, typer.Option(help="Key-provider (KMS) calls at once.", min=1, max=256)
+        int,
+        typer.Option(
+            help="KMS calls at once (the local key folder wraps one key at a time).",
+            min=1,
+            max=32,
+        ),
     ] = 8,
 ) -> None:
     """Re-wrap every data key under the current key-encryption key (safe during ingest).
 
-    Interrupted, it is simply run again: keys already re-wrapped are skipped.
+    Interrupted, it is simply run again: keys already re-wrapped are skipped. It never creates
+    a key-encryption key (`keys new-kek` does, escrowed before this runs).
     """
     import asyncio
 
@@ -487,15 +523,6 @@ def keys_rotate(
     from twin.service.keys import RewrapProgress
 
     settings = _settings()
-    if new_kek and settings.kms_key_id:
-        console.print(
-            "--new-kek is for the local key folder only. KMS rotates the key material behind a "
-            "key id itself; to move to a new KMS key, set NOVAMIND_KMS_KEY_ID to it on every "
-            "service, then run `novamind keys rotate`.",
-            style="red",
-            markup=False,
-        )
-        raise typer.Exit(2)
     bar = Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), console=console, transient=False,
@@ -511,21 +538,12 @@ def keys_rotate(
 
     try:
         with bar:
-            done = asyncio.run(
-                rotate(
-                    settings,
-                    new_kek=new_kek,
-                    batch=batch,
-                    concurrency=concurrency,
-                    progress=advance,
-                )
+            report = asyncio.run(
+                rotate(settings, batch=batch, concurrency=concurrency, progress=advance)
             )
     except TwinError as exc:
         raise _failed("keys rotate", exc) from None
-    report = done.rewrap
-    if done.created:
-        console.print(f"new key-encryption key {done.created}")
-    console.print(f"data keys under {report.kek_id}:")
+    console.print(f"data keys under {report.kek_id}:", markup=False)
     _rows([
         ("re-wrapped", report.rewrapped),
         ("already", f"{report.already_current} (under it before)"),
@@ -538,7 +556,7 @@ def keys_rotate(
     if report.remaining:
         left = ", ".join(f"{k}: {n}" for k, n in sorted(report.remaining.items()))
         console.print(
-            f"still under an older key: {left}. Run `novamind keys rotate` again"
+            f"still under another key: {left}. Run `novamind keys rotate` again"
             + (" once the failures above are resolved" if report.failed else "")
             + " (under KMS: once every service uses the new NOVAMIND_KMS_KEY_ID).",
             markup=False,
@@ -548,25 +566,38 @@ def keys_rotate(
 
 @keys_app.command("retire")
 def keys_retire(
-    kek_id: Annotated[str, typer.Argument(help="The key-encryption key, e.g. kek-1.key.")],
-    destroy: Annotated[
-        bool, typer.Option(help="Delete the key file rather than keep it in keys/retired/.")
-    ] = False,
+    kek_id: Annotated[
+        str,
+        typer.Argument(help="The key-encryption key: kek-<n>.key, or a KMS key id or ARN."),
+    ],
 ) -> None:
     """Take an old key-encryption key out of use once no data key is wrapped under it."""
     from deployments.ops.keys import retire
 
-    if len(kek_id) > 2048:
-        raise typer.BadParameter("at most 2048 characters")
-    done = _run_job("keys retire", retire(_settings(), kek_id, destroy=destroy))
+    done = _run_job("keys retire", retire(_settings(), _kek_id(kek_id)))
+    for other, count in sorted(done.others.items()):
+        console.print(f"  {other:<24} {count} data key(s)", markup=False)
     if done.kms:
+        if done.still_wrapped or done.unsure:
+            console.print(
+                f"{done.still_wrapped} data key(s) are wrapped under KMS key {done.kek_id}"
+                + (
+                    f", and {done.unsure} under an alias (which key is not known)"
+                    if done.unsure
+                    else ""
+                )
+                + ". Do not disable it: run `novamind keys rotate` first. Nothing was changed.",
+                style="red",
+                markup=False,
+            )
+            raise typer.Exit(1)
         console.print(
-            f"{done.still_wrapped} data key(s) still use KMS key {kek_id}. Nothing was changed: "
-            "KMS keys are retired in KMS (disable the key, then schedule its deletion) once "
-            "this count is 0 after `novamind keys rotate`.",
+            f"No data key is wrapped under KMS key {done.kek_id}. Nothing was changed here: "
+            "disable it in KMS, and schedule its deletion once no backup written before the "
+            "last re-wrap pass finished is kept.",
             markup=False,
         )
-        raise typer.Exit(1 if done.still_wrapped else 0)
+        return
     if not done.retired:
         console.print(
             f"{done.still_wrapped} data key(s) are still wrapped under {kek_id}: run "
@@ -575,30 +606,73 @@ def keys_retire(
             markup=False,
         )
         raise typer.Exit(1)
-    if done.destroyed:
-        console.print(f"{kek_id} destroyed: no data key was wrapped under it.", markup=False)
+    console.print(f"{kek_id} retired to {done.kept_at}: no process uses it any more.", markup=False)
+    console.print(
+        "Data keys running processes unwrapped before stay in their caches until they restart. "
+        "Backups written before the last re-wrap pass finished need it: move it back into the "
+        "key folder to restore one (then run `keys rotate` and `keys retire` again). Once none "
+        f"is kept, `novamind keys destroy {kek_id}` deletes it.",
+        markup=False,
+    )
+
+
+@keys_app.command("destroy")
+def keys_destroy(
+    kek_id: Annotated[str, typer.Argument(help="A retired key-encryption key, e.g. kek-1.key.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: the key file is deleted for good.")
+    ] = False,
+) -> None:
+    """Delete a retired local key-encryption key for good (no data key may be under it)."""
+    from deployments.ops.keys import destroy
+
+    kek_id = _kek_id(kek_id)
+    if not yes:
         console.print(
-            "Backups written before the rotation can no longer be restored.", markup=False
-        )
-    else:
-        console.print(f"{kek_id} retired to {done.kept_at}: no process uses it any more.")
-        console.print(
-            "Backups written before the rotation need it: move it back into the key folder to "
-            "restore one. `--destroy` deletes it for good.",
+            f"`keys destroy` deletes {kek_id} from keys/retired/ for good: no backup that needs "
+            "it can be restored afterwards. Run it again with --yes to confirm.",
             markup=False,
         )
+        raise typer.Exit(2)
+    done = _run_job("keys destroy", destroy(_settings(), kek_id))
+    if not done.destroyed:
+        console.print(
+            f"{done.still_wrapped} data key(s) are wrapped under {kek_id} (written by a process "
+            "that had not yet seen the new key-encryption key): move it back into the key "
+            "folder, run `novamind keys rotate`, then retire it again. Nothing was destroyed.",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    console.print(
+        f"{kek_id} deleted from keys/retired/. Its copies in the key folder's escrow (and in "
+        "any copy of the folder) still exist: delete them too for it to be gone. Restart the "
+        "services to drop data keys they unwrapped under it. Re-wrapping never changed a data "
+        "key: whoever holds a copy of this key and of the wrapped keys can still read the data.",
+        markup=False,
+    )
 
 
 @keys_app.command("status")
 def keys_status() -> None:
     """The current key-encryption key and how many data keys each one wraps."""
-    from deployments.ops.keys import key_counts
+    from deployments.ops.keys import key_status
 
-    current, counts = _run_job("keys status", key_counts(_settings()))
-    console.print(f"current key-encryption key: {current}", markup=False)
-    for kek_id, count in sorted(counts.items()):
-        mark = " (current)" if kek_id == current else ""
+    status = _run_job("keys status", key_status(_settings()))
+    console.print(f"current key-encryption key: {status.current}", markup=False)
+    for kek_id, count in sorted(status.counts.items()):
+        mark = " (current)" if kek_id == status.current else ""
         console.print(f"  {kek_id:<24} {count} data key(s){mark}", markup=False)
+    if status.folder is not None:
+        console.print(f"  in the key folder: {', '.join(status.folder.live)}", markup=False)
+        if status.folder.damaged:
+            console.print(
+                f"  damaged (restore from the escrow copy): {', '.join(status.folder.damaged)}",
+                style="red",
+                markup=False,
+            )
+        if status.folder.retired:
+            console.print(f"  retired: {', '.join(status.folder.retired)}", markup=False)
 
 
 def _instant(value: str | None, option: str) -> str | None:

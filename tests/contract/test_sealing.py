@@ -11,8 +11,21 @@ from twin import errors
 from twin.domain import events as E
 from twin.ports import NewEvent, WrappedKey
 from twin.service.keys import rewrap_data_keys
+from twin.testing import fakes
 
 CANARY = b"Jane Q. Canary, born 1970-01-01"
+
+
+async def test_the_memory_store_gives_an_erased_patient_no_key():
+    """As the real stores do by reading the registry's tombstone (their own suites test it)."""
+    store = fakes.MemoryDataKeyStore()
+    kept = WrappedKey("kek-1.key", b"one")
+    assert await store.put_if_absent("p", kept) == kept
+    store.erased.update({"p", "q"})
+    assert await store.put_if_absent("p", WrappedKey("kek-1.key", b"two")) == kept
+    with pytest.raises(errors.KeyAccessError, match="erased"):
+        await store.put_if_absent("q", kept)
+    assert await store.get("q") is None
 
 
 async def test_data_key_store_contract(data_key_store):
@@ -66,7 +79,7 @@ async def test_rotation_rewraps_without_touching_payloads(tmp_path, data_key_sto
     sealer = EnvelopeSealer(keys, data_key_store)
     sealed = await sealer.seal("p1", kind="checkpoint", version=1, plaintext=b"state")
     before = await data_key_store.get("p1")
-    new_kek = await keys.rotate()
+    new_kek = await keys.new_kek()
     first = await rewrap_data_keys(keys, data_key_store)
     assert (first.rewrapped, first.already_current, first.remaining) == (1, 0, {})
     after = await data_key_store.get("p1")
@@ -96,7 +109,8 @@ async def test_key_files_are_private_and_contexts_are_bound(tmp_path):
     assert mode == 0o600
     with pytest.raises(errors.KeyAccessError):
         await keys.unwrap(wrapped, context="p2")
-    with pytest.raises(errors.KeyAccessError, match="unknown"):
+    # A KEK not in the folder is unavailable (retry once it is back), never "erased".
+    with pytest.raises(errors.KeyUnavailableError, match="not in the key folder"):
         await keys.unwrap(WrappedKey("kek-99.key", wrapped.blob), context="p1")
 
 

@@ -95,16 +95,26 @@ class MemoryCheckpointStore:
 
 
 class MemoryDataKeyStore:
-    """A :class:`~twin.ports.DataKeyStore` in a dict."""
+    """A :class:`~twin.ports.DataKeyStore` in a dict.
+
+    ``erased`` stands for the registry's tombstones, which the real stores read in the same
+    statement as an insert: a patient named there is never given a key again.
+    """
 
     def __init__(self) -> None:
         self.keys: dict[str, ports.WrappedKey] = {}
+        self.erased: set[str] = set()
 
     async def get(self, patient_id: str) -> ports.WrappedKey | None:
         return self.keys.get(patient_id)
 
     async def put_if_absent(self, patient_id: str, key: ports.WrappedKey) -> ports.WrappedKey:
-        return self.keys.setdefault(patient_id, key)
+        if patient_id not in self.erased:
+            self.keys.setdefault(patient_id, key)
+        stored = self.keys.get(patient_id)
+        if stored is None:
+            raise errors.KeyAccessError(ERASED)
+        return stored
 
     async def replace_if(
         self, patient_id: str, expected: ports.WrappedKey, new: ports.WrappedKey
