@@ -575,6 +575,8 @@ def keys_retire(
     from deployments.ops.keys import retire
 
     done = _run_job("keys retire", retire(_settings(), _kek_id(kek_id)))
+    if done.others:
+        console.print("data keys under a key other than the current one:")
     for other, count in sorted(done.others.items()):
         console.print(f"  {other:<24} {count} data key(s)", markup=False)
     if done.kms:

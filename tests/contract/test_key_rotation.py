@@ -438,9 +438,10 @@ async def test_kms_retire_compares_keys_not_spellings(moto_server):
             await retire_kek(stores, current)
     with pytest.raises(errors.NotFoundError):
         await retire_kek(stores, "alias/typo")
-    report = await retire_kek(stores, key_a)
-    assert (report.kek_id, report.still_wrapped, report.unsure, report.kms) == (arn_a, 4, 1, True)
-    assert report.others == {arn_a: 3, key_a: 1, "alias/data-keys": 1}
+    for spelling in (key_a, arn_a):  # either way, every row of key A is counted
+        report = await retire_kek(stores, spelling)
+        assert (report.kek_id, report.still_wrapped, report.unsure) == (arn_a, 4, 1), spelling
+        assert report.others == {arn_a: 3, key_a: 1, "alias/data-keys": 1}
     done = await rewrap_data_keys(stores.keys, store)
     assert (done.rewrapped, done.remaining) == (5, {})
     assert await store.count_by_kek() == {arn_b: 5}
