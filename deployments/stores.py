@@ -69,6 +69,7 @@ from twin.settings import TwinSettings
 __all__ = [
     "MAX_SOURCE_ENTRIES",
     "CohortStores",
+    "KeyStores",
     "Stores",
     "audit_anchor_store",
     "check_sources",
@@ -81,6 +82,7 @@ __all__ = [
     "open_database",
     "open_documents",
     "open_event_writer",
+    "open_key_stores",
     "open_stores",
     "open_twin_reader",
     "research_key",
@@ -253,6 +255,43 @@ async def open_audit_log(settings: TwinSettings) -> AsyncIterator[ports.AuditLog
         )
         stack.push_async_callback(anchoring.aclose)
         yield anchoring
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStores:
+    """The key provider and the wrapped data keys (``novamind keys``).
+
+    Attributes:
+        keys: The key provider the settings name.
+        local: The same provider when it is the local key folder (KEKs created and retired
+            there); ``None`` under KMS.
+        data_keys: The wrapped per-patient data keys.
+    """
+
+    keys: ports.KeyProvider
+    local: LocalKeyProvider | None
+    data_keys: ports.DataKeyStore
+
+
+@asynccontextmanager
+async def open_key_stores(settings: TwinSettings) -> AsyncIterator[KeyStores]:
+    """The key provider and the data-key store alone (``novamind keys``).
+
+    The local key folder is opened without creating key material: a missing or empty folder is
+    an error there (:class:`storage.local.LocalKeyProvider`, ``create=False``).
+    """
+    async with AsyncExitStack() as stack:
+        db = await open_database(settings, stack)
+        data_keys: ports.DataKeyStore = (
+            PostgresDataKeyStore(db) if isinstance(db, PostgresDatabase) else SqliteDataKeyStore(db)
+        )
+        if settings.kms_key_id:
+            yield KeyStores(
+                KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id), None, data_keys
+            )
+        else:
+            local = LocalKeyProvider(settings.data_dir / "keys", create=False)
+            yield KeyStores(local, local, data_keys)
 
 
 @asynccontextmanager

@@ -11,7 +11,9 @@
     ├── StateCorruptError                    serialized state that cannot be read back
     ├── ModelVersionError                    state written by an incompatible model
     ├── StorageUnavailableError              a store cannot be reached; retry (HTTP 503)
-    │   └── StorageFullError                 a store has no space left; retry once freed (503)
+    │   ├── StorageFullError                 a store has no space left; retry once freed (503)
+    │   └── KeyUnavailableError              a key-encryption key missing, damaged or refused;
+    │                                        nothing erased; retry once fixed (503)
     ├── HostUnavailableError                 the twin's host is restarting; retry (HTTP 503)
     ├── ConfigurationError                   unsafe settings; the service refuses to start
     ├── AuthenticationError                  no valid credentials (HTTP 401)
@@ -54,6 +56,7 @@ __all__ = [
     "JobCancelledError",
     "JobNotFinishedError",
     "KeyAccessError",
+    "KeyUnavailableError",
     "ModelVersionError",
     "NotFoundError",
     "ObservationRangeError",
@@ -201,6 +204,16 @@ class StorageFullError(StorageUnavailableError):
 
     def __str__(self) -> str:
         return f"{self.what} has no space left; retry after {self.retry_after_s} s"
+
+
+class KeyUnavailableError(StorageUnavailableError):
+    """A key-encryption key cannot be used now; no data key was lost and no patient erased.
+
+    Its file is missing from the key folder (retired, or the folder not mounted) or damaged, or
+    KMS refuses the key (disabled, access denied, not found). Unlike
+    :class:`KeyAccessError`, which means the patient's data key is gone for good, this is
+    retried once an operator has fixed the key (HTTP 503); a key re-wrap stops at the first.
+    """
 
 
 class AuthenticationError(TwinError):

@@ -232,7 +232,11 @@ class KeyProvider(Protocol):
 
 @runtime_checkable
 class DataKeyStore(Protocol):
-    """Per-patient wrapped data keys. Deleting a key makes the patient's ciphertext unreadable."""
+    """Per-patient wrapped data keys. Deleting a key makes the patient's ciphertext unreadable.
+
+    Six methods rather than four: re-wrapping under a new key-encryption key needs the paged
+    listing, the compare-and-swap and the per-KEK count, and belongs with the keys it changes.
+    """
 
     async def get(self, patient_id: str) -> WrappedKey | None:
         """The patient's wrapped data key, or ``None``."""
@@ -242,12 +246,37 @@ class DataKeyStore(Protocol):
         """Store ``key`` unless the patient has one; return the stored key (race-safe)."""
         ...
 
-    async def replace(self, patient_id: str, key: WrappedKey) -> None:
-        """Overwrite the wrapped key (rotation re-wraps; the data key itself is unchanged)."""
+    async def replace_if(self, patient_id: str, expected: WrappedKey, new: WrappedKey) -> bool:
+        """Swap the wrapped key for ``new`` only while the stored one still equals ``expected``.
+
+        Rotation re-wraps (the data key itself is unchanged). The compare-and-swap is one atomic
+        step, so a key destroyed meanwhile (the patient erased) is never written back, and a
+        concurrent re-wrap is never overwritten.
+
+        Returns:
+            True when swapped; False when the key is gone or no longer ``expected``.
+        """
         ...
 
     async def delete(self, patient_id: str) -> bool:
         """Destroy the patient's key (crypto-shredding); True when one existed."""
+        ...
+
+    async def scan(self, *, after: str | None, limit: int) -> list[tuple[str, WrappedKey]]:
+        """A page of stored keys in patient-id order (keyset paging, for re-wrapping).
+
+        Args:
+            after: The last patient id of the previous page; ``None`` starts at the beginning.
+            limit: Most rows returned (at least 1).
+
+        Returns:
+            ``(patient_id, key)`` pairs with ids greater than ``after``; fewer than ``limit``
+            only at the end.
+        """
+        ...
+
+    async def count_by_kek(self) -> dict[str, int]:
+        """How many data keys each key-encryption key wraps (ids with none are absent)."""
         ...
 
 

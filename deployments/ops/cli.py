@@ -18,6 +18,10 @@
 - ``novamind model targets`` / ``novamind model fit``: the literature battery's simulated values
   against the published targets, and the fit of the model's parameters to them.
 - ``novamind priors list`` / ``novamind priors activate``: the prior sets in the registry.
+- ``novamind keys new-kek`` / ``keys rotate`` / ``keys retire KEK_ID`` / ``keys destroy
+  KEK_ID`` / ``keys status``: create a local key-encryption key, re-wrap every data key under
+  the current one, take an old one out of use, delete a retired one, and count the data keys
+  under each (see :mod:`deployments.ops.keys`).
 
 Why typer: a maintained CLI library that builds help and parsing from type hints.
 """
@@ -40,17 +44,25 @@ from twin.settings import TwinSettings
 if TYPE_CHECKING:
     from deployments.ops.platform import Platform
 
-app = typer.Typer(help="Novamind: psychiatric digital twins on Ray.", no_args_is_help=True)
-audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+
+def _typer(help_text: str) -> typer.Typer:
+    # A traceback never prints its frames' locals: they can hold key material or patient data.
+    return typer.Typer(help=help_text, no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+
+app = _typer("Novamind: psychiatric digital twins on Ray.")
+audit_app = _typer("The audit trail.")
 app.add_typer(audit_app, name="audit")
-kuberay_app = typer.Typer(help="KubeRay manifests.", no_args_is_help=True)
+kuberay_app = _typer("KubeRay manifests.")
 app.add_typer(kuberay_app, name="kuberay")
-priors_app = typer.Typer(help="Population prior sets (the model registry).", no_args_is_help=True)
+priors_app = _typer("Population prior sets (the model registry).")
 app.add_typer(priors_app, name="priors")
-model_app = typer.Typer(help="The twin model itself.", no_args_is_help=True)
+model_app = _typer("The twin model itself.")
 app.add_typer(model_app, name="model")
-erasures_app = typer.Typer(help="The erasure ledger.", no_args_is_help=True)
+erasures_app = _typer("The erasure ledger.")
 app.add_typer(erasures_app, name="erasures")
+keys_app = _typer("Key-encryption keys: rotation and retirement.")
+app.add_typer(keys_app, name="keys")
 console = Console()
 T = TypeVar("T")
 
@@ -509,6 +521,212 @@ def erasures_apply() -> None:
     if done.failed:
         console.print(f"failed again: {len(done.failed)} (still incomplete; retry later)")
         raise typer.Exit(1)
+
+
+#: The longest KEK id a command takes (a KMS alias ARN is well under it).
+_MAX_KEK_ID = 2048
+
+
+def _kek_id(value: str) -> str:
+    if not 1 <= len(value) <= _MAX_KEK_ID:
+        raise typer.BadParameter(f"1 to {_MAX_KEK_ID} characters")
+    return value
+
+
+@keys_app.command("new-kek")
+def keys_new_kek() -> None:
+    """Create a new local key-encryption key; escrow the key folder before `keys rotate`."""
+    from deployments.ops.keys import new_kek
+
+    done = _run_job("keys new-kek", new_kek(_settings()))
+    console.print(f"new key-encryption key {done.kek_id} in {done.folder}", markup=False)
+    console.print(
+        "Running services wrap new patients' keys under it from now on. Escrow the key folder "
+        "NOW (copy it to where its escrow copy is kept), and only then run `novamind keys "
+        "rotate`: until the escrow copy holds it, losing this folder loses every key wrapped "
+        "under it.",
+        markup=False,
+    )
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch: Annotated[int, typer.Option(help="Data keys per page.", min=1, max=10_000)] = 200,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            help="KMS calls at once (the local key folder wraps one key at a time).",
+            min=1,
+            max=32,
+        ),
+    ] = 8,
+) -> None:
+    """Re-wrap every data key under the current key-encryption key (safe during ingest).
+
+    Interrupted, it is simply run again: keys already re-wrapped are skipped. It never creates
+    a key-encryption key (`keys new-kek` does, escrowed before this runs).
+    """
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from deployments.ops.keys import rotate
+    from twin.errors import TwinError
+    from twin.service.keys import RewrapProgress
+
+    settings = _settings()
+    bar = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=False,
+    )  # fmt: skip
+    tasks: dict[int, Any] = {}
+
+    def advance(step: RewrapProgress) -> None:
+        if step.pass_number not in tasks:
+            label = f"re-wrapping under {step.kek_id} (pass {step.pass_number})"
+            tasks[step.pass_number] = bar.add_task(label, total=step.total)
+        task = tasks[step.pass_number]
+        bar.update(task, completed=min(step.scanned, step.total), total=max(step.total, 1))
+
+    try:
+        with bar:
+            report = asyncio.run(
+                rotate(settings, batch=batch, concurrency=concurrency, progress=advance)
+            )
+    except TwinError as exc:
+        raise _failed("keys rotate", exc) from None
+    console.print(f"data keys under {report.kek_id}:", markup=False)
+    _rows([
+        ("re-wrapped", report.rewrapped),
+        ("already", f"{report.already_current} (under it before)"),
+        ("erased", f"{report.erased} (patients erased meanwhile; never written back)"),
+        ("failed", report.failed),
+        ("passes", report.passes),
+    ])  # fmt: skip
+    for failure in report.failures:
+        console.print(f"  failed: {failure}", style="red", markup=False)
+    if report.remaining:
+        left = ", ".join(f"{k}: {n}" for k, n in sorted(report.remaining.items()))
+        console.print(
+            f"still under another key: {left}. Run `novamind keys rotate` again"
+            + (" once the failures above are resolved" if report.failed else "")
+            + " (under KMS: once every service uses the new NOVAMIND_KMS_KEY_ID).",
+            markup=False,
+        )
+        raise typer.Exit(1)
+
+
+@keys_app.command("retire")
+def keys_retire(
+    kek_id: Annotated[
+        str,
+        typer.Argument(help="The key-encryption key: kek-<n>.key, or a KMS key id or ARN."),
+    ],
+) -> None:
+    """Take an old key-encryption key out of use once no data key is wrapped under it."""
+    from deployments.ops.keys import retire
+
+    done = _run_job("keys retire", retire(_settings(), _kek_id(kek_id)))
+    if done.others:
+        console.print("data keys under a key other than the current one:")
+    for other, count in sorted(done.others.items()):
+        console.print(f"  {other:<24} {count} data key(s)", markup=False)
+    if done.kms:
+        if done.still_wrapped or done.unsure:
+            console.print(
+                f"{done.still_wrapped} data key(s) are wrapped under KMS key {done.kek_id}"
+                + (
+                    f", and {done.unsure} under an alias (which key is not known)"
+                    if done.unsure
+                    else ""
+                )
+                + ". Do not disable it: run `novamind keys rotate` first. Nothing was changed.",
+                style="red",
+                markup=False,
+            )
+            raise typer.Exit(1)
+        console.print(
+            f"No data key is wrapped under KMS key {done.kek_id}. Nothing was changed here: "
+            "disable it in KMS, and schedule its deletion once no backup written before the "
+            "last re-wrap pass finished is kept.",
+            markup=False,
+        )
+        return
+    if not done.retired:
+        console.print(
+            f"{done.still_wrapped} data key(s) are still wrapped under {kek_id}: run "
+            "`novamind keys rotate` first. Nothing was retired.",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    console.print(f"{kek_id} retired to {done.kept_at}: no process uses it any more.", markup=False)
+    console.print(
+        "Data keys running processes unwrapped before stay in their caches until they restart. "
+        "Backups written before the last re-wrap pass finished need it: move it back into the "
+        "key folder to restore one (then run `keys rotate` and `keys retire` again). Once none "
+        f"is kept, `novamind keys destroy {kek_id}` deletes it.",
+        markup=False,
+    )
+
+
+@keys_app.command("destroy")
+def keys_destroy(
+    kek_id: Annotated[str, typer.Argument(help="A retired key-encryption key, e.g. kek-1.key.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: the key file is deleted for good.")
+    ] = False,
+) -> None:
+    """Delete a retired local key-encryption key for good (no data key may be under it)."""
+    from deployments.ops.keys import destroy
+
+    kek_id = _kek_id(kek_id)
+    if not yes:
+        console.print(
+            f"`keys destroy` deletes {kek_id} from keys/retired/ for good: no backup that needs "
+            "it can be restored afterwards. Run it again with --yes to confirm.",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    done = _run_job("keys destroy", destroy(_settings(), kek_id))
+    if not done.destroyed:
+        console.print(
+            f"{done.still_wrapped} data key(s) are wrapped under {kek_id} (written by a process "
+            "that had not yet seen the new key-encryption key): move it back into the key "
+            "folder, run `novamind keys rotate`, then retire it again. Nothing was destroyed.",
+            style="red",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    console.print(
+        f"{kek_id} deleted from keys/retired/. Its copies in the key folder's escrow (and in "
+        "any copy of the folder) still exist: delete them too for it to be gone. Restart the "
+        "services to drop data keys they unwrapped under it. Re-wrapping never changed a data "
+        "key: whoever holds a copy of this key and of the wrapped keys can still read the data.",
+        markup=False,
+    )
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """The current key-encryption key and how many data keys each one wraps."""
+    from deployments.ops.keys import key_status
+
+    status = _run_job("keys status", key_status(_settings()))
+    console.print(f"current key-encryption key: {status.current}", markup=False)
+    for kek_id, count in sorted(status.counts.items()):
+        mark = " (current)" if kek_id == status.current else ""
+        console.print(f"  {kek_id:<24} {count} data key(s){mark}", markup=False)
+    if status.folder is not None:
+        console.print(f"  in the key folder: {', '.join(status.folder.live)}", markup=False)
+        if status.folder.damaged:
+            console.print(
+                f"  damaged (restore from the escrow copy): {', '.join(status.folder.damaged)}",
+                style="red",
+                markup=False,
+            )
+        if status.folder.retired:
+            console.print(f"  retired: {', '.join(status.folder.retired)}", markup=False)
 
 
 def _instant(value: str | None, option: str) -> str | None:

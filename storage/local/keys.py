@@ -1,105 +1,341 @@
-"""A local key-encryption key (KEK) file: the embedded stand-in for AWS KMS.
+"""Local key-encryption keys (KEKs) in one folder: the embedded stand-in for AWS KMS.
 
-Each KEK is 32 random bytes in ``<dir>/kek-<n>.key`` (mode 0600, created exclusively and whole
-on first run: never a short file, even on a full disk); the highest ``n`` is current.
-:meth:`LocalKeyProvider.rotate` adds a new KEK; old ones stay so keys wrapped under them still
-unwrap until re-wrapped. Data keys are wrapped with AES-256-GCM under the KEK, the context
-(patient id) as associated data.
+Each KEK is 32 random bytes in ``<dir>/kek-<n>.key`` (mode 0600, created exclusively and whole:
+never a short file, even on a full disk); the highest ``n`` in the folder is current. Data keys
+are wrapped with AES-256-GCM under a KEK, the context (patient id) as associated data.
+
+Key material is created in two places only: a service's first use of an empty folder
+(``kek-1.key``, with ``create=True``, the default) and :meth:`LocalKeyProvider.new_kek`
+(``novamind keys new-kek``). A provider opened with ``create=False`` (the other ``novamind
+keys`` commands) never creates one: a missing or empty folder (a wrong data directory, a key
+volume not mounted, a host the escrow copy has not reached) is an error there, never a fresh
+KEK that no stored data key is wrapped under.
+
+Several processes share the folder (the API's twin hosts, ``novamind keys``), so what a process
+holds follows the folder: it is listed again before every wrap and every unwrap. A listing costs
+about 6 µs (77 µs through a worker thread); a wrap happens once per new patient and an unwrap
+once per patient per process (the sealer caches unwrapped data keys), each beside a database
+read or write of milliseconds. So a KEK another process added is used at once, and one retired
+(moved to ``retired/``) or destroyed is neither wrapped nor unwrapped under from then on. Data
+keys a process already unwrapped stay in its sealer's cache until it restarts: retiring a KEK
+changes no data key.
+
+A KEK missing from the folder, or whose file is damaged, makes the keys under it
+:class:`~twin.errors.KeyUnavailableError` (503: retry once the folder is fixed), never
+:class:`~twin.errors.KeyAccessError` (the patient erased). A damaged file other than the newest
+is skipped (logged by name), so keys under the other KEKs still unwrap; a damaged newest file
+refuses every wrap (wrapping under an older KEK instead would put new keys under one about to
+be retired).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from storage.disk import os_error
-from storage.local.files import create_once
+from storage.local.files import create_once, fsync_dir
 from twin import errors, ports
 
-__all__ = ["LocalKeyProvider"]
+__all__ = ["RETIRED", "KekFolder", "LocalKeyProvider"]
 
-_NAME = re.compile(r"^kek-(\d+)\.key$")
+# fullmatch only: with ``$`` and ``match``, "kek-9.key\n" would pass.
+_NAME = re.compile(r"kek-([1-9]\d{0,8})\.key")
 _STORE = "key store"
+#: Sub-folder of retired KEKs (never loaded).
+RETIRED = "retired"
+#: Nonce and tag of an AES-GCM wrapped key: a shorter blob is damaged.
+_MIN_BLOB = 12 + 16
+_LOG = logging.getLogger("novamind.keys")
+T = TypeVar("T")
+
+
+def _number(name: str) -> int:
+    match = _NAME.fullmatch(name)
+    assert match is not None  # every name held passed _NAME
+    return int(match.group(1))
+
+
+def _shown(kek_id: str) -> str:
+    """A KEK id as messages show it (it comes from a database row: bounded, quoted)."""
+    return repr(kek_id[:64])
+
+
+@dataclass(frozen=True, slots=True)
+class KekFolder:
+    """What the key folder holds (``novamind keys status``).
+
+    Attributes:
+        current: The newest KEK (new keys are wrapped under it).
+        live: The KEKs in the folder, oldest first.
+        damaged: Those whose file is damaged or unreadable (skipped).
+        retired: The KEKs in ``retired/`` (never loaded), oldest first.
+    """
+
+    current: str
+    live: tuple[str, ...]
+    damaged: tuple[str, ...]
+    retired: tuple[str, ...]
 
 
 class LocalKeyProvider:
-    """A :class:`twin.ports.KeyProvider` backed by key files in one directory."""
+    """A :class:`twin.ports.KeyProvider` backed by key files in one directory.
 
-    def __init__(self, directory: Path) -> None:
+    Args:
+        directory: The key folder.
+        create: On first use of a folder that holds no KEK, create it (0700) with
+            ``kek-1.key``: what a service's first start does. ``False`` (maintenance commands)
+            refuses such a folder instead.
+    """
+
+    def __init__(self, directory: Path, *, create: bool = True) -> None:
         self._dir = directory
+        self._create_first = create
+        self._first = True
         self._keks: dict[str, bytes] = {}
+        self._damaged: set[str] = set()
+        self._newest = ""
         self._lock = asyncio.Lock()
 
-    def _load(self) -> None:
-        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path in sorted(self._dir.iterdir()):
-            if _NAME.match(path.name) and path.name not in self._keks:
-                data = path.read_bytes()
-                if len(data) != 32:
-                    raise errors.KeyAccessError(f"key file {path.name} is damaged")
-                self._keks[path.name] = data
-        if not self._keks:
-            self._create(1)
+    @property
+    def directory(self) -> Path:
+        """The key folder."""
+        return self._dir
 
-    def _create(self, number: int) -> None:
+    def _names(self, folder: Path) -> set[str]:
+        return {name for name in os.listdir(folder) if _NAME.fullmatch(name)}
+
+    def _refresh(self) -> None:
+        """Hold exactly the KEKs whose files are in the folder now (new ones read, gone dropped).
+
+        Raises:
+            KeyUnavailableError: The folder is missing or holds no KEK.
+            OSError: The folder cannot be read.
+        """
+        if self._first and self._create_first:
+            self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self._names(self._dir):
+                self._create(1)
+        self._first = False
+        try:
+            names = self._names(self._dir)
+        except FileNotFoundError:
+            names = set()
+        if not names:
+            # Never a fresh kek-1 here: no stored key is wrapped under it.
+            raise errors.KeyUnavailableError(
+                "the key folder is missing or holds no key-encryption key (a wrong data "
+                "directory, or the key volume not mounted?)"
+            )
+        for name in names - self._keks.keys():
+            try:
+                data: bytes | None = (self._dir / name).read_bytes()
+            except FileNotFoundError:  # moved away since the listing
+                names.discard(name)
+                continue
+            except OSError:
+                data = None
+            if data is None or len(data) != 32:
+                if name not in self._damaged:
+                    _LOG.error("key file %s is damaged or unreadable; skipped", name)
+                self._damaged.add(name)
+                continue
+            self._damaged.discard(name)
+            self._keks[name] = data
+        for name in self._keks.keys() - names:
+            del self._keks[name]
+        self._damaged &= names
+        self._newest = max(names, key=_number)
+
+    def _create(self, number: int) -> str:
         name = f"kek-{number}.key"
-        key = AESGCM.generate_key(bit_length=256)
         # Whole or not at all: a key file cut short by a full disk would be "damaged" at every
         # later start. Another process that created it first keeps its key.
-        if not create_once(self._dir / name, key):
-            key = (self._dir / name).read_bytes()
-            if len(key) != 32:
-                raise errors.KeyAccessError(f"key file {name} is damaged")
-        self._keks[name] = key
+        create_once(self._dir / name, AESGCM.generate_key(bit_length=256))
+        return name
 
-    def _current(self) -> str:
-        return max(self._keks, key=lambda n: int(_NAME.match(n).group(1)))  # type: ignore[union-attr]
-
-    async def _ready(self) -> None:
-        if not self._keks:
-            async with self._lock:
-                if not self._keks:
-                    try:
-                        await asyncio.to_thread(self._load)
-                    except OSError as exc:
-                        raise os_error(exc, _STORE) from None
+    async def _locked(self, step: Callable[[], T]) -> T:
+        """Run ``step`` in a worker thread, one step of this provider at a time."""
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(step)
+            except OSError as exc:
+                raise os_error(exc, _STORE) from None
 
     async def current_kek_id(self) -> str:
-        """Name of the newest key file."""
-        await self._ready()
-        return self._current()
+        """Name of the newest key file in the folder now (even when damaged: see wrap)."""
+        await self._locked(self._refresh)
+        return self._newest
 
     async def wrap(self, data_key: bytes, *, context: str) -> ports.WrappedKey:
-        """AES-GCM-encrypt ``data_key`` under the current KEK, bound to ``context``."""
-        await self._ready()
-        kek_id = self._current()
+        """AES-GCM-encrypt ``data_key`` under the newest KEK in the folder, bound to ``context``.
+
+        Raises:
+            KeyUnavailableError: The newest KEK's file is damaged, or the folder holds none.
+        """
+        await self._locked(self._refresh)
+        kek_id = self._newest
+        kek = self._keks.get(kek_id)
+        if kek is None:
+            raise errors.KeyUnavailableError(
+                f"key file {kek_id} is damaged: no key is wrapped until it is restored from the "
+                "escrow copy"
+            )
         nonce = os.urandom(12)
-        blob = nonce + AESGCM(self._keks[kek_id]).encrypt(nonce, data_key, context.encode())
+        blob = nonce + AESGCM(kek).encrypt(nonce, data_key, context.encode())
         return ports.WrappedKey(kek_id, blob)
 
     async def unwrap(self, wrapped: ports.WrappedKey, *, context: str) -> bytes:
-        """Decrypt a wrapped data key; refuses another context or a damaged blob."""
-        await self._ready()
+        """Decrypt a wrapped data key under the KEK it names, as the folder holds it now.
+
+        Raises:
+            KeyAccessError: The blob is damaged or was wrapped for another context.
+            KeyUnavailableError: Its KEK is not in the folder (retired, lost) or damaged.
+        """
+        if len(wrapped.blob) < _MIN_BLOB:
+            raise errors.KeyAccessError("the wrapped data key is damaged (too short)")
+        await self._locked(self._refresh)
         kek = self._keks.get(wrapped.kek_id)
         if kek is None:
-            raise errors.KeyAccessError(f"unknown key-encryption key {wrapped.kek_id!r}")
+            state = "damaged" if wrapped.kek_id in self._damaged else "not in the key folder"
+            raise errors.KeyUnavailableError(
+                f"key-encryption key {_shown(wrapped.kek_id)} is {state}"
+            )
         try:
             return AESGCM(kek).decrypt(wrapped.blob[:12], wrapped.blob[12:], context.encode())
         except InvalidTag:
             raise errors.KeyAccessError("data key does not unwrap for this context") from None
 
-    async def rotate(self) -> str:
-        """Create a new current KEK; returns its id."""
-        await self._ready()
-        async with self._lock:
-            number = int(_NAME.match(self._current()).group(1)) + 1  # type: ignore[union-attr]
+    async def new_kek(self) -> str:
+        """Create a new current KEK, one above every KEK in the folder and in ``retired/``.
+
+        The folder is created when missing (a new installation's first KEK is ``kek-1.key``).
+        Running services wrap new keys under it from their next wrap.
+
+        Returns:
+            Its id, e.g. ``kek-2.key``.
+        """
+
+        def create() -> str:
+            self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            numbers = [_number(n) for n in self._names(self._dir)]
+            if (self._dir / RETIRED).is_dir():
+                numbers += [_number(n) for n in self._names(self._dir / RETIRED)]
+            name = self._create(max(numbers, default=0) + 1)
+            self._first = False
+            self._refresh()
+            return name
+
+        return await self._locked(create)
+
+    def _check_name(self, kek_id: str) -> None:
+        if not _NAME.fullmatch(kek_id):
+            raise errors.InvalidInputError(
+                f"not a key-encryption key name (kek-<n>.key): {_shown(kek_id)}"
+            )
+
+    async def retire(self, kek_id: str) -> None:
+        """Move an old KEK to ``retired/``: no process wraps or unwraps under it any more.
+
+        Checking that no data key is still wrapped under it is the caller's part (the data-key
+        store is not this provider's). The move is made durable (both folders synced).
+
+        Raises:
+            InvalidInputError: ``kek_id`` is not a KEK name, or is the current KEK.
+            NotFoundError: The folder holds no such KEK.
+        """
+        self._check_name(kek_id)
+
+        def move() -> None:
+            self._refresh()
+            if kek_id == self._newest:
+                raise errors.InvalidInputError(
+                    f"{kek_id} is the current key-encryption key: create a new one first"
+                )
+            retired = self._dir / RETIRED
+            if not (self._dir / kek_id).exists():
+                where = " (it is retired already)" if (retired / kek_id).exists() else ""
+                raise errors.NotFoundError(f"no key-encryption key {kek_id} in the folder{where}")
+            retired.mkdir(mode=0o700, exist_ok=True)
+            os.replace(self._dir / kek_id, retired / kek_id)
+            fsync_dir(retired)
+            fsync_dir(self._dir)
+            self._refresh()
+
+        await self._locked(move)
+
+    async def reinstate(self, kek_id: str) -> None:
+        """Move a KEK from ``retired/`` back into the folder (undoes :meth:`retire`).
+
+        Raises:
+            InvalidInputError: ``kek_id`` is not a KEK name, or the folder holds a file of that
+                name already (neither is touched).
+            NotFoundError: ``retired/`` holds no such KEK.
+        """
+        self._check_name(kek_id)
+
+        def move() -> None:
+            kept = self._dir / RETIRED / kek_id
+            if not kept.exists():
+                raise errors.NotFoundError(f"no retired key-encryption key {kek_id}")
+            # A link, not a rename: a file of that name in the folder is never replaced.
             try:
-                await asyncio.to_thread(self._create, number)
-            except OSError as exc:
-                raise os_error(exc, _STORE) from None
-        return self._current()
+                os.link(kept, self._dir / kek_id)
+            except FileExistsError:
+                raise errors.InvalidInputError(
+                    f"another {kek_id} is in the key folder: compare the two by hand"
+                ) from None
+            kept.unlink()
+            fsync_dir(self._dir)
+            fsync_dir(self._dir / RETIRED)
+            self._refresh()
+
+        await self._locked(move)
+
+    async def destroy(self, kek_id: str) -> None:
+        """Delete a retired KEK's file for good (the caller has checked nothing needs it).
+
+        Raises:
+            InvalidInputError: ``kek_id`` is not a KEK name, or is still in the folder (retire
+                it first).
+            NotFoundError: ``retired/`` holds no such KEK.
+        """
+        self._check_name(kek_id)
+
+        def delete() -> None:
+            if (self._dir / kek_id).exists():
+                raise errors.InvalidInputError(
+                    f"{kek_id} is in use (in the key folder): retire it first"
+                )
+            kept = self._dir / RETIRED / kek_id
+            if not kept.exists():
+                raise errors.NotFoundError(f"no retired key-encryption key {kek_id}")
+            kept.unlink()
+            fsync_dir(self._dir / RETIRED)
+
+        await self._locked(delete)
+
+    async def folder(self) -> KekFolder:
+        """What the folder holds now."""
+
+        def look() -> KekFolder:
+            self._refresh()
+            retired = self._dir / RETIRED
+            kept = self._names(retired) if retired.is_dir() else set()
+            return KekFolder(
+                self._newest,
+                tuple(sorted(self._keks.keys() | self._damaged, key=_number)),
+                tuple(sorted(self._damaged, key=_number)),
+                tuple(sorted(kept, key=_number)),
+            )
+
+        return await self._locked(look)

@@ -226,15 +226,51 @@ class PostgresDataKeyStore:
             raise errors.KeyAccessError(ERASED)
         return stored
 
-    async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
-        """Overwrite the wrapped key (rotation)."""
+    async def replace_if(
+        self, patient_id: str, expected: ports.WrappedKey, new: ports.WrappedKey
+    ) -> bool:
+        """Swap in ``new`` while ``expected`` is stored.
+
+        One UPDATE: it never re-creates a deleted row, and a concurrent DELETE or UPDATE of the
+        row makes it re-check the condition on the row's latest version (READ COMMITTED).
+        """
         async with connection(self._db) as conn:
-            await conn.execute(
-                "UPDATE data_keys SET kek_id = $2, blob = $3 WHERE patient_id = $1",
+            status = await conn.execute(
+                "UPDATE data_keys SET kek_id = $2, blob = $3 "
+                "WHERE patient_id = $1 AND kek_id = $4 AND blob = $5",
                 patient_id,
-                key.kek_id,
-                key.blob,
+                new.kek_id,
+                new.blob,
+                expected.kek_id,
+                expected.blob,
             )
+        return str(status) == "UPDATE 1"
+
+    async def scan(self, *, after: str | None, limit: int) -> list[tuple[str, ports.WrappedKey]]:
+        """A page of keys after ``after`` in patient-id order (the primary key's order)."""
+        async with connection(self._db) as conn:
+            if after is None:
+                rows = await conn.fetch(
+                    "SELECT patient_id, kek_id, blob FROM data_keys ORDER BY patient_id LIMIT $1",
+                    max(limit, 1),
+                )
+            else:
+                rows = await conn.fetch(
+                    "SELECT patient_id, kek_id, blob FROM data_keys WHERE patient_id > $1 "
+                    "ORDER BY patient_id LIMIT $2",
+                    after,
+                    max(limit, 1),
+                )
+        return [
+            (str(r["patient_id"]), ports.WrappedKey(str(r["kek_id"]), bytes(r["blob"])))
+            for r in rows
+        ]
+
+    async def count_by_kek(self) -> dict[str, int]:
+        """Keys per key-encryption key."""
+        async with connection(self._db) as conn:
+            rows = await conn.fetch("SELECT kek_id, count(*) AS n FROM data_keys GROUP BY kek_id")
+        return {str(r["kek_id"]): int(r["n"]) for r in rows}
 
     async def delete(self, patient_id: str) -> bool:
         """Destroy the key, then vacuum the table."""

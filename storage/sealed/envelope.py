@@ -7,6 +7,8 @@ Sealed format: ``b"NMS1"`` ‖ 12-byte random nonce ‖ ciphertext ‖ 16-byte t
 is ``patient_id | kind | version``: a ciphertext copied to another patient, another object kind
 or another sequence number fails authentication. Unwrapped data keys are cached in this process
 (bounded LRU); :meth:`EnvelopeSealer.shred` drops the cached key and destroys the stored one.
+Re-wrapping a data key under a new key-encryption key (``twin.service.keys``) leaves the data
+key itself, and so this cache, valid.
 """
 
 from __future__ import annotations
@@ -89,19 +91,3 @@ class EnvelopeSealer:
         """Destroy the patient's data key (crypto-shredding)."""
         self._cache.pop(patient_id, None)
         return await self._store.delete(patient_id)
-
-    async def rotate(self, patient_id: str) -> bool:
-        """Re-wrap the patient's data key under the provider's current key (payloads untouched).
-
-        Returns:
-            True when the key was re-wrapped, False when it already used the current key.
-        """
-        wrapped = await self._store.get(patient_id)
-        if wrapped is None:
-            raise errors.KeyAccessError("no data key: the patient's data was erased")
-        current = await self._keys.current_kek_id()
-        if wrapped.kek_id == current:
-            return False
-        key = await self._keys.unwrap(wrapped, context=patient_id)
-        await self._store.replace(patient_id, await self._keys.wrap(key, context=patient_id))
-        return True

@@ -217,13 +217,43 @@ class SqliteDataKeyStore:
             raise errors.KeyAccessError(ERASED)
         return stored
 
-    async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
-        """Overwrite the wrapped key (rotation)."""
+    async def replace_if(
+        self, patient_id: str, expected: ports.WrappedKey, new: ports.WrappedKey
+    ) -> bool:
+        """Swap in ``new`` while ``expected`` is stored (one UPDATE: never re-creates a row)."""
         async with self._db.locked():
-            await self._db.conn.execute(
-                "UPDATE data_keys SET kek_id = ?, blob = ? WHERE patient_id = ?",
-                (key.kek_id, key.blob, patient_id),
+            cursor = await self._db.conn.execute(
+                "UPDATE data_keys SET kek_id = ?, blob = ? "
+                "WHERE patient_id = ? AND kek_id = ? AND blob = ?",
+                (new.kek_id, new.blob, patient_id, expected.kek_id, expected.blob),
             )
+            return cursor.rowcount == 1
+
+    async def scan(self, *, after: str | None, limit: int) -> list[tuple[str, ports.WrappedKey]]:
+        """A page of keys after ``after`` in patient-id order (the primary key's order)."""
+        async with self._db.locked():
+            if after is None:
+                cursor = await self._db.conn.execute(
+                    "SELECT patient_id, kek_id, blob FROM data_keys ORDER BY patient_id LIMIT ?",
+                    (max(limit, 1),),
+                )
+            else:
+                cursor = await self._db.conn.execute(
+                    "SELECT patient_id, kek_id, blob FROM data_keys WHERE patient_id > ? "
+                    "ORDER BY patient_id LIMIT ?",
+                    (after, max(limit, 1)),
+                )
+            rows = await cursor.fetchall()
+        return [(str(r[0]), ports.WrappedKey(str(r[1]), bytes(r[2]))) for r in rows]
+
+    async def count_by_kek(self) -> dict[str, int]:
+        """Keys per key-encryption key."""
+        async with self._db.locked():
+            cursor = await self._db.conn.execute(
+                "SELECT kek_id, count(*) FROM data_keys GROUP BY kek_id"
+            )
+            rows = await cursor.fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
 
     async def delete(self, patient_id: str) -> bool:
         """Destroy the key and flush the WAL so no copy of it stays on disk."""

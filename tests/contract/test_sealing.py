@@ -10,8 +10,22 @@ from storage.sqlite import SqliteDataKeyStore, SqliteEventStore
 from twin import errors
 from twin.domain import events as E
 from twin.ports import NewEvent, WrappedKey
+from twin.service.keys import rewrap_data_keys
+from twin.testing import fakes
 
 CANARY = b"Jane Q. Canary, born 1970-01-01"
+
+
+async def test_the_memory_store_gives_an_erased_patient_no_key():
+    """As the real stores do by reading the registry's tombstone (their own suites test it)."""
+    store = fakes.MemoryDataKeyStore()
+    kept = WrappedKey("kek-1.key", b"one")
+    assert await store.put_if_absent("p", kept) == kept
+    store.erased.update({"p", "q"})
+    assert await store.put_if_absent("p", WrappedKey("kek-1.key", b"two")) == kept
+    with pytest.raises(errors.KeyAccessError, match="erased"):
+        await store.put_if_absent("q", kept)
+    assert await store.get("q") is None
 
 
 async def test_data_key_store_contract(data_key_store):
@@ -19,8 +33,12 @@ async def test_data_key_store_contract(data_key_store):
     assert await data_key_store.get("p") is None
     assert await data_key_store.put_if_absent("p", first) == first
     assert await data_key_store.put_if_absent("p", WrappedKey("kek-1.key", b"two")) == first
-    await data_key_store.replace("p", WrappedKey("kek-2.key", b"three"))
+    # Compare-and-swap: only over the key that is stored.
+    assert not await data_key_store.replace_if("p", WrappedKey("kek-1.key", b"two"), first)
+    assert await data_key_store.replace_if("p", first, WrappedKey("kek-2.key", b"three"))
     assert (await data_key_store.get("p")).kek_id == "kek-2.key"
+    assert not await data_key_store.replace_if("p", first, WrappedKey("kek-3.key", b"four"))
+    assert await data_key_store.get("p") == WrappedKey("kek-2.key", b"three")
     assert await data_key_store.delete("p")
     assert not await data_key_store.delete("p")
     assert await data_key_store.get("p") is None
@@ -61,13 +79,19 @@ async def test_rotation_rewraps_without_touching_payloads(tmp_path, data_key_sto
     sealer = EnvelopeSealer(keys, data_key_store)
     sealed = await sealer.seal("p1", kind="checkpoint", version=1, plaintext=b"state")
     before = await data_key_store.get("p1")
-    new_kek = await keys.rotate()
-    assert await sealer.rotate("p1")
+    new_kek = await keys.new_kek()
+    first = await rewrap_data_keys(keys, data_key_store)
+    assert (first.rewrapped, first.already_current, first.remaining) == (1, 0, {})
     after = await data_key_store.get("p1")
     assert after.kek_id == new_kek != before.kek_id
-    assert not await sealer.rotate("p1")
+    again = await rewrap_data_keys(keys, data_key_store)
+    assert (again.rewrapped, again.already_current) == (0, 1)
     fresh = EnvelopeSealer(LocalKeyProvider(tmp_path / "keys"), data_key_store)
     assert await fresh.open("p1", kind="checkpoint", version=1, sealed=sealed) == b"state"
+    # The sealer's cached data key is the same key: it goes on sealing and opening.
+    await keys.retire(before.kek_id)
+    resealed = await sealer.seal("p1", kind="checkpoint", version=2, plaintext=b"later")
+    assert await fresh.open("p1", kind="checkpoint", version=2, sealed=resealed) == b"later"
 
 
 async def test_every_key_provider_binds_the_context(key_provider):
@@ -85,7 +109,8 @@ async def test_key_files_are_private_and_contexts_are_bound(tmp_path):
     assert mode == 0o600
     with pytest.raises(errors.KeyAccessError):
         await keys.unwrap(wrapped, context="p2")
-    with pytest.raises(errors.KeyAccessError, match="unknown"):
+    # A KEK not in the folder is unavailable (retry once it is back), never "erased".
+    with pytest.raises(errors.KeyUnavailableError, match="not in the key folder"):
         await keys.unwrap(WrappedKey("kek-99.key", wrapped.blob), context="p1")
 
 

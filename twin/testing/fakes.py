@@ -96,19 +96,44 @@ class MemoryCheckpointStore:
 
 
 class MemoryDataKeyStore:
-    """A :class:`~twin.ports.DataKeyStore` in a dict."""
+    """A :class:`~twin.ports.DataKeyStore` in a dict.
+
+    ``erased`` stands for the registry's tombstones, which the real stores read in the same
+    statement as an insert: a patient named there is never given a key again.
+    """
 
     def __init__(self) -> None:
         self.keys: dict[str, ports.WrappedKey] = {}
+        self.erased: set[str] = set()
 
     async def get(self, patient_id: str) -> ports.WrappedKey | None:
         return self.keys.get(patient_id)
 
     async def put_if_absent(self, patient_id: str, key: ports.WrappedKey) -> ports.WrappedKey:
-        return self.keys.setdefault(patient_id, key)
+        if patient_id not in self.erased:
+            self.keys.setdefault(patient_id, key)
+        stored = self.keys.get(patient_id)
+        if stored is None:
+            raise errors.KeyAccessError(ERASED)
+        return stored
 
-    async def replace(self, patient_id: str, key: ports.WrappedKey) -> None:
-        self.keys[patient_id] = key
+    async def replace_if(
+        self, patient_id: str, expected: ports.WrappedKey, new: ports.WrappedKey
+    ) -> bool:
+        if self.keys.get(patient_id) != expected:
+            return False
+        self.keys[patient_id] = new
+        return True
+
+    async def scan(self, *, after: str | None, limit: int) -> list[tuple[str, ports.WrappedKey]]:
+        ids = sorted(p for p in self.keys if after is None or p > after)[: max(limit, 1)]
+        return [(p, self.keys[p]) for p in ids]
+
+    async def count_by_kek(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for key in self.keys.values():
+            counts[key.kek_id] = counts.get(key.kek_id, 0) + 1
+        return counts
 
     async def delete(self, patient_id: str) -> bool:
         return self.keys.pop(patient_id, None) is not None
