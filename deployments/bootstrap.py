@@ -32,6 +32,7 @@ from deployments.api.services import ApiServices, Twins
 from deployments.pipelines.cohort_erasure import erase_from_cohort_results
 from deployments.stores import (
     Stores,
+    anchoring_policy,
     audit_anchor_store,
     check_sources,
     checkpoint_store,
@@ -347,6 +348,10 @@ async def open_api_services(
             anchors,
             every=settings.audit_anchor_every_entries,
             on_failure=lambda _exc: metrics.audit_anchor_failed(),
+            on_age=metrics.audit_anchor_age,
+            # Anchors written by the CronJob and other replicas are learnt this often: the
+            # gauge lags by at most a quarter of the interval its alert allows twice of.
+            refresh_s=settings.audit_anchor_interval_s / 4,
         )
         # Runs before the stores close (callbacks run last-in first-out).
         stack.push_async_callback(anchoring.aclose)
@@ -407,6 +412,7 @@ async def open_api_services(
             streams_per_caller=settings.streams_per_caller,
             stream_recheck_s=settings.stream_recheck_s,
             public_base_url=settings.public_base_url,
+            anchoring=anchoring_policy(settings),
         )
 
 

@@ -23,7 +23,7 @@ production stores (``TwinSettings`` refuses otherwise).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,7 @@ from storage.sqlite import (
 )
 from twin import errors, ports
 from twin.audit_log import AnchoringAuditLog
+from twin.domain.audit import AnchoringPolicy
 from twin.domain.deidentify import Deidentifier
 from twin.service.priors import DocumentPriorRegistry
 from twin.settings import TwinSettings
@@ -71,6 +72,7 @@ __all__ = [
     "CohortStores",
     "KeyStores",
     "Stores",
+    "anchoring_policy",
     "audit_anchor_store",
     "check_sources",
     "checkpoint_store",
@@ -138,6 +140,15 @@ def erasure_ledger(settings: TwinSettings) -> ports.ErasureLedger:
     return traced(ledger, ports.ErasureLedger, "erasure_ledger")
 
 
+def anchoring_policy(settings: TwinSettings) -> AnchoringPolicy:
+    """How recently the audit chain must have been anchored: a failure outside local use."""
+    return AnchoringPolicy(
+        every_entries=settings.audit_anchor_every_entries,
+        interval_s=settings.audit_anchor_interval_s,
+        strict=settings.environment != "local",
+    )
+
+
 def audit_anchor_store(settings: TwinSettings) -> ports.AuditAnchorStore:
     """Where heads of the audit chain are anchored (``audit_anchors``; docs/operations.md §7)."""
     where = settings.audit_anchors
@@ -147,7 +158,6 @@ def audit_anchor_store(settings: TwinSettings) -> ports.AuditAnchorStore:
         store = S3AuditAnchorStore(
             _aws(settings, "s3"), bucket, prefix=prefix or "audit-anchors",
             retention_days=settings.audit_anchor_retention_days,
-            kms_key_id=settings.s3_kms_key_id,
         )  # fmt: skip
     else:
         path = Path(where) if where else settings.data_dir / "keys" / "audit-anchors.jsonl"
@@ -241,17 +251,26 @@ async def open_database(
 
 
 @asynccontextmanager
-async def open_audit_log(settings: TwinSettings) -> AsyncIterator[ports.AuditLog]:
+async def open_audit_log(
+    settings: TwinSettings, *, on_failure: Callable[[BaseException], None] | None = None
+) -> AsyncIterator[AnchoringAuditLog]:
     """The audit trail alone (``novamind audit verify``, jobs' audit entries; no keys needed).
 
     Appends through it anchor the head each time the chain passes another
     ``audit_anchor_every_entries``; the anchor in flight is given up to 10 s on exit.
+
+    Args:
+        settings: Where the database and the anchors are.
+        on_failure: Told of each background anchor that failed (a job's metric).
     """
     async with AsyncExitStack() as stack:
         db = await open_database(settings, stack)
         log = PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
         anchoring = AnchoringAuditLog(
-            log, audit_anchor_store(settings), every=settings.audit_anchor_every_entries
+            log,
+            audit_anchor_store(settings),
+            every=settings.audit_anchor_every_entries,
+            on_failure=on_failure,
         )
         stack.push_async_callback(anchoring.aclose)
         yield anchoring

@@ -29,6 +29,7 @@
     ├── RateLimitedError                     the caller's request budget is spent (HTTP 429)
     │   └── ConcurrencyLimitError            as many jobs or live streams as allowed (HTTP 429)
     ├── OverloadedError                      the service's queues are full; retry (HTTP 503)
+    │   └── VerificationRunningError         another audit verification runs here; retry (503)
     └── ApiError                             any other HTTP error (the SDK's fallback)
         └── UpstreamLostError                a gateway lost the server mid-request (SDK)
 
@@ -68,6 +69,7 @@ __all__ = [
     "TwinError",
     "UnknownDrugError",
     "UpstreamLostError",
+    "VerificationRunningError",
 ]
 
 
@@ -299,6 +301,20 @@ class OverloadedError(TwinError):
 
     def __str__(self) -> str:
         return f"the service is at capacity; retry after {self.retry_after_s} s"
+
+
+class VerificationRunningError(OverloadedError):
+    """Another verification of the audit chain is running in this process (one at a time).
+
+    A verification reads the whole chain; one at a time keeps a replica's memory and database
+    connections for the requests it serves.
+    """
+
+    def __str__(self) -> str:
+        return (
+            "another verification of the audit chain is running here; retry after "
+            f"{self.retry_after_s} s"
+        )
 
 
 class ApiError(TwinError):

@@ -36,7 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from twin import errors
 from twin.domain import events
-from twin.domain.audit import AuditAnchor, AuditEntry, AuditRecord
+from twin.domain.audit import AnchorScan, AuditAnchor, AuditEntry, AuditRecord
 from twin.domain.patients import Identifiers
 from twin.model.priors import PriorSet
 
@@ -460,6 +460,16 @@ class AuditAnchorStore(Protocol):
 
         Raises:
             AuditAnchorCorruptError: A stored anchor is damaged, edited or was removed.
+        """
+        ...
+
+    async def scan(self, *, min_entries: int = 0) -> AnchorScan:
+        """The anchors of at least ``min_entries`` entries, and what is stored but unreadable.
+
+        Unlike :meth:`all`, an item that is not an anchor does not hide the others: it is
+        named (by its place, never its content) beside them. A store whose items are ordered
+        by length reads only those from ``min_entries`` on (what anchoring needs: the latest),
+        and may then list an anchor stored twice once.
         """
         ...
 

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from twin.domain.audit import FIELD_LIMITS
+from twin.domain.audit import FIELD_LIMITS, REPORT_LIST_MAX
 from twin.domain.deidentify import PSEUDONYM_LENGTH, PSEUDONYM_PREFIX
 from twin.domain.events import MAX_DAY, MAX_SEQ
 from twin.domain.specs import MAX_HORIZON_DAYS, CohortSpec, Scenario, require_maintenance_history
@@ -788,7 +788,7 @@ class AuditPage(BaseModel):
 class AuditAnchorOut(BaseModel):
     """A head of the audit chain, anchored where the database's writers cannot change it."""
 
-    entries: Count = Field(description="chain length when anchored (the anchored entry's seq)")
+    entries: Seq = Field(description="chain length when anchored (the anchored entry's seq)")
     head_hash: Sha256Hex
     at: Instant
 
@@ -803,12 +803,36 @@ class AuditVerifyOut(BaseModel):
     reason: Message | None
     anchors_checked: Count = Field(default=0, description="anchors compared with the chain")
     latest_anchor: AuditAnchorOut | None = Field(
-        default=None, description="the anchor of the longest chain"
+        default=None, description="the anchor of the longest chain (the newest of that length)"
     )
     contradicted_anchor: AuditAnchorOut | None = Field(
         default=None,
         description="the first anchor (fewest entries) the chain contradicts: rewritten after "
-        "it was anchored, or truncated below it",
+        "it was anchored, truncated below it, or a forged anchor",
+    )
+    contradicted_anchors: list[AuditAnchorOut] = Field(
+        default_factory=list,
+        max_length=REPORT_LIST_MAX,
+        description="the first anchors the chain contradicts, fewest entries first",
+    )
+    contradicted_count: Count = Field(default=0, description="anchors contradicted in all")
+    conflicting_lengths: list[Seq] = Field(
+        default_factory=list,
+        max_length=REPORT_LIST_MAX,
+        description="lengths anchored with different hashes, one of them agreeing with the "
+        "chain: a forged anchor, or a chain rewritten and anchored again",
+    )
+    unreadable_anchors: list[Message] = Field(
+        default_factory=list,
+        max_length=REPORT_LIST_MAX,
+        description="stored items that are not anchors, named by their place in the store",
+    )
+    unreadable_count: Count = Field(default=0, description="unreadable anchors in all")
+    warnings: list[Message] = Field(
+        default_factory=list,
+        max_length=REPORT_LIST_MAX,
+        description="what should be looked at without failing the verification (local use: "
+        "a missing or stale latest anchor; a last anchor line cut by a crash)",
     )
 
 

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "AUDIT_RETENTION_DAYS",
     "SECRET_FIELDS",
     "URL_FIELDS",
     "AuthSettings",
@@ -36,6 +37,8 @@ __all__ = [
 
 #: Fields that are secrets themselves (``config`` names a file that may hold them).
 SECRET_FIELDS = frozenset({"jwt_secret", "research_key", "config"})
+#: Least retention of an audit anchor outside local use, days (six years: 45 CFR 164.316).
+AUDIT_RETENTION_DAYS = 2192
 #: Store URLs that may carry a password (in the user part or the query string).
 URL_FIELDS = ("database_url", "redis_url", "mongo_url")
 #: Query parameters of a DSN that hold credentials (libpq, redis-py, MongoDB drivers).
@@ -168,8 +171,8 @@ class StoreSettings(BaseModel):
         "or a file (default: the key folder's audit-anchors.jsonl)",
     )
     audit_anchor_every_entries: int = Field(default=1000, ge=1, le=1_000_000)
-    # Six years (45 CFR 164.316(b)(2)); at most 100 years.
-    audit_anchor_retention_days: int = Field(default=2192, ge=1, le=36_500)
+    # Six years (45 CFR 164.316(b)(2)), required outside local use; at most 100 years.
+    audit_anchor_retention_days: int = Field(default=AUDIT_RETENTION_DAYS, ge=1, le=36_500)
     audit_anchor_interval_s: float = Field(default=900.0, ge=10.0, le=86_400.0)
 
 
@@ -419,6 +422,14 @@ class TwinSettings(
                     f"environment {self.environment!r} needs audit_anchors, s3://bucket/prefix "
                     "in an Object-Lock bucket: a local anchor file can be rewritten by whoever "
                     "writes the database's disk"
+                )
+            if self.audit_anchor_retention_days < AUDIT_RETENTION_DAYS:
+                # Each anchor's own retention date overrides the bucket's default: a shorter
+                # one would let anchors expire before the records they vouch for may.
+                raise ValueError(
+                    f"environment {self.environment!r} keeps audit anchors at least "
+                    f"{AUDIT_RETENTION_DAYS} days (six years, 45 CFR 164.316(b)(2)); "
+                    f"audit_anchor_retention_days is {self.audit_anchor_retention_days}"
                 )
         if self.api_min_replicas > self.api_max_replicas:
             raise ValueError("api_min_replicas exceeds api_max_replicas")

@@ -23,6 +23,10 @@ ACCESS_LOG = logging.getLogger("novamind.access")
 _LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 _FALLBACKS = "Requests limited on the replica's own budget: the shared one (Redis) was unreachable"
 _ANCHOR_FAILURES = "Audit-chain anchors the service failed to write (retried at the next N entries)"
+_ANCHOR_AGE = (
+    "Age of the latest audit-chain anchor at this replica's latest audit write, seconds "
+    "(entries newer than it are protected by the database's access control alone)"
+)
 
 
 class Metrics(Protocol):
@@ -42,6 +46,10 @@ class Metrics(Protocol):
 
     def audit_anchor_failed(self) -> None:
         """One anchor of the audit chain that could not be written in the background."""
+        ...
+
+    def audit_anchor_age(self, seconds: float) -> None:
+        """The latest anchor's age, seconds, as this process knows it."""
         ...
 
 
@@ -65,6 +73,7 @@ class RayMetrics:
         self._alerts = metrics.Counter("novamind_alerts_raised", "Alerts fired", ("rule",))
         self._fallbacks = metrics.Counter("novamind_rate_limit_fallbacks", _FALLBACKS)
         self._anchor_failures = metrics.Counter("novamind_audit_anchor_failures", _ANCHOR_FAILURES)
+        self._anchor_age = metrics.Gauge("novamind_audit_anchor_age_s", _ANCHOR_AGE)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time a request."""
@@ -87,12 +96,16 @@ class RayMetrics:
         """Count an audit anchor not written."""
         self._anchor_failures.inc(1.0)
 
+    def audit_anchor_age(self, seconds: float) -> None:
+        """Set the latest anchor's age."""
+        self._anchor_age.set(seconds)
+
 
 class PrometheusMetrics:
     """prometheus-client metrics in their own registry (plain ASGI mode and tests)."""
 
     def __init__(self, registry: Any = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = registry if registry is not None else CollectorRegistry()
         tags = ("route", "method", "status")
@@ -118,6 +131,7 @@ class PrometheusMetrics:
         self._anchor_failures = Counter(
             "novamind_audit_anchor_failures", _ANCHOR_FAILURES, registry=self.registry
         )
+        self._anchor_age = Gauge("novamind_audit_anchor_age_s", _ANCHOR_AGE, registry=self.registry)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count and time a request."""
@@ -137,6 +151,10 @@ class PrometheusMetrics:
     def audit_anchor_failed(self) -> None:
         """Count an audit anchor not written."""
         self._anchor_failures.inc()
+
+    def audit_anchor_age(self, seconds: float) -> None:
+        """Set the latest anchor's age."""
+        self._anchor_age.set(seconds)
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus text format."""

@@ -9,6 +9,7 @@ from deployments.api.auth import TokenVerifier
 from deployments.api.limiter import RateLimiter
 from deployments.api.observability import Metrics
 from twin import ports
+from twin.domain.audit import AnchoringPolicy
 from twin.domain.deidentify import Deidentifier
 from twin.service.application import TwinService
 from twin.service.erasure import Eraser
@@ -50,6 +51,8 @@ class ApiServices:
         open_streams: Open change-feed streams per caller in this replica (mutable).
         public_base_url: The API's URL as clients reach it (FHIR's absolute URLs); ``None``: the
             request's own.
+        anchoring: How recently the audit chain must have been anchored (verification's
+            check); ``None`` asks nothing.
     """
 
     verifier: TokenVerifier
@@ -75,3 +78,4 @@ class ApiServices:
     stream_recheck_s: float = 60.0
     open_streams: dict[str, int] = field(default_factory=dict)
     public_base_url: str | None = None
+    anchoring: AnchoringPolicy | None = None

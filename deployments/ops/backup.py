@@ -41,7 +41,7 @@ from typing import Any
 from deployments.bootstrap import BackupStores, open_backup_stores
 from storage.sealed import ArchiveReader, ArchiveWriter
 from twin import audit_log, errors, ports
-from twin.domain.audit import GENESIS, verify_chain
+from twin.domain.audit import GENESIS
 from twin.service.erasure_ledger import apply_erasure_ledger
 from twin.settings import TwinSettings
 
@@ -331,9 +331,10 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
                 raise errors.BackupCorruptError(f"restored rows {tables} differ from {expected}")
             documents = await _restore_documents(stores, reader, loaded)
             checkpoints, skipped = await _restore_checkpoints(stores, reader, last_seq, loaded)
-            entries = await audit_log.all_audit_entries(stores.audit)
             audit = manifest["audit"]
-            report = verify_chain(entries, expected_head=str(audit["head_hash"]))
+            report = await audit_log.verify_audit_log(
+                stores.audit, None, expected_head=str(audit["head_hash"])
+            )
             if not report.ok or report.entries != int(audit["entries"]):
                 raise errors.BackupCorruptError(
                     f"the restored audit chain does not verify: {report.reason or report.entries}"

@@ -321,42 +321,58 @@ def audit_verify(
     anchors: Annotated[
         bool, typer.Option(help="Hold the chain to every anchor of the anchor store.")
     ] = True,
+    covered_only: Annotated[
+        bool,
+        typer.Option(
+            help="A restored chain: hold it to the anchors it covers, and count those above "
+            "its length instead of failing them."
+        ),
+    ] = False,
 ) -> None:
-    """Recompute every link of the audit chain; exit 1 if anything was altered.
+    """Recompute every link of the audit chain, streaming; exit 1 if anything was altered.
 
     The chain is also held to every anchor written by ``novamind audit anchor`` and by the
     service (``--no-anchors`` skips them): a chain rewritten and re-hashed after an anchor,
-    or cut below one, fails naming that anchor.
+    or cut below one, fails naming the anchors it contradicts; an unreadable anchor fails
+    too. Outside local use a chain with no anchor past N entries, or whose latest anchor is
+    older than twice the anchoring interval, fails; locally that is a warning.
     """
-    from deployments.ops.audit import broken, intact, verify
+    from deployments.ops.audit import broken, details, intact, verify
     from twin.errors import TwinError
 
     try:
-        report = verify(_settings(), expected_head, anchors=anchors)
+        report = verify(_settings(), expected_head, anchors=anchors, covered_only=covered_only)
     except TwinError as exc:
         raise _failed("audit verify", exc) from None
     if report.ok:
         console.print(intact(report), markup=False, soft_wrap=True)
-        return
-    console.print(broken(report), style="red", markup=False, soft_wrap=True)
-    raise typer.Exit(1)
+    else:
+        console.print(broken(report), style="red", markup=False, soft_wrap=True)
+    for line in details(report, anchors=anchors):
+        console.print(line, style="yellow", markup=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @audit_app.command("anchor")
 def audit_anchor() -> None:
     """Anchor the audit chain's head: its length, hash and the time, where it cannot be changed.
 
-    The chain is verified first (its links and every earlier anchor): a chain that does not
-    verify is never anchored, and the command exits 1 with the reason. When the latest anchor
-    already covers the whole chain, nothing new is written.
+    The chain is checked first from its latest anchor on (that entry's hash, every link
+    after it): a chain that does not check is never anchored, and the command exits 1 with
+    the reason. When the latest anchor covers the whole chain and is younger than half the
+    anchoring interval, nothing new is written; an older one is renewed, so that the latest
+    anchor's age tells whether anchoring works. ``novamind audit verify`` checks it all.
     """
-    from deployments.ops.audit import anchor, broken
+    from deployments.ops.audit import anchor, broken, details
     from twin.errors import TwinError
 
     try:
         outcome = anchor(_settings())
     except TwinError as exc:
         raise _failed("audit anchor", exc) from None
+    for line in details(outcome.report, anchors=False):
+        console.print(line, style="yellow", markup=False, soft_wrap=True)
     if not outcome.report.ok:
         console.print(
             f"not anchored: {broken(outcome.report)}", style="red", markup=False, soft_wrap=True
@@ -501,6 +517,25 @@ def restore(
             f"  {report.erasures_failed} unfinished erasure(s) failed again: run "
             "`novamind erasures apply` once the failing place is back"
         )
+    _anchors_after_restore(_settings())
+
+
+def _anchors_after_restore(settings: Any) -> None:
+    """What to do with the audit anchors before anything serves the restored database."""
+    where = settings.audit_anchors or str(settings.data_dir / "keys" / "audit-anchors.jsonl")
+    console.print(
+        "\nBefore any service, job or CronJob runs on this database: set "
+        "NOVAMIND_AUDIT_ANCHORS to a new location (e.g. a new prefix of the anchor bucket). "
+        f"The current one ({where}) holds the anchors of the chain before the restore: it stays "
+        "as evidence, and anchors written there now would mix the restored chain's heads with "
+        "them. Check the restored chain against it first: "
+        f"NOVAMIND_AUDIT_ANCHORS={where} novamind audit verify --covered-only "
+        '(docs/operations.md §7, "Audit anchors").',
+        style="bold",
+        markup=False,
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @erasures_app.command("apply")

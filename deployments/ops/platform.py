@@ -39,6 +39,7 @@ from deployments.bootstrap import jwt_secret
 from deployments.ops.processes import PlatformProcesses
 from twin.client import Client, observation
 from twin.domain import events
+from twin.domain.audit import AuditAnchor
 from twin.model.virtual_patient import synthetic_patient
 from twin.settings import TwinSettings
 
@@ -175,10 +176,11 @@ class AuditAnchorTimer:
     """Anchors the audit chain every ``audit_anchor_interval_s`` while the platform serves.
 
     :meth:`tick` is called from the serve loop; when an anchor is due it is written in a
-    daemon thread (reading the whole chain must not hold up the loop, which answers signals),
-    at most one at a time. A failure is logged by its class and retried at the next interval;
-    a chain that does not verify is logged as an error and not anchored
-    (``novamind audit verify`` says why).
+    daemon thread (reading the chain from its latest anchor on must not hold up the loop,
+    which answers signals), at most one at a time. A failure is logged by its class and
+    retried at the next interval; a chain that does not check is logged as an error and not
+    anchored (``novamind audit verify`` says why); once the latest anchor is older than twice
+    the interval, each failure also logs that newer entries are unprotected.
 
     Args:
         settings: The platform's settings.
@@ -192,6 +194,7 @@ class AuditAnchorTimer:
         self._clock = clock
         self._next = clock()  # the first anchor once the platform is up
         self._thread: threading.Thread | None = None
+        self._latest: AuditAnchor | None = None
 
     def tick(self) -> None:
         """Start an anchor when one is due and none is being written."""
@@ -209,6 +212,11 @@ class AuditAnchorTimer:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    @property
+    def latest(self) -> AuditAnchor | None:
+        """The latest anchor this timer wrote or found (``None`` before the first run)."""
+        return self._latest
+
     def _anchor(self) -> None:
         from deployments.ops.audit import anchor
 
@@ -216,9 +224,27 @@ class AuditAnchorTimer:
             outcome = anchor(self._settings)
         except Exception as exc:  # retried at the next interval
             _LOG.warning("audit anchor not written (%s)", type(exc).__name__)
+            self._warn_if_stale()
             return
+        if outcome.anchor is not None:
+            self._latest = outcome.anchor
+        for warning in outcome.report.warnings:
+            _LOG.warning("audit anchors: %s", warning)
         if not outcome.report.ok:
             _LOG.error("audit chain does not verify; not anchored: %s", outcome.report.reason)
+            self._warn_if_stale()
+
+    def _warn_if_stale(self) -> None:
+        """Say so once the latest anchor is older than twice the interval (anchoring stopped)."""
+        if self._latest is None:
+            return
+        age_s = (datetime.now(UTC) - self._latest.when()).total_seconds()
+        if age_s > 2 * self._settings.audit_anchor_interval_s:
+            _LOG.error(
+                "the latest audit anchor is %.0f s old: newer audit entries are protected only "
+                "by the database's access control until anchoring works again",
+                age_s,
+            )
 
 
 @dataclass(frozen=True, slots=True)

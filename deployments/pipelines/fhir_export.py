@@ -228,7 +228,7 @@ async def _conclude(
         for index in exported
     ]
     if records:
-        async with open_audit_log(settings) as audit:
+        async with open_audit_log(settings, on_failure=job_status.anchor_failures()) as audit:
             await audit.append_many(records)
 
 

@@ -503,7 +503,7 @@ async def _audit_patients(settings: TwinSettings, job: IngestJob, found: JobPati
         if patient_id is not None
     ]
     if records:
-        async with open_audit_log(settings) as audit:
+        async with open_audit_log(settings, on_failure=job_status.anchor_failures()) as audit:
             await audit.append_many(records)
 
 

@@ -9,6 +9,7 @@ progress and ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -22,13 +23,39 @@ from twin import errors, ports
 from twin.service.jobs import MAX_ATTEMPTS, JobKind, raise_if_cancelled, utc_now
 from twin.settings import TwinSettings
 
-__all__ = ["job_error", "progress", "root_cause", "save_in", "tracked"]
+__all__ = ["anchor_failures", "job_error", "progress", "root_cause", "save_in", "tracked"]
 
 M = TypeVar("M", bound=BaseModel)
 #: Failures that pass: a job they stop is queued again (see :func:`tracked`).
 _PASSING = (errors.StorageUnavailableError, errors.HostUnavailableError)
 #: How long a job's outcome is tried again while its store is unavailable, seconds.
 _FINAL_SAVE_S = 30.0
+
+
+@functools.cache
+def _anchor_failure_counter() -> Any:
+    from ray.util import metrics  # the job's own Ray worker (a connected one only)
+
+    # The API replicas' counter of the same name: one series counts every writer's failures.
+    return metrics.Counter(
+        "novamind_audit_anchor_failures",
+        "Audit-chain anchors the service failed to write (retried at the next N entries)",
+    )
+
+
+def anchor_failures() -> Callable[[BaseException], None]:
+    """What a job's audit log tells of a background anchor it failed to write: the counter.
+
+    Outside a connected Ray worker (a test, a command) the failure is only logged, by the log.
+    """
+
+    def count(_exc: BaseException) -> None:
+        import ray
+
+        if ray.is_initialized():
+            _anchor_failure_counter().inc(1.0)
+
+    return count
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -5,11 +5,15 @@ line before it (its bytes without the newline; :data:`~twin.domain.audit.GENESIS
 first), so an earlier line that was edited or removed breaks the next line's link and reading
 fails with :class:`~twin.errors.AuditAnchorCorruptError`.
 
-The file is opened with ``O_APPEND`` and created 0600 (its new folder entry synced); each line
-is written whole under an exclusive ``flock`` held from reading the last line to the fsync of
-the new one, so writers in several processes neither interleave partial lines nor link two
-lines to the same predecessor. A line left unterminated by a crash mid-write (never
-acknowledged) is ignored by readers and cut by the next writer, under the lock.
+The file is opened with ``O_APPEND`` and ``O_NOFOLLOW`` (a symbolic link planted in its place
+is refused), created 0600 (its new folder entry synced) and made 0600 again if it was not;
+each line is written whole under an exclusive ``flock`` held from reading the last line to the
+fsync of the new one, so writers in several processes neither interleave partial lines nor
+link two lines to the same predecessor. Only the last line may be unterminated: that is a write
+cut by a crash (never acknowledged) or a file cut short, and readers report it as a note
+(never silently) while the next writer cuts it, under the lock. Any other line that is not an
+anchor, or does not link to the line before it, is reported unreadable by its line number.
+Readers stream the file line by line (a line over 1 KiB is damaged), never holding it whole.
 
 What it cannot do: a local file is not write-once storage. Whoever can write the file can cut
 its newest lines, or rewrite it whole with links recomputed; it guards against edits of the
@@ -25,17 +29,20 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 from storage.disk import os_error, write_all
 from storage.local.files import fsync_dir
 from twin import errors
-from twin.domain.audit import GENESIS, AuditAnchor, anchor_key
+from twin.domain.audit import GENESIS, REPORT_LIST_MAX, AnchorScan, AuditAnchor, anchor_key
 
 __all__ = ["LocalAuditAnchorStore"]
 
 #: Bytes read back from the end of the file to find its last line (a line is about 200).
 _TAIL = 8192
+#: Longest line read as an anchor, bytes (one is about 170).
+_LINE_MAX = 1024
 
 
 def _digest(line: bytes) -> str:
@@ -53,11 +60,23 @@ class LocalAuditAnchorStore:
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             fsync_dir(folder.parent)
+        flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW
         try:
-            fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(self._path, flags | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            return os.open(self._path, os.O_RDWR | os.O_APPEND)
-        fsync_dir(folder)  # the new file's entry survives a crash
+            fd = os.open(self._path, flags)
+        else:
+            fsync_dir(folder)  # the new file's entry survives a crash
+            return fd
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(f"{self._path.name} is not a regular file")
+            if stat.S_IMODE(mode) != 0o600:
+                os.fchmod(fd, 0o600)  # whoever else could read it could also rewrite it
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
 
     @staticmethod
@@ -103,38 +122,63 @@ class LocalAuditAnchorStore:
         finally:
             os.close(fd)
 
-    def _all(self) -> list[AuditAnchor]:
+    def _scan(self, min_entries: int) -> AnchorScan:
         try:
-            fd = os.open(self._path, os.O_RDONLY)
+            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            return []
+            return AnchorScan()
+        anchors: list[AuditAnchor] = []
+        unreadable: list[str] = []
+        count = 0
+        notes: list[str] = []
+
+        def bad(what: str) -> None:
+            nonlocal count
+            count += 1
+            if len(unreadable) < REPORT_LIST_MAX:
+                unreadable.append(what)
+
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             with os.fdopen(os.dup(fd), "rb") as stream:
-                data = stream.read()
+                prev: str | None = GENESIS
+                number = 0
+                while line := stream.readline(_LINE_MAX + 1):
+                    number += 1
+                    if not line.endswith(b"\n"):
+                        if len(line) <= _LINE_MAX:  # shorter than the limit: the file's end
+                            notes.append(
+                                f"the audit anchor file's last line ({len(line)} bytes) is "
+                                "incomplete: a write cut by a crash (never acknowledged), or "
+                                "the file was cut short"
+                            )
+                            break
+                        while (rest := stream.readline(_LINE_MAX)) and not rest.endswith(b"\n"):
+                            pass  # the rest of an overlong line
+                        bad(f"audit anchor file line {number} is damaged (over {_LINE_MAX} bytes)")
+                        prev = None  # unknown: the next line's link cannot be checked
+                        continue
+                    body = line[:-1]
+                    try:
+                        record = json.loads(body)
+                        anchor = AuditAnchor(record["entries"], record["head_hash"], record["at"])
+                        link = record["prev"]
+                    except (ValueError, TypeError, KeyError, errors.InvalidInputError):
+                        bad(f"audit anchor file line {number} is damaged")
+                    else:
+                        if prev is not None and link != prev:
+                            bad(
+                                f"audit anchor file line {number} does not follow the line "
+                                "before it: an earlier anchor was edited or removed"
+                            )
+                        if anchor.entries >= min_entries:
+                            anchors.append(anchor)
+                    prev = _digest(body)
         finally:
             os.close(fd)
-        lines = data.split(b"\n")
-        lines.pop()  # after the last newline: empty, or a line torn by a crash (never acknowledged)
-        out: list[AuditAnchor] = []
-        prev = GENESIS
-        for number, line in enumerate(lines, start=1):
-            try:
-                record = json.loads(line)
-                anchor = AuditAnchor(record["entries"], record["head_hash"], record["at"])
-                link = record["prev"]
-            except (ValueError, TypeError, KeyError, errors.InvalidInputError):
-                raise errors.AuditAnchorCorruptError(
-                    f"audit anchor file line {number} is damaged"
-                ) from None
-            if link != prev:
-                raise errors.AuditAnchorCorruptError(
-                    f"audit anchor file line {number} does not follow the line before it: an "
-                    "earlier anchor was edited or removed"
-                )
-            out.append(anchor)
-            prev = _digest(line)
-        return sorted(out, key=anchor_key)
+        return AnchorScan(
+            tuple(sorted(anchors, key=anchor_key)), tuple(unreadable), count, tuple(notes)
+        )
 
     async def put(self, anchor: AuditAnchor) -> None:
         """Append the anchor (synced before it returns).
@@ -148,6 +192,17 @@ class LocalAuditAnchorStore:
         except OSError as exc:
             raise os_error(exc, "audit anchor file") from None
 
+    async def scan(self, *, min_entries: int = 0) -> AnchorScan:
+        """The anchors of at least ``min_entries`` entries; damaged lines named by number.
+
+        Raises:
+            StorageUnavailableError: The file cannot be read.
+        """
+        try:
+            return await asyncio.to_thread(self._scan, min_entries)
+        except OSError as exc:
+            raise os_error(exc, "audit anchor file") from None
+
     async def all(self) -> list[AuditAnchor]:
         """Every anchor, sorted by ``entries`` then ``at``.
 
@@ -155,7 +210,7 @@ class LocalAuditAnchorStore:
             AuditAnchorCorruptError: A line is damaged, or an earlier line was edited or
                 removed.
         """
-        try:
-            return await asyncio.to_thread(self._all)
-        except OSError as exc:
-            raise os_error(exc, "audit anchor file") from None
+        scan = await self.scan()
+        if scan.unreadable_count:
+            raise errors.AuditAnchorCorruptError("; ".join(scan.unreadable))
+        return list(scan.anchors)

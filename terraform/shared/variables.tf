@@ -25,3 +25,9 @@ variable "allowed_cidrs" {
   type        = list(string)
   default     = ["0.0.0.0/0"]
 }
+
+variable "bucket_suffix" {
+  description = "Appended to every S3 bucket name before the account: \"\" normally, e.g. \"-dr\" in a DR copy of an environment (docs/operations.md §5), whose buckets must not collide with the primary's."
+  type        = string
+  default     = ""
+}

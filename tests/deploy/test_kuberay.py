@@ -445,6 +445,13 @@ CRONJOBS = {
     "novamind-audit-anchor": ["novamind", "audit", "anchor"],
     "novamind-backup": ["novamind", "backup", "--scheduled"],
 }
+#: The files of novamind-secrets each job mounts (the research key: the settings require it).
+JOB_SECRETS = {
+    "novamind-audit-anchor": {"NOVAMIND_DATABASE_URL", "NOVAMIND_RESEARCH_KEY"},
+    "novamind-backup": {"NOVAMIND_DATABASE_URL", "NOVAMIND_MONGO_URL", "NOVAMIND_RESEARCH_KEY"},
+}
+#: The store ports each job may reach beyond DNS and HTTPS.
+JOB_STORE_PORTS = {"novamind-audit-anchor": {5432}, "novamind-backup": {5432, 27017}}
 _CRON_FIELDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 
 
@@ -514,9 +521,11 @@ def test_the_scheduled_jobs_run_hardened_with_the_services_identity(rendered, na
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert "emptyDir" in volumes[mounts["/tmp"]]
-        assert volumes[mounts["/var/run/secrets/novamind"]]["secret"]["secretName"] == (
-            "novamind-secrets"
-        )
+        secret = volumes[mounts["/var/run/secrets/novamind"]]["secret"]
+        assert secret["secretName"] == "novamind-secrets"
+        # Only the files the job needs, each under its own name.
+        assert {i["key"] for i in secret["items"]} == JOB_SECRETS[job_name]
+        assert all(i["key"] == i["path"] for i in secret["items"])
         # Egress to the AWS APIs (S3, KMS, STS) is let through for the pods' labels, and no
         # policy opens any ingress to them.
         labels = run["template"]["metadata"]["labels"]
@@ -529,6 +538,7 @@ def test_the_scheduled_jobs_run_hardened_with_the_services_identity(rendered, na
             for port in rule.get("ports", [])
         }  # fmt: skip
         assert 443 in egress_ports and 53 in egress_ports, job_name
+        assert egress_ports - {443, 53} == JOB_STORE_PORTS[job_name], job_name
         assert not any(p["spec"].get("ingress") for p in selecting), job_name
 
 

@@ -205,9 +205,58 @@ def test_audit_anchors_are_object_locked_and_the_app_cannot_delete_them():
         if "audit_anchor_bucket_arn" in statement:
             granted |= set(re.findall(r'"(s3:\w+)"', statement))
     assert granted == {
-        "s3:PutObject", "s3:PutObjectRetention", "s3:GetObject", "s3:GetObjectVersion",
-        "s3:ListBucket", "s3:ListBucketVersions",
-    }  # fmt: skip
+        "s3:PutObject",
+        "s3:PutObjectRetention",
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+    }  # fmt: skip  (an anchor's key is the anchor: nothing is read back)
     # Its name reaches the overlays through the platform's outputs (NOVAMIND_AUDIT_ANCHORS).
     outputs = (TERRAFORM / "modules" / "platform" / "outputs.tf").read_text()
     assert "module.storage.audit_anchor_bucket\n" in outputs
+
+
+def test_audit_anchors_take_sse_s3_and_only_compliance_locked_puts():
+    storage = (TERRAFORM / "modules" / "storage" / "main.tf").read_text()
+    bucket = _block(storage, 'resource "aws_s3_bucket"', "audit_anchors")
+    # SSE-S3: no KMS key whose deletion would make locked anchors unreadable; said in the skip.
+    assert re.search(r"#checkov:skip=CKV_AWS_145:.*no PHI.*KMS key deletion", bucket)
+    sse = _block(
+        storage, 'resource "aws_s3_bucket_server_side_encryption_configuration"', "audit_anchors"
+    )
+    assert re.search(r'sse_algorithm\s+=\s+"AES256"', sse) and "kms" not in sse
+    policy = _block(storage, 'data "aws_iam_policy_document"', "tls_only")
+    denials = {
+        re.search(r'sid\s+=\s+"(\w+)"', block).group(1): block  # type: ignore[union-attr]
+        for block in policy.split('dynamic "statement" {')[1:]
+    }
+    expected = {
+        "AnchorsOnlyInComplianceMode": (
+            "StringNotEquals", "s3:x-amz-object-lock-mode", "COMPLIANCE",
+        ),
+        "AnchorsOnlyUnderSseS3": ("StringNotEquals", "s3:x-amz-server-side-encryption", "AES256"),
+        "NoCustomerKeysOnAnchors": (
+            "Null", "s3:x-amz-server-side-encryption-customer-algorithm", "false",
+        ),
+    }  # fmt: skip
+    for sid, (test, variable, value) in expected.items():
+        body = denials[sid]
+        assert '"s3:PutObject"' in body and 'effect    = "Deny"' in body, sid
+        assert f'test     = "{test}"' in body and f'variable = "{variable}"' in body, sid
+        assert f'values   = ["{value}"]' in body, sid
+        assert 'each.key == "audit_anchors"' in body, sid  # on the anchor bucket alone
+
+
+def test_a_dr_copy_names_its_buckets_apart_from_the_primarys():
+    storage = (TERRAFORM / "modules" / "storage" / "main.tf").read_text()
+    names = re.findall(r'^  bucket\s+=\s+"([^"]+)"', storage, re.M)
+    assert names and all("${var.bucket_suffix}" in name for name in names), names
+    variables = (TERRAFORM / "modules" / "storage" / "variables.tf").read_text()
+    suffix = _block(variables, "variable", "bucket_suffix")
+    assert 'default     = ""' in suffix and "validation" in suffix
+    composed = _block(
+        (TERRAFORM / "modules" / "platform" / "main.tf").read_text(), "module", "storage"
+    )
+    assert re.search(r"bucket_suffix\s+=\s+var.bucket_suffix\b", composed)
+    for env in ENVIRONMENTS:
+        main = (TERRAFORM / "environments" / env / "main.tf").read_text()
+        assert re.search(r"bucket_suffix\s+=\s+var.bucket_suffix\b", main), env

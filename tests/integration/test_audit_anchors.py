@@ -95,6 +95,9 @@ def test_a_rehashed_chain_is_caught_by_its_anchor_in_the_cli_and_the_api(tmp_pat
                 "entries": 6, "head_hash": anchor.head_hash, "at": anchor.at,
             }  # fmt: skip
             assert body["latest_anchor"] == body["contradicted_anchor"]
+            assert body["contradicted_anchors"] == [body["contradicted_anchor"]]
+            assert body["contradicted_count"] == 1 and body["conflicting_lengths"] == []
+            assert body["unreadable_count"] == 0 and body["warnings"] == []
             skipped = await env.http.get("/v1/audit/verify?anchors=false", headers=auditor)
             assert skipped.json()["ok"] is True and skipped.json()["anchors_checked"] == 0
 
@@ -116,6 +119,13 @@ async def test_the_service_anchors_every_n_entries_in_the_background(tmp_path):
         assert anchor.entries == 3 and anchor.head_hash == entries[2].hash
         report = (await env.http.get("/v1/audit/verify", headers=auditor)).json()
         assert report["ok"] is True and report["latest_anchor"]["entries"] == 3
+        await env.http.get("/v1/audit", headers=auditor)  # an append tells the anchor's age
+        exported = env.metrics.exposition().decode()
+        (age,) = [
+            float(line.split()[-1]) for line in exported.splitlines()
+            if line.startswith("novamind_audit_anchor_age_s ")
+        ]  # fmt: skip
+        assert 0.0 <= age < 60.0
 
 
 def test_the_local_platform_anchors_every_interval(tmp_path):
@@ -137,3 +147,58 @@ def test_the_local_platform_anchors_every_interval(tmp_path):
     timer.tick()
     timer.join(30)
     assert [a.entries for a in asyncio.run(store.all())] == [2, 4]
+
+
+def test_missing_anchors_are_a_warning_locally_in_the_cli_and_the_api(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOVAMIND_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("NOVAMIND_AUDIT_ANCHOR_EVERY_ENTRIES", "3")
+    monkeypatch.delenv("NOVAMIND_DATABASE_URL", raising=False)
+    monkeypatch.delenv("NOVAMIND_AUDIT_ANCHORS", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["migrate"]).exit_code == 0
+    asyncio.run(_write(tmp_path / "novamind.db", 4))
+    assert runner.invoke(app, ["audit", "anchor"]).exit_code == 0
+    (tmp_path / "keys" / "audit-anchors.jsonl").unlink()  # the anchors gone: never silent
+    checked = runner.invoke(app, ["audit", "verify"])
+    assert checked.exit_code == 0, checked.output
+    assert "warning: no audit anchor, and the chain holds 4 entries" in checked.output
+
+    async def over_http() -> None:
+        settings = api_settings(tmp_path, audit_anchor_every_entries=3)
+        async with open_env(settings) as env:
+            auditor = bearer("auditor", "aud")
+            body = (await env.http.get("/v1/audit/verify", headers=auditor)).json()
+            assert body["ok"] is True and body["latest_anchor"] is None
+            assert len(body["warnings"]) == 1 and "no audit anchor" in body["warnings"][0]
+
+    asyncio.run(over_http())
+
+
+async def test_one_verification_at_a_time_per_process(tmp_path):
+    from deployments.api.routes import audit as audit_routes
+
+    async with open_env(api_settings(tmp_path)) as env:
+        auditor = bearer("auditor", "aud")
+        assert audit_routes._VERIFYING.acquire(blocking=False)  # one is running
+        try:
+            busy = await env.http.get("/v1/audit/verify", headers=auditor)
+        finally:
+            audit_routes._VERIFYING.release()
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "30"
+        assert "another verification of the audit chain is running" in busy.json()["detail"]
+        assert (await env.http.get("/v1/audit/verify", headers=auditor)).status_code == 200
+
+
+async def test_jobs_count_the_anchors_their_audit_log_failed_to_write(tmp_path):
+    from deployments.stores import open_audit_log
+
+    (tmp_path / "blocker").write_bytes(b"")  # a file where the anchors' folder should be
+    settings = api_settings(
+        tmp_path, audit_anchors=str(tmp_path / "blocker" / "anchors.jsonl"),
+        audit_anchor_every_entries=1,
+    )  # fmt: skip
+    failures: list[BaseException] = []
+    async with open_audit_log(settings, on_failure=failures.append) as log:
+        await log.append(AuditRecord(*("job", "service", "ingest", "p1", "allowed", "ingest"),
+                                     "2026-12-01T10:00:00.000+00:00", "job-1"))  # fmt: skip
+    assert len(failures) == 1

@@ -43,6 +43,10 @@ def test_outside_local_the_embedded_defaults_are_refused(monkeypatch):
     for where in (None, "/var/lib/novamind/audit-anchors.jsonl", "s3://"):
         with pytest.raises(ValidationError, match="needs audit_anchors"):
             TwinSettings(environment="prod", **{**production, "audit_anchors": where})
+    # An anchor's own retention date overrides the bucket's: never under six years there.
+    with pytest.raises(ValidationError, match="at least 2192 days"):
+        TwinSettings(environment="prod", audit_anchor_retention_days=2191, **production)
+    assert TwinSettings(audit_anchor_retention_days=1).audit_anchor_retention_days == 1  # local
     with pytest.raises(ValidationError, match="not a shared HS256 secret"):
         TwinSettings(environment="prod", jwt_secret="s" * 48, **production)
 

@@ -536,7 +536,8 @@ def test_cli_backup_and_restore(tmp_path):
     novamind = str(ROOT / ".venv" / "bin" / "novamind")
 
     def run(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": "/usr/bin:/bin", "NOVAMIND_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+        env = {"PATH": "/usr/bin:/bin", "NOVAMIND_DATA_DIR": str(data_dir), "COLUMNS": "200",
+               "PYTHONPATH": str(ROOT)}  # fmt: skip
         return subprocess.run(
             [novamind, *args], capture_output=True, text=True, timeout=120, env=env, check=False
         )
@@ -549,5 +550,8 @@ def test_cli_backup_and_restore(tmp_path):
     done = run("restore", str(archive), data_dir=target_dir)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "restored and verified in" in done.stdout and "audit chain  intact" in done.stdout
+    # The anchors of the chain before the restore stay as evidence: a new location first.
+    assert "set NOVAMIND_AUDIT_ANCHORS to a new location" in done.stdout
+    assert "novamind audit verify --covered-only" in done.stdout
     refused = run("restore", str(archive), data_dir=target_dir)
     assert refused.returncode == 1 and "empty" in refused.stdout

@@ -151,3 +151,32 @@ def test_an_anchor_refuses_fields_no_anchor_holds():
     for args in bad:
         with pytest.raises(errors.InvalidInputError):
             AuditAnchor(*args)
+
+
+def test_an_anchor_holds_at_most_the_largest_seq_and_every_one_fits_the_answer():
+    import pytest
+
+    from twin import errors, schemas
+    from twin.domain.audit import AuditAnchor
+    from twin.domain.events import MAX_SEQ
+
+    at = "2026-11-29T00:00:00.000+00:00"
+    with pytest.raises(errors.InvalidInputError):
+        AuditAnchor(MAX_SEQ + 1, "a" * 64, at)
+    largest = AuditAnchor(MAX_SEQ, "a" * 64, at)
+    out = schemas.AuditAnchorOut(entries=largest.entries, head_hash=largest.head_hash, at=at)
+    assert out.entries == MAX_SEQ
+
+
+def test_the_verifier_fed_in_pages_finds_what_one_feed_finds():
+    from twin.domain.audit import ChainVerifier
+
+    chain = _chain(30)
+    anchors = [_anchor(chain, 10), _anchor(chain, 30)]
+    forged = _rewritten(chain, 12)
+    for entries in (chain, forged, chain[:20]):
+        whole = verify_chain(entries, anchors=anchors)
+        verifier = ChainVerifier(anchors)
+        for start in range(0, len(entries), 7):
+            verifier.feed(entries[start : start + 7])
+        assert verifier.report() == whole

@@ -14,6 +14,7 @@ SAMPLE_ARGS = {
     errors.RateLimitedError: (7,),
     errors.ConcurrencyLimitError: (30, "at most 2 open streams"),
     errors.OverloadedError: (1,),
+    errors.VerificationRunningError: (60,),
     errors.ApiError: (418, "I'm a teapot", "short and stout"),
 }
 

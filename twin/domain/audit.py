@@ -9,7 +9,12 @@ The chain alone is only tamper-evident against a head kept elsewhere: whoever ca
 database can rewrite every entry and recompute every hash, or drop the newest entries. An
 :class:`AuditAnchor` is such a head (the chain's length and its hash at that length, with the
 time it was taken), written where the database's writers cannot change it (S3 Object Lock, or
-an append-only file); :func:`verify_chain` checks the chain against every anchor given.
+an append-only file); :class:`ChainVerifier` checks the chain against every anchor given,
+page by page (the chain is never held in memory whole).
+
+What anchors cannot do: entries newer than the latest anchor are protected only by the
+database's access control, until the next anchor is written (at most N entries or the
+anchoring interval later); :func:`anchoring_gaps` reports a chain whose anchoring stopped.
 """
 
 from __future__ import annotations
@@ -17,21 +22,27 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
 from twin import errors
+from twin.domain.events import MAX_SEQ
 
 __all__ = [
     "GENESIS",
     "MALFORMED",
+    "REPORT_LIST_MAX",
+    "AnchorScan",
+    "AnchoringPolicy",
     "AuditAnchor",
     "AuditEntry",
     "AuditRecord",
     "ChainReport",
+    "ChainVerifier",
     "anchor_key",
+    "anchoring_gaps",
     "chain",
     "check_writable",
     "entry_hash",
@@ -51,6 +62,8 @@ def now() -> str:
 
 #: The "previous hash" of the first entry.
 GENESIS = "0" * 64
+#: Contradicted anchors, unreadable anchors and warnings a report lists (it counts the rest).
+REPORT_LIST_MAX = 10
 #: Longest anchor time accepted (characters of ISO 8601).
 _AT_MAX = 40
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -160,9 +173,10 @@ class AuditAnchor:
     """The chain's head at one length, kept where the database's writers cannot change it.
 
     Attributes:
-        entries: Chain length when anchored: the ``seq`` of the anchored head (0: empty chain).
+        entries: Chain length when anchored: the ``seq`` of the anchored head (0: empty chain),
+            at most :data:`~twin.domain.events.MAX_SEQ` (the largest audit ``seq``).
         head_hash: The hash of entry ``entries`` (64 lowercase hex; :data:`GENESIS` for 0).
-        at: When it was anchored: UTC, ISO 8601.
+        at: When it was anchored: ISO 8601 with its UTC offset (UTC as written).
 
     Raises:
         InvalidInputError: A field out of its range (a stored anchor that is not one).
@@ -175,8 +189,8 @@ class AuditAnchor:
     def __post_init__(self) -> None:
         if not isinstance(self.entries, int) or isinstance(self.entries, bool):
             raise errors.InvalidInputError("audit anchor entries: an integer")
-        if not 0 <= self.entries < 2**63:
-            raise errors.InvalidInputError("audit anchor entries: 0 to 2^63-1")
+        if not 0 <= self.entries <= MAX_SEQ:
+            raise errors.InvalidInputError(f"audit anchor entries: 0 to {MAX_SEQ}")
         if not isinstance(self.head_hash, str) or not _HEX64.fullmatch(self.head_hash):
             raise errors.InvalidInputError("audit anchor head_hash: 64 lowercase hex digits")
         if self.entries == 0 and self.head_hash != GENESIS:
@@ -190,14 +204,38 @@ class AuditAnchor:
         if when.utcoffset() is None:
             raise errors.InvalidInputError("audit anchor at: a time with its UTC offset")
 
+    def when(self) -> datetime:
+        """``at`` as an aware datetime."""
+        return datetime.fromisoformat(self.at)
+
     def describe(self) -> str:
         """How reports name it: ``the anchor of N entries at T``."""
         return f"the anchor of {self.entries} entries at {self.at}"
 
 
-def anchor_key(anchor: AuditAnchor) -> tuple[int, str]:
-    """The order anchors are listed in: by ``entries``, then ``at``."""
-    return anchor.entries, anchor.at
+def anchor_key(anchor: AuditAnchor) -> tuple[int, datetime]:
+    """The order anchors are listed in: by ``entries``, then the instant ``at``."""
+    return anchor.entries, anchor.when()
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorScan:
+    """What an anchor store holds, as read (:meth:`twin.ports.AuditAnchorStore.scan`).
+
+    Attributes:
+        anchors: Every readable anchor, sorted by :func:`anchor_key`.
+        unreadable: The first :data:`REPORT_LIST_MAX` stored items that are not anchors, each
+            named by its place in the store (never by its content, which anyone holding the
+            writer's role chose).
+        unreadable_count: How many such items in all.
+        notes: What was found that is not evidence of tampering (e.g. a last line torn by a
+            crash mid-write, never acknowledged).
+    """
+
+    anchors: tuple[AuditAnchor, ...] = ()
+    unreadable: tuple[str, ...] = ()
+    unreadable_count: int = 0
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,14 +243,26 @@ class ChainReport:
     """The outcome of a verification.
 
     Attributes:
-        ok: Intact, and consistent with every anchor checked.
-        entries: Entries read.
+        ok: Intact, consistent with every anchor checked, every stored anchor readable, and
+            (where required) anchored recently enough.
+        entries: Chain length read (reading stops at the first broken link).
         head_hash: Hash of the last entry verified (of the whole chain when ``ok``).
         first_bad_seq: The first entry found edited, deleted, inserted or moved.
         reason: Why it is not ``ok``.
         anchors_checked: Anchors compared with the chain.
-        latest_anchor: The anchor of the longest chain (``None``: no anchors given).
+        latest_anchor: The anchor of the longest chain, newest last (``None``: no anchors).
         contradicted_anchor: The first (fewest entries) anchor the chain contradicts.
+        contradicted_anchors: The first :data:`REPORT_LIST_MAX` anchors it contradicts.
+        contradicted_count: How many anchors it contradicts in all.
+        conflicting_lengths: The first :data:`REPORT_LIST_MAX` lengths anchored twice with
+            different hashes, one of them agreeing with the chain (a forged anchor, or a chain
+            rewritten and anchored again).
+        unreadable_anchors: The first stored items that are not anchors, named by place.
+        unreadable_count: How many in all.
+        anchors_beyond: Anchors above the chain's length that were counted, not held to it
+            (a restored chain, verified against the anchors it covers).
+        warnings: What should be looked at but does not fail the report (at most
+            :data:`REPORT_LIST_MAX`).
     """
 
     ok: bool
@@ -223,78 +273,234 @@ class ChainReport:
     anchors_checked: int = 0
     latest_anchor: AuditAnchor | None = None
     contradicted_anchor: AuditAnchor | None = None
+    contradicted_anchors: tuple[AuditAnchor, ...] = ()
+    contradicted_count: int = 0
+    conflicting_lengths: tuple[int, ...] = ()
+    unreadable_anchors: tuple[str, ...] = ()
+    unreadable_count: int = 0
+    anchors_beyond: int = 0
+    warnings: tuple[str, ...] = ()
+
+    def failing(self, why: str) -> ChainReport:
+        """This report, not ``ok``, with ``why`` added to its reason."""
+        reason = f"{self.reason}; {why}" if self.reason else why
+        return replace(self, ok=False, reason=reason)
+
+    def warned(self, *notes: str) -> ChainReport:
+        """This report with ``notes`` added to its warnings (at most :data:`REPORT_LIST_MAX`)."""
+        return replace(self, warnings=(*self.warnings, *notes)[:REPORT_LIST_MAX])
+
+
+class ChainVerifier:
+    """Verifies the chain incrementally: pages of entries are fed in chain order.
+
+    Each entry's hash is recomputed from its predecessor's, and at each length the anchors of
+    that length are compared with the chain's hash there. Memory holds the anchors and one
+    page, never the chain. A chain rewritten and re-hashed whole after an anchor was taken
+    links perfectly, and is caught only by the anchor: its hash at the anchored length
+    differs. Feeding stops counting as verification at the first broken link (the rest is
+    only counted).
+
+    Args:
+        anchors: Anchors written earlier, in any order. Only those at ``start``'s length or
+            above are held to the chain.
+        start: ``(seq, hash)`` of a trusted entry to start after (an anchored head whose entry
+            was checked); the default is the genesis.
+        beyond: What an anchor above the chain's final length is: ``"contradict"`` (the chain
+            was truncated) or ``"count"`` (a restored chain, held only to the anchors it
+            covers; the rest are counted in ``anchors_beyond``).
+    """
+
+    def __init__(
+        self,
+        anchors: Iterable[AuditAnchor] = (),
+        *,
+        start: tuple[int, str] = (0, GENESIS),
+        beyond: Literal["contradict", "count"] = "contradict",
+    ) -> None:
+        ordered = sorted(anchors, key=anchor_key)
+        self._latest = ordered[-1] if ordered else None
+        self._start, self._head = start
+        self._seq = self._start
+        self._pending: dict[int, list[AuditAnchor]] = {}
+        for anchor in ordered:
+            if anchor.entries >= self._start:
+                self._pending.setdefault(anchor.entries, []).append(anchor)
+        self._beyond = beyond
+        self._read = 0
+        self._bad: tuple[int, str] | None = None
+        self._checked = 0
+        self._contradicted: list[AuditAnchor] = []
+        self._contradicted_count = 0
+        self._conflicting: list[int] = []
+        self._hold(self._seq, self._head)
+
+    @property
+    def broken(self) -> bool:
+        """Whether a broken link was found (the rest of the chain proves nothing)."""
+        return self._bad is not None
+
+    def _contradict(self, anchor: AuditAnchor) -> None:
+        self._contradicted_count += 1
+        if len(self._contradicted) < REPORT_LIST_MAX:
+            self._contradicted.append(anchor)
+
+    def _hold(self, length: int, head: str) -> None:
+        group = self._pending.pop(length, None)
+        if not group:
+            return
+        agree = False
+        disagree = False
+        for anchor in group:
+            self._checked += 1
+            if anchor.head_hash == head:
+                agree = True
+            else:
+                disagree = True
+                self._contradict(anchor)
+        if agree and disagree and len(self._conflicting) < REPORT_LIST_MAX:
+            self._conflicting.append(length)
+
+    def feed(self, entries: Iterable[AuditEntry]) -> bool:
+        """Verify the next entries (in storage order); ``False`` once a link is broken."""
+        for entry in entries:
+            self._read += 1
+            if self._bad is not None:
+                continue
+            position = self._seq + 1
+            if entry.seq != position:
+                self._bad = (entry.seq, "sequence gap or reorder")
+            elif entry.prev_hash != self._head:
+                self._bad = (entry.seq, "broken link: an entry before it changed or went missing")
+            elif entry_hash(self._head, entry.seq, entry.record) != entry.hash:
+                self._bad = (entry.seq, "entry content was altered")
+            else:
+                self._seq = position
+                self._head = entry.hash
+                self._hold(position, entry.hash)
+        return self._bad is None
+
+    def report(self, *, expected_head: str | None = None) -> ChainReport:
+        """The verdict on what was fed.
+
+        Args:
+            expected_head: A head hash kept elsewhere; a shorter or different chain fails.
+
+        Returns:
+            ``ok`` and the head hash, or the first bad sequence number (a broken link) or
+            the contradicted anchors, and why. Anchors above a broken link are not counted as
+            checked: the chain is already known bad there.
+        """
+        checked = self._checked
+        contradicted = list(self._contradicted)
+        count = self._contradicted_count
+        beyond = 0
+        if self._bad is None:
+            for length in sorted(self._pending):  # every one is above the chain's length
+                for anchor in self._pending[length]:
+                    if self._beyond == "count":
+                        beyond += 1
+                        continue
+                    checked += 1
+                    count += 1
+                    if len(contradicted) < REPORT_LIST_MAX:
+                        contradicted.append(anchor)
+        report = ChainReport(
+            ok=True,
+            entries=self._start + self._read,
+            head_hash=self._head,
+            anchors_checked=checked,
+            latest_anchor=self._latest,
+            contradicted_anchor=contradicted[0] if contradicted else None,
+            contradicted_anchors=tuple(contradicted),
+            contradicted_count=count,
+            conflicting_lengths=tuple(self._conflicting),
+            anchors_beyond=beyond,
+        )
+        if self._bad is not None:
+            seq, why = self._bad
+            return replace(report, ok=False, first_bad_seq=seq, reason=why)
+        if contradicted:
+            return report.failing(_contradiction(contradicted[0], count, self._seq, report))
+        if expected_head is not None and expected_head != self._head:
+            return report.failing("head differs from the anchored head")
+        return report
+
+
+def _contradiction(first: AuditAnchor, count: int, length: int, report: ChainReport) -> str:
+    """Why a chain that contradicts ``first`` (and ``count - 1`` more anchors) fails."""
+    if first.entries > length:
+        why = (
+            f"contradicts {first.describe()}: the chain holds {length} entries, fewer than "
+            "anchored (truncated)"
+        )
+    else:
+        why = (
+            f"contradicts {first.describe()}: entry {first.entries} hashes differently (the "
+            "chain was rewritten after it was anchored, or the anchor was forged)"
+        )
+    if count > 1:
+        why += f"; {count} anchors contradicted in all"
+    if report.conflicting_lengths:
+        lengths = ", ".join(str(n) for n in report.conflicting_lengths)
+        why += (
+            f"; conflicting anchors at the same length ({lengths} entries): one agrees with the "
+            "chain and another does not, so either an anchor was forged by someone holding the "
+            "anchor writer's role, or the chain was rewritten and then anchored again (compare "
+            "the anchors' times)"
+        )
+    return why
 
 
 def verify_chain(
-    entries: list[AuditEntry],
+    entries: Iterable[AuditEntry],
     *,
     expected_head: str | None = None,
     anchors: Sequence[AuditAnchor] = (),
 ) -> ChainReport:
-    """Recompute the chain over ``entries`` (in storage order) and hold it to its anchors.
+    """Verify ``entries`` (all of them, in storage order) at once (:class:`ChainVerifier`)."""
+    verifier = ChainVerifier(anchors)
+    verifier.feed(entries)
+    return verifier.report(expected_head=expected_head)
 
-    Each entry's hash is recomputed from its predecessor's; then every anchor (cheap: anchors
-    are few) must find the chain at least its length, with the anchored hash at that length.
-    A chain rewritten and re-hashed whole after an anchor was taken links perfectly, and is
-    caught only here: its hash at the anchored length differs.
 
-    Args:
-        entries: All entries, as stored.
-        expected_head: A head hash anchored earlier; a shorter or different chain fails.
-        anchors: Anchors written earlier, in any order.
+@dataclass(frozen=True, slots=True)
+class AnchoringPolicy:
+    """How recently a chain must have been anchored.
 
-    Returns:
-        ``ok`` and the head hash, or the first bad sequence number (a broken link) or the
-        first contradicted anchor, and why. Anchors above a broken link are not counted as
-        checked: the chain is already known bad there.
+    Attributes:
+        every_entries: Entries between the anchors the service writes (N).
+        interval_s: Seconds between scheduled anchors; the latest may be twice as old.
+        strict: Whether a gap fails the report (outside local use) or only warns.
     """
-    ordered = sorted(anchors, key=anchor_key)
-    latest = ordered[-1] if ordered else None
-    by_length: dict[int, list[AuditAnchor]] = {}
-    for anchor in ordered:
-        by_length.setdefault(anchor.entries, []).append(anchor)
-    checked = 0
-    contradicted: AuditAnchor | None = None
 
-    def hold(length: int, head: str) -> None:
-        nonlocal checked, contradicted
-        for anchor in by_length.get(length, ()):
-            checked += 1
-            if anchor.head_hash != head and contradicted is None:
-                contradicted = anchor
+    every_entries: int
+    interval_s: float
+    strict: bool
 
-    def report(ok: bool, head: str, bad: int | None = None, why: str | None = None) -> ChainReport:
-        return ChainReport(ok, len(entries), head, bad, why, checked, latest, contradicted)
 
-    prev = GENESIS
-    hold(0, prev)
-    for position, entry in enumerate(entries, start=1):
-        if entry.seq != position:
-            return report(False, prev, entry.seq, "sequence gap or reorder")
-        if entry.prev_hash != prev:
-            return report(
-                False, prev, entry.seq, "broken link: an entry before it changed or went missing"
-            )
-        if entry_hash(prev, entry.seq, entry.record) != entry.hash:
-            return report(False, prev, entry.seq, "entry content was altered")
-        prev = entry.hash
-        hold(position, prev)
-    beyond = [a for a in ordered if a.entries > len(entries)]
-    checked += len(beyond)
-    if contradicted is None and beyond:
-        contradicted = beyond[0]
-    if contradicted is not None:
-        if contradicted.entries > len(entries):
-            why = (
-                f"contradicts {contradicted.describe()}: the chain holds {len(entries)} "
-                "entries, fewer than anchored (truncated)"
-            )
-        else:
-            why = (
-                f"contradicts {contradicted.describe()}: entry {contradicted.entries} hashes "
-                "differently (the chain was rewritten after it was anchored)"
-            )
-        return report(False, prev, None, why)
-    if expected_head is not None and expected_head != prev:
-        return report(False, prev, None, "head differs from the anchored head")
-    return report(True, prev)
+def anchoring_gaps(report: ChainReport, policy: AnchoringPolicy, now: datetime) -> list[str]:
+    """What the anchors of an otherwise verified chain lack, one sentence each.
+
+    Entries newer than the latest anchor are protected by the database's access control alone
+    (docs/operations.md, "Audit anchors"): a chain longer than N entries with no anchor at all
+    (anchors missing, or looked for in the wrong place), or whose latest anchor is older than
+    twice the interval (anchoring stopped), leaves that window open.
+    """
+    latest = report.latest_anchor
+    if latest is None:
+        if report.entries > policy.every_entries:
+            return [
+                f"no audit anchor, and the chain holds {report.entries} entries (more than "
+                f"{policy.every_entries}): the anchors are missing, or were looked for in the "
+                "wrong place"
+            ]
+        return []
+    age_s = (now - latest.when()).total_seconds()
+    if age_s > 2 * policy.interval_s:
+        return [
+            f"the latest audit anchor ({latest.describe()}) is {age_s:.0f} s old, more than "
+            f"twice the anchoring interval ({policy.interval_s:.0f} s): anchoring stopped, and "
+            "newer entries are protected only by the database's access control"
+        ]
+    return []

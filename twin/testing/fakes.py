@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 
 from twin import errors, event_log, patient_registry, ports
 from twin.domain import events
-from twin.domain.audit import GENESIS, AuditAnchor, AuditEntry, AuditRecord, anchor_key, chain
+from twin.domain.audit import (
+    GENESIS,
+    REPORT_LIST_MAX,
+    AnchorScan,
+    AuditAnchor,
+    AuditEntry,
+    AuditRecord,
+    anchor_key,
+    chain,
+)
 from twin.domain.patients import ERASED, Identifiers, is_patient_id, new_patient_id
 
 __all__ = [
@@ -241,16 +250,27 @@ class MemoryAuditLog:
 
 
 class MemoryAuditAnchorStore:
-    """An :class:`~twin.ports.AuditAnchorStore` in a list (``anchors`` open to tests)."""
+    """An :class:`~twin.ports.AuditAnchorStore` in a list (``anchors`` open to tests).
+
+    ``unreadable`` names stored items that are not anchors (tests put them there).
+    """
 
     def __init__(self) -> None:
         self.anchors: list[AuditAnchor] = []
+        self.unreadable: list[str] = []
 
     async def put(self, anchor: AuditAnchor) -> None:
         self.anchors.append(anchor)
 
     async def all(self) -> list[AuditAnchor]:
+        if self.unreadable:
+            raise errors.AuditAnchorCorruptError(f"{self.unreadable[0]} is not an anchor")
         return sorted(self.anchors, key=anchor_key)
+
+    async def scan(self, *, min_entries: int = 0) -> AnchorScan:
+        kept = sorted((a for a in self.anchors if a.entries >= min_entries), key=anchor_key)
+        shown = tuple(self.unreadable[:REPORT_LIST_MAX])
+        return AnchorScan(tuple(kept), shown, len(self.unreadable))
 
 
 class MemoryPatientRegistry:

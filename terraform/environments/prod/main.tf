@@ -19,6 +19,7 @@ module "novamind" {
   providers = { aws = aws, aws.dr = aws.dr }
 
   name                     = "novamind-prod"
+  bucket_suffix            = var.bucket_suffix
   availability_zones       = var.availability_zones
   certificate_arn          = var.certificate_arn
   allowed_cidrs            = var.allowed_cidrs

@@ -3,7 +3,8 @@
 #
 # - data-keys: wraps every patient's data key (envelope encryption; crypto-shredding deletes
 #   the wrapped key). Multi-Region, replicated to the DR region so a restore there can unwrap.
-# - storage: S3 (checkpoints, audit anchors, backups), multi-Region for the replica bucket.
+# - storage: S3 (checkpoints, backups), multi-Region for the replica bucket (audit anchors use
+#   SSE-S3: they hold no PHI, and a key deletion must not make locked anchors unreadable).
 # - database: RDS, ElastiCache, DocumentDB, Performance Insights.
 # - logs: CloudWatch Logs, CloudTrail, VPC flow logs.
 # - eks: Kubernetes secrets envelope encryption.

@@ -175,11 +175,12 @@ data "aws_iam_policy_document" "app" {
     actions   = ["s3:ListBucket"]
     resources = [var.checkpoint_bucket_arn]
   }
-  # Audit anchors: written (each with its own COMPLIANCE retention) and read back, every
-  # version; nothing that deletes or replaces one (docs/operations.md, "Audit anchors").
+  # Audit anchors: written (each with its own COMPLIANCE retention) and listed, every version
+  # (an anchor's key is the whole anchor: nothing is read back); nothing that deletes or
+  # replaces one (docs/operations.md, "Audit anchors").
   statement {
     sid       = "AnchorAuditChainHeads"
-    actions   = ["s3:PutObject", "s3:PutObjectRetention", "s3:GetObject", "s3:GetObjectVersion"]
+    actions   = ["s3:PutObject", "s3:PutObjectRetention"]
     resources = ["${var.audit_anchor_bucket_arn}/*"]
   }
   statement {

@@ -27,6 +27,7 @@ module "networking" {
 module "storage" {
   source         = "../storage"
   name           = var.name
+  bucket_suffix  = var.bucket_suffix
   kms_key_arn    = module.kms.key_arns["storage"]
   dr_kms_key_arn = module.kms.dr_key_arns["storage"]
   providers      = { aws = aws, aws.dr = aws.dr }

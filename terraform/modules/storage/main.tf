@@ -2,7 +2,12 @@
 # - checkpoints: SSE-KMS (bucket key), versioned, public access blocked, TLS-only, lifecycle for
 #   old versions, access-logged, replicated to a bucket in the DR region (its own replica key).
 # - audit anchors: Object Lock in COMPLIANCE mode (nobody, root included, can delete or shorten
-#   retention) for the audit chain heads; versioned, SSE-KMS, TLS-only.
+#   retention) for the audit chain heads; versioned, SSE-S3 (no PHI in them, and no KMS key whose
+#   deletion could make a locked anchor unreadable), TLS-only, and a policy that refuses a PUT
+#   without COMPLIANCE mode, without SSE-S3, or with a customer-provided key (SSE-C).
+# Bucket names end in var.bucket_suffix before the account: a DR copy of an environment
+# (docs/operations.md §5) sets it, so that its buckets do not collide with the primary's, whose
+# Object-Locked anchor bucket can be neither deleted nor renamed.
 # - access logs: the server access logs of both (SSE-S3: log delivery cannot use SSE-KMS).
 
 terraform {
@@ -27,7 +32,7 @@ resource "aws_s3_bucket" "access_logs" {
   #checkov:skip=CKV_AWS_18:This is the access-log bucket itself; logging it into itself would loop
   #checkov:skip=CKV_AWS_144:Access logs stay in-region; the data buckets they describe are replicated
   #checkov:skip=CKV_AWS_145:S3 server access log delivery supports SSE-S3 only, not SSE-KMS
-  bucket = "${var.name}-access-logs-${local.account}"
+  bucket = "${var.name}-access-logs${var.bucket_suffix}-${local.account}"
 }
 
 resource "aws_s3_bucket_versioning" "access_logs" {
@@ -78,7 +83,7 @@ resource "aws_s3_bucket_lifecycle_configuration" "access_logs" {
 
 resource "aws_s3_bucket" "checkpoints" {
   #checkov:skip=CKV2_AWS_62:No consumer of bucket events: the application writes and reads itself
-  bucket = "${var.name}-checkpoints-${local.account}"
+  bucket = "${var.name}-checkpoints${var.bucket_suffix}-${local.account}"
 }
 
 resource "aws_s3_bucket_versioning" "checkpoints" {
@@ -121,7 +126,8 @@ resource "aws_s3_bucket_policy" "checkpoints" {
 resource "aws_s3_bucket" "audit_anchors" {
   #checkov:skip=CKV2_AWS_62:No consumer of bucket events: the application writes and reads itself
   #checkov:skip=CKV_AWS_144:Audit anchors are Object-Locked in place; AWS Backup copies them to the DR region
-  bucket              = "${var.name}-audit-anchors-${local.account}"
+  #checkov:skip=CKV_AWS_145:Anchors hold no PHI (lengths, hashes, times); SSE-S3 so that no KMS key deletion can make COMPLIANCE-locked anchors unreadable
+  bucket              = "${var.name}-audit-anchors${var.bucket_suffix}-${local.account}"
   object_lock_enabled = true
 }
 
@@ -136,10 +142,8 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "audit_anchors" {
   bucket = aws_s3_bucket.audit_anchors.id
   rule {
     apply_server_side_encryption_by_default {
-      sse_algorithm     = "aws:kms"
-      kms_master_key_id = var.kms_key_arn
+      sse_algorithm = "AES256"
     }
-    bucket_key_enabled = true
   }
 }
 
@@ -199,6 +203,66 @@ data "aws_iam_policy_document" "tls_only" {
       test     = "NumericLessThan"
       variable = "s3:TlsVersion"
       values   = ["1.2"]
+    }
+  }
+
+  # Audit anchors: every PUT carries COMPLIANCE mode (an anchor without it would take only the
+  # bucket's default, which an explicit date could shorten), SSE-S3 and no customer-provided
+  # key (an SSE-C anchor could be read by no one else). The application always sends all three.
+  dynamic "statement" {
+    for_each = each.key == "audit_anchors" ? [each.value] : []
+    content {
+      sid       = "AnchorsOnlyInComplianceMode"
+      effect    = "Deny"
+      actions   = ["s3:PutObject"]
+      resources = ["${statement.value}/*"]
+      principals {
+        type        = "AWS"
+        identifiers = ["*"]
+      }
+      condition {
+        test     = "StringNotEquals"
+        variable = "s3:x-amz-object-lock-mode"
+        values   = ["COMPLIANCE"]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = each.key == "audit_anchors" ? [each.value] : []
+    content {
+      sid       = "AnchorsOnlyUnderSseS3"
+      effect    = "Deny"
+      actions   = ["s3:PutObject"]
+      resources = ["${statement.value}/*"]
+      principals {
+        type        = "AWS"
+        identifiers = ["*"]
+      }
+      condition {
+        test     = "StringNotEquals"
+        variable = "s3:x-amz-server-side-encryption"
+        values   = ["AES256"]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = each.key == "audit_anchors" ? [each.value] : []
+    content {
+      sid       = "NoCustomerKeysOnAnchors"
+      effect    = "Deny"
+      actions   = ["s3:PutObject"]
+      resources = ["${statement.value}/*"]
+      principals {
+        type        = "AWS"
+        identifiers = ["*"]
+      }
+      condition {
+        test     = "Null"
+        variable = "s3:x-amz-server-side-encryption-customer-algorithm"
+        values   = ["false"]
+      }
     }
   }
 
@@ -265,7 +329,7 @@ resource "aws_s3_bucket" "replica" {
   #checkov:skip=CKV2_AWS_62:No consumer of bucket events on the replica
   #checkov:skip=CKV_AWS_18:The DR replica is written only by S3 replication (logged at the source)
 
-  bucket = "${var.name}-checkpoints-dr-${local.account}"
+  bucket = "${var.name}-checkpoints${var.bucket_suffix}-dr-${local.account}"
 }
 
 resource "aws_s3_bucket_versioning" "replica" {

@@ -18,3 +18,14 @@ variable "audit_retention_days" {
   type        = number
   default     = 2192
 }
+
+variable "bucket_suffix" {
+  description = "Appended to every bucket name before the account (\"\" normally; e.g. \"-dr\" in a DR copy of an environment, docs/operations.md §5)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^(-[a-z0-9]{1,8})?$", var.bucket_suffix))
+    error_message = "bucket_suffix: empty, or a hyphen and 1-8 lowercase letters or digits."
+  }
+}
