@@ -77,6 +77,7 @@ __all__ = [
     "check_sources",
     "checkpoint_store",
     "erasure_ledger",
+    "erasure_ledger_location",
     "ingest_root",
     "migrate",
     "open_audit_log",
@@ -122,21 +123,29 @@ def _key_provider(settings: TwinSettings) -> ports.KeyProvider:
     return traced(keys, ports.KeyProvider, "keys")
 
 
+def erasure_ledger_location(settings: TwinSettings) -> str:
+    """Where the settings' erasure ledger is: ``s3://bucket/prefix`` or an absolute folder."""
+    if settings.erasure_ledger is not None:
+        where = settings.erasure_ledger
+        return where if where.startswith("s3://") else str(Path(where).resolve())
+    if settings.s3_bucket:
+        # One ledger per environment, even where environments share a bucket.
+        return f"s3://{settings.s3_bucket}/erasure-ledger/{settings.environment}"
+    return str((settings.data_dir / "keys" / "erased").resolve())
+
+
 def erasure_ledger(settings: TwinSettings) -> ports.ErasureLedger:
     """The erasure ledger: kept with the keys, never in a backup (docs/operations.md)."""
-    where = settings.erasure_ledger
-    if where is None and settings.s3_bucket:
-        # One ledger per environment, even where environments share a bucket.
-        where = f"s3://{settings.s3_bucket}/erasure-ledger/{settings.environment}"
+    where = erasure_ledger_location(settings)
     ledger: ports.ErasureLedger
-    if where is not None and where.startswith("s3://"):
+    if where.startswith("s3://"):
         bucket, _, prefix = where.removeprefix("s3://").partition("/")
         ledger = S3ErasureLedger(
             _aws(settings, "s3"), bucket, prefix=prefix or "erasure-ledger",
             kms_key_id=settings.s3_kms_key_id,
         )  # fmt: skip
     else:
-        ledger = LocalErasureLedger(Path(where) if where else settings.data_dir / "keys" / "erased")
+        ledger = LocalErasureLedger(Path(where))
     return traced(ledger, ports.ErasureLedger, "erasure_ledger")
 
 

@@ -138,6 +138,12 @@ class StoreSettings(BaseModel):
         ingest_root: Where ingest jobs submitted through the API may read (a folder or an
             ``s3://bucket/prefix/``); ``None``: ``data_dir/inbox``.
         erasure_ledger: Where erased patients are listed, apart from backups.
+        backup_root: Where ``novamind backup --scheduled`` writes its archives and
+            ``novamind dr-drill`` finds them: ``s3://bucket/prefix`` or a folder; ``None``:
+            ``data_dir/backups``.
+        backup_keep: Scheduled archives kept by count (the newest ones), at least 1.
+        backup_keep_days: Scheduled archives older than this many days are pruned (the newest
+            complete archive never is).
         audit_anchors: Where heads of the audit chain are anchored: ``s3://bucket/prefix``
             (Object Lock, required outside ``local``) or a file (default
             ``data_dir/keys/audit-anchors.jsonl``).
@@ -164,6 +170,14 @@ class StoreSettings(BaseModel):
         "or a folder (default: the checkpoint bucket's erasure-ledger/ prefix, else the key "
         "folder's erased/)",
     )
+    backup_root: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|[^:]+)$",
+        description="scheduled backups: s3://bucket/prefix or a folder (default data_dir/backups)",
+    )
+    backup_keep: int = Field(default=14, ge=1, le=10_000, description="archives kept by count")
+    backup_keep_days: int = Field(default=35, ge=1, le=3650, description="archives kept, days")
     audit_anchors: str | None = Field(
         default=None,
         max_length=1024,

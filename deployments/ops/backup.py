@@ -6,7 +6,9 @@ What a backup holds (one archive folder, see :mod:`storage.sealed.archive`):
   *before* the database snapshot. A checkpoint is therefore never ahead of the backed-up event
   log, and a restored twin is exactly checkpoint + replay of the events after it.
 - ``table-*``: the event log, wrapped data keys, registry, twin index and audit trail from one
-  read snapshot of the relational store (a single transaction).
+  read snapshot of the relational store (a single transaction). The manifest's ``snapshot_at``
+  is the UTC time just before that snapshot was taken: nothing committed after it is in the
+  backup (what ``novamind dr-drill`` measures the RPO from).
 - ``documents``: every document through the DocumentStore port (MongoDB or the relational table).
 
 Everything in the archive is AES-256-GCM encrypted under a fresh key wrapped by the configured
@@ -35,6 +37,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,8 @@ class RestoreReport:
         erasures_reapplied: Restored patients the erasure ledger names, erased again.
         erasures_failed: Erasures that stopped half-way and failed again (still incomplete:
             the service's next start, or ``novamind erasures apply``, retries them).
+        patient_events: Events per patient in the archive (before the erasure ledger).
+        patient_last_seq: Each patient's last event ``seq`` in the archive.
     """
 
     backup_id: str
@@ -112,6 +117,8 @@ class RestoreReport:
     seconds: float
     erasures_reapplied: int = 0
     erasures_failed: int = 0
+    patient_events: dict[str, int] = field(default_factory=dict)
+    patient_last_seq: dict[str, int] = field(default_factory=dict)
 
 
 async def _write_checkpoints(stores: BackupStores, archive: ArchiveWriter) -> tuple[int, int]:
@@ -154,6 +161,8 @@ async def backup(settings: TwinSettings, directory: Path) -> BackupReport:
             tables: dict[str, int] = {}
             head: dict[str, Any] = {"seq": 0, "hash": GENESIS}
             writers: dict[str, Any] = {}
+            # Before the export's transaction begins: its snapshot is this instant or later.
+            snapshot_at = datetime.now(UTC).isoformat()
             async for batch in stores.snapshot.export():
                 if batch.table not in writers:
                     writers[batch.table] = archive.part(_TABLE + batch.table, batch.columns)
@@ -167,6 +176,7 @@ async def backup(settings: TwinSettings, directory: Path) -> BackupReport:
                 documents=documents,
                 checkpoints=checkpoints,
                 audit={"entries": int(head["seq"]), "head_hash": str(head["hash"])},
+                snapshot_at=snapshot_at,
             )
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)  # never leave a half-written archive
@@ -187,9 +197,9 @@ async def backup(settings: TwinSettings, directory: Path) -> BackupReport:
 
 
 async def _table_batches(
-    reader: ArchiveReader, last_seq: dict[str, int]
+    reader: ArchiveReader, last_seq: dict[str, int], counts: dict[str, int]
 ) -> AsyncIterator[ports.TableRows]:
-    """The archived tables as batches; records each patient's last event ``seq`` on the way."""
+    """The archived tables as batches; records each patient's last event ``seq`` and count."""
     for name, entry in reader.parts.items():
         if not name.startswith(_TABLE):
             continue
@@ -199,6 +209,7 @@ async def _table_batches(
                 patient, seq = columns.index("patient_id"), columns.index("seq")
                 for row in rows:
                     last_seq[row[patient]] = max(last_seq.get(row[patient], 0), int(row[seq]))
+                    counts[row[patient]] = counts.get(row[patient], 0) + 1
             yield ports.TableRows(table, columns, rows)
 
 
@@ -322,9 +333,10 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
         await _check_no_checkpoints(stores, reader)
         await _check_no_documents(stores)
         last_seq: dict[str, int] = {}
+        counts: dict[str, int] = {}
         loaded = _Loaded()
         try:
-            tables = await stores.snapshot.import_all(_table_batches(reader, last_seq))
+            tables = await stores.snapshot.import_all(_table_batches(reader, last_seq, counts))
             loaded.tables = tables
             expected = {name: int(rows) for name, rows in manifest["tables"].items()}
             if {t: n for t, n in tables.items() if n} != expected:
@@ -363,4 +375,6 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
         seconds=time.perf_counter() - started,
         erasures_reapplied=applied.revived,
         erasures_failed=len(applied.failed),
+        patient_events=counts,
+        patient_last_seq=last_seq,
     )

@@ -10,7 +10,10 @@
 - ``novamind kuberay serve-config DIR...``: generate (or ``--check``) the RayService's
   ``serveConfigV2`` from the Serve application's settings.
 - ``novamind backup DIR`` / ``novamind restore DIR``: an encrypted, consistent backup of the
-  stores and checkpoints, and its restore into an empty environment.
+  stores and checkpoints, and its restore into an empty environment; ``novamind backup
+  --scheduled`` writes one under ``backup_root`` and prunes the old ones.
+- ``novamind dr-drill``: the newest scheduled backup restored into a scratch environment and
+  checked (audit anchors, event counts, twins); one JSON line.
 - ``novamind ingest PATHS --format F --out DIR [--care-team T]``: bulk ingest on Ray Data
   (patients registered or matched from the data; docs/ingest.md).
 - ``novamind cohort RUN.json --out DIR``: a cohort what-if run on Ray Data.
@@ -479,19 +482,42 @@ def _run_job(label: str, job: Coroutine[Any, Any, T]) -> T:
 
 @app.command()
 def backup(
-    directory: Annotated[Path, typer.Argument(help="New (or empty) folder for the archive.")],
+    directory: Annotated[
+        Path | None, typer.Argument(help="New (or empty) folder for the archive.")
+    ] = None,
+    scheduled: Annotated[
+        bool,
+        typer.Option(
+            "--scheduled",
+            help="Write a new archive named by its UTC time under the backup_root setting, "
+            "then prune by backup_keep and backup_keep_days.",
+        ),
+    ] = False,
 ) -> None:
     """Write an encrypted, consistent backup of the stores and the twins' checkpoints."""
+    from deployments.ops.archives import scheduled_backup
+    from deployments.ops.backup import BackupReport
     from deployments.ops.backup import backup as run_backup
 
-    report = _run_job("backup", run_backup(_settings(), directory))
-    console.print(f"backup {report.backup_id} written to {report.directory}")
+    if (directory is None) != scheduled:
+        raise typer.BadParameter("name a folder, or --scheduled (not both)")
+    report: BackupReport
+    retention: list[tuple[str, object]] = []
+    if directory is not None:
+        report = _run_job("backup", run_backup(_settings(), directory))
+        console.print(f"backup {report.backup_id} written to {report.directory}")
+    else:
+        run = _run_job("backup", scheduled_backup(_settings()))
+        report = run.report
+        console.print(f"backup {report.backup_id} written to {run.root} as {run.name}")
+        retention = [("pruned", ", ".join(run.pruned) or "none"), ("kept", run.kept)]
     _rows([
         ("tables", report.tables),
         ("documents", report.documents),
         ("checkpoints", f"{report.checkpoints} ({report.checkpoints_unreadable} unreadable)"),
         ("audit", f"{report.audit_entries} entries, head {report.audit_head}"),
         ("size", f"{report.bytes} bytes in {report.seconds:.2f} s"),
+        *retention,
     ])  # fmt: skip
 
 
@@ -536,6 +562,62 @@ def _anchors_after_restore(settings: Any) -> None:
         soft_wrap=True,
         highlight=False,
     )
+
+
+@app.command("dr-drill")
+def dr_drill(
+    from_root: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Backup root (s3://bucket/prefix or a folder; default the backup_root setting).",
+        ),
+    ] = None,
+    scratch: Annotated[
+        Path | None,
+        typer.Option(help="Scratch data folder (absent or empty; default a temporary one)."),
+    ] = None,
+    scratch_database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="An empty PostgreSQL database to restore a PostgreSQL backup into.",
+            envvar="NOVAMIND_SCRATCH_DATABASE_URL",
+            show_envvar=True,
+        ),
+    ] = None,
+    twins: Annotated[
+        int, typer.Option(help="Restored twins compared with their rebuild.", min=1, max=10**6)
+    ] = 100,
+    keep_scratch: Annotated[bool, typer.Option(help="Keep the scratch environment.")] = False,
+) -> None:
+    """Restore the newest backup into a scratch environment, verify and compare it; print JSON.
+
+    The last line is one JSON object (RTO, RPO and every check's count); exit 1 when a check
+    fails.
+    """
+    import json
+
+    from deployments.ops.drill import dr_drill as run_drill
+
+    if from_root is not None and (len(from_root) > 1024 or not from_root.strip()):
+        raise typer.BadParameter("--from: s3://bucket/prefix or a folder (at most 1024 chars)")
+    try:
+        report = _run_job(
+            "drill",
+            run_drill(
+                _settings(), root=from_root, scratch=scratch,
+                scratch_database_url=scratch_database_url, twins=twins,
+                keep_scratch=keep_scratch, progress=console.print,
+            ),
+        )  # fmt: skip
+    except typer.Exit:
+        typer.echo(json.dumps({"ok": False, "error": "the drill could not start (see above)"}))
+        raise
+    if report.error:
+        console.print(f"drill: {report.error}", style="red", markup=False)
+    typer.echo(report.line())
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @erasures_app.command("apply")

@@ -22,24 +22,22 @@ recorded:
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from deployments.bootstrap import build_host_ports
 from deployments.ops.audit import verify
-from storage.local import LocalCheckpointStore
 from tests.chaos import jobs as J
 from tests.chaos.workload import Ack, Ledger, digest
 from twin import errors
 from twin.client import AsyncClient
 from twin.domain import events as E
-from twin.service.host import HostPorts, TwinHost
+from twin.service.host import HostPorts
 from twin.service.jobs import MAX_ATTEMPTS
+from twin.service.rebuild import differences, rebuilt_from_log
 from twin.settings import TwinSettings
 
 
@@ -80,17 +78,6 @@ async def _stored_keys(dsn: str, patients: list[str]) -> dict[tuple[str, str], i
     finally:
         await connection.close()
     return {(r["patient_id"], r["idempotency_key"]): int(r["seq"]) for r in rows}
-
-
-async def _rebuilt_from_log(
-    stores: HostPorts, settings: TwinSettings, patient: str
-) -> tuple[dict[str, Any], bytes]:
-    # The same log and keys, but no checkpoint: the twin is replayed from its first event.
-    with tempfile.TemporaryDirectory() as empty:
-        ports = HostPorts(stores.events, LocalCheckpointStore(Path(empty)), stores.sealer,
-                          priors=stores.priors)  # fmt: skip
-        host = TwinHost(ports, settings=settings.host)
-        return (await host.summary(patient)).model_dump(), await host.state_bytes(patient)
 
 
 def _order_violations(acks: list[Ack]) -> int:
@@ -147,17 +134,13 @@ async def check(
         for ack in ledger.acked.values():
             by_patient[ack.patient].append(ack)
         order = sum(_order_violations(acks) for acks in by_patient.values())
-        differences: list[tuple[str, tuple[str, ...]]] = []
+        differing: list[tuple[str, tuple[str, ...]]] = []
         for patient in patients:
             live = (await api.twin(patient)).model_dump()
-            rebuilt, rebuilt_state = await _rebuilt_from_log(stores, settings, patient)
-            # ``as_of`` is where the API places the twin's day on the patient's enrolment axis
-            # (the registry's, not the twin's): the twin itself is compared by its day.
-            fields = [k for k in live if k != "as_of" and live[k] != rebuilt.get(k)]
-            if await runtime.state_bytes(patient) != rebuilt_state:
-                fields.append("state")
+            rebuilt = await rebuilt_from_log(stores, settings.host, patient)
+            fields = differences(live, await runtime.state_bytes(patient), rebuilt)
             if fields:
-                differences.append((patient, tuple(fields)))
+                differing.append((patient, fields))
     finally:
         await stores.aclose()
     report = await asyncio.to_thread(verify, settings)
@@ -169,9 +152,9 @@ async def check(
         order_violations=order,
         unacked_present=present,
         unacked_absent=len(ledger.unacked) - present,
-        replay_mismatches=len(differences),
+        replay_mismatches=len(differing),
         audit_broken=0 if report.ok else 1,
-        replay_differences=tuple(differences),
+        replay_differences=tuple(differing),
     )
 
 

@@ -1,0 +1,403 @@
+"""Scheduled backups: archives named by their UTC time under a backup root, and their pruning.
+
+``novamind backup --scheduled`` (the ``novamind-backup`` CronJob, hourly) writes a new archive
+(:func:`deployments.ops.backup.backup`, format unchanged) under the setting ``backup_root`` and
+prunes the old ones; ``novamind dr-drill`` restores the newest. A root is a folder or
+``s3://bucket/prefix`` (default ``data_dir/backups``); outside ``local`` it must be S3: a folder
+in a pod is lost with the pod.
+
+Names: ``20261205T220000Z-<first 8 hex of the backup id>``: the UTC time the backup started, so
+names sort by age. What makes an archive complete is its manifest, always stored last:
+
+- folder: the archive is written in ``.partial-<time>-<random>`` and renamed to its name once
+  whole (a rename is atomic), so a named folder is complete; one without a manifest (copied by
+  hand, cut short) is treated as incomplete all the same;
+- S3: the archive is written to a temporary local folder, its parts uploaded (SSE-KMS) and the
+  manifest last, then the local folder is removed; a name without ``manifest.json`` is an
+  upload in progress, or one that failed.
+
+Pruning keeps the newest ``backup_keep`` complete archives that are at most ``backup_keep_days``
+old, and always the newest complete one, whatever its age. Incomplete archives are never
+counted as backups, and are removed only when nothing was written to them for a day (an
+upload of a concurrent run is never taken for a failed one). Deleting an archive removes its
+manifest first, so one whose deletion stops half-way is incomplete, never a damaged backup.
+
+Why boto3 directly here (as ``deployments.stores`` builds its clients): these are the
+operations tools' own files, not a store behind a port; calls go through
+:func:`storage.s3.calls.run` (off the event loop, S3 errors as ``StorageUnavailableError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from deployments.ops.backup import BackupReport, backup
+from storage.s3.calls import run
+from twin import errors
+from twin.settings import TwinSettings
+
+__all__ = [
+    "ABANDONED_AFTER",
+    "MANIFEST",
+    "ArchiveRoot",
+    "LocalArchiveRoot",
+    "S3ArchiveRoot",
+    "ScheduledBackup",
+    "StoredArchive",
+    "archive_name",
+    "archive_root",
+    "newest_complete",
+    "prune",
+    "prune_plan",
+    "scheduled_backup",
+]
+
+MANIFEST = "manifest.json"
+#: An incomplete archive untouched for this long is a failed run's, and is removed.
+ABANDONED_AFTER = timedelta(days=1)
+_STAMP = "%Y%m%dT%H%M%SZ"
+_NAME = re.compile(r"^(?P<at>[0-9]{8}T[0-9]{6}Z)-[0-9a-f]{8}$")
+_PARTIAL = re.compile(r"^\.partial-(?P<at>[0-9]{8}T[0-9]{6}Z)-[0-9a-f]{8}$")
+#: Files of an archive: ``manifest.json`` and ``<part>.nmb`` (no folders, no other names).
+_FILE = re.compile(r"^[A-Za-z0-9_\-]+\.nmb$|^manifest\.json$")
+
+
+def archive_name(started: datetime, backup_id: str) -> str:
+    """The archive's name: its UTC start time and the first 8 hex digits of its id."""
+    return f"{started.astimezone(UTC).strftime(_STAMP)}-{backup_id.replace('-', '')[:8]}"
+
+
+def _parse_time(stamp: str) -> datetime:
+    return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArchive:
+    """An archive (or the remains of one) under a backup root.
+
+    Attributes:
+        name: Its name (``<time>-<id>``, or ``.partial-...`` for one being written to a folder).
+        at: The UTC time its backup started (from the name).
+        complete: Whether its manifest is there (only then is it a backup).
+        touched: The newest write to any of its files, UTC.
+    """
+
+    name: str
+    at: datetime
+    complete: bool
+    touched: datetime
+
+
+class ArchiveRoot(Protocol):
+    """Where scheduled archives are kept: a folder or an S3 prefix."""
+
+    #: How the root is named in reports (``s3://bucket/prefix`` or the folder).
+    where: str
+
+    def staging(self, started: datetime) -> Any:
+        """An async context manager: a new empty local folder for one archive, removed after."""
+        ...
+
+    async def store(self, name: str, folder: Path) -> None:
+        """Keep the finished archive in ``folder`` under ``name`` (its manifest last)."""
+        ...
+
+    async def archives(self) -> list[StoredArchive]:
+        """Every archive under the root, complete or not, oldest first."""
+        ...
+
+    async def fetch(self, name: str, into: Path) -> Path:
+        """A local folder holding the archive (``into`` for S3; the archive itself for a folder)."""
+        ...
+
+    async def delete(self, name: str) -> None:
+        """Remove the archive, its manifest first."""
+        ...
+
+
+class LocalArchiveRoot:
+    """Archives in a folder (embedded use, or a mounted volume)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.where = str(folder)
+
+    @asynccontextmanager
+    async def staging(self, started: datetime) -> AsyncIterator[Path]:
+        """``.partial-<time>-<random>`` in the root: renamed by :meth:`store` once whole."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        work = self.folder / f".partial-{started.strftime(_STAMP)}-{uuid.uuid4().hex[:8]}"
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # gone once stored; a failed run's, too
+
+    async def store(self, name: str, folder: Path) -> None:
+        """Rename the whole archive to its name (atomic within one file system)."""
+        if not (folder / MANIFEST).is_file():
+            raise errors.BackupCorruptError(f"{folder}: no manifest, not a finished archive")
+        folder.rename(self.folder / name)
+
+    async def archives(self) -> list[StoredArchive]:
+        """Named archives and ``.partial-`` folders; anything else in the folder is left alone."""
+        return await asyncio.to_thread(self._list)
+
+    def _list(self) -> list[StoredArchive]:
+        found: list[StoredArchive] = []
+        if not self.folder.is_dir():
+            return found
+        for entry in self.folder.iterdir():
+            match = _NAME.match(entry.name) or _PARTIAL.match(entry.name)
+            if match is None or not entry.is_dir() or entry.is_symlink():
+                continue
+            try:
+                times = [entry.stat().st_mtime] + [p.stat().st_mtime for p in entry.iterdir()]
+            except OSError:
+                continue  # removed meanwhile (a concurrent prune)
+            complete = _NAME.match(entry.name) is not None and (entry / MANIFEST).is_file()
+            found.append(
+                StoredArchive(
+                    entry.name,
+                    _parse_time(match["at"]),
+                    complete,
+                    datetime.fromtimestamp(max(times), UTC),
+                )
+            )
+        return sorted(found, key=lambda a: (a.at, a.name))
+
+    async def fetch(self, name: str, into: Path) -> Path:
+        """The archive's own folder (read in place; nothing is copied)."""
+        return self.folder / _checked(name)
+
+    async def delete(self, name: str) -> None:
+        """The manifest first, then the rest."""
+        folder = self.folder / name
+        (folder / MANIFEST).unlink(missing_ok=True)
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+
+
+class S3ArchiveRoot:
+    """Archives under an S3 prefix: ``<prefix>/<name>/<file>``, uploaded with SSE-KMS.
+
+    Args:
+        client: A boto3 S3 client.
+        bucket: Bucket name.
+        prefix: Key prefix (no leading or trailing ``/``; may be empty).
+        kms_key_id: KMS key for SSE-KMS (``None``: the bucket's default KMS key).
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str, *, kms_key_id: str | None) -> None:
+        self._s3 = client
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._kms = kms_key_id
+        self.where = f"s3://{bucket}/{self._prefix}"
+
+    def _key(self, name: str, file: str = "") -> str:
+        return f"{self._prefix}/{name}/{file}" if self._prefix else f"{name}/{file}"
+
+    @asynccontextmanager
+    async def staging(self, started: datetime) -> AsyncIterator[Path]:
+        """A temporary local folder, removed after the upload (or the failure)."""
+        work = Path(tempfile.mkdtemp(prefix="novamind-backup-"))
+        try:
+            yield work / "archive"
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    async def store(self, name: str, folder: Path) -> None:
+        """Upload every part, then the manifest: until it is there the archive is incomplete."""
+        files = sorted(p.name for p in folder.iterdir())
+        if MANIFEST not in files or not all(_FILE.match(f) for f in files):
+            raise errors.BackupCorruptError(f"{folder}: not a finished archive")
+        extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
+        if self._kms is not None:
+            extra["SSEKMSKeyId"] = self._kms
+        for file in [f for f in files if f != MANIFEST] + [MANIFEST]:
+            await run(self._upload, folder / file, self._key(name, file), extra)
+
+    def _upload(self, path: Path, key: str, extra: dict[str, Any]) -> None:
+        # upload_file: multipart above 8 MiB, each part retried by the transfer manager.
+        self._s3.upload_file(str(path), self._bucket, key, ExtraArgs=extra)
+
+    def _objects(self, under: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket, Prefix=under
+        ):
+            found.extend(page.get("Contents", []))
+        return found
+
+    async def archives(self) -> list[StoredArchive]:
+        """Every ``<prefix>/<name>/`` with a well-formed name; complete when it has a manifest."""
+        base = self._key("", "").rstrip("/")
+        objects: list[dict[str, Any]] = await run(self._objects, f"{base}/" if base else "")
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for item in objects:
+            rest = item["Key"][len(base) + 1 :] if base else item["Key"]
+            name, _, file = rest.partition("/")
+            if _NAME.match(name) and file:
+                grouped.setdefault(name, []).append({**item, "File": file})
+        found = [
+            StoredArchive(
+                name,
+                _parse_time(name[:16]),
+                any(i["File"] == MANIFEST and i.get("Size", 0) > 0 for i in items),
+                max(i["LastModified"] for i in items).astimezone(UTC),
+            )
+            for name, items in grouped.items()
+        ]
+        return sorted(found, key=lambda a: (a.at, a.name))
+
+    async def fetch(self, name: str, into: Path) -> Path:
+        """Download the archive's files into ``into`` (created)."""
+        objects: list[dict[str, Any]] = await run(self._objects, self._key(_checked(name)))
+        into.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for item in objects:
+            file = item["Key"].rsplit("/", 1)[-1]
+            if _FILE.match(file):  # nothing else is an archive's; never a path outside `into`
+                await run(self._s3.download_file, self._bucket, item["Key"], str(into / file))
+        return into
+
+    async def delete(self, name: str) -> None:
+        """The manifest first (the archive is then incomplete), then its parts, 1000 a call."""
+        await run(self._delete, name)
+
+    def _delete(self, name: str) -> None:
+        self._s3.delete_object(Bucket=self._bucket, Key=self._key(name, MANIFEST))
+        keys = [item["Key"] for item in self._objects(self._key(name))]
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": key} for key in keys[start : start + 1000]]
+            self._s3.delete_objects(Bucket=self._bucket, Delete={"Objects": chunk, "Quiet": True})
+
+
+def _checked(name: str) -> str:
+    if not _NAME.match(name):
+        raise errors.ConfigurationError(f"{name!r} is not a scheduled archive's name")
+    return name
+
+
+def archive_root(settings: TwinSettings, root: str | None = None) -> ArchiveRoot:
+    """The backup root ``root`` names, else the setting ``backup_root``, else ``data_dir/backups``.
+
+    Raises:
+        ConfigurationError: An ``s3://`` root without a bucket, or a folder outside ``local``.
+    """
+    where = root if root is not None else settings.backup_root
+    if where is not None and where.startswith("s3://"):
+        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise errors.ConfigurationError(f"backup root {where!r}: s3://bucket/prefix")
+        import boto3  # only when an S3 root is used
+
+        client = boto3.client(
+            "s3", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
+        )
+        return S3ArchiveRoot(client, bucket, prefix, kms_key_id=settings.s3_kms_key_id)
+    if settings.environment != "local":
+        raise errors.ConfigurationError(
+            f"environment {settings.environment!r} keeps its backups in S3 (backup_root "
+            "s3://bucket/prefix): a folder in a pod is lost with it"
+        )
+    return LocalArchiveRoot(Path(where) if where is not None else settings.data_dir / "backups")
+
+
+def prune_plan(
+    archives: Sequence[StoredArchive], *, keep: int, keep_days: float, now: datetime
+) -> list[str]:
+    """Which archives pruning removes.
+
+    Args:
+        archives: Everything under the root (:meth:`ArchiveRoot.archives`).
+        keep: Complete archives kept by count (the newest), at least 1.
+        keep_days: Complete archives older than this many days go (the newest complete one
+            never does).
+        now: The current time, UTC.
+
+    Returns:
+        Names to delete: complete archives past either limit, and incomplete ones untouched
+        for :data:`ABANDONED_AFTER`.
+    """
+    complete = sorted((a for a in archives if a.complete), key=lambda a: a.name, reverse=True)
+    oldest = now - timedelta(days=keep_days)
+    drop = [
+        a.name for i, a in enumerate(complete) if i > 0 and (i >= max(keep, 1) or a.at < oldest)
+    ]
+    drop += [a.name for a in archives if not a.complete and now - a.touched > ABANDONED_AFTER]
+    return drop
+
+
+def newest_complete(archives: Sequence[StoredArchive]) -> StoredArchive | None:
+    """The newest complete archive (by name: its start time), or ``None``."""
+    complete = [a for a in archives if a.complete]
+    return max(complete, key=lambda a: a.name) if complete else None
+
+
+async def prune(
+    root: ArchiveRoot, *, keep: int, keep_days: float, now: datetime | None = None
+) -> list[str]:
+    """Apply :func:`prune_plan` to the root; returns the names removed."""
+    plan = prune_plan(
+        await root.archives(), keep=keep, keep_days=keep_days, now=now or datetime.now(UTC)
+    )
+    for name in plan:
+        await root.delete(name)
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledBackup:
+    """What one scheduled run did.
+
+    Attributes:
+        root: The backup root.
+        name: The new archive's name.
+        report: What the backup wrote.
+        pruned: Names of the archives pruning removed.
+        kept: Complete archives under the root afterwards.
+    """
+
+    root: str
+    name: str
+    report: BackupReport
+    pruned: list[str]
+    kept: int
+
+
+async def scheduled_backup(
+    settings: TwinSettings, *, root: str | None = None, now: datetime | None = None
+) -> ScheduledBackup:
+    """Write a new archive under the backup root, then prune the root.
+
+    Args:
+        settings: The environment backed up (and ``backup_root``, ``backup_keep``,
+            ``backup_keep_days``).
+        root: Another backup root than the setting's.
+        now: The run's start, UTC (names the archive; tests place archives in the past).
+
+    Raises:
+        ConfigurationError: The root is not usable.
+        StorageUnavailableError: A store or the root cannot be reached (the new archive is not
+            kept, and nothing is pruned).
+    """
+    started = now or datetime.now(UTC)
+    archives = archive_root(settings, root)
+    async with archives.staging(started) as work:
+        report = await backup(settings, work)
+        name = archive_name(started, report.backup_id)
+        await archives.store(name, work)
+    pruned = await prune(
+        archives, keep=settings.backup_keep, keep_days=settings.backup_keep_days, now=started
+    )
+    kept = sum(1 for a in await archives.archives() if a.complete)
+    return ScheduledBackup(archives.where, name, report, pruned, kept)
