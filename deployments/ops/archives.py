@@ -117,7 +117,7 @@ class ArchiveRoot(Protocol):
         ...
 
     async def fetch(self, name: str, into: Path) -> Path:
-        """A local folder holding the archive (``into`` for S3; the archive itself for a folder)."""
+        """A local copy of the archive in ``into`` (created); returns ``into``."""
         ...
 
     async def delete(self, name: str) -> None:
@@ -176,8 +176,9 @@ class LocalArchiveRoot:
         return sorted(found, key=lambda a: (a.at, a.name))
 
     async def fetch(self, name: str, into: Path) -> Path:
-        """The archive's own folder (read in place; nothing is copied)."""
-        return self.folder / _checked(name)
+        """A copy of the archive in ``into``: a prune that runs meanwhile cannot pull it away."""
+        await asyncio.to_thread(shutil.copytree, self.folder / _checked(name), into)
+        return into
 
     async def delete(self, name: str) -> None:
         """The manifest first, then the rest."""

@@ -1,9 +1,10 @@
 """``novamind dr-drill``: the newest scheduled backup restored into a scratch environment, checked.
 
-The drill takes the newest complete archive under the backup root (:mod:`deployments.ops.archives`;
-from S3 it is downloaded first), restores it (:func:`deployments.ops.backup.restore`, which
-verifies every part, loads all or nothing, verifies the audit chain to the backed-up head and
-applies the erasure ledger) into a scratch environment, then checks what was restored:
+The drill copies the newest complete archive under the backup root into its scratch folder
+(:mod:`deployments.ops.archives`; from S3 it is downloaded), restores it there
+(:func:`deployments.ops.backup.restore`, which verifies every part, loads all or nothing,
+verifies the audit chain to the backed-up head and applies the erasure ledger) into a scratch
+environment, then checks what was restored:
 
 - the audit chain against the audit anchors (:func:`twin.audit_log.verify_audit_log`): every
   anchor the restored chain covers must hold; anchors newer than the backup lie beyond the

@@ -175,8 +175,11 @@ def test_dr_drill_restores_verifies_and_measures(tmp_path):
     before, after = asyncio.run(_live_with_anchors(settings))
     assert after.entries > before.entries
 
+    # What never is in a backup (keys, erasure ledger, anchors) is read, never written.
+    keys = {p: p.read_bytes() for p in sorted((live / "keys").rglob("*")) if p.is_file()}
     code, line, out = _drill_cli(live, "--scratch", str(tmp_path / "scratch"))
     assert code == 0, out
+    assert {p: p.read_bytes() for p in sorted((live / "keys").rglob("*")) if p.is_file()} == keys
     assert line["ok"] is True and line["error"] is None
     assert line["restored_patients"] == 3  # five, less the one erased before and the one after
     assert line["erasures_reapplied"] >= 1
