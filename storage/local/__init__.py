@@ -8,7 +8,7 @@ from storage.local.audit_anchors import LocalAuditAnchorStore
 from storage.local.checkpoints import LocalCheckpointStore
 from storage.local.erasures import LocalErasureLedger
 from storage.local.keys import LocalKeyProvider
-from storage.local.secrets import local_secret
+from storage.local.secrets import local_secret, read_local_secret
 
 __all__ = [
     "LocalAuditAnchorStore",
@@ -16,4 +16,5 @@ __all__ = [
     "LocalErasureLedger",
     "LocalKeyProvider",
     "local_secret",
+    "read_local_secret",
 ]

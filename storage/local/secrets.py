@@ -15,7 +15,7 @@ from storage.disk import os_error
 from storage.local.files import create_once
 from twin import errors
 
-__all__ = ["local_secret"]
+__all__ = ["local_secret", "read_local_secret"]
 
 
 def local_secret(directory: Path, name: str) -> str:
@@ -33,6 +33,24 @@ def local_secret(directory: Path, name: str) -> str:
         if create_once(path, value.encode()):
             return value
         stored = path.read_text().strip()
+    except OSError as exc:
+        raise os_error(exc, "local secret store") from None
+    if len(stored) < 32:
+        raise errors.ConfigurationError(f"local secret {name} is damaged")
+    return stored
+
+
+def read_local_secret(directory: Path, name: str) -> str | None:
+    """The secret ``name`` in ``directory``, or ``None`` when there is none (never created).
+
+    Raises:
+        ConfigurationError: The stored secret is damaged.
+        StorageUnavailableError: The file cannot be read.
+    """
+    try:
+        stored = (directory / f"{name}.secret").read_text().strip()
+    except FileNotFoundError:
+        return None
     except OSError as exc:
         raise os_error(exc, "local secret store") from None
     if len(stored) < 32:

@@ -67,6 +67,11 @@ async def _init_connection(conn: Any) -> None:
     await conn.execute("SET synchronous_commit = on")
 
 
+async def _init_read_only(conn: Any) -> None:
+    # Every transaction of the session is read-only: the server refuses any write.
+    await conn.execute("SET default_transaction_read_only = on")
+
+
 class PostgresDatabase:
     """A migrated, durability-checked pool. Use :meth:`open`."""
 
@@ -76,23 +81,38 @@ class PostgresDatabase:
 
     @classmethod
     async def open(
-        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 5.0
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout_s: float = 5.0,
+        read_only: bool = False,
     ) -> PostgresDatabase:
         """Migrate, connect and verify durability settings.
+
+        Args:
+            dsn: The database.
+            min_size: Connections kept open.
+            max_size: Connections at most.
+            timeout_s: Seconds a connection or a statement may take.
+            read_only: Do not migrate, and make every session read-only (another
+                environment's store, read by a disaster-recovery drill).
 
         Raises:
             StorageUnavailableError: The server cannot be reached.
             ConfigurationError: fsync, full_page_writes or synchronous_commit is off.
         """
         try:
-            await asyncio.to_thread(_migrate, dsn)
+            if not read_only:
+                await asyncio.to_thread(_migrate, dsn)
             pool = await asyncpg.create_pool(
                 dsn,
                 min_size=min_size,
                 max_size=max_size,
                 command_timeout=timeout_s,
                 timeout=timeout_s,
-                init=_init_connection,
+                init=_init_read_only if read_only else _init_connection,
             )
         except Exception as exc:
             if unavailable(exc):

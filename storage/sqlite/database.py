@@ -130,12 +130,20 @@ class SqliteDatabase:
                 await self.conn.execute("ROLLBACK")
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteDatabase:
+    async def open(cls, path: Path, *, read_only: bool = False) -> SqliteDatabase:
         """Migrate (idempotent) and connect.
 
+        Args:
+            path: The database file.
+            read_only: Neither migrate nor create anything, and refuse every write (another
+                environment's store, read by a disaster-recovery drill).
+
         Raises:
-            StorageUnavailableError: The file cannot be opened or migrated.
+            StorageUnavailableError: The file cannot be opened or migrated (or, read-only, is
+                not there).
         """
+        if read_only:
+            return await cls._open_read_only(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             await asyncio.to_thread(_migrate, path)
@@ -158,6 +166,19 @@ class SqliteDatabase:
             full = storage_error(exc)
             if isinstance(full, errors.StorageFullError):
                 raise full from None
+            raise errors.StorageUnavailableError(f"SQLite store unavailable: {exc}") from None
+        return cls(conn, path)
+
+    @classmethod
+    async def _open_read_only(cls, path: Path) -> SqliteDatabase:
+        # mode=ro: SQLite itself refuses writes and never creates the file; query_only also
+        # refuses them on this connection. Journal and sync pragmas are the writers' to set.
+        try:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            for pragma in ("PRAGMA query_only=ON", "PRAGMA busy_timeout=5000"):
+                await conn.execute(pragma)
+        except (OSError, aiosqlite.Error) as exc:
             raise errors.StorageUnavailableError(f"SQLite store unavailable: {exc}") from None
         return cls(conn, path)
 
