@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -38,21 +39,23 @@ from deployments.stores import (
     checkpoint_store,
     erasure_ledger,
     ingest_root,
+    key_provider,
     open_stores,
     research_key,
+    research_key_if_any,
 )
 from deployments.telemetry import configure_tracing, traced
 from storage.local import local_secret
 from storage.memory import InProcessChangeFeed
 from storage.redis import RedisChangeFeed
-from twin import ports
+from twin import errors, ports
 from twin.analytics.budget import CohortBudget
 from twin.audit_log import AnchoringAuditLog
 from twin.domain.deidentify import Deidentifier
 from twin.service.access import AccessPolicy
 from twin.service.application import JobLimits, TwinService
 from twin.service.erasure import Eraser, Place
-from twin.service.erasure_ledger import apply_erasure_ledger
+from twin.service.erasure_ledger import ScratchErasureLedger, apply_erasure_ledger
 from twin.service.fhir import ExportLimits, FhirService
 from twin.service.host import HostPorts
 from twin.service.priors import DocumentPriorRegistry
@@ -66,6 +69,7 @@ __all__ = [
     "jwt_secret",
     "open_api_services",
     "open_backup_stores",
+    "open_scratch_stores",
     "token_verifier",
 ]
 
@@ -90,6 +94,7 @@ class BackupStores:
         index: The twin index (a restore deletes the ledger's patients' entries).
         eraser: Erasure over every place patient data lives (a restore erases the ledger's
             patients again).
+        events: The event log (a drill replays restored twins from it).
     """
 
     snapshot: ports.DatabaseSnapshot
@@ -102,6 +107,7 @@ class BackupStores:
     sealer: ports.Sealer
     index: ports.TwinIndex
     eraser: Eraser
+    events: ports.EventStore
 
 
 @asynccontextmanager
@@ -120,6 +126,66 @@ async def open_backup_stores(settings: TwinSettings) -> AsyncIterator[BackupStor
             stores.sealer,
             stores.index,
             build_eraser(settings, stores),
+            stores.events,
+        )
+
+
+@asynccontextmanager
+async def open_scratch_stores(
+    live: TwinSettings, scratch: TwinSettings
+) -> AsyncIterator[BackupStores]:
+    """What a disaster-recovery drill restores into: scratch stores that write nowhere else.
+
+    The relational store, documents and checkpoints are the scratch settings' (a folder and a
+    database of the drill's own). What is never in a backup is the live environment's, and
+    only read: the key provider (KMS, or the live key folder, where no key is ever created),
+    the erasure ledger (a :class:`ScratchErasureLedger`: erasures begin and complete in the
+    scratch environment alone) and the research key (never generated). The eraser reaches the
+    scratch stores alone: no twin in memory, and cohort result pages but not the outputs
+    (``patients.parquet``) the restored run documents name, which are the live environment's.
+
+    Raises:
+        ConfigurationError: The scratch settings share a store with the live ones.
+    """
+    shared = [
+        name
+        for name, value in (
+            ("s3_bucket", scratch.s3_bucket),
+            ("mongo_url", scratch.mongo_url),
+            ("redis_url", scratch.redis_url),
+        )
+        if value
+    ]
+    if scratch.database_url is not None and scratch.database_url == live.database_url:
+        shared.append("database_url")
+    if scratch.data_dir.resolve() == live.data_dir.resolve():
+        shared.append("data_dir")
+    if shared:
+        raise errors.ConfigurationError(
+            f"the scratch environment shares {', '.join(shared)} with the live one"
+        )
+    async with AsyncExitStack() as stack:
+        stores = await open_stores(scratch, stack, keys=key_provider(live, create=False))
+        ledger = ScratchErasureLedger(erasure_ledger(live))
+        key = research_key_if_any(live)
+        # No research key yet: no pseudonym was ever made with one, so no result page holds
+        # one; a key of the drill's own (never stored) matches none either.
+        deidentifier = Deidentifier(key or secrets.token_urlsafe(48).encode())
+        eraser = build_eraser(
+            scratch, stores, ledger=ledger, deidentifier=deidentifier, scratch=True
+        )
+        yield BackupStores(
+            stores.snapshot,
+            stores.documents,
+            checkpoint_store(scratch),
+            stores.keys,
+            stores.audit,
+            ledger,
+            stores.registry,
+            stores.sealer,
+            stores.index,
+            eraser,
+            stores.events,
         )
 
 
@@ -179,16 +245,34 @@ async def _check_sources(root: str, paths: list[str]) -> None:
     await asyncio.to_thread(check_sources, root, paths)
 
 
-def build_eraser(settings: TwinSettings, stores: Stores, twins: Twins | None = None) -> Eraser:
+def build_eraser(
+    settings: TwinSettings,
+    stores: Stores,
+    twins: Twins | None = None,
+    *,
+    ledger: ports.ErasureLedger | None = None,
+    deidentifier: Deidentifier | None = None,
+    scratch: bool = False,
+) -> Eraser:
     """The registry of every place patient data lives, in erasure order (docs/operations.md §7).
 
     The tombstone first (no write, no new data key from then on), then the twin in memory when
     a runtime is given, then everything derived and stored, and the data key last (what is
     sealed under it is unreadable even where a copy survives: backups, replicas).
+
+    Args:
+        settings: Where the checkpoints (and cohort outputs) are.
+        stores: The relational stores and documents.
+        twins: The runtime holding twins in memory (``None``: that place is unreachable).
+        ledger: The erasure ledger (default the settings').
+        deidentifier: Research pseudonyms (default from the settings' research key).
+        scratch: A drill's scratch environment: no runtime holds twins there (no twin place),
+            and cohort runs' ``patients.parquet`` files are not rewritten (its restored run
+            documents name the live environment's outputs); result pages are.
     """
-    deidentifier = Deidentifier(research_key(settings))
+    pseudonyms = deidentifier if deidentifier is not None else Deidentifier(research_key(settings))
     checkpoints = checkpoint_store(settings)
-    ledger = erasure_ledger(settings)
+    erasures = ledger if ledger is not None else erasure_ledger(settings)
 
     async def registry(pid: str) -> int:
         return int(await stores.registry.erase(pid))
@@ -207,9 +291,12 @@ def build_eraser(settings: TwinSettings, stores: Stores, twins: Twins | None = N
 
     async def cohort_results(pid: str) -> int:
         async with rewriting:
-            erased = {pid, *await ledger.erased()}
+            erased = {pid, *await erasures.erased()}
             return await erase_from_cohort_results(
-                settings, stores.documents, frozenset(map(deidentifier.pseudonym, erased))
+                settings,
+                stores.documents,
+                frozenset(map(pseudonyms.pseudonym, erased)),
+                outputs=not scratch,
             )
 
     async def data_key(pid: str) -> int:
@@ -219,8 +306,10 @@ def build_eraser(settings: TwinSettings, stores: Stores, twins: Twins | None = N
     places = [
         Place("registry", "identifiers, identifier links, care team (a tombstone stays)",
               ("patients", "patient_links"), registry),
-        Place("twin", "the twin in memory, its cached summary and change feed", (), twin,
-              reachable=twins is not None),
+        *([] if scratch else [
+            Place("twin", "the twin in memory, its cached summary and change feed", (), twin,
+                  reachable=twins is not None),
+        ]),
         Place("checkpoints", "sealed twin states", (), checkpoints.delete_all),
         Place("twin index", "severity, risk and alert flags (plain text)", ("twin_index",), index),
         Place("event log", "sealed events, idempotency keys, days", ("events", "patient_heads"),
@@ -232,7 +321,7 @@ def build_eraser(settings: TwinSettings, stores: Stores, twins: Twins | None = N
         Place("data key", "the key every sealed copy needs (backups included)", ("data_keys",),
               data_key),
     ]  # fmt: skip
-    return Eraser(ledger, places)
+    return Eraser(erasures, places)
 
 
 async def _rate_limiter(

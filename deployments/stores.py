@@ -37,6 +37,7 @@ from storage.local import (
     LocalErasureLedger,
     LocalKeyProvider,
     local_secret,
+    read_local_secret,
 )
 from storage.postgres import (
     PostgresAuditLog,
@@ -79,6 +80,7 @@ __all__ = [
     "erasure_ledger",
     "erasure_ledger_location",
     "ingest_root",
+    "key_provider",
     "migrate",
     "open_audit_log",
     "open_cohort_stores",
@@ -86,9 +88,11 @@ __all__ = [
     "open_documents",
     "open_event_writer",
     "open_key_stores",
+    "open_log_reader",
     "open_stores",
     "open_twin_reader",
     "research_key",
+    "research_key_if_any",
 ]
 
 
@@ -114,12 +118,19 @@ class Stores:
     snapshot: ports.DatabaseSnapshot
 
 
-def _key_provider(settings: TwinSettings) -> ports.KeyProvider:
+def key_provider(settings: TwinSettings, *, create: bool = True) -> ports.KeyProvider:
+    """The key provider: AWS KMS (``kms_key_id``), else the key files in ``data_dir/keys``.
+
+    Args:
+        settings: The settings.
+        create: Whether a local key folder and its first KEK may be created when missing
+            (``False``: another environment's keys, only read).
+    """
     keys: ports.KeyProvider
     if settings.kms_key_id:
         keys = KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
     else:
-        keys = LocalKeyProvider(settings.data_dir / "keys")
+        keys = LocalKeyProvider(settings.data_dir / "keys", create=create)
     return traced(keys, ports.KeyProvider, "keys")
 
 
@@ -189,9 +200,18 @@ def checkpoint_store(settings: TwinSettings) -> ports.CheckpointStore:
     return traced(store, ports.CheckpointStore, "checkpoints")
 
 
-async def open_stores(settings: TwinSettings, stack: AsyncExitStack) -> Stores:
-    """The relational stores (and documents) behind one envelope sealer (no I/O but opening)."""
-    keys = _key_provider(settings)
+async def open_stores(
+    settings: TwinSettings, stack: AsyncExitStack, *, keys: ports.KeyProvider | None = None
+) -> Stores:
+    """The relational stores (and documents) behind one envelope sealer (no I/O but opening).
+
+    Args:
+        settings: The settings.
+        stack: Closes what is opened.
+        keys: Another key provider than the settings' (a drill's scratch environment reads
+            the live environment's keys and never creates one).
+    """
+    keys = keys if keys is not None else key_provider(settings)
     db = await open_database(settings, stack)
     if isinstance(db, PostgresDatabase):
         sealer = EnvelopeSealer(keys, PostgresDataKeyStore(db))
@@ -247,16 +267,56 @@ async def _mongo_documents(url: str, stack: AsyncExitStack) -> ports.DocumentSto
 
 
 async def open_database(
-    settings: TwinSettings, stack: AsyncExitStack
+    settings: TwinSettings, stack: AsyncExitStack, *, read_only: bool = False
 ) -> PostgresDatabase | SqliteDatabase:
-    """The relational store (migrated on open): PostgreSQL when configured, else SQLite."""
+    """The relational store (migrated on open): PostgreSQL when configured, else SQLite.
+
+    Args:
+        settings: The settings.
+        stack: Closes what is opened.
+        read_only: Neither migrate nor write (sessions refuse writes; a SQLite file is not
+            created): another environment's store, read by a disaster-recovery drill.
+    """
     if settings.database_url:
-        pg = await PostgresDatabase.open(settings.database_url)
+        pg = await PostgresDatabase.open(settings.database_url, read_only=read_only)
         stack.push_async_callback(pg.close)
         return pg
-    db = await SqliteDatabase.open(settings.data_dir / "novamind.db")
+    db = await SqliteDatabase.open(settings.data_dir / "novamind.db", read_only=read_only)
     stack.push_async_callback(db.close)
     return db
+
+
+class _NoKeys:
+    """A :class:`twin.ports.KeyProvider` for readers that never need a key (no key is read)."""
+
+    async def wrap(self, data_key: bytes, *, context: str) -> ports.WrappedKey:
+        raise errors.ConfigurationError("this reader neither wraps nor unwraps keys")
+
+    async def unwrap(self, wrapped: ports.WrappedKey, *, context: str) -> bytes:
+        raise errors.ConfigurationError("this reader neither wraps nor unwraps keys")
+
+    async def current_kek_id(self) -> str:
+        raise errors.ConfigurationError("this reader neither wraps nor unwraps keys")
+
+
+@asynccontextmanager
+async def open_log_reader(
+    settings: TwinSettings,
+) -> AsyncIterator[tuple[ports.DatabaseSnapshot, ports.EventStore]]:
+    """The relational store read-only, never migrated: who has a data key, and log heads.
+
+    For a disaster-recovery drill's look at the live environment: nothing is written there
+    (the sessions refuse writes), no schema is changed, no key is read (sealed payloads
+    cannot be opened through it) and no document store is opened.
+    """
+    async with AsyncExitStack() as stack:
+        db = await open_database(settings, stack, read_only=True)
+        if isinstance(db, PostgresDatabase):
+            sealer = EnvelopeSealer(_NoKeys(), PostgresDataKeyStore(db))
+            yield PostgresSnapshot(db), PostgresEventStore(db, sealer)
+        else:
+            sealer = EnvelopeSealer(_NoKeys(), SqliteDataKeyStore(db))
+            yield SqliteSnapshot(db), SqliteEventStore(db, sealer)
 
 
 @asynccontextmanager
@@ -391,6 +451,14 @@ def research_key(settings: TwinSettings) -> bytes:
     if settings.research_key is not None:
         return settings.research_key.get_secret_value().encode()
     return local_secret(settings.data_dir / "secrets", "research").encode()
+
+
+def research_key_if_any(settings: TwinSettings) -> bytes | None:
+    """The research key when it is configured or already generated; never generates one."""
+    if settings.research_key is not None:
+        return settings.research_key.get_secret_value().encode()
+    stored = read_local_secret(settings.data_dir / "secrets", "research")
+    return None if stored is None else stored.encode()
 
 
 #: Entries a folder named as a source may hold (the check walks them all).

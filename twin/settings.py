@@ -141,7 +141,8 @@ class StoreSettings(BaseModel):
         backup_root: Where ``novamind backup --scheduled`` writes its archives and
             ``novamind dr-drill`` finds them: ``s3://bucket/prefix`` or a folder; ``None``:
             ``data_dir/backups``.
-        backup_keep: Scheduled archives kept by count (the newest ones), at least 1.
+        backup_keep: Scheduled archives kept by count (the newest ones), at least 2 (with one,
+            each new archive replaces the only backup, even while a drill copies it).
         backup_keep_days: Scheduled archives older than this many days are pruned (the newest
             complete archive never is).
         audit_anchors: Where heads of the audit chain are anchored: ``s3://bucket/prefix``
@@ -176,7 +177,7 @@ class StoreSettings(BaseModel):
         pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|[^:]+)$",
         description="scheduled backups: s3://bucket/prefix or a folder (default data_dir/backups)",
     )
-    backup_keep: int = Field(default=14, ge=1, le=10_000, description="archives kept by count")
+    backup_keep: int = Field(default=14, ge=2, le=10_000, description="archives kept by count")
     backup_keep_days: int = Field(default=35, ge=1, le=3650, description="archives kept, days")
     audit_anchors: str | None = Field(
         default=None,

@@ -16,11 +16,19 @@ names sort by age. What makes an archive complete is its manifest, always stored
   manifest last, then the local folder is removed; a name without ``manifest.json`` is an
   upload in progress, or one that failed.
 
-Pruning keeps the newest ``backup_keep`` complete archives that are at most ``backup_keep_days``
-old, and always the newest complete one, whatever its age. Incomplete archives are never
-counted as backups, and are removed only when nothing was written to them for a day (an
-upload of a concurrent run is never taken for a failed one). Deleting an archive removes its
-manifest first, so one whose deletion stops half-way is incomplete, never a damaged backup.
+Pruning keeps the newest ``backup_keep`` (at least 2) complete archives that are at most
+``backup_keep_days`` old, and always the newest complete one, whatever its age, and the one the
+run just wrote. Incomplete archives are never counted as backups, and are removed only when
+nothing was written to them for a day (an upload of a concurrent run is never taken for a
+failed one). Deleting an archive removes its manifest first, so one whose deletion stops
+half-way is incomplete, never a damaged backup.
+
+Names that cannot be trusted for ordering are left alone, never pruned and never restored:
+a name that matches the pattern but is not a real time (``20261399T999999Z-...``) is skipped
+with a warning; a name later than :data:`FUTURE_TOLERANCE` past the run's time (a run on a
+host whose clock was wrong) is reported (:attr:`ScheduledBackup.future`) and ignored. Were it
+ordered by its name, it would stay "the newest" for as long as its time lies ahead: every
+newer archive would be pruned behind it and the drill would keep restoring it.
 
 Why boto3 directly here (as ``deployments.stores`` builds its clients): these are the
 operations tools' own files, not a store behind a port; calls go through
@@ -30,6 +38,7 @@ operations tools' own files, not a store behind a port; calls go through
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
 import tempfile
@@ -48,7 +57,9 @@ from twin.settings import TwinSettings
 
 __all__ = [
     "ABANDONED_AFTER",
+    "FUTURE_TOLERANCE",
     "MANIFEST",
+    "MIN_KEEP",
     "ArchiveRoot",
     "LocalArchiveRoot",
     "S3ArchiveRoot",
@@ -56,6 +67,7 @@ __all__ = [
     "StoredArchive",
     "archive_name",
     "archive_root",
+    "in_future",
     "newest_complete",
     "prune",
     "prune_plan",
@@ -65,6 +77,14 @@ __all__ = [
 MANIFEST = "manifest.json"
 #: An incomplete archive untouched for this long is a failed run's, and is removed.
 ABANDONED_AFTER = timedelta(days=1)
+#: An archive named later than this past the run's time is a wrong clock's: not ordered by.
+#: An hour: a run that started while this one was running (by hand, or the next hourly one)
+#: is newer than this run's start, but not by more than the schedule's interval.
+FUTURE_TOLERANCE = timedelta(hours=1)
+#: The fewest archives kept by count: with one, a new archive replaces the only backup while a
+#: drill may be copying it, and a bad newest archive leaves nothing to fall back on.
+MIN_KEEP = 2
+_LOG = logging.getLogger("novamind.backup")
 _STAMP = "%Y%m%dT%H%M%SZ"
 _NAME = re.compile(r"^(?P<at>[0-9]{8}T[0-9]{6}Z)-[0-9a-f]{8}$")
 _PARTIAL = re.compile(r"^\.partial-(?P<at>[0-9]{8}T[0-9]{6}Z)-[0-9a-f]{8}$")
@@ -77,8 +97,16 @@ def archive_name(started: datetime, backup_id: str) -> str:
     return f"{started.astimezone(UTC).strftime(_STAMP)}-{backup_id.replace('-', '')[:8]}"
 
 
-def _parse_time(stamp: str) -> datetime:
-    return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC)
+def _parse_time(stamp: str, name: str, where: str) -> datetime | None:
+    """The time a name carries; ``None`` (and a warning) when it is not a real time."""
+    try:
+        return datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC)
+    except ValueError:
+        # Not written by a scheduled run: never ordered, pruned or restored, and never the
+        # reason a listing fails (that would stop pruning for good).
+        _LOG.warning("%s: %r is not a scheduled archive's name (no such time); left alone",
+                     where, name)  # fmt: skip
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,24 +188,34 @@ class LocalArchiveRoot:
             match = _NAME.match(entry.name) or _PARTIAL.match(entry.name)
             if match is None or not entry.is_dir() or entry.is_symlink():
                 continue
+            at = _parse_time(match["at"], entry.name, self.where)
+            if at is None:
+                continue
             try:
                 times = [entry.stat().st_mtime] + [p.stat().st_mtime for p in entry.iterdir()]
             except OSError:
                 continue  # removed meanwhile (a concurrent prune)
-            complete = _NAME.match(entry.name) is not None and (entry / MANIFEST).is_file()
+            complete = _NAME.match(entry.name) is not None and _has_manifest(entry)
             found.append(
-                StoredArchive(
-                    entry.name,
-                    _parse_time(match["at"]),
-                    complete,
-                    datetime.fromtimestamp(max(times), UTC),
-                )
+                StoredArchive(entry.name, at, complete, datetime.fromtimestamp(max(times), UTC))
             )
         return sorted(found, key=lambda a: (a.at, a.name))
 
     async def fetch(self, name: str, into: Path) -> Path:
-        """A copy of the archive in ``into``: a prune that runs meanwhile cannot pull it away."""
-        await asyncio.to_thread(shutil.copytree, self.folder / _checked(name), into)
+        """A copy of the archive in ``into``: a prune that runs afterwards cannot pull it away.
+
+        Raises:
+            StorageUnavailableError: The archive was removed (a prune) before or while it was
+                copied, or cannot be read: the copy is not used.
+        """
+        source = self.folder / _checked(name)
+        try:
+            await asyncio.to_thread(shutil.copytree, source, into)
+        except OSError as exc:  # shutil.Error too: files that went while they were copied
+            raise _gone(name, exc) from None
+        # A prune deletes the manifest first: both still there means nothing went meanwhile.
+        if not (_has_manifest(source) and _has_manifest(into)):
+            raise _gone(name, None)
         return into
 
     async def delete(self, name: str) -> None:
@@ -249,20 +287,31 @@ class S3ArchiveRoot:
             name, _, file = rest.partition("/")
             if _NAME.match(name) and file:
                 grouped.setdefault(name, []).append({**item, "File": file})
-        found = [
-            StoredArchive(
-                name,
-                _parse_time(name[:16]),
-                any(i["File"] == MANIFEST and i.get("Size", 0) > 0 for i in items),
-                max(i["LastModified"] for i in items).astimezone(UTC),
+        found: list[StoredArchive] = []
+        for name, items in grouped.items():
+            at = _parse_time(name[:16], name, self.where)
+            if at is None:
+                continue
+            found.append(
+                StoredArchive(
+                    name,
+                    at,
+                    any(i["File"] == MANIFEST and i.get("Size", 0) > 0 for i in items),
+                    max(i["LastModified"] for i in items).astimezone(UTC),
+                )
             )
-            for name, items in grouped.items()
-        ]
         return sorted(found, key=lambda a: (a.at, a.name))
 
     async def fetch(self, name: str, into: Path) -> Path:
-        """Download the archive's files into ``into`` (created)."""
+        """Download the archive's files into ``into`` (created).
+
+        Raises:
+            StorageUnavailableError: The archive was removed (a prune) before or while it was
+                downloaded, or the bucket cannot be reached.
+        """
         objects: list[dict[str, Any]] = await run(self._objects, self._key(_checked(name)))
+        if not any(i["Key"].endswith(f"/{MANIFEST}") and i.get("Size", 0) > 0 for i in objects):
+            raise _gone(name, None)
         into.mkdir(parents=True, exist_ok=True, mode=0o700)
         for item in objects:
             file = item["Key"].rsplit("/", 1)[-1]
@@ -280,6 +329,22 @@ class S3ArchiveRoot:
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": key} for key in keys[start : start + 1000]]
             self._s3.delete_objects(Bucket=self._bucket, Delete={"Objects": chunk, "Quiet": True})
+
+
+def _has_manifest(folder: Path) -> bool:
+    """A manifest that is there and not empty (as for S3: an empty object is no manifest)."""
+    try:
+        return (folder / MANIFEST).stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _gone(name: str, exc: BaseException | None) -> errors.StorageUnavailableError:
+    why = f" ({type(exc).__name__})" if exc is not None else ""
+    return errors.StorageUnavailableError(
+        f"archive {name} could not be copied{why}: removed meanwhile (a prune) or unreadable; "
+        "run again"
+    )
 
 
 def _checked(name: str) -> str:
@@ -313,47 +378,85 @@ def archive_root(settings: TwinSettings, root: str | None = None) -> ArchiveRoot
     return LocalArchiveRoot(Path(where) if where is not None else settings.data_dir / "backups")
 
 
+def in_future(archives: Sequence[StoredArchive], *, now: datetime) -> list[str]:
+    """Names later than :data:`FUTURE_TOLERANCE` past ``now``: a wrong clock's, not ordered by."""
+    return [a.name for a in archives if a.at > now + FUTURE_TOLERANCE]
+
+
+def _ordered(archives: Sequence[StoredArchive], now: datetime) -> list[StoredArchive]:
+    """Complete archives that are not in the future, newest first."""
+    ahead = set(in_future(archives, now=now))
+    kept = [a for a in archives if a.complete and a.name not in ahead]
+    return sorted(kept, key=lambda a: (a.at, a.name), reverse=True)
+
+
 def prune_plan(
-    archives: Sequence[StoredArchive], *, keep: int, keep_days: float, now: datetime
+    archives: Sequence[StoredArchive],
+    *,
+    keep: int,
+    keep_days: float,
+    now: datetime,
+    written: str | None = None,
 ) -> list[str]:
     """Which archives pruning removes.
 
     Args:
         archives: Everything under the root (:meth:`ArchiveRoot.archives`).
-        keep: Complete archives kept by count (the newest), at least 1.
+        keep: Complete archives kept by count (the newest), at least :data:`MIN_KEEP`.
         keep_days: Complete archives older than this many days go (the newest complete one
             never does).
         now: The current time, UTC.
+        written: The archive the run just wrote: never removed, whatever else is found.
 
     Returns:
         Names to delete: complete archives past either limit, and incomplete ones untouched
-        for :data:`ABANDONED_AFTER`.
+        for :data:`ABANDONED_AFTER`. Archives named in the future (:func:`in_future`) are
+        neither counted nor removed.
+
+    Raises:
+        ConfigurationError: ``keep`` is below :data:`MIN_KEEP`.
     """
-    complete = sorted((a for a in archives if a.complete), key=lambda a: a.name, reverse=True)
+    if keep < MIN_KEEP:
+        raise errors.ConfigurationError(f"backup_keep: at least {MIN_KEEP} archives")
     oldest = now - timedelta(days=keep_days)
     drop = [
-        a.name for i, a in enumerate(complete) if i > 0 and (i >= max(keep, 1) or a.at < oldest)
+        a.name
+        for i, a in enumerate(_ordered(archives, now))
+        if i > 0 and (i >= keep or a.at < oldest) and a.name != written
     ]
-    drop += [a.name for a in archives if not a.complete and now - a.touched > ABANDONED_AFTER]
+    drop += [
+        a.name
+        for a in archives
+        if not a.complete and now - a.touched > ABANDONED_AFTER and a.name != written
+    ]
     return drop
 
 
-def newest_complete(archives: Sequence[StoredArchive]) -> StoredArchive | None:
-    """The newest complete archive (by name: its start time), or ``None``."""
-    complete = [a for a in archives if a.complete]
-    return max(complete, key=lambda a: a.name) if complete else None
+def newest_complete(archives: Sequence[StoredArchive], *, now: datetime) -> StoredArchive | None:
+    """The newest complete archive not named in the future (:func:`in_future`), or ``None``."""
+    ordered = _ordered(archives, now)
+    return ordered[0] if ordered else None
 
 
 async def prune(
-    root: ArchiveRoot, *, keep: int, keep_days: float, now: datetime | None = None
-) -> list[str]:
-    """Apply :func:`prune_plan` to the root; returns the names removed."""
-    plan = prune_plan(
-        await root.archives(), keep=keep, keep_days=keep_days, now=now or datetime.now(UTC)
-    )
+    root: ArchiveRoot,
+    *,
+    keep: int,
+    keep_days: float,
+    now: datetime | None = None,
+    written: str | None = None,
+) -> tuple[list[str], list[str]]:
+    """Apply :func:`prune_plan` to the root.
+
+    Returns:
+        The names removed, and those left alone because they are named in the future.
+    """
+    at = now or datetime.now(UTC)
+    found = await root.archives()
+    plan = prune_plan(found, keep=keep, keep_days=keep_days, now=at, written=written)
     for name in plan:
         await root.delete(name)
-    return plan
+    return plan, in_future(found, now=at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,7 +468,10 @@ class ScheduledBackup:
         name: The new archive's name.
         report: What the backup wrote.
         pruned: Names of the archives pruning removed.
-        kept: Complete archives under the root afterwards.
+        kept: Complete archives under the root afterwards (those named in the future too).
+        future: Archives named later than :data:`FUTURE_TOLERANCE` past the run's time: neither
+            counted, pruned nor restored (a wrong clock wrote them; remove them by hand once
+            checked).
     """
 
     root: str
@@ -373,6 +479,7 @@ class ScheduledBackup:
     report: BackupReport
     pruned: list[str]
     kept: int
+    future: list[str]
 
 
 async def scheduled_backup(
@@ -388,8 +495,9 @@ async def scheduled_backup(
 
     Raises:
         ConfigurationError: The root is not usable.
-        StorageUnavailableError: A store or the root cannot be reached (the new archive is not
-            kept, and nothing is pruned).
+        StorageUnavailableError: A store or the root cannot be reached. Raised before the new
+            archive is stored, nothing is kept of it and nothing is pruned; raised while
+            pruning, the new archive is kept (and so is whatever was not pruned yet).
     """
     started = now or datetime.now(UTC)
     archives = archive_root(settings, root)
@@ -397,8 +505,12 @@ async def scheduled_backup(
         report = await backup(settings, work)
         name = archive_name(started, report.backup_id)
         await archives.store(name, work)
-    pruned = await prune(
-        archives, keep=settings.backup_keep, keep_days=settings.backup_keep_days, now=started
+    pruned, future = await prune(
+        archives,
+        keep=settings.backup_keep,
+        keep_days=settings.backup_keep_days,
+        now=started,
+        written=name,
     )
     kept = sum(1 for a in await archives.archives() if a.complete)
-    return ScheduledBackup(archives.where, name, report, pruned, kept)
+    return ScheduledBackup(archives.where, name, report, pruned, kept, future)

@@ -48,7 +48,7 @@ from twin.domain.audit import GENESIS
 from twin.service.erasure_ledger import apply_erasure_ledger
 from twin.settings import TwinSettings
 
-__all__ = ["BackupReport", "RestoreReport", "backup", "restore"]
+__all__ = ["BackupReport", "RestoreReport", "backup", "restore", "restore_into"]
 
 _CHECKPOINTS = "checkpoints"
 _DOCUMENTS = "documents"
@@ -304,6 +304,15 @@ async def _restore_documents(stores: BackupStores, reader: ArchiveReader, loaded
 async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
     """Restore the backup in ``directory`` into the configured (empty) environment.
 
+    See :func:`restore_into` (on the stores the settings name).
+    """
+    async with open_backup_stores(settings) as stores:
+        return await restore_into(stores, directory)
+
+
+async def restore_into(stores: BackupStores, directory: Path) -> RestoreReport:
+    """Restore the backup in ``directory`` into ``stores`` (empty).
+
     Whatever fails after the table import is undone before the error is raised: the
     environment is empty again (a note on the error says so, or names what could not be
     removed, when a store is unreachable for the undo too).
@@ -316,54 +325,52 @@ async def restore(settings: TwinSettings, directory: Path) -> RestoreReport:
         StorageUnavailableError: A store cannot be reached.
     """
     started = time.perf_counter()
-    async with open_backup_stores(settings) as stores:
-        reader = await ArchiveReader.open(directory, stores.keys)
-        manifest = reader.manifest
-        if manifest["source"] != stores.snapshot.kind:
-            raise errors.ConfigurationError(
-                f"this backup is of a {manifest['source']} store; the target is "
-                f"{stores.snapshot.kind}"
+    reader = await ArchiveReader.open(directory, stores.keys)
+    manifest = reader.manifest
+    if manifest["source"] != stores.snapshot.kind:
+        raise errors.ConfigurationError(
+            f"this backup is of a {manifest['source']} store; the target is {stores.snapshot.kind}"
+        )
+    reader.verify_digests()
+    if not await stores.snapshot.is_empty():
+        raise errors.ConfigurationError("restore needs an empty environment; it holds data")
+    # The ledger must be reachable before anything is loaded: a restore that could not
+    # apply it would leave revived patients live in an environment it cannot restore again.
+    await stores.erasures.erased()
+    await _check_no_checkpoints(stores, reader)
+    await _check_no_documents(stores)
+    last_seq: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    loaded = _Loaded()
+    try:
+        tables = await stores.snapshot.import_all(_table_batches(reader, last_seq, counts))
+        loaded.tables = tables
+        expected = {name: int(rows) for name, rows in manifest["tables"].items()}
+        if {t: n for t, n in tables.items() if n} != expected:
+            raise errors.BackupCorruptError(f"restored rows {tables} differ from {expected}")
+        documents = await _restore_documents(stores, reader, loaded)
+        checkpoints, skipped = await _restore_checkpoints(stores, reader, last_seq, loaded)
+        audit = manifest["audit"]
+        report = await audit_log.verify_audit_log(
+            stores.audit, None, expected_head=str(audit["head_hash"])
+        )
+        if not report.ok or report.entries != int(audit["entries"]):
+            raise errors.BackupCorruptError(
+                f"the restored audit chain does not verify: {report.reason or report.entries}"
             )
-        reader.verify_digests()
-        if not await stores.snapshot.is_empty():
-            raise errors.ConfigurationError("restore needs an empty environment; it holds data")
-        # The ledger must be reachable before anything is loaded: a restore that could not
-        # apply it would leave revived patients live in an environment it cannot restore again.
-        await stores.erasures.erased()
-        await _check_no_checkpoints(stores, reader)
-        await _check_no_documents(stores)
-        last_seq: dict[str, int] = {}
-        counts: dict[str, int] = {}
-        loaded = _Loaded()
-        try:
-            tables = await stores.snapshot.import_all(_table_batches(reader, last_seq, counts))
-            loaded.tables = tables
-            expected = {name: int(rows) for name, rows in manifest["tables"].items()}
-            if {t: n for t, n in tables.items() if n} != expected:
-                raise errors.BackupCorruptError(f"restored rows {tables} differ from {expected}")
-            documents = await _restore_documents(stores, reader, loaded)
-            checkpoints, skipped = await _restore_checkpoints(stores, reader, last_seq, loaded)
-            audit = manifest["audit"]
-            report = await audit_log.verify_audit_log(
-                stores.audit, None, expected_head=str(audit["head_hash"])
-            )
-            if not report.ok or report.entries != int(audit["entries"]):
-                raise errors.BackupCorruptError(
-                    f"the restored audit chain does not verify: {report.reason or report.entries}"
-                )
-            applied = await apply_erasure_ledger(
-                stores.erasures, stores.snapshot, stores.index, stores.eraser
-            )
-        except BaseException as exc:  # also an interrupted restore: nothing half-restored stays
-            left = await _undo(stores, loaded)
-            exc.add_note(
-                "the restore was undone: this environment is empty again"
-                if not left
-                else "the restore could not be undone; still holding what it loaded: "
-                + "; ".join(left)
-                + ". Empty these stores before restoring again."
-            )
-            raise
+        applied = await apply_erasure_ledger(
+            stores.erasures, stores.snapshot, stores.index, stores.eraser
+        )
+    except BaseException as exc:  # also an interrupted restore: nothing half-restored stays
+        left = await _undo(stores, loaded)
+        exc.add_note(
+            "the restore was undone: this environment is empty again"
+            if not left
+            else "the restore could not be undone; still holding what it loaded: "
+            + "; ".join(left)
+            + ". Empty these stores before restoring again."
+        )
+        raise
     return RestoreReport(
         backup_id=str(manifest["backup_id"]),
         tables=tables,

@@ -511,6 +511,8 @@ def backup(
         report = run.report
         console.print(f"backup {report.backup_id} written to {run.root} as {run.name}")
         retention = [("pruned", ", ".join(run.pruned) or "none"), ("kept", run.kept)]
+        if run.future:
+            retention.append(("named in the future (ignored)", ", ".join(run.future)))
     _rows([
         ("tables", report.tables),
         ("documents", report.documents),
@@ -588,35 +590,48 @@ def dr_drill(
     twins: Annotated[
         int, typer.Option(help="Restored twins compared with their rebuild.", min=1, max=10**6)
     ] = 100,
-    keep_scratch: Annotated[bool, typer.Option(help="Keep the scratch environment.")] = False,
+    keep_scratch: Annotated[
+        bool, typer.Option(help="Keep the scratch environment (it holds restored PHI).")
+    ] = False,
+    rpo_objective_s: Annotated[
+        float,
+        typer.Option(help="Recovery point objective, s.", min=1.0, max=366 * 86400.0),
+    ] = 3600.0,
+    rto_objective_s: Annotated[
+        float,
+        typer.Option(help="Recovery time objective, s.", min=1.0, max=366 * 86400.0),
+    ] = 14400.0,
 ) -> None:
     """Restore the newest backup into a scratch environment, verify and compare it; print JSON.
 
-    The last line is one JSON object (RTO, RPO and every check's count); exit 1 when a check
-    fails.
+    The last line is always one JSON object (RTO, RPO, the objectives and every check's
+    count, ``error`` naming what failed); exit 1 when a check fails, the drill stops or RTO or
+    RPO is outside its objective.
     """
-    import json
+    import asyncio
 
+    from deployments.ops.drill import DrillReport
     from deployments.ops.drill import dr_drill as run_drill
+    from twin.errors import TwinError
 
     if from_root is not None and (len(from_root) > 1024 or not from_root.strip()):
         raise typer.BadParameter("--from: s3://bucket/prefix or a folder (at most 1024 chars)")
     try:
-        report = _run_job(
-            "drill",
-            run_drill(
-                _settings(), root=from_root, scratch=scratch,
-                scratch_database_url=scratch_database_url, twins=twins,
-                keep_scratch=keep_scratch, progress=console.print,
-            ),
-        )  # fmt: skip
-    except typer.Exit:
-        typer.echo(json.dumps({"ok": False, "error": "the drill could not start (see above)"}))
-        raise
+        with console.status("drill running..."):
+            report = asyncio.run(
+                run_drill(
+                    _settings(), root=from_root, scratch=scratch,
+                    scratch_database_url=scratch_database_url, twins=twins,
+                    keep_scratch=keep_scratch, rpo_objective_s=rpo_objective_s,
+                    rto_objective_s=rto_objective_s, progress=console.print,
+                )
+            )  # fmt: skip
+    except TwinError as exc:  # refused before it started (settings, arguments)
+        report = DrillReport(error=f"{type(exc).__name__}: {exc}")
     if report.error:
         console.print(f"drill: {report.error}", style="red", markup=False)
     typer.echo(report.line())
-    if not report.ok:
+    if not (report.ok and report.within_objectives):
         raise typer.Exit(1)
 
 

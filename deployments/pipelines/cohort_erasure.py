@@ -23,7 +23,11 @@ __all__ = ["erase_from_cohort_results", "erase_from_parquet"]
 
 
 async def erase_from_cohort_results(
-    settings: TwinSettings, documents: ports.DocumentStore, pseudonyms: frozenset[str]
+    settings: TwinSettings,
+    documents: ports.DocumentStore,
+    pseudonyms: frozenset[str],
+    *,
+    outputs: bool = True,
 ) -> int:
     """Remove the rows of ``pseudonyms`` from every result page and Parquet file; returns how many.
 
@@ -32,6 +36,13 @@ async def erase_from_cohort_results(
     Callers pass every erased patient's pseudonym, not only the one being erased: a page that
     another erasure rewrote concurrently (and so wrote an erased row back) is cleaned by the
     next erasure that passes.
+
+    Args:
+        settings: Where outputs are reached from (credentials, the data folder).
+        documents: The document store holding the result pages and the runs.
+        pseudonyms: The research pseudonyms whose rows go.
+        outputs: Also rewrite each run's ``patients.parquet``. ``False`` for a drill's
+            scratch environment: its run documents name the live environment's outputs.
     """
     removed = 0
     after: str | None = None
@@ -49,6 +60,8 @@ async def erase_from_cohort_results(
         if len(pages) < 200:
             break
         after = pages[-1].doc_id
+    if not outputs:
+        return removed
     run_after: str | None = None
     while True:
         runs, run_after = await jobs.COHORT.page(documents, after=run_after, limit=200)

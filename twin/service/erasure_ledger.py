@@ -19,9 +19,44 @@ from dataclasses import dataclass
 from twin import errors, ports
 from twin.service.erasure import Eraser
 
-__all__ = ["LedgerApplied", "apply_erasure_ledger"]
+__all__ = ["LedgerApplied", "ScratchErasureLedger", "apply_erasure_ledger"]
 
 _LOG = logging.getLogger("novamind.erasure")
+
+
+class ScratchErasureLedger:
+    """Another environment's erasure ledger, read; what is written stays here, in memory.
+
+    For a copy of an environment that must never change the original (a disaster-recovery
+    drill restores a backup into a scratch environment): the copy erases again every patient
+    the original's ledger names, but its erasures begin and complete in the copy alone. An
+    erasure the original has not completed stays incomplete there, whatever the copy did.
+
+    Args:
+        original: The ledger read (never written through this one).
+    """
+
+    def __init__(self, original: ports.ErasureLedger) -> None:
+        self._original = original
+        self._recorded: set[str] = set()
+        self._completed: set[str] = set()
+
+    async def record(self, patient_id: str) -> None:
+        """Note the patient as erased in the copy."""
+        self._recorded.add(patient_id)
+
+    async def erased(self) -> list[str]:
+        """The original's erased patients and those recorded in the copy, sorted."""
+        return sorted(set(await self._original.erased()) | self._recorded)
+
+    async def complete(self, patient_id: str) -> None:
+        """Note that the copy erased the patient everywhere (the original is not told)."""
+        self._completed.add(patient_id)
+
+    async def incomplete(self) -> list[str]:
+        """Erasures the original or the copy began and the copy has not completed, sorted."""
+        begun = set(await self._original.incomplete()) | self._recorded
+        return sorted(begun - self._completed)
 
 
 @dataclass(frozen=True, slots=True)

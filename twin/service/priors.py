@@ -59,10 +59,14 @@ class DocumentPriorRegistry:
 
     Args:
         documents: Where the records live.
+        assign: Record the active set for a patient who has none yet (:meth:`for_patient`).
+            ``False``: nothing is ever written (a read-only view, such as a drill's comparison
+            of restored twins).
     """
 
-    def __init__(self, documents: ports.DocumentStore) -> None:
+    def __init__(self, documents: ports.DocumentStore, *, assign: bool = True) -> None:
         self._documents = documents
+        self._assign = assign
         self._cache: dict[str, PriorSet] = dict(SHIPPED)
 
     async def save(self, record: PriorSetRecord) -> None:
@@ -117,6 +121,8 @@ class DocumentPriorRegistry:
         if found is not None:
             return await self.get(str(json.loads(found.body)["version"]))
         chosen = await self.active()
+        if not self._assign:
+            return chosen
         body = json.dumps({"version": chosen.version}).encode()
         await self._documents.put(
             ports.Document(ASSIGNMENT, patient_id, patient_id, body, time.time())
