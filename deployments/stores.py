@@ -93,6 +93,7 @@ __all__ = [
     "open_twin_reader",
     "research_key",
     "research_key_if_any",
+    "unusable_keks",
 ]
 
 
@@ -132,6 +133,41 @@ def key_provider(settings: TwinSettings, *, create: bool = True) -> ports.KeyPro
     else:
         keys = LocalKeyProvider(settings.data_dir / "keys", create=create)
     return traced(keys, ports.KeyProvider, "keys")
+
+
+async def unusable_keks(settings: TwinSettings, kek_ids: list[str]) -> dict[str, str]:
+    """Which of ``kek_ids`` the settings' key provider cannot unwrap under now, and why.
+
+    Local: a KEK is usable when its file is in the live key folder, whole (not in ``retired/``,
+    not damaged, not lost). KMS: when ``DescribeKey`` says the key is ``Enabled``. Only read:
+    no key is created, enabled or moved.
+
+    Returns:
+        KEK id -> why it is unusable (``"in retired/"``, ``"damaged"``, ``"not in the key
+        folder"``, or the KMS key state).
+
+    Raises:
+        StorageUnavailableError: KMS cannot be reached.
+    """
+    if settings.kms_key_id:
+        kms = KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
+        found: dict[str, str] = {}
+        for kek_id in kek_ids:
+            try:
+                state = await kms.key_state(kek_id)
+            except errors.KeyUnavailableError as exc:
+                found[kek_id] = str(exc)
+                continue
+            if state != "Enabled":
+                found[kek_id] = f"KMS key state {state}" if state else "no such KMS key"
+        return found
+    try:
+        folder = await LocalKeyProvider(settings.data_dir / "keys", create=False).folder()
+    except errors.KeyUnavailableError:
+        return dict.fromkeys(kek_ids, "not in the key folder")
+    usable = set(folder.live) - set(folder.damaged)
+    why = dict.fromkeys(folder.retired, "in retired/") | dict.fromkeys(folder.damaged, "damaged")
+    return {k: why.get(k, "not in the key folder") for k in kek_ids if k not in usable}
 
 
 def erasure_ledger_location(settings: TwinSettings) -> str:

@@ -56,7 +56,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,12 @@ from typing import Any
 from deployments.bootstrap import BackupStores, open_scratch_stores
 from deployments.ops.archives import MANIFEST, archive_root, in_future, newest_complete
 from deployments.ops.backup import RestoreReport, restore_into
-from deployments.stores import audit_anchor_store, erasure_ledger, open_log_reader
+from deployments.stores import (
+    audit_anchor_store,
+    erasure_ledger,
+    open_log_reader,
+    unusable_keks,
+)
 from storage.postgres import claim_scratch_database, clear_scratch_database
 from twin import errors, ports
 from twin.audit_log import verify_audit_log
@@ -107,7 +112,12 @@ class DrillReport:
         anchors_checked: Audit anchors the restored chain was checked against.
         anchors_beyond_backup: Anchors newer than the backup (beyond the restored chain).
         twins_compared: Restored twins compared with their rebuild from the log alone.
-        twin_mismatches: Those that differ (or could not be rebuilt).
+        twin_mismatches: Those whose restored state differs from the rebuild.
+        twins_unreadable: Those that could not be read or rebuilt, by error class (a data key
+            that does not unwrap is not a mismatch: see ``unavailable_keks``).
+        data_keys_under_unavailable_kek: Restored data keys wrapped under a KEK the live key
+            provider cannot unwrap under now (retired, disabled, lost).
+        unavailable_keks: Those KEKs: id -> restored data keys under it.
         event_count_mismatches: Patients whose restored event count differs from the archive's.
         event_log_gaps: Restored patients whose sequence numbers are not 1..n (a lost event).
         erasures_reapplied: Restored patients the erasure ledger names, erased again.
@@ -136,6 +146,9 @@ class DrillReport:
     anchors_beyond_backup: int = 0
     twins_compared: int = 0
     twin_mismatches: int = 0
+    twins_unreadable: dict[str, int] = field(default_factory=dict)
+    data_keys_under_unavailable_kek: int = 0
+    unavailable_keks: dict[str, int] = field(default_factory=dict)
     event_count_mismatches: int = 0
     event_log_gaps: int = 0
     erasures_reapplied: int = 0
@@ -217,6 +230,13 @@ class _Sigterm:
             return
         try:
             previous = signal.getsignal(signal.SIGTERM)
+        except ValueError:
+            return
+        if getattr(previous, "__module__", None) == "asyncio.unix_events":
+            # An event loop's own SIGTERM handler (add_signal_handler): no public call reads
+            # it back, so it could not be restored afterwards. The host's handling applies.
+            return
+        try:
             loop.add_signal_handler(signal.SIGTERM, self._stop, task)
         except (ValueError, RuntimeError, NotImplementedError):
             return  # not the main thread: the caller's own signal handling applies
@@ -288,20 +308,60 @@ async def _verify_audit(
     return chain.ok
 
 
-async def _restored_counts(stores: BackupStores) -> tuple[list[str], dict[str, int], set[str]]:
-    """Patients with a data key, events per patient, and patients whose seqs are not 1..n."""
+@dataclass(slots=True)
+class _Restored:
+    """What the restored relational store holds (one pass over its export)."""
+
+    patients: list[str]
+    counts: dict[str, int]
+    gaps: set[str]
+    by_kek: dict[str, int]
+
+
+async def _restored_counts(stores: BackupStores) -> _Restored:
+    """What the restored store holds: patients, events and data keys per KEK id.
+
+    Patients with a data key, events per patient, patients whose seqs are not 1..n, and data
+    keys per KEK id (each key's row is read where the export passes it).
+    """
     counts: dict[str, int] = {}
     last: dict[str, int] = {}
+    by_kek: dict[str, int] = {}
     patients = await stores.snapshot.patient_ids()
     async for batch in stores.snapshot.export():
-        if batch.table == "events":
+        if batch.table == "data_keys":
+            kek = batch.columns.index("kek_id")
+            for row in batch.rows:
+                by_kek[str(row[kek])] = by_kek.get(str(row[kek]), 0) + 1
+        elif batch.table == "events":
             patient, seq = batch.columns.index("patient_id"), batch.columns.index("seq")
             for row in batch.rows:
                 counts[row[patient]] = counts.get(row[patient], 0) + 1
                 last[row[patient]] = max(last.get(row[patient], 0), int(row[seq]))
     # Sequence numbers are 1, 2, ... per patient, and distinct: n events up to seq n.
     gaps = {p for p, n in counts.items() if last[p] != n}
-    return patients, counts, gaps
+    return _Restored(patients, counts, gaps, by_kek)
+
+
+async def _check_keks(live: TwinSettings, by_kek: dict[str, int], report: DrillReport) -> None:
+    """Restored data keys under a KEK the live key provider cannot use now: a failed drill.
+
+    A backup older than a key rotation holds data keys wrapped under the KEK of its day; once
+    that KEK is retired (local) or disabled (KMS), such a backup restores rows that no twin
+    can be read from. Named here, rather than as twins that fail to compare.
+    """
+    unusable = await unusable_keks(live, sorted(by_kek))
+    if not unusable:
+        return
+    report.unavailable_keks = {k: by_kek[k] for k in sorted(unusable)}
+    report.data_keys_under_unavailable_kek = sum(report.unavailable_keks.values())
+    named = ", ".join(f"{k[:128]} ({unusable[k]})" for k in sorted(unusable))
+    report.fail(
+        f"{report.data_keys_under_unavailable_kek} restored data key(s) are wrapped under a "
+        f"key-encryption key the live key provider cannot use: {named}. To restore this "
+        "backup, make that KEK usable again (docs/operations.md §7): move it from "
+        "keys/retired/ back into the key folder, or re-enable the KMS key"
+    )
 
 
 async def _compare_live(
@@ -347,11 +407,14 @@ async def _compare_twins(
             held = (await host.summary(patient)).model_dump()
             state = await host.state_bytes(patient)
             rebuilt = await rebuilt_from_log(ports_, scratch.host, patient)
-            differ = bool(differences(held, state, rebuilt))
-        except errors.TwinError:
-            differ = True  # a restored twin that cannot be read is a failed comparison
+        except errors.TwinError as exc:
+            # Not a mismatch: nothing was compared (a key unavailable, a store down).
+            name = type(exc).__name__
+            report.twins_unreadable[name] = report.twins_unreadable.get(name, 0) + 1
+            report.twins_compared += 1
+            continue
         report.twins_compared += 1
-        report.twin_mismatches += differ
+        report.twin_mismatches += bool(differences(held, state, rebuilt))
 
 
 def _snapshot_time(manifest: dict[str, Any], fallback: datetime) -> datetime:
@@ -482,7 +545,9 @@ async def dr_drill(
             report.rto_s = round(time.perf_counter() - clock, 3)
             checking = time.perf_counter()
             progress("comparing event counts with the archive and the live environment")
-            patients, counts, gaps = await _restored_counts(stores)
+            restored_rows = await _restored_counts(stores)
+            patients, counts = restored_rows.patients, restored_rows.counts
+            gaps = restored_rows.gaps
             report.restored_patients = len(patients)
             report.events = sum(counts.values())
             keyed = set(patients)
@@ -491,6 +556,7 @@ async def dr_drill(
             ) + sum(1 for p in counts if p not in keyed)  # events of a patient erased again
             report.event_log_gaps = len(gaps)
             await _compare_live(settings, restored, patients, report)
+            await _check_keks(settings, restored_rows.by_kek, report)
             progress("comparing restored twins with their rebuild from the log")
             with_events = [p for p in patients if counts.get(p, 0)]
             await _compare_twins(scratch_env, stores, _sample(with_events, twins), report)
@@ -500,6 +566,8 @@ async def dr_drill(
             or report.event_log_gaps
             or report.live_behind_backup
             or report.twin_mismatches
+            or report.twins_unreadable
+            or report.data_keys_under_unavailable_kek
             or report.erasures_failed
         )
         if not report.ok and report.error is None:

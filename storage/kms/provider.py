@@ -101,6 +101,27 @@ class KmsKeyProvider:
             raise _failure(exc) from None
         return str(out["KeyMetadata"]["Arn"])
 
+    async def key_state(self, key_id: str) -> str | None:
+        """The KMS ``KeyState`` of the key ``key_id`` names (``"Enabled"``: it decrypts).
+
+        Returns:
+            ``"Enabled"``, ``"Disabled"``, ``"PendingDeletion"``, ...; ``None`` when KMS has no
+            such key.
+
+        Raises:
+            KeyUnavailableError: KMS refuses to describe it (access denied).
+            StorageUnavailableError: KMS cannot be reached.
+        """
+        try:
+            out = await asyncio.to_thread(self._kms.describe_key, KeyId=key_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _NO_SUCH_KEY:
+                return None
+            raise _failure(exc) from None
+        except BotoCoreError as exc:
+            raise _failure(exc) from None
+        return str(out["KeyMetadata"].get("KeyState", ""))[:64]
+
     async def current_kek_id(self) -> str:
         """The ARN of the configured key (``DescribeKey``, kept ``resolve_ttl_s``).
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -38,13 +39,15 @@ from deployments.ops.archives import (
 )
 from deployments.ops.audit import verify as verify_audit
 from deployments.ops.cli import app
-from deployments.ops.drill import dr_drill
+from deployments.ops.drill import _Sigterm, dr_drill
+from deployments.ops.keys import new_kek, retire, rotate
 from deployments.stores import (
     audit_anchor_store,
     erasure_ledger,
     open_documents,
     open_log_reader,
     research_key,
+    unusable_keks,
 )
 from storage.postgres.scratch import MARKER
 from tests.integration.conftest import api_settings, open_env
@@ -472,3 +475,86 @@ def test_a_sigterm_stops_the_drill_and_its_scratch_is_removed(tmp_path):
     assert line["ok"] is False and line["error"] == "stopped by SIGTERM"
     assert line["restore_s"] is not None and line["twins_compared"] == 0
     assert not scratch.exists()
+
+
+async def test_dr_drill_names_restored_data_keys_under_a_retired_kek(tmp_path):
+    # Data keys wrapped under kek-1 when the backup ran, re-wrapped since and kek-1 retired:
+    # the backup restores rows no twin can be read from. That is the KEK's doing, named as
+    # such, never a twin that "differs".
+    settings = api_settings(tmp_path / "live")
+    await _populate(settings, patients=2)
+    await new_kek(settings)
+    await scheduled_backup(settings)  # the archive key under kek-2, the data keys under kek-1
+    assert (await rotate(settings)).remaining == {}
+    assert (await retire(settings, "kek-1.key")).retired
+    report = await dr_drill(settings, scratch=tmp_path / "s")
+    line = json.loads(report.line())
+    assert line["data_keys_under_unavailable_kek"] == report.restored_patients > 0
+    assert line["unavailable_keks"] == {"kek-1.key": report.restored_patients}
+    assert line["twin_mismatches"] == 0
+    assert line["twins_unreadable"] == {"KeyUnavailableError": report.twins_compared}
+    assert report.ok is False and "docs/operations.md §7" in str(report.error)
+    assert "kek-1.key (in retired/)" in str(report.error)
+    assert not (tmp_path / "s").exists()
+    # Moved back, the same backup passes.
+    (tmp_path / "live" / "keys" / "retired" / "kek-1.key").rename(
+        tmp_path / "live" / "keys" / "kek-1.key"
+    )
+    again = await dr_drill(settings)
+    assert again.ok, again.error
+    assert again.data_keys_under_unavailable_kek == 0 and again.twins_unreadable == {}
+
+
+async def test_a_disabled_kms_key_is_unusable_for_a_restore(tmp_path, moto, aws_credentials):
+    server = moto["server"]
+    kms = server.client("kms")
+    created = kms.create_key()["KeyMetadata"]
+    old = created["Arn"]
+    settings = api_settings(
+        tmp_path / "live", kms_key_id=moto["key"], aws_endpoint_url=server.endpoint
+    )
+    current = kms.describe_key(KeyId=moto["key"])["KeyMetadata"]["Arn"]
+    assert await unusable_keks(settings, [old, current]) == {}
+    kms.disable_key(KeyId=created["KeyId"])
+    missing = current.rsplit("/", 1)[0] + "/" + str(uuid.uuid4())
+    assert await unusable_keks(settings, [old, current, missing]) == {
+        old: "KMS key state Disabled",
+        missing: "no such KMS key",
+    }
+
+
+def test_the_drill_leaves_an_event_loop_sigterm_handler_in_place():
+    # The host's loop handles SIGTERM itself: the drill must not take the handler over (it
+    # could not give it back), and a Python-level handler is restored as it was.
+    hits: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, hits.append, 1)
+        try:
+            stop = _Sigterm()
+            stop.install()
+            stop.remove()
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.sleep(0.05)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    asyncio.run(main())
+    assert hits == [1]
+
+    def mine(*_: object) -> None: ...
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+
+        async def other() -> None:
+            stop = _Sigterm()
+            stop.install()
+            assert signal.getsignal(signal.SIGTERM) is not mine
+            stop.remove()
+
+        asyncio.run(other())
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
