@@ -100,6 +100,10 @@ ALERT_RULES_BOUND = 5
 
 #: An event's sequence number in its patient's log (0: no event yet).
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ, json_schema_extra=_INT64)]
+#: A sequence number as a store holds it, shown whatever it is: a 64-bit signed integer
+#: (PostgreSQL ``BIGINT``, SQLite ``INTEGER``), so a row planted out of :data:`Seq`'s range
+#: is reported, never a failed response.
+StoredSeq = Annotated[int, Field(ge=-(2**63), le=2**63 - 1, json_schema_extra=_INT64)]
 #: A count of things the service did or holds.
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT, json_schema_extra=_INT64)]
 #: A whole day on a twin's time axis (days since its origin).
@@ -765,7 +769,7 @@ class AuditEntryOut(BaseModel):
     (``<malformed>`` where it cannot be), for the auditor to see what the verifier flags.
     """
 
-    seq: Seq
+    seq: StoredSeq
     actor: str = Field(max_length=_AUDIT["actor"], description="the caller's token subject")
     role: str = Field(max_length=_AUDIT["role"])
     action: str = Field(max_length=_AUDIT["action"])
@@ -782,7 +786,7 @@ class AuditPage(BaseModel):
     """A page of the audit trail; ``next_after`` continues."""
 
     items: list[AuditEntryOut] = Field(max_length=1000)
-    next_after: Seq | None
+    next_after: StoredSeq | None
 
 
 class AuditAnchorOut(BaseModel):
@@ -799,7 +803,7 @@ class AuditVerifyOut(BaseModel):
     ok: bool
     entries: Count
     head_hash: Sha256Hex | None
-    first_bad_seq: Seq | None
+    first_bad_seq: StoredSeq | None
     reason: Message | None
     anchors_checked: Count = Field(default=0, description="anchors compared with the chain")
     latest_anchor: AuditAnchorOut | None = Field(

@@ -8,6 +8,7 @@ import time
 
 from tests.integration.conftest import bearer
 from twin.domain.audit import verify_chain
+from twin.domain.events import MAX_SEQ
 from twin.service.access import DISCLOSURES, reason_digest
 
 ADA = {
@@ -438,6 +439,41 @@ async def test_the_audit_trail_shows_an_entry_altered_behind_the_services_back(a
     assert second["action"] == "<malformed>" and second["outcome"] == "denied"
     verified = (await client.get("/v1/audit/verify", headers=auditor)).json()
     assert verified["ok"] is False and verified["first_bad_seq"] == 1
+
+
+async def test_an_audit_row_planted_with_a_seq_out_of_range_is_reported_not_a_500(api_env):
+    import aiosqlite
+
+    client = api_env.http
+    auditor = bearer("auditor", "aud-1")
+    created = await client.post("/v1/patients", json={**ADA, "mrn": "AUD-9"}, headers=ADMIN)
+    assert created.status_code == 201
+    files = api_env.settings.data_dir.rglob("*.db")
+    (database,) = [f for f in files if b"audit_log" in f.read_bytes()]
+    planted = MAX_SEQ + 7  # above what the service writes, within a BIGINT
+
+    async def plant(seq: int) -> None:
+        async with aiosqlite.connect(database) as raw:
+            await raw.execute(
+                "INSERT INTO audit_log (seq, record, prev_hash, hash) "
+                "SELECT ?, record, hash, hash FROM audit_log WHERE seq = 1",
+                (seq,),
+            )
+            await raw.commit()
+
+    await plant(planted)
+    verified = await client.get("/v1/audit/verify", headers=auditor)
+    assert verified.status_code == 200, verified.text
+    body = verified.json()
+    assert body["ok"] is False and body["first_bad_seq"] == planted
+    assert "out of range" in body["reason"]
+    page = await client.get("/v1/audit", params={"limit": 1000}, headers=auditor)
+    assert page.status_code == 200, page.text
+    assert planted in [item["seq"] for item in page.json()["items"]]
+    # A row at the column's largest value leaves no room to append: refused, never a 500.
+    await plant(2**63 - 1)
+    refused = await client.get("/v1/audit/verify", headers=auditor)
+    assert refused.status_code == 503, refused.text
 
 
 async def test_an_empty_scenario_name_is_refused_not_answered_with_a_500(api_env):

@@ -30,6 +30,9 @@ from typing import Literal
 from twin import errors
 from twin.domain.events import MAX_SEQ
 
+#: The largest sequence number a store's 64-bit column holds.
+_INT64_MAX = 2**63 - 1
+
 __all__ = [
     "GENESIS",
     "MALFORMED",
@@ -137,7 +140,15 @@ def chain(prev_hash: str, last_seq: int, records: Sequence[AuditRecord]) -> list
 
     Raises:
         InvalidInputError: A record that may not be stored (:func:`check_writable`).
+        StorageUnavailableError: The stored last sequence number leaves no room in a 64-bit
+            column (a row planted behind the service's back: ``novamind audit verify`` names
+            it); nothing is appended.
     """
+    if last_seq > _INT64_MAX - len(records):
+        raise errors.StorageUnavailableError(
+            f"the audit trail's last sequence number {last_seq} leaves no room for another "
+            "entry (a row written behind the service's back: run `novamind audit verify`)"
+        )
     out: list[AuditEntry] = []
     for record in records:
         check_writable(record)
@@ -368,7 +379,10 @@ class ChainVerifier:
             if self._bad is not None:
                 continue
             position = self._seq + 1
-            if entry.seq != position:
+            if not 1 <= entry.seq <= MAX_SEQ:
+                # No entry the service writes has it: a row planted behind its back.
+                self._bad = (entry.seq, f"sequence number out of range (1 to {MAX_SEQ})")
+            elif entry.seq != position:
                 self._bad = (entry.seq, "sequence gap or reorder")
             elif entry.prev_hash != self._head:
                 self._bad = (entry.seq, "broken link: an entry before it changed or went missing")
