@@ -476,6 +476,25 @@ async def test_an_audit_row_planted_with_a_seq_out_of_range_is_reported_not_a_50
     assert refused.status_code == 503, refused.text
 
 
+async def test_the_api_hashes_the_audit_chain_off_its_event_loop(api_env, monkeypatch):
+    import threading
+
+    from twin.domain.audit import ChainVerifier
+
+    fed_on: list[int] = []
+    feed = ChainVerifier.feed
+
+    def watched(self: ChainVerifier, entries: object) -> bool:
+        fed_on.append(threading.get_ident())
+        return feed(self, entries)
+
+    monkeypatch.setattr(ChainVerifier, "feed", watched)
+    await api_env.http.post("/v1/patients", json={**ADA, "mrn": "AUD-T"}, headers=ADMIN)
+    verified = await api_env.http.get("/v1/audit/verify", headers=bearer("auditor", "aud-1"))
+    assert verified.status_code == 200 and verified.json()["entries"] >= 1
+    assert fed_on and threading.get_ident() not in fed_on
+
+
 async def test_an_empty_scenario_name_is_refused_not_answered_with_a_500(api_env):
     client = api_env.http
     pid = (await client.post("/v1/patients", json=ADA, headers=ADMIN)).json()["patient_id"]

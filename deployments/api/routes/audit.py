@@ -74,6 +74,7 @@ async def verify_audit(
             svc.anchors if anchors else None,
             expected_head=expected_head,
             policy=svc.anchoring if anchors else None,
+            offload=True,  # hashing a page holds no request of this loop
         )
     finally:
         _VERIFYING.release()
