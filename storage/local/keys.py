@@ -12,13 +12,21 @@ volume not mounted, a host the escrow copy has not reached) is an error there, n
 KEK that no stored data key is wrapped under.
 
 Several processes share the folder (the API's twin hosts, ``novamind keys``), so what a process
-holds follows the folder: it is listed again before every wrap and every unwrap. A listing costs
-about 6 µs (77 µs through a worker thread); a wrap happens once per new patient and an unwrap
-once per patient per process (the sealer caches unwrapped data keys), each beside a database
-read or write of milliseconds. So a KEK another process added is used at once, and one retired
-(moved to ``retired/``) or destroyed is neither wrapped nor unwrapped under from then on. Data
-keys a process already unwrapped stay in its sealer's cache until it restarts: retiring a KEK
-changes no data key.
+holds follows the folder: a wrap or unwrap lists it again when the last listing is older than
+:data:`LISTING_FRESH_S` (1 s), and an unwrap under a KEK not held lists it at once. So a KEK
+another process added is unwrapped under at once and wrapped under within a second, and one
+retired (moved to ``retired/``) or destroyed is neither wrapped nor unwrapped under a second
+later. Within that second, concurrent unwraps share the KEKs held without a listing or a
+worker thread each (a listing through a worker thread costs about 77 µs; thousands at once
+would queue behind one lock). Data keys a process already unwrapped stay in its sealer's cache
+until it restarts: retiring a KEK changes no data key.
+
+A listing that fails (EMFILE, EACCES, an I/O error) while KEKs are held leaves them held (the
+failure logged once per errno name) rather than failing the unwrap of a key they open; with
+nothing held it is :class:`~twin.errors.KeyUnavailableError` (a folder the process may not
+read) or :class:`~twin.errors.StorageUnavailableError`, never a bare ``OSError``. A key file
+that cannot be read now (a transient errno) is tried again at the next listing, never called
+damaged: only a file read whole with the wrong length is.
 
 A KEK missing from the folder, or whose file is damaged, makes the keys under it
 :class:`~twin.errors.KeyUnavailableError` (503: retry once the folder is fixed), never
@@ -31,9 +39,11 @@ be retired).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +56,7 @@ from storage.disk import os_error
 from storage.local.files import create_once, fsync_dir
 from twin import errors, ports
 
-__all__ = ["RETIRED", "KekFolder", "LocalKeyProvider"]
+__all__ = ["LISTING_FRESH_S", "RETIRED", "KekFolder", "LocalKeyProvider"]
 
 # fullmatch only: with ``$`` and ``match``, "kek-9.key\n" would pass.
 _NAME = re.compile(r"kek-([1-9]\d{0,8})\.key")
@@ -56,6 +66,8 @@ RETIRED = "retired"
 #: Nonce and tag of an AES-GCM wrapped key: a shorter blob is damaged.
 _MIN_BLOB = 12 + 16
 _LOG = logging.getLogger("novamind.keys")
+#: Seconds a listing of the key folder serves wraps and unwraps before the next one.
+LISTING_FRESH_S = 1.0
 T = TypeVar("T")
 
 
@@ -95,16 +107,27 @@ class LocalKeyProvider:
         create: On first use of a folder that holds no KEK, create it (0700) with
             ``kek-1.key``: what a service's first start does. ``False`` (maintenance commands)
             refuses such a folder instead.
+        clock: Monotonic seconds (the age of the last listing).
     """
 
-    def __init__(self, directory: Path, *, create: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        create: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._dir = directory
         self._create_first = create
         self._first = True
         self._keks: dict[str, bytes] = {}
         self._damaged: set[str] = set()
+        self._unreadable: dict[str, str] = {}
         self._newest = ""
         self._lock = asyncio.Lock()
+        self._clock = clock
+        self._listed_at: float | None = None
+        self._listing_failures: set[str] = set()
 
     @property
     def directory(self) -> Path:
@@ -130,23 +153,39 @@ class LocalKeyProvider:
             names = self._names(self._dir)
         except FileNotFoundError:
             names = set()
+        except OSError as exc:
+            why = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+            if self._keks:
+                # Keep what is held: a key it opens is not made unavailable by a listing.
+                if why not in self._listing_failures:
+                    self._listing_failures.add(why)
+                    _LOG.error("the key folder cannot be listed (%s); the KEKs held are used", why)
+                return
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise errors.KeyUnavailableError(
+                    f"the key folder cannot be read ({why}): check its owner and mode"
+                ) from None
+            raise errors.StorageUnavailableError(f"{_STORE} unavailable ({why})") from None
         if not names:
             # Never a fresh kek-1 here: no stored key is wrapped under it.
             raise errors.KeyUnavailableError(
                 "the key folder is missing or holds no key-encryption key (a wrong data "
                 "directory, or the key volume not mounted?)"
             )
+        unreadable: dict[str, str] = {}
         for name in names - self._keks.keys():
             try:
-                data: bytes | None = (self._dir / name).read_bytes()
+                data = (self._dir / name).read_bytes()
             except FileNotFoundError:  # moved away since the listing
                 names.discard(name)
                 continue
-            except OSError:
-                data = None
-            if data is None or len(data) != 32:
+            except OSError as exc:
+                # Not known to be damaged (EMFILE, EIO, EACCES...): read again next listing.
+                unreadable[name] = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+                continue
+            if len(data) != 32:  # read whole: the wrong length is a damaged file
                 if name not in self._damaged:
-                    _LOG.error("key file %s is damaged or unreadable; skipped", name)
+                    _LOG.error("key file %s is damaged; skipped", name)
                 self._damaged.add(name)
                 continue
             self._damaged.discard(name)
@@ -154,7 +193,10 @@ class LocalKeyProvider:
         for name in self._keks.keys() - names:
             del self._keks[name]
         self._damaged &= names
+        self._unreadable = unreadable
         self._newest = max(names, key=_number)
+        self._listed_at = self._clock()
+        self._listing_failures.clear()
 
     def _create(self, number: int) -> str:
         name = f"kek-{number}.key"
@@ -169,7 +211,33 @@ class LocalKeyProvider:
             try:
                 return await asyncio.to_thread(step)
             except OSError as exc:
-                raise os_error(exc, _STORE) from None
+                raise _os_error(exc) from None
+
+    def _fresh(self) -> bool:
+        listed = self._listed_at
+        return listed is not None and bool(self._keks) and self._clock() - listed < LISTING_FRESH_S
+
+    async def _follow(self, *, needed: str | None = None, force: bool = False) -> None:
+        """Hold what the folder holds, listing it unless the last listing is fresh.
+
+        Args:
+            needed: A KEK an unwrap needs: when it is not held, the folder is listed now.
+            force: List it now whatever its age (a wrap: always under the newest KEK).
+        """
+
+        def held() -> bool:
+            return not force and self._fresh() and (needed is None or needed in self._keks)
+
+        if held():
+            return  # no lock, no thread: concurrent unwraps share the last listing
+        listed = self._listed_at
+        async with self._lock:
+            if held() or (force and self._listed_at != listed):
+                return  # listed by another caller while this one waited
+            try:
+                await asyncio.to_thread(self._refresh)
+            except OSError as exc:
+                raise _os_error(exc) from None
 
     async def current_kek_id(self) -> str:
         """Name of the newest key file in the folder now (even when damaged: see wrap)."""
@@ -182,9 +250,15 @@ class LocalKeyProvider:
         Raises:
             KeyUnavailableError: The newest KEK's file is damaged, or the folder holds none.
         """
-        await self._locked(self._refresh)
+        # Listed every time: a wrap happens once per new patient, and `keys rotate` compares
+        # what it wraps under with the newest KEK it has just been told of.
+        await self._follow(force=True)
         kek_id = self._newest
         kek = self._keks.get(kek_id)
+        if kek is None and kek_id in self._unreadable:
+            raise errors.KeyUnavailableError(
+                f"key file {kek_id} cannot be read now ({self._unreadable[kek_id]}); retry"
+            )
         if kek is None:
             raise errors.KeyUnavailableError(
                 f"key file {kek_id} is damaged: no key is wrapped until it is restored from the "
@@ -203,17 +277,36 @@ class LocalKeyProvider:
         """
         if len(wrapped.blob) < _MIN_BLOB:
             raise errors.KeyAccessError("the wrapped data key is damaged (too short)")
-        await self._locked(self._refresh)
+        await self._follow(needed=wrapped.kek_id)
         kek = self._keks.get(wrapped.kek_id)
         if kek is None:
-            state = "damaged" if wrapped.kek_id in self._damaged else "not in the key folder"
+            why = await self._missing(wrapped.kek_id)
             raise errors.KeyUnavailableError(
-                f"key-encryption key {_shown(wrapped.kek_id)} is {state}"
+                f"key-encryption key {_shown(wrapped.kek_id)} is {why}"
             )
         try:
             return AESGCM(kek).decrypt(wrapped.blob[:12], wrapped.blob[12:], context.encode())
         except InvalidTag:
             raise errors.KeyAccessError("data key does not unwrap for this context") from None
+
+    async def _missing(self, kek_id: str) -> str:
+        """Why a KEK is not held: damaged, unreadable now, retired, or not in the folder."""
+        if kek_id in self._damaged:
+            return "damaged"
+        if kek_id in self._unreadable:
+            return f"unreadable now ({self._unreadable[kek_id]}); retry"
+        if _NAME.fullmatch(kek_id):
+            retired = self._dir / RETIRED / kek_id
+            try:
+                kept = await asyncio.to_thread(retired.exists)
+            except OSError:
+                kept = False
+            if kept:
+                return (
+                    "not in the key folder: it is in retired/ (move it back to use it, "
+                    "docs/operations.md §7)"
+                )
+        return "not in the key folder"
 
     async def new_kek(self) -> str:
         """Create a new current KEK, one above every KEK in the folder and in ``retired/``.
@@ -331,11 +424,23 @@ class LocalKeyProvider:
             self._refresh()
             retired = self._dir / RETIRED
             kept = self._names(retired) if retired.is_dir() else set()
+            skipped = self._damaged | self._unreadable.keys()
             return KekFolder(
                 self._newest,
-                tuple(sorted(self._keks.keys() | self._damaged, key=_number)),
-                tuple(sorted(self._damaged, key=_number)),
+                tuple(sorted(self._keks.keys() | skipped, key=_number)),
+                tuple(sorted(skipped, key=_number)),
                 tuple(sorted(kept, key=_number)),
             )
 
         return await self._locked(look)
+
+
+def _os_error(exc: OSError) -> errors.StorageUnavailableError:
+    """A failure of the key folder as the error a caller handles: never a bare ``OSError``."""
+    mapped = os_error(exc, _STORE)
+    if isinstance(mapped, errors.StorageUnavailableError):
+        return mapped
+    why = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return errors.KeyUnavailableError(f"the key folder cannot be read ({why})")
+    return errors.StorageUnavailableError(f"{_STORE} unavailable ({why})")

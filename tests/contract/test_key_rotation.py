@@ -9,9 +9,12 @@ has to happen at one exact step, a thin provider in front of it makes that step 
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,7 @@ from deployments.ops.keys import retire_kek
 from deployments.stores import KeyStores
 from storage.kms import KmsKeyProvider
 from storage.local import LocalKeyProvider
+from storage.local.keys import LISTING_FRESH_S
 from tests.servers import MotoServer
 from twin import errors, ports
 from twin.ports import WrappedKey
@@ -253,8 +257,19 @@ async def test_bounds_are_checked(tmp_path, data_key_store):
             await rewrap_data_keys(keys, data_key_store, **bad)
 
 
+class _Clock:
+    """Monotonic seconds a test moves on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_a_running_process_follows_the_key_folder(tmp_path):
-    service = LocalKeyProvider(tmp_path / "keys")  # loaded its KEKs once, long ago
+    clock = _Clock()
+    service = LocalKeyProvider(tmp_path / "keys", clock=clock)  # loaded its KEKs long ago
     before = await service.wrap(b"k" * 32, context="p1")
     assert before.kek_id == "kek-1.key"
     operator = LocalKeyProvider(tmp_path / "keys", create=False)  # `novamind keys new-kek`
@@ -268,7 +283,11 @@ async def test_a_running_process_follows_the_key_folder(tmp_path):
     await operator.retire("kek-1.key")
     assert (tmp_path / "keys" / "retired" / "kek-1.key").exists()
     assert not (tmp_path / "keys" / "kek-1.key").exists()
-    with pytest.raises(errors.KeyUnavailableError, match="not in the key folder"):
+    assert await service.unwrap(before, context="p1") == b"k" * 32  # its listing is fresh
+    clock.now += LISTING_FRESH_S
+    with pytest.raises(
+        errors.KeyUnavailableError, match="not in the key folder: it is in retired/"
+    ):
         await service.unwrap(before, context="p1")
     # Moved back (to restore an old backup): usable again at once, no waiting.
     await operator.reinstate("kek-1.key")
@@ -315,7 +334,8 @@ async def test_a_damaged_kek_file_makes_only_its_keys_unavailable(tmp_path, capl
     under_2 = await keys.wrap(b"2" * 32, context="p")
     secret = (tmp_path / "keys" / "kek-1.key").read_bytes()
     (tmp_path / "keys" / "kek-1.key").write_bytes(secret[:7])  # an old KEK damaged on disk
-    fresh = LocalKeyProvider(tmp_path / "keys")  # a process starting now
+    clock = _Clock()
+    fresh = LocalKeyProvider(tmp_path / "keys", clock=clock)  # a process starting now
     with caplog.at_level(logging.ERROR, logger="novamind.keys"):
         for _ in range(2):
             with pytest.raises(errors.KeyUnavailableError, match=r"'kek-1\.key' is damaged"):
@@ -323,13 +343,14 @@ async def test_a_damaged_kek_file_makes_only_its_keys_unavailable(tmp_path, capl
             assert await fresh.unwrap(under_2, context="p") == b"2" * 32
             assert (await fresh.wrap(b"n" * 32, context="q")).kek_id == "kek-2.key"
     assert [r.getMessage() for r in caplog.records] == [
-        "key file kek-1.key is damaged or unreadable; skipped"
+        "key file kek-1.key is damaged; skipped"
     ]  # once, not at every use
     assert secret[:7].hex() not in caplog.text
     # A process that loaded it before the damage goes on with its copy.
     assert await keys.unwrap(under_1, context="p") == b"1" * 32
     # The newest damaged: nothing is wrapped (not even under an older KEK); unwraps go on.
     (tmp_path / "keys" / "kek-3.key").write_bytes(b"short")
+    clock.now += LISTING_FRESH_S
     with pytest.raises(errors.KeyUnavailableError, match=r"kek-3\.key is damaged"):
         await fresh.wrap(b"n" * 32, context="q")
     assert await fresh.unwrap(under_2, context="p") == b"2" * 32
@@ -447,3 +468,72 @@ async def test_kms_retire_compares_keys_not_spellings(moto_server):
     assert await store.count_by_kek() == {arn_b: 5}
     report = await retire_kek(stores, arn_a)
     assert (report.still_wrapped, report.unsure, report.others) == (0, 0, {})
+
+
+async def test_unwraps_outlive_a_folder_that_cannot_be_listed_or_read(
+    tmp_path, monkeypatch, caplog
+):
+    clock = _Clock()
+    keys = LocalKeyProvider(tmp_path / "keys", clock=clock)
+    wrapped = await keys.wrap(b"k" * 32, context="p")
+    listdir = os.listdir
+
+    def refuse(code: int) -> Callable[[object], list[str]]:
+        def listing(_: object) -> list[str]:
+            raise OSError(code, os.strerror(code))
+
+        return listing
+
+    # Out of descriptors or refused: the KEK held still opens its keys (logged once).
+    with caplog.at_level(logging.ERROR, logger="novamind.keys"):
+        for code in (errno.EMFILE, errno.EMFILE, errno.EACCES):
+            clock.now += LISTING_FRESH_S
+            monkeypatch.setattr(os, "listdir", refuse(code))
+            assert await keys.unwrap(wrapped, context="p") == b"k" * 32
+    assert len(caplog.records) == 2 and "EMFILE" in caplog.records[0].getMessage()
+    # Nothing held: a clear error, never a bare OSError (500).
+    monkeypatch.setattr(os, "listdir", refuse(errno.EACCES))
+    with pytest.raises(errors.KeyUnavailableError, match="EACCES"):
+        await LocalKeyProvider(tmp_path / "keys", create=False).unwrap(wrapped, context="p")
+    monkeypatch.setattr(os, "listdir", refuse(errno.EIO))
+    with pytest.raises(errors.StorageUnavailableError):
+        await LocalKeyProvider(tmp_path / "keys", create=False).unwrap(wrapped, context="p")
+    monkeypatch.setattr(os, "listdir", listdir)
+    # A new newest KEK that cannot be read just now is not "damaged": retried, then used.
+    (tmp_path / "keys" / "kek-2.key").write_bytes(os.urandom(32))
+    read_bytes = Path.read_bytes
+
+    def busy(self: Path) -> bytes:
+        if self.name == "kek-2.key":
+            raise OSError(errno.EMFILE, "Too many open files")
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", busy)
+    clock.now += LISTING_FRESH_S
+    caplog.clear()
+    with pytest.raises(errors.KeyUnavailableError, match=r"cannot be read now \(EMFILE\)"):
+        await keys.wrap(b"n" * 32, context="q")
+    assert not [r for r in caplog.records if "damaged" in r.getMessage()]
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    clock.now += LISTING_FRESH_S
+    assert (await keys.wrap(b"n" * 32, context="q")).kek_id == "kek-2.key"
+
+
+async def test_concurrent_unwraps_share_one_listing(tmp_path, monkeypatch):
+    keys = LocalKeyProvider(tmp_path / "keys")
+    wrapped = [await keys.wrap(b"k" * 32, context=f"p{i}") for i in range(200)]
+    listings = 0
+    listdir = os.listdir
+
+    def counted(path: object) -> list[str]:
+        nonlocal listings
+        listings += 1
+        return listdir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", counted)
+    fresh = LocalKeyProvider(tmp_path / "keys")
+    opened = await asyncio.gather(
+        *(fresh.unwrap(w, context=f"p{i}") for i, w in enumerate(wrapped))
+    )
+    assert opened == [b"k" * 32] * 200
+    assert listings <= 3  # the first start's look, then one listing for all
