@@ -11,7 +11,9 @@ A wrapped key records the key ARN that ``Encrypt`` answers with, whatever spelli
 use (key id, key ARN, alias name or alias ARN): one key has one id in the data-key table, so
 counting the keys under it, and comparing with the current key, cannot be fooled by spellings.
 The current key is the configured id resolved with ``DescribeKey`` (kept 60 s, so a re-pointed
-alias is followed within a minute, and every wrap updates it with the ARN KMS used).
+alias is followed within a minute). It is the only source of "current": ``Encrypt``'s answer
+never replaces it, since during an alias's propagation Encrypt may still answer with the old
+key, and a rotation would then take the old key for current again.
 
 KMS refusing a key (disabled, access denied, not found) is
 :class:`~twin.errors.KeyUnavailableError`; KMS unreachable or throttling is
@@ -147,9 +149,7 @@ class KmsKeyProvider:
             )
         except (ClientError, BotoCoreError) as exc:
             raise _failure(exc) from None
-        arn = str(out["KeyId"])
-        self._current = (arn, self._clock())
-        return ports.WrappedKey(arn, bytes(out["CiphertextBlob"]))
+        return ports.WrappedKey(str(out["KeyId"]), bytes(out["CiphertextBlob"]))
 
     async def unwrap(self, wrapped: ports.WrappedKey, *, context: str) -> bytes:
         """KMS ``Decrypt``; a wrong context or damaged blob is refused."""

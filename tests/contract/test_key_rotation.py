@@ -441,6 +441,20 @@ async def test_kms_follows_a_repointed_alias_within_its_ttl(moto_server):
     assert await keys.current_kek_id() == arn_b
     assert (await keys.wrap(b"k" * 32, context="p")).kek_id == arn_b
 
+    class Propagating:
+        """Where Encrypt runs, the alias still names the old key (it propagates slowly)."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(kms, name)
+
+        def encrypt(self, **call: Any) -> Any:
+            return kms.encrypt(**{**call, "KeyId": key_a})
+
+    lagging = KmsKeyProvider(Propagating(), alias, clock=lambda: now[0])
+    assert await lagging.current_kek_id() == arn_b
+    assert (await lagging.wrap(b"k" * 32, context="p")).kek_id == arn_a
+    assert await lagging.current_kek_id() == arn_b  # Encrypt's answer is not "current"
+
 
 async def test_kms_retire_compares_keys_not_spellings(moto_server):
     kms, key_a, arn_a = _kms(moto_server)
