@@ -165,7 +165,7 @@ async def verify_audit_log(
     if scan.notes:
         report = report.warned(*scan.notes)
     if policy is not None and not covered_only and not verifier.broken:
-        for gap in anchoring_gaps(report, policy, datetime.now(UTC)):
+        for gap in anchoring_gaps(report, policy, datetime.now(UTC), scan.anchors):
             report = report.failing(gap) if policy.strict else report.warned(gap)
     return report
 
@@ -257,7 +257,8 @@ async def anchor_audit_log(
     if not report.ok or report.entries == 0:
         return AnchorOutcome(report, None, False)
     if latest is not None and latest.entries == report.entries:
-        age_s = (datetime.now(UTC) - latest.when()).total_seconds()
+        clock = datetime.now(UTC)
+        age_s = (clock - latest.trusted_when(clock)).total_seconds()
         if refresh_after_s is None or age_s < refresh_after_s:
             return AnchorOutcome(report, latest, False)
     anchor = AuditAnchor(report.entries, report.head_hash, now())
@@ -342,7 +343,7 @@ class AnchoringAuditLog:
     def _learn(self, anchor: AuditAnchor) -> None:
         if self._latest is None or anchor_key(anchor) > anchor_key(self._latest):
             self._latest = anchor
-            self._latest_epoch_s = anchor.when().timestamp()
+            self._latest_epoch_s = anchor.trusted_when(datetime.now(UTC)).timestamp()
 
     def _tell_age(self) -> None:
         if self._on_age is not None and self._latest is not None:

@@ -238,7 +238,8 @@ class AuditAnchorTimer:
         """Say so once the latest anchor is older than twice the interval (anchoring stopped)."""
         if self._latest is None:
             return
-        age_s = (datetime.now(UTC) - self._latest.when()).total_seconds()
+        clock = datetime.now(UTC)
+        age_s = (clock - self._latest.trusted_when(clock)).total_seconds()
         if age_s > 2 * self._settings.audit_anchor_interval_s:
             _LOG.error(
                 "the latest audit anchor is %.0f s old: newer audit entries are protected only "

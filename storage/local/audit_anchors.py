@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 from storage.disk import os_error, write_all
@@ -131,6 +132,9 @@ class LocalAuditAnchorStore:
         unreadable: list[str] = []
         count = 0
         notes: list[str] = []
+        # The file keeps no time of its own per line (and its writer could set any): the
+        # latest each line can have been recorded is now, as it is read.
+        read_at = datetime.now(UTC)
 
         def bad(what: str) -> None:
             nonlocal count
@@ -161,7 +165,9 @@ class LocalAuditAnchorStore:
                     body = line[:-1]
                     try:
                         record = json.loads(body)
-                        anchor = AuditAnchor(record["entries"], record["head_hash"], record["at"])
+                        anchor = AuditAnchor(
+                            record["entries"], record["head_hash"], record["at"], read_at
+                        )
                         link = record["prev"]
                     except (ValueError, TypeError, KeyError, errors.InvalidInputError):
                         bad(f"audit anchor file line {number} is damaged")

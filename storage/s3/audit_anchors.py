@@ -20,7 +20,9 @@ version cannot be removed); listing versions means a later object cannot hide an
 
 An object whose key is not an anchor's is reported unreadable, named by its place in the
 listing and S3's own time of writing, never by its key (anyone holding the writer's role
-chooses keys).
+chooses keys). Each anchor read carries S3's time of writing as ``recorded_at`` (the
+version's LastModified), so an anchor dated ahead of it is told apart
+(:func:`twin.domain.audit.anchoring_gaps`).
 
 Why SSE-S3 and not KMS: anchors hold no PHI (lengths, hashes, times), and a KMS key scheduled
 for deletion would make COMPLIANCE-locked objects unreadable for the rest of their retention.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,6 +159,10 @@ class S3AuditAnchorStore:
                     unreadable.append(f"object version {place} listed{when}")
                 continue
             if anchor.entries >= min_entries:
+                written = version.get("LastModified")
+                if isinstance(written, datetime) and written.utcoffset() is not None:
+                    # S3's own time of writing: whoever picks the key cannot set it.
+                    anchor = replace(anchor, recorded_at=written)
                 anchors.append(anchor)
         return AnchorScan(tuple(sorted(anchors, key=anchor_key)), tuple(unreadable), count)
 

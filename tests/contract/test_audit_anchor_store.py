@@ -98,6 +98,15 @@ def _lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines()
 
 
+async def test_each_anchor_read_carries_when_its_store_recorded_it_never_its_own_time(anchors):
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)  # a clock, or forger
+    await anchors.put(AuditAnchor(7, "7" * 64, ahead.isoformat(timespec="milliseconds")))
+    (read,) = (await anchors.scan()).anchors
+    assert read.recorded_at is not None and read.when() == ahead
+    assert abs((read.recorded_at - datetime.now(UTC)).total_seconds()) < 60
+    assert read.future_dated(datetime.now(UTC))
+
+
 async def test_the_local_file_is_private_and_each_line_links_the_sha256_of_the_one_before(
     tmp_path,
 ):

@@ -186,6 +186,36 @@ async def test_a_chain_whose_anchoring_stopped_fails_outside_local_and_warns_loc
     assert (await verify_audit_log(log, store, policy=_STRICT, covered_only=True)).ok
 
 
+@pytest.mark.parametrize("recorded_ago_s", [60.0, 1801.0])
+async def test_an_anchor_dated_ahead_of_its_store_is_reported_and_never_counts_as_fresh(
+    recorded_ago_s,
+):
+    log = await _log(11)
+    store = fakes.MemoryAuditAnchorStore()
+    recorded = datetime.now(UTC) - timedelta(seconds=recorded_ago_s)
+    ahead = dataclasses.replace(_at(log, 11, ago_s=-3600.0), recorded_at=recorded)
+    store.anchors.append(ahead)  # dated an hour ahead: its own age would be negative
+    strict = await verify_audit_log(log, store, policy=_STRICT)
+    local = await verify_audit_log(log, store, policy=_LOCAL)
+    assert not strict.ok and "dated more than 300 s after their store recorded them" in (
+        strict.reason
+    )
+    assert local.ok and "dated more than 300 s" in local.warnings[0]
+    stale = recorded_ago_s > 2 * _STRICT.interval_s  # its age counts from when it was recorded
+    assert ("1801 s old" in strict.reason) is stale
+    assert len(local.warnings) == (2 if stale else 1)
+    # Anchoring renews it once it is old by the store's time, not by its own.
+    outcome = await anchor_audit_log(log, store, every=10, refresh_after_s=900.0)
+    assert outcome.written is stale
+
+
+async def test_an_anchor_within_the_skew_of_its_store_passes():
+    log = await _log(11)
+    store = fakes.MemoryAuditAnchorStore()
+    await store.put(_at(log, 11, ago_s=-200.0))  # a writer's clock 200 s ahead: tolerated
+    assert (await verify_audit_log(log, store, policy=_STRICT)).ok
+
+
 async def test_a_recent_anchor_or_a_short_chain_meets_the_policy():
     log = await _log(10)
     assert (await verify_audit_log(log, fakes.MemoryAuditAnchorStore(), policy=_STRICT)).ok

@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -34,6 +34,7 @@ from twin.domain.events import MAX_SEQ
 _INT64_MAX = 2**63 - 1
 
 __all__ = [
+    "FUTURE_SKEW_S",
     "GENESIS",
     "MALFORMED",
     "REPORT_LIST_MAX",
@@ -69,6 +70,8 @@ GENESIS = "0" * 64
 REPORT_LIST_MAX = 10
 #: Longest anchor time accepted (characters of ISO 8601).
 _AT_MAX = 40
+#: Seconds an anchor's ``at`` may run ahead of when its store recorded it (clock skew).
+FUTURE_SKEW_S = 300.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: Longest value of each text field a new record may carry (characters).
 FIELD_LIMITS = {
@@ -188,6 +191,10 @@ class AuditAnchor:
             at most :data:`~twin.domain.events.MAX_SEQ` (the largest audit ``seq``).
         head_hash: The hash of entry ``entries`` (64 lowercase hex; :data:`GENESIS` for 0).
         at: When it was anchored: ISO 8601 with its UTC offset (UTC as written).
+        recorded_at: When the store recorded it, as the store itself says (S3: the version's
+            LastModified; a local file: the time it was read), filled in by the store on
+            reading; ``None``: not known. Not part of the anchor (never compared or written):
+            ``at`` is chosen by whoever writes the anchor, this time is not.
 
     Raises:
         InvalidInputError: A field out of its range (a stored anchor that is not one).
@@ -196,6 +203,7 @@ class AuditAnchor:
     entries: int
     head_hash: str
     at: str
+    recorded_at: datetime | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.entries, int) or isinstance(self.entries, bool):
@@ -214,10 +222,29 @@ class AuditAnchor:
             raise errors.InvalidInputError("audit anchor at: an ISO 8601 time") from None
         if when.utcoffset() is None:
             raise errors.InvalidInputError("audit anchor at: a time with its UTC offset")
+        recorded = self.recorded_at
+        if recorded is not None and (
+            not isinstance(recorded, datetime) or recorded.utcoffset() is None
+        ):
+            raise errors.InvalidInputError("audit anchor recorded_at: a time with its UTC offset")
 
     def when(self) -> datetime:
         """``at`` as an aware datetime."""
         return datetime.fromisoformat(self.at)
+
+    def trusted_when(self, now: datetime) -> datetime:
+        """The instant its age is counted from: the earlier of ``at`` and when it was recorded.
+
+        A store records nothing after it is read, so ``now`` stands in for an unknown
+        ``recorded_at``. An ``at`` set ahead (a clock running fast, or an anchor written to
+        look fresh) never makes an anchor younger than its store says it is.
+        """
+        return min(self.when(), self.recorded_at if self.recorded_at is not None else now)
+
+    def future_dated(self, now: datetime) -> bool:
+        """Whether ``at`` is more than :data:`FUTURE_SKEW_S` after its store recorded it."""
+        recorded = self.recorded_at if self.recorded_at is not None else now
+        return (self.when() - recorded).total_seconds() > FUTURE_SKEW_S
 
     def describe(self) -> str:
         """How reports name it: ``the anchor of N entries at T``."""
@@ -493,28 +520,48 @@ class AnchoringPolicy:
     strict: bool
 
 
-def anchoring_gaps(report: ChainReport, policy: AnchoringPolicy, now: datetime) -> list[str]:
+def anchoring_gaps(
+    report: ChainReport,
+    policy: AnchoringPolicy,
+    now: datetime,
+    anchors: Sequence[AuditAnchor] = (),
+) -> list[str]:
     """What the anchors of an otherwise verified chain lack, one sentence each.
 
     Entries newer than the latest anchor are protected by the database's access control alone
     (docs/operations.md, "Audit anchors"): a chain longer than N entries with no anchor at all
     (anchors missing, or looked for in the wrong place), or whose latest anchor is older than
-    twice the interval (anchoring stopped), leaves that window open.
+    twice the interval (anchoring stopped), leaves that window open. An anchor's age counts
+    from :meth:`AuditAnchor.trusted_when` (an anchor dated ahead never counts as fresh), and
+    every anchor of ``anchors`` dated more than :data:`FUTURE_SKEW_S` after its store recorded
+    it is reported too.
     """
+    gaps: list[str] = []
+    ahead = [anchor for anchor in anchors if anchor.future_dated(now)]
+    if ahead:
+        first = ahead[0]
+        recorded = first.recorded_at if first.recorded_at is not None else now
+        gaps.append(
+            f"{len(ahead)} audit anchor(s) dated more than {FUTURE_SKEW_S:.0f} s after their "
+            f"store recorded them (the first: {first.describe()}, recorded "
+            f"{recorded.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}): a writer's clock runs ahead, or "
+            "an anchor was written to look fresh; each one's age counts from when it was "
+            "recorded"
+        )
     latest = report.latest_anchor
     if latest is None:
         if report.entries > policy.every_entries:
-            return [
+            gaps.append(
                 f"no audit anchor, and the chain holds {report.entries} entries (more than "
                 f"{policy.every_entries}): the anchors are missing, or were looked for in the "
                 "wrong place"
-            ]
-        return []
-    age_s = (now - latest.when()).total_seconds()
+            )
+        return gaps
+    age_s = (now - latest.trusted_when(now)).total_seconds()
     if age_s > 2 * policy.interval_s:
-        return [
+        gaps.append(
             f"the latest audit anchor ({latest.describe()}) is {age_s:.0f} s old, more than "
             f"twice the anchoring interval ({policy.interval_s:.0f} s): anchoring stopped, and "
             "newer entries are protected only by the database's access control"
-        ]
-    return []
+        )
+    return gaps

@@ -7,7 +7,8 @@ They implement the same contracts as the real adapters (the contract suites in
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from twin import errors, event_log, patient_registry, ports
 from twin.domain import events
@@ -260,7 +261,8 @@ class MemoryAuditAnchorStore:
         self.unreadable: list[str] = []
 
     async def put(self, anchor: AuditAnchor) -> None:
-        self.anchors.append(anchor)
+        recorded = anchor.recorded_at or datetime.now(UTC)  # as a store records its writes
+        self.anchors.append(replace(anchor, recorded_at=recorded))
 
     async def all(self) -> list[AuditAnchor]:
         if self.unreadable:
