@@ -83,6 +83,7 @@ __all__ = [
     "key_provider",
     "migrate",
     "open_audit_log",
+    "open_audit_reader",
     "open_cohort_stores",
     "open_database",
     "open_documents",
@@ -356,10 +357,25 @@ async def open_log_reader(
 
 
 @asynccontextmanager
+async def open_audit_reader(settings: TwinSettings) -> AsyncIterator[ports.AuditLog]:
+    """The audit trail read-only, never migrated (``novamind audit verify`` / ``anchor``).
+
+    Both only read the chain (an anchor goes to the anchor store): a scheduled check must
+    never change the schema of the database it checks (the anchor CronJob would otherwise
+    migrate production every 15 minutes, possibly before the release that expects the new
+    schema has rolled out). Sessions refuse writes; a missing SQLite file is an error, not
+    created.
+    """
+    async with AsyncExitStack() as stack:
+        db = await open_database(settings, stack, read_only=True)
+        yield PostgresAuditLog(db) if isinstance(db, PostgresDatabase) else SqliteAuditLog(db)
+
+
+@asynccontextmanager
 async def open_audit_log(
     settings: TwinSettings, *, on_failure: Callable[[BaseException], None] | None = None
 ) -> AsyncIterator[AnchoringAuditLog]:
-    """The audit trail alone (``novamind audit verify``, jobs' audit entries; no keys needed).
+    """The audit trail alone, to append to (jobs' audit entries; no keys needed).
 
     Appends through it anchor the head each time the chain passes another
     ``audit_anchor_every_entries``; the anchor in flight is given up to 10 s on exit.

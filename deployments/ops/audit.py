@@ -6,7 +6,8 @@ store (``NOVAMIND_AUDIT_ANCHORS``: S3 Object Lock, or the local append-only file
 every link and holds the chain to every anchor. ``python -m deployments.ops.audit`` runs the
 verification: exit code 0 when intact, 1 when an entry was edited, deleted, inserted or moved,
 the chain contradicts an anchor (rewritten and re-hashed, truncated, or a forged anchor), an
-anchor is unreadable, or (outside local use) anchoring stopped.
+anchor is unreadable, or (outside local use) anchoring stopped. The database is opened
+read-only and never migrated (both commands only read the chain).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import asyncio
 import sys
 
-from deployments.stores import anchoring_policy, audit_anchor_store, open_audit_log
+from deployments.stores import anchoring_policy, audit_anchor_store, open_audit_reader
 from twin.audit_log import AnchorOutcome, anchor_audit_log, verify_audit_log
 from twin.domain.audit import ChainReport
 from twin.settings import TwinSettings
@@ -26,7 +27,7 @@ __all__ = ["anchor", "broken", "details", "intact", "main", "verify"]
 async def _verify(
     settings: TwinSettings, expected_head: str | None, anchors: bool, covered_only: bool
 ) -> ChainReport:
-    async with open_audit_log(settings) as log:
+    async with open_audit_reader(settings) as log:
         if not anchors:
             return await verify_audit_log(log, None, expected_head=expected_head)
         return await verify_audit_log(
@@ -54,7 +55,7 @@ def verify(
 
 
 async def _anchor(settings: TwinSettings) -> AnchorOutcome:
-    async with open_audit_log(settings) as log:
+    async with open_audit_reader(settings) as log:
         return await anchor_audit_log(
             log,
             audit_anchor_store(settings),

@@ -338,7 +338,8 @@ def audit_verify(
     service (``--no-anchors`` skips them): a chain rewritten and re-hashed after an anchor,
     or cut below one, fails naming the anchors it contradicts; an unreadable anchor fails
     too. Outside local use a chain with no anchor past N entries, or whose latest anchor is
-    older than twice the anchoring interval, fails; locally that is a warning.
+    older than twice the anchoring interval, fails; locally that is a warning. The database
+    is opened read-only and never migrated.
     """
     from deployments.ops.audit import broken, details, intact, verify
     from twin.errors import TwinError
@@ -365,7 +366,8 @@ def audit_anchor() -> None:
     after it): a chain that does not check is never anchored, and the command exits 1 with
     the reason. When the latest anchor covers the whole chain and is younger than half the
     anchoring interval, nothing new is written; an older one is renewed, so that the latest
-    anchor's age tells whether anchoring works. ``novamind audit verify`` checks it all.
+    anchor's age tells whether anchoring works. ``novamind audit verify`` checks it all. The
+    database is opened read-only and never migrated (the anchor goes to the anchor store).
     """
     from deployments.ops.audit import anchor, broken, details
     from twin.errors import TwinError

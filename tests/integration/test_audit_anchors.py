@@ -8,6 +8,7 @@ apart from the database, still knows the head the chain had.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -102,6 +103,30 @@ def test_a_rehashed_chain_is_caught_by_its_anchor_in_the_cli_and_the_api(tmp_pat
             assert skipped.json()["ok"] is True and skipped.json()["anchors_checked"] == 0
 
     asyncio.run(over_http())
+
+
+def test_verify_and_anchor_never_migrate_the_database_they_read(tmp_path, monkeypatch):
+    # The anchor CronJob runs every 15 min: a migration there would change production's
+    # schema before the release that expects it has rolled out.
+    import storage.sqlite.database as sqlite_database
+
+    monkeypatch.setenv("NOVAMIND_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("NOVAMIND_DATABASE_URL", raising=False)
+    monkeypatch.delenv("NOVAMIND_AUDIT_ANCHORS", raising=False)
+    asyncio.run(_write(tmp_path / "novamind.db", 3))
+
+    def migrate(path: Path) -> None:
+        raise AssertionError(f"{path.name} migrated")
+
+    monkeypatch.setattr(sqlite_database, "_migrate", migrate)
+    runner = CliRunner()
+    anchored = runner.invoke(app, ["audit", "anchor"])
+    assert anchored.exit_code == 0 and anchored.exception is None, anchored.output
+    verified = runner.invoke(app, ["audit", "verify"])
+    assert verified.exit_code == 0 and "1 anchors agree" in verified.output, verified.output
+    db = sqlite3.connect(f"{(tmp_path / 'novamind.db').as_uri()}?mode=ro", uri=True)
+    with contextlib.closing(db):
+        assert db.execute("SELECT count(*) FROM audit_log").fetchone() == (3,)  # nothing added
 
 
 async def test_the_service_anchors_every_n_entries_in_the_background(tmp_path):
