@@ -223,6 +223,8 @@ class AuthSettings(BaseModel):
     break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
 
 
+#: A listener's address: an IPv4 or IPv6 literal, or a host name.
+_HOST_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
 #: A web origin: scheme, host and optional port, no path (RFC 6454's serialisation).
 _ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
 
@@ -231,8 +233,20 @@ class ServeSettings(BaseModel):
     """The HTTP API's deployment: where it listens, how it scales, how long its queues are.
 
     Attributes:
-        http_host: Address the HTTP API binds.
-        http_port: Port of the HTTP API.
+        http_host: Address every listener of a platform started by ``novamind up`` binds:
+            the HTTP API, Serve's HAProxy stats page and Prometheus endpoint, the Ray
+            dashboard and Ray's metrics export. ``127.0.0.1`` (the default) keeps them all
+            on this machine; ``0.0.0.0`` or ``::`` (every interface) only behind a firewall.
+        http_port: Port of the HTTP API; 0: a free one, chosen at start (printed, and kept in
+            the platform record, ``novamind status``).
+        dashboard_port: Port of the Ray dashboard of a cluster ``novamind up`` starts; 0: a
+            free one.
+        haproxy_stats_port: Port of Serve's HAProxy stats page (``/stats``); 0 (the default):
+            a free one, so that platforms on other data folders can run beside this one.
+        haproxy_metrics_port: Port of Serve's HAProxy Prometheus endpoint (``/metrics``); 0
+            (the default): a free one.
+        ray_metrics_export_port: Port where the Ray node exports its Prometheus metrics; 0
+            (the default): a free one.
         api_min_replicas: Serve autoscaling lower bound of the API deployment.
         api_max_replicas: Serve autoscaling upper bound.
         api_target_ongoing_requests: Serve autoscaling target per replica.
@@ -264,8 +278,15 @@ class ServeSettings(BaseModel):
             blocks its event loop, which this mode requires.
     """
 
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8000, ge=1, le=65535)
+    http_host: str = Field(
+        default="127.0.0.1", min_length=1, max_length=253, pattern=_HOST_PATTERN,
+        description="address every local listener binds (an IP address or a host name)",
+    )  # fmt: skip
+    http_port: int = Field(default=8000, ge=0, le=65535, description="0: a free port")
+    dashboard_port: int = Field(default=8265, ge=0, le=65535, description="0: a free port")
+    haproxy_stats_port: int = Field(default=0, ge=0, le=65535, description="0: a free port")
+    haproxy_metrics_port: int = Field(default=0, ge=0, le=65535, description="0: a free port")
+    ray_metrics_export_port: int = Field(default=0, ge=0, le=65535, description="0: a free port")
     api_min_replicas: int = Field(default=1, ge=1, le=100)
     api_max_replicas: int = Field(default=2, ge=1, le=100)
     api_target_ongoing_requests: float = Field(default=32.0, gt=0, le=10_000)

@@ -1,6 +1,8 @@
 """The ``novamind`` command line (typer, with rich output).
 
 - ``novamind up``: the whole platform locally (see :mod:`deployments.ops.platform`).
+- ``novamind status`` / ``novamind down``: what runs on this data folder, and stopping it
+  from another terminal (see :mod:`deployments.ops.lifecycle`).
 - ``novamind token``: mint a local token for a role (local HS256 secret only).
 - ``novamind audit verify``: recompute the audit chain and hold it to its anchors.
 - ``novamind audit anchor``: anchor the chain's head (S3 Object Lock, or the local file).
@@ -239,6 +241,7 @@ def up(
     Ctrl-C (SIGINT) or SIGTERM stops everything it started within 10 s; a second one forces
     the stop.
     """
+    from deployments.ops.lifecycle import UpLock, clear_stale
     from deployments.ops.platform import (
         DEMO_TEAM,
         AuditAnchorTimer,
@@ -247,10 +250,28 @@ def up(
         seed_demo_patients,
     )
     from twin.client import Client
+    from twin.errors import TwinError
 
     settings = _settings()
     signals = _StopSignals()
     signals.install()
+    lock = UpLock(settings)  # held until this process ends
+    try:
+        previous = clear_stale(settings, lock)
+    except TwinError as exc:
+        raise _failed("up", exc) from None
+    if previous is not None:
+        record, removed = previous
+        console.print(
+            f"the previous platform of this data folder (driver pid {record.driver.pid}, "
+            f"started {record.started_at}) ended without stopping: "
+            + (f"ended the {len(removed)} processes it left" if removed else "nothing was left"),
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+        for line in removed:
+            console.print(f"  {line}", style="yellow", markup=False, soft_wrap=True)
     platform = Platform(settings)
     interrupted = False
     try:
@@ -273,6 +294,11 @@ def up(
         console.print(f"  OpenAPI   {platform.api_url}/docs")
         if platform.dashboard_url:
             console.print(f"  Ray       {platform.dashboard_url}")
+        if "haproxy_stats" in platform.ports:
+            console.print(
+                f"  HAProxy   stats :{platform.ports['haproxy_stats']}/stats, "
+                f"metrics :{platform.ports['haproxy_metrics']}/metrics"
+            )
         console.print(f"  data      {settings.data_dir.resolve()}")
         # soft_wrap: a token must stay on one line to be copied whole.
         console.print(f"\nadmin token (12 h):\n{admin}", soft_wrap=True)
@@ -285,15 +311,98 @@ def up(
             anchors = AuditAnchorTimer(settings)
             anchors.tick()
             while not signals.stop.wait(_LOOK_EVERY_S):
-                platform.processes.look()
+                platform.look()
                 anchors.tick()
     except KeyboardInterrupt:
         interrupted = True
         console.print("start-up interrupted")
     finally:
         _stop_platform(platform, signals)
+        lock.release()
     if interrupted:
         raise typer.Exit(128 + signals.received)
+
+
+@app.command()
+def status() -> None:
+    """Say whether a platform runs on this data folder: its driver, ports, uptime, processes.
+
+    Exit status as an LSB init script's: 0 running, 1 stopped without cleaning up (its record
+    is left; ``novamind up`` or ``novamind down`` removes what it left), 3 not running.
+    """
+    from deployments.ops.lifecycle import record_path
+    from deployments.ops.lifecycle import status as platform_status
+    from twin.errors import TwinError
+
+    settings = _settings()
+    try:
+        found = platform_status(settings)
+    except TwinError as exc:
+        raise _failed("status", exc) from None
+    record = found.record
+    if record is None:
+        console.print(f"not running ({settings.data_dir.resolve()})", markup=False)
+        raise typer.Exit(found.exit_code)
+    if found.state == "running":
+        uptime = f"{found.uptime_s or 0.0:.0f} s"
+        console.print(
+            f"running ({record.state}): driver pid {record.driver.pid}, up {uptime}",
+            markup=False,
+        )
+    else:
+        console.print(
+            f"stale: the platform started {record.started_at} (driver pid {record.driver.pid}) "
+            f"ended without stopping; {len(found.processes)} of its processes still run "
+            "(`novamind down` or `novamind up` ends them)",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+    ports = ", ".join(f"{name} {port}" for name, port in record.ports.items())
+    _rows(
+        [
+            ("host", record.host),
+            ("ports", ports),
+            ("processes", len(found.processes)),
+            ("ray session", record.session_dir or "-"),
+            ("record", record_path(settings)),
+        ]
+    )
+    raise typer.Exit(found.exit_code)
+
+
+@app.command()
+def down(
+    wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds for the platform's own orderly stop before what is left is killed.",
+            min=1.0,
+            max=60.0,
+        ),
+    ] = 12.0,
+) -> None:
+    """Stop the platform of this data folder (started by ``novamind up`` in another terminal).
+
+    SIGTERM to its driver, which checkpoints the twins and stops Ray (at most 10 s); then, or
+    at once if the driver has already ended, every process of that platform still running is
+    ended by its recorded identity. Nothing else is signalled. Exit 0 also when nothing ran.
+    """
+    from deployments.ops.lifecycle import down as platform_down
+    from twin.errors import TwinError
+
+    try:
+        report = platform_down(_settings(), wait_s=_finite(wait) or 12.0)
+    except TwinError as exc:
+        raise _failed("down", exc) from None
+    if report.state == "stopped":
+        console.print("not running: nothing to stop")
+        return
+    how = "stopped" if report.driver_stopped or report.state == "stale" else "killed"
+    console.print(
+        f"{how} in {report.seconds:.1f} s"
+        + (f"; {report.killed} processes it left ended" if report.killed else "")
+    )
 
 
 @app.command()
