@@ -439,9 +439,8 @@ class Platform:
         if dashboard:
             options["dashboard_host"] = host
             options["dashboard_port"] = self.ports["dashboard"]
-        if host not in _WILDCARD_HOSTS:
-            # Ray's GCS, raylet and object manager listen on the node's address.
-            options["_node_ip_address"] = host
+        # Ray's GCS, raylet, object manager and workers take no address to listen on (Ray
+        # turns a loopback node address into the machine's): see docs/operations.md §9.
         return options
 
     def _set_environ(self, values: dict[str, str]) -> None:
