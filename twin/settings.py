@@ -240,7 +240,7 @@ class ServeSettings(BaseModel):
         http_port: Port of the HTTP API; 0: a free one, chosen at start (printed, and kept in
             the platform record, ``novamind status``).
         dashboard_port: Port of the Ray dashboard of a cluster ``novamind up`` starts; 0: a
-            free one.
+            free one; ``None`` (the default): Ray's, 8265 or the next free one after it.
         haproxy_stats_port: Port of Serve's HAProxy stats page (``/stats``); 0 (the default):
             a free one, so that platforms on other data folders can run beside this one.
         haproxy_metrics_port: Port of Serve's HAProxy Prometheus endpoint (``/metrics``); 0
@@ -283,7 +283,9 @@ class ServeSettings(BaseModel):
         description="address every local listener binds (an IP address or a host name)",
     )  # fmt: skip
     http_port: int = Field(default=8000, ge=0, le=65535, description="0: a free port")
-    dashboard_port: int = Field(default=8265, ge=0, le=65535, description="0: a free port")
+    dashboard_port: int | None = Field(
+        default=None, ge=0, le=65535, description="0: a free port; none: 8265 or the next free"
+    )
     haproxy_stats_port: int = Field(default=0, ge=0, le=65535, description="0: a free port")
     haproxy_metrics_port: int = Field(default=0, ge=0, le=65535, description="0: a free port")
     ray_metrics_export_port: int = Field(default=0, ge=0, le=65535, description="0: a free port")

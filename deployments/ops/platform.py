@@ -368,6 +368,9 @@ class Platform:
         self.look()
         dashboard_url = getattr(context, "dashboard_url", None)
         self.dashboard_url = f"http://{dashboard_url}" if dashboard_url else None
+        if dashboard_url and self._owns_cluster:  # the port Ray took (its own choice by default)
+            self.ports["dashboard"] = int(dashboard_url.rpartition(":")[2])
+            self.record = dataclasses.replace(self.record, ports=dict(self.ports))
         serve.start(http_options={"host": settings.http_host, "port": self.ports["api"]})
         serve.run(application(settings), name=APP_NAME, route_prefix="/", blocking=False)
         token = local_token(settings, "admin", ttl_s=600)
@@ -407,7 +410,9 @@ class Platform:
             wanted["haproxy_stats"] = settings.haproxy_stats_port
             wanted["haproxy_metrics"] = settings.haproxy_metrics_port
             wanted["ray_metrics"] = settings.ray_metrics_export_port
-            if dashboard:
+            wanted["dashboard_metrics"] = 0
+            wanted["autoscaler_metrics"] = 0
+            if dashboard and settings.dashboard_port is not None:
                 wanted["dashboard"] = settings.dashboard_port
         return {name: port or free_port(host) for name, port in wanted.items()}
 
@@ -421,6 +426,10 @@ class Platform:
             # Serve adds the node's id: data_dir/run/haproxy/NODE/haproxy.cfg (HAProxy's
             # command line names the data folder).
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
+            # The dashboard's and the autoscaler's own Prometheus servers: fixed ports (44227,
+            # 44217) unless told, which a second platform could not take.
+            "DASHBOARD_METRIC_PORT": str(self.ports["dashboard_metrics"]),
+            "AUTOSCALER_METRIC_PORT": str(self.ports["autoscaler_metrics"]),
         }
         if settings.serve_haproxy and settings.http_host not in _WILDCARD_HOSTS:
             from ray.serve._private.haproxy import get_haproxy_binary
@@ -438,7 +447,8 @@ class Platform:
         options: dict[str, Any] = {"_metrics_export_port": self.ports["ray_metrics"]}
         if dashboard:
             options["dashboard_host"] = host
-            options["dashboard_port"] = self.ports["dashboard"]
+            if "dashboard" in self.ports:
+                options["dashboard_port"] = self.ports["dashboard"]
         # Ray's GCS, raylet, object manager and workers take no address to listen on (Ray
         # turns a loopback node address into the machine's): see docs/operations.md §9.
         return options
