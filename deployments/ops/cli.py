@@ -129,7 +129,7 @@ def _on_ray(label: str, address: str | None) -> Iterator[TwinSettings]:
 def _rows(rows: list[tuple[str, object]]) -> None:
     """Print a report's rows, their names in one column."""
     for name, value in rows:
-        console.print(f"  {name:<12} {value}")
+        console.print(f"  {name:<12} {value}", soft_wrap=True)
 
 
 def _role(value: str) -> Role:
