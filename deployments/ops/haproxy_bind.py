@@ -23,6 +23,7 @@ not have. :func:`launcher` writes the executable that Serve is pointed at.
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import itertools
 import os
 import re
@@ -32,9 +33,33 @@ from pathlib import Path
 
 __all__ = ["WILDCARDS", "launcher", "main", "rewrite"]
 
-#: Addresses HAProxy reads as "every interface" (an empty address is one too).
+#: Addresses HAProxy reads as "every interface" (an empty address is one too; so is any
+#: unspecified IP address, such as ``0:0::0``).
 WILDCARDS = frozenset({"", "*", "0.0.0.0", "::", "[::]"})
-_BIND = re.compile(r"^(?P<indent>\s*)bind\s+(?P<address>\S*?):(?P<port>\d{1,5})(?P<rest>(\s.*)?)$")
+#: The ``bind`` keyword, then whitespace of any kind.
+_BIND = re.compile(r"^(?P<indent>\s*)bind(?P<space>\s+)(?P<address>\S+)(?P<rest>.*)$")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _is_wildcard(address: str) -> bool | None:
+    """``True`` for every interface, ``False`` for one address, ``None`` when not readable."""
+    if address in WILDCARDS:
+        return True
+    literal = address[1:-1] if address.startswith("[") and address.endswith("]") else address
+    try:
+        return ipaddress.ip_address(literal).is_unspecified
+    except ValueError:
+        pass
+    labels = address.split(".")
+    # RFC 1123 host name; an all-numeric last label is an address in a form the resolver
+    # reads loosely ("0" is 0.0.0.0), so it is not accepted as a name.
+    if (
+        len(address) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    ):
+        return False
+    return None
 
 
 def rewrite(config: str, host: str) -> str:
@@ -45,21 +70,34 @@ def rewrite(config: str, host: str) -> str:
         host: The address to bind (an IPv4 or IPv6 literal, or a host name).
 
     Raises:
-        ValueError: A ``bind`` line that names no ``ADDRESS:PORT`` (a UNIX socket or an
-            address family prefix this function does not know): left as it is, it might
-            listen on every interface.
+        ValueError: A ``bind`` line whose first word is not one ``ADDRESS:PORT`` with an IP
+            address, a host name or a wildcard: an address family prefix (``ipv4@``,
+            ``unix@``...), a list (``A:1,B:2``), a port range, anything else. Left as it is,
+            it might listen on every interface.
     """
     lines = []
     for line in config.splitlines(keepends=True):
         body = line.rstrip("\r\n")
-        if body.lstrip().startswith("bind "):
-            found = _BIND.match(body)
-            if found is None:
+        found = _BIND.match(body)
+        if found is None:
+            if body.strip() == "bind":
                 raise ValueError(f"HAProxy bind line not understood: {body.strip()!r}")
-            if found["address"] in WILDCARDS:
-                # HAProxy reads the port after the last colon, IPv6 literals included.
-                body = f"{found['indent']}bind {host}:{found['port']}{found['rest']}"
-                line = body + line[len(line.rstrip("\r\n")) :]
+            lines.append(line)
+            continue
+        address, _, port = found["address"].rpartition(":")
+        wildcard = _is_wildcard(address)
+        if (
+            "@" in found["address"]
+            or "," in found["address"]
+            or not port.isdigit()
+            or not 0 < int(port) <= 65535
+            or wildcard is None
+        ):
+            raise ValueError(f"HAProxy bind line not understood: {body.strip()!r}")
+        if wildcard:
+            # HAProxy reads the port after the last colon, IPv6 literals included.
+            body = f"{found['indent']}bind{found['space']}{host}:{port}{found['rest']}"
+            line = body + line[len(line.rstrip("\r\n")) :]
         lines.append(line)
     return "".join(lines)
 

@@ -9,6 +9,9 @@ real, with a stand-in HAProxy that prints what it was given.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import json
 import os
 import re
 import signal
@@ -21,8 +24,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from typer.testing import CliRunner
 
 from deployments.ops import lifecycle
+from deployments.ops.cli import app
 from deployments.ops.haproxy_bind import launcher, rewrite
 from deployments.ops.lifecycle import (
     RUN_ENV,
@@ -184,12 +189,15 @@ def test_up_refuses_a_running_platform_and_clears_a_dead_ones_leftovers(settings
         assert sorted(int(line.split()[0]) for line in removed) == sorted(w.pid for w in workers)
         assert not any(_running(w) for w in workers)
         assert _running(psutil.Process(bystander.pid))
-        assert read_record(settings) is None
+        starting = read_record(settings)  # this process, recorded as a platform starting
+        assert starting is not None and starting.run == lock.run
+        assert (starting.state, starting.driver.pid) == ("starting", os.getpid())
 
 
 def test_a_recorded_id_that_now_names_another_process_is_left_alone(settings):
     with _spawned("sleep", "300") as other, _platform(settings) as (record, workers):
-        impostor = Identity(other.pid, psutil.Process(other.pid).create_time() - 100.0)
+        mine = Identity.of(psutil.Process(other.pid))
+        impostor = replace(mine, start_ticks=mine.start_ticks - 100)
         write_record(settings, replace(record, processes=(impostor,)))
         os.kill(record.driver.pid, signal.SIGKILL)
         psutil.Process(record.driver.pid).wait(timeout=10)
@@ -206,7 +214,8 @@ def test_down_stops_the_driver_then_ends_what_it_left(settings):
         report = down(settings, wait_s=5.0)
         assert report.state == "running"
         assert report.driver_stopped
-        assert report.killed == 0  # SIGTERM was enough for the workers
+        assert report.ended == 2  # SIGTERM was enough for the workers
+        assert report.survivors == ()
         assert not any(_running(w) for w in workers)
         assert not _running(psutil.Process(record.driver.pid))
         assert _running(psutil.Process(bystander.pid))
@@ -279,3 +288,166 @@ def test_the_launcher_keeps_the_process_id(tmp_path):
 
 def test_the_module_lists_what_it_exports():
     assert set(lifecycle.__all__) <= set(dir(lifecycle))
+
+
+_HOLD_LOCK = (
+    "import time\nfrom deployments.ops.lifecycle import UpLock\n"
+    "from twin.settings import TwinSettings\n"
+    "lock = UpLock(TwinSettings(data_dir={data!r}))\n"
+    "assert lock.acquire()\nprint('held', flush=True)\ntime.sleep(300)\n"
+)
+
+
+def test_a_clock_step_changes_no_identity(settings, monkeypatch):
+    with _platform(settings) as (record, _):
+        # The wall clock is set (NTP, a resume) after the record was written: every start
+        # time in seconds since the epoch that psutil reports moves with it.
+        real = psutil.Process.create_time
+        monkeypatch.setattr(psutil.Process, "create_time", lambda self: real(self) + 3600.0)
+        found = status(settings)
+        assert (found.state, found.exit_code) == ("running", 0)
+        assert found.uptime_s is not None and 0 <= found.uptime_s < 60
+        report = down(settings, wait_s=5.0)
+        assert (report.state, report.driver_stopped) == ("running", True)  # orderly SIGTERM
+        # Another boot: the same ticks name another process.
+        other_boot = replace(record.driver, boot_id="00000000-0000-4000-8000-000000000000")
+        assert other_boot.find() is None
+
+
+def test_an_up_started_inside_another_run_sheds_its_marker(tmp_path):
+    code = (
+        "import os\nfrom deployments.ops.lifecycle import leave_inherited_run\n"
+        "print(os.getpid(), flush=True)\nleave_inherited_run()\n"
+        "environ = open(f'/proc/{os.getpid()}/environ', 'rb').read()\n"
+        f"print(os.getpid(), b'{RUN_ENV}=' in environ, flush=True)\n"
+    )
+    env = {**os.environ, RUN_ENV: "0123456789abcdef0123456789abcdef"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    pid = run.stdout.split()[0]
+    # Started again (its first line twice), the same process, without the marker.
+    assert run.stdout.splitlines() == [pid, pid, f"{pid} False"]
+
+
+def test_down_touches_nothing_when_the_lock_is_held_by_an_unrecorded_driver(settings):
+    data = str(settings.data_dir)
+    with (
+        _spawned(sys.executable, "-c", _HOLD_LOCK.format(data=data)) as holder,
+        _platform(settings) as (record, workers),
+    ):
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        ghost = replace(record.driver, start_ticks=record.driver.start_ticks + 1)
+        write_record(settings, replace(record, driver=ghost))
+        with pytest.raises(PlatformRunningError, match="nothing was signalled"):
+            down(settings, wait_s=1.0)
+        assert all(_running(w) for w in workers)
+        assert _running(psutil.Process(record.driver.pid))
+        assert read_record(settings) is not None
+
+
+def test_a_platform_is_seen_from_the_moment_its_lock_is_taken(settings):
+    lock = UpLock(settings)
+    assert clear_stale(settings, lock) is None
+    try:
+        found = status(settings)
+        assert (found.state, found.exit_code) == ("running", 0)
+        assert found.record is not None and found.record.state == "starting"
+        with pytest.raises(PlatformRunningError):
+            clear_stale(settings, UpLock(settings))
+    finally:
+        lock.release()
+
+
+def _hostile(settings: TwinSettings, change: dict[str, object]) -> None:
+    path = record_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = Identity.of(psutil.Process())
+    record = PlatformRecord(
+        run="0123456789abcdef0123456789abcdef", driver=me, pgid=0, uid=os.getuid(),
+        data_dir="/x", host="127.0.0.1", ports={}, started_at="",
+    )  # fmt: skip
+    data = json.loads(record.to_json())
+    for key, value in change.items():
+        if key.startswith("driver."):
+            data["driver"][key[7:]] = value
+        else:
+            data[key] = value
+    path.unlink(missing_ok=True)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"driver.pid": "1"},
+        {"driver.pid": -1},
+        {"driver.pid": True},
+        {"driver.start_ticks": float("nan")},
+        {"driver.start_ticks": 1.5},
+        {"driver.boot_id": "x"},
+        {"uid": os.getuid() + 1},
+        {"run": ""},
+        {"ports": {"api": 70000}},
+        {"processes": [{"pid": 2}]},
+        {"extra": 1},
+    ],
+)
+def test_a_hostile_record_is_refused_never_acted_on(settings, change):
+    _hostile(settings, change)
+    with pytest.raises(ConfigurationError, match="is not a platform record"):
+        status(settings)
+    with pytest.raises(ConfigurationError):
+        down(settings)
+
+
+def test_a_record_that_is_a_link_a_fifo_or_anothers_is_refused(settings, tmp_path):
+    _hostile(settings, {})
+    path = record_path(settings)
+    assert status(settings).state == "running"
+    os.chown(path, os.getuid() + 1, -1) if os.getuid() == 0 else None
+    if os.getuid() == 0:
+        with pytest.raises(ConfigurationError, match="owned by uid"):
+            status(settings)
+    target = tmp_path / "elsewhere.json"
+    path.rename(target)
+    path.symlink_to(target)
+    with pytest.raises(ConfigurationError, match="symbolic link"):
+        status(settings)
+    path.unlink()
+    os.mkfifo(path)  # opened without O_NONBLOCK, reading it would hang
+    with pytest.raises(ConfigurationError, match="not a regular file"):
+        status(settings)
+
+
+def test_status_exits_4_on_a_damaged_record_and_locks_that_fail_are_named(settings, monkeypatch):
+    monkeypatch.setenv("NOVAMIND_DATA_DIR", str(settings.data_dir))
+    _hostile(settings, {"run": "x"})
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 4, result.output
+    assert "not a platform record" in result.output
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(ConfigurationError, match="local file system"):
+        UpLock(settings).acquire()
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["bind ipv4@:80", "bind ipv6@:::80", "bind 0.0.0.0:80,0.0.0.0:81", "bind 0:80",
+     "bind :80-90", "bind unix@/tmp/x.sock", "bind foo"],
+)  # fmt: skip
+def test_haproxy_binds_that_could_hide_a_wildcard_are_refused(line):
+    with pytest.raises(ValueError, match="not understood"):
+        rewrite(f"listen x\n  {line}\n", "127.0.0.1")
+
+
+def test_haproxy_wildcards_in_every_spelling_are_bound_to_the_host():
+    config = "bind\t*:80\n\tbind  [::]:81 ssl\nbind ::0:82\nbind-process 1\nbind localhost:83\n"
+    assert rewrite(config, "10.0.0.1") == (
+        "bind\t10.0.0.1:80\n\tbind  10.0.0.1:81 ssl\nbind 10.0.0.1:82\nbind-process 1\n"
+        "bind localhost:83\n"
+    )
