@@ -233,10 +233,13 @@ class ServeSettings(BaseModel):
     """The HTTP API's deployment: where it listens, how it scales, how long its queues are.
 
     Attributes:
-        http_host: Address every listener of a platform started by ``novamind up`` binds:
-            the HTTP API, Serve's HAProxy stats page and Prometheus endpoint, the Ray
-            dashboard and Ray's metrics export. ``127.0.0.1`` (the default) keeps them all
-            on this machine; ``0.0.0.0`` or ``::`` (every interface) only behind a firewall.
+        http_host: Address the listeners of a platform started by ``novamind up`` that take
+            one bind: the HTTP API, Serve's HAProxy stats page and Prometheus endpoint, and
+            the Ray dashboard. Ray's metrics export, the dashboard's and the autoscaler's
+            Prometheus servers and Ray's core services take no address and listen on every
+            interface whatever this says (a host firewall must keep them in on a machine
+            others reach; docs/operations.md §9). ``127.0.0.1`` (the default); ``0.0.0.0``
+            or ``::`` (every interface) only behind a firewall.
         http_port: Port of the HTTP API; 0: a free one, chosen at start (printed, and kept in
             the platform record, ``novamind status``).
         dashboard_port: Port of the Ray dashboard of a cluster ``novamind up`` starts; 0: a
@@ -280,7 +283,7 @@ class ServeSettings(BaseModel):
 
     http_host: str = Field(
         default="127.0.0.1", min_length=1, max_length=253, pattern=_HOST_PATTERN,
-        description="address every local listener binds (an IP address or a host name)",
+        description="address the API, HAProxy's stats/metrics and the dashboard bind",
     )  # fmt: skip
     http_port: int = Field(default=8000, ge=0, le=65535, description="0: a free port")
     dashboard_port: int | None = Field(
