@@ -6,11 +6,21 @@ Precedence: environment (``NOVAMIND_*``) > TOML config file (``NOVAMIND_CONFIG``
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -225,6 +235,8 @@ class AuthSettings(BaseModel):
 
 #: A listener's address: an IPv4 or IPv6 literal, or a host name.
 _HOST_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
+#: One label of an RFC 1123 host name.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 #: A web origin: scheme, host and optional port, no path (RFC 6454's serialisation).
 _ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
 
@@ -312,6 +324,24 @@ class ServeSettings(BaseModel):
         description="https://host[/path] as clients reach the API (FHIR's absolute URLs)",
     )  # fmt: skip
     serve_throughput_optimized: bool = True
+
+    @field_validator("http_host")
+    @classmethod
+    def _http_host(cls, value: str) -> str:
+        """An IP address, or an RFC 1123 host name whose last label is not all digits.
+
+        The resolver reads a numeric "name" loosely (``0`` is ``0.0.0.0``), and an address
+        with a port (``1.2.3.4:80``) is no address: both are refused, never guessed at.
+        """
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            labels = value.split(".")
+            if not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+                raise ValueError(
+                    f"{value!r} is neither an IP address nor a host name (RFC 1123)"
+                ) from None
+        return value
 
 
 class WorkloadSettings(BaseModel):

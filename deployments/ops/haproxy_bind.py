@@ -135,6 +135,9 @@ def launcher(path: Path, host: str, haproxy: str) -> Path:
         path: Where to write it.
         host: The address every wildcard listener gets.
         haproxy: The real HAProxy binary.
+
+    Raises:
+        PermissionError: The file written cannot be executed (a ``noexec`` mount).
     """
     script = " ".join(
         shlex.quote(part) for part in (sys.executable, "-I", "-S", __file__, host, haproxy)
@@ -146,6 +149,11 @@ def launcher(path: Path, host: str, haproxy: str) -> Path:
     with os.fdopen(fd, "w") as out:
         out.write(f'#!/bin/sh\nexec {script} "$@"\n')
     os.replace(temporary, path)
+    if not os.access(path, os.X_OK):
+        # A data folder mounted noexec: Ray would only report HAProxy failing to start.
+        raise PermissionError(
+            f"{path} cannot be executed (is the data folder's file system mounted noexec?)"
+        )
     return path
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ from deployments.ops.processes import PlatformProcesses
 from twin.client import Client, observation
 from twin.domain import events
 from twin.domain.audit import AuditAnchor
+from twin.errors import ConfigurationError
 from twin.model.virtual_patient import synthetic_patient
 from twin.settings import TwinSettings
 
@@ -276,8 +278,12 @@ class StopReport:
     seconds: float
 
 
-#: Addresses that mean "every interface".
-_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "*", ""})
+def _is_wildcard(host: str) -> bool:
+    """Whether ``host`` means every interface: any unspecified IP address (``0.0.0.0``, ``::``)."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a host name (the settings accept nothing else)
 
 
 def free_port(host: str) -> int:
@@ -341,7 +347,7 @@ class Platform:
 
         settings = self._settings
         self.ports = self._choose_ports(dashboard=dashboard)
-        http_host = "127.0.0.1" if settings.http_host in _WILDCARD_HOSTS else settings.http_host
+        http_host = "127.0.0.1" if _is_wildcard(settings.http_host) else settings.http_host
         self.api_url = f"http://{_url_host(http_host)}:{self.ports['api']}"
         self.record = PlatformRecord.new(settings, self.ports)
         write_record(settings, self.record)
@@ -367,7 +373,10 @@ class Platform:
         self.record = dataclasses.replace(self.record, session_dir=session_dir)
         self.look()
         dashboard_url = getattr(context, "dashboard_url", None)
-        self.dashboard_url = f"http://{dashboard_url}" if dashboard_url else None
+        self.dashboard_url = None
+        if dashboard_url:  # HOST:PORT, an IPv6 literal unbracketed
+            address, _, port = dashboard_url.rpartition(":")
+            self.dashboard_url = f"http://{_url_host(address.strip('[]'))}:{port}"
         if dashboard_url and self._owns_cluster:  # the port Ray took (its own choice by default)
             self.ports["dashboard"] = int(dashboard_url.rpartition(":")[2])
             self.record = dataclasses.replace(self.record, ports=dict(self.ports))
@@ -431,13 +440,16 @@ class Platform:
             "DASHBOARD_METRIC_PORT": str(self.ports["dashboard_metrics"]),
             "AUTOSCALER_METRIC_PORT": str(self.ports["autoscaler_metrics"]),
         }
-        if settings.serve_haproxy and settings.http_host not in _WILDCARD_HOSTS:
+        if settings.serve_haproxy and not _is_wildcard(settings.http_host):
             from ray.serve._private.haproxy import get_haproxy_binary
 
             from deployments.ops.haproxy_bind import launcher
 
             real = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or get_haproxy_binary()
-            path = launcher(haproxy_dir / "haproxy", settings.http_host, real)
+            try:
+                path = launcher(haproxy_dir / "haproxy", settings.http_host, real)
+            except OSError as exc:
+                raise ConfigurationError(f"Serve's HAProxy cannot be started: {exc}") from None
             environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(path)
         return environ
 

@@ -244,10 +244,8 @@ def test_haproxy_wildcard_listeners_are_bound_to_the_host():
 def test_every_bind_of_serves_haproxy_template_is_understood():
     from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
 
-    binds = [
-        line for line in HAPROXY_CONFIG_TEMPLATE.splitlines() if line.lstrip().startswith("bind ")
-    ]
-    assert len(binds) >= 3  # prometheus, http, grpc, stats
+    binds = [line for line in HAPROXY_CONFIG_TEMPLATE.splitlines() if re.match(r"\s*bind\s", line)]
+    assert len(binds) == 4  # prometheus, http, grpc, stats: a new one is looked at here
     rendered = "\n".join(
         re.sub(r"\{\{[^}]*port[^}]*\}\}", "1234", re.sub(r"\{\{[^}]*host[^}]*\}\}", "*", line))
         for line in binds
@@ -451,3 +449,18 @@ def test_haproxy_wildcards_in_every_spelling_are_bound_to_the_host():
         "bind\t10.0.0.1:80\n\tbind  10.0.0.1:81 ssl\nbind 10.0.0.1:82\nbind-process 1\n"
         "bind localhost:83\n"
     )
+
+
+def test_a_launcher_that_cannot_run_is_refused_at_start(tmp_path, monkeypatch):
+    from deployments.ops import haproxy_bind
+
+    monkeypatch.setattr(haproxy_bind.os, "access", lambda path, mode: False)  # a noexec mount
+    with pytest.raises(PermissionError, match="noexec"):
+        launcher(tmp_path / "haproxy", "127.0.0.1", "/usr/sbin/haproxy")
+
+
+@pytest.mark.parametrize("host", ["1.2.3.4:80", ":", "0", "a..b", "-a"])
+def test_http_host_is_an_address_or_a_host_name(host):
+    with pytest.raises(ValueError, match="http_host"):
+        TwinSettings(http_host=host)
+    assert TwinSettings(http_host="::1").http_host == "::1"
