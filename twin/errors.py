@@ -62,6 +62,7 @@ __all__ = [
     "NotFoundError",
     "ObservationRangeError",
     "OverloadedError",
+    "PlatformRunningError",
     "RateLimitedError",
     "StateCorruptError",
     "StorageFullError",
@@ -232,6 +233,10 @@ class NotFoundError(TwinError):
 
 class ConfigurationError(TwinError):
     """Settings or a server configuration that would be unsafe (e.g. fsync off)."""
+
+
+class PlatformRunningError(TwinError):
+    """A platform already runs (or starts) on this data folder: it is not started twice."""
 
 
 class HostUnavailableError(TwinError):

@@ -6,11 +6,21 @@ Precedence: environment (``NOVAMIND_*``) > TOML config file (``NOVAMIND_CONFIG``
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -223,6 +233,10 @@ class AuthSettings(BaseModel):
     break_glass_max_minutes: int = Field(default=60, ge=1, le=24 * 60)
 
 
+#: A listener's address: an IPv4 or IPv6 literal, or a host name.
+_HOST_PATTERN = r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
+#: One label of an RFC 1123 host name.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 #: A web origin: scheme, host and optional port, no path (RFC 6454's serialisation).
 _ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
 
@@ -231,8 +245,23 @@ class ServeSettings(BaseModel):
     """The HTTP API's deployment: where it listens, how it scales, how long its queues are.
 
     Attributes:
-        http_host: Address the HTTP API binds.
-        http_port: Port of the HTTP API.
+        http_host: Address the listeners of a platform started by ``novamind up`` that take
+            one bind: the HTTP API, Serve's HAProxy stats page and Prometheus endpoint, and
+            the Ray dashboard. Ray's metrics export, the dashboard's and the autoscaler's
+            Prometheus servers and Ray's core services take no address and listen on every
+            interface whatever this says (a host firewall must keep them in on a machine
+            others reach; docs/operations.md §9). ``127.0.0.1`` (the default); ``0.0.0.0``
+            or ``::`` (every interface) only behind a firewall.
+        http_port: Port of the HTTP API; 0: a free one, chosen at start (printed, and kept in
+            the platform record, ``novamind status``).
+        dashboard_port: Port of the Ray dashboard of a cluster ``novamind up`` starts; 0: a
+            free one; ``None`` (the default): Ray's, 8265 or the next free one after it.
+        haproxy_stats_port: Port of Serve's HAProxy stats page (``/stats``); 0 (the default):
+            a free one, so that platforms on other data folders can run beside this one.
+        haproxy_metrics_port: Port of Serve's HAProxy Prometheus endpoint (``/metrics``); 0
+            (the default): a free one.
+        ray_metrics_export_port: Port where the Ray node exports its Prometheus metrics; 0
+            (the default): a free one.
         api_min_replicas: Serve autoscaling lower bound of the API deployment.
         api_max_replicas: Serve autoscaling upper bound.
         api_target_ongoing_requests: Serve autoscaling target per replica.
@@ -264,8 +293,17 @@ class ServeSettings(BaseModel):
             blocks its event loop, which this mode requires.
     """
 
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8000, ge=1, le=65535)
+    http_host: str = Field(
+        default="127.0.0.1", min_length=1, max_length=253, pattern=_HOST_PATTERN,
+        description="address the API, HAProxy's stats/metrics and the dashboard bind",
+    )  # fmt: skip
+    http_port: int = Field(default=8000, ge=0, le=65535, description="0: a free port")
+    dashboard_port: int | None = Field(
+        default=None, ge=0, le=65535, description="0: a free port; none: 8265 or the next free"
+    )
+    haproxy_stats_port: int = Field(default=0, ge=0, le=65535, description="0: a free port")
+    haproxy_metrics_port: int = Field(default=0, ge=0, le=65535, description="0: a free port")
+    ray_metrics_export_port: int = Field(default=0, ge=0, le=65535, description="0: a free port")
     api_min_replicas: int = Field(default=1, ge=1, le=100)
     api_max_replicas: int = Field(default=2, ge=1, le=100)
     api_target_ongoing_requests: float = Field(default=32.0, gt=0, le=10_000)
@@ -286,6 +324,24 @@ class ServeSettings(BaseModel):
         description="https://host[/path] as clients reach the API (FHIR's absolute URLs)",
     )  # fmt: skip
     serve_throughput_optimized: bool = True
+
+    @field_validator("http_host")
+    @classmethod
+    def _http_host(cls, value: str) -> str:
+        """An IP address, or an RFC 1123 host name whose last label is not all digits.
+
+        The resolver reads a numeric "name" loosely (``0`` is ``0.0.0.0``), and an address
+        with a port (``1.2.3.4:80``) is no address: both are refused, never guessed at.
+        """
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            labels = value.split(".")
+            if not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+                raise ValueError(
+                    f"{value!r} is neither an IP address nor a host name (RFC 1123)"
+                ) from None
+        return value
 
 
 class WorkloadSettings(BaseModel):

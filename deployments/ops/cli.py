@@ -1,6 +1,8 @@
 """The ``novamind`` command line (typer, with rich output).
 
 - ``novamind up``: the whole platform locally (see :mod:`deployments.ops.platform`).
+- ``novamind status`` / ``novamind down``: what runs on this data folder, and stopping it
+  from another terminal (see :mod:`deployments.ops.lifecycle`).
 - ``novamind token``: mint a local token for a role (local HS256 secret only).
 - ``novamind audit verify``: recompute the audit chain and hold it to its anchors.
 - ``novamind audit anchor``: anchor the chain's head (S3 Object Lock, or the local file).
@@ -45,6 +47,7 @@ from deployments.api.auth import ROLES, Role
 from twin.settings import TwinSettings
 
 if TYPE_CHECKING:
+    from deployments.ops.lifecycle import PlatformRecord
     from deployments.ops.platform import Platform
 
 
@@ -127,7 +130,7 @@ def _on_ray(label: str, address: str | None) -> Iterator[TwinSettings]:
 def _rows(rows: list[tuple[str, object]]) -> None:
     """Print a report's rows, their names in one column."""
     for name, value in rows:
-        console.print(f"  {name:<12} {value}")
+        console.print(f"  {name:<12} {value}", soft_wrap=True)
 
 
 def _role(value: str) -> Role:
@@ -239,61 +242,210 @@ def up(
     Ctrl-C (SIGINT) or SIGTERM stops everything it started within 10 s; a second one forces
     the stop.
     """
-    from deployments.ops.platform import (
-        DEMO_TEAM,
-        AuditAnchorTimer,
-        Platform,
-        local_token,
-        seed_demo_patients,
-    )
-    from twin.client import Client
+    from deployments.ops.lifecycle import UpLock, clear_stale, leave_inherited_run, remove_record
+
+    # First of all: a run id inherited from another platform would mark this one as that one's.
+    leave_inherited_run()
+
+    from deployments.ops.platform import Platform
+    from twin.errors import TwinError
 
     settings = _settings()
-    signals = _StopSignals()
-    signals.install()
     platform = Platform(settings)
     interrupted = False
+    signals = _StopSignals()
+    signals.install()
+    lock = UpLock(settings)  # held until this process ends
     try:
-        with console.status("starting Ray, the twin hosts and the Serve application..."):
-            platform.start(dashboard=dashboard)
-        signals.install()  # ray.init replaced the SIGTERM handler with its own
-        admin = local_token(settings, "admin")
-        clinician = local_token(
-            settings, "clinician", subject="demo-clinician", care_team=(DEMO_TEAM,)
-        )
-        if seed:
-            with (
-                Client(platform.api_url, token=clinician) as client,
-                console.status("seeding demo patients through the API..."),
-            ):
-                seed_demo_patients(
-                    client, settings.data_dir / "demo" / "patients.json", progress=console.print
-                )
-        console.print(f"\n[bold]Novamind is up[/bold]\n  API       {platform.api_url}")
-        console.print(f"  OpenAPI   {platform.api_url}/docs")
-        if platform.dashboard_url:
-            console.print(f"  Ray       {platform.dashboard_url}")
-        console.print(f"  data      {settings.data_dir.resolve()}")
-        # soft_wrap: a token must stay on one line to be copied whole.
-        console.print(f"\nadmin token (12 h):\n{admin}", soft_wrap=True)
-        console.print(
-            f"\nclinician token for care team {DEMO_TEAM} (12 h):\n{clinician}\n", soft_wrap=True
-        )
-        if not once:
-            signals.interrupts = False  # from here a signal only wakes the loop below
-            console.print("serving; Ctrl-C stops")
-            anchors = AuditAnchorTimer(settings)
-            anchors.tick()
-            while not signals.stop.wait(_LOOK_EVERY_S):
-                platform.processes.look()
-                anchors.tick()
+        previous = clear_stale(settings, lock)
+    except TwinError as exc:
+        lock.release()
+        raise _failed("up", exc) from None
+    except KeyboardInterrupt:  # SIGINT/SIGTERM while a dead run's leftovers were ended
+        if lock.run is not None:
+            remove_record(settings, lock.run)
+        lock.release()
+        console.print("start-up interrupted")
+        raise typer.Exit(128 + signals.received) from None
+    try:
+        _report_previous(previous)
+        _serve(platform, settings, signals, seed=seed, once=once, dashboard=dashboard)
     except KeyboardInterrupt:
         interrupted = True
         console.print("start-up interrupted")
     finally:
         _stop_platform(platform, signals)
+        if lock.run is not None:  # still the starting record: the platform never wrote its own
+            remove_record(settings, lock.run)
+        lock.release()
     if interrupted:
         raise typer.Exit(128 + signals.received)
+
+
+def _report_previous(previous: tuple[PlatformRecord, list[str]] | None) -> None:
+    """Say what the previous platform of the data folder left, if it left a record."""
+    if previous is not None:
+        record, removed = previous
+        console.print(
+            f"the previous platform of this data folder (driver pid {record.driver.pid}, "
+            f"started {record.started_at}) ended without stopping: "
+            + (f"ended the {len(removed)} processes it left" if removed else "nothing was left"),
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+        for line in removed:
+            console.print(f"  {line}", style="yellow", markup=False, soft_wrap=True)
+
+
+def _serve(
+    platform: Platform,
+    settings: TwinSettings,
+    signals: _StopSignals,
+    *,
+    seed: bool,
+    once: bool,
+    dashboard: bool,
+) -> None:
+    """Start the platform, seed it, print where it is, and serve until a signal."""
+    from deployments.ops.platform import (
+        DEMO_TEAM,
+        AuditAnchorTimer,
+        local_token,
+        seed_demo_patients,
+    )
+    from twin.client import Client
+
+    with console.status("starting Ray, the twin hosts and the Serve application..."):
+        platform.start(dashboard=dashboard)
+    signals.install()  # ray.init replaced the SIGTERM handler with its own
+    admin = local_token(settings, "admin")
+    clinician = local_token(settings, "clinician", subject="demo-clinician", care_team=(DEMO_TEAM,))
+    if seed:
+        with (
+            Client(platform.api_url, token=clinician) as client,
+            console.status("seeding demo patients through the API..."),
+        ):
+            seed_demo_patients(
+                client, settings.data_dir / "demo" / "patients.json", progress=console.print
+            )
+    console.print(f"\n[bold]Novamind is up[/bold]\n  API       {platform.api_url}")
+    console.print(f"  OpenAPI   {platform.api_url}/docs")
+    if platform.dashboard_url:
+        console.print(f"  Ray       {platform.dashboard_url}")
+    if "haproxy_stats" in platform.ports:
+        console.print(
+            f"  HAProxy   stats :{platform.ports['haproxy_stats']}/stats, "
+            f"metrics :{platform.ports['haproxy_metrics']}/metrics"
+        )
+    console.print(f"  data      {settings.data_dir.resolve()}")
+    # soft_wrap: a token must stay on one line to be copied whole.
+    console.print(f"\nadmin token (12 h):\n{admin}", soft_wrap=True)
+    console.print(
+        f"\nclinician token for care team {DEMO_TEAM} (12 h):\n{clinician}\n", soft_wrap=True
+    )
+    if not once:
+        signals.interrupts = False  # from here a signal only wakes the loop below
+        console.print("serving; Ctrl-C stops")
+        anchors = AuditAnchorTimer(settings)
+        anchors.tick()
+        while not signals.stop.wait(_LOOK_EVERY_S):
+            platform.look()
+            anchors.tick()
+
+
+@app.command()
+def status() -> None:
+    """Say whether a platform runs on this data folder: its driver, ports, uptime, processes.
+
+    Exit status as an LSB init script's: 0 running (or starting), 1 stopped without cleaning
+    up (its record is left; ``novamind up`` or ``novamind down`` removes what it left), 3 not
+    running, 4 unknown (the record is damaged or unreadable, or this is not its user).
+    """
+    from deployments.ops.lifecycle import record_path
+    from deployments.ops.lifecycle import status as platform_status
+    from twin.errors import TwinError
+
+    settings = _settings()
+    try:
+        found = platform_status(settings)
+    except TwinError as exc:
+        _failed("status", exc)
+        raise typer.Exit(4) from None
+    record = found.record
+    if record is None:
+        console.print(f"not running ({settings.data_dir.resolve()})", markup=False)
+        raise typer.Exit(found.exit_code)
+    if found.state == "running":
+        uptime = f"{found.uptime_s or 0.0:.0f} s"
+        console.print(
+            f"running ({record.state}): driver pid {record.driver.pid}, up {uptime}",
+            markup=False,
+        )
+    else:
+        console.print(
+            f"stale: the platform started {record.started_at} (driver pid {record.driver.pid}) "
+            f"ended without stopping; {len(found.processes)} of its processes still run "
+            "(`novamind down` or `novamind up` ends them)",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+    ports = ", ".join(f"{name} {port}" for name, port in record.ports.items())
+    _rows(
+        [
+            ("host", record.host),
+            ("ports", ports),
+            ("processes", len(found.processes)),
+            ("ray session", record.session_dir or "-"),
+            ("record", record_path(settings)),
+        ]
+    )
+    raise typer.Exit(found.exit_code)
+
+
+@app.command()
+def down(
+    wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds for the platform's own orderly stop before what is left is killed.",
+            min=1.0,
+            max=60.0,
+        ),
+    ] = 12.0,
+) -> None:
+    """Stop the platform of this data folder (started by ``novamind up`` in another terminal).
+
+    SIGTERM to its driver, which checkpoints the twins and stops Ray (at most 10 s); then, or
+    at once if the driver has already ended, every process of that platform still running is
+    ended by its recorded identity. Nothing else is signalled. Exit 0 also when nothing ran;
+    1 when the platform runs but its driver is not the recorded process (nothing is
+    signalled), or when a process survived SIGKILL.
+    """
+    from deployments.ops.lifecycle import down as platform_down
+    from twin.errors import TwinError
+
+    try:
+        report = platform_down(_settings(), wait_s=_finite(wait) or 12.0)
+    except TwinError as exc:
+        raise _failed("down", exc) from None
+    if report.state == "stopped":
+        console.print("not running: nothing to stop")
+        return
+    how = "stopped" if report.driver_stopped or report.state == "stale" else "killed"
+    console.print(
+        f"{how} in {report.seconds:.1f} s"
+        + (f"; {report.ended} processes it left ended" if report.ended else "")
+    )
+    if report.survivors:
+        console.print(
+            f"{len(report.survivors)} processes survived SIGKILL (the record is kept):",
+            style="red",
+        )
+        for line in report.survivors:
+            console.print(f"  {line}", style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -22,9 +22,12 @@ While it serves, the audit chain's head is anchored every ``audit_anchor_interva
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import ipaddress
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,10 +39,18 @@ from typing import Any
 
 from deployments.api.auth import Role, mint_token
 from deployments.bootstrap import jwt_secret
+from deployments.ops.lifecycle import (
+    RUN_ENV,
+    Identity,
+    PlatformRecord,
+    remove_record,
+    write_record,
+)
 from deployments.ops.processes import PlatformProcesses
 from twin.client import Client, observation
 from twin.domain import events
 from twin.domain.audit import AuditAnchor
+from twin.errors import ConfigurationError
 from twin.model.virtual_patient import synthetic_patient
 from twin.settings import TwinSettings
 
@@ -268,6 +279,22 @@ class StopReport:
     seconds: float
 
 
+def _is_wildcard(host: str) -> bool:
+    """Whether ``host`` means every interface: any unspecified IP address (``0.0.0.0``, ``::``)."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a host name (the settings accept nothing else)
+
+
+def free_port(host: str) -> int:
+    """A port that nothing listens on at ``host`` now (the kernel's choice)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.bind(address)
+        return int(probe.getsockname()[1])
+
+
 class Platform:
     """The platform on this machine: Ray, the twin hosts, the Serve application.
 
@@ -277,13 +304,22 @@ class Platform:
     nothing else. On a cluster it joins, a stop deletes only its Serve application and
     disconnects: the cluster, and the detached twin hosts in it, stay.
 
+    A cluster started here binds ``http_host`` with every listener it can: the API, Serve's
+    HAProxy stats and metrics (:mod:`deployments.ops.haproxy_bind`), the Ray dashboard and
+    Ray's metrics export, each on its port setting (0: a free one, chosen at start). The run
+    is recorded in ``data_dir/run/platform.json`` (:mod:`deployments.ops.lifecycle`) from
+    before Ray starts until the stop has ended every process.
+
     Args:
         settings: The platform's settings.
 
     Attributes:
-        api_url: Base URL of the HTTP API.
+        api_url: Base URL of the HTTP API (its port known once :meth:`start` has begun).
         dashboard_url: The Ray dashboard, once started (``None`` without one).
         processes: The processes this platform started.
+        ports: The ports chosen at start: ``api``, ``dashboard``, ``haproxy_stats``,
+            ``haproxy_metrics``, ``ray_metrics`` (those of a cluster started here).
+        record: This run's record, once written.
     """
 
     def __init__(self, settings: TwinSettings) -> None:
@@ -292,6 +328,10 @@ class Platform:
         self.api_url = f"http://{settings.http_host}:{settings.http_port}"
         self.dashboard_url: str | None = None
         self.processes = PlatformProcesses()
+        self.ports: dict[str, int] = {}
+        self.record: PlatformRecord | None = None
+        self._written: PlatformRecord | None = None
+        self._environ: dict[str, str | None] = {}
 
     def start(
         self, *, dashboard: bool = True, num_cpus: int | None = None, ready_timeout_s: float = 180.0
@@ -307,8 +347,20 @@ class Platform:
         from deployments.serve_app import application
 
         settings = self._settings
-        # Read by the Serve controller and replicas, which inherit Ray's environment.
-        os.environ.update(ray_env.serve_flags(settings))
+        self.ports = self._choose_ports(dashboard=dashboard)
+        http_host = "127.0.0.1" if _is_wildcard(settings.http_host) else settings.http_host
+        self.api_url = f"http://{_url_host(http_host)}:{self.ports['api']}"
+        self.record = PlatformRecord.new(settings, self.ports)
+        write_record(settings, self.record)
+        self._written = self.record
+        # Read by the Serve controller and replicas, which inherit Ray's environment; the
+        # run's id marks every process started below this one.
+        environ = {**ray_env.serve_flags(settings), RUN_ENV: self.record.run}
+        options: dict[str, Any] = {}
+        if self._owns_cluster:
+            environ.update(self._listener_environ())
+            options = self._listener_options(dashboard=dashboard)
+        self._set_environ(environ)
         context: Any = ray_env.connect(
             settings,
             num_cpus=num_cpus,
@@ -316,11 +368,20 @@ class Platform:
             namespace=settings.ray_namespace,
             log_to_driver=False,
             configure_logging=False,
+            **options,
         )
-        self.processes.look()
+        session_dir = getattr(context, "address_info", {}).get("session_dir")
+        self.record = dataclasses.replace(self.record, session_dir=session_dir)
+        self.look()
         dashboard_url = getattr(context, "dashboard_url", None)
-        self.dashboard_url = f"http://{dashboard_url}" if dashboard_url else None
-        serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
+        self.dashboard_url = None
+        if dashboard_url:  # HOST:PORT, an IPv6 literal unbracketed
+            address, _, port = dashboard_url.rpartition(":")
+            self.dashboard_url = f"http://{_url_host(address.strip('[]'))}:{port}"
+        if dashboard_url and self._owns_cluster:  # the port Ray took (its own choice by default)
+            self.ports["dashboard"] = int(dashboard_url.rpartition(":")[2])
+            self.record = dataclasses.replace(self.record, ports=dict(self.ports))
+        serve.start(http_options={"host": settings.http_host, "port": self.ports["api"]})
         serve.run(application(settings), name=APP_NAME, route_prefix="/", blocking=False)
         token = local_token(settings, "admin", ttl_s=600)
         deadline = time.monotonic() + ready_timeout_s
@@ -336,7 +397,87 @@ class Platform:
                         f"the API at {self.api_url} was not ready in {ready_timeout_s:g} s"
                     )
                 time.sleep(0.5)
+        self.record = dataclasses.replace(self.record, state="serving")
+        self.look()
+
+    def look(self) -> None:
+        """Find the platform's processes again and record them when they changed."""
         self.processes.look()
+        if self.record is None:
+            return
+        found = tuple(sorted(_identities(self.processes.alive()), key=lambda i: i.pid))
+        self.record = dataclasses.replace(self.record, processes=found)
+        if self.record != self._written:
+            write_record(self._settings, self.record)
+            self._written = self.record
+
+    def _choose_ports(self, *, dashboard: bool) -> dict[str, int]:
+        """Each listener's port: its setting, or a free one where the setting is 0."""
+        settings = self._settings
+        host = settings.http_host
+        wanted = {"api": settings.http_port}
+        if self._owns_cluster:
+            wanted["haproxy_stats"] = settings.haproxy_stats_port
+            wanted["haproxy_metrics"] = settings.haproxy_metrics_port
+            wanted["ray_metrics"] = settings.ray_metrics_export_port
+            wanted["dashboard_metrics"] = 0
+            wanted["autoscaler_metrics"] = 0
+            if dashboard and settings.dashboard_port is not None:
+                wanted["dashboard"] = settings.dashboard_port
+        return {name: port or free_port(host) for name, port in wanted.items()}
+
+    def _listener_environ(self) -> dict[str, str]:
+        """Serve's HAProxy variables: its ports, its files in the data folder, its binds."""
+        settings = self._settings
+        haproxy_dir = settings.data_dir.resolve() / "run" / "haproxy"
+        environ = {
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(self.ports["haproxy_stats"]),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(self.ports["haproxy_metrics"]),
+            # Serve adds the node's id: data_dir/run/haproxy/NODE/haproxy.cfg (HAProxy's
+            # command line names the data folder).
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy_dir / "haproxy.cfg"),
+            # The dashboard's and the autoscaler's own Prometheus servers: fixed ports (44227,
+            # 44217) unless told, which a second platform could not take.
+            "DASHBOARD_METRIC_PORT": str(self.ports["dashboard_metrics"]),
+            "AUTOSCALER_METRIC_PORT": str(self.ports["autoscaler_metrics"]),
+        }
+        if settings.serve_haproxy and not _is_wildcard(settings.http_host):
+            from ray.serve._private.haproxy import get_haproxy_binary
+
+            from deployments.ops.haproxy_bind import launcher
+
+            real = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or get_haproxy_binary()
+            try:
+                path = launcher(haproxy_dir / "haproxy", settings.http_host, real)
+            except OSError as exc:
+                raise ConfigurationError(f"Serve's HAProxy cannot be started: {exc}") from None
+            environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(path)
+        return environ
+
+    def _listener_options(self, *, dashboard: bool) -> dict[str, Any]:
+        """``ray.init`` options that put a new cluster's listeners on the host and ports."""
+        host = self._settings.http_host
+        options: dict[str, Any] = {"_metrics_export_port": self.ports["ray_metrics"]}
+        if dashboard:
+            options["dashboard_host"] = host
+            if "dashboard" in self.ports:
+                options["dashboard_port"] = self.ports["dashboard"]
+        # Ray's GCS, raylet, object manager and workers take no address to listen on (Ray
+        # turns a loopback node address into the machine's): see docs/operations.md §9.
+        return options
+
+    def _set_environ(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._environ.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def _restore_environ(self) -> None:
+        for name, value in self._environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._environ.clear()
 
     def stop(self) -> StopReport:
         """Stop in order, each step bounded; safe to call whatever the start reached.
@@ -355,7 +496,10 @@ class Platform:
         import ray
 
         started = time.monotonic()
-        self.processes.look()
+        if self.record is not None:
+            self.record = dataclasses.replace(self.record, state="stopping")
+        with contextlib.suppress(OSError):  # a full disk must not keep the stop from running
+            self.look()
         checkpoints, hosts, answered = 0, 0, 0
         if ray.is_initialized():
             checkpoints, hosts, answered = self._checkpoint_hosts()
@@ -367,6 +511,7 @@ class Platform:
             self.processes.look()  # workers started since (a replica, a Ray Data task)
         ray.shutdown()
         killed = self.processes.stop(grace_s=STOP_GRACE_S)
+        self._forget()
         return StopReport(checkpoints, hosts, answered, killed, time.monotonic() - started)
 
     def kill(self) -> int:
@@ -374,7 +519,15 @@ class Platform:
 
         The forced stop: nothing is checkpointed, and no process of the platform is left.
         """
-        return self.processes.kill()
+        killed = self.processes.kill()
+        self._forget()
+        return killed
+
+    def _forget(self) -> None:
+        """After a stop that ended every process: remove the record, restore the environment."""
+        if self.record is not None and not self.processes.alive():
+            remove_record(self._settings, self.record.run)
+        self._restore_environ()
 
     def _checkpoint_hosts(self) -> tuple[int, int, int]:
         """Ask every twin host to checkpoint; (checkpoints written, hosts, hosts answered)."""
@@ -397,3 +550,16 @@ class Platform:
             except ray.exceptions.RayError as exc:  # a host that died: its twins replay
                 _LOG.warning("a twin host did not checkpoint: %s", type(exc).__name__)
         return written, len(hosts), len(done)
+
+
+def _identities(processes: list[Any]) -> list[Identity]:
+    found = []
+    for process in processes:
+        with contextlib.suppress(Exception):  # ended meanwhile
+            found.append(Identity.of(process))
+    return found
+
+
+def _url_host(host: str) -> str:
+    """``host`` as a URL's host part (an IPv6 literal in brackets)."""
+    return f"[{host}]" if ":" in host else host
