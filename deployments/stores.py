@@ -98,12 +98,19 @@ __all__ = [
 ]
 
 
-def _aws(settings: TwinSettings, service: str) -> Any:
+def aws_client(settings: TwinSettings, service: str) -> Any:
+    """A boto3 client of ``service`` in the configured region (and endpoint, in tests)."""
     import boto3  # only when AWS stores are configured
 
     return boto3.client(
         service, region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
     )
+
+
+def s3_location(where: str, default_prefix: str) -> tuple[str, str]:
+    """``(bucket, prefix)`` of an ``s3://bucket/prefix`` location (``default_prefix`` if none)."""
+    bucket, _, prefix = where.removeprefix("s3://").partition("/")
+    return bucket, prefix or default_prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +137,7 @@ def key_provider(settings: TwinSettings, *, create: bool = True) -> ports.KeyPro
     """
     keys: ports.KeyProvider
     if settings.kms_key_id:
-        keys = KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
+        keys = KmsKeyProvider(aws_client(settings, "kms"), settings.kms_key_id)
     else:
         keys = LocalKeyProvider(settings.data_dir / "keys", create=create)
     return traced(keys, ports.KeyProvider, "keys")
@@ -151,7 +158,7 @@ async def unusable_keks(settings: TwinSettings, kek_ids: list[str]) -> dict[str,
         StorageUnavailableError: KMS cannot be reached.
     """
     if settings.kms_key_id:
-        kms = KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id)
+        kms = KmsKeyProvider(aws_client(settings, "kms"), settings.kms_key_id)
         found: dict[str, str] = {}
         for kek_id in kek_ids:
             try:
@@ -187,9 +194,9 @@ def erasure_ledger(settings: TwinSettings) -> ports.ErasureLedger:
     where = erasure_ledger_location(settings)
     ledger: ports.ErasureLedger
     if where.startswith("s3://"):
-        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        bucket, prefix = s3_location(where, "erasure-ledger")
         ledger = S3ErasureLedger(
-            _aws(settings, "s3"), bucket, prefix=prefix or "erasure-ledger",
+            aws_client(settings, "s3"), bucket, prefix=prefix,
             kms_key_id=settings.s3_kms_key_id,
         )  # fmt: skip
     else:
@@ -211,9 +218,9 @@ def audit_anchor_store(settings: TwinSettings) -> ports.AuditAnchorStore:
     where = settings.audit_anchors
     store: ports.AuditAnchorStore
     if where is not None and where.startswith("s3://"):
-        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        bucket, prefix = s3_location(where, "audit-anchors")
         store = S3AuditAnchorStore(
-            _aws(settings, "s3"), bucket, prefix=prefix or "audit-anchors",
+            aws_client(settings, "s3"), bucket, prefix=prefix,
             retention_days=settings.audit_anchor_retention_days,
         )  # fmt: skip
     else:
@@ -227,7 +234,7 @@ def checkpoint_store(settings: TwinSettings) -> ports.CheckpointStore:
     store: ports.CheckpointStore
     if settings.s3_bucket:
         store = S3CheckpointStore(
-            _aws(settings, "s3"),
+            aws_client(settings, "s3"),
             settings.s3_bucket,
             prefix=settings.s3_prefix,
             kms_key_id=settings.s3_kms_key_id,
@@ -427,7 +434,7 @@ async def open_key_stores(settings: TwinSettings) -> AsyncIterator[KeyStores]:
         )
         if settings.kms_key_id:
             yield KeyStores(
-                KmsKeyProvider(_aws(settings, "kms"), settings.kms_key_id), None, data_keys
+                KmsKeyProvider(aws_client(settings, "kms"), settings.kms_key_id), None, data_keys
             )
         else:
             local = LocalKeyProvider(settings.data_dir / "keys", create=False)

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deployments.ops.backup import BackupReport, backup
+from deployments.stores import aws_client, s3_location
 from storage.s3.calls import run
 from twin import errors
 from twin.settings import TwinSettings
@@ -361,14 +362,10 @@ def archive_root(settings: TwinSettings, root: str | None = None) -> ArchiveRoot
     """
     where = root if root is not None else settings.backup_root
     if where is not None and where.startswith("s3://"):
-        bucket, _, prefix = where.removeprefix("s3://").partition("/")
+        bucket, prefix = s3_location(where, "")
         if not bucket:
             raise errors.ConfigurationError(f"backup root {where!r}: s3://bucket/prefix")
-        import boto3  # only when an S3 root is used
-
-        client = boto3.client(
-            "s3", region_name=settings.aws_region, endpoint_url=settings.aws_endpoint_url
-        )
+        client = aws_client(settings, "s3")
         return S3ArchiveRoot(client, bucket, prefix, kms_key_id=settings.s3_kms_key_id)
     if settings.environment != "local":
         raise errors.ConfigurationError(

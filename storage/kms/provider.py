@@ -86,8 +86,8 @@ class KmsKeyProvider:
     def _context(context: str) -> dict[str, str]:
         return {"novamind:patient": context}
 
-    async def describe(self, key_id: str) -> str | None:
-        """The ARN of the key ``key_id`` names (any spelling); ``None`` when KMS has none.
+    async def _metadata(self, key_id: str) -> dict[str, Any] | None:
+        """``DescribeKey``'s ``KeyMetadata`` for ``key_id`` (any spelling); ``None``: no such key.
 
         Raises:
             KeyUnavailableError: KMS refuses to describe it (access denied).
@@ -101,7 +101,18 @@ class KmsKeyProvider:
             raise _failure(exc) from None
         except BotoCoreError as exc:
             raise _failure(exc) from None
-        return str(out["KeyMetadata"]["Arn"])
+        metadata: dict[str, Any] = out["KeyMetadata"]
+        return metadata
+
+    async def describe(self, key_id: str) -> str | None:
+        """The ARN of the key ``key_id`` names (any spelling); ``None`` when KMS has none.
+
+        Raises:
+            KeyUnavailableError: KMS refuses to describe it (access denied).
+            StorageUnavailableError: KMS cannot be reached.
+        """
+        metadata = await self._metadata(key_id)
+        return None if metadata is None else str(metadata["Arn"])
 
     async def key_state(self, key_id: str) -> str | None:
         """The KMS ``KeyState`` of the key ``key_id`` names (``"Enabled"``: it decrypts).
@@ -114,15 +125,8 @@ class KmsKeyProvider:
             KeyUnavailableError: KMS refuses to describe it (access denied).
             StorageUnavailableError: KMS cannot be reached.
         """
-        try:
-            out = await asyncio.to_thread(self._kms.describe_key, KeyId=key_id)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _NO_SUCH_KEY:
-                return None
-            raise _failure(exc) from None
-        except BotoCoreError as exc:
-            raise _failure(exc) from None
-        return str(out["KeyMetadata"].get("KeyState", ""))[:64]
+        metadata = await self._metadata(key_id)
+        return None if metadata is None else str(metadata.get("KeyState", ""))[:64]
 
     async def current_kek_id(self) -> str:
         """The ARN of the configured key (``DescribeKey``, kept ``resolve_ttl_s``).
