@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -56,6 +57,12 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
+def _load_forecast_kernels() -> None:
+    """The forecast's kernels, from numba's cache (or compiled): see ``TwinHostActor``."""
+    day_kernel.load()
+    counter_random.load()
+
+
 class TwinHostActor:
     """One host process with many twins."""
 
@@ -75,9 +82,14 @@ class TwinHostActor:
         self._metrics: HostMetrics | None = None
         self._label: str | None = None
         # Compiled at actor start, not in a clinician's first forecast: the day step's two
-        # variants take ~3-4 s each to compile cold, ~2 s for all to load from numba's cache.
-        day_kernel.load()
-        counter_random.load()
+        # variants take ~3-4 s each to compile cold, ~1 s for all to load from numba's cache.
+        # Only what an ingest steps holds up the start (a restarted host's first write needs
+        # it; ~0.3 s from the cache); the forecast's kernels load in a thread meanwhile, off
+        # the path of a host's restart. Numba's compiler lock orders them with any compile of
+        # the event loop's; a forecast that comes first compiles what it needs itself.
+        day_kernel.load(assimilation_only=True)
+        loading = threading.Thread(target=_load_forecast_kernels, name="kernels", daemon=True)
+        loading.start()
 
     async def _ready(self) -> TwinHost:
         if self._host is None:

@@ -10,13 +10,33 @@
   with asyncpg's COPY in batches of 100.
 - ``host_overhead_ratio``: assimilation events/s through a TwinHost (in-memory stores) divided by
   calling the batched kernel directly on the same events.
+- ``host_recovery_ms_p50``/``_p99``: on a local Ray cluster (2 CPUs, 2 hosts, SQLite and local
+  checkpoints), ``--twins`` twins (default 1000) are activated on one host, whose process is then
+  SIGKILLed ``--kills`` times; each time, the milliseconds from the kill to the acknowledged
+  ingest of one event for one of its twins (Ray's restart of the actor, its ``__init__``, the
+  stores' opening, the twin's activation from checkpoint and log, the durable append).
+  ``surviving_host_write_ms_p99``: the latency of one-event ingests to a twin on the other host,
+  sent every 20 ms during each outage. ``host_recovery_restart_ms_p50`` splits one more set of
+  kills: kill to the new process answering (restart and ``__init__``), and from there to the
+  acknowledged write (``host_recovery_first_write_ms_p50``: stores and activation);
+  ``host_recovery_spawn_ms_p50``: kill to the new process's creation (Ray noticing the death
+  and starting a worker).
+  ``worker_import_ms``/``kernel_load_ms``: a fresh interpreter importing the host actor's module,
+  then loading the compiled kernels (what ``__init__`` does).
+
+``--host-recovery`` runs only that part.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -179,8 +199,145 @@ async def bench_host_overhead(twins: int, days: int) -> float:
     return hosted / direct
 
 
+def _since_boot_s() -> float:
+    """Seconds since boot (``/proc/uptime``): the clock of a process's start time in /proc."""
+    with open("/proc/uptime") as uptime:
+        return float(uptime.read().split()[0])
+
+
+def _started_since_boot_s(pid: int) -> float:
+    """When process ``pid`` started, in seconds since boot (``/proc/<pid>/stat`` field 22).
+
+    Not psutil's ``create_time``: that adds the boot time, which Linux gives in whole seconds,
+    so it can be off by up to a second against ``time.time()``.
+    """
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _kernel_load_ms() -> dict[str, float]:
+    """A fresh interpreter: importing the host actor's module, then loading its kernels."""
+    code = (
+        "import time; t0 = time.perf_counter(); import actors.host_actor; "
+        "t1 = time.perf_counter(); from twin.model import counter_random, day_kernel; "
+        "day_kernel.load(); counter_random.load(); t2 = time.perf_counter(); "
+        "print(1000 * (t1 - t0), 1000 * (t2 - t1))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.split()
+    return {"worker_import_ms": float(out[-2]), "kernel_load_ms": float(out[-1])}
+
+
+async def bench_host_recovery(root: Path, twins: int, kills: int) -> dict[str, float]:
+    """Kill a host holding ``twins`` active twins ``kills`` times; see the module's docstring."""
+    import ray
+
+    from actors.directory import RayTwinDirectory, rendezvous
+    from actors.runtime import TwinRuntime
+    from deployments.bootstrap import build_host_ports
+    from twin.settings import TwinSettings
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    settings = TwinSettings(data_dir=root / "recovery", hosts=2, ray_namespace="bench-recovery")
+    directory = RayTwinDirectory(settings, build_host_ports, settings.host)
+    names = directory.start()
+    runtime = TwinRuntime(directory, retry_for_s=60.0)
+    victim = names[0]
+    on_victim: list[str] = []
+    on_survivor: list[str] = []
+    i = 0
+    while len(on_victim) < twins or not on_survivor:
+        pid = f"rec-{i}"
+        i += 1
+        (on_victim if rendezvous(pid, names) == victim else on_survivor).append(pid)
+    on_victim = on_victim[:twins]
+    other = on_survivor[0]
+    seq = 0
+
+    async def write(pid: str) -> float:
+        nonlocal seq
+        seq += 1
+        start = time.perf_counter()
+        await runtime.ingest(pid, [ports.NewEvent(f"w{seq}", seq * 1e-3, E.EmaAffect(4))])
+        return 1000 * (time.perf_counter() - start)
+
+    for chunk in range(0, len(on_victim), 100):  # activate them all (one event each)
+        await asyncio.gather(*(write(pid) for pid in on_victim[chunk : chunk + 100]))
+    await write(other)
+    stats = await runtime.hosts()
+    assert stats[victim]["active_twins"] == twins, stats[victim]
+
+    recovery: list[float] = []
+    surviving: list[float] = []
+    restart: list[float] = []
+    first_write: list[float] = []
+    spawned: list[float] = []
+    for k in range(kills + max(2, kills // 2)):
+        split = k >= kills  # the last kills time the restart and the first write apart
+        target = on_victim[(k * 97) % len(on_victim)]
+        host_pid = await runtime.host_pid(target)
+        killed, killed_at = time.perf_counter(), _since_boot_s()
+        os.kill(host_pid, signal.SIGKILL)
+        done = asyncio.Event()
+
+        async def survive(done: asyncio.Event) -> None:
+            while not done.is_set():  # 50 writes/s: a load, not a spin that starves the restart
+                surviving.append(await write(other))
+                await asyncio.sleep(0.02)
+
+        side = asyncio.ensure_future(survive(done))
+        if split:
+            new_pid = await runtime.host_pid(target)  # answered by the new process, after __init__
+            restart.append(1000 * (time.perf_counter() - killed))
+            spawned.append(1000 * (_started_since_boot_s(new_pid) - killed_at))
+            answered = time.perf_counter()
+            await write(target)
+            first_write.append(1000 * (time.perf_counter() - answered))
+        else:
+            await write(target)
+            recovery.append(1000 * (time.perf_counter() - killed))
+        done.set()
+        await side
+        await asyncio.sleep(0.5)  # Ray settles (the dead worker reaped) before the next kill
+    for handle in directory.hosts().values():
+        ray.kill(handle, no_restart=True)
+    ray.shutdown()
+    return {
+        "host_recovery_twins": float(twins),
+        "host_recovery_kills": float(kills),
+        "host_recovery_ms_p50": _pct(recovery, 50),
+        "host_recovery_ms_p99": _pct(recovery, 99),
+        "host_recovery_ms_max": max(recovery),
+        "host_recovery_restart_ms_p50": _pct(restart, 50),
+        "host_recovery_first_write_ms_p50": _pct(first_write, 50),
+        "host_recovery_spawn_ms_p50": _pct(spawned, 50),
+        "surviving_host_write_ms_p50": _pct(surviving, 50),
+        "surviving_host_write_ms_p99": _pct(surviving, 99),
+        "surviving_host_writes": float(len(surviving)),
+    } | _kernel_load_ms()
+
+
 async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host-recovery", action="store_true", help="run only host recovery")
+    parser.add_argument("--twins", type=int, default=1000, help="active twins on the killed host")
+    parser.add_argument("--kills", type=int, default=8, help="timed kills of the host")
+    args = parser.parse_args()
+    if not 1 <= args.twins <= 100_000 or not 1 <= args.kills <= 1000:
+        parser.error("--twins must be 1..100000 and --kills 1..1000")
     result: dict[str, float] = {}
+    if args.host_recovery:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = await bench_host_recovery(Path(tmp), args.twins, args.kills)
+        print(json.dumps({k: round(v, 3) for k, v in result.items()}))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         local = await bench_activation(root, LocalCheckpointStore(root / "ckpt"), 40)
@@ -215,6 +372,7 @@ async def main() -> None:
             result["durable_ingest_events_per_s"] / result["raw_copy_events_per_s"]
         )
         result["host_overhead_ratio"] = await bench_host_overhead(32, 2)
+        result |= await bench_host_recovery(root, args.twins, args.kills)
     print(json.dumps({k: round(v, 3) for k, v in result.items()}))
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from deployments.bootstrap import build_host_ports
 from twin.domain import events as E
+from twin.domain.specs import Scenario
 from twin.model.virtual_patient import synthetic_patient
 from twin.ports import NewEvent
 from twin.service.host import TwinHost
@@ -109,3 +110,15 @@ async def test_a_stopping_platform_finds_every_host_by_name_and_has_it_checkpoin
     written = await asyncio.gather(*(host.checkpoint_active.remote() for host in found.values()))
     assert sorted(written) == [0, 1, 1]
     assert [(await checkpoints.latest(p)).seq for p in ("vip-stop", "shared-stop")] == [1, 1]
+
+
+async def test_a_restarted_host_forecasts_while_its_forecast_kernels_still_load(runtime):
+    # A host's start waits only for the kernel an ingest steps; the forecast's load in a thread.
+    # A forecast asked at once after a restart runs beside that thread, with the same answer.
+    patient = "forecast-after-restart"
+    await runtime.ingest(patient, _log(3, days=10))
+    scenario = [Scenario(name="as is")]
+    before = await runtime.forecast(patient, scenario, weeks=4)
+    os.kill(await runtime.host_pid(patient), signal.SIGKILL)
+    after = await runtime.forecast(patient, scenario, weeks=4)
+    assert after == before

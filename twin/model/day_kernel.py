@@ -64,13 +64,18 @@ def fused_days(*args: Any) -> None:
     _compiled(per_particle=known.shape[3] > 1)(*args)
 
 
-def load() -> None:
+def load(*, assimilation_only: bool = False) -> None:
     """Compile the kernel now (or load it from numba's cache), so that no request waits for it.
 
     Long-lived processes that forecast (twin host actors) call this when they start.
+
+    Args:
+        assimilation_only: Only the variant that assimilation steps (known inputs per twin);
+            the forecast's (per particle) is left to a later call.
     """
     _compiled(per_particle=False)
-    _compiled(per_particle=True)
+    if not assimilation_only:
+        _compiled(per_particle=True)
 
 
 @functools.cache
