@@ -24,13 +24,20 @@
   ``worker_import_ms``/``kernel_load_ms``: a fresh interpreter importing the host actor's module,
   then loading the compiled kernels (what ``__init__`` does).
 
-``--host-recovery`` runs only that part.
+``--host-recovery`` runs only that part. ``--kill-every SECONDS`` runs only sustained writes on
+that cluster (``--writers`` clients, default 6, one event at a time with idempotency keys and the
+SDK's retries, to ``--twins`` twins spread over both hosts) for ``--duration`` seconds (default
+30) without kills (the ``baseline_`` keys), then as long again while a thread SIGKILLs one host's
+process every SECONDS, alternating hosts: ``kills``, ``acknowledged`` (``_per_s``),
+``longest_gap_ms`` (the longest time with no acknowledgement at all), ``write_ms_p50``/``_p99``
+(retries included) and ``failed_writes`` (given up after the SDK's attempts).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -38,9 +45,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -230,11 +239,16 @@ def _kernel_load_ms() -> dict[str, float]:
     return {"worker_import_ms": float(out[-2]), "kernel_load_ms": float(out[-1])}
 
 
-async def bench_host_recovery(root: Path, twins: int, kills: int) -> dict[str, float]:
-    """Kill a host holding ``twins`` active twins ``kills`` times; see the module's docstring."""
+def _start_cluster(root: Path, *, retry_for_s: float) -> tuple[Any, list[str], Any]:
+    """A local Ray cluster (2 CPUs) with 2 twin hosts on SQLite and local checkpoints.
+
+    Returns:
+        The directory (``RayTwinDirectory``), the hosts' names, and a ``TwinRuntime`` that
+        retries a call whose host died for ``retry_for_s`` seconds.
+    """
     import ray
 
-    from actors.directory import RayTwinDirectory, rendezvous
+    from actors.directory import RayTwinDirectory
     from actors.runtime import TwinRuntime
     from deployments.bootstrap import build_host_ports
     from twin.settings import TwinSettings
@@ -248,7 +262,23 @@ async def bench_host_recovery(root: Path, twins: int, kills: int) -> dict[str, f
     settings = TwinSettings(data_dir=root / "recovery", hosts=2, ray_namespace="bench-recovery")
     directory = RayTwinDirectory(settings, build_host_ports, settings.host)
     names = directory.start()
-    runtime = TwinRuntime(directory, retry_for_s=60.0)
+    return directory, names, TwinRuntime(directory, retry_for_s=retry_for_s)
+
+
+def _stop_cluster(directory: Any) -> None:
+    """Kill the hosts for good (no restart) and stop Ray."""
+    import ray
+
+    for handle in directory.hosts().values():
+        ray.kill(handle, no_restart=True)
+    ray.shutdown()
+
+
+async def bench_host_recovery(root: Path, twins: int, kills: int) -> dict[str, float]:
+    """Kill a host holding ``twins`` active twins ``kills`` times; see the module's docstring."""
+    from actors.directory import rendezvous
+
+    directory, names, runtime = _start_cluster(root, retry_for_s=60.0)
     victim = names[0]
     on_victim: list[str] = []
     on_survivor: list[str] = []
@@ -306,9 +336,7 @@ async def bench_host_recovery(root: Path, twins: int, kills: int) -> dict[str, f
         done.set()
         await side
         await asyncio.sleep(0.5)  # Ray settles (the dead worker reaped) before the next kill
-    for handle in directory.hosts().values():
-        ray.kill(handle, no_restart=True)
-    ray.shutdown()
+    _stop_cluster(directory)
     return {
         "host_recovery_twins": float(twins),
         "host_recovery_kills": float(kills),
@@ -324,15 +352,183 @@ async def bench_host_recovery(root: Path, twins: int, kills: int) -> dict[str, f
     } | _kernel_load_ms()
 
 
+async def _write_under_kills(
+    runtime: Any, pids: list[str], written: list[int], duration_s: float
+) -> tuple[list[float], list[float], int]:
+    """Clients ingesting one event at a time for ``duration_s`` seconds, each to its own twins.
+
+    Client ``w`` writes round robin to ``pids[w::len(written)]``; ``written[w]`` counts its
+    events across calls (its keys and days: a twin's events must come in order).
+
+    Each write keeps its idempotency key across retries and, like the SDK
+    (:class:`twin.client.http.RetryPolicy`), retries a 503 (the host still restarting after the
+    runtime's own retries, a store or queue unavailable) with exponential backoff and jitter,
+    giving up after the policy's attempts.
+
+    Returns:
+        The acknowledgements' times (``time.perf_counter()`` seconds), the acknowledged writes'
+        latencies in milliseconds (retries included), and the number of writes given up on.
+    """
+    import random
+
+    from twin import errors
+    from twin.client.http import RetryPolicy
+
+    policy = RetryPolicy()
+    acked: list[float] = []
+    latencies: list[float] = []
+    failed = 0
+    end = time.perf_counter() + duration_s
+
+    async def writer(w: int) -> None:
+        nonlocal failed
+        share = pids[w :: len(written)]
+        while time.perf_counter() < end:
+            pid = share[written[w] % len(share)]
+            written[w] += 1
+            n = written[w]
+            event = ports.NewEvent(f"ke-{w}-{n}", n * 1e-3, E.EmaAffect(4))
+            start = time.perf_counter()
+            for attempt in range(policy.attempts):
+                try:
+                    await runtime.ingest(pid, [event])
+                except (
+                    errors.HostUnavailableError,
+                    errors.StorageUnavailableError,
+                    errors.OverloadedError,
+                ):
+                    if attempt + 1 < policy.attempts:
+                        wait = min(policy.max_s, policy.initial_s * 2**attempt)
+                        await asyncio.sleep(wait + random.uniform(0, policy.initial_s))
+                    continue
+                now = time.perf_counter()
+                acked.append(now)
+                latencies.append(1000 * (now - start))
+                break
+            else:
+                failed += 1
+
+    begun = time.perf_counter()
+    await asyncio.gather(*(writer(w) for w in range(len(written))))
+    acked.sort()
+    acked = [begun, *acked, max(end, acked[-1] if acked else end)]
+    return acked, latencies, failed
+
+
+def _gap_ms(marks: list[float]) -> float:
+    """The longest interval between consecutive marks, in milliseconds."""
+    return 1000 * max(b - a for a, b in itertools.pairwise(marks))
+
+
+async def bench_kill_every(
+    root: Path, twins: int, kill_every_s: float, duration_s: float, writers: int
+) -> dict[str, float]:
+    """Sustained writes while a twin host is SIGKILLed every ``kill_every_s`` seconds.
+
+    On the cluster of :func:`bench_host_recovery`, ``twins`` twins spread over both hosts (each
+    activated by one write first) take ``writers`` clients' one-event ingests for
+    ``duration_s`` seconds without kills (the ``baseline_`` keys), then for ``duration_s``
+    seconds while a thread SIGKILLs one host's process every ``kill_every_s`` seconds,
+    alternating hosts. ``longest_gap_ms``: the longest time with no acknowledgement at all;
+    ``failed_writes``: writes given up on after the SDK's retries.
+    """
+    import ray
+
+    from actors.directory import rendezvous
+
+    directory, names, runtime = _start_cluster(root, retry_for_s=30.0)  # the service's default
+    pids = [f"ke-{i}" for i in range(twins)]
+    for chunk in range(0, twins, 100):  # activate them all (one event each)
+        await asyncio.gather(
+            *(
+                runtime.ingest(pid, [ports.NewEvent(f"a-{pid}", 0.0, E.EmaAffect(4))])
+                for pid in pids[chunk : chunk + 100]
+            )
+        )
+    spread = {name: sum(rendezvous(pid, names) == name for pid in pids) for name in names}
+    assert all(spread.values()), spread
+
+    written = [0] * writers
+    base_acked, base_lat, base_failed = await _write_under_kills(runtime, pids, written, duration_s)
+
+    stop = threading.Event()
+    kills = 0
+
+    def killer() -> None:
+        nonlocal kills
+        handles = directory.hosts()
+        k = 0
+        while not stop.wait(kill_every_s):
+            name = names[k % len(names)]
+            k += 1
+            try:  # waits for the host if it is still restarting from its previous kill
+                host_pid = ray.get(handles[name].pid.remote(), timeout=30)
+            except Exception:  # not up within 30 s (or already dead): skip this turn
+                continue
+            if stop.is_set():
+                return
+            os.kill(host_pid, signal.SIGKILL)
+            kills += 1
+
+    thread = threading.Thread(target=killer, name="host-killer", daemon=True)
+    thread.start()
+    acked, lat, failed = await _write_under_kills(runtime, pids, written, duration_s)
+    stop.set()
+    thread.join()
+    _stop_cluster(directory)
+    return {
+        "kill_every_s": kill_every_s,
+        "duration_s": duration_s,
+        "writers": float(writers),
+        "twins": float(twins),
+        "kills": float(kills),
+        "acknowledged": float(len(lat)),
+        "acknowledged_per_s": len(lat) / duration_s,
+        "longest_gap_ms": _gap_ms(acked),
+        "write_ms_p50": _pct(lat, 50),
+        "write_ms_p99": _pct(lat, 99),
+        "failed_writes": float(failed),
+        "baseline_kill_every_s": 0.0,
+        "baseline_acknowledged": float(len(base_lat)),
+        "baseline_acknowledged_per_s": len(base_lat) / duration_s,
+        "baseline_longest_gap_ms": _gap_ms(base_acked),
+        "baseline_write_ms_p50": _pct(base_lat, 50),
+        "baseline_write_ms_p99": _pct(base_lat, 99),
+        "baseline_failed_writes": float(base_failed),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host-recovery", action="store_true", help="run only host recovery")
     parser.add_argument("--twins", type=int, default=1000, help="active twins on the killed host")
     parser.add_argument("--kills", type=int, default=8, help="timed kills of the host")
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run only sustained writes while a host is SIGKILLed every SECONDS (0: off)",
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of writes, each run")
+    parser.add_argument("--writers", type=int, default=6, help="concurrent one-event writers")
     args = parser.parse_args()
     if not 1 <= args.twins <= 100_000 or not 1 <= args.kills <= 1000:
         parser.error("--twins must be 1..100000 and --kills 1..1000")
+    if args.kill_every and not 0.5 <= args.kill_every <= 3600:
+        parser.error("--kill-every must be 0.5..3600 seconds")
+    if not 1 <= args.duration <= 3600 or not 1 <= args.writers <= 1000:
+        parser.error("--duration must be 1..3600 seconds and --writers 1..1000")
+    if args.kill_every and args.writers > args.twins:
+        parser.error("--writers must not exceed --twins")
     result: dict[str, float] = {}
+    if args.kill_every:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = await bench_kill_every(
+                Path(tmp), args.twins, args.kill_every, args.duration, args.writers
+            )
+        print(json.dumps({k: round(v, 3) for k, v in result.items()}))
+        return
     if args.host_recovery:
         with tempfile.TemporaryDirectory() as tmp:
             result = await bench_host_recovery(Path(tmp), args.twins, args.kills)
