@@ -33,6 +33,10 @@ RUN python -m pip install --no-cache-dir '.[serve,embedded,postgres,s3,redis,mon
 # Everything writable lives under /tmp (an emptyDir in Kubernetes; tmpfs with `docker run
 # --read-only --tmpfs /tmp`). Serve runs behind its HAProxy ingress, in its throughput-optimised
 # mode: what `novamind up` sets from TwinSettings.serve_haproxy and serve_throughput_optimized.
+# RAY_timeout_ms_task_wait_for_death_info, RAY_core_worker_internal_heartbeat_ms: Ray's settings
+# that the platform changes (deployments.ray_env.SYSTEM_CONFIG; a call to a dead twin host fails,
+# and is retried on its restarted process, sooner). The RayService's containers set them too:
+# KubeRay gives a RayService's containers its own value of the first unless their env has one.
 ENV HOME=/tmp/home \
     XDG_CACHE_HOME=/tmp/cache \
     MPLCONFIGDIR=/tmp/cache/matplotlib \
@@ -42,7 +46,9 @@ ENV HOME=/tmp/home \
     NOVAMIND_DATA_DIR=/tmp/novamind \
     RAY_SERVE_ENABLE_HA_PROXY=1 \
     RAY_SERVE_THROUGHPUT_OPTIMIZED=1 \
-    RAY_SERVE_DEFAULT_HTTP_HOST=0.0.0.0
+    RAY_SERVE_DEFAULT_HTTP_HOST=0.0.0.0 \
+    RAY_timeout_ms_task_wait_for_death_info=100 \
+    RAY_core_worker_internal_heartbeat_ms=100
 
 USER 10001:10001
 EXPOSE 8000

@@ -104,6 +104,14 @@ class RayTwinDirectory:
             name = rendezvous(patient_id, self._names)
         return name, self._actor(name)
 
+    def forget(self, name: str) -> None:
+        """Drop the handle of a host that died for good; the next use finds or starts it again.
+
+        Ray restarts a host without limit, so this is for a host ended on purpose
+        (``ray.kill``): a handle to it would fail every call until this process ends.
+        """
+        self._handles.pop(name, None)
+
     def dedicate(self, patient_id: str) -> str:
         """Give a patient a host of its own; returns the host's name."""
         self._dedicated.add(patient_id)

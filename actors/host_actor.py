@@ -57,10 +57,28 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
-def _load_forecast_kernels() -> None:
-    """The forecast's kernels, from numba's cache (or compiled): see ``TwinHostActor``."""
-    day_kernel.load()
-    counter_random.load()
+#: Longest a new host waits for its first call to be answered before it loads the forecast's
+#: kernels anyway (seconds).
+FORECAST_KERNELS_AFTER_S = 5.0
+#: The operations that step the forecast's kernels.
+_FORECASTING = frozenset({"forecast", "compare"})
+
+
+def _load_forecast_kernels(start: threading.Event, loaded: threading.Event) -> None:
+    """The forecast's kernels, from numba's cache (or compiled): see ``TwinHostActor``.
+
+    Loaded once ``start`` is set (the host has answered its first call, or a forecast is
+    asked for), or after :data:`FORECAST_KERNELS_AFTER_S`: the load holds the interpreter for
+    most of a second, which would otherwise lengthen the first writes a restarted host owes
+    its callers. ``loaded`` is set when it is over, failed or not (a forecast then compiles
+    what it needs itself).
+    """
+    try:
+        start.wait(FORECAST_KERNELS_AFTER_S)
+        day_kernel.load()
+        counter_random.load()
+    finally:
+        loaded.set()
 
 
 class TwinHostActor:
@@ -84,12 +102,19 @@ class TwinHostActor:
         # Compiled at actor start, not in a clinician's first forecast: the day step's two
         # variants take ~3-4 s each to compile cold, ~1 s for all to load from numba's cache.
         # Only what an ingest steps holds up the start (a restarted host's first write needs
-        # it; ~0.3 s from the cache); the forecast's kernels load in a thread meanwhile, off
-        # the path of a host's restart. Numba's compiler lock orders them with any compile of
-        # the event loop's; a forecast that comes first compiles what it needs itself.
+        # it; ~0.3 s from the cache); the forecast's kernels load in a thread once the first
+        # call is answered, off the path of a host's restart. A forecast asked for before
+        # they are loaded starts their load and waits for it off the event loop.
         day_kernel.load(assimilation_only=True)
-        loading = threading.Thread(target=_load_forecast_kernels, name="kernels", daemon=True)
-        loading.start()
+        self._served = threading.Event()
+        self._forecast_kernels = threading.Event()
+        self.kernels_loading = threading.Thread(
+            target=_load_forecast_kernels,
+            args=(self._served, self._forecast_kernels),
+            name="kernels",
+            daemon=True,
+        )
+        self.kernels_loading.start()
 
     async def _ready(self) -> TwinHost:
         if self._host is None:
@@ -125,7 +150,25 @@ class TwinHostActor:
             kwargs: Its keyword arguments.
             trace_context: The caller's ``{"traceparent": ...}`` (absent: a trace of its own).
         """
+        try:
+            return await self._invoke(operation, patient_id, args, kwargs, trace_context)
+        finally:
+            self._served.set()
+
+    async def _invoke(
+        self,
+        operation: str,
+        patient_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        trace_context: dict[str, str] | None,
+    ) -> Any:
         host = await self._ready()
+        if operation in _FORECASTING and not self._forecast_kernels.is_set():
+            # Waited for off the event loop: loaded on it, the kernels would stop every other
+            # twin of the host (numba's compiler lock) for as long.
+            self._served.set()
+            await asyncio.to_thread(self._forecast_kernels.wait)
         with tracing.span(
             f"TwinHost/{operation}",
             kind=tracing.SpanKind.SERVER,
@@ -157,7 +200,12 @@ class TwinHostActor:
             Per call, in order: ``(True, result)`` or ``(False, the error it raised)``; one
             call's error is its own (errors pickle, ``twin.errors``).
         """
-        outcomes = await asyncio.gather(*(self.call(*c) for c in calls), return_exceptions=True)
+        try:
+            outcomes = await asyncio.gather(
+                *(self._invoke(*c) for c in calls), return_exceptions=True
+            )
+        finally:
+            self._served.set()
         return [
             (False, _portable(o)) if isinstance(o, BaseException) else (True, o) for o in outcomes
         ]

@@ -40,6 +40,13 @@ __all__ = ["TwinRuntime"]
 
 T = TypeVar("T")
 _RETRYABLE = (ray_errors.RayActorError, ray_errors.ActorUnavailableError)
+#: Longest pause between two tries of a call whose host is down (seconds), for the first
+#: :data:`_RETRY_FAST_FOR_S` seconds: a host restarts within about a second, and a longer pause
+#: would be time the restarted host sits unused. Then up to :data:`_RETRY_DELAY_SLOW_S`: a host
+#: down for longer (its node lost, its start failing) is not hammered by every waiting caller.
+_RETRY_DELAY_FAST_S = 0.1
+_RETRY_FAST_FOR_S = 3.0
+_RETRY_DELAY_SLOW_S = 1.0
 #: One forwarded call: (operation, patient id, positional arguments, keyword arguments).
 #: One forwarded operation: name, patient, arguments, and its caller's trace context.
 Call = tuple[str, str, tuple[Any, ...], dict[str, Any], dict[str, str] | None]
@@ -69,7 +76,7 @@ class TwinRuntime(Forwarding):
         *,
         traced: bool = False,
     ) -> T:
-        deadline = time.monotonic() + self._retry_for_s
+        started = time.monotonic()
         delay = 0.05
         attempt = 0
         while True:
@@ -79,13 +86,21 @@ class TwinRuntime(Forwarding):
                 tracing.annotate({"novamind.host": host_label(name), "novamind.attempts": attempt})
             try:
                 return await method(name, handle)
-            except _RETRYABLE:
-                if time.monotonic() >= deadline:
+            except _RETRYABLE as exc:
+                if isinstance(exc, ray_errors.ActorDiedError):
+                    # Dead for good (ended by an operator, or out of restarts): the next try
+                    # finds the host again by name, or starts a new one.
+                    self._directory.forget(name)
+                waited = time.monotonic() - started
+                if waited >= self._retry_for_s:
                     raise errors.HostUnavailableError(
                         f"the twin's host did not recover within {self._retry_for_s:g} s"
                     ) from None
+                # Not jittered: the callers a host's death stopped together retry in the same
+                # turn of the loop, so their tries travel as one actor call per host.
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                longest = _RETRY_DELAY_FAST_S if waited < _RETRY_FAST_FOR_S else _RETRY_DELAY_SLOW_S
+                delay = min(delay * 2, longest)
 
     async def forward(
         self, operation: str, patient_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]

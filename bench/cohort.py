@@ -28,7 +28,7 @@ import ray
 
 from actors.directory import RayTwinDirectory
 from actors.runtime import TwinRuntime
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from deployments.pipelines.cohorts import run_cohort
 from deployments.stores import open_event_writer
 from twin import ports, schemas

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from deployments.ops.backup import backup, restore
 from tests.servers import PostgresServer
 from twin.domain import events as E

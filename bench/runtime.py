@@ -246,20 +246,17 @@ def _start_cluster(root: Path, *, retry_for_s: float) -> tuple[Any, list[str], A
         The directory (``RayTwinDirectory``), the hosts' names, and a ``TwinRuntime`` that
         retries a call whose host died for ``retry_for_s`` seconds.
     """
-    import ray
-
     from actors.directory import RayTwinDirectory
     from actors.runtime import TwinRuntime
-    from deployments.bootstrap import build_host_ports
+    from deployments import ray_env
+    from deployments.host_ports import build_host_ports
     from twin.settings import TwinSettings
 
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        configure_logging=False,
-    )
     settings = TwinSettings(data_dir=root / "recovery", hosts=2, ray_namespace="bench-recovery")
+    # Ray as the platform starts it (its system config included)
+    ray_env.connect(
+        settings, num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
     directory = RayTwinDirectory(settings, build_host_ports, settings.host)
     names = directory.start()
     return directory, names, TwinRuntime(directory, retry_for_s=retry_for_s)

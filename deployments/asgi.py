@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Response
 
 from deployments.api.observability import PrometheusMetrics
-from deployments.bootstrap import api_app, build_host_ports
+from deployments.bootstrap import api_app
+from deployments.host_ports import build_host_ports
 from deployments.telemetry import configure_tracing
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings

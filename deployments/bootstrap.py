@@ -2,9 +2,10 @@
 
 The stores come from :mod:`deployments.stores` (the only place adapters are chosen from
 settings); here they are composed into what an entry point serves: the API's services
-(:func:`open_api_services`), a twin host's ports (:func:`build_host_ports`), the erasure over
-every place patient data lives (:func:`build_eraser`) and what a backup or restore works on
-(:func:`open_backup_stores`). Besides the stores:
+(:func:`open_api_services`), the erasure over every place patient data lives
+(:func:`build_eraser`) and what a backup or restore works on (:func:`open_backup_stores`). A
+twin host's own stores are composed apart, in :mod:`deployments.host_ports`, so that a host's
+process never imports the API. Besides the stores:
 
 - ChangeFeed and rate-limit budgets: ``redis_url`` → Redis; else in-process.
 - Tokens: ``jwks_url`` → the IdP's keys; else (local only) an HS256 secret (generated into
@@ -44,10 +45,7 @@ from deployments.stores import (
     research_key,
     research_key_if_any,
 )
-from deployments.telemetry import configure_tracing, traced
 from storage.local import local_secret
-from storage.memory import InProcessChangeFeed
-from storage.redis import RedisChangeFeed
 from twin import errors, ports
 from twin.analytics.budget import CohortBudget
 from twin.audit_log import AnchoringAuditLog
@@ -57,15 +55,12 @@ from twin.service.application import JobLimits, TwinService
 from twin.service.erasure import Eraser, Place
 from twin.service.erasure_ledger import ScratchErasureLedger, apply_erasure_ledger
 from twin.service.fhir import ExportLimits, FhirService
-from twin.service.host import HostPorts
-from twin.service.priors import DocumentPriorRegistry
 from twin.settings import TwinSettings
 
 __all__ = [
     "BackupStores",
     "api_app",
     "build_eraser",
-    "build_host_ports",
     "jwt_secret",
     "open_api_services",
     "open_backup_stores",
@@ -187,39 +182,6 @@ async def open_scratch_stores(
             eraser,
             stores.events,
         )
-
-
-async def build_host_ports(settings: TwinSettings) -> HostPorts:
-    """Open the stores of one host process (importable, so Ray actors can receive it).
-
-    A twin host actor calls this first, in its own process: tracing starts there (when
-    configured) before its stores are opened, so they are traced too.
-    """
-    configure_tracing(settings, process="twinhost")
-    stack = AsyncExitStack()
-    stores = await open_stores(settings, stack)
-    checkpoints = checkpoint_store(settings)
-    feed: ports.ChangeFeed
-    if settings.redis_url:
-        import redis.asyncio as aioredis  # only when Redis is configured
-
-        client = aioredis.from_url(
-            settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
-        stack.push_async_callback(client.aclose)
-        feed = RedisChangeFeed(client)
-    else:
-        feed = InProcessChangeFeed()
-    feed = traced(feed, ports.ChangeFeed, "change_feed")
-    return HostPorts(
-        stores.events,
-        checkpoints,
-        stores.sealer,
-        stores.index,
-        feed,
-        DocumentPriorRegistry(stores.documents),
-        stack.aclose,
-    )
 
 
 def jwt_secret(settings: TwinSettings) -> str:

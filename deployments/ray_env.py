@@ -9,29 +9,60 @@ from urllib.parse import urlsplit
 from twin.settings import TwinSettings
 
 __all__ = [
+    "SYSTEM_CONFIG",
     "arrow_filesystem",
     "connect",
     "output_root",
     "serve_flags",
     "settings_env",
     "strip_scheme",
+    "system_env",
 ]
+
+#: Ray's own settings that differ from its defaults, for every cluster the platform runs on.
+#:
+#: A call to an actor whose process died fails once the GCS has said why, or once
+#: ``timeout_ms_task_wait_for_death_info`` has passed; the caller's Ray worker checks that
+#: timeout, and fails calls made while the actor restarts, every
+#: ``core_worker_internal_heartbeat_ms``. With Ray's defaults (1000 ms each) a host's death
+#: kept its twins unavailable for 1.4 s at least, and each further failed call of a restart
+#: cost up to a second more, however fast the host came back. The call fails either way; the
+#: twin runtime retries it (idempotency keys make that safe), and at 100 ms each the retry
+#: reaches the restarted host within about 0.2 s of its start. The shorter tick costs each Ray
+#: worker a few checks ten times a second.
+SYSTEM_CONFIG: dict[str, int] = {
+    "timeout_ms_task_wait_for_death_info": 100,
+    "core_worker_internal_heartbeat_ms": 100,
+}
 
 
 def connect(settings: TwinSettings, address: str | None = None, **options: Any) -> Any:
     """``ray.init`` on exactly the cluster the settings name (``address`` overrides them).
 
     ``local`` starts a new cluster even when one is running on the machine or ``RAY_ADDRESS``
-    names one; any other address joins that cluster, whose resources are its own (``num_cpus``
-    and ``include_dashboard`` apply only to a cluster started here).
+    names one, with :data:`SYSTEM_CONFIG`; any other address joins that cluster, whose
+    resources and Ray settings are its own (``num_cpus`` and ``include_dashboard`` apply only
+    to a cluster started here; KubeRay's pods have :func:`system_env` in their containers'
+    environment, ``kuberay/base/rayservice.yaml``).
     """
     import ray
 
     target = address or settings.ray_address
-    if target != "local":
+    if target == "local":
+        options.setdefault("_system_config", dict(SYSTEM_CONFIG))
+    else:
         options.pop("num_cpus", None)
         options.pop("include_dashboard", None)
     return ray.init(address=target, **options)
+
+
+def system_env() -> dict[str, str]:
+    """:data:`SYSTEM_CONFIG` as the ``RAY_<name>`` variables that ``ray start`` reads.
+
+    For clusters started by ``ray start``, in the environment of every node's processes:
+    KubeRay's pods (the RayService's containers and the ``Dockerfile`` set the same).
+    """
+    return {f"RAY_{name}": str(value) for name, value in SYSTEM_CONFIG.items()}
 
 
 def serve_flags(settings: TwinSettings) -> dict[str, str]:

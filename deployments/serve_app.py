@@ -27,7 +27,8 @@ from ray.serve.config import AutoscalingConfig, BackpressureConfig
 from actors.directory import RayTwinDirectory
 from actors.runtime import TwinRuntime
 from deployments.api.observability import RayMetrics, configure_json_logging
-from deployments.bootstrap import api_app, build_host_ports
+from deployments.bootstrap import api_app
+from deployments.host_ports import build_host_ports
 from deployments.pipelines.job_runner import ensure_runner
 from deployments.ray_env import settings_env
 from deployments.telemetry import configure_tracing

@@ -3,7 +3,7 @@
 Tracing is off unless ``otel_exporter_otlp_endpoint`` is set (:class:`TelemetrySettings`):
 then :func:`configure_tracing` installs the OpenTelemetry SDK's tracer provider in the process
 that calls it (the API process or Serve replica, and each twin host actor, which opens its
-stores through :func:`deployments.bootstrap.build_host_ports`) with a batching OTLP/HTTP
+stores through :func:`deployments.host_ports.build_host_ports`) with a batching OTLP/HTTP
 exporter. Without it nothing is installed: the spans of ``twin``, ``actors`` and the API are
 the OpenTelemetry API's no-ops, and :func:`traced` hands the stores back unwrapped.
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from deployments import ray_env
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from twin import ports
 from twin.assimilation.state import TwinState
 from twin.client.plot import SEVERITY_BANDS

@@ -534,7 +534,7 @@ class Platform:
         import ray
 
         from actors.directory import RayTwinDirectory
-        from deployments.bootstrap import build_host_ports
+        from deployments.host_ports import build_host_ports
 
         budget = self._settings.stop_checkpoint_s
         directory = RayTwinDirectory(self._settings, build_host_ports, self._settings.host)

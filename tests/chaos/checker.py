@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from deployments.ops.audit import verify
 from tests.chaos import jobs as J
 from tests.chaos.workload import Ack, Ledger, digest

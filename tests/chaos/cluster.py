@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from deployments import ray_env
 from deployments.api.auth import mint_token
 from tests.chaos.proxy import FaultProxy
 from tests.servers import PostgresServer, RedisServer, free_port, moto_client, wait_for_port
@@ -276,6 +277,7 @@ def running_cluster(root: Path, *, workers: int = 1) -> Iterator[ChaosCluster]:
         # could not start beside another platform on this machine.
         process_env = {
             **_PROCESS_ENV,
+            **ray_env.system_env(),  # Ray's settings as the platform runs it (the image's)
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         }

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from tests.chaos import jobs as J
 from tests.chaos.checker import final_status, ingest_discrepancies
 from tests.chaos.cluster import ChaosCluster

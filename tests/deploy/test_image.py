@@ -52,3 +52,14 @@ def test_serve_runs_in_the_image_as_the_settings_default_asks():
     )
     wanted = serve_flags(TwinSettings(data_dir=ROOT / "data"))
     assert {k: v for k, v in image.items() if k in wanted} == wanted
+
+
+def test_ray_in_the_image_has_the_platforms_system_config():
+    # KubeRay's `ray start` reads Ray's settings from RAY_<name>; `novamind up` passes the same.
+    from deployments.ray_env import system_env
+
+    lines = [line.strip().rstrip("\\").strip() for line in DOCKERFILE.read_text().splitlines()]
+    image = dict(line.removeprefix("ENV ").split("=", 1) for line in lines if "=" in line)
+    wanted = system_env()
+    assert wanted
+    assert {k: v for k, v in image.items() if k in wanted} == wanted

@@ -20,6 +20,7 @@ import ray
 import yaml
 
 from deployments.ops import kuberay
+from deployments.ray_env import system_env
 from tests.deploy.conftest import (
     KUSTOMIZATIONS,
     OVERLAYS,
@@ -247,6 +248,10 @@ def test_ray_cluster_is_hardened_and_highly_available(rendered, name):
         assert {"/tmp", "/dev/shm"} <= mounts, group
         assert not any("secretRef" in e for e in spec["containers"][0].get("envFrom", []))
         assert all("value" in e for e in spec["containers"][0].get("env", [])), group
+        # Ray's settings as the platform runs it; a container's own env, which KubeRay leaves
+        # as it is (it would set a RayService's death-info wait to 0 otherwise).
+        env = {e["name"]: e["value"] for e in spec["containers"][0].get("env", [])}
+        assert {k: env.get(k) for k in system_env()} == system_env(), group
         if group != "head":
             probes = spec["containers"][0]
             assert probes["readinessProbe"]["httpGet"]["path"] == "/health/readiness"

@@ -20,7 +20,8 @@ from deployments.api.app import create_app
 from deployments.api.auth import mint_token
 from deployments.api.observability import PrometheusMetrics
 from deployments.api.services import ApiServices
-from deployments.bootstrap import build_host_ports, open_api_services
+from deployments.bootstrap import open_api_services
+from deployments.host_ports import build_host_ports
 from twin.client import AsyncClient, RetryPolicy
 from twin.service.host import TwinHost
 from twin.settings import TwinSettings

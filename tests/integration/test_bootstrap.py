@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from deployments.api.observability import PrometheusMetrics
-from deployments.bootstrap import build_host_ports, open_api_services
+from deployments.bootstrap import open_api_services
+from deployments.host_ports import build_host_ports
 from tests.servers import MotoServer, PostgresServer, RedisServer
 from twin import errors
 from twin.domain import events as E

@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-from deployments.bootstrap import build_host_ports, open_backup_stores
+from deployments.bootstrap import open_backup_stores
+from deployments.host_ports import build_host_ports
 from deployments.ops.audit import verify as verify_audit
 from deployments.ops.backup import BackupReport, backup, restore
 from storage.sealed import ArchiveReader, ArchiveWriter

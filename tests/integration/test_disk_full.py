@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from deployments.ops import audit as audit_ops
 from storage.local import LocalCheckpointStore, LocalKeyProvider
 from storage.sealed import EnvelopeSealer

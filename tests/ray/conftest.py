@@ -15,7 +15,8 @@ ray = pytest.importorskip("ray")
 
 from actors.directory import RayTwinDirectory  # noqa: E402 - after the importorskip
 from actors.runtime import TwinRuntime  # noqa: E402
-from deployments.bootstrap import build_host_ports  # noqa: E402
+from deployments import ray_env  # noqa: E402
+from deployments.host_ports import build_host_ports  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 from twin.settings import HostSettings, TwinSettings  # noqa: E402
 
@@ -34,7 +35,13 @@ def ray_cluster() -> Iterator[None]:
     # Serve's throughput-optimised mode, also the platform's default
     # (TwinSettings.serve_throughput_optimized).
     os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _system_config=dict(ray_env.SYSTEM_CONFIG),  # Ray's settings as the platform runs it
+    )
     yield
     ray.shutdown()
 

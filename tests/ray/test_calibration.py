@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from deployments.pipelines.calibration import run_calibration
 from deployments.stores import open_documents, open_event_writer
 from tests.builders import calibration_design

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from deployments.pipelines.cohorts import _shares, run_cohort
 from deployments.pipelines.job_runner import RUNNER_NAME, ensure_runner
 from deployments.stores import open_cohort_stores, open_documents, open_event_writer

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from deployments.pipelines.ingest import IngestJob, IngestReport, run_ingest
 from deployments.stores import open_audit_log, open_event_writer
 from twin.domain import events as E

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyarrow.fs import LocalFileSystem
 
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from deployments.pipelines import ingest
 from deployments.pipelines.ingest import IngestJob, run_ingest
 from deployments.stores import open_documents, open_event_writer

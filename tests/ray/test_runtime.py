@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from twin.domain import events as E
 from twin.domain.specs import Scenario
 from twin.model.virtual_patient import synthetic_patient
@@ -122,3 +122,19 @@ async def test_a_restarted_host_forecasts_while_its_forecast_kernels_still_load(
     os.kill(await runtime.host_pid(patient), signal.SIGKILL)
     after = await runtime.forecast(patient, scenario, weeks=4)
     assert after == before
+
+
+async def test_a_host_ended_for_good_is_started_again_at_its_next_use(runtime):
+    # An operator's ray.kill (no restart) leaves the runtime's handle dead: the next call finds
+    # no host of that name and the directory starts a new one, which rebuilds the twin.
+    import ray
+
+    patient = "ended-host"
+    await runtime.ingest(patient, [NewEvent("e1", 0.5, E.Phq9(9))])
+    name, handle = runtime._directory.host_for(patient)
+    first = await handle.pid.remote()
+    ray.kill(handle, no_restart=True)
+    result = await runtime.ingest(patient, [NewEvent("e2", 1.5, E.Phq9(8))])
+    assert result.last_seq == 2
+    assert await runtime.host_pid(patient) != first
+    assert runtime._directory.host_for(patient)[0] == name

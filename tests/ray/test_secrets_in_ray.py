@@ -39,7 +39,7 @@ import asyncio, os, time
 import ray
 from actors.directory import RayTwinDirectory
 from actors.runtime import TwinRuntime
-from deployments.bootstrap import build_host_ports
+from deployments.host_ports import build_host_ports
 from deployments.pipelines.job_runner import ensure_runner
 from twin.domain import events as E
 from twin.ports import NewEvent

@@ -39,7 +39,7 @@ trace_service = pytest.importorskip("opentelemetry.proto.collector.trace.v1.trac
 
 from actors.directory import RayTwinDirectory  # noqa: E402 - after the importorskip
 from actors.runtime import TwinRuntime  # noqa: E402
-from deployments.bootstrap import build_host_ports  # noqa: E402
+from deployments.host_ports import build_host_ports  # noqa: E402
 from deployments.pipelines.job_runner import RUNNER_NAME  # noqa: E402
 from deployments.serve_app import application  # noqa: E402
 

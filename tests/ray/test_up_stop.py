@@ -186,7 +186,13 @@ def novamind_up(tmp_path: Path, data: str = "data", **settings: str) -> Iterator
         up.settings = up.settings.model_copy(update={"http_port": record.ports["api"]})
         ready = httpx.get(f"http://127.0.0.1:{record.ports['api']}/health/readiness", timeout=10)
         assert ready.status_code == 200, ready.text
+        # Serving does not wait for the job runner (a cohort run queues until it is up); its
+        # process is part of what every stop must end, so the tests start once it is there.
+        deadline = time.monotonic() + 60
         up.session, up.recorded = _record(process.pid)
+        while _missing(up.recorded) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            up.session, up.recorded = _record(process.pid)
         yield up
     finally:
         # By recorded id only, plus anything still below the driver: never by name.
@@ -204,12 +210,22 @@ def novamind_up(tmp_path: Path, data: str = "data", **settings: str) -> Iterator
             process.stdout.close()
 
 
+_PARTS = ("raylet", "gcs_server", "dashboard.py", "ServeController", "ServeReplica",
+          "HAProxyManager", "haproxy -db", "JobRunner")  # fmt: skip
+
+
+def _missing(recorded: dict[int, psutil.Process]) -> list[str]:
+    """The parts of the platform that no recorded process is (yet): names, or the hosts."""
+    names = [" ".join(_cmdline(p)) or p.name() for p in recorded.values()]
+    missing = [part for part in _PARTS if not any(part in name for name in names)]
+    if sum("TwinHostActor" in name for name in names) != 2:
+        missing.append("2 TwinHostActor")
+    return missing
+
+
 def _assert_recorded_the_whole_platform(up: Up) -> None:
-    names = [" ".join(_cmdline(p)) or p.name() for p in up.recorded.values()]
-    for part in ("raylet", "gcs_server", "dashboard.py", "ServeController", "ServeReplica",
-                 "HAProxyManager", "haproxy -db", "JobRunner"):  # fmt: skip
-        assert any(part in name for name in names), (part, names)
-    assert sum("TwinHostActor" in name for name in names) == 2, names
+    missing = _missing(up.recorded)
+    assert not missing, (missing, [" ".join(_cmdline(p)) for p in up.recorded.values()])
 
 
 def _stop(up: Up, send: signal.Signals, *, to_group: bool) -> float:

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from ray import exceptions as ray_errors
 
+from actors import host_actor as host_actor_module
 from actors.host_actor import TwinHostActor
 from actors.runtime import TwinRuntime
 from twin import errors
 from twin.domain import events as E
+from twin.domain.specs import Scenario
 from twin.ports import NewEvent
 from twin.service.host import HostPorts
 from twin.settings import HostSettings, TwinSettings
@@ -35,14 +39,19 @@ class _Method:
 class _Handle:
     """What the runtime sees of a host actor: ``call_many.remote`` (an awaitable)."""
 
-    def __init__(self, actor: TwinHostActor | None = None, *, dies: int = 0) -> None:
+    def __init__(
+        self, actor: TwinHostActor | None = None, *, dies: int = 0, for_good: bool = False
+    ) -> None:
         self.actor = actor
         self.batches: list[list[Any]] = []
         self.dies = dies  # the first ``dies`` deliveries fail as if the host were killed
+        self.for_good = for_good  # ... and ended for good (Ray will not restart it)
         self.call_many = _Method(self)
 
     async def deliver(self, calls: list[Any]) -> list[tuple[bool, Any]]:
         self.batches.append(calls)
+        if self.for_good:
+            raise ray_errors.ActorDiedError()
         if self.dies:
             self.dies -= 1
             raise ray_errors.RayActorError()
@@ -57,10 +66,17 @@ class _Directory:
 
     def __init__(self, handles: dict[str, _Handle]) -> None:
         self.handles = handles
+        self.started: list[str] = []
 
     def host_for(self, patient_id: str) -> tuple[str, _Handle]:
         name = "h0" if patient_id.startswith("a") else "h1"
+        if name not in self.handles:  # as RayTwinDirectory: found by name, or started again
+            self.started.append(name)
+            self.handles[name] = _Handle()
         return name, self.handles[name]
+
+    def forget(self, name: str) -> None:
+        del self.handles[name]
 
 
 async def test_calls_in_one_turn_of_the_loop_travel_as_one_actor_call_per_host():
@@ -84,6 +100,15 @@ async def test_a_batch_whose_host_died_is_retried_by_every_caller():
     assert len(h0.batches) == 3  # two lost deliveries, then the one that answered
 
 
+async def test_a_host_ended_for_good_is_found_again_by_name():
+    # A handle to an actor Ray will not restart (ended with ray.kill) fails every call: the
+    # runtime drops it and the directory finds or starts the host again.
+    directory = _Directory({"h0": _Handle(for_good=True)})
+    runtime = TwinRuntime(directory, retry_for_s=10.0)  # type: ignore[arg-type]
+    assert await runtime.summary("a1") == ("summary", "a1")
+    assert directory.started == ["h0"]
+
+
 async def test_a_host_that_stays_down_ends_in_host_unavailable():
     h0 = _Handle(dies=10_000)
     runtime = TwinRuntime(_Directory({"h0": h0}), retry_for_s=0.2)  # type: ignore[arg-type]
@@ -92,15 +117,18 @@ async def test_a_host_that_stays_down_ends_in_host_unavailable():
 
 
 @pytest.fixture
-def host_actor(tmp_path: Any) -> TwinHostActor:
+def host_actor(tmp_path: Any) -> Iterator[TwinHostActor]:
     async def open_ports(settings: TwinSettings) -> HostPorts:
         return HostPorts(
             fakes.MemoryEventStore(), fakes.MemoryCheckpointStore(), fakes.PlainSealer()
         )
 
-    return TwinHostActor(
+    actor = TwinHostActor(
         TwinSettings(data_dir=tmp_path).for_workers(), open_ports, HostSettings(particles=200)
     )
+    yield actor
+    actor._served.set()  # its kernels load before the next test (which may replace them)
+    actor.kernels_loading.join(60)
 
 
 async def test_one_calls_error_is_its_own_in_a_batch_through_the_host(host_actor):
@@ -134,3 +162,88 @@ async def test_an_error_that_does_not_pickle_reaches_its_caller_as_text(host_act
     (ok, error), (ok2, _) = outcomes
     assert not ok and ok2
     assert isinstance(error, RuntimeError) and "UnpicklableError: the store said no" in str(error)
+
+
+class _Kernels:
+    """Records what a host asks the kernels to load (the real ones stay as they are)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def load(self, *, assimilation_only: bool = False) -> None:
+        self.asked.append("assimilation" if assimilation_only else "forecast")
+
+
+def _recording_kernels(monkeypatch: pytest.MonkeyPatch, *, after_s: float) -> _Kernels:
+    kernels = _Kernels()
+    monkeypatch.setattr(host_actor_module, "day_kernel", kernels)
+    monkeypatch.setattr(
+        host_actor_module,
+        "counter_random",
+        SimpleNamespace(load=lambda: kernels.asked.append("rng")),
+    )
+    monkeypatch.setattr(host_actor_module, "FORECAST_KERNELS_AFTER_S", after_s)
+    return kernels
+
+
+def _new_host(tmp_path: Any) -> TwinHostActor:
+    async def open_ports(settings: TwinSettings) -> HostPorts:
+        return HostPorts(
+            fakes.MemoryEventStore(), fakes.MemoryCheckpointStore(), fakes.PlainSealer()
+        )
+
+    return TwinHostActor(
+        TwinSettings(data_dir=tmp_path).for_workers(), open_ports, HostSettings(particles=200)
+    )
+
+
+async def _loaded(actor: TwinHostActor) -> None:
+    await asyncio.to_thread(actor.kernels_loading.join, 10)
+    assert not actor.kernels_loading.is_alive()
+
+
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_new_host_loads_the_forecasts_kernels_only_after_its_first_answer(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, batched: bool
+) -> None:
+    # A restarted host's first answers are the writes its callers retried: the forecast's
+    # kernels, which hold the interpreter for most of a second, must not delay them.
+    kernels = _recording_kernels(monkeypatch, after_s=60.0)
+    actor = _new_host(tmp_path)
+    assert kernels.asked == ["assimilation"]  # what an ingest steps, before any answer
+    await asyncio.sleep(0.2)
+    assert kernels.asked == ["assimilation"]
+    write = ("ingest", "a1", ([NewEvent("k1", 1.0, E.Phq9(9))],), {}, None)
+    if batched:
+        (outcome,) = await actor.call_many([write])
+        assert outcome[0], outcome
+    else:
+        await actor.call(*write)
+    await _loaded(actor)
+    assert kernels.asked == ["assimilation", "forecast", "rng"]
+
+
+async def test_a_host_nobody_calls_still_loads_the_forecasts_kernels(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernels = _recording_kernels(monkeypatch, after_s=0.05)
+    await _loaded(_new_host(tmp_path))
+    assert kernels.asked == ["assimilation", "forecast", "rng"]
+
+
+async def test_a_forecast_asked_first_waits_for_the_kernels_off_the_event_loop(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernels = _recording_kernels(monkeypatch, after_s=60.0)
+    actor = _new_host(tmp_path)
+    await actor.call("ingest", "a1", ([NewEvent("k1", 1.0, E.Phq9(9))],), {})
+    await _loaded(actor)  # the answer started the load
+    kernels.asked.clear()
+    # Another host, whose first call is a forecast: it does not wait out the 60 s.
+    fresh = _new_host(tmp_path)
+    kernels.asked.clear()
+    outcome = await asyncio.wait_for(
+        fresh.call_many([("forecast", "a1", ([Scenario()],), {"weeks": 2}, None)]), 30
+    )
+    assert kernels.asked == ["forecast", "rng"], outcome
+    assert not fresh.kernels_loading.is_alive()

@@ -21,8 +21,26 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
 def test_the_default_starts_a_new_local_cluster_whatever_is_running(calls, tmp_path):
     ray_env.connect(TwinSettings(data_dir=tmp_path), num_cpus=2, include_dashboard=False)
     # "local" is Ray's own word for "start one here": RAY_ADDRESS and a cluster left by
-    # `ray start` are both ignored (only None and "auto" read them).
-    assert calls == [{"address": "local", "num_cpus": 2, "include_dashboard": False}]
+    # `ray start` are both ignored (only None and "auto" read them). Ray's settings are the
+    # platform's (a call to a dead twin host fails and is retried sooner).
+    assert calls == [
+        {
+            "address": "local",
+            "num_cpus": 2,
+            "include_dashboard": False,
+            "_system_config": {
+                "timeout_ms_task_wait_for_death_info": 100,
+                "core_worker_internal_heartbeat_ms": 100,
+            },
+        }
+    ]
+
+
+def test_rays_settings_for_ray_start_are_the_same_as_variables():
+    assert ray_env.system_env() == {
+        "RAY_timeout_ms_task_wait_for_death_info": "100",
+        "RAY_core_worker_internal_heartbeat_ms": "100",
+    }
 
 
 def test_a_configured_or_given_address_joins_that_cluster_with_its_own_resources(calls, tmp_path):
