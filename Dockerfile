@@ -36,7 +36,7 @@ RUN python -m pip install --no-cache-dir '.[serve,embedded,postgres,s3,redis,mon
 # RAY_timeout_ms_task_wait_for_death_info, RAY_core_worker_internal_heartbeat_ms: Ray's settings
 # that the platform changes (deployments.ray_env.SYSTEM_CONFIG; a call to a dead twin host fails,
 # and is retried on its restarted process, sooner). The RayService's containers set them too:
-# KubeRay gives a RayService's containers its own value of the first unless their env has one.
+# KubeRay sets its own value of the first in a RayService's containers unless they set it.
 ENV HOME=/tmp/home \
     XDG_CACHE_HOME=/tmp/cache \
     MPLCONFIGDIR=/tmp/cache/matplotlib \

@@ -12,6 +12,7 @@ The only module that calls ``ray.remote``, ``.options()`` and ``ray.get_actor``.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import ray
@@ -19,7 +20,7 @@ import ray
 from actors.host_actor import PortsFactory, TwinHostActor
 from twin.settings import HostSettings, TwinSettings
 
-__all__ = ["RayTwinDirectory", "rendezvous"]
+__all__ = ["FORGET_EVERY_S", "RayTwinDirectory", "rendezvous"]
 
 
 def rendezvous(patient_id: str, hosts: list[str]) -> str:
@@ -33,6 +34,8 @@ def rendezvous(patient_id: str, hosts: list[str]) -> str:
 
 
 _SHARED, _DEDICATED = "twinhost-", "twin-"
+#: Shortest time between two restarts of a host this process finds dead for good (seconds).
+FORGET_EVERY_S = 5.0
 
 
 def _dedicated_name(patient_id: str) -> str:
@@ -66,6 +69,7 @@ class RayTwinDirectory:
         self._names = [f"{_SHARED}{i}" for i in range(settings.hosts)]
         self._handles: dict[str, Any] = {}
         self._dedicated: set[str] = set()
+        self._forgotten: dict[str, float] = {}  # name -> monotonic time it was last forgotten
 
     def _actor(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -108,8 +112,14 @@ class RayTwinDirectory:
         """Drop the handle of a host that died for good; the next use finds or starts it again.
 
         Ray restarts a host without limit, so this is for a host ended on purpose
-        (``ray.kill``): a handle to it would fail every call until this process ends.
+        (``ray.kill``) or one whose constructor failed: a handle to it would fail every call
+        until this process ends. At most once per :data:`FORGET_EVERY_S` for a name: a host
+        whose start keeps failing is not started again at every retry of every caller.
         """
+        now = time.monotonic()
+        if now - self._forgotten.get(name, -FORGET_EVERY_S) < FORGET_EVERY_S:
+            return
+        self._forgotten[name] = now
         self._handles.pop(name, None)
 
     def dedicate(self, patient_id: str) -> str:

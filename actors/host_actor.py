@@ -108,6 +108,7 @@ class TwinHostActor:
         day_kernel.load(assimilation_only=True)
         self._served = threading.Event()
         self._forecast_kernels = threading.Event()
+        self._forecast_waiter: asyncio.Future[bool] | None = None
         self.kernels_loading = threading.Thread(
             target=_load_forecast_kernels,
             args=(self._served, self._forecast_kernels),
@@ -115,6 +116,20 @@ class TwinHostActor:
             daemon=True,
         )
         self.kernels_loading.start()
+
+    async def _forecast_kernels_loaded(self) -> None:
+        """Start the forecast's kernels loading, if not yet, and wait until they are.
+
+        Waited for off the event loop (loaded on it, the kernels would stop every other twin of
+        the host, numba's compiler lock, for as long), by one thread however many forecasts
+        wait: the loop's default pool also runs the stores' blocking calls.
+        """
+        self._served.set()
+        if self._forecast_waiter is None:
+            self._forecast_waiter = asyncio.ensure_future(
+                asyncio.to_thread(self._forecast_kernels.wait)
+            )
+        await asyncio.shield(self._forecast_waiter)
 
     async def _ready(self) -> TwinHost:
         if self._host is None:
@@ -165,10 +180,7 @@ class TwinHostActor:
     ) -> Any:
         host = await self._ready()
         if operation in _FORECASTING and not self._forecast_kernels.is_set():
-            # Waited for off the event loop: loaded on it, the kernels would stop every other
-            # twin of the host (numba's compiler lock) for as long.
-            self._served.set()
-            await asyncio.to_thread(self._forecast_kernels.wait)
+            await self._forecast_kernels_loaded()
         with tracing.span(
             f"TwinHost/{operation}",
             kind=tracing.SpanKind.SERVER,

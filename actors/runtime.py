@@ -80,15 +80,19 @@ class TwinRuntime(Forwarding):
         delay = 0.05
         attempt = 0
         while True:
-            name, handle = self._directory.host_for(patient_id)
             attempt += 1
-            if traced:  # the current span is the forwarded call's own
-                tracing.annotate({"novamind.host": host_label(name), "novamind.attempts": attempt})
+            name: str | None = None
             try:
+                # Finding a forgotten host again asks the GCS, which may fail too (retried).
+                name, handle = self._directory.host_for(patient_id)
+                if traced:  # the current span is the forwarded call's own
+                    tracing.annotate(
+                        {"novamind.host": host_label(name), "novamind.attempts": attempt}
+                    )
                 return await method(name, handle)
-            except _RETRYABLE as exc:
-                if isinstance(exc, ray_errors.ActorDiedError):
-                    # Dead for good (ended by an operator, or out of restarts): the next try
+            except (*_RETRYABLE, ray_errors.RaySystemError, ray_errors.GetTimeoutError) as exc:
+                if name is not None and isinstance(exc, ray_errors.ActorDiedError):
+                    # Dead for good (ended by an operator, or its start failed): the next try
                     # finds the host again by name, or starts a new one.
                     self._directory.forget(name)
                 waited = time.monotonic() - started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import pytest
 from ray import exceptions as ray_errors
 
+from actors import directory as directory_module
 from actors import host_actor as host_actor_module
+from actors.directory import RayTwinDirectory
 from actors.host_actor import TwinHostActor
 from actors.runtime import TwinRuntime
 from twin import errors
@@ -129,6 +132,7 @@ def host_actor(tmp_path: Any) -> Iterator[TwinHostActor]:
     yield actor
     actor._served.set()  # its kernels load before the next test (which may replace them)
     actor.kernels_loading.join(60)
+    assert not actor.kernels_loading.is_alive()
 
 
 async def test_one_calls_error_is_its_own_in_a_batch_through_the_host(host_actor):
@@ -165,17 +169,27 @@ async def test_an_error_that_does_not_pickle_reaches_its_caller_as_text(host_act
 
 
 class _Kernels:
-    """Records what a host asks the kernels to load (the real ones stay as they are)."""
+    """Records what a host asks the kernels to load (the real ones stay as they are).
 
-    def __init__(self) -> None:
+    The forecast's load lasts until ``release`` is set (set from the start unless asked).
+    """
+
+    def __init__(self, *, held: bool = False) -> None:
         self.asked: list[str] = []
+        self.release = threading.Event()
+        if not held:
+            self.release.set()
 
     def load(self, *, assimilation_only: bool = False) -> None:
         self.asked.append("assimilation" if assimilation_only else "forecast")
+        if not assimilation_only:
+            assert self.release.wait(30)
 
 
-def _recording_kernels(monkeypatch: pytest.MonkeyPatch, *, after_s: float) -> _Kernels:
-    kernels = _Kernels()
+def _recording_kernels(
+    monkeypatch: pytest.MonkeyPatch, *, after_s: float, held: bool = False
+) -> _Kernels:
+    kernels = _Kernels(held=held)
     monkeypatch.setattr(host_actor_module, "day_kernel", kernels)
     monkeypatch.setattr(
         host_actor_module,
@@ -234,16 +248,44 @@ async def test_a_host_nobody_calls_still_loads_the_forecasts_kernels(
 async def test_a_forecast_asked_first_waits_for_the_kernels_off_the_event_loop(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kernels = _recording_kernels(monkeypatch, after_s=60.0)
+    kernels = _recording_kernels(monkeypatch, after_s=60.0, held=True)
     actor = _new_host(tmp_path)
     await actor.call("ingest", "a1", ([NewEvent("k1", 1.0, E.Phq9(9))],), {})
-    await _loaded(actor)  # the answer started the load
     kernels.asked.clear()
-    # Another host, whose first call is a forecast: it does not wait out the 60 s.
-    fresh = _new_host(tmp_path)
-    kernels.asked.clear()
-    outcome = await asyncio.wait_for(
-        fresh.call_many([("forecast", "a1", ([Scenario()],), {"weeks": 2}, None)]), 30
-    )
-    assert kernels.asked == ["forecast", "rng"], outcome
-    assert not fresh.kernels_loading.is_alive()
+    # Forecasts asked before the kernels are loaded start their load (no 60 s wait) and wait
+    # for it; meanwhile the host answers its other twins, and its loop's thread pool, which
+    # the stores' blocking calls use, is not taken by the waiting forecasts.
+    forecast = ("forecast", "a1", ([Scenario()],), {"weeks": 2}, None)
+    waiting = [asyncio.ensure_future(actor.call_many([forecast])) for _ in range(40)]
+    await asyncio.sleep(0.2)
+    assert kernels.asked == ["forecast"]
+    assert not any(w.done() for w in waiting)
+    summary = await asyncio.wait_for(actor.call("summary", "a1", (), {}), 5)
+    assert summary.last_seq == 1
+    assert await asyncio.wait_for(asyncio.to_thread(lambda: "pool free"), 5) == "pool free"
+    kernels.release.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*waiting), 30)
+    assert all(ok for ((ok, _),) in outcomes), outcomes
+    await _loaded(actor)
+    assert kernels.asked == ["forecast", "rng"]
+
+
+async def _no_ports(settings: TwinSettings) -> HostPorts:
+    raise AssertionError("not opened here")
+
+
+def test_a_host_found_dead_is_forgotten_at_most_once_per_interval(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host whose start keeps failing is not started again at every retry of every caller.
+    settings = TwinSettings(data_dir=tmp_path)
+    directory = RayTwinDirectory(settings, _no_ports, settings.host)
+    directory._handles["twinhost-0"] = "first"
+    directory.forget("twinhost-0")
+    assert "twinhost-0" not in directory._handles
+    directory._handles["twinhost-0"] = "second"
+    directory.forget("twinhost-0")  # within FORGET_EVERY_S of the first
+    assert directory._handles["twinhost-0"] == "second"
+    monkeypatch.setattr(directory_module, "FORGET_EVERY_S", 0.0)
+    directory.forget("twinhost-0")
+    assert "twinhost-0" not in directory._handles
