@@ -22,7 +22,9 @@
     ├── CheckpointCorruptError               a stored checkpoint is torn or tampered with
     ├── BackupCorruptError                   a backup archive is torn, truncated or tampered with
     ├── AuditAnchorCorruptError              a stored audit anchor is damaged, edited or removed
-    ├── KeyAccessError                       a data key cannot be unwrapped or was shredded
+    ├── KeyAccessError                       a patient's data key was shredded (HTTP 410)
+    │   └── DataKeyDamagedError              present but does not open: nothing erased;
+    │                                        restore the key from a backup (HTTP 503)
     ├── JobNotFinishedError                  a job's results before it succeeded (HTTP 409)
     ├── IdentifierTakenError                 an identifier already names another patient (409)
     ├── JobCancelledError                    a batch job stopped on request
@@ -49,6 +51,7 @@ __all__ = [
     "CheckpointCorruptError",
     "ConcurrencyLimitError",
     "ConfigurationError",
+    "DataKeyDamagedError",
     "EventGapError",
     "EventOrderError",
     "HostUnavailableError",
@@ -267,7 +270,18 @@ class IdentifierTakenError(TwinError):
 
 
 class KeyAccessError(TwinError):
-    """A data key could not be unwrapped (wrong context, damage) or no longer exists."""
+    """A patient's data key no longer exists (the patient was erased), or does not open."""
+
+
+class DataKeyDamagedError(KeyAccessError):
+    """A patient's wrapped data key is stored but does not open: no patient was erased.
+
+    Its stored bytes are damaged, or it was wrapped for another patient (its encryption
+    context), or under a key this provider does not hold for it. A :class:`KeyAccessError`
+    still, so that a listing or a batch passes over the patient as over one it cannot read;
+    but a request for that patient answers HTTP 503 ("damaged, nothing erased"), never 410
+    ("erased"), and an operator restores the key's row from a backup (docs/operations.md §7).
+    """
 
 
 class RateLimitedError(TwinError):

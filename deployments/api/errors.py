@@ -37,6 +37,8 @@ _STATUS: tuple[tuple[type[errors.TwinError], int, str], ...] = (
     (errors.AuthenticationError, 401, "Unauthorized"),
     (errors.AuthorizationError, 403, "Forbidden"),
     (errors.NotFoundError, 404, "Not Found"),
+    # Before KeyAccessError: a damaged data key is an operator's to restore, not an erasure.
+    (errors.DataKeyDamagedError, 503, "Service Unavailable"),
     (errors.KeyAccessError, 410, "Gone"),
     (errors.EventGapError, 422, "Unprocessable Content"),
     (errors.EventOrderError, 409, "Conflict"),
@@ -66,8 +68,8 @@ _DESCRIPTIONS = {
     429: "The caller's request budget is spent, or it holds as many jobs or streams as allowed; "
     "retry after Retry-After seconds",
     500: "An unexpected error (nothing about it is disclosed)",
-    503: "A store or twin host is unavailable or full, or the service is at capacity; retry "
-    "after Retry-After seconds",
+    503: "A store or twin host is unavailable or full, the service is at capacity, or a key is "
+    "damaged or refused (nothing erased); retry after Retry-After seconds",
 }
 #: What every authenticated operation can answer: its caller, the limits, the service.
 _EVERY = (401, 403, 422, 429, 500, 503)

@@ -69,6 +69,8 @@ _LEFT_OUT = (errors.KeyAccessError, errors.InvalidInputError, errors.NotFoundErr
 
 
 def _why(exc: errors.TwinError) -> str:
+    if isinstance(exc, errors.DataKeyDamagedError):
+        return str(exc)  # left out, and said to be no erasure
     if isinstance(exc, errors.KeyAccessError | errors.NotFoundError):
         return "the patient was erased while the export ran"
     return str(exc)

@@ -247,6 +247,13 @@ def _bucketed(batch: pa.Table, buckets: int) -> pa.Table:
     return batch.append_column("bucket", bucket)
 
 
+def _unopened(exc: errors.KeyAccessError) -> str:
+    """Why a patient's rows were quarantined: erased (or unknown), or a key that does not open."""
+    if isinstance(exc, errors.DataKeyDamagedError):
+        return f"patient: {exc}"
+    return "patient: unknown or erased"
+
+
 def _is_stop(payload_json: str) -> bool:
     """Whether an encoded payload stops a drug (a prescription of 0 mg/day)."""
     payload = json.loads(payload_json)
@@ -322,7 +329,7 @@ class _Writer:
         for (patient_id, start, batch), result in zip(pending, results, strict=True):
             if isinstance(result, errors.KeyAccessError):  # erased since the job checked
                 outcomes[start : start + len(batch)] = ["quarantined"] * len(batch)
-                reasons[start : start + len(batch)] = ["patient: unknown or erased"] * len(batch)
+                reasons[start : start + len(batch)] = [_unopened(result)] * len(batch)
                 continue
             if isinstance(result, errors.EventOrderError):
                 # Some events are older than the patient's log: each alone, those quarantined.
@@ -345,8 +352,8 @@ class _Writer:
             )
         except errors.EventOrderError:
             return "quarantined", "effective time: older than the twin's newest event"
-        except errors.KeyAccessError:
-            return "quarantined", "patient: unknown or erased"
+        except errors.KeyAccessError as exc:
+            return "quarantined", _unopened(exc)
         return ("duplicate" if ack.duplicate else "appended"), None
 
 

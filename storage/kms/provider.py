@@ -30,6 +30,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from twin import errors, ports
+from twin.domain.patients import DATA_KEY_DAMAGED
 
 __all__ = ["KmsKeyProvider"]
 
@@ -166,7 +167,7 @@ class KmsKeyProvider:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("InvalidCiphertextException", "IncorrectKeyException"):
-                raise errors.KeyAccessError("data key does not unwrap for this context") from None
+                raise errors.DataKeyDamagedError(DATA_KEY_DAMAGED) from None
             raise _failure(exc) from None
         except BotoCoreError as exc:
             raise _failure(exc) from None

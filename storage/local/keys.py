@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from storage.disk import os_error
 from storage.local.files import create_once, fsync_dir
 from twin import errors, ports
+from twin.domain.patients import DATA_KEY_DAMAGED
 
 __all__ = ["LISTING_FRESH_S", "RETIRED", "KekFolder", "LocalKeyProvider"]
 
@@ -272,11 +273,11 @@ class LocalKeyProvider:
         """Decrypt a wrapped data key under the KEK it names, as the folder holds it now.
 
         Raises:
-            KeyAccessError: The blob is damaged or was wrapped for another context.
+            DataKeyDamagedError: The blob is damaged or was wrapped for another context.
             KeyUnavailableError: Its KEK is not in the folder (retired, lost) or damaged.
         """
         if len(wrapped.blob) < _MIN_BLOB:
-            raise errors.KeyAccessError("the wrapped data key is damaged (too short)")
+            raise errors.DataKeyDamagedError(DATA_KEY_DAMAGED)
         await self._follow(needed=wrapped.kek_id)
         kek = self._keks.get(wrapped.kek_id)
         if kek is None:
@@ -287,7 +288,7 @@ class LocalKeyProvider:
         try:
             return AESGCM(kek).decrypt(wrapped.blob[:12], wrapped.blob[12:], context.encode())
         except InvalidTag:
-            raise errors.KeyAccessError("data key does not unwrap for this context") from None
+            raise errors.DataKeyDamagedError(DATA_KEY_DAMAGED) from None
 
     async def _missing(self, kek_id: str) -> str:
         """Why a KEK is not held: damaged, unreadable now, retired, or not in the folder."""

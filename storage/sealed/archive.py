@@ -244,7 +244,13 @@ class ArchiveReader:
             seal = base64.b64decode(manifest["seal"])
         except (KeyError, TypeError, ValueError):
             raise errors.BackupCorruptError(f"{path}: manifest fields missing") from None
-        key = await keys.unwrap(wrapped, context=_context(str(manifest["backup_id"])))
+        try:
+            key = await keys.unwrap(wrapped, context=_context(str(manifest["backup_id"])))
+        except errors.DataKeyDamagedError:
+            raise errors.KeyAccessError(
+                f"{path}: the archive key does not open with this environment's keys (another "
+                "environment's key-encryption key, or the manifest's key altered)"
+            ) from None
         try:
             digest = AESGCM(key).decrypt(seal[:_NONCE_BYTES], seal[_NONCE_BYTES:], b"manifest")
         except InvalidTag:

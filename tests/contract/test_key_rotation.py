@@ -26,6 +26,7 @@ from storage.local import LocalKeyProvider
 from storage.local.keys import LISTING_FRESH_S
 from tests.servers import MotoServer
 from twin import errors, ports
+from twin.domain.patients import DATA_KEY_DAMAGED
 from twin.ports import WrappedKey
 from twin.service.keys import MAX_UNAVAILABLE_IN_A_ROW, RewrapProgress, rewrap_data_keys
 from twin.testing import fakes
@@ -205,8 +206,8 @@ async def test_keys_that_do_not_unwrap_are_reported_and_the_run_goes_on(tmp_path
     assert (report.rewrapped, report.failed) == (3, 3)
     assert sorted(report.failures) == [
         "a-odd: RuntimeError",  # its message is not shown: it could quote the row
-        "a-short: KeyAccessError: the wrapped data key is damaged (too short)",
-        "a-tampered: KeyAccessError: data key does not unwrap for this context",
+        f"a-short: DataKeyDamagedError: {DATA_KEY_DAMAGED}",
+        f"a-tampered: DataKeyDamagedError: {DATA_KEY_DAMAGED}",
     ]
     assert report.remaining == {"kek-1.key": 3}
     for pid, key in damaged.items():

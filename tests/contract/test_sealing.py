@@ -98,8 +98,12 @@ async def test_every_key_provider_binds_the_context(key_provider):
     wrapped = await key_provider.wrap(b"k" * 32, context="p1")
     assert wrapped.kek_id == await key_provider.current_kek_id()
     assert await key_provider.unwrap(wrapped, context="p1") == b"k" * 32
-    with pytest.raises(errors.KeyAccessError):
+    # Another patient's key, or damaged bytes: stored but not opening, which is no erasure.
+    with pytest.raises(errors.DataKeyDamagedError, match="no erasure took place"):
         await key_provider.unwrap(wrapped, context="p2")
+    damaged = WrappedKey(wrapped.kek_id, wrapped.blob[:-1] + bytes([wrapped.blob[-1] ^ 1]))
+    with pytest.raises(errors.DataKeyDamagedError):
+        await key_provider.unwrap(damaged, context="p1")
 
 
 async def test_key_files_are_private_and_contexts_are_bound(tmp_path):
@@ -107,8 +111,10 @@ async def test_key_files_are_private_and_contexts_are_bound(tmp_path):
     wrapped = await keys.wrap(b"k" * 32, context="p1")
     mode = stat.S_IMODE((tmp_path / "keys" / wrapped.kek_id).stat().st_mode)
     assert mode == 0o600
-    with pytest.raises(errors.KeyAccessError):
+    with pytest.raises(errors.DataKeyDamagedError):
         await keys.unwrap(wrapped, context="p2")
+    with pytest.raises(errors.DataKeyDamagedError):
+        await keys.unwrap(WrappedKey(wrapped.kek_id, wrapped.blob[:5]), context="p1")
     # A KEK not in the folder is unavailable (retry once it is back), never "erased".
     with pytest.raises(errors.KeyUnavailableError, match="not in the key folder"):
         await keys.unwrap(WrappedKey("kek-99.key", wrapped.blob), context="p1")

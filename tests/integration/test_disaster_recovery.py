@@ -425,8 +425,9 @@ async def test_restore_needs_the_same_key_encryption_key(tmp_path):
     archive = tmp_path / "archive"
     await backup(source, archive)
     stranger = make("stranger")  # its own, different local key file
-    with pytest.raises(errors.KeyAccessError):
+    with pytest.raises(errors.KeyAccessError, match="archive key does not open") as refused:
         await restore(stranger, archive)
+    assert not isinstance(refused.value, errors.DataKeyDamagedError)  # no patient's key
 
 
 async def test_backup_during_ingest_is_consistent(tmp_path):

@@ -14,12 +14,26 @@ from dataclasses import dataclass
 
 from twin import errors
 
-__all__ = ["ERASED", "PATIENT_ID", "Identifiers", "is_patient_id", "new_patient_id"]
+__all__ = [
+    "DATA_KEY_DAMAGED",
+    "ERASED",
+    "PATIENT_ID",
+    "Identifiers",
+    "is_patient_id",
+    "new_patient_id",
+]
 
 
 #: Why a write for an erased patient is refused (an event, a data key, identifier links): the
 #: message of a ``KeyAccessError`` (HTTP 410).
 ERASED = "the patient was erased: nothing more is stored for them"
+#: Why data cannot be opened although nothing was erased: the message of a
+#: ``DataKeyDamagedError`` (HTTP 503).
+DATA_KEY_DAMAGED = (
+    "the wrapped data key is stored but does not open under the key-encryption key it names "
+    "(its bytes damaged, wrapped for another patient, or that key is not the one it was "
+    "wrapped under): no erasure took place"
+)
 #: The form of a patient id (what the registry issues, and what any store accepts as one).
 PATIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
