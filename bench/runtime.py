@@ -473,25 +473,28 @@ async def bench_kill_every(
     stop.set()
     thread.join()
     _stop_cluster(directory)
+
+    def figures(acked: list[float], lat: list[float], failed: int) -> dict[str, float]:
+        """One run's figures: acknowledgements, the longest gap, latency, failures."""
+        return {
+            "acknowledged": float(len(lat)),
+            "acknowledged_per_s": len(lat) / duration_s,
+            "longest_gap_ms": _gap_ms(acked),
+            "write_ms_p50": _pct(lat, 50),
+            "write_ms_p99": _pct(lat, 99),
+            "failed_writes": float(failed),
+        }
+
+    baseline = figures(base_acked, base_lat, base_failed)
     return {
         "kill_every_s": kill_every_s,
         "duration_s": duration_s,
         "writers": float(writers),
         "twins": float(twins),
         "kills": float(kills),
-        "acknowledged": float(len(lat)),
-        "acknowledged_per_s": len(lat) / duration_s,
-        "longest_gap_ms": _gap_ms(acked),
-        "write_ms_p50": _pct(lat, 50),
-        "write_ms_p99": _pct(lat, 99),
-        "failed_writes": float(failed),
+        **figures(acked, lat, failed),
         "baseline_kill_every_s": 0.0,
-        "baseline_acknowledged": float(len(base_lat)),
-        "baseline_acknowledged_per_s": len(base_lat) / duration_s,
-        "baseline_longest_gap_ms": _gap_ms(base_acked),
-        "baseline_write_ms_p50": _pct(base_lat, 50),
-        "baseline_write_ms_p99": _pct(base_lat, 99),
-        "baseline_failed_writes": float(base_failed),
+        **{f"baseline_{name}": value for name, value in baseline.items()},
     }
 
 

@@ -36,6 +36,7 @@ from typing import IO, Any, Literal
 
 import psutil
 
+from deployments.ops.processes import is_alive
 from twin.errors import ConfigurationError, PlatformRunningError
 from twin.settings import TwinSettings
 
@@ -150,7 +151,7 @@ class Identity:
                 return None  # replaced between the two readings
         except (psutil.Error, OSError, ValueError, IndexError):
             return None
-        return process if _alive(process) else None
+        return process if is_alive(process) else None
 
     @classmethod
     def parse(cls, data: Any) -> Identity:
@@ -341,13 +342,6 @@ def remove_record(settings: TwinSettings, run: str) -> None:
             record_path(settings).unlink(missing_ok=True)
 
 
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
 def run_processes(record: PlatformRecord, *, include_driver: bool = False) -> list[psutil.Process]:
     """The run's processes that still run (see the module docstring); never this process.
 
@@ -371,7 +365,7 @@ def run_processes(record: PlatformRecord, *, include_driver: bool = False) -> li
                 continue  # another user's: not even read
             # /proc/PID/environ as written at exec: the marker cannot come from elsewhere.
             with open(f"/proc/{process.pid}/environ", "rb") as environ:
-                if marker.encode() in environ.read().split(b"\0") and _alive(process):
+                if marker.encode() in environ.read().split(b"\0") and is_alive(process):
                     found[process.pid] = process
     driver = record.driver.find()
     if driver is None or not include_driver:
@@ -396,7 +390,7 @@ def _wait(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Proc
     one that does not reap it soon.
     """
     deadline = time.monotonic() + timeout_s
-    while (left := [p for p in processes if _alive(p)]) and time.monotonic() < deadline:
+    while (left := [p for p in processes if is_alive(p)]) and time.monotonic() < deadline:
         time.sleep(_POLL_S)
     return left
 

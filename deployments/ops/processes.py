@@ -28,13 +28,13 @@ import time
 
 import psutil
 
-__all__ = ["PlatformProcesses"]
+__all__ = ["PlatformProcesses", "is_alive"]
 
 #: How often a stop checks whether the processes it signalled have ended, seconds.
 _POLL_S = 0.05
 
 
-def _alive(process: psutil.Process) -> bool:
+def is_alive(process: psutil.Process) -> bool:
     """Whether a process still runs (a zombie has ended; it waits only for its parent)."""
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
@@ -77,7 +77,7 @@ class PlatformProcesses:
             for process in found:
                 self._known.setdefault(process.pid, process)
             # The dead go first: a dead process's id may now name an unrelated group leader.
-            for pid in [pid for pid, process in self._known.items() if not _alive(process)]:
+            for pid in [pid for pid, process in self._known.items() if not is_alive(process)]:
                 del self._known[pid]
             for pid in self._known:
                 with contextlib.suppress(OSError):  # ended meanwhile
@@ -94,7 +94,7 @@ class PlatformProcesses:
                             occupied.add(group)
                             self._known.setdefault(process.pid, process)
             self._groups = dict.fromkeys(occupied, now)
-            for pid in [pid for pid, process in self._known.items() if not _alive(process)]:
+            for pid in [pid for pid, process in self._known.items() if not is_alive(process)]:
                 del self._known[pid]  # a dead group leader is still in its group's list
             return len(self._known)
 
@@ -102,7 +102,7 @@ class PlatformProcesses:
         """The known processes that still run."""
         with self._lock:
             known = list(self._known.values())
-        return [process for process in known if _alive(process)]
+        return [process for process in known if is_alive(process)]
 
     def stop(self, grace_s: float) -> int:
         """End every known process: SIGTERM, ``grace_s`` seconds, then SIGKILL.

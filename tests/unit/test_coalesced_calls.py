@@ -119,16 +119,20 @@ async def test_a_host_that_stays_down_ends_in_host_unavailable():
         await runtime.summary("a1")
 
 
-@pytest.fixture
-def host_actor(tmp_path: Any) -> Iterator[TwinHostActor]:
+def _new_host(tmp_path: Any) -> TwinHostActor:
     async def open_ports(settings: TwinSettings) -> HostPorts:
         return HostPorts(
             fakes.MemoryEventStore(), fakes.MemoryCheckpointStore(), fakes.PlainSealer()
         )
 
-    actor = TwinHostActor(
+    return TwinHostActor(
         TwinSettings(data_dir=tmp_path).for_workers(), open_ports, HostSettings(particles=200)
     )
+
+
+@pytest.fixture
+def host_actor(tmp_path: Any) -> Iterator[TwinHostActor]:
+    actor = _new_host(tmp_path)
     yield actor
     actor._served.set()  # its kernels load before the next test (which may replace them)
     actor.kernels_loading.join(60)
@@ -198,17 +202,6 @@ def _recording_kernels(
     )
     monkeypatch.setattr(host_actor_module, "FORECAST_KERNELS_AFTER_S", after_s)
     return kernels
-
-
-def _new_host(tmp_path: Any) -> TwinHostActor:
-    async def open_ports(settings: TwinSettings) -> HostPorts:
-        return HostPorts(
-            fakes.MemoryEventStore(), fakes.MemoryCheckpointStore(), fakes.PlainSealer()
-        )
-
-    return TwinHostActor(
-        TwinSettings(data_dir=tmp_path).for_workers(), open_ports, HostSettings(particles=200)
-    )
 
 
 async def _loaded(actor: TwinHostActor) -> None:
